@@ -1,0 +1,7 @@
+"""`python -m replicate ...`: see replicate.cli."""
+
+import sys
+
+from replicate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Caffe file formats: prototxt text, .caffemodel / .solverstate / .binaryproto, legacy upgrade."""

@@ -1,0 +1,91 @@
+"""Binary protobuf files: .caffemodel, .solverstate, .binaryproto.
+
+Reads parse the whole file at once (the upb runtime has no 64 MB message limit, so the 233 MB
+CaffeNet parses as is).  Writes go to a temporary file in the same folder and are renamed into
+place, so a reader or a crash never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import TypeVar
+
+import numpy as np
+from google.protobuf.message import DecodeError, Message
+
+from replicate.errors import ReplicateError
+from replicate.io.blobs import array_to_blob, blob_to_array
+from replicate.proto import caffe_pb2
+
+M = TypeVar("M", bound=Message)
+
+
+def read_binary(path: str | os.PathLike[str], message: M) -> M:
+    """Parse the binary protobuf file at `path` into `message`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise ReplicateError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        message.ParseFromString(data)
+    except DecodeError as err:
+        kind = type(message).DESCRIPTOR.name
+        raise ReplicateError(f"{path}: not a valid binary {kind} ({err})") from None
+    return message
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and an atomic rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_binary(path: str | os.PathLike[str], message: Message) -> None:
+    write_atomic(path, message.SerializeToString())
+
+
+def read_net_binary(path: str | os.PathLike[str]) -> caffe_pb2.NetParameter:
+    """A .caffemodel as stored (V2 `layer` or V1 `layers`); see replicate.io.upgrade."""
+    return read_binary(path, caffe_pb2.NetParameter())
+
+
+def read_mean(path: str | os.PathLike[str]) -> np.ndarray:
+    """A .binaryproto mean file as an array of its stored shape (usually 1 x C x H x W)."""
+    return blob_to_array(read_binary(path, caffe_pb2.BlobProto()))
+
+
+def write_mean(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write a mean as Caffe's compute_image_mean does: legacy num/channels/height/width dims."""
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4:
+        raise ValueError(f"a mean blob is 3-D or 4-D, not shape {array.shape}")
+    blob = caffe_pb2.BlobProto()
+    blob.num, blob.channels, blob.height, blob.width = (int(d) for d in array.shape)
+    blob.data.extend(array.ravel().tolist())
+    write_binary(path, blob)
+
+
+__all__ = [
+    "array_to_blob",
+    "blob_to_array",
+    "read_binary",
+    "read_mean",
+    "read_net_binary",
+    "write_atomic",
+    "write_binary",
+    "write_mean",
+]

@@ -1,0 +1,41 @@
+"""BlobProto <-> numpy, with Caffe's rules for legacy 4-D dimensions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from replicate.proto import caffe_pb2
+
+
+def blob_shape(blob: caffe_pb2.BlobProto) -> tuple[int, ...]:
+    """The blob's shape: `shape.dim` when present, else legacy (num, channels, height, width).
+
+    Legacy files always describe four axes, so a 1-D bias of 96 reads as (1, 1, 1, 96); weight
+    copying compares such shapes by element count as Caffe's `ShapeEquals` does.
+    """
+    if blob.HasField("shape"):
+        return tuple(int(d) for d in blob.shape.dim)
+    return (blob.num, blob.channels, blob.height, blob.width)
+
+
+def blob_to_array(blob: caffe_pb2.BlobProto) -> np.ndarray:
+    """The blob's data as float32 (double_data is narrowed, as Caffe's float nets do)."""
+    shape = blob_shape(blob)
+    if len(blob.double_data):
+        values = np.asarray(blob.double_data, dtype=np.float64).astype(np.float32)
+    else:
+        values = np.asarray(blob.data, dtype=np.float32)
+    expected = int(np.prod(shape)) if shape else 1
+    if values.size != expected:
+        raise ValueError(f"blob holds {values.size} values but its shape {shape} needs {expected}")
+    return values.reshape(shape)
+
+
+def array_to_blob(array: np.ndarray, blob: caffe_pb2.BlobProto | None = None) -> caffe_pb2.BlobProto:
+    """Write `array` into `blob` (a new one by default) in the current `shape` form, float32."""
+    blob = caffe_pb2.BlobProto() if blob is None else blob
+    blob.Clear()
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    blob.shape.dim.extend(int(d) for d in array.shape)
+    blob.data.extend(array.ravel().tolist())
+    return blob
