@@ -1,12 +1,11 @@
 """Caffe layer types, one per module, each registered under its prototxt `type`.
 
-Importing this package imports every layer module so that the registry is complete; the list is
-explicit (no star imports) and `tests/test_registry.py` checks that every module here is in it.
+Importing this package imports every module in it, so the registry is complete however a layer
+was reached; adding a layer type is adding a file.
 """
 
+import pkgutil
 from importlib import import_module
 
-LAYER_MODULES: tuple[str, ...] = ()
-
-for _name in LAYER_MODULES:
-    import_module(f"{__name__}.{_name}")
+for _info in pkgutil.iter_modules(__path__):
+    import_module(f"{__name__}.{_info.name}")
