@@ -79,7 +79,7 @@ def test_rerun_is_a_no_op_and_another_folder_is_refused(small: Path, tmp_path: P
         generate(tmp_path / "mine", SMALL)
 
 
-@pytest.mark.parametrize("field, value", [("classes", 1), ("size", 8), ("train_per_class", 0),
+@pytest.mark.parametrize("field, value", [("classes", 1), ("classes", 61), ("size", 8), ("train_per_class", 0),
                                           ("train_per_class", 100000), ("seed", -1)])
 def test_bad_parameters_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,
                                       field: str, value: int) -> None:
