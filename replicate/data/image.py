@@ -51,7 +51,9 @@ def decode_image(data: bytes, color: bool | None = True, name: str = "image") ->
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             return _to_array(image, color)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except UnidentifiedImageError:
+        raise ReplicateError(f"{name}: cannot decode image (not a known image format)") from None
+    except (OSError, ValueError, SyntaxError) as err:
         raise ReplicateError(f"{name}: cannot decode image ({err})") from None
 
 

@@ -184,7 +184,11 @@ class LmdbWriter:
         self.count = 0
 
     def put(self, key: bytes, datum: caffe_pb2.Datum) -> None:
-        self._txn.put(key, datum.SerializeToString())
+        self.put_bytes(key, datum.SerializeToString())
+
+    def put_bytes(self, key: bytes, value: bytes) -> None:
+        """Store an already serialized Datum (conversion workers serialize in parallel)."""
+        self._txn.put(key, value)
         self._pending += 1
         self.count += 1
         if self._pending >= COMMIT_EVERY:

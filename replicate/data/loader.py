@@ -52,7 +52,7 @@ class Item:
 
 class Source(Protocol):
     def __len__(self) -> int: ...
-    def index(self, position: int) -> int: ...
+    def index(self, position: int, seed: int) -> int: ...
     def item(self, index: int) -> Item: ...
     def reopen(self) -> None: ...
 
@@ -66,7 +66,7 @@ class LmdbSource:
     def __len__(self) -> int:
         return len(self.reader)
 
-    def index(self, position: int) -> int:
+    def index(self, position: int, seed: int) -> int:
         return position % len(self.reader)
 
     def item(self, index: int) -> Item:
@@ -94,27 +94,25 @@ class ImageListSource:
         new_width: int,
         is_color: bool,
         shuffle: bool,
-        seed: int,
     ):
         self.entries = entries
         self.root_folder = root_folder
         self.size = (new_height, new_width)
         self.is_color = is_color
         self.shuffle = shuffle
-        self.seed = seed
-        self._epoch: tuple[int, np.ndarray] | None = None
+        self._order: tuple[int, int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def index(self, position: int) -> int:
+    def index(self, position: int, seed: int) -> int:
         epoch, offset = divmod(position, len(self.entries))
         if not self.shuffle:
             return offset
-        if self._epoch is None or self._epoch[0] != epoch:
-            order = np.random.default_rng([self.seed & 0xFFFFFFFF, 1, epoch]).permutation(len(self.entries))
-            self._epoch = (epoch, order)
-        return int(self._epoch[1][offset])
+        if self._order is None or self._order[:2] != (seed, epoch):
+            order = np.random.default_rng([seed & 0xFFFFFFFF, 1, epoch]).permutation(len(self.entries))
+            self._order = (seed, epoch, order)
+        return int(self._order[2][offset])
 
     def item(self, index: int) -> Item:
         name, label = self.entries[index]
@@ -148,7 +146,7 @@ class BatchMaker:
 
     def items(self, k: int) -> list[Item]:
         first = self.start + k * self.batch_size
-        return [self.source.item(self.source.index(first + i)) for i in range(self.batch_size)]
+        return [self.source.item(self.source.index(first + i, self.seed)) for i in range(self.batch_size)]
 
     def finish(self, k: int, images: list[torch.Tensor], items: list[Item]) -> Batch:
         """Transform decoded CHW images (on any device) with batch k's draws; labels as float32."""

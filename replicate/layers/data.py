@@ -41,8 +41,10 @@ class BatchLayer(Layer):
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         start = int(np.random.default_rng([seed, 2]).integers(rand_skip)) if rand_skip else 0
         self.maker = BatchMaker(source, self.transformer, batch_size, seed, start)
-        first = source.item(source.index(start))
-        c, h, w = decode_cpu(first, self.transformer).shape
+        try:
+            c, h, w = decode_cpu(source.item(source.index(start, seed)), self.transformer).shape
+        except ReplicateError as err:
+            raise self.error(str(err)) from None
         self.top_shapes = [(batch_size, *self.transformer.output_shape(c, h, w))]
         if len(param.top) == 2:
             self.top_shapes.append((batch_size,))
