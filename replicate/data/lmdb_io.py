@@ -86,15 +86,39 @@ def datum_array(
     return np.asarray(datum.float_data, dtype=np.float32).reshape(shape)
 
 
+#: Open read-only environments, shared: py-lmdb refuses to open one environment twice in a
+#: process (a train and a test net often read the same LMDB).  Keyed by process id too: a forked
+#: loader worker closes the copy it inherited (py-lmdb would refuse a second open, and LMDB handles
+#: must not be used across fork) and opens its own.
+_ENVS: dict[tuple[int, str], list] = {}
+
+
 def _open_env(path: Path) -> lmdb.Environment:
     if not (path / "data.mdb").is_file():
         if path.exists():
             raise ReplicateError(f"{path}: not an LMDB (no data.mdb); LevelDB sources are not supported")
         raise ReplicateError(f"{path}: data source does not exist")
-    try:
-        return lmdb.open(str(path), readonly=True, lock=False, readahead=False, max_readers=512)
-    except lmdb.Error as err:
-        raise ReplicateError(f"{path}: cannot open LMDB ({err})") from None
+    key = (os.getpid(), os.path.realpath(path))
+    for inherited in [k for k in _ENVS if k[1] == key[1] and k[0] != key[0]]:
+        _ENVS.pop(inherited)[0].close()
+    if key not in _ENVS:
+        try:
+            env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, max_readers=512)
+        except lmdb.Error as err:
+            raise ReplicateError(f"{path}: cannot open LMDB ({err})") from None
+        _ENVS[key] = [env, 0]
+    _ENVS[key][1] += 1
+    return _ENVS[key][0]
+
+
+def _release_env(path: Path) -> None:
+    key = (os.getpid(), os.path.realpath(path))
+    entry = _ENVS.get(key)
+    if entry is not None:
+        entry[1] -= 1
+        if entry[1] == 0:
+            entry[0].close()
+            del _ENVS[key]
 
 
 class LmdbReader:
@@ -109,6 +133,7 @@ class LmdbReader:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self._env: lmdb.Environment | None = _open_env(self.path)
+        self._pid = os.getpid()
         keys = []
         with self._env.begin(buffers=False) as txn:
             for key in txn.cursor().iternext(keys=True, values=False):
@@ -135,6 +160,7 @@ class LmdbReader:
         if self._txn is None:
             if self._env is None:
                 self._env = _open_env(self.path)
+                self._pid = os.getpid()
             self._txn = self._env.begin(buffers=False)
         return self._txn
 
@@ -158,10 +184,11 @@ class LmdbReader:
             index = (index + 1) % len(self)
 
     def close(self) -> None:
-        if self._txn is not None:
-            self._txn.abort()
-        if self._env is not None:
-            self._env.close()
+        """Release the LMDB (in a forked child, just forget the parent's handles)."""
+        if self._env is not None and self._pid == os.getpid():
+            if self._txn is not None:
+                self._txn.abort()
+            _release_env(self.path)
         self._env = self._txn = None
 
 
