@@ -3,15 +3,16 @@
 Caffe reads images with OpenCV (`cv::imread`, `cv::imdecode`) and resizes them with
 `cv::resize(..., INTER_LINEAR)`.  We decode with Pillow and reimplement the resize in numpy, because
 Pillow's own bilinear filter widens its support when it shrinks an image (an anti-aliasing filter)
-and so differs from OpenCV by many grey levels on every downscaled ImageNet photo.  Known,
-documented differences from OpenCV:
+and so differs from OpenCV by many grey levels on every downscaled ImageNet photo.  How close
+we are to OpenCV:
 
-- The resize follows OpenCV's reference (scalar) fixed-point arithmetic; OpenCV's SIMD path rounds
-  its vertical pass differently and can differ by 1 grey level on a few pixels.
-- JPEG decoding uses Pillow's libjpeg(-turbo); OpenCV builds link various libjpeg versions, whose
-  IDCT/upsampling may differ by a grey level.  EXIF orientation is ignored, as OpenCV 2.4 (the
-  2014 Caffe's) did.
-- Greyscale decoding uses Pillow's ITU-R 601 luma conversion of the decoded RGB image.
+- The resize reproduces OpenCV's x86 (SIMD) fixed-point arithmetic, checked bit for bit against
+  opencv-python 5.0; its scalar fallback (other CPUs) rounds some pixels 1 grey level differently.
+- JPEG decoding uses Pillow's libjpeg-turbo; OpenCV builds linked to another libjpeg version may
+  differ by a grey level (IDCT, chroma upsampling).  EXIF orientation is ignored, as OpenCV 2.4
+  (the 2014 Caffe's) did.
+- Colour JPEG decoding and grey JPEG decoding (libjpeg's luma output) match opencv-python 5.0 bit
+  for bit.  Other formats decoded to grey use Pillow's luma weights, which can differ by 1.
 
 All arrays here are HWC (C = 3 in BGR order, or C = 1 for grey), uint8, as a `cv::Mat` holds them.
 """
@@ -49,6 +50,8 @@ def decode_image(data: bytes, color: bool | None = True, name: str = "image") ->
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if color is False and image.format == "JPEG":
+                image.draft("L", image.size)  # libjpeg's own grey output, as OpenCV asks for
             image.load()
             return _to_array(image, color)
     except UnidentifiedImageError:
@@ -78,23 +81,27 @@ def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
     return out.getvalue()
 
 
-def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per output index: left source index, right source index, and the two fixed-point weights.
+def _linear_taps(src: int, dst: int, clamp_weights: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output index: first and second source index and their two fixed-point weights.
 
     OpenCV maps output pixel centres onto input pixel centres (`(d + 0.5) * scale - 0.5`, computed
-    in double and narrowed to float), clamps at both borders with a zero weight on the outside tap,
-    and rounds the weights to 11-bit integers.
+    in double and narrowed to float) and rounds the weights to 11-bit integers.  Past a border it
+    clamps the source indices; along x it also moves the whole weight onto the inside tap, along y
+    it keeps the unclamped weights (both taps then read the same row, which still changes how the
+    vertical pass rounds).
     """
-    scale = src / dst
+    scale = 1.0 / (dst / src)  # OpenCV: 1 / inv_scale, not src / dst (they differ in the last bit)
     d = np.arange(dst, dtype=np.float64)
     f = ((d + 0.5) * scale - 0.5).astype(np.float32)
     i0 = np.floor(f).astype(np.int64)
     frac = (f - i0.astype(np.float32)).astype(np.float32)
-    low = i0 < 0
-    frac[low], i0[low] = 0, 0
-    high = i0 >= src - 1
-    frac[high], i0[high] = 0, src - 1
-    i1 = np.minimum(i0 + 1, src - 1)
+    if clamp_weights:
+        low = i0 < 0
+        frac[low], i0[low] = 0, 0
+        high = i0 >= src - 1
+        frac[high], i0[high] = 0, src - 1
+    i1 = np.clip(i0 + 1, 0, src - 1)
+    i0 = np.clip(i0, 0, src - 1)
     w1 = np.rint(frac.astype(np.float64) * _COEF_SCALE).astype(np.int64)
     w0 = np.rint((np.float32(1) - frac).astype(np.float64) * _COEF_SCALE).astype(np.int64)
     return i0, i1, np.stack([w0, w1])
@@ -103,7 +110,10 @@ def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """`cv::resize(image, Size(width, height))` with INTER_LINEAR, for HWC uint8 images.
 
-    Like OpenCV, an exact halving of both sides averages 2x2 blocks (its INTER_AREA fast path).
+    A horizontal pass makes rows scaled by 2^11; the vertical pass combines two rows the way
+    OpenCV's SSE2/universal-intrinsics kernel does (`((r0 >> 4) * b0 >> 16) + ((r1 >> 4) * b1 >> 16)`,
+    then `(x + 2) >> 2`), which is what OpenCV on x86 computes.  Like OpenCV, an exact halving of
+    both sides averages 2x2 blocks instead (its INTER_AREA fast path).
     """
     src_h, src_w = image.shape[:2]
     if (src_h, src_w) == (height, width):
@@ -111,10 +121,9 @@ def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if src_h == 2 * height and src_w == 2 * width:
         blocks = image.reshape(height, 2, width, 2, -1).astype(np.int32)
         return ((blocks.sum(axis=(1, 3)) + 2) >> 2).astype(np.uint8)
-    x0, x1, wx = _linear_taps(src_w, width)
-    y0, y1, wy = _linear_taps(src_h, height)
-    img = image.astype(np.int64)
-    rows = img[:, x0] * wx[0][None, :, None] + img[:, x1] * wx[1][None, :, None]
-    out = rows[y0] * wy[0][:, None, None] + rows[y1] * wy[1][:, None, None]
-    out = (out + (1 << (2 * _COEF_BITS - 1))) >> (2 * _COEF_BITS)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    x0, x1, wx = _linear_taps(src_w, width, clamp_weights=True)
+    y0, y1, wy = _linear_taps(src_h, height, clamp_weights=False)
+    img = image.astype(np.int32)
+    rows = (img[:, x0] * wx[0][None, :, None] + img[:, x1] * wx[1][None, :, None]) >> 4
+    out = ((rows[y0] * wy[0][:, None, None]) >> 16) + ((rows[y1] * wy[1][:, None, None]) >> 16)
+    return np.clip((out + 2) >> 2, 0, 255).astype(np.uint8)

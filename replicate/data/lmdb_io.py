@@ -90,7 +90,13 @@ def datum_array(
 #: process (a train and a test net often read the same LMDB).  Keyed by process id too: a forked
 #: loader worker closes the copy it inherited (py-lmdb would refuse a second open, and LMDB handles
 #: must not be used across fork) and opens its own.
-_ENVS: dict[tuple[int, str], list] = {}
+_ENVS: dict[tuple[int, int, int], list] = {}
+
+
+def _env_key(path: Path) -> tuple[int, int, int]:
+    """(process, device, inode) of data.mdb: an LMDB rebuilt at the same path is another one."""
+    st = os.stat(path / "data.mdb")
+    return os.getpid(), st.st_dev, st.st_ino
 
 
 def _open_env(path: Path) -> lmdb.Environment:
@@ -98,8 +104,8 @@ def _open_env(path: Path) -> lmdb.Environment:
         if path.exists():
             raise ReplicateError(f"{path}: not an LMDB (no data.mdb); LevelDB sources are not supported")
         raise ReplicateError(f"{path}: data source does not exist")
-    key = (os.getpid(), os.path.realpath(path))
-    for inherited in [k for k in _ENVS if k[1] == key[1] and k[0] != key[0]]:
+    key = _env_key(path)
+    for inherited in [k for k in _ENVS if k[1:] == key[1:] and k[0] != key[0]]:
         _ENVS.pop(inherited)[0].close()
     if key not in _ENVS:
         try:
@@ -111,8 +117,7 @@ def _open_env(path: Path) -> lmdb.Environment:
     return _ENVS[key][0]
 
 
-def _release_env(path: Path) -> None:
-    key = (os.getpid(), os.path.realpath(path))
+def _release_env(key: tuple[int, int, int]) -> None:
     entry = _ENVS.get(key)
     if entry is not None:
         entry[1] -= 1
@@ -133,7 +138,7 @@ class LmdbReader:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self._env: lmdb.Environment | None = _open_env(self.path)
-        self._pid = os.getpid()
+        self._pid, self._key = os.getpid(), _env_key(self.path)
         keys = []
         with self._env.begin(buffers=False) as txn:
             for key in txn.cursor().iternext(keys=True, values=False):
@@ -160,7 +165,7 @@ class LmdbReader:
         if self._txn is None:
             if self._env is None:
                 self._env = _open_env(self.path)
-                self._pid = os.getpid()
+                self._pid, self._key = os.getpid(), _env_key(self.path)
             self._txn = self._env.begin(buffers=False)
         return self._txn
 
@@ -188,7 +193,7 @@ class LmdbReader:
         if self._env is not None and self._pid == os.getpid():
             if self._txn is not None:
                 self._txn.abort()
-            _release_env(self.path)
+            _release_env(self._key)
         self._env = self._txn = None
 
 
