@@ -9,7 +9,7 @@ import pytest
 import scipy.io
 
 from replicate.cli import main
-from replicate.data.devkit import val_lines
+from replicate.data.devkit import val_entries
 from replicate.data.synth import SynthConfig, generate
 from replicate.errors import ReplicateError
 
@@ -68,12 +68,12 @@ def test_validation_images_must_match_the_ground_truth(imagenet: Path, tmp_path:
     val.mkdir()
     for n in range(1, 11):
         (val / f"ILSVRC2012_val_{n:08d}.JPEG").write_bytes(b"")
-    assert len(val_lines(val, imagenet / "devkit", wnids)) == 10
+    assert len(val_entries(val, imagenet / "devkit", wnids)) == 10
     (val / "ILSVRC2012_val_00000011.JPEG").write_bytes(b"")
     with pytest.raises(ReplicateError, match="11 images but .* labels 10"):
-        val_lines(val, imagenet / "devkit", wnids)
+        val_entries(val, imagenet / "devkit", wnids)
     (val / "ILSVRC2012_val_00000010.JPEG").unlink()
     with pytest.raises(ReplicateError, match=r"ILSVRC2012_val_00000011.JPEG: not an ILSVRC2012_val_<1..10>"):
-        val_lines(val, imagenet / "devkit", wnids)
+        val_entries(val, imagenet / "devkit", wnids)
     with pytest.raises(ReplicateError, match="no ILSVRC2012_ID for class s0000005"):
-        val_lines(val, imagenet / "devkit", wnids + ["s0000005"])
+        val_entries(val, imagenet / "devkit", wnids + ["s0000005"])

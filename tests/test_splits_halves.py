@@ -17,7 +17,7 @@ from replicate.data.splits import (
     first_per_class,
     natman_classes,
     paper_subsets,
-    parse_list,
+    check_labels,
     random_half,
     select,
 )
@@ -89,8 +89,9 @@ def test_random_halves_are_the_legacy_numpy_draw_for_any_class_count() -> None:
 
 
 def small_list() -> ImageList:
-    lines = ["c2_a 2", "c0_a 0", "c1_a 1", "c2_b 2", "c0_b 0", "c2_c 2", "c0_c 0", "c1_b 1"]
-    return parse_list(lines, "small.txt", 3)
+    entries = [("c2_a", 2), ("c0_a", 0), ("c1_a", 1), ("c2_b", 2), ("c0_b", 0), ("c2_c", 2),
+               ("c0_c", 0), ("c1_b", 1)]
+    return check_labels(entries, "small.txt", 3)
 
 
 def test_select_keeps_list_order_and_relabels() -> None:
@@ -127,10 +128,10 @@ def test_reduced_sets_take_the_first_k_of_each_class_in_list_order(tmp_path: Pat
 
 
 @pytest.mark.parametrize("bad, message", [
-    ("img.JPEG 1000\n", r"list.txt:2: class 1000 outside 0..999"),
-    ("img.JPEG -1\n", r"list.txt:2: class -1 outside 0..999"),
-    ("img.JPEG cat\n", r"list.txt:2: class 'cat' is not an integer"),
-    ("img.JPEG\n", r"list.txt:2: expected '<path> <class>'"),
+    ("img.JPEG 1000\n", r"list.txt: img.JPEG: class 1000 outside 0..999"),
+    ("img.JPEG -1\n", r"list.txt: img.JPEG: class -1 outside 0..999"),
+    ("img.JPEG cat\n", r"list.txt:2: expected '<path> <integer label>'"),
+    ("img.JPEG\n", r"list.txt:2: expected '<path> <integer label>'"),
 ])
 def test_bad_lists_stop_with_one_line_and_write_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture, bad: str, message: str

@@ -23,21 +23,22 @@ GROUND_TRUTH = Path("data") / "ILSVRC2012_validation_ground_truth.txt"
 VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
 
 
-def train_lines(train_dir: Path, wnids: list[str]) -> list[str]:
-    """Caffe training list lines from `train_dir/<wnid>/*` (one folder per class)."""
+def train_entries(train_dir: Path, wnids: list[str]) -> list[tuple[str, int]]:
+    """Caffe's training list, (path, label) pairs, from `train_dir/<wnid>/*` (one folder per class)."""
     if not train_dir.is_dir():
         raise ReplicateError(f"{train_dir}: not a folder")
     folders = {p.name for p in train_dir.iterdir() if p.is_dir()}
     unknown = sorted(folders - set(wnids))
     if unknown:
         raise ReplicateError(f"{train_dir}: folder {unknown[0]} is not one of the {len(wnids)} classes")
-    lines = []
+    entries = []
     for label, wnid in enumerate(wnids):
         folder = train_dir / wnid
         if wnid not in folders:
             raise ReplicateError(f"{train_dir}: no folder for class {label} ({wnid})")
-        lines += [f"{wnid}/{name} {label}" for name in sorted(p.name for p in folder.iterdir() if p.is_file())]
-    return lines
+        names = sorted(p.name for p in folder.iterdir() if p.is_file())
+        entries += [(f"{wnid}/{name}", label) for name in names]
+    return entries
 
 
 def devkit_ids(devkit: Path, wnids: list[str]) -> dict[int, int]:
@@ -56,8 +57,8 @@ def devkit_ids(devkit: Path, wnids: list[str]) -> dict[int, int]:
     return mapping
 
 
-def val_lines(val_dir: Path, devkit: Path, wnids: list[str]) -> list[str]:
-    """Caffe validation list lines for the images of `val_dir`, labelled from the devkit."""
+def val_entries(val_dir: Path, devkit: Path, wnids: list[str]) -> list[tuple[str, int]]:
+    """Caffe's validation list, (path, label) pairs, for the images of `val_dir`, labelled from the devkit."""
     if not val_dir.is_dir():
         raise ReplicateError(f"{val_dir}: not a folder")
     mapping = devkit_ids(devkit, wnids)
@@ -69,7 +70,7 @@ def val_lines(val_dir: Path, devkit: Path, wnids: list[str]) -> list[str]:
     names = sorted(p.name for p in val_dir.iterdir() if p.is_file())
     if len(names) != len(truth):
         raise ReplicateError(f"{val_dir}: {len(names)} images but {path} labels {len(truth)}")
-    lines = []
+    entries = []
     for name in names:
         match = VAL_NAME.fullmatch(name)
         if not match or not 1 <= int(match.group(1)) <= len(truth):
@@ -77,5 +78,5 @@ def val_lines(val_dir: Path, devkit: Path, wnids: list[str]) -> list[str]:
         class_id = truth[int(match.group(1)) - 1]
         if class_id not in mapping:
             raise ReplicateError(f"{path}: line {match.group(1).lstrip('0')}: unknown ILSVRC2012_ID {class_id}")
-        lines.append(f"{name} {mapping[class_id]}")
-    return lines
+        entries.append((name, mapping[class_id]))
+    return entries

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from replicate.data.families import MAN_MADE, NATURAL
+from replicate.data.imagelist import read_image_list
 from replicate.errors import ReplicateError
 from replicate.io.binary import write_atomic
 
@@ -68,47 +69,30 @@ def read_synsets(path: Path) -> list[str]:
     return wnids
 
 
-def parse_list(lines: list[str], source: str, num_classes: int) -> ImageList:
-    """Parse Caffe list lines `<path> <label>`; every label must be an integer in [0, C) and
-    every class must have an image (a list that leaves classes empty belongs to other synsets)."""
-    paths: list[str] = []
-    labels: list[int] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        fields = line.rsplit(maxsplit=1)
-        if len(fields) != 2:
-            raise ReplicateError(f"{source}:{number}: expected '<path> <class>', got {line!r}")
-        try:
-            label = int(fields[1])
-        except ValueError:
-            raise ReplicateError(
-                f"{source}:{number}: class {fields[1]!r} is not an integer"
-            ) from None
-        if not 0 <= label < num_classes:
-            raise ReplicateError(
-                f"{source}:{number}: class {label} outside 0..{num_classes - 1} "
-                f"({num_classes} classes in the synsets)"
-            )
-        paths.append(fields[0])
-        labels.append(label)
-    array = np.asarray(labels, dtype=np.int64)
-    empty = np.flatnonzero(np.bincount(array, minlength=num_classes) == 0)
+def check_labels(entries: list[tuple[str, int]], source: str, num_classes: int) -> ImageList:
+    """An ImageList of `(path, label)` pairs whose labels all lie in [0, C) and that leave no
+    class without an image (a list that does belongs to other synsets)."""
+    labels = np.fromiter((label for _, label in entries), dtype=np.int64, count=len(entries))
+    outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if outside.size:
+        path, label = entries[outside[0]]
+        raise ReplicateError(
+            f"{source}: {path}: class {label} outside 0..{num_classes - 1} "
+            f"({num_classes} classes in the synsets)"
+        )
+    empty = np.flatnonzero(np.bincount(labels, minlength=num_classes) == 0)
     if empty.size:
         raise ReplicateError(
             f"{source}: {empty.size} of {num_classes} classes have no image (first: class "
             f"{empty[0]}); is the synsets file the one this list was made with?"
         )
-    return ImageList(source, paths, array)
+    return ImageList(source, [path for path, _ in entries], labels)
 
 
 def read_list(path: Path, num_classes: int) -> ImageList:
-    """Read a Caffe image list file (see `parse_list`)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise ReplicateError(f"{path}: cannot read image list ({err.strerror})") from None
-    return parse_list(lines, str(path), num_classes)
+    """Read a Caffe image list file (Caffe's parsing: see `replicate.data.imagelist`) and check
+    its labels against the number of classes."""
+    return check_labels(read_image_list(path), str(path), num_classes)
 
 
 def random_half(num_classes: int, seed: int) -> np.ndarray:

@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from replicate.data.devkit import train_lines, val_lines
+from replicate.data.devkit import train_entries, val_entries
 from replicate.data.families import ILSVRC12_NATMAN, ILSVRC12_WNIDS, read_families
 from replicate.data.splits import (
     PAPER_REDUCED,
     PAPER_SPLITS,
     ImageList,
     natman_classes,
-    parse_list,
+    check_labels,
     read_list,
     read_synsets,
     write_splits,
@@ -67,7 +67,7 @@ def _training(args: argparse.Namespace, wnids: list[str]) -> ImageList | None:
     if args.train_list and args.train_dir:
         raise ReplicateError("give --train-list or --train-dir, not both")
     if args.train_dir:
-        return parse_list(train_lines(args.train_dir, wnids), str(args.train_dir), len(wnids))
+        return check_labels(train_entries(args.train_dir, wnids), str(args.train_dir), len(wnids))
     return read_list(args.train_list, len(wnids)) if args.train_list else None
 
 
@@ -77,7 +77,7 @@ def _validation(args: argparse.Namespace, wnids: list[str]) -> ImageList | None:
     if args.val_dir:
         if args.devkit is None:
             raise ReplicateError("--val-dir needs --devkit (the validation labels are in it)")
-        return parse_list(val_lines(args.val_dir, args.devkit, wnids), str(args.val_dir), len(wnids))
+        return check_labels(val_entries(args.val_dir, args.devkit, wnids), str(args.val_dir), len(wnids))
     return read_list(args.val_list, len(wnids)) if args.val_list else None
 
 
