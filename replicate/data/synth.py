@@ -15,7 +15,19 @@ the family split separates them (dissimilar tasks), as in the paper.  Per image,
 position, scale, rotation, phase and noise are jittered so that no single pixel statistic gives
 the class away.
 
-Every image has its own legacy-numpy generator seeded by (seed, class, train/val, index), so the
+Layout of the output folder (C classes, N training and M validation images per class):
+
+    train/<wnid>/<wnid>_<iiiii>.JPEG    i = 0..N-1
+    val/ILSVRC2012_val_<nnnnnnnn>.JPEG  n = 1..C*M, classes shuffled as in ILSVRC2012
+    train.txt     `<wnid>/<wnid>_<iiiii>.JPEG <label>`, class by class, i ascending (paths
+                  relative to train/; also the sorted order of the folder, as Caffe's list)
+    val.txt       `ILSVRC2012_val_<nnnnnnnn>.JPEG <label>` in n order (relative to val/)
+    synsets.txt   the wnids `s0000000`, `s0000001`, ... (label order = sorted order)
+    families.txt  `<wnid> natural|man-made  # <kind> <variant>/<variants>` (even labels
+                  natural, odd man-made), the `--families` of `data splits`
+    synth.json    the parameters (classes, train_per_class, val_per_class, size, seed)
+
+Images are RGB JPEG (quality 90), size x size.  Every image has its own legacy-numpy generator seeded by (seed, class, train/val, index), so the
 output does not depend on generation order and the same seed gives byte-identical files (for a
 given numpy and Pillow: JPEG bytes come from Pillow's libjpeg).
 """
@@ -236,16 +248,19 @@ def image_rng(seed: int, label: int, part: int, index: int) -> np.random.RandomS
 
 
 def jpeg_bytes(pixels: np.ndarray) -> bytes:
+    """The JPEG file of an RGB uint8 image."""
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
 
 
 def train_name(wnid: str, index: int) -> str:
+    """Path of a training image relative to train/ (zero-padded: sorted = generated order)."""
     return f"{wnid}/{wnid}_{index:05d}.JPEG"
 
 
 def val_name(number: int) -> str:
+    """File name of validation image `number` (1-based), ILSVRC2012's pattern."""
     return f"ILSVRC2012_val_{number:08d}.JPEG"
 
 
