@@ -59,6 +59,12 @@ def test_missing_source_or_mean_stops_at_construction(lmdb5, tmp_path):
         layer_class(param)(param, caffe_pb2.TEST, [(1, 3, 9, 10)])
 
 
+def test_legacy_transform_fields_must_be_upgraded_first(lmdb5):
+    text = data_layer(lmdb5[0]).replace("backend: LMDB", "backend: LMDB crop_size: 4 mirror: true")
+    with pytest.raises(ReplicateError, match="legacy DataParameter fields crop_size, mirror: load the net through the upgrade"):
+        build(text)
+
+
 def test_mean_file_shape_must_match_records(lmdb5, tmp_path):
     write_mean(tmp_path / "m.binaryproto", np.zeros((1, 3, 8, 10), np.float32))
     with pytest.raises(ReplicateError, match="is 3x8x10 but the images are 3x9x10"):
