@@ -59,7 +59,10 @@ class BatchLayer(Layer):
         if len(param.top) == 2:
             self.top_shapes.append((batch_size,))
         self.prefetch = prefetch
-        self.workers = int(os.environ.get("REPLICATE_DATA_WORKERS", "0") or 0)
+        workers = os.environ.get("REPLICATE_DATA_WORKERS", "0") or "0"
+        if not workers.isdigit():
+            raise ReplicateError(f"REPLICATE_DATA_WORKERS={workers!r}: expected a number of worker processes")
+        self.workers = int(workers)
         self.device: str | None = None
         self._loader = None
 
