@@ -176,3 +176,16 @@ def test_image_data_errors(image_list):
         build(image_data(image_list))
     with pytest.raises(ReplicateError, match="new_height and new_width must be set together"):
         build(image_data(image_list, "new_height: 8"))
+
+
+def test_rand_skip_starts_at_a_seeded_random_record(lmdb5):
+    text = data_layer(lmdb5[0], batch=1).replace("backend: LMDB", "backend: LMDB rand_skip: 4")
+    starts = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        starts.add(int(build(text).forward()[1].item()) - 10)
+    assert starts <= set(range(4)) and len(starts) > 1
+    torch.manual_seed(5)
+    first = build(text).forward()[1].item()
+    torch.manual_seed(5)
+    assert build(text).forward()[1].item() == first
