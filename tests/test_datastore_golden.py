@@ -8,7 +8,7 @@ import pytest
 from replicate.data.lmdb_io import LmdbReader, datum_array
 from replicate.data.mean import compute_mean
 from replicate.io.binary import read_mean
-from tests.golden_checks import data as data_check
+from golden_checks import data as data_check
 
 GOLDEN = Path(__file__).parent / "golden"
 

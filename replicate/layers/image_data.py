@@ -25,6 +25,7 @@ class ImageData(BatchLayer):
     def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
         super().__init__(param, phase, bottom_shapes)
         ip = param.image_data_param
+        self._check_upgraded(ip)
         if not ip.source:
             raise self.error("image_data_param.source is not set")
         if (ip.new_height > 0) != (ip.new_width > 0):

@@ -1,1 +1,2 @@
-"""Checkers of golden Caffe cases: each module offers `handles(case_name)` and `check(case_dir)`."""
+"""Checks of golden cases, one module per family: each defines `handles(case_name) -> bool` and
+`check(case_dir) -> None`; `tests/test_golden.py` dispatches every case to exactly one."""

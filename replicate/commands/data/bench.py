@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", action="store_true", help="also time the GPU path")
     parser.add_argument("--crop", type=int, default=227, help="crop size (default 227)")
     parser.add_argument("--mean", help="mean file to subtract")
+    parser.add_argument("--threads", type=int, help="torch threads of this process (default: torch's)")
 
 
 def _rate(loader, batches: int, batch_size: int, sync: bool = False) -> float:
@@ -42,6 +43,8 @@ def _rate(loader, batches: int, batch_size: int, sync: bool = False) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     source = LmdbSource(args.lmdb)
     first = source.reader.datum(0)
     param = caffe_pb2.TransformationParameter(mirror=True)
@@ -52,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
     if args.mean:
         param.mean_file = args.mean
     maker = BatchMaker(source, DataTransformer(param, TRAIN, "bench"), args.batch, seed=0)
-    print(f"{args.lmdb}: {len(source)} records, batch {args.batch}, crop {param.crop_size}, {args.batches} batches")
+    print(
+        f"{args.lmdb}: {len(source)} records, batch {args.batch}, crop {param.crop_size}, "
+        f"{args.batches} batches, {torch.get_num_threads()} torch threads here (1 per worker)"
+    )
     print(f"serial: {_rate(SerialLoader(maker), args.batches, args.batch):.0f} images/s")
     if args.workers > 0:
         loader = WorkerLoader(maker, args.workers)
