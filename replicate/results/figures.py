@@ -153,7 +153,7 @@ def _draw(path: Path, title: str, rows: list[tuple[Panel, str, str]], paper: Sco
             ax.grid(alpha=0.3)
             if c == 0:
                 ax.set_ylabel(ylabel, fontsize=8)
-    fig.suptitle(title + ("  [relative to each net's base: shapes, not absolute numbers]"
+    fig.suptitle(title + ("  [relative to base: shapes, not absolute numbers]"
                           if relative else ""), fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
