@@ -1,7 +1,7 @@
 """Realistic Caffe logs for the results tests, made from the authors' real validation curves.
 
-tests/data/original_curves.csv.gz holds every validation point of the authors' 148 logs
-(copied from the paper's public release).  The writers below put those real numbers into the
+results/original_curves.csv.gz holds every validation point of the authors' 148 logs
+(copied from the paper's public release; 6 significant digits, as Caffe printed them).  The writers below put those real numbers into the
 exact line formats of 2014 Caffe (solver.cpp of April 2014: `Iteration N, Testing net`,
 `Test score #0/#1`, `Iteration N, lr`, `Iteration N, loss`) and of modern Caffe (as in
 tests/golden/caffe_train_e2e/caffe/train.log).  Training losses are not in the release: they
@@ -10,43 +10,43 @@ are drawn near the validation loss, which no statistic uses.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import random
-from collections import defaultdict
 from pathlib import Path
 
-DATA = Path(__file__).parent / "data"
-CURVES = DATA / "original_curves.csv.gz"
+from replicate.results.reference import load_paper_curves
+
 REFERENCE = Path(__file__).parent.parent / "results" / "paper_reference.csv"
 
 
 def load_curves() -> dict[str, list[tuple[int, str, str]]]:
-    """name -> [(iter, top1 text, loss text)] exactly as the csv spells the numbers."""
-    curves: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
-    with gzip.open(CURVES, "rt", newline="") as handle:
-        for row in csv.DictReader(handle):
-            curves[row["name"]].append((int(row["iter"]), row["top1"], row["loss"]))
-    return dict(curves)
+    """name -> [(iter, top1 text, loss text)], the numbers spelled as Caffe's glog printed them."""
+    return {name: [(p.iter, f"{p.top1:g}", f"{p.loss:g}") for p in points]
+            for name, points in load_paper_curves().items()}
 
 
-def _stamp(i: int) -> str:
-    seconds = 20 * 3600 + i // 40
-    return f"I0418 {seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{(i * 7919) % 1000000:06d}  8087"
+class _Log:
+    """glog lines: severity and date, a clock that advances with the line count, thread id."""
+
+    def __init__(self, date: str) -> None:
+        self.date = date
+        self.lines: list[str] = []
+
+    def emit(self, where: str, msg: str) -> None:
+        i = len(self.lines) + 1
+        seconds = 20 * 3600 + i // 40
+        clock = f"{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        self.lines.append(f"I{self.date} {clock}.{(i * 7919) % 1000000:06d}  8087 {where}] {msg}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
 
 
 def log_2014(name: str, points: list[tuple[int, str, str]], display: int = 20,
              max_iter: int | None = None) -> str:
     """A 2014 Caffe log of one net with these validation points."""
     rng = random.Random(name)
-    out = []
-    line = 0
-
-    def emit(where: str, msg: str) -> None:
-        nonlocal line
-        line += 1
-        out.append(f"{_stamp(line)} {where}] {msg}")
-
+    emit = (log := _Log("0418")).emit
     emit("train_net.cpp:26", "Starting Optimization")
     emit("solver.cpp:41", "Creating training net.")
     emit("net.cpp:75", "Creating Layer data")
@@ -78,20 +78,13 @@ def log_2014(name: str, points: list[tuple[int, str, str]], display: int = 20,
             emit("solver.cpp:147", f"Snapshotting solver state to caffe_imagenet_train_iter_{it}.solverstate")
     emit("solver.cpp:140", f"Snapshotting to caffe_imagenet_train_iter_{last}")
     emit("solver.cpp:91", "Optimization Done.")
-    return "\n".join(out) + "\n"
+    return log.text()
 
 
 def log_modern(points: list[tuple[int, float, float | None]], display: int = 20,
                initial: tuple[float, float | None] | None = (0.001, 6.9)) -> str:
     """A modern Caffe log (test at iteration 0 when `initial` is given)."""
-    out = []
-    line = 0
-
-    def emit(where: str, msg: str) -> None:
-        nonlocal line
-        line += 1
-        out.append(f"I1124 {_stamp(line)[6:]} {where}] {msg}")
-
+    emit = (log := _Log("1124")).emit
     def test(it: int, top1: float, loss: float | None) -> None:
         emit("solver.cpp:346", f"Iteration {it}, Testing net (#0)")
         emit("solver.cpp:413", f"    Test net output #0: accuracy = {top1:g}")
@@ -116,7 +109,7 @@ def log_modern(points: list[tuple[int, float, float | None]], display: int = 20,
     emit("solver.cpp:311", f"Iteration {last}, loss = 2.4")
     test(last, *tests[last])
     emit("solver.cpp:316", "Optimization Done.")
-    return "\n".join(out) + "\n"
+    return log.text()
 
 
 def write_gz(path: Path, text: str) -> Path:

@@ -82,12 +82,21 @@ def test_report_md_puts_numbers_beside_the_paper(raw_report: Path) -> None:
     assert "## Table 1" in md and "| 5-7 |" in md and "2.1%" in md
     assert "Wilcoxon" in md and "95% low" in md
     assert "Shapes, not numbers" not in md
-    for fig in ("figure2", "figure3", "figure_reduced"):
+    for fig in ("figure2", "figure3", "figure_reduced", "curves"):
         assert f"![{fig}]({fig}.png)" in md
 
 
+def test_curves_csv_holds_every_validation_point(raw_report: Path) -> None:
+    with open(raw_report / "curves.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == sum(len(CURVES[name]) for name in RAW)
+    half0a = [(int(r["iter"]), float(r["top1"]), float(r["loss"])) for r in rows
+              if r["name"] == "half0A"]
+    assert half0a == [(i, float(t), float(l)) for i, t, l in CURVES["half0A"]]
+
+
 def test_figures_are_written(raw_report: Path) -> None:
-    for fig in ("figure2", "figure3", "figure_reduced"):
+    for fig in ("figure2", "figure3", "figure_reduced", "curves"):
         path = raw_report / f"{fig}.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 30_000

@@ -9,9 +9,9 @@ import pytest
 from replicate.errors import ReplicateError
 from replicate.results.logs import ValPoint
 from replicate.results.names import parse_name
-from replicate.results.reference import load_reference
+from replicate.results.reference import load_paper_curves, load_reference
 from replicate.results.stats import PAPER_COLUMNS, best_k_mean, net_stats, paper_row
-from results_support import REFERENCE, load_curves
+from results_support import REFERENCE
 
 
 def _rows() -> list[dict[str, str]]:
@@ -21,13 +21,13 @@ def _rows() -> list[dict[str, str]]:
 
 def test_all_148_rows_recomputed_from_the_curves() -> None:
     """best10_top1, final_top1, final_iter, min10_valid_loss and points, to the csv's text."""
-    curves = load_curves()
+    curves = load_paper_curves()
     rows = _rows()
     assert len(rows) == 148 and set(curves) == {r["name"] for r in rows}
+    assert sum(len(c) for c in curves.values()) == 62857
     for row in rows:
-        points = [ValPoint(i, float(t), float(l)) for i, t, l in curves[row["name"]]]
         p = parse_name(row["name"])
-        assert paper_row(row["name"], p.family, p.split, p.n, net_stats(points)) == row
+        assert paper_row(row["name"], p.family, p.split, p.n, net_stats(curves[row["name"]])) == row
 
 
 def test_names_parse_to_the_csv_family_split_n() -> None:
@@ -99,3 +99,5 @@ def test_reference_loads_and_rejects_missing_columns(tmp_path) -> None:
         load_reference(bad)
     with pytest.raises(ReplicateError, match="cannot read"):
         load_reference(tmp_path / "none.csv")
+    with pytest.raises(ReplicateError, match="cannot read the paper's curves"):
+        load_paper_curves(bad)

@@ -8,9 +8,10 @@ what is compared is the shape: where transfer hurts, where fine-tuning helps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from statistics import fmean
+from typing import TypeVar
 
 import matplotlib
 
@@ -20,7 +21,9 @@ from matplotlib.axes import Axes  # noqa: E402
 
 from replicate.results.groups import (Scores, base_mean, by_treatment, parsed,  # noqa: E402
                                       transfer_gaps)
-from replicate.results.names import FIG2_TREATMENTS  # noqa: E402
+from replicate.results.logs import ValPoint  # noqa: E402
+from replicate.results.names import FIG2_TREATMENTS, try_parse_name  # noqa: E402
+from replicate.results.stats import best_k_mean, scored_points  # noqa: E402
 
 # Figure 2's markers: white circles (baseB), dark/light blue dots (BnB/BnB+), dark/light red
 # diamonds (AnB/AnB+), shifted left/right for clarity as in the paper.
@@ -29,7 +32,9 @@ STYLE = {"baseB": ("white", "o", 0.0), "BnB": ("#1a3d8f", "o", -0.15),
          "AnB+": ("#f08080", "D", 0.15)}
 PAPER_TITLE = "Paper (Yosinski et al. 2014)"
 OURS_TITLE = "This replication"
-Panel = Callable[[Axes, Scores, bool], bool]
+Curves = Mapping[str, Sequence[ValPoint]]
+T = TypeVar("T", Scores, Curves)
+Panel = Callable[[Axes, T, bool], bool]
 
 
 def _empty(ax: Axes) -> None:
@@ -138,8 +143,8 @@ def _reduced(ax: Axes, scores: Scores, relative: bool) -> bool:
     return True
 
 
-def _draw(path: Path, title: str, rows: list[tuple[Panel, str, str]], paper: Scores,
-          ours: Scores, relative: bool) -> None:
+def _draw(path: Path, title: str, rows: list[tuple[Panel, str, str]], paper: T, ours: T,
+          relative: bool) -> None:
     fig, axes = plt.subplots(len(rows), 2, figsize=(11, 3.6 * len(rows)), sharey="row",
                              squeeze=False)
     for r, (panel, row_title, ylabel) in enumerate(rows):
@@ -197,4 +202,38 @@ def figure_reduced(paper: Scores, ours: Scores, path: str | Path, relative: bool
     _draw(Path(path), "Reduced data: 1000 classes, first k images of each",
           [(panel, "reduced-data nets", "top-1 / largest k" if relative else
             "top-1 accuracy (best10)")], paper, ours, relative)
+    return Path(path)
+
+
+def _curves_of(treatment: str) -> Panel:
+    def panel(ax: Axes, curves: Curves, relative: bool) -> bool:
+        ax.set_xlabel("fraction of the run" if relative else "iteration", fontsize=8)
+        chosen = []
+        for name, points in sorted(curves.items()):
+            parsed_name = try_parse_name(name)
+            used = scored_points(points)
+            if parsed_name and parsed_name.random_split and parsed_name.treatment == treatment \
+                    and used:
+                chosen.append((name, used))
+        for i, (name, used) in enumerate(chosen):
+            xs = [p.iter for p in used]
+            ys = [p.top1 for p in used]
+            if relative:
+                best = max(ys)
+                xs = [x / xs[-1] for x in xs]
+                ys = [y / best for y in ys] if best else ys
+            # name every line while a legend can hold them, else one entry for the lot
+            label = name if len(chosen) <= 10 else (
+                f"{len(chosen)} {treatment} nets" if i == 0 else "_nolegend_")
+            ax.plot(xs, ys, linewidth=0.8, label=label)
+        return bool(chosen)
+    return panel
+
+
+def figure_curves(paper: Curves, ours: Curves, path: str | Path, relative: bool = False) -> Path:
+    """Validation curves of the base nets and of the fine-tuned transfers (AnB+)."""
+    y = "top-1 / the net's highest" if relative else "validation top-1"
+    _draw(Path(path), "Validation curves, random A/B splits",
+          [(_curves_of("baseB"), "base nets", y), (_curves_of("AnB+"), "AnB+ nets", y)],
+          paper, ours, relative)
     return Path(path)

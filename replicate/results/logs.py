@@ -232,25 +232,23 @@ def _add_train(curve: Curve, iteration: int, loss: float | None = None,
 
 def _text_lines(path: Path) -> Iterator[str]:
     """Lines of a plain or gzip log (gzip recognised by its magic bytes, whatever the name)."""
-    with open(path, "rb") as probe:
-        gz = probe.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gz else open
     lineno = 0
     try:
-        with opener(path, "rb") as handle:
+        with open(path, "rb") as probe:
+            gz = probe.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as handle:
             for lineno, raw in enumerate(handle, 1):
                 yield raw.decode("utf-8", errors="replace")
     except (EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise LogError(str(path), f"gzip data broken after line {lineno}: {err}") from None
+    except OSError as err:
+        raise LogError(str(path), f"cannot read: {err.strerror or err}") from None
 
 
 def read_log(path: str | Path) -> Curve:
     """Parse one Caffe log file, plain or gzip."""
     path = Path(path)
-    try:
-        return parse_lines(_text_lines(path), str(path))
-    except OSError as err:
-        raise LogError(str(path), f"cannot read: {err.strerror or err}") from None
+    return parse_lines(_text_lines(path), str(path))
 
 
 def read_metrics(path: str | Path) -> Curve:

@@ -1,20 +1,26 @@
-"""The paper's own numbers: results/paper_reference.csv, one row per network the authors logged.
+"""The paper's own numbers: results/paper_reference.csv, one row per network the authors logged,
+and results/original_curves.csv.gz, every validation point of those logs (name, iter, top1, loss).
 
-It was computed from the authors' raw logs with the statistics of `stats` (the tests recompute
-every row from their curves), so our runs are compared with the paper on the same footing.
+The csv was computed from the authors' raw logs with the statistics of `stats` (the tests
+recompute every row from the curves), so our runs are compared with the paper on the same footing.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from replicate.errors import ReplicateError
+from replicate.results.logs import ValPoint
 from replicate.results.stats import PAPER_COLUMNS
 
 #: The repository's copy (the package runs from its checkout: `pip install -e .`).
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "results" / "paper_reference.csv"
+DATA = Path(__file__).resolve().parents[2] / "results"
+DEFAULT_PATH = DATA / "paper_reference.csv"
+DEFAULT_CURVES = DATA / "original_curves.csv.gz"
 
 
 @dataclass(frozen=True)
@@ -49,3 +55,19 @@ def load_reference(path: str | Path = DEFAULT_PATH) -> dict[str, PaperNet]:
                                     float(r["min10_valid_loss"])) for r in rows}
     except ValueError as err:
         raise ReplicateError(f"{path}: bad number ({err})") from None
+
+
+def load_paper_curves(path: str | Path = DEFAULT_CURVES) -> dict[str, list[ValPoint]]:
+    """The authors' validation curves by net name, in iteration order."""
+    path = Path(path)
+    curves: dict[str, list[ValPoint]] = defaultdict(list)
+    try:
+        with gzip.open(path, "rt", newline="") as handle:
+            for row in csv.DictReader(handle):
+                curves[row["name"]].append(
+                    ValPoint(int(row["iter"]), float(row["top1"]), float(row["loss"])))
+    except (OSError, EOFError) as err:
+        raise ReplicateError(f"{path}: cannot read the paper's curves ({err})") from None
+    except (KeyError, ValueError) as err:
+        raise ReplicateError(f"{path}: not a curves csv ({err})") from None
+    return dict(curves)

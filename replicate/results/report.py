@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 
-from replicate.results.figures import figure2, figure3, figure_reduced
+from replicate.results.figures import Curves, figure2, figure3, figure_curves, figure_reduced
 from replicate.results.groups import Scores, base_mean, base_of, transfer_gaps
 from replicate.results.inference import boost_tests, split_intervals
 from replicate.results.names import try_parse_name
@@ -61,6 +61,18 @@ def results_csv(nets: Iterable[Net]) -> str:
                    few_points=str(net.stats.few_points).lower(),
                    complete="" if complete is None else str(complete).lower(), source=net.source)
         writer.writerow(row)
+    return buf.getvalue()
+
+
+def curves_csv(nets: Iterable[Net]) -> str:
+    """curves.csv: every validation point of every readable run, as original_curves.csv has
+    the authors' (name, iter, top1, loss; empty loss when the net has no loss output)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["name", "iter", "top1", "loss"])
+    for net in sorted(nets, key=lambda n: n.name):
+        for p in net.curve.val:
+            writer.writerow([net.name, p.iter, repr(p.top1), "" if p.loss is None else repr(p.loss)])
     return buf.getvalue()
 
 
@@ -279,8 +291,8 @@ def _sources(runs: Runs, runs_dir: str, relative: bool, any_paper_names: bool) -
 
 
 def build_report(runs: Runs, out: str | Path, paper: Mapping[str, PaperNet],
-                 runs_dir: str) -> Report:
-    """Write results.csv, the figures and report.md under `out`."""
+                 paper_curves: Curves, runs_dir: str) -> Report:
+    """Write results.csv, curves.csv, the figures and report.md under `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scores = {n.name: n.stats.best10_top1 for n in runs.nets}
@@ -289,8 +301,11 @@ def build_report(runs: Runs, out: str | Path, paper: Mapping[str, PaperNet],
     relative = runs.demo or not any_paper_names
     csv_path = out / "results.csv"
     _write(csv_path, results_csv(runs.nets))
+    _write(out / "curves.csv", curves_csv(runs.nets))
     figures = [fn(paper_scores, scores, out / f"{name}.png", relative)
                for name, fn in FIGURES.items()]
+    figures.append(figure_curves(paper_curves, {n.name: n.curve.val for n in runs.nets},
+                                 out / "curves.png", relative))
     nets = sorted(runs.nets, key=lambda n: n.name)
     lines = _sources(runs, runs_dir, relative, any_paper_names)
     lines += _headline(scores, paper_scores, relative)

@@ -13,6 +13,7 @@ was left out; a run dir whose training has not started is listed in `not_started
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,8 @@ def _parsed(name: str, manifest: dict[str, Any]) -> NetName | None:
     return parsed
 
 
-def _add(runs: Runs, name: str, kind: str, source: str, read, manifest_dir: Path | None) -> None:
+def _add(runs: Runs, name: str, kind: str, source: str, read: Callable[[], Curve],
+         manifest_dir: Path | None) -> None:
     try:
         manifest = _manifest(manifest_dir) if manifest_dir else {}
         name = str(manifest.get("name") or name)
