@@ -118,7 +118,15 @@ CORRUPT = {
                    .replace("solver.cpp:123] Test score #1: 4.52266\n", "", 1),
         "test at iteration 2000 .* has no scores"),
     "truncated mid-test": (lambda t: t[: t.index("Iteration 3000, Testing net") + 28],
-                           "truncated: the log ends inside the test at iteration 3000"),
+                           "truncated: the log ends inside the test at iteration 3000 .* no scores"),
+    "truncated after the first score": (
+        lambda t: t[: t.index("Test score #1: 3.6469")],
+        "truncated: .* iteration 4000 .* expected Test score #0 and #1, found #0"),
+    "2014 and modern tests mixed": (
+        lambda t: t.replace("Iteration 2000, Testing net", "Iteration 2000, Testing net (#0)")
+                   .replace("Test score #0: 0.11168", "Test net output #0: accuracy = 0.11168")
+                   .replace("Test score #1: 4.52266", "Test net output #1: loss = 4.52266"),
+        "mixes 2014"),
     "half a test (score #1 missing)": (
         lambda t: t.replace("solver.cpp:123] Test score #1: 4.52266\n", "", 1),
         "expected Test score #0 and #1, found #0"),
@@ -165,3 +173,14 @@ def test_corrupt_metrics_line(tmp_path: Path) -> None:
                     '{"iter": 200, "kind": "te')
     with pytest.raises(LogError, match="line 2: not a metrics record"):
         read_metrics(path)
+
+
+def test_top1_found_among_other_output_names() -> None:
+    def block(outputs: str) -> list[str]:
+        return ["I1124 10:00:00.000000 1 solver.cpp:346] Iteration 100, Testing net (#0)"] + [
+            f"I1124 10:00:00.000000 1 solver.cpp:413]     Test net output #{i}: {o}"
+            for i, o in enumerate(outputs.split(";"))]
+    curve = parse_lines(block("acc/top-5 = 0.7;acc/top-1 = 0.4;xent = 2 (* 1 = 2 loss)"), "a")
+    assert (curve.val[0].top1, curve.val[0].loss) == (0.4, 2.0)
+    with pytest.raises(LogError, match="no single top-1 accuracy"):
+        parse_lines(block("acc_a = 0.1;acc_b = 0.2"), "b")

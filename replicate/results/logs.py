@@ -140,7 +140,7 @@ def parse_lines(lines: Iterable[str], path: str) -> Curve:
     test: _Test | None = None
     formats: set[str] = set()
 
-    def close(lineno: int) -> None:
+    def close() -> None:
         nonlocal test
         if test is None:
             return
@@ -161,7 +161,6 @@ def parse_lines(lines: Iterable[str], path: str) -> Curve:
         _resume(curve.val, point.iter)
         curve.val.append(point)
 
-    lineno = 0
     for lineno, raw in enumerate(lines, 1):
         if "\x00" in raw or "\ufffd" in raw:
             raise LogError(path, f"line {lineno}: binary data, not a text log")
@@ -186,30 +185,33 @@ def parse_lines(lines: Iterable[str], path: str) -> Curve:
                 test.weighted.append(name)
             continue
         if m := _TEST_MODERN.fullmatch(msg):
-            close(lineno)
+            close()
             test = _Test(int(m[1]), int(m[2]), lineno, modern=True)
             formats.add(FORMAT_MODERN)
             continue
         if m := _TEST_2014.fullmatch(msg):
-            close(lineno)
+            close()
             test = _Test(int(m[1]), 0, lineno, modern=False)
             formats.add(FORMAT_2014)
             continue
         if m := _TRAIN_LOSS.fullmatch(msg):
-            close(lineno)
+            close()
             _add_train(curve, int(m[1]), loss=_number(m[2], path, lineno))
             continue
         if m := _LR.fullmatch(msg):
-            close(lineno)
+            close()
             _add_train(curve, int(m[1]), lr=_number(m[2], path, lineno))
             continue
         if msg.startswith("Optimization Done"):
-            close(lineno)
+            close()
             curve.done = True
-    if test is not None and not test.scores:
-        raise LogError(path, f"truncated: the log ends inside the test at iteration {test.iter} "
-                             f"(line {test.lineno}), before its scores")
-    close(lineno + 1)
+    if test is not None:
+        last = test
+        try:
+            close()
+        except LogError as err:
+            raise LogError(path, f"truncated: the log ends inside the test at iteration "
+                                 f"{last.iter} (line {last.lineno}): {err.reason}") from None
     if len(formats) > 1:
         raise LogError(path, "mixes 2014 (`Test score #k`) and modern (`Test net output`) tests")
     curve.format = formats.pop() if formats else FORMAT_MODERN
