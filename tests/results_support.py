@@ -1,8 +1,8 @@
 """Realistic Caffe logs for the results tests, made from the authors' real validation curves.
 
 results/original_curves.csv.gz holds every validation point of the authors' 148 logs
-(copied from the paper's public release; 6 significant digits, as Caffe printed them).  The writers below put those real numbers into the
-exact line formats of 2014 Caffe (solver.cpp of April 2014: `Iteration N, Testing net`,
+(copied from the paper's public release; 6 significant digits, as Caffe printed them).  The
+writers below put those real numbers into the exact line formats of 2014 Caffe (solver.cpp of April 2014: `Iteration N, Testing net`,
 `Test score #0/#1`, `Iteration N, lr`, `Iteration N, loss`) and of modern Caffe (as in
 tests/golden/caffe_train_e2e/caffe/train.log).  Training losses are not in the release: they
 are drawn near the validation loss, which no statistic uses.
@@ -75,7 +75,8 @@ def log_2014(name: str, points: list[tuple[int, str, str]], display: int = 20,
             emit("solver.cpp:123", f"Test score #1: {tests[it][1]}")
         if it % 10000 == 0:
             emit("solver.cpp:140", f"Snapshotting to caffe_imagenet_train_iter_{it}")
-            emit("solver.cpp:147", f"Snapshotting solver state to caffe_imagenet_train_iter_{it}.solverstate")
+            emit("solver.cpp:147",
+                 f"Snapshotting solver state to caffe_imagenet_train_iter_{it}.solverstate")
     emit("solver.cpp:140", f"Snapshotting to caffe_imagenet_train_iter_{last}")
     emit("solver.cpp:91", "Optimization Done.")
     return log.text()

@@ -4,8 +4,9 @@
 with train.log and/or metrics.jsonl and manifest.json, as `generate` + `train`/`grid` leave
 them) or a folder of the authors' raw Caffe logs (`<name>.log.gz`, `<name>.log`, or
 `<name>/*.log[.gz]`), or both.  It writes report/results.csv (the paper's columns),
-report/curves.csv (every validation point), the figures as PNG and report/report.md, which puts every number beside the paper's.  Logs that
-are corrupt or truncated are listed in the report with the reason and left out.
+report/curves.csv (every validation point), the figures as PNG and report/report.md, which
+puts every number beside the paper's.  Logs that are corrupt or truncated are listed in the
+report with the reason and left out.
 """
 
 from __future__ import annotations

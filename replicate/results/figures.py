@@ -94,7 +94,8 @@ def _natman(ax: Axes, scores: Scores, relative: bool) -> bool:
         pts.sort()
         scale = base if relative else 1.0
         ax.plot([n for n, _ in pts], [v / scale for _, v in pts], color=color, marker="h",
-                markersize=8, markeredgecolor="black", label=f"{label} (transfernatman{src}{target}; n=0: base)")
+                markersize=8, markeredgecolor="black",
+                label=f"{label} (transfernatman{src}{target}; n=0: base)")
         drew = True
     return drew
 

@@ -72,8 +72,9 @@ def parse_name(name: str) -> NetName:
         k = m["k"]
         return NetName(name, "reduced", k, 0, "reduced", "whole" if k == "1300" else f"reduced{k}")
     raise ReplicateError(
-        f"net name {name!r} is none of the paper's: half{{s}}{{A|B}}, transfer[-ft]{{s}}{{X}}{{s}}{{Y}}_1_{{n}}, "
-        "transfer[-ft]natman{XY}_1_{n}, nolearn_1_{n}, netbase, reduced-{kkkk}")
+        f"net name {name!r} is none of the paper's: half{{s}}{{A|B}}, "
+        "transfer[-ft]{s}{X}{s}{Y}_1_{n}, transfer[-ft]natman{XY}_1_{n}, nolearn_1_{n}, "
+        "netbase, reduced-{kkkk}")
 
 
 def try_parse_name(name: str) -> NetName | None:
