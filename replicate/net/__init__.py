@@ -1,0 +1,1 @@
+"""Compiling Caffe nets: NetState rules, the blob DAG, fillers and weight copy."""
