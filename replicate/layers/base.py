@@ -50,6 +50,10 @@ class Layer(nn.Module):
             )
             raise self.error(f"takes {want} bottom blob(s), got {n}")
 
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """Caffe's `AllowForceBackward`: loss layers refuse it for their label bottom."""
+        return True
+
     def error(self, message: str) -> ReplicateError:
         """An error that names this layer, for bad parameters found while building it."""
         return ReplicateError(f"layer '{self.name}' ({self.type}): {message}")

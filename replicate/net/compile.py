@@ -17,6 +17,7 @@ from torch import nn
 
 from replicate.errors import ReplicateError
 from replicate.layers.base import Layer, Shape, layer_class
+from replicate.net.need_backward import backward_plan
 from replicate.net.state import filter_net, make_state
 from replicate.proto import caffe_pb2
 
@@ -89,8 +90,6 @@ class CompiledNet(nn.Module):
         self.blob_shapes: dict[str, Shape] = {}
         #: Per layer, per top: the loss weight (0 = not a loss).
         self.loss_weights: list[list[float]] = []
-        #: Per layer, per bottom: False where propagate_down cuts the gradient.
-        self.propagate_down: list[list[bool]] = []
         self._learnable: list[ParamEntry] = []
         self.register_buffer("_device_probe", torch.empty(0), persistent=False)
 
@@ -114,10 +113,23 @@ class CompiledNet(nn.Module):
                 self.blob_shapes[t] = tuple(shape)
                 available.add(t)
             self.loss_weights.append(self._loss_weights(lp, layer))
-            self.propagate_down.append(self._propagate_down(lp, layer))
+            self._check_propagate_down(lp, layer)
             self._append_params(lp, layer, owners)
             self.layers.append(layer)
             self.layer_names.append(lp.name)
+        lr_mults = [
+            [lp.param[k].lr_mult if k < len(lp.param) else 1.0 for k in range(len(layer.blobs))]
+            for lp, layer in zip(self.layer_params, self.layers)
+        ]
+        allow = [
+            [layer.allow_force_backward(j) for j in range(len(lp.bottom))]
+            for lp, layer in zip(self.layer_params, self.layers)
+        ]
+        #: Caffe's decisions of which layers run backward and which bottoms get gradients; the
+        #: forward pass cuts the graph wherever Caffe sends no gradient.
+        self.backward_plan = backward_plan(
+            self.layer_params, self.loss_weights, lr_mults, allow, self.force_backward
+        )
         #: Caffe's net outputs: blobs no later layer reads, in Caffe's (std::set, sorted) order,
         #: which is the order of "Test net output #k" lines.
         self.output_names = sorted(available)
@@ -137,15 +149,12 @@ class CompiledNet(nn.Module):
         return [default if j == 0 else 0.0 for j in range(n)]
 
     @staticmethod
-    def _propagate_down(lp: caffe_pb2.LayerParameter, layer: Layer) -> list[bool]:
+    def _check_propagate_down(lp: caffe_pb2.LayerParameter, layer: Layer) -> None:
         n = len(lp.bottom)
-        if not lp.propagate_down:
-            return [True] * n
-        if len(lp.propagate_down) != n:
+        if lp.propagate_down and len(lp.propagate_down) != n:
             raise layer.error(
                 f"has {len(lp.propagate_down)} propagate_down value(s) for {n} bottom blob(s)"
             )
-        return list(lp.propagate_down)
 
     def _append_params(
         self, lp: caffe_pb2.LayerParameter, layer: Layer, owners: dict[str, _Owner]
@@ -233,7 +242,7 @@ class CompiledNet(nn.Module):
             else:
                 bottoms = [
                     blobs[b] if down else blobs[b].detach()
-                    for b, down in zip(lp.bottom, self.propagate_down[i])
+                    for b, down in zip(lp.bottom, self.backward_plan.bottom_needs[i])
                 ]
                 tops = layer(*bottoms)
             if not lp.bottom:
