@@ -65,6 +65,9 @@ class SoftmaxWithLoss(Layer):
             raise self.error(f"takes 1 or 2 top blobs, got {len(param.top)}")
         self.top_shapes = [()] + ([shape] if len(param.top) == 2 else [])
 
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index != 1
+
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
         c = x.shape[self.axis]
         scores = x.reshape(self.outer, c, self.inner)

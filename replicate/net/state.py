@@ -55,5 +55,12 @@ def make_state(
 def filter_net(
     net_param: caffe_pb2.NetParameter, state: caffe_pb2.NetState
 ) -> list[caffe_pb2.LayerParameter]:
-    """The layers of `net_param` that exist in `state`, in prototxt order."""
-    return [layer for layer in net_param.layer if layer_included(state, layer)]
+    """Copies of the layers of `net_param` that exist in `state`, in prototxt order (copies:
+    layers may complete their own parameter specs, as Caffe's BatchNorm does)."""
+    kept = []
+    for layer in net_param.layer:
+        if layer_included(state, layer):
+            copy = caffe_pb2.LayerParameter()
+            copy.CopyFrom(layer)
+            kept.append(copy)
+    return kept
