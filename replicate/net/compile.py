@@ -237,8 +237,12 @@ class CompiledNet(nn.Module):
         blobs: dict[str, torch.Tensor] = {}
         loss: torch.Tensor | None = None
         for i, (lp, layer) in enumerate(zip(self.layer_params, self.layers)):
-            if not lp.bottom and all(t in inputs for t in lp.top):
-                tops = tuple(inputs[t] for t in lp.top)
+            if not lp.bottom:
+                # Fed tops replace what the source layer would give; a fully fed one is not run
+                # (a Data layer then reads no batch).
+                fed = [inputs.get(t) for t in lp.top]
+                made = layer() if any(t is None for t in fed) else fed
+                tops = tuple(m if f is None else f for f, m in zip(fed, made))
             else:
                 bottoms = [
                     blobs[b] if down else blobs[b].detach()
