@@ -18,6 +18,7 @@ import torch
 
 from replicate.io.prototxt import read_net_text
 from replicate.net.compile import CompiledNet
+from replicate.net.cpu_memory import keep_freed_memory
 from replicate.proto import caffe_pb2
 
 NET = Path(__file__).with_name("caffenet_train.prototxt")
@@ -28,7 +29,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--phase", choices=["TRAIN", "TEST"], default="TRAIN")
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="leave glibc malloc as is (to measure what keep_freed_memory saves)")
     args = parser.parse_args()
+    if not args.malloc_default:
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     net = CompiledNet(read_net_text(NET), getattr(caffe_pb2, args.phase))

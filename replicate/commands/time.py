@@ -19,6 +19,7 @@ import torch
 from replicate.errors import ReplicateError
 from replicate.io.prototxt import read_net_text
 from replicate.net.compile import CompiledNet
+from replicate.net.cpu_memory import keep_freed_memory
 from replicate.proto import caffe_pb2
 
 
@@ -120,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ReplicateError("--device cuda given but no CUDA device is available")
+    if device.type == "cpu":
+        keep_freed_memory()
     phase = caffe_pb2.TRAIN if args.phase == "TRAIN" else caffe_pb2.TEST
     net = CompiledNet(read_net_text(args.model), phase).to(device)
     inputs = _random_inputs(net)

@@ -110,6 +110,10 @@ class Convolution(Layer):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         bias = self.blobs[1] if self.bias_term else None
+        if x.dim() == 4 and x.device.type == "cpu":
+            # oneDNN convolves channels-last blobs without reordering, and the ReLU, pooling and
+            # LRN that follow keep the format (max pooling is ~10x faster in it on CPU).
+            x = x.contiguous(memory_format=torch.channels_last)
         return (
             self._conv(x, self.blobs[0], bias, self.stride, self.pad, self.dilation, self.group),
         )

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from replicate.layers.base import Layer, Shape, register
 from replicate.layers.params import new_param
@@ -41,9 +42,7 @@ class InnerProduct(Layer):
         lead = x.shape[: self.axis]
         flat = x.reshape(math.prod(lead), -1)
         w = self.blobs[0]
-        if self.bias_term:
-            b = self.blobs[1]
-            y = torch.addmm(b, flat, w) if self.transpose else torch.addmm(b, flat, w.t())
-        else:
-            y = flat @ w if self.transpose else flat @ w.t()
+        bias = self.blobs[1] if self.bias_term else None
+        # F.linear's backward writes the weight gradient in the weight's own layout (no copy).
+        y = F.linear(flat, w.t() if self.transpose else w, bias)
         return (y.reshape(*lead, y.shape[-1]),)

@@ -4,7 +4,10 @@ ACROSS_CHANNELS: top = x * (k + alpha/n * sum of x^2 over n neighbouring channel
 channel window zero-padded at the ends.  WITHIN_CHANNEL: Caffe builds it from layers (square,
 AVE pooling of size n with pad (n-1)/2, power with scale alpha and shift 1, product), so k is
 unused and the mean is Caffe's AVE pooling with its divisor (always n*n at stride 1 with that pad).
-Autograd of these expressions is Caffe's analytic backward.
+ACROSS_CHANNELS runs as Caffe's own forward/backward pair (`lrn_layer.cpp`): the backward
+bottom_diff = top_diff * scale^-beta - 2*alpha*beta/n * x * window_sum(top_diff * top / scale)
+reuses the forward's scale, which is cheaper than autograd through the window sums and keeps the
+channels-last layout convolutions hand it.  WITHIN_CHANNEL goes through autograd.
 """
 
 from __future__ import annotations
@@ -19,6 +22,34 @@ from replicate.layers.pooling import ave_divisor
 from replicate.proto import caffe_pb2
 
 _L = caffe_pb2.LRNParameter
+
+
+def channel_window_sum(t: torch.Tensor, pre_pad: int) -> torch.Tensor:
+    """Sum over channels c-pre_pad..c+pre_pad (zero outside), in t's memory layout."""
+    out = t.clone()
+    for d in range(1, pre_pad + 1):
+        out[:, d:] += t[:, :-d]
+        out[:, :-d] += t[:, d:]
+    return out
+
+
+class _AcrossChannels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+        pre_pad = (size - 1) // 2
+        scale = channel_window_sum(x * x, pre_pad).mul_(alpha / size).add_(k)
+        top = x * scale.pow(-beta)
+        ctx.save_for_backward(x, scale, top)
+        ctx.consts = (pre_pad, size, alpha, beta)
+        return top
+
+    @staticmethod
+    def backward(ctx, top_diff: torch.Tensor):
+        x, scale, top = ctx.saved_tensors
+        pre_pad, size, alpha, beta = ctx.consts
+        ratio = channel_window_sum(top_diff * top / scale, pre_pad)
+        bottom_diff = top_diff * scale.pow(-beta) - ratio.mul_(x).mul_(2.0 * alpha * beta / size)
+        return bottom_diff, None, None, None, None
 
 
 @register("LRN")
@@ -46,17 +77,8 @@ class LRN(Layer):
         self.top_shapes = [shape]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        sq = x * x
         if self.region == _L.ACROSS_CHANNELS:
-            # Sum over the channel window: pad channels with zeros and pool along them.
-            n, c, h, w = x.shape
-            summed = F.avg_pool3d(
-                sq.unsqueeze(1), (self.size, 1, 1), stride=1, padding=(self.pre_pad, 0, 0),
-                divisor_override=1,
-            ).squeeze(1)
-            scale = summed * (self.alpha / self.size) + self.k
-        else:
-            p = self.pre_pad
-            summed = F.avg_pool2d(sq, self.size, stride=1, padding=p, divisor_override=1)
-            scale = summed / self.divisor.to(x.dtype) * self.alpha + 1.0
+            return (_AcrossChannels.apply(x, self.size, self.alpha, self.beta, self.k),)
+        summed = F.avg_pool2d(x * x, self.size, stride=1, padding=self.pre_pad, divisor_override=1)
+        scale = summed / self.divisor.to(x.dtype) * self.alpha + 1.0
         return (x * scale.pow(-self.beta),)
