@@ -144,3 +144,47 @@ def test_engine_dropout_scales_kept_units_in_train() -> None:
     kept = y != 0
     assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.7))
     assert 0.6 < kept.float().mean().item() < 0.8
+
+
+def _layer(text: str, phase: int, bottoms: list[tuple[int, ...]], tops: int = 1):
+    param = parse_text(text + " " + " ".join(f'top: "t{j}"' for j in range(tops)), caffe_pb2.LayerParameter(), "<t>")
+    return layer_class(param)(param, phase, bottoms)
+
+
+def test_engine_batchnorm_running_sums_follow_caffe() -> None:
+    train = _layer('name: "bn" type: "BatchNorm" batch_norm_param { moving_average_fraction: 0.5 }', TRAIN, [(4, 2, 3)])
+    x1, x2 = torch.randn(4, 2, 3), torch.randn(4, 2, 3) * 3 + 1
+    for x in (x1, x2):
+        y = train(x)[0]
+    m = 12
+    mean = lambda x: x.mean(dim=(0, 2))  # noqa: E731
+    var = lambda x: x.var(dim=(0, 2), unbiased=False)  # noqa: E731
+    torch.testing.assert_close(train.blobs[2].detach(), torch.tensor([1.5]))
+    torch.testing.assert_close(train.blobs[0].detach(), mean(x2) + 0.5 * mean(x1))
+    torch.testing.assert_close(train.blobs[1].detach(), (var(x2) + 0.5 * var(x1)) * m / (m - 1))
+    torch.testing.assert_close(y, (x2 - mean(x2)[:, None]) / torch.sqrt(var(x2)[:, None] + 1e-5))
+    test = _layer('name: "bn" type: "BatchNorm"', TEST, [(4, 2, 3)])
+    with torch.no_grad():
+        for mine, theirs in zip(test.blobs, train.blobs):
+            mine.copy_(theirs)
+    s = 1 / 1.5
+    expected = (x1 - train.blobs[0].detach()[:, None] * s) / torch.sqrt(train.blobs[1].detach()[:, None] * s + 1e-5)
+    torch.testing.assert_close(test(x1)[0], expected)
+
+
+def test_engine_batchnorm_forces_lr_mult_zero_like_caffe() -> None:
+    param = parse_text('name: "bn" type: "BatchNorm" top: "t0"', caffe_pb2.LayerParameter(), "<t>")
+    layer_class(param)(param, TRAIN, [(2, 3)])
+    assert [p.lr_mult for p in param.param] == [0.0, 0.0, 0.0]
+    bad = parse_text('name: "bn" type: "BatchNorm" top: "t0" param { lr_mult: 1 }', caffe_pb2.LayerParameter(), "<t>")
+    with pytest.raises(ReplicateError, match="'bn'.*statistics"):
+        layer_class(bad)(bad, TRAIN, [(2, 3)])
+
+
+def test_engine_accuracy_ignore_label_and_per_class_top() -> None:
+    acc = _layer('name: "a" type: "Accuracy" accuracy_param { ignore_label: 2 }', TEST, [(4, 3), (4,)], tops=2)
+    scores = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4], [0.5, 0.5, 0.0]])
+    labels = torch.tensor([0.0, 0.0, 2.0, 1.0])  # right, wrong, ignored, tie (counts as wrong)
+    total, per_class = acc(scores, labels)
+    torch.testing.assert_close(total, torch.tensor(1 / 3))
+    torch.testing.assert_close(per_class, torch.tensor([0.5, 0.0, 0.0]))

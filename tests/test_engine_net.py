@@ -115,3 +115,9 @@ def test_engine_bad_wiring_and_inputs_are_named() -> None:
         net(DATA + 'layer { name: "r" type: "ReLU" bottom: "nope" top: "z" }')
     with pytest.raises(ReplicateError, match=r"inputs \['q'\]"):
         net(DATA)({"q": torch.zeros(1)})
+
+
+def test_engine_batchnorm_statistics_are_frozen_in_the_net() -> None:
+    n = net(DATA + 'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" }', TRAIN)
+    assert [(e.layer, e.lr_mult) for e in n.learnable_params()] == [("bn", 0.0)] * 3
+    assert not any(p.requires_grad for p in n.layer_blobs()["bn"])
