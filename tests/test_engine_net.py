@@ -121,3 +121,12 @@ def test_engine_batchnorm_statistics_are_frozen_in_the_net() -> None:
     n = net(DATA + 'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" }', TRAIN)
     assert [(e.layer, e.lr_mult) for e in n.learnable_params()] == [("bn", 0.0)] * 3
     assert not any(p.requires_grad for p in n.layer_blobs()["bn"])
+
+
+def test_engine_net_accepts_another_batch_size_than_declared() -> None:
+    n = net(DATA + f"""
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}
+layer {{ name: "acc" type: "Accuracy" bottom: "s" bottom: "y" top: "acc" }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" }}""")
+    r = n({"x": torch.randn(5, 3), "y": torch.tensor([0.0, 1, 2, 3, 0])})
+    assert r.blobs["s"].shape == (5, 4) and r.loss.shape == ()

@@ -33,12 +33,11 @@ class Accuracy(Layer):
         self.classes = shape[self.axis]
         if self.top_k > self.classes:
             raise self.error(f"top_k ({self.top_k}) exceeds the number of classes ({self.classes})")
-        self.outer = math.prod(shape[: self.axis])
-        self.inner = math.prod(shape[self.axis + 1 :])
-        if self.outer * self.inner != math.prod(label_shape):
+        outer, inner = math.prod(shape[: self.axis]), math.prod(shape[self.axis + 1 :])
+        if outer * inner != math.prod(label_shape):
             raise self.error(
                 f"number of labels ({math.prod(label_shape)}) must match outer*inner "
-                f"({self.outer}*{self.inner}) of predictions of shape {shape}"
+                f"({outer}*{inner}) of predictions of shape {shape}"
             )
         self.ignore_label = ap.ignore_label if ap.HasField("ignore_label") else None
         if len(param.top) not in (1, 2):
@@ -47,8 +46,9 @@ class Accuracy(Layer):
 
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
-            scores = x.reshape(self.outer, self.classes, self.inner)
-            labels = label.reshape(self.outer, 1, self.inner).long()
+            outer = math.prod(x.shape[: self.axis])
+            scores = x.reshape(outer, self.classes, -1)
+            labels = label.reshape(outer, 1, scores.shape[2]).long()
             valid = torch.ones_like(labels, dtype=torch.bool)
             if self.ignore_label is not None:
                 valid = labels != self.ignore_label

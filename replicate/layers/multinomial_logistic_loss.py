@@ -29,19 +29,19 @@ class MultinomialLogisticLoss(Layer):
         shape, label_shape = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         if not shape:
             raise self.error("the probability bottom needs a batch axis")
-        self.num = shape[0]
         self.dim = math.prod(shape[1:])
-        if math.prod(label_shape) != self.num:
-            raise self.error(f"needs one label per sample ({self.num}), got shape {label_shape}")
+        if math.prod(label_shape) != shape[0]:
+            raise self.error(f"needs one label per sample ({shape[0]}), got shape {label_shape}")
         self.top_shapes = [()]
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 1
 
     def forward(self, prob: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor]:
-        flat = prob.reshape(self.num, self.dim)
-        labels = label.reshape(self.num, 1).long()
+        num = prob.shape[0]
+        flat = prob.reshape(num, self.dim)
+        labels = label.reshape(num, 1).long()
         if ((labels < 0) | (labels >= self.dim)).any():
             raise self.error(f"label out of range [0, {self.dim})")
         picked = flat.gather(1, labels).clamp(min=LOG_THRESHOLD)
-        return (-torch.log(picked).sum() / self.num,)
+        return (-torch.log(picked).sum() / num,)

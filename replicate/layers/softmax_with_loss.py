@@ -51,12 +51,11 @@ class SoftmaxWithLoss(Layer):
         self.axis = axis if axis >= 0 else axis + len(shape)
         if not 0 <= self.axis < len(shape):
             raise self.error(f"softmax axis {axis} out of range for input of shape {shape}")
-        self.outer = math.prod(shape[: self.axis])
-        self.inner = math.prod(shape[self.axis + 1 :])
-        if self.outer * self.inner != math.prod(label_shape):
+        outer, inner = math.prod(shape[: self.axis]), math.prod(shape[self.axis + 1 :])
+        if outer * inner != math.prod(label_shape):
             raise self.error(
                 f"number of labels ({math.prod(label_shape)}) must match outer*inner "
-                f"({self.outer}*{self.inner}) of predictions of shape {shape}"
+                f"({outer}*{inner}) of predictions of shape {shape}"
             )
         lp = param.loss_param
         self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
@@ -69,9 +68,11 @@ class SoftmaxWithLoss(Layer):
         return bottom_index != 1
 
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # Shapes from the tensors, so a net fed a different batch size (Caffe's Reshape) works.
         c = x.shape[self.axis]
-        scores = x.reshape(self.outer, c, self.inner)
-        labels = label.reshape(self.outer, 1, self.inner).long()
+        outer, inner = math.prod(x.shape[: self.axis]), math.prod(x.shape[self.axis + 1 :])
+        scores = x.reshape(outer, c, inner)
+        labels = label.reshape(outer, 1, inner).long()
         valid = torch.ones_like(labels, dtype=torch.bool)
         if self.ignore_label is not None:
             valid = labels != self.ignore_label
@@ -85,7 +86,7 @@ class SoftmaxWithLoss(Layer):
             caffe_nll = -torch.log(prob.gather(1, safe).clamp(min=FLT_MIN))
         nll = caffe_nll + (-picked - (-picked).detach())
         nll = torch.where(valid, nll, torch.zeros_like(nll))
-        norm = normalizer(self.mode, self.outer, self.inner, valid.sum().to(x.dtype))
+        norm = normalizer(self.mode, outer, inner, valid.sum().to(x.dtype))
         loss = nll.sum() / norm
         if len(self.top_shapes) == 2:
             return loss, prob.reshape(x.shape)
