@@ -16,6 +16,7 @@ import torch
 
 from replicate.layers.axes import canonical_axis
 from replicate.layers.base import Layer, Shape, register
+from replicate.layers.labels import scores_and_labels
 from replicate.proto import caffe_pb2
 
 
@@ -46,15 +47,7 @@ class Accuracy(Layer):
 
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
-            outer = math.prod(x.shape[: self.axis])
-            scores = x.reshape(outer, self.classes, -1)
-            labels = label.reshape(outer, 1, scores.shape[2]).long()
-            valid = torch.ones_like(labels, dtype=torch.bool)
-            if self.ignore_label is not None:
-                valid = labels != self.ignore_label
-            safe = torch.where(valid, labels, torch.zeros_like(labels))
-            if ((safe < 0) | (safe >= self.classes)).any():
-                raise self.error(f"label out of range [0, {self.classes})")
+            scores, safe, valid = scores_and_labels(self, x, label, self.axis, self.ignore_label)
             true_score = scores.gather(1, safe)
             better = (scores >= true_score).sum(dim=1, keepdim=True) - 1
             correct = (better < self.top_k) & valid

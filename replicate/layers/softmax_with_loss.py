@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from replicate.layers.base import Layer, Shape, register
+from replicate.layers.labels import scores_and_labels
 from replicate.proto import caffe_pb2
 
 FLT_MIN = float(torch.finfo(torch.float32).tiny)
@@ -68,17 +69,8 @@ class SoftmaxWithLoss(Layer):
         return bottom_index != 1
 
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # Shapes from the tensors, so a net fed a different batch size (Caffe's Reshape) works.
-        c = x.shape[self.axis]
-        outer, inner = math.prod(x.shape[: self.axis]), math.prod(x.shape[self.axis + 1 :])
-        scores = x.reshape(outer, c, inner)
-        labels = label.reshape(outer, 1, inner).long()
-        valid = torch.ones_like(labels, dtype=torch.bool)
-        if self.ignore_label is not None:
-            valid = labels != self.ignore_label
-        safe = torch.where(valid, labels, torch.zeros_like(labels))
-        if ((safe < 0) | (safe >= c)).any():
-            raise self.error(f"label out of range [0, {c})")
+        scores, safe, valid = scores_and_labels(self, x, label, self.axis, self.ignore_label)
+        outer, inner = scores.shape[0], scores.shape[2]
         log_prob = torch.log_softmax(scores, dim=1)
         picked = log_prob.gather(1, safe)
         with torch.no_grad():
