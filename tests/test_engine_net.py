@@ -113,6 +113,10 @@ layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss
 def test_engine_bad_wiring_and_inputs_are_named() -> None:
     with pytest.raises(ReplicateError, match="layer 'r' \\(ReLU\\): unknown bottom blob 'nope'"):
         net(DATA + 'layer { name: "r" type: "ReLU" bottom: "nope" top: "z" }')
+    with pytest.raises(ReplicateError, match="layer 'r2' \\(ReLU\\): top blob 'z' is produced by multiple sources"):
+        net(DATA + 'layer { name: "r" type: "ReLU" bottom: "x" top: "z" } layer { name: "r2" type: "ReLU" bottom: "x" top: "z" }')
+    with pytest.raises(ReplicateError, match="layer name 'r' is used twice"):
+        net(DATA + 'layer { name: "r" type: "ReLU" bottom: "x" top: "z" } layer { name: "r" type: "ReLU" bottom: "z" top: "z" }')
     with pytest.raises(ReplicateError, match=r"inputs \['q'\]"):
         net(DATA)({"q": torch.zeros(1)})
 

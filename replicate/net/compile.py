@@ -104,12 +104,18 @@ class CompiledNet(nn.Module):
                     )
                 bottom_shapes.append(self.blob_shapes[b])
                 available.discard(b)
+            if lp.name in self.layer_names:
+                # Caffe tolerates this but then copies weights into only one of them.
+                raise ReplicateError(f"layer name '{lp.name}' is used twice in net '{self.net_name}'")
             layer = layer_class(lp)(lp, phase, bottom_shapes)
             if len(layer.top_shapes) != len(lp.top):
                 raise layer.error(
                     f"produces {len(layer.top_shapes)} top blob(s) but the prototxt names {len(lp.top)}"
                 )
-            for t, shape in zip(lp.top, layer.top_shapes):
+            for j, (t, shape) in enumerate(zip(lp.top, layer.top_shapes)):
+                in_place = j < len(lp.bottom) and lp.bottom[j] == t
+                if t in self.blob_shapes and not in_place:
+                    raise layer.error(f"top blob '{t}' is produced by multiple sources")
                 self.blob_shapes[t] = tuple(shape)
                 available.add(t)
             self.loss_weights.append(self._loss_weights(lp, layer))
