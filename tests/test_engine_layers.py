@@ -7,6 +7,7 @@ is the true derivative of that forward, for every type, including the ones no go
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -188,3 +189,11 @@ def test_engine_accuracy_ignore_label_and_per_class_top() -> None:
     total, per_class = acc(scores, labels)
     torch.testing.assert_close(total, torch.tensor(1 / 3))
     torch.testing.assert_close(per_class, torch.tensor([0.5, 0.0, 0.0]))
+
+
+def test_engine_multinomial_logistic_loss_is_2014_accuracy_logprob() -> None:
+    """Mean over samples of -log(max(p_true, 1e-20)): the 2014 Accuracy layer's second output."""
+    layer = _layer('name: "lp" type: "MultinomialLogisticLoss"', TEST, [(2, 3), (2,)])
+    prob = torch.tensor([[0.2, 0.5, 0.3], [1.0, 0.0, 0.0]])
+    (loss,) = layer(prob, torch.tensor([1.0, 2.0]))
+    torch.testing.assert_close(loss, torch.tensor((-math.log(0.5) - math.log(1e-20)) / 2))
