@@ -134,3 +134,21 @@ layer {{ name: "acc" type: "Accuracy" bottom: "s" bottom: "y" top: "acc" }}
 layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" }}""")
     r = n({"x": torch.randn(5, 3), "y": torch.tensor([0.0, 1, 2, 3, 0])})
     assert r.blobs["s"].shape == (5, 4) and r.loss.shape == ()
+
+
+def test_engine_test_net_shares_trained_layers_by_name() -> None:
+    body = DATA + f"""
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}
+layer {{ name: "drop" type: "Dropout" bottom: "s" top: "s" include {{ phase: TRAIN }} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" }}"""
+    train, test = net(body, TRAIN), net(body, TEST)
+    test.share_trained_layers_with(train)
+    assert test.layer("ip").blobs[0] is train.layer("ip").blobs[0]
+    assert test.learnable_params()[0].param is train.learnable_params()[0].param
+    with torch.no_grad():
+        train.layer("ip").blobs[1].fill_(3.0)
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(test({"x": x}).blobs["s"], x @ train.layer("ip").blobs[0].detach().t() + 3.0)
+    other = net(DATA + f'layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=5)} }}')
+    with pytest.raises(ReplicateError, match="'ip'.*cannot share blob 0"):
+        other.share_trained_layers_with(train)

@@ -218,6 +218,29 @@ class CompiledNet(nn.Module):
         """Every layer's parameter blobs by layer name (shared blobs appear under each user)."""
         return {name: list(layer.blobs) for name, layer in zip(self.layer_names, self.layers)}
 
+    def share_trained_layers_with(self, source: CompiledNet) -> None:
+        """Caffe's `Net::ShareTrainedLayersWith`: for every layer of `source` that this net has
+        (by name), use the very same parameter blobs, as a solver's test nets do with its train
+        net; blob counts and shapes must agree."""
+        replaced: dict[int, nn.Parameter] = {}
+        for name, src in zip(source.layer_names, source.layers):
+            if name not in self.layer_names:
+                continue
+            target = self.layer(name)
+            if len(target.blobs) != len(src.blobs):
+                raise target.error(
+                    f"has {len(target.blobs)} parameter blob(s), the net sharing with it has {len(src.blobs)}"
+                )
+            for k, (mine, theirs) in enumerate(zip(target.blobs, src.blobs)):
+                if mine.shape != theirs.shape:
+                    raise target.error(
+                        f"cannot share blob {k}: shape {tuple(mine.shape)} here, {tuple(theirs.shape)} in the source net"
+                    )
+                replaced[id(mine)] = theirs
+                target.blobs[k] = theirs
+        for entry in self._learnable:
+            entry.param = replaced.get(id(entry.param), entry.param)
+
     def layer(self, name: str) -> Layer:
         """The layer called `name` (names may hold characters module attributes cannot)."""
         try:
