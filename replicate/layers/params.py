@@ -21,5 +21,5 @@ def new_param(shape: Sequence[int], filler: caffe_pb2.FillerParameter) -> nn.Par
     from replicate.net.fillers import fill
 
     data = torch.empty(tuple(shape), dtype=torch.float32)
-    fill(data, filler)
-    return nn.Parameter(data)
+    filled = fill(data, filler)  # fills in place; a returned tensor is taken as the value
+    return nn.Parameter(data if filled is None else filled)
