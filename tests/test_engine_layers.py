@@ -197,3 +197,9 @@ def test_engine_multinomial_logistic_loss_is_2014_accuracy_logprob() -> None:
     prob = torch.tensor([[0.2, 0.5, 0.3], [1.0, 0.0, 0.0]])
     (loss,) = layer(prob, torch.tensor([1.0, 2.0]))
     torch.testing.assert_close(loss, torch.tensor((-math.log(0.5) - math.log(1e-20)) / 2))
+
+
+def test_engine_every_loss_type_defaults_to_loss_weight_one() -> None:
+    for type_name in registered_types():
+        if type_name.endswith("Loss"):
+            assert layer_class(_param(type_name, SPECS[type_name][0])).default_loss_weight == 1.0

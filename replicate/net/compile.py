@@ -151,8 +151,8 @@ class CompiledNet(nn.Module):
                     f"has {len(lp.loss_weight)} loss_weight value(s) for {n} top blob(s)"
                 )
             return list(lp.loss_weight)
-        default = 1.0 if lp.type.endswith("Loss") else layer.default_loss_weight
-        return [default if j == 0 else 0.0 for j in range(n)]
+        # Caffe's LossLayer (every type named "...Loss") weighs its first top by 1.
+        return [layer.default_loss_weight if j == 0 else 0.0 for j in range(n)]
 
     @staticmethod
     def _check_propagate_down(lp: caffe_pb2.LayerParameter, layer: Layer) -> None:
