@@ -203,3 +203,15 @@ def test_engine_every_loss_type_defaults_to_loss_weight_one() -> None:
     for type_name in registered_types():
         if type_name.endswith("Loss"):
             assert layer_class(_param(type_name, SPECS[type_name][0])).default_loss_weight == 1.0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_engine_max_pooling_ties_send_gradient_to_first_in_window(channels_last: bool) -> None:
+    """Caffe keeps the first maximum in row-major window order (strict >), so should we."""
+    pool = _layer('name: "p" type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride: 2 }', TEST, [(1, 1, 2, 4)])
+    x = torch.tensor([[[[1.0, 1.0, 0.0, 2.0], [1.0, 0.5, 2.0, 2.0]]]])
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    pool(x)[0].sum().backward()
+    assert x.grad.tolist() == [[[[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]]]]
