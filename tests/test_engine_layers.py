@@ -215,3 +215,11 @@ def test_engine_max_pooling_ties_send_gradient_to_first_in_window(channels_last:
     x.requires_grad_(True)
     pool(x)[0].sum().backward()
     assert x.grad.tolist() == [[[[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]]]]
+
+
+def test_engine_eltwise_max_ties_follow_caffe() -> None:
+    """Caffe: bottom 1 wins a tie with bottom 0 (a > b ? a : b); later bottoms need strictly more."""
+    layer = _layer('name: "m" type: "Eltwise" eltwise_param { operation: MAX }', TEST, [(2,), (2,), (2,)])
+    a, b, c = (torch.tensor(v, requires_grad=True) for v in ([1.0, 1.0], [1.0, 0.0], [1.0, 1.0]))
+    layer(a, b, c)[0].sum().backward()
+    assert (a.grad.tolist(), b.grad.tolist(), c.grad.tolist()) == ([0.0, 1.0], [1.0, 0.0], [0.0, 0.0])
