@@ -152,3 +152,14 @@ layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss
     other = net(DATA + f'layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=5)} }}')
     with pytest.raises(ReplicateError, match="'ip'.*cannot share blob 0"):
         other.share_trained_layers_with(train)
+
+
+def test_engine_loss_layer_without_top_gets_an_anonymous_one_like_caffe() -> None:
+    """2014 nets write `SoftmaxWithLoss` with no top: Caffe's AutoTopBlobs still counts the loss."""
+    n = net(DATA + f"""
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" }}""", TRAIN)
+    r = n({"x": torch.randn(2, 3), "y": torch.tensor([0.0, 3.0])})
+    assert r.outputs == {}
+    assert r.loss > 0 and r.loss.requires_grad
+    assert n.backward_plan.layer_needs == [False, True, True]

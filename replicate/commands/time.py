@@ -48,7 +48,7 @@ def _random_inputs(net: CompiledNet) -> dict[str, torch.Tensor]:
         lp = net.layer_params[i]
         if lp.type != "Input":
             continue
-        for top in lp.top:
+        for top in net.top_names[i]:
             shape = net.blob_shapes[top]
             inputs[top] = torch.zeros(shape) if "label" in top else torch.randn(shape)
     return inputs
@@ -75,12 +75,12 @@ def timed_pass(net: CompiledNet, inputs: dict[str, torch.Tensor], times: list[La
             tops = layer(*leaves)
         else:
             made = layer()
-            tops = tuple(inputs.get(t, m).to(device) for t, m in zip(lp.top, made))
+            tops = tuple(inputs.get(t, m).to(device) for t, m in zip(net.top_names[i], made))
         _sync(device)
         ms = (time.perf_counter() - start) * 1000
         times[i].forward.append(ms)
         forward_ms += ms
-        for j, (name, value) in enumerate(zip(lp.top, tops)):
+        for j, (name, value) in enumerate(zip(net.top_names[i], tops)):
             produced[name] = (i, j)
             values[(i, j)] = value
         records.append((leaves, sources, tops))

@@ -29,6 +29,9 @@ class Layer(nn.Module):
     #: Loss layers weigh their first top by 1 unless the prototxt says otherwise (Caffe's rule
     #: for types ending in "Loss").
     default_loss_weight: float = 0.0
+    #: Caffe's `AutoTopBlobs`: a layer declaring more `top_shapes` than the prototxt names tops
+    #: (a 2014 loss layer with no top) gets anonymous tops the net does not list as outputs.
+    auto_top_blobs: bool = False
     #: Bottom counts Caffe accepts (`ExactNumBottomBlobs`, `MinBottomBlobs`, ...): None = any.
     min_bottoms: int | None = None
     max_bottoms: int | None = None

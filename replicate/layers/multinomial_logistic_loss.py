@@ -23,6 +23,7 @@ class MultinomialLogisticLoss(Layer):
     min_bottoms = 2
     max_bottoms = 2
     default_loss_weight = 1.0
+    auto_top_blobs = True
 
     def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
         super().__init__(param, phase, bottom_shapes)
@@ -32,6 +33,8 @@ class MultinomialLogisticLoss(Layer):
         self.dim = math.prod(shape[1:])
         if math.prod(label_shape) != shape[0]:
             raise self.error(f"needs one label per sample ({shape[0]}), got shape {label_shape}")
+        if len(param.top) > 1:
+            raise self.error(f"takes at most 1 top blob, got {len(param.top)}")
         self.top_shapes = [()]
 
     def allow_force_backward(self, bottom_index: int) -> bool:

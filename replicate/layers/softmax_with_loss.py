@@ -44,6 +44,7 @@ class SoftmaxWithLoss(Layer):
     min_bottoms = 2
     max_bottoms = 2
     default_loss_weight = 1.0
+    auto_top_blobs = True
 
     def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
         super().__init__(param, phase, bottom_shapes)
@@ -61,8 +62,8 @@ class SoftmaxWithLoss(Layer):
         lp = param.loss_param
         self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
         self.mode = normalization_mode(lp)
-        if len(param.top) not in (1, 2):
-            raise self.error(f"takes 1 or 2 top blobs, got {len(param.top)}")
+        if len(param.top) > 2:
+            raise self.error(f"takes at most 2 top blobs, got {len(param.top)}")
         self.top_shapes = [()] + ([shape] if len(param.top) == 2 else [])
 
     def allow_force_backward(self, bottom_index: int) -> bool:

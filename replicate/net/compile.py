@@ -88,6 +88,8 @@ class CompiledNet(nn.Module):
         self.layers = nn.ModuleList()
         self.layer_names: list[str] = []
         self.blob_shapes: dict[str, Shape] = {}
+        #: Per layer: its top blob names, anonymous "(automatic)" ones included.
+        self.top_names: list[list[str]] = []
         #: Per layer, per top: the loss weight (0 = not a loss).
         self.loss_weights: list[list[float]] = []
         self._learnable: list[ParamEntry] = []
@@ -108,17 +110,24 @@ class CompiledNet(nn.Module):
                 # Caffe tolerates this but then copies weights into only one of them.
                 raise ReplicateError(f"layer name '{lp.name}' is used twice in net '{self.net_name}'")
             layer = layer_class(lp)(lp, phase, bottom_shapes)
-            if len(layer.top_shapes) != len(lp.top):
+            tops = list(lp.top)
+            if layer.auto_top_blobs:
+                # Caffe's anonymous tops: computed (a loss still counts) but nobody's input and
+                # not a net output.
+                tops += [f"(automatic) {lp.name}/{j}" for j in range(len(tops), len(layer.top_shapes))]
+            if len(layer.top_shapes) != len(tops):
                 raise layer.error(
                     f"produces {len(layer.top_shapes)} top blob(s) but the prototxt names {len(lp.top)}"
                 )
-            for j, (t, shape) in enumerate(zip(lp.top, layer.top_shapes)):
+            for j, (t, shape) in enumerate(zip(tops, layer.top_shapes)):
                 in_place = j < len(lp.bottom) and lp.bottom[j] == t
                 if t in self.blob_shapes and not in_place:
                     raise layer.error(f"top blob '{t}' is produced by multiple sources")
                 self.blob_shapes[t] = tuple(shape)
-                available.add(t)
-            self.loss_weights.append(self._loss_weights(lp, layer))
+                if j < len(lp.top):
+                    available.add(t)
+            self.top_names.append(tops)
+            self.loss_weights.append(self._loss_weights(lp, layer, len(tops)))
             self._check_propagate_down(lp, layer)
             self._append_params(lp, layer, owners)
             self.layers.append(layer)
@@ -134,7 +143,7 @@ class CompiledNet(nn.Module):
         #: Caffe's decisions of which layers run backward and which bottoms get gradients; the
         #: forward pass cuts the graph wherever Caffe sends no gradient.
         self.backward_plan = backward_plan(
-            self.layer_params, self.loss_weights, lr_mults, allow, self.force_backward
+            self.layer_params, self.top_names, self.loss_weights, lr_mults, allow, self.force_backward
         )
         #: Caffe's net outputs: blobs no later layer reads, in Caffe's (std::set, sorted) order,
         #: which is the order of "Test net output #k" lines.
@@ -143,8 +152,7 @@ class CompiledNet(nn.Module):
 
     # ----------------------------------------------------------------------------- construction
     @staticmethod
-    def _loss_weights(lp: caffe_pb2.LayerParameter, layer: Layer) -> list[float]:
-        n = len(lp.top)
+    def _loss_weights(lp: caffe_pb2.LayerParameter, layer: Layer, n: int) -> list[float]:
         if lp.loss_weight:
             if len(lp.loss_weight) != n:
                 raise layer.error(
@@ -255,7 +263,7 @@ class CompiledNet(nn.Module):
     # ---------------------------------------------------------------------------------- running
     def forward(self, inputs: Mapping[str, torch.Tensor] | None = None) -> ForwardResult:
         inputs = dict(inputs or {})
-        source_tops = {t for i in self.input_layers for t in self.layer_params[i].top}
+        source_tops = {t for i in self.input_layers for t in self.top_names[i]}
         unknown = sorted(set(inputs) - source_tops)
         if unknown:
             raise ReplicateError(
@@ -269,7 +277,7 @@ class CompiledNet(nn.Module):
             if not lp.bottom:
                 # Fed tops replace what the source layer would give; a fully fed one is not run
                 # (a Data layer then reads no batch).
-                fed = [inputs.get(t) for t in lp.top]
+                fed = [inputs.get(t) for t in self.top_names[i]]
                 made = layer() if any(t is None for t in fed) else fed
                 tops = tuple(m if f is None else f for f, m in zip(fed, made))
             else:
@@ -280,7 +288,7 @@ class CompiledNet(nn.Module):
                 tops = layer(*bottoms)
             if not lp.bottom:
                 tops = tuple(t if t.device == device else t.to(device) for t in tops)
-            for name, value, weight in zip(lp.top, tops, self.loss_weights[i]):
+            for name, value, weight in zip(self.top_names[i], tops, self.loss_weights[i]):
                 blobs[name] = value
                 if weight:
                     term = value.sum() * weight

@@ -26,6 +26,7 @@ class BackwardPlan:
 
 def backward_plan(
     layers: Sequence[caffe_pb2.LayerParameter],
+    tops: Sequence[Sequence[str]],
     loss_weights: Sequence[Sequence[float]],
     param_lr_mults: Sequence[Sequence[float]],
     allow_force_backward: Sequence[Sequence[bool]],
@@ -42,7 +43,7 @@ def backward_plan(
             needs |= need
             bottoms.append(lp.propagate_down[j] if j < len(lp.propagate_down) else need)
         needs |= any(m != 0 for m in param_lr_mults[i])
-        for t in lp.top:
+        for t in tops[i]:
             blob_needs.setdefault(t, False)
             if needs:
                 blob_needs[t] = True
@@ -54,9 +55,9 @@ def backward_plan(
     for i in range(len(layers) - 1, -1, -1):
         lp = layers[i]
         contributes = any(
-            w != 0 or t in under_loss for t, w in zip(lp.top, loss_weights[i])
+            w != 0 or t in under_loss for t, w in zip(tops[i], loss_weights[i])
         )
-        all_skipped = all(t in skip for t in lp.top)
+        all_skipped = all(t in skip for t in tops[i])
         if layer_needs[i] and all_skipped:
             layer_needs[i] = False
             bottom_needs[i] = [False] * len(lp.bottom)
@@ -75,7 +76,7 @@ def backward_plan(
             layer_needs[i] = True
             for j, b in enumerate(lp.bottom):
                 bottom_needs[i][j] = bottom_needs[i][j] or allow_force_backward[i][j]
-    gets_diff = {t: False for lp in layers for t in lp.top}
+    gets_diff = {t: False for names in tops for t in names}
     for lp, needs in zip(layers, bottom_needs):
         for b, need in zip(lp.bottom, needs):
             gets_diff[b] = gets_diff[b] or need
