@@ -29,6 +29,9 @@ class Layer(nn.Module):
     #: Loss layers weigh their first top by 1 unless the prototxt says otherwise (Caffe's rule
     #: for types ending in "Loss").
     default_loss_weight: float = 0.0
+    #: Caffe's `AutoTopBlobs`: a layer declaring more `top_shapes` than the prototxt names tops
+    #: (a 2014 loss layer with no top) gets anonymous tops the net does not list as outputs.
+    auto_top_blobs: bool = False
     #: Bottom counts Caffe accepts (`ExactNumBottomBlobs`, `MinBottomBlobs`, ...): None = any.
     min_bottoms: int | None = None
     max_bottoms: int | None = None
@@ -49,6 +52,10 @@ class Layer(nn.Module):
                 else f"{self.min_bottoms or 0}..{self.max_bottoms if self.max_bottoms is not None else 'n'}"
             )
             raise self.error(f"takes {want} bottom blob(s), got {n}")
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """Caffe's `AllowForceBackward`: loss layers refuse it for their label bottom."""
+        return True
 
     def error(self, message: str) -> ReplicateError:
         """An error that names this layer, for bad parameters found while building it."""

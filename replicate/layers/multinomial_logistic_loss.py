@@ -1,0 +1,50 @@
+"""Caffe's MultinomialLogisticLoss: mean over the batch of -log(max(p[label], 1e-20)).
+
+Its bottom is already a probability (a Softmax output).  On the validation net this is exactly
+the second number the 2014 Caffe Accuracy layer reported (`Test score #1`, mean -log probability
+of the true class, same 1e-20 threshold), so the paper's val nets can log it as a net output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from replicate.layers.base import Layer, Shape, register
+from replicate.proto import caffe_pb2
+
+LOG_THRESHOLD = 1e-20
+
+
+@register("MultinomialLogisticLoss")
+class MultinomialLogisticLoss(Layer):
+    min_bottoms = 2
+    max_bottoms = 2
+    default_loss_weight = 1.0
+    auto_top_blobs = True
+
+    def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
+        super().__init__(param, phase, bottom_shapes)
+        shape, label_shape = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
+        if not shape:
+            raise self.error("the probability bottom needs a batch axis")
+        self.dim = math.prod(shape[1:])
+        if math.prod(label_shape) != shape[0]:
+            raise self.error(f"needs one label per sample ({shape[0]}), got shape {label_shape}")
+        if len(param.top) > 1:
+            raise self.error(f"takes at most 1 top blob, got {len(param.top)}")
+        self.top_shapes = [()]
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index != 1
+
+    def forward(self, prob: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor]:
+        num = prob.shape[0]
+        flat = prob.reshape(num, self.dim)
+        labels = label.reshape(num, 1).long()
+        if ((labels < 0) | (labels >= self.dim)).any():
+            raise self.error(f"label out of range [0, {self.dim})")
+        picked = flat.gather(1, labels).clamp(min=LOG_THRESHOLD)
+        return (-torch.log(picked).sum() / num,)

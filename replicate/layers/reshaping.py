@@ -1,0 +1,63 @@
+"""Caffe's layers that only move data between blobs: Flatten, Split, Silence."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from replicate.layers.axes import canonical_axis
+from replicate.layers.base import Layer, Shape, register
+from replicate.proto import caffe_pb2
+
+
+@register("Flatten")
+class Flatten(Layer):
+    """Collapses axes `axis`..`end_axis` (inclusive) into one."""
+
+    min_bottoms = 1
+    max_bottoms = 1
+
+    def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
+        super().__init__(param, phase, bottom_shapes)
+        fp = param.flatten_param
+        shape = tuple(bottom_shapes[0])
+        start = canonical_axis(self, fp.axis, len(shape))
+        end = canonical_axis(self, fp.end_axis, len(shape))
+        self.top_shapes = [shape[:start] + (math.prod(shape[start : end + 1]),) + shape[end + 1 :]]
+        self.start, self.end = start, end
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (torch.flatten(x, self.start, self.end),)
+
+
+@register("Split")
+class Split(Layer):
+    """Hands its bottom to every top; the gradients of the tops sum (autograd does the sum)."""
+
+    min_bottoms = 1
+    max_bottoms = 1
+
+    def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
+        super().__init__(param, phase, bottom_shapes)
+        self.top_shapes = [tuple(bottom_shapes[0])] * len(param.top)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(x for _ in self.top_shapes)
+
+
+@register("Silence")
+class Silence(Layer):
+    """Consumes blobs so they are not net outputs; produces nothing."""
+
+    min_bottoms = 1
+
+    def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
+        super().__init__(param, phase, bottom_shapes)
+        if param.top:
+            raise self.error("takes no top blobs")
+        self.top_shapes = []
+
+    def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return ()

@@ -1,0 +1,86 @@
+"""Caffe's SoftmaxWithLoss: mean (by Caffe's normalization mode) of -log softmax(x)[label].
+
+The forward value follows Caffe bit for bit in spirit: the probability is clamped at FLT_MIN
+before the log.  The gradient is Caffe's (prob - onehot) * weight / normalizer, taken from
+log_softmax's exact backward, with ignored labels contributing nothing.  An optional second top
+is the softmax itself, through which Caffe sends no gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from replicate.layers.base import Layer, Shape, register
+from replicate.layers.labels import scores_and_labels
+from replicate.proto import caffe_pb2
+
+FLT_MIN = float(torch.finfo(torch.float32).tiny)
+_Mode = caffe_pb2.LossParameter
+
+
+def normalization_mode(loss_param: caffe_pb2.LossParameter) -> int:
+    """Caffe's rule: `normalization` if set, else the deprecated `normalize` (VALID/BATCH_SIZE)."""
+    if not loss_param.HasField("normalization") and loss_param.HasField("normalize"):
+        return _Mode.VALID if loss_param.normalize else _Mode.BATCH_SIZE
+    return loss_param.normalization
+
+
+def normalizer(mode: int, outer: int, inner: int, valid: torch.Tensor) -> torch.Tensor | float:
+    """Caffe's `get_normalizer`, never below 1."""
+    if mode == _Mode.FULL:
+        return float(max(1, outer * inner))
+    if mode == _Mode.VALID:
+        return valid.clamp(min=1.0)
+    if mode == _Mode.BATCH_SIZE:
+        return float(max(1, outer))
+    return 1.0
+
+
+@register("SoftmaxWithLoss")
+class SoftmaxWithLoss(Layer):
+    min_bottoms = 2
+    max_bottoms = 2
+    default_loss_weight = 1.0
+    auto_top_blobs = True
+
+    def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
+        super().__init__(param, phase, bottom_shapes)
+        shape, label_shape = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
+        axis = param.softmax_param.axis
+        self.axis = axis if axis >= 0 else axis + len(shape)
+        if not 0 <= self.axis < len(shape):
+            raise self.error(f"softmax axis {axis} out of range for input of shape {shape}")
+        outer, inner = math.prod(shape[: self.axis]), math.prod(shape[self.axis + 1 :])
+        if outer * inner != math.prod(label_shape):
+            raise self.error(
+                f"number of labels ({math.prod(label_shape)}) must match outer*inner "
+                f"({outer}*{inner}) of predictions of shape {shape}"
+            )
+        lp = param.loss_param
+        self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
+        self.mode = normalization_mode(lp)
+        if len(param.top) > 2:
+            raise self.error(f"takes at most 2 top blobs, got {len(param.top)}")
+        self.top_shapes = [()] + ([shape] if len(param.top) == 2 else [])
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index != 1
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        scores, safe, valid = scores_and_labels(self, x, label, self.axis, self.ignore_label)
+        outer, inner = scores.shape[0], scores.shape[2]
+        log_prob = torch.log_softmax(scores, dim=1)
+        picked = log_prob.gather(1, safe)
+        with torch.no_grad():
+            prob = torch.softmax(scores, dim=1)
+            caffe_nll = -torch.log(prob.gather(1, safe).clamp(min=FLT_MIN))
+        nll = caffe_nll + (-picked - (-picked).detach())
+        nll = torch.where(valid, nll, torch.zeros_like(nll))
+        norm = normalizer(self.mode, outer, inner, valid.sum().to(x.dtype))
+        loss = nll.sum() / norm
+        if len(self.top_shapes) == 2:
+            return loss, prob.reshape(x.shape)
+        return (loss,)

@@ -1,0 +1,298 @@
+"""Compile a Caffe NetParameter into a torch module that runs the layer DAG exactly as Caffe's Net.
+
+Caffe wires layers by blob *name*: a top that reuses its bottom's name is computed in place, a
+blob read by several layers is split (their gradients sum), a layer whose type ends in "Loss"
+weighs its first top by 1, parameters named alike in `param { name: }` are one blob.  This module
+reproduces those rules on top of autograd: every layer computes new tensors and the blob table is
+rebound by name, so an "in-place" top never corrupts a value another layer still needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from replicate.errors import ReplicateError
+from replicate.layers.base import Layer, Shape, layer_class
+from replicate.net.need_backward import backward_plan
+from replicate.net.state import filter_net, make_state
+from replicate.proto import caffe_pb2
+
+
+@dataclass
+class ForwardResult:
+    """What one forward pass of a net yields."""
+
+    #: Caffe's net outputs: blobs produced by some layer and read by no later layer.
+    outputs: dict[str, torch.Tensor]
+    #: Sum over loss tops of loss_weight * sum(top): the scalar Caffe's backward starts from.
+    loss: torch.Tensor
+    #: Every blob by name, holding its last value (an in-place top replaces its bottom).
+    blobs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class ParamEntry:
+    """One learnable parameter in Caffe's `learnable_params` order, with its multipliers."""
+
+    layer: str
+    index: int
+    param: nn.Parameter
+    lr_mult: float
+    decay_mult: float
+
+
+@dataclass
+class _Owner:
+    """Bookkeeping of a learnable (owned) parameter while `param` specs of sharers are merged."""
+
+    entry: ParamEntry
+    has_lr: bool
+    has_decay: bool
+
+
+def _upgraded(net_param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
+    """V0/V1 nets and deprecated `input:` fields go through io's upgrader (Caffe's UpgradeNet)."""
+    if net_param.layers or net_param.input:
+        from replicate.io.upgrade import upgrade_net
+
+        return upgrade_net(net_param)
+    return net_param
+
+
+class CompiledNet(nn.Module):
+    """A Caffe net for one phase/level/stages: layers built from the registry, every blob shaped.
+
+    `forward(inputs)` feeds tensors into blobs produced by bottom-less layers (Input, Data) and
+    runs every layer in prototxt order.  Parameters with lr_mult 0 do not require grad, so
+    autograd skips the backward work Caffe's `param_propagate_down` skips.
+    """
+
+    def __init__(
+        self,
+        net_param: caffe_pb2.NetParameter,
+        phase: int,
+        stages: Iterable[str] = (),
+        level: int = 0,
+    ):
+        super().__init__()
+        net_param = _upgraded(net_param)
+        self.net_name = net_param.name
+        self.phase = phase
+        self.state = make_state(net_param, phase, stages, level)
+        self.force_backward = net_param.force_backward
+        self.layer_params = filter_net(net_param, self.state)
+        self.layers = nn.ModuleList()
+        self.layer_names: list[str] = []
+        self.blob_shapes: dict[str, Shape] = {}
+        #: Per layer: its top blob names, anonymous "(automatic)" ones included.
+        self.top_names: list[list[str]] = []
+        #: Per layer, per top: the loss weight (0 = not a loss).
+        self.loss_weights: list[list[float]] = []
+        self._learnable: list[ParamEntry] = []
+        self.register_buffer("_device_probe", torch.empty(0), persistent=False)
+
+        owners: dict[str, _Owner] = {}
+        available: set[str] = set()
+        for lp in self.layer_params:
+            bottom_shapes = []
+            for j, b in enumerate(lp.bottom):
+                if b not in self.blob_shapes:
+                    raise ReplicateError(
+                        f"layer '{lp.name}' ({lp.type}): unknown bottom blob '{b}' (bottom {j})"
+                    )
+                bottom_shapes.append(self.blob_shapes[b])
+                available.discard(b)
+            if lp.name in self.layer_names:
+                # Caffe tolerates this but then copies weights into only one of them.
+                raise ReplicateError(f"layer name '{lp.name}' is used twice in net '{self.net_name}'")
+            layer = layer_class(lp)(lp, phase, bottom_shapes)
+            tops = list(lp.top)
+            if layer.auto_top_blobs:
+                # Caffe's anonymous tops: computed (a loss still counts) but nobody's input and
+                # not a net output.
+                tops += [f"(automatic) {lp.name}/{j}" for j in range(len(tops), len(layer.top_shapes))]
+            if len(layer.top_shapes) != len(tops):
+                raise layer.error(
+                    f"produces {len(layer.top_shapes)} top blob(s) but the prototxt names {len(lp.top)}"
+                )
+            for j, (t, shape) in enumerate(zip(tops, layer.top_shapes)):
+                in_place = j < len(lp.bottom) and lp.bottom[j] == t
+                if t in self.blob_shapes and not in_place:
+                    raise layer.error(f"top blob '{t}' is produced by multiple sources")
+                self.blob_shapes[t] = tuple(shape)
+                if j < len(lp.top):
+                    available.add(t)
+            self.top_names.append(tops)
+            self.loss_weights.append(self._loss_weights(lp, layer, len(tops)))
+            self._check_propagate_down(lp, layer)
+            self._append_params(lp, layer, owners)
+            self.layers.append(layer)
+            self.layer_names.append(lp.name)
+        lr_mults = [
+            [lp.param[k].lr_mult if k < len(lp.param) else 1.0 for k in range(len(layer.blobs))]
+            for lp, layer in zip(self.layer_params, self.layers)
+        ]
+        allow = [
+            [layer.allow_force_backward(j) for j in range(len(lp.bottom))]
+            for lp, layer in zip(self.layer_params, self.layers)
+        ]
+        #: Caffe's decisions of which layers run backward and which bottoms get gradients; the
+        #: forward pass cuts the graph wherever Caffe sends no gradient.
+        self.backward_plan = backward_plan(
+            self.layer_params, self.top_names, self.loss_weights, lr_mults, allow, self.force_backward
+        )
+        #: Caffe's net outputs: blobs no later layer reads, in Caffe's (std::set, sorted) order,
+        #: which is the order of "Test net output #k" lines.
+        self.output_names = sorted(available)
+        self.input_layers = [i for i, lp in enumerate(self.layer_params) if not lp.bottom]
+
+    # ----------------------------------------------------------------------------- construction
+    @staticmethod
+    def _loss_weights(lp: caffe_pb2.LayerParameter, layer: Layer, n: int) -> list[float]:
+        if lp.loss_weight:
+            if len(lp.loss_weight) != n:
+                raise layer.error(
+                    f"has {len(lp.loss_weight)} loss_weight value(s) for {n} top blob(s)"
+                )
+            return list(lp.loss_weight)
+        # Caffe's LossLayer (every type named "...Loss") weighs its first top by 1.
+        return [layer.default_loss_weight if j == 0 else 0.0 for j in range(n)]
+
+    @staticmethod
+    def _check_propagate_down(lp: caffe_pb2.LayerParameter, layer: Layer) -> None:
+        n = len(lp.bottom)
+        if lp.propagate_down and len(lp.propagate_down) != n:
+            raise layer.error(
+                f"has {len(lp.propagate_down)} propagate_down value(s) for {n} bottom blob(s)"
+            )
+
+    def _append_params(
+        self, lp: caffe_pb2.LayerParameter, layer: Layer, owners: dict[str, _Owner]
+    ) -> None:
+        """Caffe's `Net::AppendParam`: the first layer naming a param owns it; later ones share
+        the owner's blob (same shape, or same count with PERMISSIVE), merging lr/decay mults."""
+        for k in range(len(layer.blobs)):
+            spec = lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec()
+            name = spec.name
+            if not name or name not in owners:
+                param = layer.blobs[k]
+                entry = ParamEntry(lp.name, k, param, spec.lr_mult, spec.decay_mult)
+                self._learnable.append(entry)
+                if name:
+                    owners[name] = _Owner(entry, spec.HasField("lr_mult"), spec.HasField("decay_mult"))
+                param.requires_grad_(spec.lr_mult != 0)
+                continue
+            owner = owners[name]
+            mine, theirs = layer.blobs[k], owner.entry.param
+            if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
+                if mine.numel() != theirs.numel():
+                    raise layer.error(
+                        f"cannot share param '{name}' owned by layer '{owner.entry.layer}': count "
+                        f"mismatch, owner shape {tuple(theirs.shape)}, this {tuple(mine.shape)}"
+                    )
+                if mine.shape != theirs.shape:
+                    raise layer.error(
+                        f"sharing param '{name}' with a different shape {tuple(mine.shape)} than "
+                        f"the owner's {tuple(theirs.shape)} is not supported"
+                    )
+            elif mine.shape != theirs.shape:
+                raise layer.error(
+                    f"cannot share param '{name}' owned by layer '{owner.entry.layer}': shape "
+                    f"mismatch, owner shape {tuple(theirs.shape)}, this {tuple(mine.shape)}"
+                )
+            if spec.HasField("lr_mult"):
+                if owner.has_lr and spec.lr_mult != owner.entry.lr_mult:
+                    raise layer.error(f"shared param '{name}' has mismatched lr_mult")
+                owner.has_lr = True
+                owner.entry.lr_mult = spec.lr_mult
+                theirs.requires_grad_(spec.lr_mult != 0)
+            if spec.HasField("decay_mult"):
+                if owner.has_decay and spec.decay_mult != owner.entry.decay_mult:
+                    raise layer.error(f"shared param '{name}' has mismatched decay_mult")
+                owner.has_decay = True
+                owner.entry.decay_mult = spec.decay_mult
+            layer.blobs[k] = theirs
+
+    # ----------------------------------------------------------------------------------- access
+    def learnable_params(self) -> list[ParamEntry]:
+        """Caffe's `learnable_params`: owned parameters in layer order, shared ones once."""
+        return list(self._learnable)
+
+    def layer_blobs(self) -> dict[str, list[nn.Parameter]]:
+        """Every layer's parameter blobs by layer name (shared blobs appear under each user)."""
+        return {name: list(layer.blobs) for name, layer in zip(self.layer_names, self.layers)}
+
+    def share_trained_layers_with(self, source: CompiledNet) -> None:
+        """Caffe's `Net::ShareTrainedLayersWith`: for every layer of `source` that this net has
+        (by name), use the very same parameter blobs, as a solver's test nets do with its train
+        net; blob counts and shapes must agree."""
+        replaced: dict[int, nn.Parameter] = {}
+        for name, src in zip(source.layer_names, source.layers):
+            if name not in self.layer_names:
+                continue
+            target = self.layer(name)
+            if len(target.blobs) != len(src.blobs):
+                raise target.error(
+                    f"has {len(target.blobs)} parameter blob(s), the net sharing with it has {len(src.blobs)}"
+                )
+            for k, (mine, theirs) in enumerate(zip(target.blobs, src.blobs)):
+                if mine.shape != theirs.shape:
+                    raise target.error(
+                        f"cannot share blob {k}: shape {tuple(mine.shape)} here, {tuple(theirs.shape)} in the source net"
+                    )
+                replaced[id(mine)] = theirs
+                target.blobs[k] = theirs
+        for entry in self._learnable:
+            entry.param = replaced.get(id(entry.param), entry.param)
+
+    def layer(self, name: str) -> Layer:
+        """The layer called `name` (names may hold characters module attributes cannot)."""
+        try:
+            return self.layers[self.layer_names.index(name)]
+        except ValueError:
+            raise ReplicateError(f"net '{self.net_name}' has no layer '{name}'") from None
+
+    @property
+    def device(self) -> torch.device:
+        return self._device_probe.device
+
+    # ---------------------------------------------------------------------------------- running
+    def forward(self, inputs: Mapping[str, torch.Tensor] | None = None) -> ForwardResult:
+        inputs = dict(inputs or {})
+        source_tops = {t for i in self.input_layers for t in self.top_names[i]}
+        unknown = sorted(set(inputs) - source_tops)
+        if unknown:
+            raise ReplicateError(
+                f"net '{self.net_name}': inputs {unknown} are not blobs of an input/data layer; "
+                f"those are {sorted(source_tops)}"
+            )
+        device = self.device
+        blobs: dict[str, torch.Tensor] = {}
+        loss: torch.Tensor | None = None
+        for i, (lp, layer) in enumerate(zip(self.layer_params, self.layers)):
+            if not lp.bottom:
+                # Fed tops replace what the source layer would give; a fully fed one is not run
+                # (a Data layer then reads no batch).
+                fed = [inputs.get(t) for t in self.top_names[i]]
+                made = layer() if any(t is None for t in fed) else fed
+                tops = tuple(m if f is None else f for f, m in zip(fed, made))
+            else:
+                bottoms = [
+                    blobs[b] if down else blobs[b].detach()
+                    for b, down in zip(lp.bottom, self.backward_plan.bottom_needs[i])
+                ]
+                tops = layer(*bottoms)
+            if not lp.bottom:
+                tops = tuple(t if t.device == device else t.to(device) for t in tops)
+            for name, value, weight in zip(self.top_names[i], tops, self.loss_weights[i]):
+                blobs[name] = value
+                if weight:
+                    term = value.sum() * weight
+                    loss = term if loss is None else loss + term
+        if loss is None:
+            loss = torch.zeros((), device=device)
+        return ForwardResult({n: blobs[n] for n in self.output_names}, loss, blobs)

@@ -1,0 +1,38 @@
+"""Shared helpers of golden checks: Caffe's tolerance rule and loading a case's arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from replicate.io.blobs import blob_to_array
+from replicate.io.binary import read_net_binary
+
+#: The README's tolerances for float32 reimplementations of Caffe.
+FORWARD_RTOL = 1e-5
+GRADIENT_RTOL = 1e-4
+
+
+def assert_close(actual: torch.Tensor | np.ndarray, expected: np.ndarray, rtol: float, what: str) -> None:
+    """|actual - expected| <= rtol * max|expected| elementwise (Caffe-golden tolerance rule)."""
+    if isinstance(actual, torch.Tensor):
+        actual = actual.detach().cpu().double().numpy()
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
+    err = float(np.abs(actual - expected).max(initial=0.0))
+    assert err <= rtol * scale, f"{what}: max abs error {err:.3g} > {rtol} * max|expected| {scale:.3g}"
+
+
+def load_arrays(case_dir: Path) -> dict[str, np.ndarray]:
+    with np.load(case_dir / "arrays.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def caffemodel_arrays(path: Path) -> dict[str, list[np.ndarray]]:
+    """Parameter blobs by layer name as stored in a (V2) caffemodel."""
+    model = read_net_binary(path)
+    return {layer.name: [blob_to_array(b) for b in layer.blobs] for layer in model.layer}

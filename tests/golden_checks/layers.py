@@ -1,0 +1,86 @@
+"""Forward/backward golden cases: one small net per layer behaviour, run in Caffe's TEST phase.
+
+Parameters come from `weights.caffemodel` when the case has one (checked against the npz copy),
+inputs from `in/*`; outputs must match `out/*`.  The backward pass starts from `topdiff/*` on
+output blobs plus the net loss (loss tops carry Caffe's loss weight), and input and parameter
+gradients must match `diff/*` and `pdiff/*`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from golden_checks._compare import (
+    FORWARD_RTOL,
+    GRADIENT_RTOL,
+    assert_close,
+    caffemodel_arrays,
+    load_arrays,
+)
+from replicate.io.prototxt import read_net_text
+from replicate.net.compile import CompiledNet
+from replicate.proto import caffe_pb2
+
+_OTHER_FAMILIES = ("solver_", "data_")
+_SPECIAL = {"caffenet_full", "caffemodel_v1"}
+
+
+def handles(case_name: str) -> bool:
+    return case_name not in _SPECIAL and not case_name.startswith(_OTHER_FAMILIES)
+
+
+def _load_params(net: CompiledNet, arrays: dict[str, np.ndarray], case_dir: Path) -> None:
+    stored = caffemodel_arrays(case_dir / "weights.caffemodel") if (case_dir / "weights.caffemodel").exists() else None
+    for layer, blobs in net.layer_blobs().items():
+        for i, blob in enumerate(blobs):
+            expected = arrays[f"param/{layer}/{i}"]
+            value = expected
+            if stored is not None:
+                value = stored[layer][i].reshape(blob.shape)
+                np.testing.assert_array_equal(value, expected, err_msg=f"caffemodel blob {layer}/{i}")
+            with torch.no_grad():
+                blob.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+
+
+def check(case_dir: Path) -> None:
+    arrays = load_arrays(case_dir)
+    net = CompiledNet(read_net_text(case_dir / "net.prototxt"), caffe_pb2.TEST)
+    _load_params(net, arrays, case_dir)
+    plan = net.backward_plan
+    inputs = {
+        k[3:]: torch.tensor(v, dtype=torch.float32, requires_grad=plan.blob_gets_diff[k[3:]])
+        for k, v in arrays.items() if k.startswith("in/")
+    }
+    result = net(inputs)
+    for key, expected in arrays.items():
+        if key.startswith("out/"):
+            assert_close(result.blobs[key[4:]], expected, FORWARD_RTOL, key)
+
+    # Caffe computes a gradient only where its backward plan says so (no force_backward in
+    # these nets: input diffs stay zero, layers not under a loss skip backward).
+    zero, wanted = [], []
+    for k in arrays:
+        if k.startswith("diff/"):
+            (wanted if inputs[k[5:]].requires_grad else zero).append((k, inputs[k[5:]]))
+    needs = dict(zip(net.layer_names, plan.layer_needs))
+    params = net.layer_blobs()
+    for k in arrays:
+        if k.startswith("pdiff/"):
+            _, layer, i = k.split("/")
+            p = params[layer][int(i)]
+            (wanted if needs[layer] and p.requires_grad else zero).append((k, p))
+    for key, tensor in zero:
+        assert_close(torch.zeros_like(tensor), arrays[key], GRADIENT_RTOL, key)
+    if not wanted:
+        return
+    total = result.loss
+    for key, grad in arrays.items():
+        if key.startswith("topdiff/"):
+            total = total + (result.blobs[key[8:]] * torch.from_numpy(grad)).sum()
+    grads = torch.autograd.grad(total, [t for _, t in wanted], allow_unused=True)
+    for (key, tensor), grad in zip(wanted, grads):
+        got = torch.zeros_like(tensor) if grad is None else grad
+        assert_close(got, arrays[key], GRADIENT_RTOL, key)

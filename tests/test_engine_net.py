@@ -1,0 +1,165 @@
+"""Net-level rules of CompiledNet that Caffe's Net defines: NetState filtering, blob wiring by
+name (in-place tops, implicit splits), loss weights, shared and frozen parameters,
+propagate_down, force_backward, and which blobs are net outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from replicate.errors import ReplicateError
+from replicate.io.prototxt import parse_text
+from replicate.net.compile import CompiledNet
+from replicate.proto import caffe_pb2
+
+TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
+IP = 'inner_product_param {{ num_output: {n} weight_filler {{ type: "gaussian" std: 0.5 }} }}'
+
+
+def net(text: str, phase: int = TEST, **kw) -> CompiledNet:
+    return CompiledNet(parse_text(text, caffe_pb2.NetParameter(), "<net>"), phase, **kw)
+
+
+DATA = 'layer { name: "in" type: "Input" top: "x" top: "y" input_param { shape { dim: 2 dim: 3 } shape { dim: 2 } } }\n'
+
+
+def test_engine_netstate_rules_pick_layers_like_caffe() -> None:
+    text = DATA + "\n".join(
+        f'layer {{ name: "{n}" type: "ReLU" bottom: "x" top: "{n}" {rule} }}'
+        for n, rule in [
+            ("train", "include { phase: TRAIN }"),
+            ("test", "include { phase: TEST }"),
+            ("not_test", "exclude { phase: TEST }"),
+            ("lvl", "include { min_level: 2 }"),
+            ("staged", 'include { stage: "deploy" }'),
+            ("unstaged", 'include { not_stage: "deploy" }'),
+            ("either", 'include { phase: TRAIN } include { stage: "deploy" }'),
+        ]
+    )
+    assert net(text, TRAIN).layer_names == ["in", "train", "not_test", "unstaged", "either"]
+    assert net(text, TEST, level=2, stages=["deploy"]).layer_names == ["in", "test", "lvl", "staged", "either"]
+    with pytest.raises(ReplicateError, match="'bad'.*not both"):
+        net(DATA + 'layer { name: "bad" type: "ReLU" bottom: "x" top: "z" include { phase: TEST } exclude { phase: TRAIN } }')
+
+
+def test_engine_inplace_top_does_not_change_value_an_earlier_consumer_read() -> None:
+    n = net(DATA + f"""
+layer {{ name: "a.b" type: "InnerProduct" bottom: "x" top: "h" {IP.format(n=4)} }}
+layer {{ name: "first" type: "Eltwise" bottom: "h" bottom: "h" top: "twice" }}
+layer {{ name: "relu" type: "ReLU" bottom: "h" top: "h" }}
+layer {{ name: "after" type: "Eltwise" bottom: "h" bottom: "twice" top: "out" loss_weight: 1 }}""")
+    x = torch.randn(2, 3)
+    r = n({"x": x})
+    w = n.layer("a.b").blobs[0]
+    h = x @ w.t() + n.layer("a.b").blobs[1]
+    torch.testing.assert_close(r.blobs["twice"], 2 * h)
+    torch.testing.assert_close(r.blobs["out"], torch.relu(h) + 2 * h)
+    g = torch.autograd.grad(r.loss, w)[0]
+    expected = ((h > 0).float() + 2).t() @ x
+    torch.testing.assert_close(g, expected)
+    assert r.outputs.keys() == {"out", "y"}
+
+
+def test_engine_loss_weights_default_to_first_top_of_loss_types() -> None:
+    n = net(DATA + f"""
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" top: "prob" }}
+layer {{ name: "reg" type: "InnerProduct" bottom: "x" top: "r" loss_weight: 0.5 {IP.format(n=1)} }}""")
+    assert n.loss_weights == [[0.0, 0.0], [0.0], [1.0, 0.0], [0.5]]
+    r = n({"x": torch.randn(2, 3), "y": torch.tensor([0.0, 3.0])})
+    torch.testing.assert_close(r.loss, r.blobs["loss"] + 0.5 * r.blobs["r"].sum())
+    assert list(r.outputs) == ["loss", "prob", "r"]  # Caffe's sorted net-output order
+
+
+def test_engine_shared_params_are_one_learnable_blob_with_owner_multipliers() -> None:
+    shared = 'param { name: "w" lr_mult: 3 } param { name: "b" }'
+    n = net(DATA + f"""
+layer {{ name: "one" type: "InnerProduct" bottom: "x" top: "p" {shared} {IP.format(n=3)} }}
+layer {{ name: "two" type: "InnerProduct" bottom: "p" top: "q" param {{ name: "w" decay_mult: 2 }} param {{ name: "b" }} {IP.format(n=3)} }}""")
+    entries = n.learnable_params()
+    assert [(e.layer, e.index, e.lr_mult, e.decay_mult) for e in entries] == [("one", 0, 3.0, 2.0), ("one", 1, 1.0, 1.0)]
+    blobs = n.layer_blobs()
+    assert blobs["one"][0] is blobs["two"][0] and blobs["one"][1] is blobs["two"][1]
+    with pytest.raises(ReplicateError, match="cannot share param 'w'.*shape"):
+        net(DATA + f"""
+layer {{ name: "one" type: "InnerProduct" bottom: "x" top: "p" param {{ name: "w" }} {IP.format(n=3)} }}
+layer {{ name: "two" type: "InnerProduct" bottom: "p" top: "q" param {{ name: "w" }} {IP.format(n=2)} }}""")
+
+
+def test_engine_frozen_params_and_propagate_down_cut_gradients() -> None:
+    n = net(DATA + f"""
+layer {{ name: "frozen" type: "InnerProduct" bottom: "x" top: "a" param {{ lr_mult: 0 }} param {{ lr_mult: 0 }} {IP.format(n=4)} }}
+layer {{ name: "cut" type: "InnerProduct" bottom: "a" top: "b" {IP.format(n=4)} }}
+layer {{ name: "top" type: "InnerProduct" bottom: "b" top: "c" propagate_down: false {IP.format(n=5)} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "c" bottom: "y" top: "loss" }}""")
+    frozen, cut, top = (n.layer(k).blobs[0] for k in ("frozen", "cut", "top"))
+    assert not frozen.requires_grad and cut.requires_grad
+    assert [e.layer for e in n.learnable_params()] == ["frozen", "frozen", "cut", "cut", "top", "top"]
+    r = n({"x": torch.randn(2, 3), "y": torch.tensor([1.0, 2.0])})
+    g_cut, g_top = torch.autograd.grad(r.loss, [cut, top], allow_unused=True)
+    assert g_cut is None and g_top is not None and g_top.abs().sum() > 0
+    assert n.backward_plan.layer_needs == [False, False, False, True, True]
+
+
+def test_engine_force_backward_gives_input_blobs_gradients() -> None:
+    body = f"""
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" }}"""
+    assert not net(DATA + body).backward_plan.blob_gets_diff["x"]
+    plan = net("force_backward: true\n" + DATA + body).backward_plan
+    assert plan.blob_gets_diff["x"] and not plan.blob_gets_diff["y"]
+
+
+def test_engine_bad_wiring_and_inputs_are_named() -> None:
+    with pytest.raises(ReplicateError, match="layer 'r' \\(ReLU\\): unknown bottom blob 'nope'"):
+        net(DATA + 'layer { name: "r" type: "ReLU" bottom: "nope" top: "z" }')
+    with pytest.raises(ReplicateError, match="layer 'r2' \\(ReLU\\): top blob 'z' is produced by multiple sources"):
+        net(DATA + 'layer { name: "r" type: "ReLU" bottom: "x" top: "z" } layer { name: "r2" type: "ReLU" bottom: "x" top: "z" }')
+    with pytest.raises(ReplicateError, match="layer name 'r' is used twice"):
+        net(DATA + 'layer { name: "r" type: "ReLU" bottom: "x" top: "z" } layer { name: "r" type: "ReLU" bottom: "z" top: "z" }')
+    with pytest.raises(ReplicateError, match=r"inputs \['q'\]"):
+        net(DATA)({"q": torch.zeros(1)})
+
+
+def test_engine_batchnorm_statistics_are_frozen_in_the_net() -> None:
+    n = net(DATA + 'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" }', TRAIN)
+    assert [(e.layer, e.lr_mult) for e in n.learnable_params()] == [("bn", 0.0)] * 3
+    assert not any(p.requires_grad for p in n.layer_blobs()["bn"])
+
+
+def test_engine_net_accepts_another_batch_size_than_declared() -> None:
+    n = net(DATA + f"""
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}
+layer {{ name: "acc" type: "Accuracy" bottom: "s" bottom: "y" top: "acc" }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" }}""")
+    r = n({"x": torch.randn(5, 3), "y": torch.tensor([0.0, 1, 2, 3, 0])})
+    assert r.blobs["s"].shape == (5, 4) and r.loss.shape == ()
+
+
+def test_engine_test_net_shares_trained_layers_by_name() -> None:
+    body = DATA + f"""
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}
+layer {{ name: "drop" type: "Dropout" bottom: "s" top: "s" include {{ phase: TRAIN }} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" }}"""
+    train, test = net(body, TRAIN), net(body, TEST)
+    test.share_trained_layers_with(train)
+    assert test.layer("ip").blobs[0] is train.layer("ip").blobs[0]
+    assert test.learnable_params()[0].param is train.learnable_params()[0].param
+    with torch.no_grad():
+        train.layer("ip").blobs[1].fill_(3.0)
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(test({"x": x}).blobs["s"], x @ train.layer("ip").blobs[0].detach().t() + 3.0)
+    other = net(DATA + f'layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=5)} }}')
+    with pytest.raises(ReplicateError, match="'ip'.*cannot share blob 0"):
+        other.share_trained_layers_with(train)
+
+
+def test_engine_loss_layer_without_top_gets_an_anonymous_one_like_caffe() -> None:
+    """2014 nets write `SoftmaxWithLoss` with no top: Caffe's AutoTopBlobs still counts the loss."""
+    n = net(DATA + f"""
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" }}""", TRAIN)
+    r = n({"x": torch.randn(2, 3), "y": torch.tensor([0.0, 3.0])})
+    assert r.outputs == {}
+    assert r.loss > 0 and r.loss.requires_grad
+    assert n.backward_plan.layer_needs == [False, True, True]
