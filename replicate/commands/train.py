@@ -1,0 +1,31 @@
+"""Train a net from a solver prototxt, with Caffe's solver semantics.
+
+  python -m replicate train solver.prototxt
+  python -m replicate train solver.prototxt --weights base.caffemodel     # fine-tune / transfer
+  python -m replicate train solver.prototxt --snapshot snap_iter_10000.solverstate  # resume
+
+Relative paths in the solver and its nets resolve against the solver's folder.  The run writes
+train.log (Caffe's log lines), metrics.jsonl and <prefix>_iter_N.caffemodel/.solverstate there.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from replicate.solver.run import train
+from replicate.solver.solver import PRECISIONS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("solver", help="solver .prototxt (any Caffe version)")
+    parser.add_argument("--weights", help="caffemodel(s) to copy by layer name before training, comma-separated")
+    parser.add_argument("--snapshot", help=".solverstate to resume from")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the solver's solver_mode)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 = Caffe's arithmetic (default); tf32 or bf16 autocast for speed")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = train(args.solver, args.weights, args.snapshot, args.device, args.precision)
+    print(f"trained to iteration {result.iterations}; log {result.log}")
+    return 0

@@ -1,0 +1,69 @@
+"""Training logs: Caffe's glog lines (stderr and `train.log`) and a structured `metrics.jsonl`.
+
+The text lines are Caffe's own, prefix included, so that tools written for Caffe logs (and our
+own results parser) read a run of ours exactly like one of Caffe's; the JSONL file carries the
+same numbers at full precision for programs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def caffe_number(value: float) -> str:
+    """A float as C++ `ostream << float` prints it (6 significant digits, %g style)."""
+    return f"{value:.6g}"
+
+
+class RunLog:
+    """Writes Caffe-style lines to stderr and a log file, and records to metrics.jsonl."""
+
+    def __init__(self, folder: Path | None, echo: TextIO | None = sys.stderr, append: bool = False):
+        self.echo = echo
+        self.pid = os.getpid()
+        mode = "a" if append else "w"
+        self.text = open(folder / "train.log", mode, encoding="utf-8") if folder else None
+        self.metrics = open(folder / "metrics.jsonl", mode, encoding="utf-8") if folder else None
+        self._progress_shown = False
+
+    def info(self, message: str, source: str = "solver.py:0") -> None:
+        now = datetime.now()
+        line = f"I{now:%m%d %H:%M:%S}.{now.microsecond:06d} {self.pid:5d} {source}] {message}"
+        self._clear_progress()
+        if self.echo is not None:
+            print(line, file=self.echo, flush=True)
+        if self.text is not None:
+            self.text.write(line + "\n")
+            self.text.flush()
+
+    def record(self, **fields: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.write(json.dumps(fields) + "\n")
+            self.metrics.flush()
+
+    def progress(self, iteration: int, max_iter: int, rate: float) -> None:
+        """A one-line indicator with rate and ETA, only when stderr is a terminal."""
+        if self.echo is None or not self.echo.isatty():
+            return
+        eta = (max_iter - iteration) / rate if rate > 0 else float("inf")
+        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta < 360000 else "?"
+        self.echo.write(f"\r  iter {iteration}/{max_iter}  {rate:.2f} it/s  ETA {eta_text} ")
+        self.echo.flush()
+        self._progress_shown = True
+
+    def _clear_progress(self) -> None:
+        if self._progress_shown and self.echo is not None:
+            self.echo.write("\r\033[K")
+            self._progress_shown = False
+
+    def close(self) -> None:
+        self._clear_progress()
+        for f in (self.text, self.metrics):
+            if f is not None:
+                f.close()

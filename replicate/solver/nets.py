@@ -1,0 +1,99 @@
+"""Which nets a solver trains and tests, with their paths made absolute.
+
+Caffe resolves the file names in a solver and a net against the directory it was started in;
+we resolve them against the solver file's folder, which is the same thing for the usual
+`cd run && caffe train -solver solver.prototxt` and lets a run be started from anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from replicate.errors import ReplicateError
+from replicate.io.model import load_net
+from replicate.io.upgrade import upgrade_net
+from replicate.proto import caffe_pb2
+
+
+@dataclass
+class NetSpec:
+    """One net of a solver: its definition and the state (phase, stages, level) it runs in."""
+
+    param: caffe_pb2.NetParameter
+    phase: int
+    stages: tuple[str, ...]
+    level: int
+    origin: str
+
+
+def absolute(path: str, base: Path) -> str:
+    return path if not path or Path(path).is_absolute() else str(base / path)
+
+
+def resolve_net_paths(net: caffe_pb2.NetParameter, base: Path) -> caffe_pb2.NetParameter:
+    """Data sources and mean files of every layer made absolute against `base`."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    for layer in out.layer:
+        if layer.HasField("data_param") and layer.data_param.source:
+            layer.data_param.source = absolute(layer.data_param.source, base)
+        if layer.HasField("image_data_param") and layer.image_data_param.source:
+            layer.image_data_param.source = absolute(layer.image_data_param.source, base)
+            if layer.image_data_param.root_folder:
+                layer.image_data_param.root_folder = absolute(layer.image_data_param.root_folder, base)
+        if layer.HasField("transform_param") and layer.transform_param.mean_file:
+            layer.transform_param.mean_file = absolute(layer.transform_param.mean_file, base)
+    return out
+
+
+def _read(name: str, base: Path) -> caffe_pb2.NetParameter:
+    path = Path(absolute(name, base))
+    if not path.is_file():
+        raise ReplicateError(f"net file {path} (named in the solver) does not exist")
+    return load_net(path)
+
+
+def _state(state: caffe_pb2.NetState | None) -> tuple[tuple[str, ...], int]:
+    if state is None:
+        return (), 0
+    return tuple(state.stage), state.level
+
+
+def train_net(solver: caffe_pb2.SolverParameter, base: Path) -> NetSpec:
+    """Caffe's InitTrainNet: exactly one of train_net_param, train_net, net_param, net."""
+    given = [f for f in ("train_net_param", "train_net", "net_param", "net") if solver.HasField(f)]
+    if len(given) != 1:
+        raise ReplicateError(
+            "a solver names its training net with exactly one of train_net_param, train_net, "
+            f"net_param, net; found {given or 'none'}"
+        )
+    field = given[0]
+    if field in ("train_net", "net"):
+        param = _read(getattr(solver, field), base)
+    else:
+        param = upgrade_net(getattr(solver, field))
+    stages, level = _state(solver.train_state if solver.HasField("train_state") else None)
+    return NetSpec(resolve_net_paths(param, base), caffe_pb2.TRAIN, stages, level, f"{field}")
+
+
+def test_nets(solver: caffe_pb2.SolverParameter, base: Path) -> list[NetSpec]:
+    """Caffe's InitTestNets: test_net_param, then test_net files, then `net` once per extra test_iter."""
+    params: list[tuple[caffe_pb2.NetParameter, str]] = []
+    params += [(upgrade_net(p), "test_net_param") for p in solver.test_net_param]
+    params += [(_read(name, base), f"test_net {name}") for name in solver.test_net]
+    generic = solver.HasField("net") or solver.HasField("net_param")
+    if len(solver.test_iter) < len(params):
+        raise ReplicateError(f"the solver has {len(params)} test net(s) but {len(solver.test_iter)} test_iter value(s)")
+    if generic:
+        template = _read(solver.net, base) if solver.HasField("net") else upgrade_net(solver.net_param)
+        params += [(template, "net")] * (len(solver.test_iter) - len(params))
+    if len(solver.test_iter) != len(params):
+        raise ReplicateError(f"the solver has {len(params)} test net(s) but {len(solver.test_iter)} test_iter value(s)")
+    if solver.test_state and len(solver.test_state) != len(params):
+        raise ReplicateError("test_state must be given once per test net, or not at all")
+    specs = []
+    for i, (param, origin) in enumerate(params):
+        stages, level = _state(solver.test_state[i] if solver.test_state else None)
+        specs.append(NetSpec(resolve_net_paths(param, base), caffe_pb2.TEST, stages, level, origin))
+    return specs

@@ -1,0 +1,291 @@
+"""Caffe's Solver: the Step loop, testing, snapshots and restore, phase for phase.
+
+`Solver.solve` follows `Solver::Solve`/`Solver::Step` line by line: test at test_interval
+(and at iteration 0 unless test_initialization is off), iter_size forward/backward passes,
+the smoothed loss for display, `ApplyUpdate` (lr, clip, normalize, regularize, update), the
+iteration count, snapshots; after max_iter a final snapshot, a last forward for the displayed
+loss, and a last test.  Its logs are Caffe's lines, so the results read our runs like Caffe's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from replicate.errors import ReplicateError
+from replicate.io.binary import read_binary, write_binary
+from replicate.io.blobs import array_to_blob, blob_to_array
+from replicate.io.model import load_caffemodel, save_caffemodel
+from replicate.net.compile import CompiledNet
+from replicate.net.weights import copy_trained_layers, net_to_proto
+from replicate.proto import caffe_pb2
+from replicate.solver.log import RunLog, caffe_number
+from replicate.solver.lr_policy import check_policy, learning_rate
+from replicate.solver.nets import NetSpec, absolute, test_nets, train_net
+from replicate.solver.updates import UpdateRule
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+class TrainingDiverged(ReplicateError):
+    """The loss became NaN or infinite: training stops and no snapshot of it is written."""
+
+
+def _compile(spec: NetSpec, device: torch.device) -> CompiledNet:
+    return CompiledNet(spec.param, spec.phase, spec.stages, spec.level).to(device)
+
+
+def set_precision(precision: str) -> None:
+    """fp32 is Caffe's arithmetic (TF32 off); tf32 lets matmuls and convolutions use TF32."""
+    if precision not in PRECISIONS:
+        raise ReplicateError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = True
+
+
+class Solver:
+    """Trains the solver's train net and tests its test nets, as Caffe's SGDSolver family."""
+
+    def __init__(
+        self,
+        param: caffe_pb2.SolverParameter,
+        folder: Path,
+        device: torch.device,
+        log: RunLog,
+        precision: str = "fp32",
+    ):
+        check_policy(param)
+        set_precision(precision)
+        self.param = param
+        self.folder = folder
+        self.device = device
+        self.log = log
+        self.precision = precision
+        if param.random_seed >= 0:
+            torch.manual_seed(param.random_seed)
+            np.random.seed(param.random_seed % 2**32)
+        spec = train_net(param, folder)
+        log.info(f"Creating training net from {spec.origin}")
+        self.net = _compile(spec, device)
+        self.net_param = spec.param
+        self.test_nets: list[CompiledNet] = []
+        for i, test_spec in enumerate(test_nets(param, folder)):
+            log.info(f"Creating test net (#{i}) specified by {test_spec.origin}")
+            test_net = _compile(test_spec, device)
+            test_net.share_trained_layers_with(self.net)
+            self.test_nets.append(test_net)
+        self.entries = self.net.learnable_params()
+        self.rule = UpdateRule(param, [e.param.shape for e in self.entries], device)
+        self.iter = 0
+        self.current_step = 0
+        self.last_snapshot: Path | None = None
+        self._losses: list[float] = []
+        self._smoothed = 0.0
+        log.info("Solver scaffolding done.")
+
+    # ------------------------------------------------------------------ helpers
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        if self.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+    def _loss_weight(self, net: CompiledNet) -> dict[str, float]:
+        weights = {}
+        for tops, ws in zip(net.top_names, net.loss_weights):
+            for name, w in zip(tops, ws):
+                weights[name] = w
+        return weights
+
+    def _snapshot_path(self, extension: str) -> Path:
+        prefix = self.param.snapshot_prefix
+        if not prefix:
+            raise ReplicateError("the solver sets snapshot but no snapshot_prefix")
+        return Path(absolute(f"{prefix}_iter_{self.iter}{extension}", self.folder))
+
+    # ------------------------------------------------------------------ Solve / Step
+    def solve(self, resume: Path | None = None) -> None:
+        self.log.info(f"Solving {self.net.net_name}")
+        self.log.info(f"Learning Rate Policy: {self.param.lr_policy}")
+        if resume is not None:
+            self.restore(resume)
+        start_iter = self.iter
+        self.step(self.param.max_iter - self.iter)
+        p = self.param
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            self.snapshot()
+        if p.display and self.iter % p.display == 0:
+            with torch.no_grad(), self._autocast():
+                loss = float(self.net().loss)
+            self._update_smoothed(loss, start_iter)
+            self.log.info(f"Iteration {self.iter}, loss = {caffe_number(self._smoothed)}", "solver.cpp:320")
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        self.log.record(kind="done", iter=self.iter)
+        self.log.info("Optimization Done.")
+
+    def step(self, iters: int) -> None:
+        p = self.param
+        start_iter, stop_iter = self.iter, self.iter + iters
+        self._losses, self._smoothed = [], 0.0
+        timer, last_iter = time.perf_counter(), self.iter
+        train_weights = self._loss_weight(self.net)
+        while self.iter < stop_iter:
+            for e in self.entries:
+                e.param.grad = None
+            if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
+                self.test_all()
+            display = bool(p.display) and self.iter % p.display == 0
+            loss = 0.0
+            for _ in range(p.iter_size):
+                with self._autocast():
+                    result = self.net()
+                if result.loss.requires_grad:
+                    result.loss.backward()
+                loss += float(result.loss.detach())
+            loss /= p.iter_size
+            if not np.isfinite(loss):
+                kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
+                raise TrainingDiverged(f"iteration {self.iter}: the loss is {loss}; training stopped{kept}")
+            self._update_smoothed(loss, start_iter)
+            if display:
+                lapse = time.perf_counter() - timer
+                per_s = (self.iter - last_iter) / (lapse or 1.0)
+                self.log.info(
+                    f"Iteration {self.iter} ({caffe_number(per_s)} iter/s, {caffe_number(lapse)}s/{p.display} iters), "
+                    f"loss = {caffe_number(self._smoothed)}",
+                    "solver.cpp:231",
+                )
+                timer, last_iter = time.perf_counter(), self.iter
+                self._log_outputs("Train", result.outputs, train_weights, "solver.cpp:247")
+                self.log.progress(self.iter, p.max_iter, per_s)
+            rate = self.apply_update(display)
+            self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
+            self.iter += 1
+            if p.snapshot and self.iter % p.snapshot == 0:
+                self.snapshot()
+
+    def _update_smoothed(self, loss: float, start_iter: int) -> None:
+        """Caffe's UpdateSmoothedLoss: the mean of the last average_loss losses."""
+        average = self.param.average_loss
+        if len(self._losses) < average:
+            self._losses.append(loss)
+            n = len(self._losses)
+            self._smoothed = (self._smoothed * (n - 1) + loss) / n
+        else:
+            i = (self.iter - start_iter) % average
+            self._smoothed += (loss - self._losses[i]) / average
+            self._losses[i] = loss
+
+    def _log_outputs(self, which: str, outputs: dict[str, torch.Tensor], weights: dict[str, float], source: str) -> None:
+        k = 0
+        for name, value in outputs.items():
+            w = weights.get(name, 0.0)
+            for v in value.detach().float().reshape(-1).cpu().tolist():
+                extra = f" (* {caffe_number(w)} = {caffe_number(w * v)} loss)" if w else ""
+                self.log.info(f"    {which} net output #{k}: {name} = {caffe_number(v)}{extra}", source)
+                k += 1
+
+    def apply_update(self, display: bool = False) -> float:
+        rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
+        if display:
+            self.log.info(f"Iteration {self.iter}, lr = {caffe_number(rate)}", "sgd_solver.cpp:106")
+        params, grads = [], []
+        for e in self.entries:
+            params.append(e.param.data)
+            grads.append(e.param.grad if e.param.grad is not None else torch.zeros_like(e.param.data))
+        with torch.no_grad():
+            self.rule.apply(
+                params, grads, [e.lr_mult for e in self.entries], [e.decay_mult for e in self.entries],
+                rate, self.iter,
+            )
+        return rate
+
+    # ------------------------------------------------------------------ testing
+    def test_all(self) -> None:
+        for i in range(len(self.test_nets)):
+            self.test(i)
+
+    def test(self, index: int) -> dict[str, list[float]]:
+        """Caffe's Solver::Test: outputs summed in float over test_iter batches, then averaged."""
+        net = self.test_nets[index]
+        iters = self.param.test_iter[index]
+        self.log.info(f"Iteration {self.iter}, Testing net (#{index})", "solver.cpp:346")
+        scores: dict[str, np.ndarray] = {}
+        loss = np.float32(0)
+        with torch.no_grad(), self._autocast():
+            for _ in range(iters):
+                result = net()
+                if self.param.test_compute_loss:
+                    loss += np.float32(float(result.loss))
+                for name, value in result.outputs.items():
+                    values = value.detach().float().reshape(-1).cpu().numpy()
+                    scores[name] = values.copy() if name not in scores else scores[name] + values
+        if self.param.test_compute_loss:
+            self.log.info(f"Test loss: {caffe_number(float(loss / np.float32(iters)))}", "solver.cpp:394")
+        means = {name: (total / np.float32(iters)).astype(np.float32) for name, total in scores.items()}
+        weights = self._loss_weight(net)
+        k = 0
+        for name, values in means.items():
+            w = weights.get(name, 0.0)
+            for v in values.tolist():
+                extra = f" (* {caffe_number(w)} = {caffe_number(w * v)} loss)" if w else ""
+                self.log.info(f"    Test net output #{k}: {name} = {caffe_number(v)}{extra}", "solver.cpp:413")
+                k += 1
+        outputs = {name: (v.tolist()[0] if v.size == 1 else v.tolist()) for name, v in means.items()}
+        self.log.record(kind="test", iter=self.iter, net=index, outputs=outputs)
+        return {name: v.tolist() for name, v in means.items()}
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> Path:
+        """Write `<prefix>_iter_N.caffemodel` and `.solverstate` atomically; returns the state path."""
+        model_path = self._snapshot_path(".caffemodel")
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        proto = net_to_proto(
+            caffe_pb2.NetParameter(name=self.net.net_name, layer=self.net.layer_params), self.net.layer_blobs()
+        )
+        for layer in proto.layer:
+            layer.phase = caffe_pb2.TRAIN
+        save_caffemodel(model_path, proto)
+        self.log.info(f"Snapshotting to binary proto file {model_path.name}", "solver.cpp:581")
+        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_path.name, current_step=self.current_step)
+        for h in self.rule.history:
+            array_to_blob(h.detach().cpu().numpy(), state.history.add())
+        state_path = self._snapshot_path(".solverstate")
+        write_binary(state_path, state)
+        self.log.info(f"Snapshotting solver state to binary proto file {state_path.name}", "sgd_solver.cpp:273")
+        self.last_snapshot = state_path
+        self.log.record(kind="snapshot", iter=self.iter, caffemodel=str(model_path), solverstate=str(state_path))
+        return state_path
+
+    def restore(self, state_path: Path) -> None:
+        """Caffe's RestoreSolverStateFromBinaryProto: iteration, weights, lr step, history."""
+        state = read_binary(state_path, caffe_pb2.SolverState())
+        if len(state.history) != len(self.rule.history):
+            raise ReplicateError(
+                f"{state_path}: holds {len(state.history)} history blobs; this solver needs {len(self.rule.history)}"
+            )
+        if state.learned_net:
+            learned = Path(state.learned_net)
+            if not learned.is_absolute() and not learned.is_file():
+                learned = state_path.parent / learned.name
+            if not learned.is_file():
+                raise ReplicateError(f"{state_path}: its learned net {state.learned_net} does not exist")
+            copy_trained_layers(self.net.layer_blobs(), load_caffemodel(learned))
+        for h, blob in zip(self.rule.history, state.history):
+            values = blob_to_array(blob)
+            if values.size != h.numel():
+                raise ReplicateError(f"{state_path}: a history blob has {values.size} values, expected {h.numel()}")
+            h.copy_(torch.from_numpy(values.reshape(h.shape)))
+        self.iter = state.iter
+        self.current_step = state.current_step
+        self.log.info(f"Restored solver state from {state_path} at iteration {self.iter}")

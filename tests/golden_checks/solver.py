@@ -1,0 +1,47 @@
+"""Solver trajectories of real Caffe: 8 updates of every solver type and lr policy.
+
+The net starts from Caffe's initial parameters, each iteration is fed Caffe's batch, and after
+every update the parameters must equal Caffe's `step{k}` within the README's 1e-5 (relative to
+the blob's largest magnitude); the loss of each forward pass is compared too.  This proves the
+update rules (momentum form with lr inside the history, Nesterov, AdaGrad, RMSProp, AdaDelta,
+Adam), weight decay (L2, L1, decay_mult), frozen layers, gradient clipping and every lr policy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from golden_checks._compare import FORWARD_RTOL, assert_close, load_arrays
+from replicate.io.model import load_solver
+from replicate.solver.log import RunLog
+from replicate.solver.solver import Solver
+
+
+def handles(case_name: str) -> bool:
+    return case_name.startswith("solver_")
+
+
+def check(case_dir: Path) -> None:
+    arrays = load_arrays(case_dir)
+    iters = json.loads((case_dir / "meta.json").read_text())["iters"]
+    solver = Solver(load_solver(case_dir / "solver.prototxt"), case_dir, torch.device("cpu"), RunLog(None, None))
+    blobs = solver.net.layer_blobs()
+    with torch.no_grad():
+        for layer, params in blobs.items():
+            for i, p in enumerate(params):
+                p.copy_(torch.from_numpy(arrays[f"param/{layer}/{i}"]))
+    for k in range(1, iters + 1):
+        for e in solver.entries:
+            e.param.grad = None
+        inputs = {name: torch.from_numpy(arrays[f"batch{k}_0/{name}"]) for name in ("data", "label")}
+        result = solver.net(inputs)
+        result.loss.backward()
+        assert_close(result.loss.detach(), arrays[f"loss{k}"].reshape(()), FORWARD_RTOL, f"loss of iteration {k}")
+        solver.apply_update()
+        solver.iter += 1
+        for layer, params in blobs.items():
+            for i, p in enumerate(params):
+                assert_close(p, arrays[f"step{k}/{layer}/{i}"], FORWARD_RTOL, f"{layer}/{i} after update {k}")

@@ -1,0 +1,95 @@
+"""A whole `caffe train` run reproduced: Caffe's own snapshot resumed to Caffe's next snapshot.
+
+Note on the fixture: its README says Caffe ran with `-weights init.caffemodel`, but Caffe's log
+has no "Finetuning from" line and its frozen conv1 in snap_iter_10 differs from init.caffemodel
+(its bias is the constant filler's 0), so Caffe trained from its own random fillers and the first
+ten iterations cannot be replayed.  Resuming from Caffe's snap_iter_10.solverstate can, and it
+exercises everything: solverstate restore, Data layers with mean file and scale, a frozen conv,
+LRN, a grouped conv, step lr policy across a boundary, momentum, weight decay, testing, the final
+snapshot, and the log lines.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from replicate.io.binary import read_binary
+from replicate.io.blobs import blob_to_array
+from replicate.io.model import load_caffemodel
+from replicate.proto import caffe_pb2
+from replicate.results.logs import read_log
+from replicate.solver.run import train
+
+E2E = Path(__file__).parent / "golden" / "caffe_train_e2e"
+LINE = re.compile(r"\] (Iteration \d+(?: \([^)]*\))?, (?:loss|lr) = \S+|\s*Test net output #\d+: .*)$")
+
+
+def _numbers(log: Path, first_iter: int) -> list[str]:
+    """Loss, lr and test-output lines from `first_iter` on, without the speed figures."""
+    out, keep = [], False
+    for line in log.read_text().splitlines():
+        found = LINE.search(line)
+        if "Iteration" in line:
+            it = int(re.search(r"Iteration (\d+)", line).group(1))
+            keep = it >= first_iter
+        if found and keep:
+            out.append(re.sub(r" \([^)]*iter/s[^)]*\)", "", found.group(1)).strip())
+    return out
+
+
+def _params(path: Path) -> dict[str, list[np.ndarray]]:
+    return {layer.name: [blob_to_array(b) for b in layer.blobs] for layer in load_caffemodel(path).layer}
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    shutil.copytree(E2E, tmp_path / "run", ignore=shutil.ignore_patterns("caffe"))
+    return tmp_path / "run"
+
+
+def test_resume_from_caffes_snapshot_reaches_caffes_next_snapshot(run_dir: Path) -> None:
+    result = train(run_dir / "solver.prototxt", snapshot=E2E / "caffe" / "snap_iter_10.solverstate", echo=False)
+    assert result.iterations == 20
+    # Every loss, lr and test output Caffe logged from iteration 10 on, digit for digit.
+    ours = _numbers(run_dir / "train.log", 10)
+    caffes = _numbers(E2E / "caffe" / "train.log", 10)
+    assert ours == caffes and len(caffes) > 25
+    # The final snapshot's parameters within relative 1e-5, and its history.
+    mine, theirs = _params(run_dir / "snap_iter_20.caffemodel"), _params(E2E / "caffe" / "snap_iter_20.caffemodel")
+    assert mine.keys() == theirs.keys()
+    for layer in theirs:
+        for a, b in zip(mine[layer], theirs[layer]):
+            assert a.shape == b.shape
+            assert np.abs(a - b).max() <= 1e-5 * max(np.abs(b).max(), 1e-30), layer
+    state = read_binary(run_dir / "snap_iter_20.solverstate", caffe_pb2.SolverState())
+    caffe_state = read_binary(E2E / "caffe" / "snap_iter_20.solverstate", caffe_pb2.SolverState())
+    assert (state.iter, state.current_step, state.learned_net) == (20, caffe_state.current_step, "snap_iter_20.caffemodel")
+    for h, g in zip(state.history, caffe_state.history):
+        a, b = blob_to_array(h), blob_to_array(g)
+        assert np.abs(a - b).max() <= 1e-5 * max(np.abs(b).max(), 1e-30)
+
+
+def test_snapshots_are_caffe_v2_nets_with_the_same_layers(run_dir: Path) -> None:
+    train(run_dir / "solver.prototxt", snapshot=E2E / "caffe" / "snap_iter_10.solverstate", echo=False)
+    ours = read_binary(run_dir / "snap_iter_20.caffemodel", caffe_pb2.NetParameter())
+    caffes = read_binary(E2E / "caffe" / "snap_iter_20.caffemodel", caffe_pb2.NetParameter())
+    assert not ours.layers
+    assert [(l.name, l.type, len(l.blobs)) for l in ours.layer] == [(l.name, l.type, len(l.blobs)) for l in caffes.layer]
+
+
+def test_from_scratch_run_logs_parse_and_write_snapshots(run_dir: Path) -> None:
+    train(run_dir / "solver.prototxt", weights=str(run_dir / "init.caffemodel"), echo=False)
+    assert (run_dir / "snap_iter_10.caffemodel").is_file() and (run_dir / "snap_iter_20.solverstate").is_file()
+    curve = read_log(run_dir / "train.log")
+    assert [p.iter for p in curve.val] == [0, 5, 10, 15, 20]
+    # Frozen conv1 keeps exactly the weights it was given.
+    init, final = _params(run_dir / "init.caffemodel"), _params(run_dir / "snap_iter_20.caffemodel")
+    np.testing.assert_array_equal(init["conv1"][0], final["conv1"][0])
+    assert not np.array_equal(init["fc-new"][0], final["fc-new"][0])
+    records = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert '"kind": "done"' in records[-1]

@@ -1,0 +1,61 @@
+"""Solver pieces a golden trajectory does not reach: policy checks and the `test` command."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from replicate.errors import ReplicateError
+from replicate.io.prototxt import parse_text
+from replicate.proto import caffe_pb2
+from replicate.solver.lr_policy import check_policy, learning_rate
+from replicate.solver import run as solver_run
+
+E2E = Path(__file__).parent / "golden" / "caffe_train_e2e"
+
+
+def _solver(text: str) -> caffe_pb2.SolverParameter:
+    return parse_text(text, caffe_pb2.SolverParameter())
+
+
+def test_paper_schedule_drops_tenfold_every_100k_iterations() -> None:
+    paper = _solver('base_lr: 0.01 lr_policy: "step" gamma: 0.1 stepsize: 100000 max_iter: 450000')
+    rates = [learning_rate(paper, it, 0)[0] for it in (0, 99999, 100000, 250000, 449999)]
+    assert rates == pytest.approx([0.01, 0.01, 0.001, 0.0001, 1e-6], rel=1e-6)
+
+
+def test_multistep_advances_one_step_per_call_like_caffe() -> None:
+    s = _solver('base_lr: 1 lr_policy: "multistep" gamma: 0.5 stepvalue: 2 stepvalue: 3')
+    step, rates = 0, []
+    for it in range(5):
+        rate, step = learning_rate(s, it, step)
+        rates.append(rate)
+    assert rates == [1, 1, 0.5, 0.25, 0.25]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [('lr_policy: "cosine"', "unknown lr_policy 'cosine'"), ('lr_policy: "step"', "positive stepsize"),
+     ('lr_policy: "poly"', "positive max_iter")],
+)
+def test_bad_policy_is_refused_before_training(text: str, message: str) -> None:
+    with pytest.raises(ReplicateError, match=message):
+        check_policy(_solver(text))
+
+
+def test_unknown_solver_type_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(E2E, run, ignore=shutil.ignore_patterns("caffe"))
+    with open(run / "solver.prototxt", "a") as f:
+        f.write('type: "LBFGS"\n')
+    with pytest.raises(ReplicateError, match="unknown solver type 'LBFGS'"):
+        solver_run.train(run / "solver.prototxt", echo=False)
+
+
+def test_test_command_scores_caffes_snapshot() -> None:
+    means = solver_run.test(E2E / "val.prototxt", E2E / "caffe" / "snap_iter_20.caffemodel", iterations=2)
+    # Caffe's own final test of this snapshot (its log): accuracy 0.1875, loss 1.61511.
+    assert means["accuracy"] == pytest.approx(0.1875)
+    assert means["loss"] == pytest.approx(1.61511, abs=1e-5)
