@@ -43,8 +43,8 @@ def read_text(path: str | os.PathLike[str], message: M) -> M:
 
 
 def format_text(message: Message) -> str:
-    """Caffe-style text: two-space indent, enums by name, floats shortest-exact."""
-    return text_format.MessageToString(message, float_format=".9g")
+    """Caffe-style text: two-space indent, enums by name, floats in their shortest exact form."""
+    return text_format.MessageToString(message)
 
 
 def write_text(path: str | os.PathLike[str], message: Message) -> None:

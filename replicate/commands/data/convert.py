@@ -1,0 +1,50 @@
+"""Convert an image list into an LMDB of Caffe Datum records (Caffe's convert_imageset).
+
+Reads `<path> <label>` lines (paths relative to --root), resizes every image to H x W (default
+256 x 256, aspect ratio not kept) with OpenCV-style bilinear interpolation, and stores BGR uint8
+CHW records, or JPEG-encoded ones with --encoded, under keys `%08d_<path>` in list order.  Images
+that cannot be read are listed and skipped (the count is reported), or stop everything with
+--strict.  The LMDB is built as OUT.partial and renamed to OUT when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from replicate.data.convert import ConvertOptions, convert
+from replicate.data.imagelist import read_image_list
+from replicate.errors import ReplicateError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--list", required=True, help="image list: '<path> <integer label>' per line")
+    parser.add_argument("--root", required=True, help="folder the list's paths are relative to")
+    parser.add_argument("--out", required=True, help="LMDB folder to create (replaced if it exists)")
+    parser.add_argument("--resize", nargs=2, type=int, default=[256, 256], metavar=("H", "W"),
+                        help="resize every image to H x W (default 256 256; 0 0 keeps sizes)")
+    parser.add_argument("--encoded", action="store_true", help="store JPEG-encoded images")
+    parser.add_argument("--gray", action="store_true", help="store grey images (1 channel)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+
+
+def run(args: argparse.Namespace) -> int:
+    height, width = args.resize
+    if (height > 0) != (width > 0) or height < 0 or width < 0:
+        raise ReplicateError(f"--resize {height} {width}: give two positive sizes, or 0 0 to keep sizes")
+    if not os.path.isdir(args.root):
+        raise ReplicateError(f"{args.root}: image root folder does not exist")
+    entries = read_image_list(args.list)
+    options = ConvertOptions(
+        root=args.root,
+        resize=(height, width) if height else None,
+        encoded=args.encoded,
+        color=not args.gray,
+    )
+    report = convert(entries, args.out, options, workers=max(1, args.workers), strict=args.strict)
+    for path, reason in report.failed:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"wrote {args.out}: {report.written} records, {len(report.failed)} images skipped")
+    return 0

@@ -1,0 +1,48 @@
+"""Build the results report: statistics, figures and Table 1 beside the paper's.
+
+`python -m replicate results --runs DIR --out report/` reads DIR as either our run dirs (each
+with train.log and/or metrics.jsonl and manifest.json, as `generate` + `train`/`grid` leave
+them) or a folder of the authors' raw Caffe logs (`<name>.log.gz`, `<name>.log`, or
+`<name>/*.log[.gz]`), or both.  It writes report/results.csv (the paper's columns),
+report/curves.csv (every validation point), the figures as PNG and report/report.md, which
+puts every number beside the paper's.  Logs that are corrupt or truncated are listed in the
+report with the reason and left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from replicate.results.reference import (DEFAULT_CURVES, DEFAULT_PATH, load_paper_curves,
+                                        load_reference)
+from replicate.results.report import build_report
+from replicate.results.runs import RAW_LOG, RUN_DIR, find_runs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs", required=True, metavar="DIR",
+                        help="folder of run dirs or of raw Caffe logs")
+    parser.add_argument("--out", default="report", metavar="DIR",
+                        help="where to write the report (default: report/)")
+    parser.add_argument("--paper", default=str(DEFAULT_PATH), metavar="CSV",
+                        help="the paper's per-net numbers (default: results/paper_reference.csv)")
+    parser.add_argument("--paper-curves", default=str(DEFAULT_CURVES), metavar="CSV_GZ",
+                        help="the paper's validation curves "
+                             "(default: results/original_curves.csv.gz)")
+
+
+def run(args: argparse.Namespace) -> int:
+    paper = load_reference(args.paper)
+    paper_curves = load_paper_curves(args.paper_curves)
+    runs = find_runs(args.runs)
+    print(f"found {runs.count(RUN_DIR)} run dirs and {runs.count(RAW_LOG)} raw Caffe logs "
+          f"in {args.runs}: {len(runs.nets)} readable, {len(runs.skipped)} skipped")
+    for s in runs.skipped:
+        print(f"  skipped {s.name}: {s.path}: {s.reason}")
+    report = build_report(runs, args.out, paper, paper_curves, args.runs)
+    if report.relative:
+        print("scaled or unnamed runs: the report compares shapes (relative to each base), "
+              "not absolute numbers")
+    print(f"report: {report.markdown} (table {report.csv.name}, figures "
+          f"{', '.join(p.name for p in report.figures)})")
+    return 0

@@ -1,0 +1,261 @@
+"""LMDBs of Caffe `Datum` records, read and written as Caffe's tools and Data layer do.
+
+Layout (Caffe's convert_imageset): key `%08d_<path>` with the line number of the image list, value
+a serialized `Datum` holding either raw uint8 CHW pixels in BGR order (`data`, with channels,
+height, width) or an encoded image file (`data` with `encoded: true`), and an int label.  LMDB
+iterates keys in byte order, which the zero-padded line number makes list order.
+
+Writers build `<out>.partial` and rename it to `<out>` when complete, so an interrupted conversion
+never leaves something that looks like a finished LMDB.  Readers open read-only without a lock
+file, so the golden LMDBs in the repository and LMDBs on read-only shares work as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from replicate.data.image import decode_image
+from replicate.errors import ReplicateError
+from replicate.proto import caffe_pb2
+
+#: Records per write transaction, as convert_imageset commits every 1000 images.
+COMMIT_EVERY = 1000
+#: The map size is only an upper bound on the file (LMDB files are sparse until written).
+_MAP_SIZE = 1 << 40
+
+
+def make_key(index: int, name: str) -> bytes:
+    """convert_imageset's key: the list line number, zero-padded to 8 digits, `_`, the path."""
+    return f"{index:08d}_{name}".encode()
+
+
+def array_datum(image: np.ndarray, label: int) -> caffe_pb2.Datum:
+    """A raw Datum from a CHW uint8 array (channels in the order stored, BGR for colour)."""
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError(f"a raw Datum holds CHW uint8 pixels, not {image.dtype} {image.shape}")
+    c, h, w = image.shape
+    return caffe_pb2.Datum(channels=c, height=h, width=w, data=image.tobytes(), label=int(label))
+
+
+def encoded_datum(data: bytes, label: int) -> caffe_pb2.Datum:
+    """An encoded Datum (JPEG/PNG bytes), as convert_imageset --encoded writes it."""
+    return caffe_pb2.Datum(data=data, label=int(label), encoded=True)
+
+
+def parse_datum(value: bytes, where: str) -> caffe_pb2.Datum:
+    """Parse one record; a corrupt one stops with ReplicateError naming `where` (db and key)."""
+    datum = caffe_pb2.Datum()
+    try:
+        datum.ParseFromString(value)
+    except DecodeError as err:
+        raise ReplicateError(f"{where}: corrupt Datum record ({err})") from None
+    if not datum.encoded:
+        size = datum.channels * datum.height * datum.width
+        held = len(datum.data) or len(datum.float_data)
+        if size <= 0 or held != size:
+            raise ReplicateError(
+                f"{where}: corrupt Datum record ({datum.channels}x{datum.height}x{datum.width} "
+                f"needs {size} values, holds {held})"
+            )
+    return datum
+
+
+def datum_array(
+    datum: caffe_pb2.Datum, where: str, force_color: bool = False, force_gray: bool = False
+) -> np.ndarray:
+    """The pixels of a Datum as CHW: uint8 for `data`, float32 for `float_data`.
+
+    Encoded records are decoded as Caffe's DataTransformer does: natively (grey stays grey)
+    unless `force_color` (3 channels) or `force_gray` (1 channel) is set.
+    """
+    if datum.encoded:
+        if force_color and force_gray:
+            raise ReplicateError(f"{where}: force_color and force_gray cannot both be set")
+        color = True if force_color else False if force_gray else None
+        return decode_image(datum.data, color, name=where).transpose(2, 0, 1)
+    shape = (datum.channels, datum.height, datum.width)
+    if datum.data:
+        return np.frombuffer(datum.data, dtype=np.uint8).reshape(shape)
+    return np.asarray(datum.float_data, dtype=np.float32).reshape(shape)
+
+
+#: Open read-only environments, shared: py-lmdb refuses to open one environment twice in a
+#: process (a train and a test net often read the same LMDB).  Keyed by process id too: a forked
+#: loader worker closes the copy it inherited (py-lmdb would refuse a second open, and LMDB handles
+#: must not be used across fork) and opens its own.
+_ENVS: dict[tuple[int, int, int], list] = {}
+
+
+def _env_key(path: Path) -> tuple[int, int, int]:
+    """(process, device, inode) of data.mdb: an LMDB rebuilt at the same path is another one."""
+    st = os.stat(path / "data.mdb")
+    return os.getpid(), st.st_dev, st.st_ino
+
+
+def _open_env(path: Path) -> lmdb.Environment:
+    if not (path / "data.mdb").is_file():
+        if path.exists():
+            raise ReplicateError(f"{path}: not an LMDB (no data.mdb); LevelDB sources are not supported")
+        raise ReplicateError(f"{path}: data source does not exist")
+    key = _env_key(path)
+    for inherited in [k for k in _ENVS if k[1:] == key[1:] and k[0] != key[0]]:
+        _ENVS.pop(inherited)[0].close()
+    if key not in _ENVS:
+        try:
+            env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, max_readers=512)
+        except lmdb.Error as err:
+            raise ReplicateError(f"{path}: cannot open LMDB ({err})") from None
+        _ENVS[key] = [env, 0]
+    _ENVS[key][1] += 1
+    return _ENVS[key][0]
+
+
+def _release_env(key: tuple[int, int, int]) -> None:
+    entry = _ENVS.get(key)
+    if entry is not None:
+        entry[1] -= 1
+        if entry[1] == 0:
+            entry[0].close()
+            del _ENVS[key]
+
+
+class LmdbReader:
+    """Random and sequential access to an LMDB of Datum records, in key order.
+
+    Keys are listed once at opening (a compact index: one bytes buffer plus offsets, ~50 MB for
+    ImageNet's 1.28M keys), so record i can be fetched directly; this is what lets several loader
+    workers read their batches without replaying a cursor.  The reader is picklable (it reopens the
+    environment in the receiving process), as loader workers need.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self._env: lmdb.Environment | None = _open_env(self.path)
+        self._pid, self._key = os.getpid(), _env_key(self.path)
+        keys = []
+        with self._env.begin(buffers=False) as txn:
+            for key in txn.cursor().iternext(keys=True, values=False):
+                keys.append(key)
+        if not keys:
+            raise ReplicateError(f"{self.path}: LMDB holds no records")
+        self._keys = b"".join(keys)
+        self._offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum([len(k) for k in keys], out=self._offsets[1:])
+        self._txn: lmdb.Transaction | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_env"] = state["_txn"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def key(self, index: int) -> bytes:
+        return self._keys[self._offsets[index] : self._offsets[index + 1]]
+
+    def _transaction(self) -> lmdb.Transaction:
+        if self._txn is None:
+            if self._env is None:
+                self._env = _open_env(self.path)
+                self._pid, self._key = os.getpid(), _env_key(self.path)
+            self._txn = self._env.begin(buffers=False)
+        return self._txn
+
+    def where(self, index: int) -> str:
+        """`<db>[key]`, how errors name a record."""
+        return f"{self.path}[{self.key(index).decode(errors='replace')}]"
+
+    def datum(self, index: int) -> caffe_pb2.Datum:
+        """Record `index` (0-based, key order), parsed."""
+        value = self._transaction().get(self.key(index))
+        if value is None:
+            raise ReplicateError(f"{self.where(index)}: record vanished from the LMDB")
+        return parse_datum(value, self.where(index))
+
+    def cycle(self, start: int = 0) -> Iterator[tuple[int, caffe_pb2.Datum]]:
+        """(index, Datum) forever from record `start`, wrapping to the first key after the last,
+        as Caffe's Data layer restarts its cursor."""
+        index = start % len(self)
+        while True:
+            yield index, self.datum(index)
+            index = (index + 1) % len(self)
+
+    def close(self) -> None:
+        """Release the LMDB (in a forked child, just forget the parent's handles)."""
+        if self._env is not None and self._pid == os.getpid():
+            if self._txn is not None:
+                self._txn.abort()
+            _release_env(self._key)
+        self._env = self._txn = None
+
+
+class LmdbWriter:
+    """Write Datum records into `<path>.partial`, then `commit()` renames it to `path`.
+
+    Used as a context manager, leaving the block by an exception (or Ctrl-C) removes the partial
+    LMDB; an existing `path` is replaced only at the final rename.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True)
+        self._env = lmdb.open(str(self.partial), map_size=_MAP_SIZE, subdir=True)
+        self._txn = self._env.begin(write=True)
+        self._pending = 0
+        self.count = 0
+
+    def put(self, key: bytes, datum: caffe_pb2.Datum) -> None:
+        self.put_bytes(key, datum.SerializeToString())
+
+    def put_bytes(self, key: bytes, value: bytes) -> None:
+        """Store an already serialized Datum (conversion workers serialize in parallel)."""
+        self._txn.put(key, value)
+        self._pending += 1
+        self.count += 1
+        if self._pending >= COMMIT_EVERY:
+            self._txn.commit()
+            self._txn = self._env.begin(write=True)
+            self._pending = 0
+
+    def commit(self) -> Path:
+        """Flush, close, and move the finished LMDB into place."""
+        self._txn.commit()
+        self._env.sync(True)
+        self._env.close()
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._txn.abort()
+        self._env.close()
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+    def __enter__(self) -> LmdbWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_lmdb(path: str | os.PathLike[str], records: list[tuple[str, caffe_pb2.Datum]]) -> Path:
+    """Write `(name, datum)` records with keys `%08d_<name>` in list order; returns the path."""
+    with LmdbWriter(path) as writer:
+        for index, (name, datum) in enumerate(records):
+            writer.put(make_key(index, name), datum)
+    return writer.path

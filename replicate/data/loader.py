@@ -1,0 +1,306 @@
+"""Batches for the data layers: one process, several worker processes, or decoding on the GPU.
+
+Every path computes batch `k` the same way (`BatchMaker.make`): the records at positions
+`start + k * batch_size + i` of the source (wrapping around its end, as Caffe's Data layer restarts
+its cursor), decoded, then transformed with random draws from a generator seeded by
+(seed, k).  So a batch depends only on the source, the transform, the seed and its number, and the
+worker path (`WorkerLoader`, a torch DataLoader whose item k is batch k, delivered in order)
+yields exactly what the serial path (`SerialLoader`) does.
+
+`GpuLoader` reads the records in the main process and does the rest on a CUDA device: encoded
+JPEGs are decoded there with `torchvision.io.decode_jpeg(device=...)`, raw records are copied as
+uint8; crop, mirror, mean and scale run on the device (the same `DataTransformer.apply`, so the
+arithmetic is identical).  torchvision is imported only when a JPEG must be decoded on the GPU, and
+a machine without CUDA or torchvision gets a ReplicateError that says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from replicate.data.image import decode_image, read_image, resize_linear
+from replicate.data.lmdb_io import LmdbReader, datum_array
+from replicate.data.transform import DataTransformer, batch_rng
+from replicate.errors import ReplicateError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An image still in its file format (an encoded Datum)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Item:
+    """One record: CHW pixels (uint8 or float32) or encoded bytes, its label, and its name."""
+
+    payload: np.ndarray | Encoded
+    label: int
+    where: str
+
+
+class Source(Protocol):
+    def __len__(self) -> int: ...
+    def index(self, position: int, seed: int) -> int: ...
+    def item(self, index: int) -> Item: ...
+    def reopen(self) -> None: ...
+
+
+class LmdbSource:
+    """The records of an LMDB in key order; position p is record p mod N."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.reader = LmdbReader(path)
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def index(self, position: int, seed: int) -> int:
+        return position % len(self.reader)
+
+    def item(self, index: int) -> Item:
+        datum = self.reader.datum(index)
+        where = self.reader.where(index)
+        payload = Encoded(datum.data) if datum.encoded else datum_array(datum, where)
+        return Item(payload, int(datum.label), where)
+
+    def reopen(self) -> None:
+        """Drop the LMDB handles (a forked worker must not use its parent's)."""
+        self.reader.close()
+
+
+class ImageListSource:
+    """ImageData's images: `root_folder + path` (Caffe concatenates the strings) for each list
+    line, decoded, and resized to new_height x new_width when those are set.  With `shuffle`, each
+    pass over the list (epoch) uses its own permutation drawn from (seed, epoch), as Caffe
+    reshuffles at every wrap-around."""
+
+    def __init__(
+        self,
+        entries: list[tuple[str, int]],
+        root_folder: str,
+        new_height: int,
+        new_width: int,
+        is_color: bool,
+        shuffle: bool,
+    ):
+        self.entries = entries
+        self.root_folder = root_folder
+        self.size = (new_height, new_width)
+        self.is_color = is_color
+        self.shuffle = shuffle
+        self._order: tuple[int, int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def index(self, position: int, seed: int) -> int:
+        epoch, offset = divmod(position, len(self.entries))
+        if not self.shuffle:
+            return offset
+        if self._order is None or self._order[:2] != (seed, epoch):
+            order = np.random.default_rng([seed & 0xFFFFFFFF, 1, epoch]).permutation(len(self.entries))
+            self._order = (seed, epoch, order)
+        return int(self._order[2][offset])
+
+    def item(self, index: int) -> Item:
+        name, label = self.entries[index]
+        path = self.root_folder + name
+        image = read_image(path, self.is_color)
+        if self.size[0] > 0:
+            image = resize_linear(image, *self.size)
+        return Item(image.transpose(2, 0, 1), label, path)
+
+    def reopen(self) -> None:
+        pass
+
+
+def decode_cpu(item: Item, transformer: DataTransformer) -> torch.Tensor:
+    if isinstance(item.payload, Encoded):
+        p = transformer.param
+        color = True if p.force_color else False if p.force_gray else None
+        return torch.from_numpy(decode_image(item.payload.data, color, item.where).transpose(2, 0, 1).copy())
+    return torch.from_numpy(np.array(item.payload))
+
+
+class BatchMaker:
+    """Computes batch k of a source: the shared definition every loader path follows."""
+
+    def __init__(self, source: Source, transformer: DataTransformer, batch_size: int, seed: int, start: int = 0):
+        self.source = source
+        self.transformer = transformer
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start = start
+
+    def items(self, k: int) -> list[Item]:
+        first = self.start + k * self.batch_size
+        return [self.source.item(self.source.index(first + i, self.seed)) for i in range(self.batch_size)]
+
+    def finish(self, k: int, images: list[torch.Tensor], items: list[Item]) -> Batch:
+        """Transform decoded CHW images (on any device) with batch k's draws; labels as float32."""
+        rng = batch_rng(self.seed, k) if self.transformer.needs_random else None
+        draws = [self.transformer.draw(rng, img.shape[1], img.shape[2]) for img in images]
+        if not self.transformer.crop and len({tuple(img.shape) for img in images}) > 1:
+            raise ReplicateError(
+                f"{items[0].where}: images of batch {k} differ in size and no crop_size is set"
+            )
+        data = self.transformer.apply_each(images, draws)
+        labels = torch.tensor([it.label for it in items], dtype=torch.float32, device=data.device)
+        return data, labels
+
+    def make(self, k: int) -> Batch:
+        items = self.items(k)
+        return self.finish(k, [decode_cpu(it, self.transformer) for it in items], items)
+
+
+class SerialLoader:
+    """Batches 0, 1, 2, ... computed in this process when asked for."""
+
+    def __init__(self, maker: BatchMaker):
+        self.maker = maker
+        self.next_batch = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        batch = self.maker.make(self.next_batch)
+        self.next_batch += 1
+        return batch
+
+
+class _Batches(Dataset):
+    def __init__(self, maker: BatchMaker):
+        self.maker = maker
+
+    def __getitem__(self, k: int) -> Batch:
+        return self.maker.make(k)
+
+
+class _Counter(Sampler[int]):
+    def __iter__(self) -> Iterator[int]:
+        return itertools.count()
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+    info = get_worker_info()
+    info.dataset.maker.source.reopen()
+
+
+class WorkerLoader:
+    """Batches computed ahead by `workers` processes (torch DataLoader), delivered in order;
+    `prefetch` batches are in flight in all (Caffe's data_param.prefetch)."""
+
+    def __init__(self, maker: BatchMaker, workers: int, prefetch: int = 4):
+        if workers < 1:
+            raise ValueError("WorkerLoader needs at least one worker")
+        self.maker = maker
+        self._loader = DataLoader(
+            _Batches(maker),
+            batch_size=None,
+            sampler=_Counter(),
+            num_workers=workers,
+            prefetch_factor=max(1, -(-prefetch // workers)),
+            worker_init_fn=_worker_init,
+            persistent_workers=True,
+        )
+        self._iter: Iterator[Batch] | None = None
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        if self._iter is None:
+            self._iter = iter(self._loader)
+        return next(self._iter)
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._iter is not None:
+            self._iter._shutdown_workers()  # type: ignore[attr-defined]
+            self._iter = None
+
+
+def _decode_jpegs_on(device: torch.device, blobs: list[bytes], force_color: bool, force_gray: bool) -> list[torch.Tensor]:
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        raise ReplicateError(
+            "GPU JPEG decoding needs torchvision (pip install 'replicate[gpu]'); "
+            "use the CPU loader for encoded LMDBs"
+        ) from None
+    mode = ImageReadMode.RGB if force_color else ImageReadMode.GRAY if force_gray else ImageReadMode.UNCHANGED
+    data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    images = decode_jpeg(data, mode=mode, device=device)
+    # torchvision gives RGB; Caffe's images are BGR.
+    return [img.flip(0) if img.shape[0] == 3 else img for img in images]
+
+
+class GpuLoader:
+    """Batches whose decoding (encoded JPEGs) and transforms run on `device`.
+
+    With device "cpu" everything but the JPEG decode runs as it would on a GPU, which is how the
+    tests check this path on a machine without one.
+    """
+
+    def __init__(self, maker: BatchMaker, device: str | torch.device = "cuda"):
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ReplicateError("the GPU data path needs a CUDA device, and torch sees none")
+        self.maker = maker
+        self.next_batch = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host.to(self.device)
+
+    def __next__(self) -> Batch:
+        k = self.next_batch
+        self.next_batch += 1
+        items = self.maker.items(k)
+        images: list[torch.Tensor | None] = [None] * len(items)
+        encoded = [i for i, it in enumerate(items) if isinstance(it.payload, Encoded)]
+        if encoded:
+            p = self.maker.transformer.param
+            decoded = _decode_jpegs_on(
+                self.device, [items[i].payload.data for i in encoded], p.force_color, p.force_gray
+            )
+            for i, img in zip(encoded, decoded):
+                images[i] = img
+        raw = [i for i, it in enumerate(items) if not isinstance(it.payload, Encoded)]
+        if raw:
+            arrays = [items[i].payload for i in raw]
+            if len({a.shape for a in arrays}) == 1:  # one host buffer, one copy to the device
+                for i, img in zip(raw, self._to_device(torch.from_numpy(np.stack(arrays))).unbind(0)):
+                    images[i] = img
+            else:
+                for i, a in zip(raw, arrays):
+                    images[i] = self._to_device(torch.from_numpy(np.array(a)))
+        return self.maker.finish(k, images, items)
+
+
+def make_loader(maker: BatchMaker, workers: int = 0, prefetch: int = 4, device: str | None = None):
+    """The loader for a data layer: GPU when `device` is a CUDA device, else `workers` processes
+    (0 = this process)."""
+    if device is not None and torch.device(device).type == "cuda":
+        return GpuLoader(maker, device)
+    if workers > 0:
+        return WorkerLoader(maker, workers, prefetch)
+    return SerialLoader(maker)

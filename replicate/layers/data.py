@@ -1,0 +1,100 @@
+"""The Data layer: batches of Datum records from an LMDB, transformed as Caffe's DataTransformer.
+
+Like Caffe's DataLayer it has no bottoms, one or two tops (data, and label when asked for), reads
+records in key order and wraps around at the end of the LMDB, and shapes its data top from the
+batch size and the first record (after the crop).  A missing source or mean file stops when the
+layer is built, before any training starts.  `forward()` returns CPU tensors (the net moves them);
+`configure(device="cuda")` switches to the GPU data path, whose tensors are already on the device.
+
+Random crops and mirrors are drawn from a seed taken from torch's default generator when the layer
+is built (so `torch.manual_seed` makes a run repeatable); `configure(seed=...)` sets it directly.
+Worker processes: `configure(workers=N)`, or the environment variable REPLICATE_DATA_WORKERS.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from replicate.data.loader import BatchMaker, LmdbSource, Source, decode_cpu, make_loader
+from replicate.data.transform import DataTransformer
+from replicate.errors import ReplicateError
+from replicate.layers.base import Layer, Shape, register
+from replicate.proto import caffe_pb2
+
+
+class BatchLayer(Layer):
+    """What Data and ImageData share: a BatchMaker over a source, a loader, and the tops."""
+
+    min_bottoms = 0
+    max_bottoms = 0
+
+    def _check_upgraded(self, params) -> None:
+        """Legacy transform fields belong in transform_param after replicate.io.upgrade; left in
+        place they would silently do nothing here, so a net that skipped the upgrade stops."""
+        legacy = [f for f in ("scale", "mean_file", "crop_size", "mirror") if params.HasField(f)]
+        if legacy:
+            raise self.error(
+                f"legacy {params.DESCRIPTOR.name} fields {', '.join(legacy)}: load the net through the "
+                "upgrade (replicate.io.upgrade), which moves them into transform_param"
+            )
+
+    def _setup(self, param: caffe_pb2.LayerParameter, source: Source, batch_size: int, rand_skip: int, prefetch: int) -> None:
+        if len(param.top) not in (1, 2):
+            raise self.error(f"has 1 or 2 tops (data, label), not {len(param.top)}")
+        if batch_size <= 0:
+            raise self.error("batch_size must be positive")
+        self.transformer = DataTransformer(param.transform_param, self.phase, where=f"layer '{self.name}' ({self.type})")
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        start = int(np.random.default_rng([seed, 2]).integers(rand_skip)) if rand_skip else 0
+        self.maker = BatchMaker(source, self.transformer, batch_size, seed, start)
+        try:
+            c, h, w = decode_cpu(source.item(source.index(start, seed)), self.transformer).shape
+        except ReplicateError as err:
+            raise self.error(str(err)) from None
+        self.top_shapes = [(batch_size, *self.transformer.output_shape(c, h, w))]
+        if len(param.top) == 2:
+            self.top_shapes.append((batch_size,))
+        self.prefetch = prefetch
+        workers = os.environ.get("REPLICATE_DATA_WORKERS", "0") or "0"
+        if not workers.isdigit():
+            raise ReplicateError(f"REPLICATE_DATA_WORKERS={workers!r}: expected a number of worker processes")
+        self.workers = int(workers)
+        self.device: str | None = None
+        self._loader = None
+
+    def configure(self, seed: int | None = None, workers: int | None = None, device: str | None = None) -> None:
+        """Choose the random seed, the number of worker processes or the GPU path (device
+        "cuda..."), before the first forward; the batches themselves do not depend on the path."""
+        if self._loader is not None:
+            raise RuntimeError(f"layer '{self.name}': configure() after the first batch")
+        if seed is not None:
+            self.maker.seed = seed
+        if workers is not None:
+            self.workers = workers
+        if device is not None:
+            self.device = device
+
+    def forward(self) -> tuple[torch.Tensor, ...]:
+        if self._loader is None:
+            self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device)
+        data, label = next(self._loader)
+        return (data, label) if len(self.top_shapes) == 2 else (data,)
+
+
+@register("Data")
+class Data(BatchLayer):
+    def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
+        super().__init__(param, phase, bottom_shapes)
+        dp = param.data_param
+        self._check_upgraded(dp)
+        if not dp.source:
+            raise self.error("data_param.source is not set")
+        try:
+            source = LmdbSource(dp.source)
+        except ReplicateError as err:
+            raise self.error(str(err)) from None
+        self._setup(param, source, int(dp.batch_size), int(dp.rand_skip), int(dp.prefetch))

@@ -1,0 +1,330 @@
+"""The report: results.csv, the figures, and report.md with every number beside the paper's.
+
+When the runs are the paper's nets at the paper's scale, report.md lists our value, the paper's
+(results/paper_reference.csv, matched by name) and the difference.  When they are a scaled demo
+(manifest `arch: demo`) or none of the paper's names, absolute numbers cannot be compared with
+ImageNet's, so report.md and the figures compare shapes instead: each transfer net relative to
+its own base, Table 1 as a fraction of baseB.  Beyond the paper it gives t-intervals over the
+random splits and a paired test of the AnB+ boost, for our runs and for the paper's own nets.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+
+from replicate.results.figures import Curves, figure2, figure3, figure_curves, figure_reduced
+from replicate.results.groups import Scores, base_mean, base_of, transfer_gaps
+from replicate.results.inference import boost_tests, split_intervals
+from replicate.results.names import try_parse_name
+from replicate.results.reference import PaperNet
+from replicate.results.runs import RAW_LOG, RUN_DIR, Net, Runs
+from replicate.results.stats import PAPER_COLUMNS, paper_row
+from replicate.results.table import PAPER_TABLE1, table1
+
+EXTRA_COLUMNS = ("treatment", "kind", "format", "few_points", "complete", "source")
+FIGURES = {"figure2": figure2, "figure3": figure3, "figure_reduced": figure_reduced}
+
+
+@dataclass(frozen=True)
+class Report:
+    out: Path
+    csv: Path
+    markdown: Path
+    figures: list[Path]
+    relative: bool
+
+
+def _write(path: Path, text: str) -> None:
+    """Write next to the target, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def results_csv(nets: Iterable[Net]) -> str:
+    """results.csv: the paper's columns first (same formatting), then what else we know."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=PAPER_COLUMNS + EXTRA_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for net in sorted(nets, key=lambda n: n.name):
+        p = net.parsed
+        row = paper_row(net.name, p.family if p else "", p.split if p else "",
+                        p.n if p else 0, net.stats)
+        complete = net.complete
+        row.update(treatment=p.treatment if p else "", kind=net.kind, format=net.curve.format,
+                   few_points=str(net.stats.few_points).lower(),
+                   complete="" if complete is None else str(complete).lower(), source=net.source)
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def curves_csv(nets: Iterable[Net]) -> str:
+    """curves.csv: every validation point of every readable run, as original_curves.csv has
+    the authors' (name, iter, top1, loss; empty loss when the net has no loss output)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["name", "iter", "top1", "loss"])
+    for net in sorted(nets, key=lambda n: n.name):
+        for p in net.curve.val:
+            writer.writerow([net.name, p.iter, repr(p.top1), "" if p.loss is None else repr(p.loss)])
+    return buf.getvalue()
+
+
+def _f(value: float | None, digits: int = 4, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    value = round(value, digits) + 0.0  # no "-0.0000"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2g}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:+.2f}%"
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _own_base(name: str, scores: Scores) -> float | None:
+    """The base a transfer or random-filter net is measured against (None for base nets)."""
+    p = try_parse_name(name)
+    if p is None:
+        return None
+    if p.family == "random_frozen":
+        return scores.get("netbase")
+    if p.source is not None and p.family != "base":
+        return base_of(scores, p)
+    return None
+
+
+def _per_net(nets: list[Net], paper: Mapping[str, PaperNet], scores: Scores,
+             paper_scores: Scores, relative: bool) -> list[str]:
+    lines = ["## Every net", ""]
+    matched = [n for n in nets if n.name in paper]
+    others = [n for n in nets if n.name not in paper]
+    notes = {n.name: _notes(n) for n in nets}
+    if relative:
+        lines += ["Scaled runs: our absolute numbers are not comparable with ImageNet's, so "
+                  "each transfer net is shown relative to its own base net (ours to ours, "
+                  "the paper's to the paper's).", ""]
+        rows = []
+        for n in nets:
+            ours_rel = _ratio(n.stats.best10_top1, _own_base(n.name, scores))
+            paper_rel = (_ratio(paper_scores[n.name], _own_base(n.name, paper_scores))
+                         if n.name in paper else None)
+            rows.append([n.name, str(n.stats.points), _f(n.stats.best10_top1),
+                         _f(n.stats.final_top1), _f(ours_rel, 3), _f(paper_rel, 3),
+                         _f(_diff(ours_rel, paper_rel), 3, True), notes[n.name]])
+        lines += _table(["net", "points", "best10 top-1", "final top-1", "ours / own base",
+                         "paper / own base", "difference", "notes"], rows)
+        return lines + [""]
+    rows = []
+    for n in matched:
+        ref = paper[n.name]
+        s = n.stats
+        rows.append([n.name, f"{s.points} / {ref.points}",
+                     _f(s.best10_top1), _f(ref.best10_top1), _f(s.best10_top1 - ref.best10_top1, 4, True),
+                     _f(s.final_top1), _f(ref.final_top1), _f(s.final_top1 - ref.final_top1, 4, True),
+                     _f(s.min10_valid_loss), _f(ref.min10_valid_loss),
+                     _f(_diff(s.min10_valid_loss, ref.min10_valid_loss), 4, True), notes[n.name]])
+    lines += _table(["net", "points (ours / paper)", "best10 top-1", "paper", "diff",
+                     "final top-1", "paper", "diff", "min10 valid loss", "paper", "diff",
+                     "notes"], rows)
+    if others:
+        lines += ["", "Nets the paper did not train (no paper value to compare):", ""]
+        lines += _table(["net", "points", "best10 top-1", "final top-1", "final iter",
+                         "min10 valid loss", "notes"],
+                        [[n.name, str(n.stats.points), _f(n.stats.best10_top1),
+                          _f(n.stats.final_top1), str(n.stats.final_iter),
+                          _f(n.stats.min10_valid_loss), notes[n.name]] for n in others])
+    return lines + [""]
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return None if value is None or not base else value / base
+
+
+def _notes(net: Net) -> str:
+    notes = []
+    if net.stats.few_points:
+        notes.append(f"only {net.stats.points} validation points: best10 averages them all")
+    if net.complete is False:
+        notes.append(f"incomplete: stopped at {net.stats.final_iter} of "
+                     f"{net.manifest['max_iter']}")
+    if net.stats.min10_valid_loss is None:
+        notes.append("validation net has no loss output")
+    return "; ".join(notes)
+
+
+def _headline(scores: Scores, paper_scores: Scores, relative: bool) -> list[str]:
+    def drop(s: Scores, key: str) -> float | None:
+        series = transfer_gaps(s, relative).get(key, {})
+        return fmean(series[7]) if 7 in series else None
+
+    def whole_error(s: Scores) -> float | None:
+        return None if "netbase" not in s else 1.0 - s["netbase"]
+
+    lines = ["## Headline numbers", ""]
+    table = []
+    if not relative:
+        for label, fn in (("baseB: mean best10 top-1 of the random-split base nets", base_mean),
+                          ("1000-class net (netbase): top-1 error", whole_error)):
+            a, b = fn(scores), fn(paper_scores)
+            table.append([label, _f(a), _f(b), _f(_diff(a, b), 4, True)])
+    unit = " (relative to base)" if relative else ""
+    for key, label in (("similar", "similar tasks (random splits)"),
+                       ("dissimilar", "man-made/natural")):
+        a, b = drop(scores, key), drop(paper_scores, key)
+        table.append([f"frozen-transfer gap at n=7, {label}{unit}", _f(a), _f(b),
+                      _f(_diff(a, b), 4, True)])
+    lines += _table(["quantity", "ours", "paper", "difference"], table)
+    return lines + [""]
+
+
+def _table1(scores: Scores, paper_scores: Scores, relative: bool) -> list[str]:
+    ours = table1(scores, relative)
+    paper = table1(paper_scores, relative)
+    lines = ["## Table 1: boost of AnB+ over its controls", "",
+             ("Boosts as a fraction of baseB (scaled runs: shapes, not absolute numbers)."
+              if relative else "Mean boost in top-1 accuracy, AnB+ nets pooled over the range."),
+             ""]
+    rows = []
+    for o, p in zip(ours, paper):
+        printed = PAPER_TABLE1[(o.lo, o.hi)]
+        rows.append([f"{o.lo}-{o.hi}", _pct(o.over_base), _pct(p.over_base),
+                     "–" if relative else f"{100 * printed[0]:.1f}%",
+                     _pct(o.over_selffer), _pct(p.over_selffer),
+                     "–" if relative else f"{100 * printed[1]:.1f}%",
+                     f"{o.n_transfer_ft} / {o.n_base} / {o.n_selffer_ft}"])
+    lines += _table(["layers", "over baseB: ours", "paper (csv)", "paper (printed)",
+                     "over BnB+: ours", "paper (csv)", "paper (printed)",
+                     "our nets (AnB+ / base / BnB+)"], rows)
+    return lines + [""]
+
+
+def _intervals(scores: Scores, paper_scores: Scores, relative: bool) -> list[str]:
+    lines = ["## Uncertainty over the random splits (not in the paper)", "",
+             "Mean best10 top-1 per treatment and n; the nets of one split are averaged first, "
+             "then a 95% Student-t interval is taken over the splits (needs 2 or more)"
+             + (", all divided by baseB (scaled runs: shapes)." if relative else "."), ""]
+
+    def scaled(s: Scores) -> dict[tuple[str, int], list[str]]:
+        scale = (base_mean(s) or 0.0) if relative else 1.0
+        if not scale:
+            return {}
+        return {(i.treatment, i.n): [str(i.splits)] + [_f(None if v is None else v / scale)
+                                                      for v in (i.mean, i.low, i.high)]
+                for i in split_intervals(s)}
+
+    ours, paper = scaled(scores), scaled(paper_scores)
+    if not ours:
+        return lines + ["No random-split nets (with their base nets) among our runs.", ""]
+    rows = [[t, str(n)] + cells + paper.get((t, n), ["–"] * 4) for (t, n), cells in ours.items()]
+    lines += _table(["treatment", "n", "splits", "mean", "95% low", "95% high",
+                     "paper splits", "paper mean", "paper low", "paper high"], rows)
+    return lines + [""]
+
+
+def _scaled(scores: Scores) -> Scores:
+    """Every score divided by baseB (scaled runs are compared as shapes)."""
+    base = base_mean(scores)
+    return {k: v / base for k, v in scores.items()} if base else {}
+
+
+def _significance(scores: Scores, paper_scores: Scores, relative: bool) -> list[str]:
+    lines = ["## Is the AnB+ boost significant? (not in the paper)", "",
+             "Paired differences in best10 top-1: each AnB+ net minus the base net of its own "
+             "target dataset, and each (split, n) AnB+ mean minus the BnB+ mean of the same "
+             "split and n.  Two-sided one-sample t-test and Wilcoxon signed-rank test on the "
+             "differences (scipy).  Several AnB+ nets share one base net, so the pairs are not "
+             "independent and the p-values are optimistic.  Table 1 compares with the mean of "
+             "every random-split base net (8 in the paper) instead; where the AnB+ nets' own "
+             "targets are above that mean (the paper's half0B and half1B are), the paired boost is the smaller one."
+             + ("  Scaled runs: every score is divided by its baseB first, so boosts are "
+                "fractions of baseB." if relative else ""), ""]
+    if relative:
+        scores, paper_scores = _scaled(scores), _scaled(paper_scores)
+    rows = []
+    for who, s in (("ours", scores), ("paper", paper_scores)):
+        for t in boost_tests(s):
+            rows.append([who, t.control, str(t.pairs), _pct(t.mean_diff), _pct(t.low),
+                         _pct(t.high), _p(t.t_p), _p(t.wilcoxon_p)])
+    lines += _table(["nets", "control", "pairs", "mean boost", "95% low", "95% high",
+                     "t-test p", "Wilcoxon p"], rows)
+    return lines + [""]
+
+
+def _sources(runs: Runs, runs_dir: str, relative: bool, any_paper_names: bool) -> list[str]:
+    formats = sorted({n.curve.format for n in runs.nets})
+    lines = ["# Results", "",
+             f"Runs read from `{runs_dir}`: {runs.count(RUN_DIR)} run dirs "
+             f"(train.log / metrics.jsonl) and {runs.count(RAW_LOG)} raw Caffe logs; "
+             f"{len(runs.nets)} readable ({', '.join(formats) or 'none'}), "
+             f"{len(runs.skipped)} skipped as corrupt or truncated"
+             + (f", {len(runs.not_started)} not started" if runs.not_started else "") + ".", ""]
+    if relative:
+        why = ("the runs are the scaled demo architecture (manifest `arch: demo`)" if runs.demo
+               else "none of the runs is one of the paper's nets")
+        lines += [f"**Shapes, not numbers:** {why}, so absolute accuracies cannot be compared "
+                  "with the paper's ImageNet values.  This report compares each net relative to "
+                  "its own base, in the tables and in the figures.", ""]
+    elif any_paper_names:
+        lines += ["Paper values: `results/paper_reference.csv` (statistics of the authors' own "
+                  "logs), matched by net name; difference = ours minus paper.  best10 = mean of "
+                  "the 10 highest validation top-1 values of the run, the statistic the paper "
+                  "plots.", ""]
+    if runs.skipped:
+        lines += ["## Skipped logs", ""]
+        lines += _table(["net", "file", "reason"],
+                        [[s.name, f"`{s.path}`", s.reason] for s in runs.skipped])
+        lines.append("")
+    if runs.not_started:
+        lines += [f"Not started (run dir without train.log or metrics.jsonl): "
+                  f"{', '.join(runs.not_started)}.", ""]
+    return lines
+
+
+def build_report(runs: Runs, out: str | Path, paper: Mapping[str, PaperNet],
+                 paper_curves: Curves, runs_dir: str) -> Report:
+    """Write results.csv, curves.csv, the figures and report.md under `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = {n.name: n.stats.best10_top1 for n in runs.nets}
+    paper_scores = {name: p.best10_top1 for name, p in paper.items()}
+    any_paper_names = any(name in paper for name in scores)
+    relative = runs.demo or not any_paper_names
+    csv_path = out / "results.csv"
+    _write(csv_path, results_csv(runs.nets))
+    _write(out / "curves.csv", curves_csv(runs.nets))
+    figures = [fn(paper_scores, scores, out / f"{name}.png", relative)
+               for name, fn in FIGURES.items()]
+    figures.append(figure_curves(paper_curves, {n.name: n.curve.val for n in runs.nets},
+                                 out / "curves.png", relative))
+    nets = sorted(runs.nets, key=lambda n: n.name)
+    lines = _sources(runs, runs_dir, relative, any_paper_names)
+    lines += _headline(scores, paper_scores, relative)
+    lines += _table1(scores, paper_scores, relative)
+    lines += _intervals(scores, paper_scores, relative)
+    lines += _significance(scores, paper_scores, relative)
+    lines += ["## Figures", "", "Left: the paper's nets; right: ours.", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in figures] + [""]
+    lines += _per_net(nets, paper, scores, paper_scores, relative)
+    md_path = out / "report.md"
+    _write(md_path, "\n".join(lines))
+    return Report(out, csv_path, md_path, figures, relative)

@@ -1,0 +1,126 @@
+"""`data convert` (convert_imageset) and `data mean` (compute_image_mean) from the command line."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from replicate.cli import main
+from replicate.data.image import read_image, resize_linear
+from replicate.data.lmdb_io import LmdbReader, datum_array, write_lmdb
+from replicate.data.mean import compute_mean
+from replicate.errors import ReplicateError
+from replicate.io.binary import read_binary, read_mean
+from replicate.proto import caffe_pb2
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(9)
+    root = tmp_path / "root"
+    (root / "cls").mkdir(parents=True)
+    lines = []
+    for i in range(6):
+        name = f"cls/im{i}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(rng.integers(0, 256, (15 + i, 18, 3), dtype=np.uint8)).save(root / name)
+        lines.append(f"{name} {i % 3}")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    lines[3:3] = ["missing.jpg 1", "broken.jpg 2"]
+    (tmp_path / "files.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def convert(tmp, *extra):
+    return main(["data", "convert", "--list", str(tmp / "files.txt"), "--root", str(tmp / "root"),
+                 "--out", str(tmp / "out" / "lmdb"), "--workers", "1", *extra])
+
+
+def test_convert_writes_resized_bgr_records_in_list_order(images, capsys):
+    assert convert(images, "--resize", "8", "10") == 0
+    out = capsys.readouterr()
+    assert "wrote" in out.out and "6 records, 2 images skipped" in out.out
+    assert "missing.jpg: cannot read" in out.err and "broken.jpg: cannot decode" in out.err
+    reader = LmdbReader(images / "out" / "lmdb")
+    lines = (images / "files.txt").read_text().splitlines()
+    kept = [(i, line.rsplit(" ", 1)) for i, line in enumerate(lines) if "cls/" in line]
+    assert [reader.key(j) for j in range(len(reader))] == [f"{i:08d}_{n}".encode() for i, (n, _) in kept]
+    for j, (_, (name, label)) in enumerate(kept):
+        datum = reader.datum(j)
+        assert datum.label == int(label) and not datum.encoded
+        expected = resize_linear(read_image(images / "root" / name), 8, 10).transpose(2, 0, 1)
+        np.testing.assert_array_equal(datum_array(datum, "x"), expected)
+    assert not (images / "out" / "lmdb.partial").exists()
+
+
+def test_parallel_workers_write_the_same_lmdb(images):
+    assert convert(images, "--resize", "8", "10") == 0
+    serial = LmdbReader(images / "out" / "lmdb")
+    first = [serial.datum(i).SerializeToString() for i in range(len(serial))]
+    shutil.move(images / "out" / "lmdb", images / "serial")
+    args = ["data", "convert", "--list", str(images / "files.txt"), "--root", str(images / "root"),
+            "--out", str(images / "out" / "lmdb"), "--workers", "2", "--resize", "8", "10"]
+    assert main(args) == 0
+    parallel = LmdbReader(images / "out" / "lmdb")
+    assert [parallel.datum(i).SerializeToString() for i in range(len(parallel))] == first
+
+
+def test_strict_stops_and_leaves_no_lmdb(images, capsys):
+    assert convert(images, "--strict") == 2
+    assert "missing.jpg: cannot read" in capsys.readouterr().err
+    assert not (images / "out" / "lmdb").exists() and not (images / "out" / "lmdb.partial").exists()
+
+
+def test_encoded_keeps_jpeg_bytes_without_resize(images):
+    assert convert(images, "--encoded", "--resize", "0", "0") == 0
+    reader = LmdbReader(images / "out" / "lmdb")
+    assert reader.datum(0).encoded
+    assert reader.datum(0).data == (images / "root" / "cls" / "im0.jpg").read_bytes()
+    assert datum_array(reader.datum(1), "x").shape == (3, 16, 18)  # the PNG, re-encoded
+
+
+def test_encoded_with_resize_reencodes(images):
+    assert convert(images, "--encoded", "--resize", "12", "12") == 0
+    datum = LmdbReader(images / "out" / "lmdb").datum(0)
+    assert datum.encoded and datum_array(datum, "x").shape == (3, 12, 12)
+
+
+def test_non_integer_labels_stop_with_the_line(images, capsys):
+    (images / "files.txt").write_text("cls/im0.jpg 0\ncls/im1.png cat\n")
+    assert convert(images) == 2
+    assert "files.txt:2: expected '<path> <integer label>'" in capsys.readouterr().err
+    assert not (images / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["caffe/data_lmdb_mean", "caffe_train_e2e"])
+def test_mean_command_writes_caffes_mean(case, tmp_path):
+    root = GOLDEN / case
+    assert main(["data", "mean", str(root / "train_lmdb"), "--out", str(tmp_path / "mean.binaryproto")]) == 0
+    np.testing.assert_array_equal(read_mean(tmp_path / "mean.binaryproto"), read_mean(root / "mean.binaryproto"))
+    blob = read_binary(tmp_path / "mean.binaryproto", caffe_pb2.BlobProto())
+    assert not blob.HasField("shape") and blob.num == 1  # legacy dims, as compute_image_mean writes
+
+
+def test_mean_of_converted_lmdb(images, tmp_path):
+    assert convert(images, "--resize", "8", "10") == 0
+    assert main(["data", "mean", str(images / "out" / "lmdb"), "--out", str(tmp_path / "m.binaryproto")]) == 0
+    reader = LmdbReader(images / "out" / "lmdb")
+    stack = np.stack([datum_array(reader.datum(i), "x") for i in range(len(reader))]).astype(np.float32)
+    np.testing.assert_allclose(read_mean(tmp_path / "m.binaryproto")[0], stack.mean(axis=0), rtol=1e-6)
+
+
+def test_mean_accumulates_in_float32_like_caffe(tmp_path):
+    # compute_image_mean adds into the float32 BlobProto data: 2^24 + 1 rounds back to 2^24.
+    records = [caffe_pb2.Datum(channels=1, height=1, width=1, float_data=[v]) for v in (2.0**24, 1.0, 1.0, 1.0)]
+    write_lmdb(tmp_path / "db", [(str(i), d) for i, d in enumerate(records)])
+    assert compute_mean(tmp_path / "db")[0, 0, 0, 0] == np.float32(2.0**24 / 4)  # a double sum gives 4194304.75
+
+
+def test_mean_needs_equal_sizes(tmp_path):
+    records = [caffe_pb2.Datum(channels=1, height=1, width=w, data=bytes(w)) for w in (2, 3)]
+    write_lmdb(tmp_path / "db", [(str(i), d) for i, d in enumerate(records)])
+    with pytest.raises(ReplicateError, match="00000001_1\\]: record is 1x1x3, the first was 1x1x2"):
+        compute_mean(tmp_path / "db")

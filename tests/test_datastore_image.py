@@ -1,0 +1,65 @@
+"""Image decoding and resizing against OpenCV's own output.
+
+tests/data/datastore_opencv.npz was written once with opencv-python 5.0.0 (not a dependency):
+`resize{i}/in` -> `cv2.resize(in, (W, H), interpolation=cv2.INTER_LINEAR)` = `resize{i}/out`
+(cases include up- and downscaling, grey, a 1-pixel-high source and an exact halving), and a JPEG
+(`jpeg/bytes`) decoded by `cv2.imdecode` in colour (`jpeg/color`, BGR) and grey (`jpeg/gray`).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from replicate.data.image import decode_image, encode_jpeg, read_image, resize_linear
+from replicate.errors import ReplicateError
+
+OPENCV = np.load(Path(__file__).parent / "data" / "datastore_opencv.npz")
+
+
+@pytest.mark.parametrize("case", sorted({k.split("/")[0] for k in OPENCV if k.startswith("resize")}))
+def test_resize_is_opencv_inter_linear_bit_for_bit(case):
+    src, ref = OPENCV[f"{case}/in"], OPENCV[f"{case}/out"]
+    np.testing.assert_array_equal(resize_linear(src, *ref.shape[:2]), ref)
+
+
+def test_resize_does_not_antialias_like_pillow():
+    # A 1-pixel checkerboard shrunk by 3 keeps its contrast under OpenCV's bilinear (no
+    # anti-aliasing), where Pillow's filter would average it to grey.
+    board = (np.indices((30, 30)).sum(0) % 2 * 255).astype(np.uint8)[:, :, None]
+    out = resize_linear(board, 10, 10)
+    assert out.min() == 0 and out.max() == 255
+
+
+def test_jpeg_decoding_matches_opencv():
+    data = OPENCV["jpeg/bytes"].tobytes()
+    np.testing.assert_array_equal(decode_image(data, True), OPENCV["jpeg/color"])
+    np.testing.assert_array_equal(decode_image(data, False)[:, :, 0], OPENCV["jpeg/gray"])
+    assert decode_image(data, None).shape[2] == 3
+
+
+def test_channels_are_bgr_and_grey_stays_grey_natively(tmp_path):
+    red = np.zeros((4, 5, 3), np.uint8)
+    red[..., 0] = 255  # RGB red
+    Image.fromarray(red).save(tmp_path / "red.png")
+    bgr = read_image(tmp_path / "red.png")
+    assert bgr.shape == (4, 5, 3) and (bgr[..., 2] == 255).all() and (bgr[..., :2] == 0).all()
+    Image.fromarray(np.full((4, 5), 77, np.uint8)).save(tmp_path / "grey.png")
+    assert decode_image((tmp_path / "grey.png").read_bytes(), None).shape == (4, 5, 1)
+    assert read_image(tmp_path / "grey.png", color=True).shape == (4, 5, 3)
+
+
+def test_encode_jpeg_roundtrip_keeps_bgr():
+    yy, xx = np.mgrid[0:16, 0:16]
+    img = np.stack([xx * 15, yy * 15, np.full_like(xx, 200)], axis=2).astype(np.uint8)
+    back = decode_image(encode_jpeg(img), True)
+    assert np.abs(back.astype(int) - img).mean() < 3
+
+
+def test_bad_files_name_the_path(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(ReplicateError, match="bad.jpg: cannot decode image"):
+        read_image(tmp_path / "bad.jpg")
+    with pytest.raises(ReplicateError, match="missing.jpg: cannot read image"):
+        read_image(tmp_path / "missing.jpg")

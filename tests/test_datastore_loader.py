@@ -1,0 +1,73 @@
+"""The loader paths compute the same batches: serial, worker processes, and the GPU path's
+device-side logic (run here on CPU tensors); the GPU path's requirements fail clearly."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from replicate.data.image import encode_jpeg
+from replicate.data.loader import BatchMaker, GpuLoader, LmdbSource, SerialLoader, WorkerLoader, make_loader
+from replicate.data.lmdb_io import array_datum, encoded_datum, write_lmdb
+from replicate.data.transform import TRAIN, DataTransformer
+from replicate.errors import ReplicateError
+from replicate.io.binary import write_mean
+from replicate.proto import caffe_pb2
+
+
+@pytest.fixture
+def maker(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (7, 3, 12, 13), dtype=np.uint8)
+    write_lmdb(tmp_path / "db", [(f"{i}", array_datum(img, i)) for i, img in enumerate(images)])
+    write_mean(tmp_path / "mean.binaryproto", images.mean(axis=0, keepdims=True))
+    param = caffe_pb2.TransformationParameter(
+        crop_size=9, mirror=True, scale=0.5, mean_file=str(tmp_path / "mean.binaryproto")
+    )
+    return BatchMaker(LmdbSource(tmp_path / "db"), DataTransformer(param, TRAIN), batch_size=3, seed=42)
+
+
+def _take(loader, n):
+    return [next(loader) for _ in range(n)]
+
+
+def _same(a, b):
+    for (da, la), (db, lb) in zip(a, b):
+        torch.testing.assert_close(da, db, rtol=0, atol=0)
+        torch.testing.assert_close(la, lb, rtol=0, atol=0)
+
+
+def test_batches_depend_only_on_seed_and_number(maker):
+    first = _take(SerialLoader(maker), 4)
+    assert [b[1].tolist() for b in first] == [[0, 1, 2], [3, 4, 5], [6, 0, 1], [2, 3, 4]]
+    _same(first, _take(SerialLoader(maker), 4))
+    np.testing.assert_array_equal(maker.make(2)[0].numpy(), first[2][0].numpy())
+
+
+def test_worker_loader_matches_serial(maker):
+    loader = WorkerLoader(maker, workers=2, prefetch=4)
+    try:
+        _same(_take(loader, 6), _take(SerialLoader(maker), 6))
+    finally:
+        loader.close()
+
+
+def test_gpu_path_logic_on_cpu_matches_serial(maker):
+    _same(_take(GpuLoader(maker, "cpu"), 5), _take(SerialLoader(maker), 5))
+    assert isinstance(make_loader(maker, workers=0), SerialLoader)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_gpu_path_without_cuda_says_so(maker):
+    with pytest.raises(ReplicateError, match="needs a CUDA device"):
+        make_loader(maker, device="cuda")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision installed")
+def test_gpu_jpeg_decoding_without_torchvision_says_so(tmp_path):
+    hwc = np.full((10, 10, 3), 90, np.uint8)
+    write_lmdb(tmp_path / "enc", [("a.jpg", encoded_datum(encode_jpeg(hwc), 0))])
+    param = caffe_pb2.TransformationParameter()
+    enc = BatchMaker(LmdbSource(tmp_path / "enc"), DataTransformer(param, TRAIN), batch_size=1, seed=0)
+    with pytest.raises(ReplicateError, match="needs torchvision"):
+        next(GpuLoader(enc, "cpu"))

@@ -1,0 +1,177 @@
+"""Our schema reads and writes Caffe's own binary files: proof that field numbers match.
+
+Every binary fixture written by real Caffe parses with no unknown fields, holds the values the
+golden arrays say, and re-serializes to a message that parses back equal.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from replicate.data.lmdb_io import LmdbReader
+from replicate.errors import ReplicateError
+from replicate.io.binary import read_binary, read_mean, read_net_binary, write_mean
+from replicate.io.blobs import blob_shape, blob_to_array
+from replicate.io.model import load_caffemodel, save_caffemodel
+from replicate.io.prototxt import format_text, parse_text, read_net_text, read_solver_text
+from replicate.proto import caffe_pb2
+
+GOLDEN = Path(__file__).parent / "golden"
+CAFFE = GOLDEN / "caffe"
+E2E = GOLDEN / "caffe_train_e2e"
+
+
+def assert_no_unknown_fields(message: Message) -> None:
+    """Walk every set message field: an unknown field means a field number we do not know."""
+    assert len(UnknownFieldSet(message)) == 0, type(message).DESCRIPTOR.full_name
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        for item in value if field.is_repeated else [value]:
+            assert_no_unknown_fields(item)
+
+
+def assert_round_trip(message: Message) -> None:
+    again = type(message)()
+    again.ParseFromString(message.SerializeToString())
+    assert again == message
+
+
+WEIGHT_FILES = sorted(CAFFE.glob("*/weights.caffemodel"))
+
+
+@pytest.mark.parametrize("path", WEIGHT_FILES, ids=lambda p: p.parent.name)
+def test_caffemodels_written_by_caffe_parse_exactly(path: Path) -> None:
+    net = read_net_binary(path)
+    assert_no_unknown_fields(net)
+    assert_round_trip(net)
+    arrays = np.load(path.parent / "arrays.npz")
+    with_blobs = [layer for layer in net.layer if layer.blobs]
+    assert with_blobs
+    for layer in with_blobs:
+        for i, blob in enumerate(layer.blobs):
+            np.testing.assert_array_equal(blob_to_array(blob), arrays[f"param/{layer.name}/{i}"])
+
+
+def test_v1_caffemodel_with_legacy_dims() -> None:
+    raw = read_net_binary(CAFFE / "caffemodel_v1" / "v1.caffemodel")
+    assert_no_unknown_fields(raw)
+    assert_round_trip(raw)
+    assert len(raw.layers) == 2 and not raw.layer
+    assert blob_shape(raw.layers[0].blobs[1]) == (1, 1, 1, 4)
+    net = load_caffemodel(CAFFE / "caffemodel_v1" / "v1.caffemodel")
+    assert [(layer.name, layer.type) for layer in net.layer] == [("conv", "Convolution"), ("ip", "InnerProduct")]
+    arrays = np.load(CAFFE / "caffemodel_v1" / "arrays.npz")
+    np.testing.assert_array_equal(blob_to_array(net.layer[0].blobs[0]), arrays["param/conv/0"])
+
+
+def test_mean_binaryproto() -> None:
+    blob = read_binary(CAFFE / "data_lmdb_mean" / "mean.binaryproto", caffe_pb2.BlobProto())
+    assert_no_unknown_fields(blob)
+    assert_round_trip(blob)
+    assert read_mean(CAFFE / "data_lmdb_mean" / "mean.binaryproto").shape == (1, 3, 10, 12)
+
+
+def test_lmdb_datums_written_by_pycaffe() -> None:
+    reader = LmdbReader(CAFFE / "data_lmdb_mean" / "train_lmdb")
+    try:
+        assert len(reader) == 6
+        for i in range(len(reader)):
+            datum = reader.datum(i)
+            assert_no_unknown_fields(datum)
+            assert (datum.channels, datum.height, datum.width) == (3, 10, 12)
+            assert len(datum.data) == 3 * 10 * 12
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("name", ["snap_iter_10", "snap_iter_20"])
+def test_caffe_snapshots_parse(name: str) -> None:
+    net = read_net_binary(E2E / "caffe" / f"{name}.caffemodel")
+    assert_no_unknown_fields(net)
+    assert_round_trip(net)
+    state = read_binary(E2E / "caffe" / f"{name}.solverstate", caffe_pb2.SolverState())
+    assert_no_unknown_fields(state)
+    assert_round_trip(state)
+    assert state.iter == int(name.rsplit("_", 1)[1])
+    assert state.learned_net.endswith(f"{name}.caffemodel")
+    learnable = [blob for layer in net.layer for blob in layer.blobs]
+    assert len(state.history) == len(learnable)
+    for history, blob in zip(state.history, learnable):
+        assert blob_shape(history) == blob_shape(blob)
+
+
+def test_saved_caffemodel_uses_shape_and_reads_back(tmp_path: Path) -> None:
+    legacy = read_net_binary(CAFFE / "caffemodel_v1" / "v1.caffemodel")
+    net = load_caffemodel(CAFFE / "caffemodel_v1" / "v1.caffemodel")
+    save_caffemodel(tmp_path / "out.caffemodel", net)
+    again = read_net_binary(tmp_path / "out.caffemodel")
+    assert not again.layers and len(again.layer) == 2
+    for layer, old in zip(again.layer, legacy.layers):
+        for blob, old_blob in zip(layer.blobs, old.blobs):
+            assert blob.HasField("shape") and not blob.HasField("num")
+            np.testing.assert_array_equal(blob_to_array(blob).ravel(), blob_to_array(old_blob).ravel())
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_caffemodel_over_64_megabytes(tmp_path: Path) -> None:
+    """protobuf's C++ reader stopped at 64 MB by default; the 233 MB CaffeNet must load."""
+    net = caffe_pb2.NetParameter()
+    layer = net.layer.add(name="fc6", type="InnerProduct")
+    values = np.arange(18_000_000, dtype=np.float32)
+    blob = layer.blobs.add()
+    blob.shape.dim.extend([4500, 4000])
+    blob.data.extend(values)
+    save_caffemodel(tmp_path / "big.caffemodel", net)
+    assert (tmp_path / "big.caffemodel").stat().st_size > 64 * 2**20
+    loaded = load_caffemodel(tmp_path / "big.caffemodel")
+    array = blob_to_array(loaded.layer[0].blobs[0])
+    assert array.shape == (4500, 4000) and array[-1, -1] == values[-1]
+
+
+def test_mean_write_read(tmp_path: Path) -> None:
+    mean = np.random.default_rng(0).random((3, 5, 4)).astype(np.float32)
+    write_mean(tmp_path / "m.binaryproto", mean)
+    blob = read_binary(tmp_path / "m.binaryproto", caffe_pb2.BlobProto())
+    assert (blob.num, blob.channels, blob.height, blob.width) == (1, 3, 5, 4)
+    np.testing.assert_array_equal(read_mean(tmp_path / "m.binaryproto")[0], mean)
+
+
+PROTOTXTS = sorted(p for p in GOLDEN.rglob("*.prototxt") if "solver" not in p.name)
+SOLVER_TEXTS = sorted(p for p in GOLDEN.rglob("*.prototxt") if "solver" in p.name)
+
+
+@pytest.mark.parametrize("path", PROTOTXTS, ids=lambda p: str(p.relative_to(GOLDEN)))
+def test_net_text_round_trip(path: Path) -> None:
+    net = read_net_text(path)
+    assert parse_text(format_text(net), caffe_pb2.NetParameter()) == net
+
+
+@pytest.mark.parametrize("path", SOLVER_TEXTS, ids=lambda p: str(p.relative_to(GOLDEN)))
+def test_solver_text_round_trip(path: Path) -> None:
+    solver = read_solver_text(path)
+    assert parse_text(format_text(solver), caffe_pb2.SolverParameter()) == solver
+
+
+def test_text_error_names_file_line_column_and_token(tmp_path: Path) -> None:
+    path = tmp_path / "bad.prototxt"
+    path.write_text('name: "x"\nlayer {\n  name: "a"\n  kernel_sise: 3\n}\n')
+    with pytest.raises(ReplicateError) as err:
+        read_net_text(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:4:3:") and "kernel_sise" in message
+
+
+def test_binary_garbage_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.caffemodel"
+    path.write_bytes(b"\xff\xff\xff\xff not a protobuf")
+    with pytest.raises(ReplicateError, match="not a valid binary NetParameter"):
+        read_net_binary(path)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ReplicateError, match="cannot read"):
+        read_net_text(tmp_path / "nowhere.prototxt")

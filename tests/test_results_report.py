@@ -1,0 +1,187 @@
+"""End to end: `python -m replicate results` on the authors' raw logs and on our run dirs."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from replicate.cli import main
+from replicate.errors import ReplicateError
+from replicate.results.runs import find_runs
+from replicate.results.stats import PAPER_COLUMNS
+from results_support import REFERENCE, load_curves, log_2014, log_modern, write_gz
+
+ROOT = Path(__file__).parent.parent
+CURVES = load_curves()
+RAW = ["half0A", "half0B", "half1A", "half1B", "transfer0A0B_1_5", "transfer-ft0A0B_1_5",
+       "transfer-ft0A0A_1_5", "transfer-ft1A1B_1_3", "transfer-ft1A1A_1_3", "halfnatmanB",
+       "transfernatmanAB_1_7", "netbase", "nolearn_1_2", "reduced-0050", "reduced-1300"]
+
+
+def _reference() -> dict[str, dict[str, str]]:
+    with open(REFERENCE, newline="") as handle:
+        return {r["name"]: r for r in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="module")
+def raw_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The authors' layout: `<name>.log.gz` files, one `<name>/` folder, one broken log."""
+    root = tmp_path_factory.mktemp("raw")
+    for name in RAW:
+        text = log_2014(name, CURVES[name], display=1000)
+        if name == "transfer0A0B_1_5":
+            (root / name).mkdir()
+            (root / name / "caffe.INFO.log").write_text(text)
+        else:
+            write_gz(root / f"{name}.log.gz", text)
+    data = gzip.compress(log_2014("half2A", CURVES["half2A"], display=1000).encode())
+    (root / "half2A.log.gz").write_bytes(data[: len(data) // 3])
+    (root / "README.txt").write_text("not a log\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def raw_report(raw_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    assert main(["results", "--runs", str(raw_logs), "--out", str(out)]) == 0
+    return out
+
+
+def test_raw_logs_found_and_broken_one_reported(raw_logs: Path, capsys) -> None:
+    runs = find_runs(raw_logs)
+    assert sorted(n.name for n in runs.nets) == sorted(RAW)
+    assert [(s.name, s.kind) for s in runs.skipped] == [("half2A", "raw log")]
+    assert "gzip data broken" in runs.skipped[0].reason
+    assert not runs.demo
+
+
+def test_results_csv_equals_the_papers_rows(raw_report: Path) -> None:
+    """Through logs, parser, statistics and csv writer, the authors' numbers come back."""
+    ref = _reference()
+    with open(raw_report / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["name"] for r in rows] == sorted(RAW)
+    for row in rows:
+        assert {c: row[c] for c in PAPER_COLUMNS} == ref[row["name"]]
+        assert row["kind"] == "raw log" and row["format"] == "caffe-2014"
+
+
+def test_report_md_puts_numbers_beside_the_paper(raw_report: Path) -> None:
+    md = (raw_report / "report.md").read_text()
+    assert "15 raw Caffe logs" not in md and "16 raw Caffe logs" in md
+    assert "1 skipped as corrupt or truncated" in md
+    assert "| half2A |" in md and "gzip data broken" in md
+    # per-net rows: ours, paper, difference (identical here)
+    assert "| half0A | 450 / 450 | 0.6151 | 0.6151 | +0.0000 |" in md
+    assert "## Table 1" in md and "| 5-7 |" in md and "2.1%" in md
+    assert "Wilcoxon" in md and "95% low" in md
+    assert "Shapes, not numbers" not in md
+    for fig in ("figure2", "figure3", "figure_reduced", "curves"):
+        assert f"![{fig}]({fig}.png)" in md
+
+
+def test_curves_csv_holds_every_validation_point(raw_report: Path) -> None:
+    with open(raw_report / "curves.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == sum(len(CURVES[name]) for name in RAW)
+    half0a = [(int(r["iter"]), float(r["top1"]), float(r["loss"])) for r in rows
+              if r["name"] == "half0A"]
+    assert half0a == [(i, float(t), float(l)) for i, t, l in CURVES["half0A"]]
+
+
+def test_figures_are_written(raw_report: Path) -> None:
+    for fig in ("figure2", "figure3", "figure_reduced", "curves"):
+        path = raw_report / f"{fig}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size > 30_000
+
+
+def _run_dir(root: Path, name: str, points: list[tuple[int, float, float | None]],
+             max_iter: int = 1000, metrics_edit=None) -> Path:
+    folder = root / name
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps(
+        {"name": name, "arch": "demo", "max_iter": max_iter, "val_loss": False}))
+    (folder / "train.log").write_text(log_modern(points, initial=(0.05, None)))
+    records = [{"iter": 0, "kind": "test", "net": 0, "outputs": {"accuracy": 0.05}}]
+    records += [{"iter": i, "kind": "test", "net": 0, "outputs": {"accuracy": t}}
+                for i, t, _ in points]
+    records.append({"kind": "done", "iter": points[-1][0]})
+    if metrics_edit:
+        metrics_edit(records)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+def _curve(top: float, n: int = 10) -> list[tuple[int, float, float | None]]:
+    return [(100 * i, round(top * i / n, 5), None) for i in range(1, n + 1)]
+
+
+def test_demo_run_dirs_compare_shapes(tmp_path: Path, capsys) -> None:
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    for name, top in (("half0A", 0.30), ("half0B", 0.28), ("transfer0A0B_1_3", 0.26),
+                      ("transfer-ft0A0B_1_3", 0.31), ("transfer0B0B_1_3", 0.27)):
+        _run_dir(runs_dir, name, _curve(top))
+    _run_dir(runs_dir, "transfer0A0B_1_5", _curve(0.2, n=6))  # still running: 600 of 1000
+
+    def disagree(records: list[dict]) -> None:
+        records[3]["outputs"]["accuracy"] += 0.01
+    _run_dir(runs_dir, "transfer0A0B_1_7", _curve(0.2), metrics_edit=disagree)
+    (runs_dir / "transfer0A0B_1_6").mkdir()
+    (runs_dir / "transfer0A0B_1_6" / "manifest.json").write_text('{"name": "transfer0A0B_1_6"}')
+    (runs_dir / "plan.json").write_text("{}")
+    out = tmp_path / "report"
+    assert main(["results", "--runs", str(runs_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "found 7 run dirs and 0 raw Caffe logs" in printed
+    assert "skipped transfer0A0B_1_7" in printed and "iteration 300" in printed
+    assert "compares shapes" in printed and str(out / "report.md") in printed
+    md = (out / "report.md").read_text()
+    assert "Shapes, not numbers" in md and "scaled demo architecture" in md
+    assert "transfer0A0B_1_6" in md.split("Not started")[1]
+    assert "incomplete: stopped at 600 of 1000" in md
+    assert "only 6 validation points" in md and "validation net has no loss output" in md
+    # transfer0A0B_1_3 relative to its own base (half0B), beside the paper's ratio
+    ours = 0.26 * (sum(range(1, 11)) / 10) / 10 / (0.28 * (sum(range(1, 11)) / 10) / 10)
+    paper = _reference()
+    paper_ratio = float(paper["transfer0A0B_1_3"]["best10_top1"]) / float(paper["half0B"]["best10_top1"])
+    assert f"| {ours:.3f} | {paper_ratio:.3f} |" in md
+    with open(out / "results.csv", newline="") as handle:
+        rows = {r["name"]: r for r in csv.DictReader(handle)}
+    assert rows["transfer0A0B_1_5"]["complete"] == "false"
+    assert rows["half0A"]["complete"] == "true" and rows["half0A"]["min10_valid_loss"] == ""
+    assert rows["half0A"]["format"] == "metrics.jsonl" and rows["half0A"]["points"] == "10"
+
+
+def test_single_run_dir_and_unknown_names(tmp_path: Path) -> None:
+    folder = _run_dir(tmp_path, "my_experiment", _curve(0.5))
+    runs = find_runs(folder)
+    assert [n.name for n in runs.nets] == ["my_experiment"] and runs.nets[0].parsed is None
+    out = tmp_path / "report"
+    assert main(["results", "--runs", str(folder), "--out", str(out)]) == 0
+    assert "| my_experiment |" in (out / "report.md").read_text()
+
+
+def test_empty_or_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(ReplicateError, match="no run dirs"):
+        find_runs(tmp_path)
+    with pytest.raises(ReplicateError, match="no such folder"):
+        find_runs(tmp_path / "nope")
+
+
+def test_command_line(raw_logs: Path, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "replicate", "results", "--runs", str(raw_logs),
+                           "--out", str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "found 0 run dirs and 16 raw Caffe logs" in done.stdout
+    assert f"report: {tmp_path / 'r' / 'report.md'}" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "replicate", "results", "--runs",
+                          str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such folder" in bad.stderr
