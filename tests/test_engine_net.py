@@ -163,3 +163,10 @@ layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" }}""", TRA
     assert r.outputs == {}
     assert r.loss > 0 and r.loss.requires_grad
     assert n.backward_plan.layer_needs == [False, True, True]
+
+
+def test_engine_deprecated_input_fields_become_input_blobs() -> None:
+    n = net('input: "x" input_shape { dim: 2 dim: 3 }\n' + f"""
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}""")
+    assert n.blob_shapes["x"] == (2, 3)
+    assert n({"x": torch.ones(2, 3)}).outputs["s"].shape == (2, 4)
