@@ -66,6 +66,7 @@ layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }
 layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" top: "prob" }}
 layer {{ name: "reg" type: "InnerProduct" bottom: "x" top: "r" loss_weight: 0.5 {IP.format(n=1)} }}""")
     assert n.loss_weights == [[0.0, 0.0], [0.0], [1.0, 0.0], [0.5]]
+    assert n.blob_loss_weights == {"loss": 1.0, "r": 0.5}
     r = n({"x": torch.randn(2, 3), "y": torch.tensor([0.0, 3.0])})
     torch.testing.assert_close(r.loss, r.blobs["loss"] + 0.5 * r.blobs["r"].sum())
     assert list(r.outputs) == ["loss", "prob", "r"]  # Caffe's sorted net-output order

@@ -139,6 +139,11 @@ class CompiledNet(nn.Module):
         self.backward_plan = backward_plan(
             self.layer_params, self.top_names, self.loss_weights, lr_mults, allow, self.force_backward
         )
+        #: Caffe's `blob_loss_weights`: the loss weight of every blob that is a loss top (the
+        #: "(* w = x loss)" a solver log prints beside a net output).
+        self.blob_loss_weights: dict[str, float] = {
+            t: w for tops, ws in zip(self.top_names, self.loss_weights) for t, w in zip(tops, ws) if w
+        }
         #: Caffe's net outputs: blobs no later layer reads, in Caffe's (std::set, sorted) order,
         #: which is the order of "Test net output #k" lines.
         self.output_names = sorted(available)
