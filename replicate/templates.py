@@ -218,6 +218,21 @@ def arch_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+_FD = FieldDescriptor
+_PYTHON_KINDS: dict[int, tuple[tuple[type, ...], str]] = {
+    _FD.CPPTYPE_FLOAT: ((int, float), "a number"), _FD.CPPTYPE_DOUBLE: ((int, float), "a number"),
+    _FD.CPPTYPE_INT32: ((int,), "an integer"), _FD.CPPTYPE_INT64: ((int,), "an integer"),
+    _FD.CPPTYPE_UINT32: ((int,), "an integer"), _FD.CPPTYPE_UINT64: ((int,), "an integer"),
+    _FD.CPPTYPE_BOOL: ((bool,), "true or false"), _FD.CPPTYPE_STRING: ((str,), "a string"),
+}
+
+
+def _check_field_value(where: str, fd: FieldDescriptor, value: Any) -> None:
+    kinds, words = _PYTHON_KINDS[fd.cpp_type]
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ReplicateError(f"{where}: expected {words}, got {value!r}")
+
+
 def load_solver_config(name_or_path: str) -> SolverConfig:
     """Read a solver config: {"doc": ..., "solver": {field: value}} checked against Caffe's schema.
 
@@ -249,6 +264,7 @@ def load_solver_config(name_or_path: str) -> SolverConfig:
                     raise ReplicateError(f"{where}: {v!r} is not one of {known}")
                 fields.append((key, v))
             else:
+                _check_field_value(where, fd, v)
                 fields.append((key, pb_literal(v)))
     message = parse_text("\n".join(f"{k}: {v}" for k, v in fields),
                          caffe_pb2.SolverParameter(), str(path))
