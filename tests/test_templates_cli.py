@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,20 +50,14 @@ def _not_json(tmp: Path) -> list[str]:
     return ["--solver-config", str(path)]
 
 
-def _broken_template(tmp: Path) -> list[str]:
-    folder = tmp / "templates"
-    folder.mkdir()
-    (folder / "caffenet.prototxt.j2").write_text("name: {{ arch.net_name | pb }\n")
-    (folder / "solver.prototxt.j2").write_text("")
-    return ["--templates", str(folder)]
-
-
-def _template_not_prototxt(tmp: Path) -> list[str]:
-    folder = tmp / "templates"
-    folder.mkdir()
-    (folder / "caffenet.prototxt.j2").write_text("layer { name: {{ arch.net_name }} }\n")
-    (folder / "solver.prototxt.j2").write_text("")
-    return ["--templates", str(folder)]
+def _templates(net_template: str) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        folder = tmp / "templates"
+        folder.mkdir()
+        (folder / "caffenet.prototxt.j2").write_text(net_template)
+        (folder / "solver.prototxt.j2").write_text("")
+        return ["--templates", str(folder)]
+    return make
 
 
 def _bad_arch(tmp: Path) -> list[str]:
@@ -98,8 +93,8 @@ BAD = [
     (_bad_config, "solver.base_lr: expected a number, got 'fast'"),
     (_unknown_field, "not a SolverParameter field"),
     (_not_json, "not valid JSON"),
-    (_broken_template, "caffenet.prototxt.j2:1"),
-    (_template_not_prototxt, "rendered train view"),
+    (_templates("name: {{ arch.net_name | pb }\n"), "caffenet.prototxt.j2:1"),
+    (_templates("layer { name: {{ arch.net_name }} }\n"), "rendered train view"),
     (_bad_arch, "group 3 does not divide"),
 ]
 

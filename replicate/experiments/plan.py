@@ -17,13 +17,12 @@ entry of the same name is replaced, others are kept.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from replicate.errors import ReplicateError
-from replicate.templates import SolverConfig
+from replicate.templates import SolverConfig, read_json
 from replicate.treatments import TREATMENTS, NetSpec, paper_grid
 
 PLAN_FILE = "plan.json"
@@ -92,14 +91,9 @@ def order(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def load_plan(path: Path) -> list[dict[str, Any]]:
     """The nets of an existing plan.json; a malformed one is an error, not silently replaced."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ReplicateError(f"{path}: cannot read ({err.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ReplicateError(f"{path}: not valid JSON ({err})".replace("\n", " ")) from None
-    nets = data.get("nets") if isinstance(data, dict) else None
-    if (not isinstance(data, dict) or data.get("version") != PLAN_VERSION
+    data = read_json(path)
+    nets = data.get("nets")
+    if (data.get("version") != PLAN_VERSION
             or not isinstance(nets, list)
             or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in nets)):
         raise ReplicateError(f"{path}: not a version {PLAN_VERSION} plan (expected "
