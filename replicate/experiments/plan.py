@@ -4,12 +4,16 @@
 
     {"version": 1,
      "nets": [{"name": "transfer0A0B_1_3", "dir": "transfer0A0B_1_3", "treatment": "AnB",
-               "family": "transfer", "split": "0", "n": 3, "arch": "caffenet",
+               "family": "transfer", "split": "0", "n": 3,
+               "datasets": {"train": "half0B_train", "val": "half0B_valid",
+                            "mean": "half0A_train"},
+               "arch": "caffenet",
                "solver": "solver.prototxt", "max_iter": 450000,
                "depends_on": "half0A",
                "weights": "../half0A/caffe_imagenet_train_iter_450000.caffemodel"}, ...]}
 
-`dir` is relative to the plan's folder; `solver` and `weights` are relative to the net's dir.
+`datasets` are data store sets (`<data>/<set>/lmdb`, `<data>/<set>/mean.binaryproto`); `dir`
+is relative to the plan's folder; `solver` and `weights` are relative to the net's dir.
 A net whose `depends_on` is not null may start only once that net has written `weights`.
 Nets come in dependency order.  Generating into a folder that already holds a plan merges: an
 entry of the same name is replaced, others are kept.
@@ -75,6 +79,7 @@ def plan_entry(spec: NetSpec, arch: str, solver: SolverConfig, solver_file: str,
         "family": spec.family,
         "split": spec.split,
         "n": spec.n,
+        "datasets": {"train": spec.train_set, "val": spec.val_set, "mean": spec.mean_set},
         "arch": arch,
         "solver": solver_file,
         "max_iter": solver.max_iter,
