@@ -234,10 +234,10 @@ def test_demo_grid(tmp_path: Path) -> None:
     nets = json.loads((tmp_path / "plan.json").read_text())["nets"]
     assert len(nets) == 2 + 7 + 14 + 7 + 7
     assert {e["arch"] for e in nets} == {"demo"}
-    assert {e["max_iter"] for e in nets} == {300}
+    assert {e["max_iter"] for e in nets} == {1000}
     net = read_net_text(tmp_path / "transfer0A0B_1_2" / "train.prototxt")
     assert net.layer[0].transform_param.crop_size == 32
     assert net.layer[-2].inner_product_param.num_output == 10
     for e in nets:
         if e["weights"]:
-            assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_300.caffemodel"
+            assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_1000.caffemodel"
