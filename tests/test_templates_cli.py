@@ -96,6 +96,7 @@ BAD = [
     (_templates("name: {{ arch.net_name | pb }\n"), "caffenet.prototxt.j2:1"),
     (_templates("layer { name: {{ arch.net_name }} }\n"), "rendered train view"),
     (_bad_arch, "group 3 does not divide"),
+    (["--treatment", "whole", "--templates", "/nonexistent/templates"], "directory not found"),
 ]
 
 
@@ -241,3 +242,11 @@ def test_demo_grid(tmp_path: Path) -> None:
     for e in nets:
         if e["weights"]:
             assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_1000.caffemodel"
+
+
+def test_odd_data_paths_survive_quoting(tmp_path: Path) -> None:
+    root = '/data/we"ird \\ dir/ü'
+    assert main(["generate", "--treatment", "whole", "--data", root, "--out", str(tmp_path)]) == 0
+    net = read_net_text(tmp_path / "netbase" / "train.prototxt")
+    assert net.layer[0].data_param.source == f"{root}/whole_train/lmdb"
+    assert net.layer[0].transform_param.mean_file == f"{root}/whole_train/mean.binaryproto"
