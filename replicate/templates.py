@@ -26,10 +26,12 @@ from replicate.io.prototxt import parse_text
 from replicate.proto import caffe_pb2
 from replicate.treatments import WEIGHT_LAYERS, NetSpec
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-TEMPLATE_DIR = PACKAGE_DIR / "prototxt_templates"
+#: The checkout's top level: templates and solver configs live beside the package, where users
+#: read and edit them (the project is installed editable from its checkout).
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+TEMPLATE_DIR = PROJECT_DIR / "prototxt_templates"
 ARCH_DIR = TEMPLATE_DIR / "arch"
-SOLVER_CONFIG_DIR = PACKAGE_DIR / "solver_configs"
+SOLVER_CONFIG_DIR = PROJECT_DIR / "solver_configs"
 NET_TEMPLATE = "caffenet.prototxt.j2"
 SOLVER_TEMPLATE = "solver.prototxt.j2"
 VIEWS = ("train", "val", "single")

@@ -61,7 +61,7 @@ def _templates(net_template: str) -> Callable[[Path], list[str]]:
 
 
 def _bad_arch(tmp: Path) -> list[str]:
-    arch = json.loads((ROOT / "replicate/prototxt_templates/arch/demo.json").read_text())
+    arch = json.loads((ROOT / "prototxt_templates/arch/demo.json").read_text())
     arch["conv2"]["group"] = 3  # does not divide 16 input channels
     path = tmp / "arch.json"
     path.write_text(json.dumps(arch))
