@@ -27,7 +27,7 @@ from replicate.experiments.planfile import PlannedNet
 
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "replicate", "train")
 OUTPUT_FILE = "train.out"  # the trainer's stdout and stderr, every attempt appended
-_PACKAGE_ROOT = str(Path(replicate.__file__).resolve().parent.parent)
+PACKAGE_ROOT = str(Path(replicate.__file__).resolve().parent.parent)
 
 
 def train_argv(net: PlannedNet, device: str | None, train_command: Sequence[str]) -> tuple[list[str], Path | None]:
@@ -53,7 +53,7 @@ def _child_env(gpu: str | None) -> dict[str, str]:
     """Run with this very package importable (the net's folder is the working directory) and,
     on a multi-GPU machine, with the one GPU the net was given."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     return env

@@ -16,13 +16,9 @@ from typing import Callable, Sequence
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
 from replicate.experiments.launch import TRAIN_COMMAND, NetProcess, conclude, launch, stop
-from replicate.experiments.netfiles import is_finished, read_metrics
+from replicate.experiments.netfiles import is_finished
 from replicate.experiments.planfile import Plan, PlannedNet
-
-
-def _iteration(net: PlannedNet) -> int | None:
-    iters = [r["iter"] for r in read_metrics(net.dir) if isinstance(r.get("iter"), int)]
-    return iters[-1] if iters else None
+from replicate.experiments.status import progress
 
 
 class GridRunner:
@@ -109,7 +105,7 @@ class GridRunner:
     def _progress(self, running: dict[str | None, NetProcess]) -> None:
         parts = []
         for proc in running.values():
-            it = _iteration(proc.net)
+            it = progress(proc.net)[0]
             parts.append(f"{proc.net.name} iter {'-' if it is None else it}/{proc.net.max_iter}")
         self.report(f"{self._count()} running: {', '.join(parts)}")
 
