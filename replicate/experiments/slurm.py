@@ -13,7 +13,8 @@ has succeeded.
 
 from __future__ import annotations
 
-import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,7 +22,7 @@ import submitit
 
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
-from replicate.experiments.launch import PACKAGE_ROOT, TRAIN_COMMAND, NetProcess, conclude, launch, stop
+from replicate.experiments.launch import PACKAGE_ROOT, TRAIN_COMMAND, NetProcess, conclude, launch
 from replicate.experiments.netfiles import is_finished
 from replicate.experiments.planfile import Plan, PlannedNet
 
@@ -46,17 +47,23 @@ class TrainNet(submitit.helpers.Checkpointable):
         self.train_command = list(train_command)
         self.stop_timeout_s = stop_timeout_s
         self._proc: NetProcess | None = None
+        self._exited: threading.Event | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_proc": None}
+        return {**self.__dict__, "_proc": None, "_exited": None}
 
     def __call__(self, net: PlannedNet) -> str:
         if is_finished(net):
             netstate.write_status(net.dir, netstate.DONE, net=net.name, ended=netstate.now())
             return netstate.DONE
         self._proc = launch(net, device=self.device, train_command=self.train_command, job_id=_job_id())
+        # A thread reaps the trainer: submitit calls checkpoint() in a signal handler on this
+        # thread, where waiting on the child again would deadlock on Popen's waitpid lock.
+        self._exited = threading.Event()
+        threading.Thread(target=_reap, args=(self._proc, self._exited), daemon=True).start()
         try:
-            self._proc.process.wait()
+            while not self._exited.wait(1.0):
+                pass
         finally:
             proc, self._proc = self._proc, None
             if proc is not None:  # None: checkpoint() already stopped and recorded it
@@ -68,14 +75,23 @@ class TrainNet(submitit.helpers.Checkpointable):
     def checkpoint(self, net: PlannedNet) -> submitit.helpers.DelayedSubmission:
         """Stop the trainer (it snapshots on SIGINT) and requeue the same call, which resumes
         from the newest solver state."""
-        if self._proc is not None:
-            stop([self._proc], self.stop_timeout_s)
-            record = conclude(self._proc)
-            self._proc = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.stop_requested = True
+            proc.process.send_signal(signal.SIGINT)
+            if not self._exited.wait(self.stop_timeout_s):
+                proc.process.kill()
+                self._exited.wait()
+            record = conclude(proc)
             if record["state"] == netstate.STOPPED:
                 netstate.write_status(net.dir, netstate.QUEUED, net=net.name, job_id=record["job_id"],
                                       note="requeued after the time limit or preemption")
         return submitit.helpers.DelayedSubmission(self, net)
+
+
+def _reap(proc: NetProcess, exited: threading.Event) -> None:
+    proc.process.wait()
+    exited.set()
 
 
 def make_executor(
@@ -117,7 +133,7 @@ def _groups(nets: list[PlannedNet], finished: set[str]) -> dict[str | None, list
 
 def submit_plan(
     plan: Plan,
-    executor: submitit.AutoExecutor,
+    executor: submitit.Executor,
     *,
     only: Sequence[str] = (),
     device: str | None = "cuda",
@@ -127,7 +143,7 @@ def submit_plan(
     report: Callable[[str], None] = print,
 ) -> dict[str, submitit.Job | str]:
     """Queue every unfinished net of `plan` (only those in `only` and what they depend on, when
-    given) on `executor`; the job of each net, or the id of the job an earlier submission
+    given) on `executor` (make_executor's SLURM one, or e.g. submitit's LocalExecutor); the job of each net, or the id of the job an earlier submission
     queued for it (kept unless `resubmit`: submitting twice must not train a net twice)."""
     nets = plan.with_dependencies(list(only)) if only else plan.nets
     nets = [n for n in plan.ordered() if n in nets]
@@ -155,15 +171,20 @@ def submit_plan(
                     netstate.write_status(net.dir, netstate.BLOCKED, net=net.name, error=reason)
                     report(f"{net.name}: blocked: {reason}")
                 continue
-            if executor.cluster == "slurm":
+            if _is_slurm(executor):
                 extra = {"dependency": f"afterok:{_id(jobs[base])}", "kill-on-invalid-dep": "yes"}
-        executor.update_parameters(name=f"grid-after-{base}" if base else "grid",
-                                   slurm_additional_parameters=extra)
+        if _is_slurm(executor):
+            executor.update_parameters(name=f"grid-after-{base}" if base else "grid",
+                                       slurm_additional_parameters=extra)
+        # Recorded as queued before submitting, and given the job id after only if the job has
+        # not started yet: a job that starts at once writes its own record first.
+        before = {net.name: netstate.write_status(net.dir, netstate.QUEUED, net=net.name) for net in group}
         submitted = executor.map_array(trainer, group)
         for net, job in zip(group, submitted):
             jobs[net.name] = job
-            netstate.write_status(net.dir, netstate.QUEUED, net=net.name, job_id=job.job_id,
-                                  folder=str(job.paths.folder), submitted=netstate.now())
+            if netstate.read_status(net.dir) == before[net.name]:
+                netstate.write_status(net.dir, netstate.QUEUED, net=net.name, job_id=job.job_id,
+                                      folder=str(job.paths.folder), submitted=netstate.now())
         after = f" after job {_id(jobs[base])}" if base else ""
         report(f"queued {len(group)} net(s){after}: {', '.join(n.name for n in group)}")
     return jobs
@@ -173,10 +194,14 @@ def _id(job: submitit.Job | str) -> str:
     return job if isinstance(job, str) else job.job_id
 
 
-def _wait_if_needed(executor: submitit.AutoExecutor, base: PlannedNet, job: submitit.Job | str) -> str | None:
+def _is_slurm(executor: submitit.Executor) -> bool:
+    return getattr(executor, "cluster", None) == "slurm"
+
+
+def _wait_if_needed(executor: submitit.Executor, base: PlannedNet, job: submitit.Job | str) -> str | None:
     """On an executor without job dependencies, wait for the base job; why its dependants
     cannot start, or None.  SLURM waits by itself (afterok)."""
-    if executor.cluster == "slurm":
+    if _is_slurm(executor):
         return None
     if isinstance(job, str):
         raise ReplicateError(
