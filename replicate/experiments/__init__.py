@@ -1,6 +1,7 @@
-"""The paper's experiment grid: the plan `generate` writes, and running it to the end.
+"""Experiments: the paper's grid as a plan of nets, their run directories, and running it.
 
-`planfile` reads `<runs>/plan.json`; `netfiles` reads what training left in a net's folder
+`plan` and `rundirs` write `<runs>/plan.json` and a folder per net (see `generate`).  The rest
+runs that plan: `planfile` reads it back; `netfiles` reads what training left in a net's folder
 (snapshots, metrics.jsonl) and `netstate` records what the grid did with it (status.json);
 `launch` starts one net's training as a subprocess; `runner` runs a whole plan on this machine,
 `slurm` submits it to a cluster through submitit, and `status` summarizes a grid in progress.

@@ -1,0 +1,114 @@
+"""The grid plan: which nets to train, in which order, each starting from which weights.
+
+`plan.json` (in the output folder) is what a grid runner reads:
+
+    {"version": 1,
+     "nets": [{"name": "transfer0A0B_1_3", "dir": "transfer0A0B_1_3", "treatment": "AnB",
+               "family": "transfer", "split": "0", "n": 3, "arch": "caffenet",
+               "solver": "solver.prototxt", "max_iter": 450000,
+               "depends_on": "half0A",
+               "weights": "../half0A/caffe_imagenet_train_iter_450000.caffemodel"}, ...]}
+
+`dir` is relative to the plan's folder; `solver` and `weights` are relative to the net's dir.
+A net whose `depends_on` is not null may start only once that net has written `weights`.
+Nets come in dependency order.  Generating into a folder that already holds a plan merges: an
+entry of the same name is replaced, others are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from replicate.errors import ReplicateError
+from replicate.templates import SolverConfig
+from replicate.treatments import TREATMENTS, NetSpec, paper_grid
+
+PLAN_FILE = "plan.json"
+PLAN_VERSION = 1
+
+
+def select(specs: Iterable[NetSpec], splits: Sequence[str] | None = None,
+           treatments: Sequence[str] | None = None,
+           ns: Sequence[int] | None = None) -> list[NetSpec]:
+    """The nets of `specs` that match every filter given.
+
+    `splits` filters only nets that have a split (random, whole and reduced have none and are
+    chosen by `treatments`); `ns` filters only nets that have an n.
+    """
+    for t in treatments or ():
+        if t not in TREATMENTS:
+            raise ReplicateError(f"unknown treatment {t!r} (known: {', '.join(TREATMENTS)})")
+    chosen = []
+    for spec in specs:
+        if treatments is not None and spec.treatment not in treatments:
+            continue
+        if splits is not None and spec.split is not None and spec.split not in splits:
+            continue
+        if ns is not None and TREATMENTS[spec.treatment].has_n and spec.n not in ns:
+            continue
+        chosen.append(spec)
+    return chosen
+
+
+def paper_plan_specs(splits: Sequence[str] | None = None, treatments: Sequence[str] | None = None,
+                     ns: Sequence[int] | None = None) -> list[NetSpec]:
+    """The paper's grid (every net the authors logged), optionally narrowed."""
+    return select(paper_grid(), splits, treatments, ns)
+
+
+def weights_path(base_name: str, base_solver: SolverConfig) -> str:
+    """The base net's final snapshot as seen from a sibling net's directory."""
+    return f"../{base_name}/{base_solver.final_caffemodel()}"
+
+
+def plan_entry(spec: NetSpec, arch: str, solver: SolverConfig, solver_file: str,
+               base_solver: SolverConfig | None) -> dict[str, Any]:
+    """One net of the plan; `base_solver` is the solver of the net it copies (None if none)."""
+    if (spec.weights_from is None) != (base_solver is None):
+        raise ValueError(f"{spec.name}: base solver given iff the net copies weights")
+    return {
+        "name": spec.name,
+        "dir": spec.name,
+        "treatment": spec.treatment,
+        "family": spec.family,
+        "split": spec.split,
+        "n": spec.n,
+        "arch": arch,
+        "solver": solver_file,
+        "max_iter": solver.max_iter,
+        "depends_on": spec.weights_from,
+        "weights": (weights_path(spec.weights_from, base_solver)
+                    if spec.weights_from is not None and base_solver is not None else None),
+    }
+
+
+def order(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Dependency order, stable otherwise: nets that copy no weights first."""
+    return sorted(entries, key=lambda e: e["depends_on"] is not None)
+
+
+def load_plan(path: Path) -> list[dict[str, Any]]:
+    """The nets of an existing plan.json; a malformed one is an error, not silently replaced."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ReplicateError(f"{path}: cannot read ({err.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReplicateError(f"{path}: not valid JSON ({err})".replace("\n", " ")) from None
+    nets = data.get("nets") if isinstance(data, dict) else None
+    if (not isinstance(data, dict) or data.get("version") != PLAN_VERSION
+            or not isinstance(nets, list)
+            or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in nets)):
+        raise ReplicateError(f"{path}: not a version {PLAN_VERSION} plan (expected "
+                             "{\"version\": 1, \"nets\": [{\"name\": ...}, ...]})")
+    return nets
+
+
+def merge(existing: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The plan holding `existing` with every net of `new` added or replaced by name."""
+    replaced = {e["name"] for e in new}
+    kept = [e for e in existing if e["name"] not in replaced]
+    return {"version": PLAN_VERSION, "nets": order(kept + list(new))}

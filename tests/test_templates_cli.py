@@ -1,0 +1,248 @@
+"""`python -m replicate generate`: options, bad input (exit 2, one line, nothing written), merging."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from replicate.cli import main
+from replicate.io.prototxt import read_net_text, read_solver_text
+from replicate.proto import caffe_pb2
+
+ROOT = Path(__file__).parent.parent
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_help_lists_every_option() -> None:
+    done = subprocess.run([sys.executable, "-m", "replicate", "generate", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    for option in ("--treatment", "--all", "--split", "--n", "--target", "--per-class",
+                   "--splits", "--treatments", "--ns", "--out", "--arch", "--num-output",
+                   "--solver-config", "--data", "--single-net", "--val-loss", "--templates",
+                   "--force"):
+        assert option in done.stdout
+
+
+def _bad_config(tmp: Path) -> list[str]:
+    path = tmp / "bad.json"
+    path.write_text('{"solver": {"max_iter": 10, "snapshot_prefix": "x", "base_lr": "fast"}}')
+    return ["--solver-config", str(path)]
+
+
+def _unknown_field(tmp: Path) -> list[str]:
+    path = tmp / "unknown.json"
+    path.write_text('{"solver": {"max_iter": 10, "snapshot_prefix": "x", "lr_warmup": 5}}')
+    return ["--solver-config", str(path)]
+
+
+def _not_json(tmp: Path) -> list[str]:
+    path = tmp / "broken.json"
+    path.write_text('{"solver": {"max_iter": 10,')
+    return ["--solver-config", str(path)]
+
+
+def _broken_template(tmp: Path) -> list[str]:
+    folder = tmp / "templates"
+    folder.mkdir()
+    (folder / "caffenet.prototxt.j2").write_text("name: {{ arch.net_name | pb }\n")
+    (folder / "solver.prototxt.j2").write_text("")
+    return ["--templates", str(folder)]
+
+
+def _template_not_prototxt(tmp: Path) -> list[str]:
+    folder = tmp / "templates"
+    folder.mkdir()
+    (folder / "caffenet.prototxt.j2").write_text("layer { name: {{ arch.net_name }} }\n")
+    (folder / "solver.prototxt.j2").write_text("")
+    return ["--templates", str(folder)]
+
+
+def _bad_arch(tmp: Path) -> list[str]:
+    arch = json.loads((ROOT / "replicate/prototxt_templates/arch/demo.json").read_text())
+    arch["conv2"]["group"] = 3  # does not divide 16 input channels
+    path = tmp / "arch.json"
+    path.write_text(json.dumps(arch))
+    return ["--arch", str(path), "--num-output", "10"]
+
+
+BAD = [
+    (["--treatment", "AnC", "--n", "3"], "unknown treatment"),
+    (["--treatment", "AnB", "--n", "8"], "n in 1..7"),
+    (["--treatment", "AnB", "--n", "0"], "n in 1..7"),
+    (["--treatment", "AnB"], "n in 1..7"),
+    (["--treatment", "AnB", "--n", "3", "--split", "4"], "split '4' does not exist"),
+    (["--treatment", "BnB", "--n", "3", "--target", "C"], "target 'C'"),
+    (["--treatment", "base", "--n", "3"], "takes no n"),
+    (["--treatment", "random", "--n", "2", "--split", "0"], "takes no split"),
+    (["--treatment", "reduced", "--per-class", "0"], "1..1300"),
+    (["--treatment", "whole", "--per-class", "5"], "no images-per-class"),
+    (["--all", "--splits", "7"], "split '7' does not exist"),
+    (["--all", "--ns", "9"], "outside 1..7"),
+    (["--all", "--treatments", "AnB,foo"], "unknown treatment 'foo'"),
+    (["--all", "--n", "3"], "with --all use"),
+    (["--treatment", "AnB", "--n", "3", "--ns", "3"], "narrow --all"),
+    (["--all", "--treatments", "random", "--splits", "0", "--ns", "1", "--arch", "demo"],
+     "needs --num-output"),
+    (["--treatment", "whole", "--num-output", "0"], "must be positive"),
+    (["--treatment", "whole", "--arch", "resnet"], "unknown architecture 'resnet'"),
+    (["--treatment", "whole", "--solver-config", "fast"], "unknown solver config 'fast'"),
+    (["--treatment", "whole", "--solver-config", "/nonexistent/s.json"], "cannot read"),
+    (_bad_config, "solver.base_lr: expected a number, got 'fast'"),
+    (_unknown_field, "not a SolverParameter field"),
+    (_not_json, "not valid JSON"),
+    (_broken_template, "caffenet.prototxt.j2:1"),
+    (_template_not_prototxt, "rendered train view"),
+    (_bad_arch, "group 3 does not divide"),
+]
+
+
+@pytest.mark.parametrize("args,reason", BAD)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], args, reason: str) -> None:
+    if callable(args):
+        args = [*args(tmp_path), "--treatment", "whole"]
+    out = tmp_path / "runs"
+    assert main(["generate", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert reason.lower() in err.lower()
+    assert not out.exists()
+
+
+def test_existing_files_are_kept_unless_forced(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["generate", "--treatment", "base", "--split", "1", "--out", str(tmp_path)]
+    assert main(args) == 0
+    before = _files(tmp_path)
+    assert main(args) == 0  # same content: nothing to refuse
+    assert _files(tmp_path) == before
+    capsys.readouterr()
+    assert main([*args, "--data", "/elsewhere"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+    assert main([*args, "--data", "/elsewhere", "--force"]) == 0
+    net = read_net_text(tmp_path / "half1B" / "train.prototxt")
+    assert net.layer[0].data_param.source == "/elsewhere/half1B_train/lmdb"
+
+
+def test_malformed_existing_plan_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "plan.json").write_text("[1, 2]")
+    assert main(["generate", "--treatment", "whole", "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "netbase").exists()
+
+
+def test_plans_merge_in_dependency_order(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--treatment", "AnB+", "--n", "5", "--target", "A",
+                 "--out", str(tmp_path)]) == 0
+    assert "starts from half0B" in capsys.readouterr().err
+    assert main(["generate", "--treatment", "base", "--out", str(tmp_path)]) == 0
+    nets = json.loads((tmp_path / "plan.json").read_text())["nets"]
+    assert [(e["name"], e["depends_on"]) for e in nets] == [
+        ("half0B", None), ("transfer-ft0B0A_1_5", "half0B")]
+    assert nets[1]["weights"] == "../half0B/caffe_imagenet_train_iter_450000.caffemodel"
+
+
+def test_default_names_follow_the_paper(tmp_path: Path) -> None:
+    cases = {
+        ("--treatment", "AnB", "--n", "3"): "transfer0A0B_1_3",
+        ("--treatment", "AnB", "--n", "3", "--target", "A"): "transfer0B0A_1_3",
+        ("--treatment", "BnB", "--n", "2"): "transfer0B0B_1_2",
+        ("--treatment", "BnB+", "--n", "2", "--target", "A"): "transfer-ft0A0A_1_2",
+        ("--treatment", "AnB", "--n", "7", "--split", "natman"): "transfernatmanAB_1_7",
+        ("--treatment", "AnB", "--n", "7", "--split", "natman", "--target", "A"):
+            "transfernatmanBA_1_7",
+        ("--treatment", "base", "--split", "natman", "--target", "A"): "halfnatmanA",
+        ("--treatment", "random", "--n", "4"): "nolearn_1_4",
+        ("--treatment", "whole"): "netbase",
+        ("--treatment", "reduced", "--per-class", "5"): "reduced-0005",
+    }
+    for args, name in cases.items():
+        assert main(["generate", *args, "--out", str(tmp_path)]) == 0
+        assert json.loads((tmp_path / name / "manifest.json").read_text())["name"] == name
+
+
+def _phase_view(net: caffe_pb2.NetParameter, phase: int) -> list[caffe_pb2.LayerParameter]:
+    kept = []
+    for layer in net.layer:
+        if all(rule.phase == phase for rule in layer.include):
+            copy = caffe_pb2.LayerParameter()
+            copy.CopyFrom(layer)
+            copy.ClearField("include")
+            kept.append(copy)
+    return kept
+
+
+def _without_learning(layers: list[caffe_pb2.LayerParameter]) -> list[caffe_pb2.LayerParameter]:
+    for layer in layers:
+        layer.ClearField("param")
+        for field in ("convolution_param", "inner_product_param"):
+            if layer.HasField(field):
+                getattr(layer, field).ClearField("weight_filler")
+                getattr(layer, field).ClearField("bias_filler")
+    return layers
+
+
+def test_single_net_is_train_and_val_by_phase(tmp_path: Path) -> None:
+    split, single = tmp_path / "split", tmp_path / "single"
+    args = ["generate", "--treatment", "AnB", "--n", "4", "--val-loss"]
+    assert main([*args, "--out", str(split)]) == 0
+    assert main([*args, "--out", str(single), "--single-net"]) == 0
+    folder = single / "transfer0A0B_1_4"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "manifest.json", "net.prototxt", "solver.prototxt"]
+    solver = read_solver_text(folder / "solver.prototxt")
+    assert solver.net == "net.prototxt" and not solver.train_net and not solver.test_net
+    net = read_net_text(folder / "net.prototxt")
+    train = read_net_text(split / "transfer0A0B_1_4" / "train.prototxt")
+    val = read_net_text(split / "transfer0A0B_1_4" / "val.prototxt")
+    assert _phase_view(net, caffe_pb2.TRAIN) == list(train.layer)
+    assert _without_learning(_phase_view(net, caffe_pb2.TEST)) == list(val.layer)
+
+
+def test_val_loss_adds_the_2014_second_output(tmp_path: Path) -> None:
+    assert main(["generate", "--treatment", "whole", "--val-loss", "--out", str(tmp_path)]) == 0
+    val = read_net_text(tmp_path / "netbase" / "val.prototxt")
+    assert [(l.type, list(l.bottom), list(l.top)) for l in val.layer[-3:]] == [
+        ("Softmax", ["fc8"], ["prob"]),
+        ("Accuracy", ["prob", "label"], ["accuracy"]),
+        ("MultinomialLogisticLoss", ["prob", "label"], ["loss"]),
+    ]
+    assert main(["generate", "--treatment", "whole", "--out", str(tmp_path / "plain")]) == 0
+    plain = read_net_text(tmp_path / "plain" / "netbase" / "val.prototxt")
+    assert [l.type for l in plain.layer[-2:]] == ["Softmax", "Accuracy"]
+
+
+def test_num_output_and_relative_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--treatment", "base", "--split", "2", "--target", "A",
+                 "--num-output", "500", "--data", "store", "--out", "runs"]) == 0
+    net = read_net_text(tmp_path / "runs" / "half2A" / "train.prototxt")
+    assert net.layer[-2].inner_product_param.num_output == 500
+    source = net.layer[0].data_param.source
+    assert source == "../../store/half2A_train/lmdb"
+    resolved = os.path.normpath(tmp_path / "runs" / "half2A" / source)
+    assert resolved == str(tmp_path / "store" / "half2A_train" / "lmdb")
+
+
+def test_demo_grid(tmp_path: Path) -> None:
+    assert main(["generate", "--all", "--arch", "demo", "--num-output", "10", "--splits", "0",
+                 "--treatments", "base,BnB,BnB+,AnB,AnB+", "--out", str(tmp_path)]) == 0
+    nets = json.loads((tmp_path / "plan.json").read_text())["nets"]
+    assert len(nets) == 2 + 7 + 14 + 7 + 7
+    assert {e["arch"] for e in nets} == {"demo"}
+    assert {e["max_iter"] for e in nets} == {300}
+    net = read_net_text(tmp_path / "transfer0A0B_1_2" / "train.prototxt")
+    assert net.layer[0].transform_param.crop_size == 32
+    assert net.layer[-2].inner_product_param.num_output == 10
+    for e in nets:
+        if e["weights"]:
+            assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_300.caffemodel"
