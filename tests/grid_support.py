@@ -30,10 +30,11 @@ def make_plan(root: Path, nets: list[tuple[str, str | None]], max_iter: int = 6,
         if fake and name in fake:
             (net_dir / "fake.json").write_text(json.dumps(fake[name]))
         weights = f"../{base}/snap/{base}_iter_{max_iter}.caffemodel" if base else None
-        entries.append({"name": name, "dir": name, "treatment": "t", "split": 0, "n": 0,
-                        "depends_on": base, "weights": weights, "max_iter": max_iter})
+        entries.append({"name": name, "dir": name, "treatment": "t", "split": "0", "n": 0,
+                        "solver": "solver.prototxt", "depends_on": base, "weights": weights,
+                        "max_iter": max_iter})
     path = root / "plan.json"
-    path.write_text(json.dumps({"nets": entries}, indent=1))
+    path.write_text(json.dumps({"version": 1, "nets": entries}, indent=1))
     return path
 
 

@@ -21,7 +21,7 @@ def test_paths_resolve_against_plan_and_net_folders(tmp_path: Path) -> None:
     assert tr.solver == tmp_path / "tr" / "solver.prototxt"
     assert tr.weights == tmp_path / "base" / "snap" / "base_iter_6.caffemodel"
     assert tr.weights == final_weights(plan.net("base"))
-    assert tr.extra == {"treatment": "t", "split": 0, "n": 0}
+    assert tr.extra == {"treatment": "t", "split": "0", "n": 0}
 
 
 def test_order_puts_bases_first_and_keeps_plan_order_otherwise(tmp_path: Path) -> None:
@@ -55,16 +55,19 @@ GOOD = {"name": "a", "dir": "a", "depends_on": None, "weights": None, "max_iter"
         ([{**GOOD, "max_iter": "10"}], "field 'max_iter' must be int"),
         ([{**GOOD, "max_iter": 0}], "max_iter must be positive"),
         ([["a"]], "nets[0]: a net must be a JSON object"),
+        ([{**GOOD, "solver": 3}], "field 'solver' must be str"),
     ],
 )
 def test_broken_plans_are_refused_with_the_reason(tmp_path: Path, nets: list, message: str) -> None:
     with pytest.raises(ReplicateError, match=re.escape(message)):
-        read_plan(_write(tmp_path, {"nets": nets}))
+        read_plan(_write(tmp_path, {"version": 1, "nets": nets}))
 
 
 def test_plan_must_be_an_object_with_nets(tmp_path: Path) -> None:
     with pytest.raises(ReplicateError, match="a plan is a JSON object with a list 'nets'"):
         read_plan(_write(tmp_path, [GOOD]))
+    with pytest.raises(ReplicateError, match="plan version 2, this grid reads version 1"):
+        read_plan(_write(tmp_path, {"version": 2, "nets": [GOOD]}))
     (tmp_path / "bad.json").write_text("{\n  nets: 1}")
     with pytest.raises(ReplicateError, match=r"bad.json:2:3: not valid JSON"):
         read_plan(tmp_path / "bad.json")

@@ -43,7 +43,7 @@ def solver_facts(net: PlannedNet) -> SolverFacts:
     if not param.HasField("snapshot_prefix"):
         prefix = net.solver.with_suffix("")
     else:
-        prefix = net.dir / param.snapshot_prefix
+        prefix = net.solver.parent / param.snapshot_prefix
         if prefix.is_dir():
             prefix = prefix / net.solver.stem
     return SolverFacts(prefix=prefix, max_iter=param.max_iter)

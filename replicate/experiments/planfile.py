@@ -16,24 +16,23 @@ from typing import Any
 
 from replicate.errors import ReplicateError
 
-SOLVER_FILE = "solver.prototxt"
+PLAN_VERSION = 1
+SOLVER_FILE = "solver.prototxt"  # a net's solver when the plan names none
 
 
 @dataclass(frozen=True)
 class PlannedNet:
     """One net of the plan.  Paths are absolute: `dir` resolved against the plan's folder,
-    `weights` (the base net's final .caffemodel) against `dir`, as the plan writes them."""
+    `solver` and `weights` (the base net's final .caffemodel) against `dir`, as the plan
+    writes them."""
 
     name: str
     dir: Path
+    solver: Path
     depends_on: str | None
     weights: Path | None
     max_iter: int
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def solver(self) -> Path:
-        return self.dir / SOLVER_FILE
 
 
 @dataclass(frozen=True)
@@ -99,14 +98,18 @@ def _planned_net(entry: Any, root: Path, where: str) -> PlannedNet:
     name = _field(entry, "name", str, where)
     where = f"{where} ({name})"
     net_dir = root / _field(entry, "dir", str, where)
+    solver = entry.get("solver", SOLVER_FILE)
+    if not isinstance(solver, str):
+        raise ReplicateError(f"{where}: field 'solver' must be str, got {solver!r}")
     weights = _field(entry, "weights", str, where, optional=True)
     max_iter = _field(entry, "max_iter", int, where)
     if max_iter <= 0:
         raise ReplicateError(f"{where}: max_iter must be positive, got {max_iter}")
-    known = {"name", "dir", "depends_on", "weights", "max_iter"}
+    known = {"name", "dir", "solver", "depends_on", "weights", "max_iter"}
     return PlannedNet(
         name=name,
         dir=Path(os.path.normpath(net_dir)),
+        solver=Path(os.path.normpath(net_dir / solver)),
         depends_on=_field(entry, "depends_on", str, where, optional=True),
         weights=Path(os.path.normpath(net_dir / weights)) if weights else None,
         max_iter=max_iter,
@@ -132,7 +135,7 @@ def _check(plan: Plan) -> None:
 
 
 def read_plan(path: str | os.PathLike[str]) -> Plan:
-    """Read and check a plan: a JSON object whose `nets` lists the nets."""
+    """Read and check a plan: `{"version": 1, "nets": [...]}` as `generate` writes it."""
     path = Path(path).absolute()
     try:
         data = json.loads(path.read_text())
@@ -142,6 +145,8 @@ def read_plan(path: str | os.PathLike[str]) -> Plan:
         raise ReplicateError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("nets"), list):
         raise ReplicateError(f"{path}: a plan is a JSON object with a list 'nets'")
+    if data.get("version") != PLAN_VERSION:
+        raise ReplicateError(f"{path}: plan version {data.get('version')!r}, this grid reads version {PLAN_VERSION}")
     nets = tuple(
         _planned_net(entry, path.parent, f"{path}: nets[{i}]") for i, entry in enumerate(data["nets"])
     )
