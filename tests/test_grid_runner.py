@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from grid_support import FAKE_TRAIN, invocations, make_plan
 
+from replicate.errors import ReplicateError
 from replicate.experiments import netstate
 from replicate.experiments.planfile import read_plan
 from replicate.experiments.runner import GridRunner
@@ -172,3 +174,21 @@ def test_ctrl_c_stops_trainers_cleanly_and_a_rerun_resumes(tmp_path: Path) -> No
         train = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         iters = [r["iter"] for r in train if r.get("kind") == "train"]
         assert iters == list(range(1, 401))  # no iteration lost or repeated
+
+
+def test_one_runner_per_plan_and_gpus_mean_cuda(tmp_path: Path) -> None:
+    plan_path = make_plan(tmp_path, [("a", None)])
+    with pytest.raises(ReplicateError, match="--gpus runs every net on a GPU, but --device is 'cpu'"):
+        GridRunner(read_plan(plan_path), gpus=["0"], device="cpu")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(30)"), str(tmp_path / ".grid-run.lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(ReplicateError, match="another `grid run` is running this plan"):
+            _run(plan_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _run(plan_path)[0] == {"a": "done"}

@@ -10,6 +10,7 @@ stops every trainer the way Caffe stops on SIGINT and records them as `stopped`.
 
 from __future__ import annotations
 
+import fcntl
 import time
 from typing import Callable, Sequence
 
@@ -19,6 +20,8 @@ from replicate.experiments.launch import TRAIN_COMMAND, NetProcess, conclude, la
 from replicate.experiments.netfiles import is_finished
 from replicate.experiments.planfile import Plan, PlannedNet
 from replicate.experiments.status import progress
+
+LOCK_FILE = ".grid-run.lock"
 
 
 class GridRunner:
@@ -110,7 +113,19 @@ class GridRunner:
         self.report(f"{self._count()} running: {', '.join(parts)}")
 
     def run(self) -> dict[str, str]:
-        """Run until every net is done, failed or blocked; the final state of each net."""
+        """Run until every net is done, failed or blocked; the final state of each net.
+
+        One runner per plan at a time (a lock file next to the plan): two would train the
+        same nets into the same folders."""
+        lock_path = self.plan.path.parent / LOCK_FILE
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ReplicateError(f"{lock_path}: another `grid run` is running this plan") from None
+            return self._run()
+
+    def _run(self) -> dict[str, str]:
         for net in self.nets:
             if is_finished(net):
                 self.states[net.name] = netstate.DONE
