@@ -65,8 +65,10 @@ class GridRunner:
         done = sum(state == netstate.DONE for state in self.states.values())
         return f"[{done}/{len(self.nets)} done]"
 
-    def _fail(self, net: PlannedNet, error: str, record: dict | None = None) -> None:
-        if record is None:
+    def _fail(self, net: PlannedNet, error: str, recorded: bool = False) -> None:
+        """Mark `net` failed (`recorded`: its status.json says so already) and block every net
+        that needs it."""
+        if not recorded:
             netstate.write_status(net.dir, netstate.FAILED, net=net.name, ended=netstate.now(), error=error)
         self.states[net.name] = netstate.FAILED
         self.report(f"{self._count()} {net.name}: failed: {error}")
@@ -100,7 +102,7 @@ class GridRunner:
     def _finish(self, proc: NetProcess) -> None:
         record = conclude(proc)
         if record["state"] == netstate.FAILED:
-            self._fail(proc.net, record["error"], record)
+            self._fail(proc.net, record["error"], recorded=True)
         else:
             self.states[proc.net.name] = record["state"]
             self.report(f"{self._count()} {proc.net.name}: {record['state']}")
@@ -108,7 +110,10 @@ class GridRunner:
     def _progress(self, running: dict[str | None, NetProcess]) -> None:
         parts = []
         for proc in running.values():
-            it = progress(proc.net)[0]
+            try:
+                it: int | str | None = progress(proc.net)[0]
+            except ReplicateError:  # a broken metrics line is for `grid status` to name
+                it = "?"
             parts.append(f"{proc.net.name} iter {'-' if it is None else it}/{proc.net.max_iter}")
         self.report(f"{self._count()} running: {', '.join(parts)}")
 
@@ -150,7 +155,7 @@ class GridRunner:
                     self._progress(running)
                     last_progress = time.monotonic()
                 time.sleep(self.poll_s)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, SIGTERM (see the CLI) or a bug: no trainer left behind
             self.report(f"stopping {len(running)} trainer(s)")
             stop(list(running.values()), self.stop_timeout_s)
             for proc in running.values():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import submitit
