@@ -192,3 +192,17 @@ def test_one_runner_per_plan_and_gpus_mean_cuda(tmp_path: Path) -> None:
         holder.kill()
         holder.wait()
     assert _run(plan_path)[0] == {"a": "done"}
+
+
+def test_a_net_still_trained_by_an_orphaned_trainer_is_not_started_twice(tmp_path: Path) -> None:
+    plan_path = make_plan(tmp_path, [("a", None), ("b", None)])
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        netstate.write_status(tmp_path / "b", "running", pid=orphan.pid)
+        with pytest.raises(ReplicateError, match=rf"still being trained by an earlier run: b \(pid {orphan.pid}\)"):
+            _run(plan_path)
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert invocations(tmp_path / "a") == []
+    assert _run(plan_path)[0] == {"a": "done", "b": "done"}  # its process gone: resumed

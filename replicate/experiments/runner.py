@@ -131,6 +131,14 @@ class GridRunner:
             return self._run()
 
     def _run(self) -> dict[str, str]:
+        alive = [
+            f"{net.name} (pid {record['pid']})"
+            for net in self.nets
+            if (record := netstate.read_status(net.dir)).get("state") == netstate.RUNNING
+            and netstate.process_alive(record)
+        ]
+        if alive:
+            raise ReplicateError(f"still being trained by an earlier run: {', '.join(alive)}; stop or await it")
         for net in self.nets:
             if is_finished(net):
                 self.states[net.name] = netstate.DONE
