@@ -206,3 +206,11 @@ def test_a_net_still_trained_by_an_orphaned_trainer_is_not_started_twice(tmp_pat
         orphan.wait()
     assert invocations(tmp_path / "a") == []
     assert _run(plan_path)[0] == {"a": "done", "b": "done"}  # its process gone: resumed
+
+
+def test_a_killed_trainer_is_reported_by_its_signal(tmp_path: Path) -> None:
+    plan_path = make_plan(tmp_path, [("a", None)])
+    suicide = [sys.executable, "-c", "import os, signal; print('Iteration 3, loss = 1'); os.kill(os.getpid(), signal.SIGKILL)"]
+    assert _run(plan_path, train_command=suicide)[0] == {"a": "failed"}
+    record = netstate.read_status(tmp_path / "a")
+    assert (record["returncode"], record["error"]) == (-9, "trainer killed by SIGKILL")

@@ -140,6 +140,8 @@ def conclude(proc: NetProcess) -> dict[str, Any]:
         return netstate.write_status(proc.net.dir, netstate.STOPPED, **record, error=None)
     if returncode == 0:
         error = "trainer exited with code 0 before max_iter (no final snapshot, no done record)"
+    elif returncode < 0:  # its last line is whatever it was doing, not why it died
+        error = f"trainer killed by {signal.Signals(-returncode).name}"
     else:
         error = last_error_line(proc.net.dir) or f"trainer exited with code {returncode}"
     return netstate.write_status(proc.net.dir, netstate.FAILED, **record, error=error)
