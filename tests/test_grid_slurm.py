@@ -5,13 +5,16 @@ failures, requeue at the time limit); for SLURM, the sbatch scripts submitit wou
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import submitit
 from grid_support import FAKE_TRAIN, invocations, make_plan
 
+from replicate.errors import ReplicateError
 from replicate.experiments import netstate
 from replicate.experiments.planfile import read_plan
 from replicate.experiments.slurm import TrainNet, make_executor, submit_plan
@@ -104,7 +107,7 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SBATCH_DIR", str(scripts))
     return scripts
 
@@ -180,3 +183,21 @@ def test_grid_submit_command(tmp_path: Path, fake_slurm: Path, capsys) -> None:
     assert _flags(fake_slurm / "1001.sh")["dependency"] == "afterok:1000"
     assert main(["grid", "status", "--plan", str(plan_path)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "2 nets: 2 queued"
+
+
+def test_sbatch_refusal_and_missing_slurm_are_one_line_errors(tmp_path: Path, fake_slurm: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = read_plan(make_plan(tmp_path, [("b", None), ("t", "b")]))
+    executor = make_executor(plan, partition="nope")
+    sbatch = Path(shutil.which("sbatch"))
+    sbatch.write_text(sbatch.read_text().replace('cp "$1"', '[ -n "$(ls "$FAKE_SBATCH_DIR")" ] && '
+                      '{ echo "sbatch: error: invalid partition specified: nope" >&2; exit 1; }\ncp "$1"'))
+    with pytest.raises(ReplicateError, match=re.escape(
+            "submitting t failed (sbatch: error: invalid partition specified: nope); "
+            "1 net(s) were queued before and stay queued")):
+        submit_plan(plan, executor, report=lambda line: None)
+    assert netstate.read_status(tmp_path / "b")["state"] == "queued"
+    assert netstate.read_status(tmp_path / "t")["state"] == "failed"
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ReplicateError, match=r"no SLURM here \(`srun` is not on PATH\)"):
+        make_executor(plan, partition="gpu")

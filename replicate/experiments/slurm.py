@@ -18,6 +18,7 @@ import threading
 from typing import Any, Callable, Sequence
 
 import submitit
+from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
@@ -106,9 +107,12 @@ def make_executor(
 ) -> submitit.AutoExecutor:
     """A SLURM executor writing each job's files under `<runs>/submitit/<job id>`; the jobs
     import this very package (PYTHONPATH), whether it is installed or not."""
-    executor = submitit.AutoExecutor(
-        folder=plan.path.parent / SUBMITIT_FOLDER / "%j", cluster="slurm", slurm_max_num_timeout=max_requeues
-    )
+    try:
+        executor = submitit.AutoExecutor(
+            folder=plan.path.parent / SUBMITIT_FOLDER / "%j", cluster="slurm", slurm_max_num_timeout=max_requeues
+        )
+    except RuntimeError:  # submitit found no `srun`
+        raise ReplicateError("no SLURM here (`srun` is not on PATH): submit from a SLURM login node") from None
     executor.update_parameters(
         timeout_min=time_min,
         gpus_per_node=gpus_per_node,
@@ -178,7 +182,15 @@ def submit_plan(
         # Recorded as queued before submitting, and given the job id after only if the job has
         # not started yet: a job that starts at once writes its own record first.
         before = {net.name: netstate.write_status(net.dir, netstate.QUEUED, net=net.name) for net in group}
-        submitted = executor.map_array(trainer, group)
+        try:
+            submitted = executor.map_array(trainer, group)
+        except (FailedJobError, FailedSubmissionError) as err:
+            for net in group:  # not queued after all
+                netstate.write_status(net.dir, netstate.FAILED, net=net.name, error=f"not submitted: {err}")
+            raise ReplicateError(
+                f"submitting {', '.join(n.name for n in group)} failed ({str(err).strip().splitlines()[-1]}); "
+                f"{len(jobs)} net(s) were queued before and stay queued"
+            ) from None
         for net, job in zip(group, submitted):
             jobs[net.name] = job
             if netstate.read_status(net.dir) == before[net.name]:
