@@ -88,6 +88,6 @@ def test_status_command_after_a_run_table_and_json(tmp_path: Path, capsys) -> No
 
 def test_broken_metrics_line_is_an_error_naming_the_line(tmp_path: Path, capsys) -> None:
     plan_path = make_plan(tmp_path, [("a", None)])
-    (tmp_path / "a" / "metrics.jsonl").write_text('{"iter": 1}\nnot json\n{"iter": 2}\n')
+    (tmp_path / "a" / "metrics.jsonl").write_text('{"iter": 1}\n{"iter": 2, "kind": "test", "outp\n{"iter": 3}\n')
     assert main(["grid", "status", "--plan", str(plan_path)]) == 2
     assert f"{tmp_path}/a/metrics.jsonl:2: not a JSON record" in capsys.readouterr().err

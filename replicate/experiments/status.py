@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from replicate.experiments import netstate
-from replicate.experiments.netfiles import is_finished, newest_solverstate, read_metrics
+from replicate.experiments.netfiles import is_finished, last_iteration, newest_solverstate, read_metrics
 from replicate.experiments.planfile import Plan, PlannedNet
 
 WAITING = "waiting"
@@ -34,15 +34,12 @@ class NetReport:
 
 def progress(net: PlannedNet, metric: str = "accuracy") -> tuple[int | None, float | None, float | None]:
     """Latest iteration, latest and best validation `metric` (test net #0) in metrics.jsonl."""
-    iteration, values = None, []
-    for record in read_metrics(net.dir):
-        if isinstance(record.get("iter"), int):
-            iteration = record["iter"]
+    values = []
+    for record in read_metrics(net.dir, frozenset({"test"})):
         outputs = record.get("outputs")
-        if record.get("kind") == "test" and record.get("net", 0) == 0 and isinstance(outputs, dict):
-            if isinstance(outputs.get(metric), (int, float)):
-                values.append(float(outputs[metric]))
-    return iteration, (values[-1] if values else None), (max(values) if values else None)
+        if record.get("net", 0) == 0 and isinstance(outputs, dict) and isinstance(outputs.get(metric), (int, float)):
+            values.append(float(outputs[metric]))
+    return last_iteration(net.dir), (values[-1] if values else None), (max(values) if values else None)
 
 
 def _own_state(net: PlannedNet, record: dict[str, Any]) -> tuple[str, str]:
