@@ -25,7 +25,7 @@ def _test(it: int, acc: float) -> dict:
 
 
 def test_every_state_with_iterations_and_accuracies(tmp_path: Path) -> None:
-    names = ["done", "run", "gone", "queued", "wait", "failed", "child", "grandchild", "half"]
+    names = ["done", "run", "gone", "queued", "wait", "failed", "child", "grandchild", "half", "early"]
     bases = {"child": "failed", "grandchild": "child"}
     plan = read_plan(make_plan(tmp_path, [(n, bases.get(n)) for n in names], max_iter=100))
     _metrics(tmp_path / "done", [_test(50, 0.4), _test(100, 0.6), {"kind": "done", "iter": 100}])
@@ -40,6 +40,7 @@ def test_every_state_with_iterations_and_accuracies(tmp_path: Path) -> None:
         netstate.write_status(tmp_path / "queued", "queued", job_id="123_4")
         netstate.write_status(tmp_path / "failed", "failed", error="RuntimeError: boom")
         (tmp_path / "half" / "snap" / "half_iter_20.solverstate").write_text("")
+        _metrics(tmp_path / "early", [{"iter": 5, "kind": "train", "lr": 0.01, "loss": 3.0}])
         reports = {r.name: r for r in collect(plan)}
     finally:
         sleeper.kill()
@@ -47,7 +48,8 @@ def test_every_state_with_iterations_and_accuracies(tmp_path: Path) -> None:
     assert [r for r in reports] == names
     states = {name: r.state for name, r in reports.items()}
     assert states == {"done": "done", "run": "running", "gone": "stopped", "queued": "queued", "wait": "waiting",
-                      "failed": "failed", "child": "blocked", "grandchild": "blocked", "half": "stopped"}
+                      "failed": "failed", "child": "blocked", "grandchild": "blocked", "half": "stopped",
+                      "early": "stopped"}
     assert (reports["done"].iter, reports["done"].accuracy, reports["done"].best) == (100, 0.6, 0.6)
     assert (reports["run"].iter, reports["run"].accuracy, reports["run"].best) == (40, 0.3, 0.5)
     assert reports["run"].note == "GPU 1"
@@ -56,13 +58,14 @@ def test_every_state_with_iterations_and_accuracies(tmp_path: Path) -> None:
     assert reports["failed"].note == "RuntimeError: boom"
     assert reports["child"].note == "base net 'failed' failed"
     assert reports["grandchild"].note == "base net 'child' blocked"
-    assert reports["half"].note == "resumable"
+    assert reports["half"].note == "resumes from half_iter_20.solverstate"
+    assert reports["early"].note == "no snapshot: restarts fresh" and reports["early"].iter == 5
     assert (reports["wait"].iter, reports["wait"].accuracy) == (None, None)
     table = format_table(list(reports.values())).splitlines()
     assert table[0].split() == ["NET", "STATE", "ITER", "ACC", "BEST", "NOTE"]
     assert table[2].split() == ["run", "running", "40/100", "0.3000", "0.5000", "GPU", "1"]
     assert table[5].split() == ["wait", "waiting", "-/100", "-", "-"]
-    assert table[-1] == "9 nets: 1 done, 1 running, 1 queued, 1 waiting, 2 stopped, 2 blocked, 1 failed"
+    assert table[-1] == "10 nets: 1 done, 1 running, 1 queued, 1 waiting, 3 stopped, 2 blocked, 1 failed"
 
 
 def test_status_command_after_a_run_table_and_json(tmp_path: Path, capsys) -> None:

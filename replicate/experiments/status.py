@@ -56,8 +56,9 @@ def _own_state(net: PlannedNet, record: dict[str, Any]) -> tuple[str, str]:
         return netstate.QUEUED, where
     if state in (netstate.FAILED, netstate.BLOCKED):
         return state, record.get("error") or ""
-    if state == netstate.STOPPED or newest_solverstate(net) is not None:
-        return netstate.STOPPED, "resumable"
+    snapshot = newest_solverstate(net)
+    if state == netstate.STOPPED or snapshot is not None or last_iteration(net.dir) is not None:
+        return netstate.STOPPED, f"resumes from {snapshot.name}" if snapshot else "no snapshot: restarts fresh"
     return WAITING, ""
 
 
