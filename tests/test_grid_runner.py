@@ -48,7 +48,7 @@ def test_dependants_start_from_their_base_final_weights_after_it(tmp_path: Path)
 
 
 def test_one_net_per_gpu_each_sees_only_its_gpu(tmp_path: Path) -> None:
-    plan = make_plan(tmp_path, [(n, None) for n in "abcd"], fake={n: {"step_s": 0.05} for n in "abcd"})
+    plan = make_plan(tmp_path, [(n, None) for n in "abcd"], fake={n: {"step_s": 0.2} for n in "abcd"})
     states, lines = _run(plan, gpus=["2", "5"], progress_s=0.0)
     assert set(states.values()) == {"done"}
     progress = r"\[[0-3]/4 done\] running: [abcd] iter (\d+|-)/6, [abcd] iter (\d+|-)/6"
@@ -59,6 +59,16 @@ def test_one_net_per_gpu_each_sees_only_its_gpu(tmp_path: Path) -> None:
     spans = sorted((run["start"], run["end"]) for run in runs)
     assert spans[1][0] < spans[0][1]  # two ran at once
     assert max(sum(s <= t < e for s, e in spans) for t, _ in spans) == 2  # never three
+
+
+def test_a_repeated_gpu_id_runs_two_nets_on_that_gpu(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path, [(n, None) for n in "abc"], fake={n: {"step_s": 0.2} for n in "abc"})
+    states, _ = _run(plan, gpus=["3", "3"])
+    assert set(states.values()) == {"done"}
+    runs = [run for n in "abc" for run in invocations(tmp_path / n)]
+    assert {run["gpu"] for run in runs} == {"3"}
+    spans = sorted((run["start"], run["end"]) for run in runs)
+    assert max(sum(s <= t < e for s, e in spans) for t, _ in spans) == 2
 
 
 def test_resume_skips_finished_resumes_stopped_starts_fresh(tmp_path: Path) -> None:

@@ -87,15 +87,15 @@ class GridRunner:
                 return net
         return None
 
-    def _start(self, net: PlannedNet, slot: str | None) -> NetProcess | None:
+    def _start(self, net: PlannedNet, gpu: str | None) -> NetProcess | None:
         self.states[net.name] = netstate.RUNNING
         try:
-            proc = launch(net, device=self.device, gpu=slot, train_command=self.train_command)
+            proc = launch(net, device=self.device, gpu=gpu, train_command=self.train_command)
         except ReplicateError as err:
             self._fail(net, str(err))
             return None
         how = f"resuming from {proc.record['resumed_from']}" if proc.record["resumed_from"] else "fresh"
-        where = f" on GPU {slot}" if slot is not None else ""
+        where = f" on GPU {gpu}" if gpu is not None else ""
         self.report(f"{self._count()} {net.name}: started{where}, {how}")
         return proc
 
@@ -107,7 +107,7 @@ class GridRunner:
             self.states[proc.net.name] = record["state"]
             self.report(f"{self._count()} {proc.net.name}: {record['state']}")
 
-    def _progress(self, running: dict[str | None, NetProcess]) -> None:
+    def _progress(self, running: dict[int, NetProcess]) -> None:
         parts = []
         for proc in running.values():
             try:
@@ -145,13 +145,13 @@ class GridRunner:
                 if netstate.read_status(net.dir).get("state") != netstate.DONE:
                     netstate.write_status(net.dir, netstate.DONE, net=net.name, ended=netstate.now())
         self.report(f"{self._count()} {len(self.nets) - len(self.states)} nets to train")
-        running: dict[str | None, NetProcess] = {}
+        running: dict[int, NetProcess] = {}
         last_progress = time.monotonic()
         try:
             while True:
-                for slot in self.slots:
+                for slot, gpu in enumerate(self.slots):
                     while slot not in running and (net := self._next_ready()) is not None:
-                        if (proc := self._start(net, slot)) is not None:
+                        if (proc := self._start(net, gpu)) is not None:
                             running[slot] = proc
                 for slot, proc in list(running.items()):
                     if proc.process.poll() is not None:

@@ -22,7 +22,7 @@ from replicate.experiments.runner import GridRunner
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", required=True, help="plan.json written by `generate`")
-    parser.add_argument("--gpus", help="comma-separated GPU ids to run on, one net per GPU (e.g. 0,1,2,3)")
+    parser.add_argument("--gpus", help="comma-separated GPU ids, one net on each at a time (e.g. 0,1,2,3; repeat an id to run two nets on it)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="device when --gpus is not given")
     parser.add_argument("--only", nargs="+", metavar="NAME", default=[],
                         help="run only these nets (and the base nets they need)")
