@@ -111,7 +111,8 @@ def _named_file(name_or_path: str, directory: Path, what: str) -> tuple[str, Pat
     return name_or_path, path
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file; unreadable or malformed is a one-line ReplicateError."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
@@ -135,7 +136,7 @@ def _check_kind(where: str, value: Any, kind: str) -> None:
 def load_arch(name_or_path: str) -> Arch:
     """Read and check an architecture: every part present, every field of the right kind."""
     name, path = _named_file(name_or_path, ARCH_DIR, "architecture")
-    data = _read_json(path)
+    data = read_json(path)
     data.pop("doc", None)
     if not isinstance(data.get("net_name"), str):
         raise ReplicateError(f"{path}: net_name must be a string")
@@ -240,7 +241,7 @@ def load_solver_config(name_or_path: str) -> SolverConfig:
     dependent nets name the base net's final snapshot, which must therefore exist.
     """
     name, path = _named_file(name_or_path, SOLVER_CONFIG_DIR, "solver config")
-    solver = _read_json(path).get("solver")
+    solver = read_json(path).get("solver")
     if not isinstance(solver, dict):
         raise ReplicateError(f"{path}: expected a \"solver\" object of SolverParameter fields")
     by_name = caffe_pb2.SolverParameter.DESCRIPTOR.fields_by_name

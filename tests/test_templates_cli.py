@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,20 +50,14 @@ def _not_json(tmp: Path) -> list[str]:
     return ["--solver-config", str(path)]
 
 
-def _broken_template(tmp: Path) -> list[str]:
-    folder = tmp / "templates"
-    folder.mkdir()
-    (folder / "caffenet.prototxt.j2").write_text("name: {{ arch.net_name | pb }\n")
-    (folder / "solver.prototxt.j2").write_text("")
-    return ["--templates", str(folder)]
-
-
-def _template_not_prototxt(tmp: Path) -> list[str]:
-    folder = tmp / "templates"
-    folder.mkdir()
-    (folder / "caffenet.prototxt.j2").write_text("layer { name: {{ arch.net_name }} }\n")
-    (folder / "solver.prototxt.j2").write_text("")
-    return ["--templates", str(folder)]
+def _templates(net_template: str) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        folder = tmp / "templates"
+        folder.mkdir()
+        (folder / "caffenet.prototxt.j2").write_text(net_template)
+        (folder / "solver.prototxt.j2").write_text("")
+        return ["--templates", str(folder)]
+    return make
 
 
 def _bad_arch(tmp: Path) -> list[str]:
@@ -98,9 +93,10 @@ BAD = [
     (_bad_config, "solver.base_lr: expected a number, got 'fast'"),
     (_unknown_field, "not a SolverParameter field"),
     (_not_json, "not valid JSON"),
-    (_broken_template, "caffenet.prototxt.j2:1"),
-    (_template_not_prototxt, "rendered train view"),
+    (_templates("name: {{ arch.net_name | pb }\n"), "caffenet.prototxt.j2:1"),
+    (_templates("layer { name: {{ arch.net_name }} }\n"), "rendered train view"),
     (_bad_arch, "group 3 does not divide"),
+    (["--treatment", "whole", "--templates", "/nonexistent/templates"], "directory not found"),
 ]
 
 
@@ -239,10 +235,18 @@ def test_demo_grid(tmp_path: Path) -> None:
     nets = json.loads((tmp_path / "plan.json").read_text())["nets"]
     assert len(nets) == 2 + 7 + 14 + 7 + 7
     assert {e["arch"] for e in nets} == {"demo"}
-    assert {e["max_iter"] for e in nets} == {300}
+    assert {e["max_iter"] for e in nets} == {1000}
     net = read_net_text(tmp_path / "transfer0A0B_1_2" / "train.prototxt")
     assert net.layer[0].transform_param.crop_size == 32
     assert net.layer[-2].inner_product_param.num_output == 10
     for e in nets:
         if e["weights"]:
-            assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_300.caffemodel"
+            assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_1000.caffemodel"
+
+
+def test_odd_data_paths_survive_quoting(tmp_path: Path) -> None:
+    root = '/data/we"ird \\ dir/ü'
+    assert main(["generate", "--treatment", "whole", "--data", root, "--out", str(tmp_path)]) == 0
+    net = read_net_text(tmp_path / "netbase" / "train.prototxt")
+    assert net.layer[0].data_param.source == f"{root}/whole_train/lmdb"
+    assert net.layer[0].transform_param.mean_file == f"{root}/whole_train/mean.binaryproto"

@@ -4,12 +4,16 @@
 
     {"version": 1,
      "nets": [{"name": "transfer0A0B_1_3", "dir": "transfer0A0B_1_3", "treatment": "AnB",
-               "family": "transfer", "split": "0", "n": 3, "arch": "caffenet",
+               "family": "transfer", "split": "0", "n": 3,
+               "datasets": {"train": "half0B_train", "val": "half0B_valid",
+                            "mean": "half0A_train"},
+               "arch": "caffenet",
                "solver": "solver.prototxt", "max_iter": 450000,
                "depends_on": "half0A",
                "weights": "../half0A/caffe_imagenet_train_iter_450000.caffemodel"}, ...]}
 
-`dir` is relative to the plan's folder; `solver` and `weights` are relative to the net's dir.
+`datasets` are data store sets (`<data>/<set>/lmdb`, `<data>/<set>/mean.binaryproto`); `dir`
+is relative to the plan's folder; `solver` and `weights` are relative to the net's dir.
 A net whose `depends_on` is not null may start only once that net has written `weights`.
 Nets come in dependency order.  Generating into a folder that already holds a plan merges: an
 entry of the same name is replaced, others are kept.
@@ -17,13 +21,12 @@ entry of the same name is replaced, others are kept.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from replicate.errors import ReplicateError
-from replicate.templates import SolverConfig
+from replicate.templates import SolverConfig, read_json
 from replicate.treatments import TREATMENTS, NetSpec, paper_grid
 
 PLAN_FILE = "plan.json"
@@ -76,6 +79,7 @@ def plan_entry(spec: NetSpec, arch: str, solver: SolverConfig, solver_file: str,
         "family": spec.family,
         "split": spec.split,
         "n": spec.n,
+        "datasets": {"train": spec.train_set, "val": spec.val_set, "mean": spec.mean_set},
         "arch": arch,
         "solver": solver_file,
         "max_iter": solver.max_iter,
@@ -92,14 +96,9 @@ def order(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def load_plan(path: Path) -> list[dict[str, Any]]:
     """The nets of an existing plan.json; a malformed one is an error, not silently replaced."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ReplicateError(f"{path}: cannot read ({err.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ReplicateError(f"{path}: not valid JSON ({err})".replace("\n", " ")) from None
-    nets = data.get("nets") if isinstance(data, dict) else None
-    if (not isinstance(data, dict) or data.get("version") != PLAN_VERSION
+    data = read_json(path)
+    nets = data.get("nets")
+    if (data.get("version") != PLAN_VERSION
             or not isinstance(nets, list)
             or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in nets)):
         raise ReplicateError(f"{path}: not a version {PLAN_VERSION} plan (expected "
