@@ -1,0 +1,1 @@
+"""Run the paper's experiment grid: locally, on SLURM, and watch its status."""

@@ -1,0 +1,148 @@
+"""Start one net's training as a subprocess and record how it ended.
+
+This is the grid's whole contact with training: the `train` command line (`solver.prototxt
+[--weights W | --snapshot S] [--device D]`, run in the net's folder) and the files it leaves.
+The command is a parameter (`train_command`) so that any program keeping that contract can be
+driven, e.g. a stand-in trainer in tests; it defaults to this package's own `train`.  How to
+start is decided from disk every time (newest solver state, else the base net's weights, else
+fresh), which is what makes a stopped grid resumable and a requeued job safe to repeat.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Sequence
+
+import replicate
+from replicate.errors import ReplicateError
+from replicate.experiments import netstate
+from replicate.experiments.netfiles import is_finished, newest_solverstate
+from replicate.experiments.planfile import PlannedNet
+
+TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "replicate", "train")
+OUTPUT_FILE = "train.out"  # the trainer's stdout and stderr, every attempt appended
+PACKAGE_ROOT = str(Path(replicate.__file__).resolve().parent.parent)
+
+
+def train_argv(net: PlannedNet, device: str | None, train_command: Sequence[str]) -> tuple[list[str], Path | None]:
+    """The command that continues `net` from where it stands on disk, and the solver state it
+    resumes from (None: started fresh, from the base net's weights when it has a base)."""
+    argv = [*train_command, str(net.solver)]
+    snapshot = newest_solverstate(net)
+    if snapshot is not None:
+        argv += ["--snapshot", str(snapshot)]
+    elif net.weights is not None:
+        if not net.weights.is_file():
+            raise ReplicateError(
+                f"net {net.name!r}: starting weights {net.weights} not found "
+                f"(the final snapshot of base net {net.depends_on!r})"
+            )
+        argv += ["--weights", str(net.weights)]
+    if device:
+        argv += ["--device", device]
+    return argv, snapshot
+
+
+def _child_env(gpu: str | None) -> dict[str, str]:
+    """Run with this very package importable (the net's folder is the working directory) and,
+    on a multi-GPU machine, with the one GPU the net was given."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+def last_error_line(net_dir: Path) -> str | None:
+    """The last non-empty line the trainer printed: its error message when it failed."""
+    try:
+        with open(net_dir / OUTPUT_FILE, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+            tail = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+@dataclass
+class NetProcess:
+    """A running trainer, with what its status record must keep."""
+
+    net: PlannedNet
+    process: subprocess.Popen[bytes]
+    record: dict[str, Any]
+    output: IO[bytes]
+    stop_requested: bool = field(default=False)
+
+
+def launch(
+    net: PlannedNet,
+    *,
+    device: str | None = None,
+    gpu: str | None = None,
+    train_command: Sequence[str] = TRAIN_COMMAND,
+    job_id: str | None = None,
+) -> NetProcess:
+    """Start the trainer for `net` (in its own session, so a Ctrl-C reaches it only through
+    the grid, which then stops it in order) and mark the net running."""
+    argv, snapshot = train_argv(net, device, train_command)
+    output = open(net.dir / OUTPUT_FILE, "ab")
+    output.write(f"==== {netstate.now()} {' '.join(argv)}\n".encode())
+    output.flush()
+    try:
+        process = subprocess.Popen(
+            argv, cwd=net.dir, env=_child_env(gpu), stdout=output, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    except OSError as err:
+        output.close()
+        raise ReplicateError(f"net {net.name!r}: cannot start {argv[0]} ({err.strerror})") from None
+    record = {
+        "net": net.name, "pid": process.pid, "started": netstate.now(), "command": argv,
+        "resumed_from": str(snapshot) if snapshot else None, "gpu": gpu, "job_id": job_id,
+    }
+    netstate.write_status(net.dir, netstate.RUNNING, **record)
+    return NetProcess(net=net, process=process, record=record, output=output)
+
+
+def stop(procs: Sequence[NetProcess], timeout: float) -> None:
+    """Ask every trainer to stop as Caffe does on SIGINT (snapshot, then exit), all at once so
+    they snapshot in parallel; kill those still running `timeout` seconds later.  One signal
+    each: a second SIGINT could break off the snapshot being written."""
+    for proc in procs:
+        proc.stop_requested = True
+        if proc.process.poll() is None:
+            proc.process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.process.kill()
+            proc.process.wait()
+
+
+def conclude(proc: NetProcess) -> dict[str, Any]:
+    """Record how the exited trainer left the net: done, stopped (by us, resumable) or failed."""
+    returncode = proc.process.wait()
+    proc.output.close()
+    record = {**proc.record, "pid": None, "ended": netstate.now(), "returncode": returncode}
+    if is_finished(proc.net):
+        return netstate.write_status(proc.net.dir, netstate.DONE, **record, error=None)
+    if proc.stop_requested:
+        return netstate.write_status(proc.net.dir, netstate.STOPPED, **record, error=None)
+    if returncode == 0:
+        error = "trainer exited with code 0 before max_iter (no final snapshot, no done record)"
+    elif returncode < 0:  # its last line is whatever it was doing, not why it died
+        error = f"trainer killed by {signal.Signals(-returncode).name}"
+    else:
+        error = last_error_line(proc.net.dir) or f"trainer exited with code {returncode}"
+    return netstate.write_status(proc.net.dir, netstate.FAILED, **record, error=error)
+

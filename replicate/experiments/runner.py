@@ -1,0 +1,172 @@
+"""Run a plan on this machine: one net per GPU at a time, or one after another on the CPU.
+
+Base nets go first (their dependants wait for their final weights); nets with no base (netbase,
+reduced, nolearn) fill the free slots in plan order.  Everything is decided from the net
+folders, so running the same plan again continues it: finished nets are skipped, stopped or
+crashed ones resume from their newest solver state, the rest start fresh.  A net whose base
+failed is marked `blocked` with the reason, never left silently undone.  Ctrl-C (or SIGTERM)
+stops every trainer the way Caffe stops on SIGINT and records them as `stopped`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from typing import Callable, Sequence
+
+from replicate.errors import ReplicateError
+from replicate.experiments import netstate
+from replicate.experiments.launch import TRAIN_COMMAND, NetProcess, conclude, launch, stop
+from replicate.experiments.netfiles import is_finished
+from replicate.experiments.planfile import Plan, PlannedNet
+from replicate.experiments.status import progress
+
+LOCK_FILE = ".grid-run.lock"
+
+
+class GridRunner:
+    """Runs the nets of `plan` (only those in `only` and what they depend on, when given).
+
+    `gpus` lists GPU ids (one net per GPU, each trainer seeing only its own through
+    CUDA_VISIBLE_DEVICES, `--device cuda`); without GPUs one net runs at a time on `device`.
+    `train_command` is the trainer's command line before its arguments (see
+    replicate.experiments.launch).  `report` receives one line per event and a progress line
+    every `progress_s` seconds."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        only: Sequence[str] = (),
+        device: str | None = None,
+        gpus: Sequence[str] = (),
+        train_command: Sequence[str] = TRAIN_COMMAND,
+        report: Callable[[str], None] = print,
+        poll_s: float = 0.5,
+        progress_s: float = 60.0,
+        stop_timeout_s: float = 120.0,
+    ) -> None:
+        if gpus and device not in (None, "cuda"):
+            raise ReplicateError(f"--gpus runs every net on a GPU, but --device is {device!r}")
+        self.plan = plan
+        order = plan.ordered()
+        wanted = {n.name for n in plan.with_dependencies(list(only))} if only else None
+        self.nets = [n for n in order if wanted is None or n.name in wanted]
+        self.device = "cuda" if gpus else device
+        self.slots: list[str | None] = list(gpus) if gpus else [None]
+        self.train_command = list(train_command)
+        self.report = report
+        self.poll_s = poll_s
+        self.progress_s = progress_s
+        self.stop_timeout_s = stop_timeout_s
+        self.states: dict[str, str] = {}
+
+    def _count(self) -> str:
+        done = sum(state == netstate.DONE for state in self.states.values())
+        return f"[{done}/{len(self.nets)} done]"
+
+    def _fail(self, net: PlannedNet, error: str, recorded: bool = False) -> None:
+        """Mark `net` failed (`recorded`: its status.json says so already) and block every net
+        that needs it."""
+        if not recorded:
+            netstate.write_status(net.dir, netstate.FAILED, net=net.name, ended=netstate.now(), error=error)
+        self.states[net.name] = netstate.FAILED
+        self.report(f"{self._count()} {net.name}: failed: {error}")
+        for dependant in self.plan.dependants(net.name):
+            if dependant in self.nets and dependant.name not in self.states:
+                reason = f"base net {net.name!r} failed: {error}"
+                netstate.write_status(dependant.dir, netstate.BLOCKED, net=dependant.name, error=reason)
+                self.states[dependant.name] = netstate.BLOCKED
+                self.report(f"{self._count()} {dependant.name}: blocked: {reason}")
+
+    def _next_ready(self) -> PlannedNet | None:
+        for net in self.nets:
+            if net.name in self.states:
+                continue
+            if net.depends_on is None or self.states.get(net.depends_on) == netstate.DONE:
+                return net
+        return None
+
+    def _start(self, net: PlannedNet, gpu: str | None) -> NetProcess | None:
+        self.states[net.name] = netstate.RUNNING
+        try:
+            proc = launch(net, device=self.device, gpu=gpu, train_command=self.train_command)
+        except ReplicateError as err:
+            self._fail(net, str(err))
+            return None
+        how = f"resuming from {proc.record['resumed_from']}" if proc.record["resumed_from"] else "fresh"
+        where = f" on GPU {gpu}" if gpu is not None else ""
+        self.report(f"{self._count()} {net.name}: started{where}, {how}")
+        return proc
+
+    def _finish(self, proc: NetProcess) -> None:
+        record = conclude(proc)
+        if record["state"] == netstate.FAILED:
+            self._fail(proc.net, record["error"], recorded=True)
+        else:
+            self.states[proc.net.name] = record["state"]
+            self.report(f"{self._count()} {proc.net.name}: {record['state']}")
+
+    def _progress(self, running: dict[int, NetProcess]) -> None:
+        parts = []
+        for proc in running.values():
+            try:
+                it: int | str | None = progress(proc.net)[0]
+            except ReplicateError:  # a broken metrics line is for `grid status` to name
+                it = "?"
+            parts.append(f"{proc.net.name} iter {'-' if it is None else it}/{proc.net.max_iter}")
+        self.report(f"{self._count()} running: {', '.join(parts)}")
+
+    def run(self) -> dict[str, str]:
+        """Run until every net is done, failed or blocked; the final state of each net.
+
+        One runner per plan at a time (a lock file next to the plan): two would train the
+        same nets into the same folders."""
+        lock_path = self.plan.path.parent / LOCK_FILE
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ReplicateError(f"{lock_path}: another `grid run` is running this plan") from None
+            return self._run()
+
+    def _run(self) -> dict[str, str]:
+        alive = [
+            f"{net.name} (pid {record['pid']})"
+            for net in self.nets
+            if (record := netstate.read_status(net.dir)).get("state") == netstate.RUNNING
+            and netstate.process_alive(record)
+        ]
+        if alive:
+            raise ReplicateError(f"still being trained by an earlier run: {', '.join(alive)}; stop or await it")
+        for net in self.nets:
+            if is_finished(net):
+                self.states[net.name] = netstate.DONE
+                if netstate.read_status(net.dir).get("state") != netstate.DONE:
+                    netstate.write_status(net.dir, netstate.DONE, net=net.name, ended=netstate.now())
+        self.report(f"{self._count()} {len(self.nets) - len(self.states)} nets to train")
+        running: dict[int, NetProcess] = {}
+        last_progress = time.monotonic()
+        try:
+            while True:
+                for slot, gpu in enumerate(self.slots):
+                    while slot not in running and (net := self._next_ready()) is not None:
+                        if (proc := self._start(net, gpu)) is not None:
+                            running[slot] = proc
+                for slot, proc in list(running.items()):
+                    if proc.process.poll() is not None:
+                        del running[slot]
+                        self._finish(proc)
+                if not running and self._next_ready() is None:
+                    break
+                if time.monotonic() - last_progress >= self.progress_s:
+                    self._progress(running)
+                    last_progress = time.monotonic()
+                time.sleep(self.poll_s)
+        except BaseException:  # Ctrl-C, SIGTERM (see the CLI) or a bug: no trainer left behind
+            self.report(f"stopping {len(running)} trainer(s)")
+            stop(list(running.values()), self.stop_timeout_s)
+            for proc in running.values():
+                self._finish(proc)
+            raise
+        return {net.name: self.states[net.name] for net in self.nets}

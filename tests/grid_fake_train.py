@@ -1,0 +1,83 @@
+"""A stand-in trainer that keeps the `train` contract, for testing the grid without the solver.
+
+`grid_fake_train.py solver.prototxt [--weights W] [--snapshot S] [--device D]`, run in the net's
+folder, writes what `python -m replicate train` writes: train.log, metrics.jsonl ending with
+`{"kind": "done"}` and `<prefix>_iter_N.caffemodel/.solverstate` every `snapshot` iterations and
+at max_iter.  On SIGINT it snapshots and exits 0, as Caffe does.  `fake.json` in the folder may
+ask for {"fail_at": N} (exit 1 with an error at iteration N) or {"step_s": seconds}; every run
+appends its arguments, GPU and times to invocations.jsonl.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from datetime import datetime
+
+
+def setting(text: str, key: str, default=None):
+    match = re.search(rf"^\s*{key}\s*:\s*\"?([^\"\n]+)\"?\s*$", text, re.M)
+    return match.group(1) if match else default
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("solver")
+    parser.add_argument("--weights")
+    parser.add_argument("--snapshot")
+    parser.add_argument("--device")
+    args = parser.parse_args()
+    text = open(args.solver).read()
+    max_iter = int(setting(text, "max_iter"))
+    every = int(setting(text, "snapshot", "0"))
+    prefix = os.path.join(os.path.dirname(os.path.abspath(args.solver)), setting(text, "snapshot_prefix"))
+    config = json.load(open("fake.json")) if os.path.exists("fake.json") else {}
+    started = time.time()
+    with open("invocations.jsonl", "a") as f:
+        f.write(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "start": started,
+                            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\n")
+    if args.weights and not os.path.exists(args.weights):
+        print(f"error: {args.weights}: cannot read", file=sys.stderr)
+        return 2
+    it = int(re.search(r"_iter_(\d+)\.solverstate$", args.snapshot).group(1)) if args.snapshot else 0
+    log = open("train.log", "a")
+    metrics = open("metrics.jsonl", "a")
+
+    def snap(n: int) -> None:
+        for ext in (".caffemodel", ".solverstate"):
+            with open(f"{prefix}_iter_{n}{ext}", "w") as f:
+                f.write(f"iter {n}\n")
+
+    def record(obj: dict) -> None:
+        metrics.write(json.dumps(obj) + "\n")
+        metrics.flush()
+
+    try:
+        while it < max_iter:
+            time.sleep(config.get("step_s", 0.0))
+            if it == config.get("fail_at"):
+                print(f"RuntimeError: fake failure at iteration {it}", file=sys.stderr)
+                return 1
+            it += 1
+            stamp = datetime.now().strftime("%m%d %H:%M:%S.%f")
+            log.write(f"I{stamp} {os.getpid()} solver.cpp:218] Iteration {it}, loss = {1.0 / it}\n")
+            log.flush()
+            record({"iter": it, "kind": "train", "lr": 0.01, "loss": 1.0 / it})
+            record({"iter": it, "kind": "test", "net": 0, "outputs": {"accuracy": it / (2 * max_iter), "loss": 1.0}})
+            if every and it % every == 0 and it < max_iter:
+                snap(it)
+    except KeyboardInterrupt:
+        snap(it)
+        print("Optimization stopped early.", file=sys.stderr)
+        return 0
+    snap(max_iter)
+    record({"kind": "done", "iter": max_iter})
+    with open("invocations.jsonl", "a") as f:
+        f.write(json.dumps({"end": time.time()}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

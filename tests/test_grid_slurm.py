@@ -1,0 +1,204 @@
+"""Submission through submitit: its local executor runs the jobs for real (dependencies,
+failures, requeue at the time limit); for SLURM, the sbatch scripts submitit would hand to
+`sbatch` are checked, with stand-ins for `sbatch`/`srun` since no cluster is here."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import submitit
+from grid_support import FAKE_TRAIN, invocations, make_plan
+
+from replicate.errors import ReplicateError
+from replicate.experiments import netstate
+from replicate.experiments.planfile import read_plan
+from replicate.experiments.slurm import TrainNet, make_executor, submit_plan
+
+
+def _local(tmp_path: Path) -> submitit.AutoExecutor:
+    """submitit's local executor, one folder per job like make_executor's."""
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit" / "%j", cluster="local")
+    executor.update_parameters(timeout_min=1)
+    return executor
+
+
+def _results(jobs: dict) -> dict[str, object]:
+    out = {}
+    for name, job in jobs.items():
+        try:
+            out[name] = job.result()
+        except Exception as err:  # a failed job hands back the trainer's error
+            out[name] = f"error: {str(err).strip().splitlines()[0]}"
+    return out
+
+
+def test_local_jobs_run_dependants_after_their_base_and_block_on_failure(tmp_path: Path) -> None:
+    plan = read_plan(make_plan(tmp_path, [("t", "b"), ("b", None), ("bad", None), ("tbad", "bad"), ("ttbad", "tbad")],
+                               fake={"bad": {"fail_at": 1}}))
+    lines: list[str] = []
+    jobs = submit_plan(plan, _local(tmp_path), device="cpu", train_command=FAKE_TRAIN, report=lines.append)
+    assert set(jobs) == {"b", "bad", "t"}
+    assert _results(jobs) == {"b": "done", "t": "done", "bad": "error: Job (task=0) failed during processing with trace:"}
+    [b], [t] = invocations(tmp_path / "b"), invocations(tmp_path / "t")
+    assert b["end"] <= t["start"]
+    assert t["argv"][1:] == ["--weights", str(tmp_path / "b" / "snap" / "b_iter_6.caffemodel"), "--device", "cpu"]
+    for name in ("b", "t"):
+        record = netstate.read_status(tmp_path / name)
+        assert record["state"] == "done" and record["job_id"] == jobs[name].job_id
+        assert (tmp_path / "submitit" / jobs[name].job_id).is_dir()  # one folder per job
+    reason = "base net 'bad' failed: RuntimeError: fake failure at iteration 1"
+    tbad = netstate.read_status(tmp_path / "tbad")
+    assert (tbad["state"], tbad["error"]) == ("blocked", reason)
+    assert netstate.read_status(tmp_path / "ttbad")["error"] == reason
+    assert f"tbad: blocked: {reason}" in lines and f"ttbad: blocked: {reason}" in lines
+    assert invocations(tmp_path / "tbad") == []
+
+
+def test_job_requeued_at_time_limit_resumes_from_newest_snapshot(tmp_path: Path) -> None:
+    """The job is signalled 4 s into each attempt; checkpoint() stops the trainer (which
+    snapshots where it is) and requeues the call, which continues with --snapshot."""
+    plan = read_plan(make_plan(tmp_path, [("a", None)], max_iter=12, snapshot=100, fake={"a": {"step_s": 0.5}}))
+    executor = submitit.LocalExecutor(tmp_path / "submitit" / "%j", max_num_timeout=8)
+    executor.update_parameters(timeout_min=8 / 60, signal_delay_s=4)
+    jobs = submit_plan(plan, executor, device="cpu", train_command=FAKE_TRAIN, report=lambda line: None)
+    assert jobs["a"].result() == "done"
+    runs = invocations(tmp_path / "a")
+    assert len(runs) >= 2
+    train = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    iters = [r["iter"] for r in train if r.get("kind") == "train"]
+    assert iters == list(range(1, 13))  # each attempt continues where the last one stopped
+    assert runs[0]["argv"][1:] == ["--device", "cpu"]
+    for run in runs[1:]:
+        snapshot = run["argv"][2]
+        assert run["argv"][1] == "--snapshot"
+        stopped_at = int(re.search(r"_iter_(\d+)\.solverstate$", snapshot).group(1))
+        assert snapshot == str(tmp_path / "a" / "snap" / f"a_iter_{stopped_at}.solverstate")
+        assert 0 <= stopped_at < 12
+    assert "Caught signal SIGUSR2" in jobs["a"].stderr() and "Requeued job" in jobs["a"].stdout()
+    assert netstate.read_status(tmp_path / "a")["state"] == "done"
+
+
+def test_train_net_is_safe_to_repeat(tmp_path: Path) -> None:
+    net = read_plan(make_plan(tmp_path, [("a", None)])).net("a")
+    train = TrainNet(device=None, train_command=FAKE_TRAIN)
+    assert train(net) == "done"
+    assert train(net) == "done"  # finished: nothing is run again
+    assert len(invocations(tmp_path / "a")) == 1
+    other = read_plan(make_plan(tmp_path / "x", [("f", None)], fake={"f": {"fail_at": 0}})).net("f")
+    with pytest.raises(Exception, match="net 'f' failed: RuntimeError: fake failure at iteration 0"):
+        train(other)
+
+
+@pytest.fixture
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`sbatch` that keeps each script it is given and answers like SLURM; an `srun` to be found."""
+    scripts = tmp_path / "sbatch"
+    scripts.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        '#!/bin/sh\nn=$(( $(ls "$FAKE_SBATCH_DIR" | wc -l) + 1000 ))\n'
+        'cp "$1" "$FAKE_SBATCH_DIR/$n.sh"\necho "Submitted batch job $n"\n'
+    )
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SBATCH_DIR", str(scripts))
+    return scripts
+
+
+def _flags(script: Path) -> dict[str, str]:
+    return dict(re.findall(r"^#SBATCH --([\w-]+)=?(.*)$", script.read_text(), re.M))
+
+
+def test_slurm_arrays_with_afterok_on_the_base_job(tmp_path: Path, fake_slurm: Path) -> None:
+    plan = read_plan(make_plan(tmp_path, [("t1", "b"), ("b", None), ("c", None), ("t2", "b"), ("t3", "t1"), ("d", None)]))
+    (tmp_path / "d" / "snap" / "d_iter_6.caffemodel").write_text("")  # finished: not submitted
+    executor = make_executor(plan, partition="gpu", time_min=4320, gpus_per_node=1, array_parallelism=2,
+                             cpus_per_task=8)
+    lines: list[str] = []
+    jobs = submit_plan(plan, executor, report=lines.append)
+    assert {name: job.job_id for name, job in jobs.items()} == {
+        "b": "1000_0", "c": "1000_1", "t1": "1001_0", "t2": "1001_1", "t3": "1002"}
+    assert lines == ["queued 2 net(s): b, c", "queued 2 net(s) after job 1000_0: t1, t2",
+                     "queued 1 net(s) after job 1001_0: t3"]
+    first, second, third = (_flags(fake_slurm / f"{n}.sh") for n in (1000, 1001, 1002))
+    common = {"partition": "gpu", "time": "4320", "gpus-per-node": "1", "cpus-per-task": "8",
+              "signal": "USR2@120", "nodes": "1"}
+    for flags in (first, second, third):
+        assert flags.items() >= common.items()
+    assert first["array"] == "0-1%2" and "dependency" not in first and first["job-name"] == "grid"
+    assert second["array"] == "0-1%2" and second["dependency"] == "afterok:1000_0"
+    assert second["kill-on-invalid-dep"] == "yes" and second["job-name"] == "grid-after-b"
+    assert "array" not in third and third["dependency"] == "afterok:1001_0"
+    script = (fake_slurm / "1000.sh").read_text()
+    root = Path(__file__).resolve().parent.parent
+    assert f"export PYTHONPATH={root}" in script  # jobs import this very package
+    assert f"-m submitit.core._submit {tmp_path}/submitit/%j" in script
+    # One picklable callable per job, in the job's own folder, resuming by itself.
+    submitted = submitit.helpers.DelayedSubmission.load(tmp_path / "submitit" / "1001_1" / "1001_1_submitted.pkl")
+    assert isinstance(submitted.function, TrainNet) and submitted.args == (plan.net("t2"),)
+    assert submitted.function.device == "cuda"
+    record = netstate.read_status(tmp_path / "t3")
+    assert (record["state"], record["job_id"], record["folder"]) == ("queued", "1002", str(tmp_path / "submitit" / "1002"))
+
+    # Submitting again queues nothing twice; --resubmit queues anew, after the new base job.
+    lines.clear()
+    again = submit_plan(plan, executor, report=lines.append)
+    assert again == {"b": "1000_0", "c": "1000_1", "t1": "1001_0", "t2": "1001_1", "t3": "1002"}
+    assert len(list(fake_slurm.iterdir())) == 3
+    assert lines[0] == "b: already queued as job 1000_0 (--resubmit if that job is gone)"
+    netstate.write_status(tmp_path / "b", "failed", error="x")  # a gone base job is resubmitted
+    submit_plan(plan, executor, report=lambda line: None)
+    assert _flags(fake_slurm / "1003.sh").get("array") is None
+    resubmitted = submit_plan(plan, executor, resubmit=True, report=lambda line: None)
+    assert resubmitted["t1"].job_id == "1005_0"
+    assert _flags(fake_slurm / "1005.sh")["dependency"] == "afterok:1004_0"
+
+
+def test_dependants_of_a_base_queued_earlier_wait_for_that_job(tmp_path: Path, fake_slurm: Path) -> None:
+    plan = read_plan(make_plan(tmp_path, [("b", None), ("t", "b")]))
+    netstate.write_status(tmp_path / "b", "running", job_id="77_3")
+    jobs = submit_plan(plan, make_executor(plan, partition="p"), report=lambda line: None)
+    assert jobs["b"] == "77_3" and jobs["t"].job_id == "1000"
+    assert _flags(fake_slurm / "1000.sh")["dependency"] == "afterok:77_3"
+
+
+def test_grid_submit_command(tmp_path: Path, fake_slurm: Path, capsys) -> None:
+    from replicate.cli import main
+
+    plan_path = make_plan(tmp_path, [("b", None), ("t", "b")])
+    assert main(["grid", "submit", "--plan", str(plan_path), "--slurm-partition", "gpu", "--time", "60",
+                 "--gpus-per-node", "2", "--array-parallelism", "3"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "queued 1 net(s): b", "queued 1 net(s) after job 1000: t",
+        f"2 net(s) queued or in the queue; `python -m replicate grid status --plan {plan_path}`"]
+    flags = _flags(fake_slurm / "1000.sh")
+    assert (flags["partition"], flags["time"], flags["gpus-per-node"]) == ("gpu", "60", "2")
+    assert _flags(fake_slurm / "1001.sh")["dependency"] == "afterok:1000"
+    assert main(["grid", "status", "--plan", str(plan_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2 nets: 2 queued"
+
+
+def test_sbatch_refusal_and_missing_slurm_are_one_line_errors(tmp_path: Path, fake_slurm: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = read_plan(make_plan(tmp_path, [("b", None), ("t", "b")]))
+    executor = make_executor(plan, partition="nope")
+    sbatch = Path(shutil.which("sbatch"))
+    sbatch.write_text(sbatch.read_text().replace('cp "$1"', '[ -n "$(ls "$FAKE_SBATCH_DIR")" ] && '
+                      '{ echo "sbatch: error: invalid partition specified: nope" >&2; exit 1; }\ncp "$1"'))
+    with pytest.raises(ReplicateError, match=re.escape(
+            "submitting t failed (sbatch: error: invalid partition specified: nope); "
+            "1 net(s) were queued before and stay queued")):
+        submit_plan(plan, executor, report=lambda line: None)
+    assert netstate.read_status(tmp_path / "b")["state"] == "queued"
+    assert netstate.read_status(tmp_path / "t")["state"] == "failed"
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ReplicateError, match=r"no SLURM here \(`srun` is not on PATH\)"):
+        make_executor(plan, partition="gpu")
