@@ -28,7 +28,11 @@ class NetSpec:
 
 
 def absolute(path: str, base: Path) -> str:
-    return path if not path or Path(path).is_absolute() else str(base / path)
+    """`path` against `base`, keeping a trailing slash (ImageData's root_folder is a string prefix)."""
+    if not path or Path(path).is_absolute():
+        return path
+    joined = str(base / path)
+    return joined + "/" if path.endswith("/") else joined
 
 
 def resolve_net_paths(net: caffe_pb2.NetParameter, base: Path) -> caffe_pb2.NetParameter:
