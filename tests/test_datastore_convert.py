@@ -124,3 +124,17 @@ def test_mean_needs_equal_sizes(tmp_path):
     write_lmdb(tmp_path / "db", [(str(i), d) for i, d in enumerate(records)])
     with pytest.raises(ReplicateError, match="00000001_1\\]: record is 1x1x3, the first was 1x1x2"):
         compute_mean(tmp_path / "db")
+
+
+def test_shuffle_stores_a_seeded_permutation_of_the_list(images, capsys):
+    assert convert(images, "--resize", "8", "10", "--shuffle", "--seed", "3") == 0
+    reader = LmdbReader(images / "out" / "lmdb")
+    names = [reader.key(j).decode().split("_", 1)[1] for j in range(len(reader))]
+    listed = [line.rsplit(" ", 1)[0] for line in (images / "files.txt").read_text().splitlines() if "cls/" in line]
+    assert sorted(names) == sorted(listed) and names != listed
+    keys_first = [reader.key(j) for j in range(len(reader))]
+    reader.close()
+    shutil.rmtree(images / "out")
+    assert convert(images, "--resize", "8", "10", "--shuffle", "--seed", "3") == 0
+    again = LmdbReader(images / "out" / "lmdb")
+    assert [again.key(j) for j in range(len(again))] == keys_first

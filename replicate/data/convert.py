@@ -64,6 +64,18 @@ def _record(job: tuple[int, str, int, ConvertOptions]) -> tuple[int, bytes | Non
     return index, datum.SerializeToString(), ""
 
 
+def shuffled(entries: list[tuple[str, int]], seed: int) -> list[tuple[str, int]]:
+    """The list in a seeded random order, as `convert_imageset --shuffle` writes it.
+
+    Caffe's Data layer reads an LMDB front to back without shuffling, so a class-sorted list
+    (ImageNet's train.txt is one) must be shuffled when converted, or every batch holds one
+    class and the net cannot learn.  Caffe's own order (boost's RNG) cannot be reproduced; this
+    one is fixed by `seed`.
+    """
+    order = np.random.RandomState(seed).permutation(len(entries))
+    return [entries[i] for i in order]
+
+
 def convert(
     entries: list[tuple[str, int]],
     out: str | os.PathLike[str],

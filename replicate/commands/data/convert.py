@@ -2,7 +2,9 @@
 
 Reads `<path> <label>` lines (paths relative to --root), resizes every image to H x W (default
 256 x 256, aspect ratio not kept) with OpenCV-style bilinear interpolation, and stores BGR uint8
-CHW records, or JPEG-encoded ones with --encoded, under keys `%08d_<path>` in list order.  Images
+CHW records, or JPEG-encoded ones with --encoded, under keys `%08d_<path>` in list order (shuffle
+a class-sorted training list with --shuffle, as ImageNet's LMDBs were made: Caffe's Data layer
+reads records in order, so unshuffled batches hold a single class).  Images
 that cannot be read are listed and skipped (the count is reported), or stop everything with
 --strict.  The LMDB is built as OUT.partial and renamed to OUT when complete.
 """
@@ -13,7 +15,7 @@ import argparse
 import os
 import sys
 
-from replicate.data.convert import ConvertOptions, convert
+from replicate.data.convert import ConvertOptions, convert, shuffled
 from replicate.data.imagelist import read_image_list
 from replicate.errors import ReplicateError
 
@@ -28,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gray", action="store_true", help="store grey images (1 channel)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="store the images in a random order (convert_imageset --shuffle)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.root):
         raise ReplicateError(f"{args.root}: image root folder does not exist")
     entries = read_image_list(args.list)
+    if args.shuffle:
+        entries = shuffled(entries, args.seed)
     options = ConvertOptions(
         root=args.root,
         resize=(height, width) if height else None,
