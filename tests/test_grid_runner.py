@@ -71,6 +71,19 @@ def test_a_repeated_gpu_id_runs_two_nets_on_that_gpu(tmp_path: Path) -> None:
     assert max(sum(s <= t < e for s, e in spans) for t, _ in spans) == 2
 
 
+def test_cpu_jobs_run_that_many_nets_at_once_without_gpus(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path, [(n, None) for n in "abcd"], fake={n: {"step_s": 0.2} for n in "abcd"})
+    states, _ = _run(plan, jobs=2, device="cpu")
+    assert set(states.values()) == {"done"}
+    runs = [run for n in "abcd" for run in invocations(tmp_path / n)]
+    assert {run["gpu"] for run in runs} == {None}
+    spans = sorted((run["start"], run["end"]) for run in runs)
+    assert spans[1][0] < spans[0][1]
+    assert max(sum(s <= t < e for s, e in spans) for t, _ in spans) == 2
+    with pytest.raises(ReplicateError, match="--jobs"):
+        GridRunner(read_plan(plan), jobs=2, gpus=["0"])
+
+
 def test_resume_skips_finished_resumes_stopped_starts_fresh(tmp_path: Path) -> None:
     plan = make_plan(tmp_path, [("fin", None), ("fin2", None), ("half", None), ("new", None)], max_iter=6)
     (tmp_path / "fin" / "metrics.jsonl").write_text('{"kind": "done", "iter": 6}\n')

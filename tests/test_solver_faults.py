@@ -118,3 +118,22 @@ def test_train_command_exit_code_2_on_bad_input(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: solver file {tmp_path / 'nope.prototxt'} does not exist"]
+
+
+def test_sigint_stops_with_a_snapshot_that_resumes(tmp_path: Path) -> None:
+    edits = {"max_iter: 20": "max_iter: 100000", "snapshot: 10": "snapshot: 0", "test_interval: 5": "test_interval: 0"}
+    run = _copy(tmp_path, "sigint", edits)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "replicate", "train", "solver.prototxt", "--weights", "init.caffemodel"],
+        cwd=run, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and "Iteration 30," not in (run / "train.log").read_text() if (run / "train.log").exists() else True:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    states = list(run.glob("snap_iter_*.solverstate"))
+    assert len(states) == 1 and "resume with --snapshot" in out
+    assert "Optimization stopped early." in (run / "train.log").read_text()
+    assert '"kind": "stopped"' in (run / "metrics.jsonl").read_text()

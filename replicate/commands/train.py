@@ -27,5 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     result = train(args.solver, args.weights, args.snapshot, args.device, args.precision)
+    if result.stopped_early:
+        print(f"stopped at iteration {result.iterations}; resume with --snapshot {result.last_snapshot}")
+        return 130
     print(f"trained to iteration {result.iterations}; log {result.log}")
     return 0

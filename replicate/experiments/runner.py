@@ -28,7 +28,7 @@ class GridRunner:
     """Runs the nets of `plan` (only those in `only` and what they depend on, when given).
 
     `gpus` lists GPU ids (one net per GPU, each trainer seeing only its own through
-    CUDA_VISIBLE_DEVICES, `--device cuda`); without GPUs one net runs at a time on `device`.
+    CUDA_VISIBLE_DEVICES, `--device cuda`); without GPUs `jobs` nets run at a time on `device`.
     `train_command` is the trainer's command line before its arguments (see
     replicate.experiments.launch).  `report` receives one line per event and a progress line
     every `progress_s` seconds."""
@@ -40,12 +40,17 @@ class GridRunner:
         only: Sequence[str] = (),
         device: str | None = None,
         gpus: Sequence[str] = (),
+        jobs: int = 1,
         train_command: Sequence[str] = TRAIN_COMMAND,
         report: Callable[[str], None] = print,
         poll_s: float = 0.5,
         progress_s: float = 60.0,
         stop_timeout_s: float = 120.0,
     ) -> None:
+        if jobs < 1:
+            raise ReplicateError(f"--jobs must be at least 1, not {jobs}")
+        if gpus and jobs != 1:
+            raise ReplicateError("--jobs is for CPU runs; with --gpus each GPU id is one slot")
         if gpus and device not in (None, "cuda"):
             raise ReplicateError(f"--gpus runs every net on a GPU, but --device is {device!r}")
         self.plan = plan
@@ -53,7 +58,7 @@ class GridRunner:
         wanted = {n.name for n in plan.with_dependencies(list(only))} if only else None
         self.nets = [n for n in order if wanted is None or n.name in wanted]
         self.device = "cuda" if gpus else device
-        self.slots: list[str | None] = list(gpus) if gpus else [None]
+        self.slots: list[str | None] = list(gpus) if gpus else [None] * jobs
         self.train_command = list(train_command)
         self.report = report
         self.poll_s = poll_s

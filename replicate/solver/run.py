@@ -7,7 +7,11 @@ night of training.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,29 @@ class TrainResult:
     iterations: int
     last_snapshot: Path | None
     log: Path
+    stopped_early: bool = False
+
+
+@contextmanager
+def _stop_on_signals(solver: Solver) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the solver to stop after the current iteration with a snapshot, as
+    Caffe's default sigint_effect does, so a killed job (Ctrl-C, a scheduler) resumes cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+
+    def request(signum: int, frame: object) -> None:
+        solver.stop_requested = True
+
+    for sig in signals:
+        signal.signal(sig, request)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def pick_device(requested: str | None, solver_mode: int | None = None) -> torch.device:
@@ -85,10 +112,11 @@ def train(
         if weights:
             _copy_weights(solver.net, weights, log)
         log.info("Starting Optimization", "caffe.cpp:232")
-        solver.solve(snapshot)
+        with _stop_on_signals(solver):
+            solver.solve(snapshot)
     finally:
         log.close()
-    return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log")
+    return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log", solver.stopped_early)
 
 
 def test(

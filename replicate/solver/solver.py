@@ -86,6 +86,9 @@ class Solver:
         self.iter = 0
         self.current_step = 0
         self.last_snapshot: Path | None = None
+        #: Set from a signal handler (SIGINT/SIGTERM): finish the iteration, snapshot, stop.
+        self.stop_requested = False
+        self.stopped_early = False
         self._losses: list[float] = []
         self._smoothed = 0.0
         log.info("Solver scaffolding done.")
@@ -123,6 +126,11 @@ class Solver:
         p = self.param
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
+        if self.stopped_early:
+            # Caffe's SIGINT "stop": the snapshot above is where `--snapshot` resumes.
+            self.log.record(kind="stopped", iter=self.iter)
+            self.log.info("Optimization stopped early.")
+            return
         if p.display and self.iter % p.display == 0:
             with torch.no_grad(), self._autocast():
                 loss = float(self.net().loss)
@@ -173,6 +181,9 @@ class Solver:
             self.iter += 1
             if p.snapshot and self.iter % p.snapshot == 0:
                 self.snapshot()
+            if self.stop_requested:
+                self.stopped_early = True
+                break
 
     def _update_smoothed(self, loss: float, start_iter: int) -> None:
         """Caffe's UpdateSmoothedLoss: the mean of the last average_loss losses."""
