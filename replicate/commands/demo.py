@@ -1,0 +1,78 @@
+"""The embedded default: the paper's whole pipeline, scaled to minutes on a CPU.
+
+Generates a 40-class ImageNet-like dataset (natural textures vs man-made shapes), cuts it into
+the paper's datasets (a random A/B split and the natural/man-made split), converts them to LMDBs
+with means, generates the paper's treatments for a scaled CaffeNet (base A/B, BnB, BnB+, AnB,
+AnB+ both ways, random frozen layers n = 1..7, natural/man-made transfer), trains them all with
+Caffe's solver semantics, and writes the report with the paper's figures and Table 1 beside
+ours.  Every step is one of this program's own commands, printed as it runs; running the demo
+again continues where it stopped.
+
+  python -m replicate demo                 # into demo_runs/
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import time
+from pathlib import Path
+
+from replicate import cli
+
+#: The demo's datasets: the random split 0, the natural/man-made split, and the whole set
+#: (random-frozen nets train on all classes, as the authors' nolearn nets did).
+SETS = ("half0A", "half0B", "halfnatmanA", "halfnatmanB", "whole")
+TREATMENTS = "base,BnB,BnB+,AnB,AnB+,random,whole"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="demo_runs", help="folder for everything (default demo_runs)")
+    parser.add_argument("--classes", type=int, default=40, help="classes of the generated dataset (default 40)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="nets trained at once (default: one per core)")
+
+
+def _step(title: str, argv: list[str]) -> None:
+    print(f"\n== {title}\n$ python -m replicate {shlex.join(argv)}", flush=True)
+    started = time.perf_counter()
+    code = cli.main(argv)
+    if code != 0:
+        raise SystemExit(code)
+    print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    source, data, runs, report = out / "source", out / "data", out / "runs", out / "report"
+    started = time.perf_counter()
+    _step("1/6 a generated ImageNet-like dataset", [
+        "data", "synth", "--out", str(source), "--classes", str(args.classes)])
+    if not (data / "whole_train" / "files.txt").is_file():
+        _step("2/6 the paper's datasets: random halves, natural/man-made halves", [
+            "data", "splits", "--train-list", str(source / "train.txt"), "--val-list", str(source / "val.txt"),
+            "--synsets", str(source / "synsets.txt"), "--families", str(source / "families.txt"),
+            "--splits", "1", "--reduced", "", "--out", str(data)])
+    for name in SETS:
+        for part, images in (("train", "train"), ("valid", "val")):
+            folder = data / f"{name}_{part}"
+            if not (folder / "lmdb").is_dir():
+                shuffle = ["--shuffle"] if part == "train" else []
+                _step(f"3/6 LMDB of {folder.name}", [
+                    "data", "convert", "--list", str(folder / "files.txt"), "--root", str(source / images),
+                    "--out", str(folder / "lmdb"), "--resize", "36", "36", "--workers", "1", *shuffle])
+        mean = data / f"{name}_train" / "mean.binaryproto"
+        if not mean.is_file():
+            _step(f"3/6 mean of {name}_train", ["data", "mean", str(mean.parent / "lmdb"), "--out", str(mean)])
+    if not (runs / "plan.json").is_file():
+        _step("4/6 the treatments, as Caffe nets and solvers", [
+            "generate", "--all", "--arch", "demo", "--num-output", str(args.classes), "--splits", "0,natman",
+            "--treatments", TREATMENTS, "--data", str(data), "--out", str(runs)])
+    _step("5/6 training every net (Caffe solver semantics, CPU)", [
+        "grid", "run", "--plan", str(runs / "plan.json"), "--device", "cpu", "--jobs", str(args.jobs),
+        "--progress-every", "30"])
+    _step("6/6 results beside the paper", ["results", "--runs", str(runs), "--out", str(report)])
+    minutes = (time.perf_counter() - started) / 60
+    print(f"\nDemo done in {minutes:.1f} min. Report: {report / 'report.md'} (figures beside it)")
+    return 0
