@@ -14,12 +14,14 @@ again continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import time
 from pathlib import Path
 
 from replicate import cli
+from replicate.templates import SOLVER_CONFIG_DIR
 
 #: The demo's datasets: the random split 0, the natural/man-made split, and the whole set
 #: (random-frozen nets train on all classes, as the authors' nolearn nets did).
@@ -30,6 +32,11 @@ TREATMENTS = "base,BnB,BnB+,AnB,AnB+,random,whole"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_runs", help="folder for everything (default demo_runs)")
     parser.add_argument("--classes", type=int, default=40, help="classes of the generated dataset (default 40)")
+    parser.add_argument("--train-per-class", type=int, default=200, help="training images per class (default 200)")
+    parser.add_argument("--val-per-class", type=int, default=50, help="validation images per class (default 50)")
+    parser.add_argument("--max-iter", type=int,
+                        help="iterations per net (default: the demo solver config's 1000); the step, "
+                             "test and snapshot intervals scale with it")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="nets trained at once (default: one per core)")
 
@@ -43,12 +50,34 @@ def _step(title: str, argv: list[str]) -> None:
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
+def _solver_config(out: Path, max_iter: int | None) -> str:
+    """The demo solver config, or a copy of it scaled to `max_iter` iterations."""
+    if max_iter is None:
+        return "demo"
+    if max_iter < 1:
+        raise SystemExit("error: --max-iter must be at least 1")
+    config = json.loads((SOLVER_CONFIG_DIR / "demo.json").read_text())
+    solver = config["solver"]
+    scale = max_iter / solver["max_iter"]
+    solver.update(
+        max_iter=max_iter, snapshot=max_iter, stepsize=max(1, round(solver["stepsize"] * scale)),
+        test_interval=max(1, round(solver["test_interval"] * scale)),
+        display=max(1, round(solver["display"] * scale)),
+    )
+    config["doc"] = f"The demo solver scaled to {max_iter} iterations by `demo --max-iter`."
+    path = out / "solver_config.json"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return str(path)
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     source, data, runs, report = out / "source", out / "data", out / "runs", out / "report"
     started = time.perf_counter()
     _step("1/6 a generated ImageNet-like dataset", [
-        "data", "synth", "--out", str(source), "--classes", str(args.classes)])
+        "data", "synth", "--out", str(source), "--classes", str(args.classes),
+        "--train-per-class", str(args.train_per_class), "--val-per-class", str(args.val_per_class)])
     if not (data / "whole_train" / "files.txt").is_file():
         _step("2/6 the paper's datasets: random halves, natural/man-made halves", [
             "data", "splits", "--train-list", str(source / "train.txt"), "--val-list", str(source / "val.txt"),
@@ -68,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if not (runs / "plan.json").is_file():
         _step("4/6 the treatments, as Caffe nets and solvers", [
             "generate", "--all", "--arch", "demo", "--num-output", str(args.classes), "--splits", "0,natman",
-            "--treatments", TREATMENTS, "--data", str(data), "--out", str(runs)])
+            "--treatments", TREATMENTS, "--solver-config", _solver_config(out, args.max_iter),
+            "--data", str(data), "--out", str(runs)])
     _step("5/6 training every net (Caffe solver semantics, CPU)", [
         "grid", "run", "--plan", str(runs / "plan.json"), "--device", "cpu", "--jobs", str(args.jobs),
         "--progress-every", "30"])

@@ -21,6 +21,12 @@ def caffe_number(value: float) -> str:
     return f"{value:.6g}"
 
 
+def output_text(name: str, value: float, loss_weight: float) -> str:
+    """`loss = v (* w = w*v loss)`: a net output as Caffe prints it (the weight only for losses)."""
+    extra = f" (* {caffe_number(loss_weight)} = {caffe_number(loss_weight * value)} loss)" if loss_weight else ""
+    return f"{name} = {caffe_number(value)}{extra}"
+
+
 class RunLog:
     """Writes Caffe-style lines to stderr and a log file, and records to metrics.jsonl."""
 

@@ -24,7 +24,7 @@ from replicate.io.model import load_caffemodel, save_caffemodel
 from replicate.net.compile import CompiledNet
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
-from replicate.solver.log import RunLog, caffe_number
+from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver.nets import NetSpec, absolute, test_nets, train_net
 from replicate.solver.updates import UpdateRule
@@ -102,13 +102,6 @@ class Solver:
         else:
             yield
 
-    def _loss_weight(self, net: CompiledNet) -> dict[str, float]:
-        weights = {}
-        for tops, ws in zip(net.top_names, net.loss_weights):
-            for name, w in zip(tops, ws):
-                weights[name] = w
-        return weights
-
     def _snapshot_path(self, extension: str) -> Path:
         prefix = self.param.snapshot_prefix
         if not prefix:
@@ -146,7 +139,6 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses, self._smoothed = [], 0.0
         timer, last_iter = time.perf_counter(), self.iter
-        train_weights = self._loss_weight(self.net)
         while self.iter < stop_iter:
             for e in self.entries:
                 e.param.grad = None
@@ -174,7 +166,7 @@ class Solver:
                     "solver.cpp:231",
                 )
                 timer, last_iter = time.perf_counter(), self.iter
-                self._log_outputs("Train", result.outputs, train_weights, "solver.cpp:247")
+                self._log_outputs("Train", result.outputs, self.net.blob_loss_weights, "solver.cpp:247")
                 self.log.progress(self.iter, p.max_iter, per_s)
             rate = self.apply_update(display)
             self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
@@ -200,10 +192,8 @@ class Solver:
     def _log_outputs(self, which: str, outputs: dict[str, torch.Tensor], weights: dict[str, float], source: str) -> None:
         k = 0
         for name, value in outputs.items():
-            w = weights.get(name, 0.0)
             for v in value.detach().float().reshape(-1).cpu().tolist():
-                extra = f" (* {caffe_number(w)} = {caffe_number(w * v)} loss)" if w else ""
-                self.log.info(f"    {which} net output #{k}: {name} = {caffe_number(v)}{extra}", source)
+                self.log.info(f"    {which} net output #{k}: {output_text(name, v, weights.get(name, 0.0))}", source)
                 k += 1
 
     def apply_update(self, display: bool = False) -> float:
@@ -244,14 +234,7 @@ class Solver:
         if self.param.test_compute_loss:
             self.log.info(f"Test loss: {caffe_number(float(loss / np.float32(iters)))}", "solver.cpp:394")
         means = {name: (total / np.float32(iters)).astype(np.float32) for name, total in scores.items()}
-        weights = self._loss_weight(net)
-        k = 0
-        for name, values in means.items():
-            w = weights.get(name, 0.0)
-            for v in values.tolist():
-                extra = f" (* {caffe_number(w)} = {caffe_number(w * v)} loss)" if w else ""
-                self.log.info(f"    Test net output #{k}: {name} = {caffe_number(v)}{extra}", "solver.cpp:413")
-                k += 1
+        self._log_outputs("Test", {n: torch.from_numpy(v) for n, v in means.items()}, net.blob_loss_weights, "solver.cpp:413")
         outputs = {name: (v.tolist()[0] if v.size == 1 else v.tolist()) for name, v in means.items()}
         self.log.record(kind="test", iter=self.iter, net=index, outputs=outputs)
         return {name: v.tolist() for name, v in means.items()}

@@ -1,0 +1,32 @@
+"""The embedded default end to end, shrunk: every step runs for real on a 4-class dataset."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from replicate.cli import main
+
+
+def test_demo_runs_the_whole_pipeline_and_continues_when_run_again(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--classes", "4", "--train-per-class", "12", "--val-per-class", "6",
+            "--max-iter", "4", "--jobs", str(os.cpu_count() or 1)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "$ python -m replicate grid run" in printed and "Demo done" in printed
+    report = out / "report" / "report.md"
+    assert report.is_file() and (out / "report" / "figure2.png").stat().st_size > 10_000
+    text = report.read_text()
+    assert "Does the paper's shape show?" in text and "Shapes, not numbers" in text
+    with open(out / "report" / "results.csv") as f:
+        names = {row["name"] for row in csv.DictReader(f)}
+    assert {"half0A", "half0B", "transfer0A0B_1_7", "transfer-ft0A0B_1_1", "nolearn_1_3", "netbase",
+            "transfernatmanAB_1_4"} <= names and len(names) == 61
+    snapshot = out / "runs" / "transfer0A0B_1_3" / "caffe_imagenet_train_iter_4.caffemodel"
+    assert snapshot.is_file()
+    # A second run finds everything done and only redraws the report.
+    assert main(argv) == 0
+    assert "0/61 done" not in capsys.readouterr().out
