@@ -3,7 +3,8 @@
   python benchmarks/cpu_caffenet.py [--iterations 10] [--threads 2] [--phase TRAIN]
 
 Reference points on the 2-core development box: real Caffe (OpenBLAS) 484 ms, a plain PyTorch
-nn.Sequential CaffeNet 540 ms; target <= 242 ms.  One iteration = CompiledNet forward on
+nn.Sequential CaffeNet 540 ms; target <= 242 ms.  Measured here (Nov 2026, box shared with other
+jobs, so +-10%): median 208-218 ms; 255-265 ms with `--malloc-default`.  One iteration = CompiledNet forward on
 random data + loss.backward(), as a training step minus the solver update.
 """
 

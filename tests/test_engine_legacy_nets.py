@@ -1,4 +1,5 @@
-"""The authors' own 2014 nets (as Caffe's upgrade tool wrote them) compile and run.
+"""The authors' own 2014 nets compile and run: their V0 files (through io's upgrade) and what
+Caffe's upgrade tool made of them.
 
 Their Data layers read LMDBs that are not here, so each is replaced by an Input layer of the
 same tops with a batch of 2 at the crop size; every other layer is the authors' own.
@@ -11,17 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from replicate.io.prototxt import read_net_text
+from replicate.io.model import load_net
 from replicate.net.compile import CompiledNet
 from replicate.proto import caffe_pb2
 
 LEGACY = Path(__file__).parent / "golden" / "caffe" / "legacy"
-NETS = sorted(LEGACY.glob("*/imagenet_*.upgraded.prototxt"))
-NETS = [p for p in NETS if "solver" not in p.name]
+NETS = [p for p in sorted(LEGACY.glob("*/imagenet_*.prototxt")) if "solver" not in p.name]
 
 
 def _with_input_layers(path: Path) -> caffe_pb2.NetParameter:
-    net = read_net_text(path)
+    net = load_net(path)
     for layer in net.layer:
         if layer.type == "Data":
             crop = layer.transform_param.crop_size

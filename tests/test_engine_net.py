@@ -66,6 +66,7 @@ layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }
 layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" top: "prob" }}
 layer {{ name: "reg" type: "InnerProduct" bottom: "x" top: "r" loss_weight: 0.5 {IP.format(n=1)} }}""")
     assert n.loss_weights == [[0.0, 0.0], [0.0], [1.0, 0.0], [0.5]]
+    assert n.blob_loss_weights == {"loss": 1.0, "r": 0.5}
     r = n({"x": torch.randn(2, 3), "y": torch.tensor([0.0, 3.0])})
     torch.testing.assert_close(r.loss, r.blobs["loss"] + 0.5 * r.blobs["r"].sum())
     assert list(r.outputs) == ["loss", "prob", "r"]  # Caffe's sorted net-output order
@@ -163,3 +164,10 @@ layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" }}""", TRA
     assert r.outputs == {}
     assert r.loss > 0 and r.loss.requires_grad
     assert n.backward_plan.layer_needs == [False, True, True]
+
+
+def test_engine_deprecated_input_fields_become_input_blobs() -> None:
+    n = net('input: "x" input_shape { dim: 2 dim: 3 }\n' + f"""
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}""")
+    assert n.blob_shapes["x"] == (2, 3)
+    assert n({"x": torch.ones(2, 3)}).outputs["s"].shape == (2, 4)

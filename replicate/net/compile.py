@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from replicate.errors import ReplicateError
+from replicate.io.upgrade import net_needs_upgrade, upgrade_net
 from replicate.layers.base import Layer, Shape, layer_class
 from replicate.net.need_backward import backward_plan
 from replicate.net.state import filter_net, make_state
@@ -54,15 +55,6 @@ class _Owner:
     has_decay: bool
 
 
-def _upgraded(net_param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
-    """V0/V1 nets and deprecated `input:` fields go through io's upgrader (Caffe's UpgradeNet)."""
-    if net_param.layers or net_param.input:
-        from replicate.io.upgrade import upgrade_net
-
-        return upgrade_net(net_param)
-    return net_param
-
-
 class CompiledNet(nn.Module):
     """A Caffe net for one phase/level/stages: layers built from the registry, every blob shaped.
 
@@ -79,7 +71,9 @@ class CompiledNet(nn.Module):
         level: int = 0,
     ):
         super().__init__()
-        net_param = _upgraded(net_param)
+        if net_needs_upgrade(net_param):
+            # V0/V1 layers, deprecated `input:` fields: Caffe's UpgradeNetAsNeeded.
+            net_param = upgrade_net(net_param)
         self.net_name = net_param.name
         self.phase = phase
         self.state = make_state(net_param, phase, stages, level)
@@ -145,6 +139,11 @@ class CompiledNet(nn.Module):
         self.backward_plan = backward_plan(
             self.layer_params, self.top_names, self.loss_weights, lr_mults, allow, self.force_backward
         )
+        #: Caffe's `blob_loss_weights`: the loss weight of every blob that is a loss top (the
+        #: "(* w = x loss)" a solver log prints beside a net output).
+        self.blob_loss_weights: dict[str, float] = {
+            t: w for tops, ws in zip(self.top_names, self.loss_weights) for t, w in zip(tops, ws) if w
+        }
         #: Caffe's net outputs: blobs no later layer reads, in Caffe's (std::set, sorted) order,
         #: which is the order of "Test net output #k" lines.
         self.output_names = sorted(available)

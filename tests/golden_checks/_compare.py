@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from replicate.io.blobs import blob_to_array
-from replicate.io.binary import read_net_binary
 
 #: The README's tolerances for float32 reimplementations of Caffe.
 FORWARD_RTOL = 1e-5
@@ -30,9 +28,3 @@ def assert_close(actual: torch.Tensor | np.ndarray, expected: np.ndarray, rtol: 
 def load_arrays(case_dir: Path) -> dict[str, np.ndarray]:
     with np.load(case_dir / "arrays.npz") as z:
         return {k: z[k] for k in z.files}
-
-
-def caffemodel_arrays(path: Path) -> dict[str, list[np.ndarray]]:
-    """Parameter blobs by layer name as stored in a (V2) caffemodel."""
-    model = read_net_binary(path)
-    return {layer.name: [blob_to_array(b) for b in layer.blobs] for layer in model.layer}

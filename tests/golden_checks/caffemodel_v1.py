@@ -10,8 +10,10 @@ import numpy as np
 import torch
 
 from golden_checks._compare import FORWARD_RTOL, assert_close, load_arrays
+from replicate.io.model import load_caffemodel
 from replicate.io.prototxt import read_net_text
 from replicate.net.compile import CompiledNet
+from replicate.net.weights import copy_trained_layers
 from replicate.proto import caffe_pb2
 
 
@@ -20,10 +22,6 @@ def handles(case_name: str) -> bool:
 
 
 def check(case_dir: Path) -> None:
-    # Imported here so that only this case, not the whole golden runner, depends on io's loader.
-    from replicate.io.model import load_caffemodel
-    from replicate.net.weights import copy_trained_layers
-
     arrays = load_arrays(case_dir)
     net = CompiledNet(read_net_text(case_dir / "net.prototxt"), caffe_pb2.TEST)
     blobs = net.layer_blobs()

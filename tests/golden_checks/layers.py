@@ -13,15 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from golden_checks._compare import (
-    FORWARD_RTOL,
-    GRADIENT_RTOL,
-    assert_close,
-    caffemodel_arrays,
-    load_arrays,
-)
+from golden_checks._compare import FORWARD_RTOL, GRADIENT_RTOL, assert_close, load_arrays
+from replicate.io.model import load_caffemodel
 from replicate.io.prototxt import read_net_text
 from replicate.net.compile import CompiledNet
+from replicate.net.weights import copy_trained_layers
 from replicate.proto import caffe_pb2
 
 _OTHER_FAMILIES = ("solver_", "data_")
@@ -33,16 +29,20 @@ def handles(case_name: str) -> bool:
 
 
 def _load_params(net: CompiledNet, arrays: dict[str, np.ndarray], case_dir: Path) -> None:
-    stored = caffemodel_arrays(case_dir / "weights.caffemodel") if (case_dir / "weights.caffemodel").exists() else None
-    for layer, blobs in net.layer_blobs().items():
-        for i, blob in enumerate(blobs):
+    """From weights.caffemodel through io's Caffe-style copy when the case has one (it must
+    equal the npz copy), else from the npz."""
+    blobs = net.layer_blobs()
+    model = case_dir / "weights.caffemodel"
+    if model.exists():
+        copy_trained_layers(blobs, load_caffemodel(model))
+    for layer, params in blobs.items():
+        for i, blob in enumerate(params):
             expected = arrays[f"param/{layer}/{i}"]
-            value = expected
-            if stored is not None:
-                value = stored[layer][i].reshape(blob.shape)
-                np.testing.assert_array_equal(value, expected, err_msg=f"caffemodel blob {layer}/{i}")
-            with torch.no_grad():
-                blob.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+            if model.exists():
+                np.testing.assert_array_equal(blob.detach().numpy(), expected, err_msg=f"caffemodel blob {layer}/{i}")
+            else:
+                with torch.no_grad():
+                    blob.copy_(torch.from_numpy(expected))
 
 
 def check(case_dir: Path) -> None:
