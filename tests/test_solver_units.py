@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from replicate.errors import ReplicateError
@@ -59,3 +60,10 @@ def test_test_command_scores_caffes_snapshot() -> None:
     # Caffe's own final test of this snapshot (its log): accuracy 0.1875, loss 1.61511.
     assert means["accuracy"] == pytest.approx(0.1875)
     assert means["loss"] == pytest.approx(1.61511, abs=1e-5)
+
+
+def test_inv_policy_is_computed_in_float_like_caffes_dtype_expression() -> None:
+    # Caffe writes inv as base_lr * pow(Dtype(1) + gamma * iter, -power): float arithmetic.  In
+    # double the same rate rounds to 0.0016556003 at this iteration; Caffe's float gives ...04.
+    s = _solver('base_lr: 0.01 lr_policy: "inv" gamma: 0.0001 power: 0.75')
+    assert learning_rate(s, 100000, 0)[0] == float(np.float32(0.0016556004))
