@@ -15,10 +15,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
 
 def caffe_number(value: float) -> str:
     """A float as C++ `ostream << float` prints it (6 significant digits, %g style)."""
     return f"{value:.6g}"
+
+
+def output_text(name: str, value: float, loss_weight: float) -> str:
+    """`name = v` plus Caffe's ` (* w = w*v loss)` for a loss output; the product in float as Caffe's."""
+    text = f"{name} = {caffe_number(value)}"
+    if loss_weight:
+        product = np.float32(loss_weight) * np.float32(value)
+        text += f" (* {caffe_number(loss_weight)} = {caffe_number(float(product))} loss)"
+    return text
 
 
 class RunLog:

@@ -20,7 +20,7 @@ from replicate.net.compile import CompiledNet
 from replicate.net.cpu_memory import keep_freed_memory
 from replicate.net.weights import copy_trained_layers
 from replicate.proto import caffe_pb2
-from replicate.solver.log import RunLog, caffe_number
+from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.solver import Solver, set_precision
 
@@ -110,7 +110,7 @@ def test(
     net = CompiledNet(resolve_net_paths(load_net(model), model.resolve().parent), caffe_pb2.TEST).to(target)
     if weights:
         _copy_weights(net, str(weights), log)
-    weights_of = {n: w for tops, ws in zip(net.top_names, net.loss_weights) for n, w in zip(tops, ws)}
+    weights_of = net.blob_loss_weights
     totals: dict[str, np.ndarray] = {}
     with torch.no_grad():
         for i in range(iterations):
@@ -125,10 +125,8 @@ def test(
     means = {}
     for name, total in totals.items():
         mean = total / np.float32(iterations)
-        w = weights_of.get(name, 0.0)
         for v in mean.tolist():
-            extra = f" (* {caffe_number(w)} = {caffe_number(w * v)} loss)" if w else ""
-            log.info(f"{name} = {caffe_number(v)}{extra}", "caffe.cpp:317")
+            log.info(output_text(name, v, weights_of.get(name, 0.0)), "caffe.cpp:317")
         means[name] = float(mean[0]) if mean.size == 1 else mean.tolist()
     log.close()
     return means

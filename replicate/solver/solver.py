@@ -24,7 +24,7 @@ from replicate.io.model import load_caffemodel, save_caffemodel
 from replicate.net.compile import CompiledNet
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
-from replicate.solver.log import RunLog, caffe_number
+from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver.nets import NetSpec, absolute, test_nets, train_net
 from replicate.solver.updates import UpdateRule
@@ -86,7 +86,7 @@ class Solver:
         self.iter = 0
         self.current_step = 0
         self.last_snapshot: Path | None = None
-        self._losses: list[float] = []
+        self._losses: list[np.float32] = []
         self._smoothed = 0.0
         log.info("Solver scaffolding done.")
 
@@ -98,13 +98,6 @@ class Solver:
                 yield
         else:
             yield
-
-    def _loss_weight(self, net: CompiledNet) -> dict[str, float]:
-        weights = {}
-        for tops, ws in zip(net.top_names, net.loss_weights):
-            for name, w in zip(tops, ws):
-                weights[name] = w
-        return weights
 
     def _snapshot_path(self, extension: str) -> Path:
         prefix = self.param.snapshot_prefix
@@ -138,21 +131,21 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses, self._smoothed = [], 0.0
         timer, last_iter = time.perf_counter(), self.iter
-        train_weights = self._loss_weight(self.net)
+        train_weights = self.net.blob_loss_weights
         while self.iter < stop_iter:
             for e in self.entries:
                 e.param.grad = None
             if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
                 self.test_all()
             display = bool(p.display) and self.iter % p.display == 0
-            loss = 0.0
+            loss = np.float32(0)
             for _ in range(p.iter_size):
                 with self._autocast():
                     result = self.net()
                 if result.loss.requires_grad:
                     result.loss.backward()
-                loss += float(result.loss.detach())
-            loss /= p.iter_size
+                loss += np.float32(float(result.loss.detach()))
+            loss = float(loss / np.float32(p.iter_size))
             if not np.isfinite(loss):
                 kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
                 raise TrainingDiverged(f"iteration {self.iter}: the loss is {loss}; training stopped{kept}")
@@ -169,7 +162,8 @@ class Solver:
                 self._log_outputs("Train", result.outputs, train_weights, "solver.cpp:247")
                 self.log.progress(self.iter, p.max_iter, per_s)
             rate = self.apply_update(display)
-            self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
+            if display or not p.display:
+                self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
             self.iter += 1
             if p.snapshot and self.iter % p.snapshot == 0:
                 self.snapshot()
@@ -177,22 +171,22 @@ class Solver:
     def _update_smoothed(self, loss: float, start_iter: int) -> None:
         """Caffe's UpdateSmoothedLoss: the mean of the last average_loss losses."""
         average = self.param.average_loss
+        f32, value, smoothed = np.float32, np.float32(loss), np.float32(self._smoothed)
         if len(self._losses) < average:
-            self._losses.append(loss)
+            self._losses.append(value)
             n = len(self._losses)
-            self._smoothed = (self._smoothed * (n - 1) + loss) / n
+            smoothed = (smoothed * f32(n - 1) + value) / f32(n)
         else:
             i = (self.iter - start_iter) % average
-            self._smoothed += (loss - self._losses[i]) / average
-            self._losses[i] = loss
+            smoothed += (value - self._losses[i]) / f32(average)
+            self._losses[i] = value
+        self._smoothed = float(smoothed)
 
     def _log_outputs(self, which: str, outputs: dict[str, torch.Tensor], weights: dict[str, float], source: str) -> None:
         k = 0
         for name, value in outputs.items():
-            w = weights.get(name, 0.0)
             for v in value.detach().float().reshape(-1).cpu().tolist():
-                extra = f" (* {caffe_number(w)} = {caffe_number(w * v)} loss)" if w else ""
-                self.log.info(f"    {which} net output #{k}: {name} = {caffe_number(v)}{extra}", source)
+                self.log.info(f"    {which} net output #{k}: {output_text(name, v, weights.get(name, 0.0))}", source)
                 k += 1
 
     def apply_update(self, display: bool = False) -> float:
@@ -233,13 +227,11 @@ class Solver:
         if self.param.test_compute_loss:
             self.log.info(f"Test loss: {caffe_number(float(loss / np.float32(iters)))}", "solver.cpp:394")
         means = {name: (total / np.float32(iters)).astype(np.float32) for name, total in scores.items()}
-        weights = self._loss_weight(net)
+        weights = net.blob_loss_weights
         k = 0
         for name, values in means.items():
-            w = weights.get(name, 0.0)
             for v in values.tolist():
-                extra = f" (* {caffe_number(w)} = {caffe_number(w * v)} loss)" if w else ""
-                self.log.info(f"    Test net output #{k}: {name} = {caffe_number(v)}{extra}", "solver.cpp:413")
+                self.log.info(f"    Test net output #{k}: {output_text(name, v, weights.get(name, 0.0))}", "solver.cpp:413")
                 k += 1
         outputs = {name: (v.tolist()[0] if v.size == 1 else v.tolist()) for name, v in means.items()}
         self.log.record(kind="test", iter=self.iter, net=index, outputs=outputs)
@@ -248,6 +240,7 @@ class Solver:
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> Path:
         """Write `<prefix>_iter_N.caffemodel` and `.solverstate` atomically; returns the state path."""
+        self._check_finite()
         model_path = self._snapshot_path(".caffemodel")
         model_path.parent.mkdir(parents=True, exist_ok=True)
         proto = net_to_proto(
@@ -266,6 +259,16 @@ class Solver:
         self.last_snapshot = state_path
         self.log.record(kind="snapshot", iter=self.iter, caffemodel=str(model_path), solverstate=str(state_path))
         return state_path
+
+    def _check_finite(self) -> None:
+        """Refuse to snapshot weights an update has made NaN or infinite: the last good one stays."""
+        for e in self.entries:
+            if not torch.isfinite(e.param.detach()).all():
+                kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
+                raise TrainingDiverged(
+                    f"iteration {self.iter}: the update made {e.layer} param {e.index} non-finite; "
+                    f"training stopped{kept}"
+                )
 
     def restore(self, state_path: Path) -> None:
         """Caffe's RestoreSolverStateFromBinaryProto: iteration, weights, lr step, history."""
