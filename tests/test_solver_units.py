@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from replicate.errors import ReplicateError
 from replicate.io.prototxt import parse_text
 from replicate.proto import caffe_pb2
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver import run as solver_run
+from replicate.solver.updates import UpdateRule
 
 E2E = Path(__file__).parent / "golden" / "caffe_train_e2e"
 
@@ -67,3 +69,20 @@ def test_inv_policy_is_computed_in_float_like_caffes_dtype_expression() -> None:
     # double the same rate rounds to 0.0016556003 at this iteration; Caffe's float gives ...04.
     s = _solver('base_lr: 0.01 lr_policy: "inv" gamma: 0.0001 power: 0.75')
     assert learning_rate(s, 100000, 0)[0] == float(np.float32(0.0016556004))
+
+
+def test_iter_size_normalizes_the_accumulated_gradient_before_decay() -> None:
+    # Caffe's ApplyUpdate: Normalize (diff / iter_size), then Regularize, then the momentum update.
+    def one_update(iter_size: int, grad_scale: float) -> torch.Tensor:
+        s = _solver(f"momentum: 0.9 weight_decay: 0.1 iter_size: {iter_size}")
+        rule = UpdateRule(s, [torch.Size([3])], torch.device("cpu"))
+        w = torch.tensor([1.0, -2.0, 0.5])
+        g = torch.tensor([0.3, 0.1, -0.2]) * grad_scale
+        rule.apply([w], [g], [2.0], [1.0], rate=0.01, iteration=0)
+        return w
+
+    accumulated = one_update(iter_size=4, grad_scale=4.0)
+    single = one_update(iter_size=1, grad_scale=1.0)
+    torch.testing.assert_close(accumulated, single, rtol=0, atol=1e-7)
+    expected = torch.tensor([1.0, -2.0, 0.5]) - 0.02 * (torch.tensor([0.3, 0.1, -0.2]) + 0.1 * torch.tensor([1.0, -2.0, 0.5]))
+    torch.testing.assert_close(single, expected, rtol=0, atol=1e-7)
