@@ -48,12 +48,15 @@ def _copy_weights(net: CompiledNet, weights: str, log: RunLog) -> None:
         path = Path(name)
         if not path.is_file():
             raise ReplicateError(f"weights file {path} does not exist")
-        report = copy_trained_layers(net.layer_blobs(), load_caffemodel(path))
         log.info(f"Finetuning from {path}", "caffe.cpp:142")
-        for layer in report.copied:
-            log.info(f"Copying source layer {layer}", "net.cpp:744")
-        for layer in report.ignored:
-            log.info(f"Ignoring source layer {layer}", "net.cpp:746")
+        source = load_caffemodel(path)
+        report = copy_trained_layers(net.layer_blobs(), source)
+        copied = set(report.copied)
+        for layer in source.layer:  # in the source's order, as Caffe walks it
+            if layer.name in copied:
+                log.info(f"Copying source layer {layer.name}", "net.cpp:744")
+            else:
+                log.info(f"Ignoring source layer {layer.name}", "net.cpp:741")
 
 
 def train(
