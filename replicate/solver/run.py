@@ -42,6 +42,16 @@ def pick_device(requested: str | None, solver_mode: int | None = None) -> torch.
     return torch.device(requested)
 
 
+def set_snapshot_prefix(param: caffe_pb2.SolverParameter, solver_path: Path) -> None:
+    """Caffe's UpgradeSnapshotPrefixProperty: no prefix -> the solver file's name without its
+    extension; a prefix naming a directory -> that directory / the solver file's stem."""
+    folder = solver_path.resolve().parent
+    if not param.HasField("snapshot_prefix"):
+        param.snapshot_prefix = solver_path.stem
+    elif (folder / param.snapshot_prefix).is_dir():
+        param.snapshot_prefix = str(Path(param.snapshot_prefix) / solver_path.stem)
+
+
 def _copy_weights(net: CompiledNet, weights: str, log: RunLog) -> None:
     """`--weights a.caffemodel,b.caffemodel`: each copied by layer name, in order, as Caffe does."""
     for name in weights.split(","):
@@ -78,6 +88,7 @@ def train(
         raise ReplicateError(f"snapshot {snapshot} does not exist")
     param = load_solver(solver_path)
     folder = solver_path.resolve().parent
+    set_snapshot_prefix(param, solver_path)
     log = RunLog(folder, sys.stderr if echo else None, append=snapshot is not None)
     try:
         target = pick_device(device, param.solver_mode)

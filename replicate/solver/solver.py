@@ -10,6 +10,7 @@ loss, and a last test.  Its logs are Caffe's lines, so the results read our runs
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,7 @@ class Solver:
         self.iter = 0
         self.current_step = 0
         self.last_snapshot: Path | None = None
+        self._check_snapshot_folder()
         self._losses: list[np.float32] = []
         self._smoothed = 0.0
         log.info("Solver scaffolding done.")
@@ -99,11 +101,27 @@ class Solver:
         else:
             yield
 
-    def _snapshot_path(self, extension: str) -> Path:
+    def _check_snapshot_folder(self) -> None:
+        """Caffe's CheckSnapshotWritePermissions, before training: the snapshot folder must be
+        writable (we create it when missing, where Caffe would stop)."""
+        if not (self.param.snapshot or self.param.snapshot_prefix):
+            return
+        folder = Path(absolute(self._snapshot_name(".tempfile"), self.folder)).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise ReplicateError(
+                f"cannot write snapshots with prefix '{self.param.snapshot_prefix}' in {folder}: {e.strerror}"
+            ) from e
+
+    def _snapshot_name(self, extension: str) -> str:
+        """`<prefix>_iter_N<ext>` as Caffe writes it into logs and the solverstate's learned_net."""
         prefix = self.param.snapshot_prefix
         if not prefix:
             raise ReplicateError("the solver sets snapshot but no snapshot_prefix")
-        return Path(absolute(f"{prefix}_iter_{self.iter}{extension}", self.folder))
+        return f"{prefix}_iter_{self.iter}{extension}"
 
     # ------------------------------------------------------------------ Solve / Step
     def solve(self, resume: Path | None = None) -> None:
@@ -241,21 +259,20 @@ class Solver:
     def snapshot(self) -> Path:
         """Write `<prefix>_iter_N.caffemodel` and `.solverstate` atomically; returns the state path."""
         self._check_finite()
-        model_path = self._snapshot_path(".caffemodel")
-        model_path.parent.mkdir(parents=True, exist_ok=True)
+        model_name, state_name = self._snapshot_name(".caffemodel"), self._snapshot_name(".solverstate")
+        model_path, state_path = Path(absolute(model_name, self.folder)), Path(absolute(state_name, self.folder))
         proto = net_to_proto(
             caffe_pb2.NetParameter(name=self.net.net_name, layer=self.net.layer_params), self.net.layer_blobs()
         )
         for layer in proto.layer:
             layer.phase = caffe_pb2.TRAIN
         save_caffemodel(model_path, proto)
-        self.log.info(f"Snapshotting to binary proto file {model_path.name}", "solver.cpp:581")
-        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_path.name, current_step=self.current_step)
+        self.log.info(f"Snapshotting to binary proto file {model_name}", "solver.cpp:581")
+        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_name, current_step=self.current_step)
         for h in self.rule.history:
             array_to_blob(h.detach().cpu().numpy(), state.history.add())
-        state_path = self._snapshot_path(".solverstate")
         write_binary(state_path, state)
-        self.log.info(f"Snapshotting solver state to binary proto file {state_path.name}", "sgd_solver.cpp:273")
+        self.log.info(f"Snapshotting solver state to binary proto file {state_name}", "sgd_solver.cpp:273")
         self.last_snapshot = state_path
         self.log.record(kind="snapshot", iter=self.iter, caffemodel=str(model_path), solverstate=str(state_path))
         return state_path
