@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from replicate.cli import main
 from replicate.errors import ReplicateError
 from replicate.io.prototxt import parse_text
 from replicate.proto import caffe_pb2
@@ -86,3 +87,14 @@ def test_iter_size_normalizes_the_accumulated_gradient_before_decay() -> None:
     torch.testing.assert_close(accumulated, single, rtol=0, atol=1e-7)
     expected = torch.tensor([1.0, -2.0, 0.5]) - 0.02 * (torch.tensor([0.3, 0.1, -0.2]) + 0.1 * torch.tensor([1.0, -2.0, 0.5]))
     torch.testing.assert_close(single, expected, rtol=0, atol=1e-7)
+
+
+def test_test_command_prints_batches_loss_and_means_like_caffe_test(capsys: pytest.CaptureFixture[str]) -> None:
+    model, weights = E2E / "val.prototxt", E2E / "caffe" / "snap_iter_20.caffemodel"
+    assert main(["test", "--model", str(model), "--weights", str(weights), "--iterations", "2"]) == 0
+    lines = [line.split("] ", 1)[1] for line in capsys.readouterr().err.splitlines() if "] " in line]
+    assert [l for l in lines if l.startswith("Batch ")] == [
+        "Batch 0, accuracy = 0.25", "Batch 0, loss = 1.5795", "Batch 1, accuracy = 0.125", "Batch 1, loss = 1.65072"
+    ]
+    # The means are Caffe's own final test of this snapshot (caffe/train.log, iteration 20).
+    assert lines[-3:] == ["Loss: 1.61511", "accuracy = 0.1875", "loss = 1.61511 (* 1 = 1.61511 loss)"]

@@ -35,8 +35,8 @@ def output_text(name: str, value: float, loss_weight: float) -> str:
 class RunLog:
     """Writes Caffe-style lines to stderr and a log file, and records to metrics.jsonl."""
 
-    def __init__(self, folder: Path | None, echo: TextIO | None = sys.stderr, append: bool = False):
-        self.echo = echo
+    def __init__(self, folder: Path | None, echo: bool = True, append: bool = False):
+        self.echo: TextIO | None = sys.stderr if echo else None
         self.pid = os.getpid()
         mode = "a" if append else "w"
         self.text = open(folder / "train.log", mode, encoding="utf-8") if folder else None

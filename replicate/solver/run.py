@@ -89,7 +89,7 @@ def train(
     param = load_solver(solver_path)
     folder = solver_path.resolve().parent
     set_snapshot_prefix(param, solver_path)
-    log = RunLog(folder, sys.stderr if echo else None, append=snapshot is not None)
+    log = RunLog(folder, echo, append=snapshot is not None)
     try:
         target = pick_device(device, param.solver_mode)
         if target.type == "cpu":
@@ -126,16 +126,17 @@ def test(
         _copy_weights(net, str(weights), log)
     weights_of = net.blob_loss_weights
     totals: dict[str, np.ndarray] = {}
+    loss = np.float32(0)
     with torch.no_grad():
         for i in range(iterations):
             result = net()
-            k = 0
+            loss += np.float32(float(result.loss))
             for name, value in result.outputs.items():
                 values = value.float().reshape(-1).cpu().numpy()
                 totals[name] = values.copy() if name not in totals else totals[name] + values
                 for v in values.tolist():
                     log.info(f"Batch {i}, {name} = {caffe_number(v)}", "caffe.cpp:304")
-                    k += 1
+    log.info(f"Loss: {caffe_number(float(loss / np.float32(iterations)))}", "caffe.cpp:309")
     means = {}
     for name, total in totals.items():
         mean = total / np.float32(iterations)
