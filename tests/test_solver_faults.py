@@ -15,6 +15,7 @@ import pytest
 from replicate.errors import ReplicateError
 from replicate.io.binary import read_binary
 from replicate.proto import caffe_pb2
+from replicate.results.logs import read_log
 from replicate.solver.run import train
 from replicate.solver.solver import TrainingDiverged
 from solver_support import copy_run, one_thread, params  # noqa: F401 (autouse fixture)
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    edits = {"max_iter: 20": "max_iter: 400", "snapshot: 10": "snapshot: 5", "test_interval: 5": "test_interval: 1000",
+    edits = {"max_iter: 20": "max_iter: 400", "snapshot: 10": "snapshot: 5", "test_interval: 5": "test_interval: 50",
              "stepsize: 8": "stepsize: 150"}
     whole = copy_run(tmp_path, "whole", edits)
     train(whole / "solver.prototxt", weights=str(whole / "init.caffemodel"), echo=False)
@@ -57,6 +58,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
             np.testing.assert_array_equal(x, y)
     states_at_end = [read_binary(run / "snap_iter_400.solverstate", caffe_pb2.SolverState()) for run in (whole, killed)]
     assert states_at_end[0] == states_at_end[1], "the resumed run's history differs from the uninterrupted one"
+
+    # The appended log of the resumed run reads as the uninterrupted run's validation curve.
+    curves = [[(p.iter, p.top1, p.loss) for p in read_log(run / "train.log").val] for run in (whole, killed)]
+    assert curves[0] == curves[1] and [p[0] for p in curves[0]] == list(range(0, 401, 50))
 
     def lr_line(run: Path) -> str:
         lines = [line for line in (run / "train.log").read_text().splitlines() if f"Iteration {stopped_at}, lr" in line]
