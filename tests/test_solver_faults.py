@@ -70,9 +70,20 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     assert lr_line(killed) == lr_line(whole)
 
 
-def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_snapshot(tmp_path: Path) -> None:
-    run = copy_run(tmp_path, "nan", {"base_lr: 0.05": "base_lr: 1e30", "snapshot: 10": "snapshot: 1"})
-    with pytest.raises(TrainingDiverged, match=r"iteration \d+: the loss is (nan|inf).*last good snapshot"):
+@pytest.mark.parametrize(
+    "base_lr, message",
+    [
+        # Huge but finite weights: the next forward pass is the first to see NaN.
+        ("1e30", r"iteration 1: the loss is (nan|inf); training stopped; the last good snapshot is .*snap_iter_1"),
+        # The update itself overflows: caught before the snapshot that would have saved it.
+        ("3e38", r"iteration 1: the update made \S+ param \d non-finite; training stopped$"),
+    ],
+)
+def test_divergence_stops_with_the_iteration_and_keeps_the_last_good_snapshot(
+    tmp_path: Path, base_lr: str, message: str
+) -> None:
+    run = copy_run(tmp_path, "nan", {"base_lr: 0.05": f"base_lr: {base_lr}", "snapshot: 10": "snapshot: 1"})
+    with pytest.raises(TrainingDiverged, match=message), np.errstate(over="ignore"):
         train(run / "solver.prototxt", weights=str(run / "init.caffemodel"), echo=False)
     for model in run.glob("snap_iter_*.caffemodel"):
         for blobs in params(model).values():
