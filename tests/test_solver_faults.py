@@ -144,3 +144,24 @@ def test_snapshot_prefix_defaults_and_unwritable_folder(tmp_path: Path) -> None:
     with pytest.raises(ReplicateError, match="cannot write snapshots with prefix"):
         train(run / "solver.prototxt", echo=False)
     assert "Iteration 0" not in (run / "train.log").read_text()
+
+
+def test_sigint_snapshots_and_stops_like_caffe(tmp_path: Path) -> None:
+    run = copy_run(tmp_path, "sigint", {"max_iter: 20": "max_iter: 100000", "snapshot: 10": "snapshot: 0",
+                                        "test_interval: 5": "test_interval: 0"})
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "replicate", "train", "solver.prototxt", "--weights", "init.caffemodel"],
+        cwd=run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    log_file, deadline = run / "train.log", time.time() + 120
+    while time.time() < deadline and not (log_file.exists() and "Iteration 3," in log_file.read_text()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    log = (run / "train.log").read_text()
+    assert log.rstrip().endswith("Optimization stopped early.")
+    states = list(run.glob("snap_iter_*.solverstate"))
+    assert len(states) == 1
+    state = read_binary(states[0], caffe_pb2.SolverState())
+    assert f"snap_iter_{state.iter}.solverstate" == states[0].name and 3 < state.iter < 100000

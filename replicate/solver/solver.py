@@ -10,7 +10,9 @@ loss, and a last test.  Its logs are Caffe's lines, so the results read our runs
 from __future__ import annotations
 
 import contextlib
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +90,8 @@ class Solver:
         self.current_step = 0
         self.last_snapshot: Path | None = None
         self._check_snapshot_folder()
+        self._request: str | None = None
+        self.stopped_early = False
         self._losses: list[np.float32] = []
         self._smoothed = 0.0
         log.info("Solver scaffolding done.")
@@ -130,10 +134,15 @@ class Solver:
         if resume is not None:
             self.restore(resume)
         start_iter = self.iter
-        self.step(self.param.max_iter - self.iter)
+        with self._signal_requests():
+            self.step(self.param.max_iter - self.iter)
         p = self.param
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
+        if self.stopped_early:
+            self.log.record(kind="stopped", iter=self.iter)
+            self.log.info("Optimization stopped early.", "solver.cpp:302")
+            return
         if p.display and self.iter % p.display == 0:
             with torch.no_grad(), self._autocast():
                 loss = float(self.net().loss)
@@ -143,6 +152,27 @@ class Solver:
             self.test_all()
         self.log.record(kind="done", iter=self.iter)
         self.log.info("Optimization Done.")
+
+    @contextlib.contextmanager
+    def _signal_requests(self) -> Iterator[None]:
+        """Caffe's defaults: SIGINT = snapshot and stop, SIGHUP = snapshot, both acted on after
+        the current iteration's update.  A second SIGINT interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_signal(signum: int, frame: object) -> None:
+            if signum == signal.SIGINT and self._request == "stop":
+                raise KeyboardInterrupt
+            self._request = "stop" if signum == signal.SIGINT else "snapshot"
+
+        handled = [signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+        previous = {sig: signal.signal(sig, on_signal) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def step(self, iters: int) -> None:
         p = self.param
@@ -183,8 +213,12 @@ class Solver:
             if display or not p.display:
                 self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
             self.iter += 1
-            if p.snapshot and self.iter % p.snapshot == 0:
+            request, self._request = self._request, None
+            if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
                 self.snapshot()
+            if request == "stop":
+                self.stopped_early = True
+                break
 
     def _update_smoothed(self, loss: float, start_iter: int) -> None:
         """Caffe's UpdateSmoothedLoss: the mean of the last average_loss losses."""
