@@ -15,6 +15,7 @@ from replicate.io.prototxt import parse_text
 from replicate.proto import caffe_pb2
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver import run as solver_run
+from replicate.solver.nets import resolve_net_paths
 from replicate.solver.updates import UpdateRule
 
 E2E = Path(__file__).parent / "golden" / "caffe_train_e2e"
@@ -98,3 +99,16 @@ def test_test_command_prints_batches_loss_and_means_like_caffe_test(capsys: pyte
     ]
     # The means are Caffe's own final test of this snapshot (caffe/train.log, iteration 20).
     assert lines[-3:] == ["Loss: 1.61511", "accuracy = 0.1875", "loss = 1.61511 (* 1 = 1.61511 loss)"]
+
+
+def test_net_paths_resolve_against_the_solver_folder_keeping_root_folder_slash() -> None:
+    net = parse_text(
+        'layer { name: "d" type: "ImageData" top: "data" top: "label" '
+        'image_data_param { source: "list.txt" root_folder: "images/" batch_size: 1 } '
+        'transform_param { mean_file: "/abs/mean.binaryproto" } }',
+        caffe_pb2.NetParameter(),
+    )
+    out = resolve_net_paths(net, Path("/runs/a"))
+    assert out.layer[0].image_data_param.source == "/runs/a/list.txt"
+    assert out.layer[0].image_data_param.root_folder == "/runs/a/images/"
+    assert out.layer[0].transform_param.mean_file == "/abs/mean.binaryproto"

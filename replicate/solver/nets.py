@@ -28,7 +28,12 @@ class NetSpec:
 
 
 def absolute(path: str, base: Path) -> str:
-    return path if not path or Path(path).is_absolute() else str(base / path)
+    """`path` against `base` unless absolute; a trailing slash is kept (Caffe's ImageData joins
+    root_folder and file names as plain strings)."""
+    if not path or Path(path).is_absolute():
+        return path
+    joined = str(base / path)
+    return joined + "/" if path.endswith("/") else joined
 
 
 def resolve_net_paths(net: caffe_pb2.NetParameter, base: Path) -> caffe_pb2.NetParameter:
