@@ -151,7 +151,7 @@ class Solver:
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
         self.log.record(kind="done", iter=self.iter)
-        self.log.info("Optimization Done.")
+        self.log.info("Optimization Done.", "solver.cpp:325")
 
     @contextlib.contextmanager
     def _signal_requests(self) -> Iterator[None]:
