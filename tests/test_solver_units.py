@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import io
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from replicate.io.prototxt import parse_text
 from replicate.proto import caffe_pb2
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver import run as solver_run
+from replicate.solver.log import RunLog
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.updates import UpdateRule
 
@@ -112,3 +114,28 @@ def test_net_paths_resolve_against_the_solver_folder_keeping_root_folder_slash()
     assert out.layer[0].image_data_param.source == "/runs/a/list.txt"
     assert out.layer[0].image_data_param.root_folder == "/runs/a/images/"
     assert out.layer[0].transform_param.mean_file == "/abs/mean.binaryproto"
+
+
+def test_cuda_requested_without_a_gpu_is_refused() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ReplicateError, match="--device cuda"):
+        solver_run.pick_device("cuda")
+    assert solver_run.pick_device(None, caffe_pb2.SolverParameter.GPU).type == "cpu"
+
+
+def test_progress_shows_rate_and_eta_on_a_terminal_only(capsys: pytest.CaptureFixture[str]) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = RunLog(None, echo=False)
+    log.echo = Terminal()
+    log.progress(100, 1100, 2.0)
+    assert "iter 100/1100" in log.echo.getvalue() and "2.00 it/s" in log.echo.getvalue()
+    assert "ETA 00:08:20" in log.echo.getvalue()
+    log.info("next line")
+    assert log.echo.getvalue().endswith("] next line\n") and "\r\033[K" in log.echo.getvalue()
+    plain = RunLog(None)
+    plain.progress(100, 1100, 2.0)  # pytest's stderr is no terminal
+    assert capsys.readouterr().err == ""

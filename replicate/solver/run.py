@@ -26,9 +26,13 @@ from replicate.solver.solver import Solver, set_precision
 
 @dataclass
 class TrainResult:
+    """Where a run ended: its last iteration, its newest .solverstate, its log and metrics."""
+
     iterations: int
     last_snapshot: Path | None
     log: Path
+    metrics: Path
+    stopped_early: bool
 
 
 def pick_device(requested: str | None, solver_mode: int | None = None) -> torch.device:
@@ -101,7 +105,8 @@ def train(
         solver.solve(snapshot)
     finally:
         log.close()
-    return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log")
+    return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log", folder / "metrics.jsonl",
+                       solver.stopped_early)
 
 
 def test(
