@@ -1,9 +1,9 @@
-"""Solver pieces a golden trajectory does not reach: policy checks and the `test` command."""
+"""Solver pieces a golden trajectory does not reach: policies, update order, paths, CLI, progress."""
 
 from __future__ import annotations
 
-import shutil
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np

@@ -6,6 +6,8 @@
 
 Relative paths in the solver and its nets resolve against the solver's folder.  The run writes
 train.log (Caffe's log lines), metrics.jsonl and <prefix>_iter_N.caffemodel/.solverstate there.
+Ctrl-C (SIGINT) finishes the current iteration, snapshots and stops; SIGHUP snapshots and goes
+on (Caffe's defaults); a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
