@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,37 +13,24 @@ import numpy as np
 import pytest
 
 from replicate.errors import ReplicateError
-from replicate.io.blobs import blob_to_array
-from replicate.io.model import load_caffemodel
+from replicate.io.binary import read_binary
+from replicate.proto import caffe_pb2
+from replicate.results.logs import read_log
 from replicate.solver.run import train
 from replicate.solver.solver import TrainingDiverged
+from solver_support import copy_run, one_thread, params  # noqa: F401 (autouse fixture)
 
-E2E = Path(__file__).parent / "golden" / "caffe_train_e2e"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _copy(tmp_path: Path, name: str, solver_edits: dict[str, str] | None = None) -> Path:
-    run = tmp_path / name
-    shutil.copytree(E2E, run, ignore=shutil.ignore_patterns("caffe"))
-    text = (run / "solver.prototxt").read_text()
-    for old, new in (solver_edits or {}).items():
-        text = text.replace(old, new)
-    (run / "solver.prototxt").write_text(text)
-    return run
-
-
-def _params(path: Path) -> dict[str, list[np.ndarray]]:
-    return {layer.name: [blob_to_array(b) for b in layer.blobs] for layer in load_caffemodel(path).layer}
-
-
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    edits = {"max_iter: 20": "max_iter: 400", "snapshot: 10": "snapshot: 5", "test_interval: 5": "test_interval: 1000",
+    edits = {"max_iter: 20": "max_iter: 400", "snapshot: 10": "snapshot: 5", "test_interval: 5": "test_interval: 50",
              "stepsize: 8": "stepsize: 150"}
-    whole = _copy(tmp_path, "whole", edits)
+    whole = copy_run(tmp_path, "whole", edits)
     train(whole / "solver.prototxt", weights=str(whole / "init.caffemodel"), echo=False)
 
-    killed = _copy(tmp_path, "killed", edits)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = copy_run(tmp_path, "killed", edits)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "replicate", "train", "solver.prototxt", "--weights", "init.caffemodel"],
         cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -57,15 +43,26 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     proc.wait()
     states = sorted(killed.glob("snap_iter_*.solverstate"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     assert states, "the run was killed before its first snapshot"
-    assert not list(killed.glob(".tmp-*")), "a snapshot was left half-written"
+    # SIGKILL may land inside a write: only a temporary file may be cut, never a snapshot.
+    for snap in killed.glob("snap_iter_*.caffemodel"):
+        params(snap)
+    for snap in killed.glob("snap_iter_*.solverstate"):
+        read_binary(snap, caffe_pb2.SolverState())
     last = states[-1]
     stopped_at = int(last.stem.rsplit("_", 1)[1])
     assert stopped_at < 400, "the run finished before it was killed; nothing was tested"
     train(killed / "solver.prototxt", snapshot=last, echo=False)
-    a, b = _params(whole / "snap_iter_400.caffemodel"), _params(killed / "snap_iter_400.caffemodel")
+    a, b = params(whole / "snap_iter_400.caffemodel"), params(killed / "snap_iter_400.caffemodel")
     for layer in a:
         for x, y in zip(a[layer], b[layer]):
             np.testing.assert_array_equal(x, y)
+    states_at_end = [read_binary(run / "snap_iter_400.solverstate", caffe_pb2.SolverState()) for run in (whole, killed)]
+    assert states_at_end[0] == states_at_end[1], "the resumed run's history differs from the uninterrupted one"
+
+    # The appended log of the resumed run reads as the uninterrupted run's validation curve.
+    curves = [[(p.iter, p.top1, p.loss) for p in read_log(run / "train.log").val] for run in (whole, killed)]
+    assert curves[0] == curves[1] and [p[0] for p in curves[0]] == list(range(0, 401, 50))
+
     def lr_line(run: Path) -> str:
         lines = [line for line in (run / "train.log").read_text().splitlines() if f"Iteration {stopped_at}, lr" in line]
         return lines[-1].split("] ", 1)[1]
@@ -73,12 +70,23 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     assert lr_line(killed) == lr_line(whole)
 
 
-def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_snapshot(tmp_path: Path) -> None:
-    run = _copy(tmp_path, "nan", {"base_lr: 0.05": "base_lr: 1e30", "snapshot: 10": "snapshot: 1"})
-    with pytest.raises(TrainingDiverged, match=r"iteration \d+: the loss is (nan|inf).*last good snapshot"):
+@pytest.mark.parametrize(
+    "base_lr, message",
+    [
+        # Huge but finite weights: the next forward pass is the first to see NaN.
+        ("1e30", r"iteration 1: the loss is (nan|inf); training stopped; the last good snapshot is .*snap_iter_1"),
+        # The update itself overflows: caught before the snapshot that would have saved it.
+        ("3e38", r"iteration 1: the update made \S+ param \d non-finite; training stopped$"),
+    ],
+)
+def test_divergence_stops_with_the_iteration_and_keeps_the_last_good_snapshot(
+    tmp_path: Path, base_lr: str, message: str
+) -> None:
+    run = copy_run(tmp_path, "nan", {"base_lr: 0.05": f"base_lr: {base_lr}", "snapshot: 10": "snapshot: 1"})
+    with pytest.raises(TrainingDiverged, match=message), np.errstate(over="ignore"):
         train(run / "solver.prototxt", weights=str(run / "init.caffemodel"), echo=False)
     for model in run.glob("snap_iter_*.caffemodel"):
-        for blobs in _params(model).values():
+        for blobs in params(model).values():
             for blob in blobs:
                 assert np.isfinite(blob).all(), f"{model.name} holds non-finite weights"
 
@@ -91,7 +99,7 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_snapshot(tmp_
     ],
 )
 def test_missing_data_is_reported_before_training(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
-    run = _copy(tmp_path, "missing")
+    run = copy_run(tmp_path, "missing")
     net = run / "train.prototxt"
     net.write_text(net.read_text().replace(*edit))
     with pytest.raises(ReplicateError, match=message):
@@ -101,7 +109,7 @@ def test_missing_data_is_reported_before_training(tmp_path: Path, edit: tuple[st
 
 
 def test_missing_weights_net_or_solver(tmp_path: Path) -> None:
-    run = _copy(tmp_path, "missing")
+    run = copy_run(tmp_path, "missing")
     with pytest.raises(ReplicateError, match="weights file .*nope.caffemodel does not exist"):
         train(run / "solver.prototxt", weights=str(run / "nope.caffemodel"), echo=False)
     with pytest.raises(ReplicateError, match="solver file .* does not exist"):
@@ -120,20 +128,40 @@ def test_train_command_exit_code_2_on_bad_input(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines() == [f"error: solver file {tmp_path / 'nope.prototxt'} does not exist"]
 
 
-def test_sigint_stops_with_a_snapshot_that_resumes(tmp_path: Path) -> None:
-    edits = {"max_iter: 20": "max_iter: 100000", "snapshot: 10": "snapshot: 0", "test_interval: 5": "test_interval: 0"}
-    run = _copy(tmp_path, "sigint", edits)
+def test_snapshot_prefix_defaults_and_unwritable_folder(tmp_path: Path) -> None:
+    # Caffe's UpgradeSnapshotPrefixProperty: no prefix -> the solver's name; a directory -> dir/stem.
+    run = copy_run(tmp_path, "noprefix", {'snapshot_prefix: "snap"': "", "max_iter: 20": "max_iter: 2",
+                                          "test_interval: 5": "test_interval: 0"})
+    train(run / "solver.prototxt", echo=False)
+    assert (run / "solver_iter_2.caffemodel").is_file() and (run / "solver_iter_2.solverstate").is_file()
+    run = copy_run(tmp_path, "dirprefix", {'snapshot_prefix: "snap"': 'snapshot_prefix: "snaps"',
+                                           "max_iter: 20": "max_iter: 2", "test_interval: 5": "test_interval: 0"})
+    (run / "snaps").mkdir()
+    train(run / "solver.prototxt", echo=False)
+    assert (run / "snaps" / "solver_iter_2.solverstate").is_file()
+    # A prefix whose folder cannot be made is reported before any training.
+    run = copy_run(tmp_path, "badprefix", {'snapshot_prefix: "snap"': 'snapshot_prefix: "solver.prototxt/x"'})
+    with pytest.raises(ReplicateError, match="cannot write snapshots with prefix"):
+        train(run / "solver.prototxt", echo=False)
+    assert "Iteration 0" not in (run / "train.log").read_text()
+
+
+def test_sigint_snapshots_and_stops_like_caffe(tmp_path: Path) -> None:
+    run = copy_run(tmp_path, "sigint", {"max_iter: 20": "max_iter: 100000", "snapshot: 10": "snapshot: 0",
+                                        "test_interval: 5": "test_interval: 0"})
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "replicate", "train", "solver.prototxt", "--weights", "init.caffemodel"],
-        cwd=run, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 60
-    while time.time() < deadline and "Iteration 30," not in (run / "train.log").read_text() if (run / "train.log").exists() else True:
+    log_file, deadline = run / "train.log", time.time() + 120
+    while time.time() < deadline and not (log_file.exists() and "Iteration 3," in log_file.read_text()):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.wait(timeout=60) == 0
+    log = (run / "train.log").read_text()
+    assert log.rstrip().endswith("Optimization stopped early.")
     states = list(run.glob("snap_iter_*.solverstate"))
-    assert len(states) == 1 and "resume with --snapshot" in out
-    assert "Optimization stopped early." in (run / "train.log").read_text()
-    assert '"kind": "stopped"' in (run / "metrics.jsonl").read_text()
+    assert len(states) == 1
+    state = read_binary(states[0], caffe_pb2.SolverState())
+    assert f"snap_iter_{state.iter}.solverstate" == states[0].name and 3 < state.iter < 100000

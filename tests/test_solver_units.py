@@ -1,17 +1,24 @@
-"""Solver pieces a golden trajectory does not reach: policy checks and the `test` command."""
+"""Solver pieces a golden trajectory does not reach: policies, update order, paths, CLI, progress."""
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from replicate.cli import main
 from replicate.errors import ReplicateError
 from replicate.io.prototxt import parse_text
 from replicate.proto import caffe_pb2
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver import run as solver_run
+from replicate.solver.log import RunLog
+from replicate.solver.nets import resolve_net_paths
+from replicate.solver.updates import UpdateRule
 
 E2E = Path(__file__).parent / "golden" / "caffe_train_e2e"
 
@@ -59,3 +66,76 @@ def test_test_command_scores_caffes_snapshot() -> None:
     # Caffe's own final test of this snapshot (its log): accuracy 0.1875, loss 1.61511.
     assert means["accuracy"] == pytest.approx(0.1875)
     assert means["loss"] == pytest.approx(1.61511, abs=1e-5)
+
+
+def test_inv_policy_is_computed_in_float_like_caffes_dtype_expression() -> None:
+    # Caffe writes inv as base_lr * pow(Dtype(1) + gamma * iter, -power): float arithmetic.  In
+    # double the same rate rounds to 0.0016556003 at this iteration; Caffe's float gives ...04.
+    s = _solver('base_lr: 0.01 lr_policy: "inv" gamma: 0.0001 power: 0.75')
+    assert learning_rate(s, 100000, 0)[0] == float(np.float32(0.0016556004))
+
+
+def test_iter_size_normalizes_the_accumulated_gradient_before_decay() -> None:
+    # Caffe's ApplyUpdate: Normalize (diff / iter_size), then Regularize, then the momentum update.
+    def one_update(iter_size: int, grad_scale: float) -> torch.Tensor:
+        s = _solver(f"momentum: 0.9 weight_decay: 0.1 iter_size: {iter_size}")
+        rule = UpdateRule(s, [torch.Size([3])], torch.device("cpu"))
+        w = torch.tensor([1.0, -2.0, 0.5])
+        g = torch.tensor([0.3, 0.1, -0.2]) * grad_scale
+        rule.apply([w], [g], [2.0], [1.0], rate=0.01, iteration=0)
+        return w
+
+    accumulated = one_update(iter_size=4, grad_scale=4.0)
+    single = one_update(iter_size=1, grad_scale=1.0)
+    torch.testing.assert_close(accumulated, single, rtol=0, atol=1e-7)
+    expected = torch.tensor([1.0, -2.0, 0.5]) - 0.02 * (torch.tensor([0.3, 0.1, -0.2]) + 0.1 * torch.tensor([1.0, -2.0, 0.5]))
+    torch.testing.assert_close(single, expected, rtol=0, atol=1e-7)
+
+
+def test_test_command_prints_batches_loss_and_means_like_caffe_test(capsys: pytest.CaptureFixture[str]) -> None:
+    model, weights = E2E / "val.prototxt", E2E / "caffe" / "snap_iter_20.caffemodel"
+    assert main(["test", "--model", str(model), "--weights", str(weights), "--iterations", "2"]) == 0
+    lines = [line.split("] ", 1)[1] for line in capsys.readouterr().err.splitlines() if "] " in line]
+    assert [l for l in lines if l.startswith("Batch ")] == [
+        "Batch 0, accuracy = 0.25", "Batch 0, loss = 1.5795", "Batch 1, accuracy = 0.125", "Batch 1, loss = 1.65072"
+    ]
+    # The means are Caffe's own final test of this snapshot (caffe/train.log, iteration 20).
+    assert lines[-3:] == ["Loss: 1.61511", "accuracy = 0.1875", "loss = 1.61511 (* 1 = 1.61511 loss)"]
+
+
+def test_net_paths_resolve_against_the_solver_folder_keeping_root_folder_slash() -> None:
+    net = parse_text(
+        'layer { name: "d" type: "ImageData" top: "data" top: "label" '
+        'image_data_param { source: "list.txt" root_folder: "images/" batch_size: 1 } '
+        'transform_param { mean_file: "/abs/mean.binaryproto" } }',
+        caffe_pb2.NetParameter(),
+    )
+    out = resolve_net_paths(net, Path("/runs/a"))
+    assert out.layer[0].image_data_param.source == "/runs/a/list.txt"
+    assert out.layer[0].image_data_param.root_folder == "/runs/a/images/"
+    assert out.layer[0].transform_param.mean_file == "/abs/mean.binaryproto"
+
+
+def test_cuda_requested_without_a_gpu_is_refused() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ReplicateError, match="--device cuda"):
+        solver_run.pick_device("cuda")
+    assert solver_run.pick_device(None, caffe_pb2.SolverParameter.GPU).type == "cpu"
+
+
+def test_progress_shows_rate_and_eta_on_a_terminal_only(capsys: pytest.CaptureFixture[str]) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = RunLog(None, echo=False)
+    log.echo = Terminal()
+    log.progress(100, 1100, 2.0)
+    assert "iter 100/1100" in log.echo.getvalue() and "2.00 it/s" in log.echo.getvalue()
+    assert "ETA 00:08:20" in log.echo.getvalue()
+    log.info("next line")
+    assert log.echo.getvalue().endswith("] next line\n") and "\r\033[K" in log.echo.getvalue()
+    plain = RunLog(None)
+    plain.progress(100, 1100, 2.0)  # pytest's stderr is no terminal
+    assert capsys.readouterr().err == ""

@@ -6,6 +6,8 @@
 
 Relative paths in the solver and its nets resolve against the solver's folder.  The run writes
 train.log (Caffe's log lines), metrics.jsonl and <prefix>_iter_N.caffemodel/.solverstate there.
+Ctrl-C (SIGINT) finishes the current iteration, snapshots and stops; SIGHUP snapshots and goes
+on (Caffe's defaults); a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = train(args.solver, args.weights, args.snapshot, args.device, args.precision)
     if result.stopped_early:
+        # Exit 0 like Caffe after its SIGINT "stop"; the snapshot is where a rerun resumes.
         print(f"stopped at iteration {result.iterations}; resume with --snapshot {result.last_snapshot}")
-        return 130
+        return 0
     print(f"trained to iteration {result.iterations}; log {result.log}")
     return 0

@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
 
 def caffe_number(value: float) -> str:
     """A float as C++ `ostream << float` prints it (6 significant digits, %g style)."""
@@ -22,16 +24,19 @@ def caffe_number(value: float) -> str:
 
 
 def output_text(name: str, value: float, loss_weight: float) -> str:
-    """`loss = v (* w = w*v loss)`: a net output as Caffe prints it (the weight only for losses)."""
-    extra = f" (* {caffe_number(loss_weight)} = {caffe_number(loss_weight * value)} loss)" if loss_weight else ""
-    return f"{name} = {caffe_number(value)}{extra}"
+    """`name = v` plus Caffe's ` (* w = w*v loss)` for a loss output; the product in float as Caffe's."""
+    text = f"{name} = {caffe_number(value)}"
+    if loss_weight:
+        product = np.float32(loss_weight) * np.float32(value)
+        text += f" (* {caffe_number(loss_weight)} = {caffe_number(float(product))} loss)"
+    return text
 
 
 class RunLog:
     """Writes Caffe-style lines to stderr and a log file, and records to metrics.jsonl."""
 
-    def __init__(self, folder: Path | None, echo: TextIO | None = sys.stderr, append: bool = False):
-        self.echo = echo
+    def __init__(self, folder: Path | None, echo: bool = True, append: bool = False):
+        self.echo: TextIO | None = sys.stderr if echo else None
         self.pid = os.getpid()
         mode = "a" if append else "w"
         self.text = open(folder / "train.log", mode, encoding="utf-8") if folder else None

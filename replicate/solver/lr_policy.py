@@ -1,7 +1,9 @@
 """Caffe's learning-rate policies (SGDSolver::GetLearningRate) as one pure function.
 
-Caffe computes the rate in double from float fields and stores it as a float; `learning_rate`
-returns that float32 value, so the rate that enters every update is bit-identical to Caffe's.
+Caffe's expression types decide the value: `pow(float, int)` (step, exp, multistep) is computed
+in double, while inv, poly and sigmoid are written in `Dtype` (float) arithmetic with the float
+overloads of pow/exp.  `learning_rate` evaluates each policy in the same types and returns the
+float32 Caffe stores, so the rate that enters every update is Caffe's to the last bit.
 """
 
 from __future__ import annotations
@@ -34,27 +36,29 @@ def learning_rate(param: caffe_pb2.SolverParameter, iteration: int, current_step
     per call, exactly as Caffe's loop does.
     """
     policy = param.lr_policy
-    base = float(np.float32(param.base_lr))
-    gamma = float(np.float32(param.gamma))
-    power = float(np.float32(param.power))
+    f32 = np.float32
+    base, gamma, power = f32(param.base_lr), f32(param.gamma), f32(param.power)
     if policy == "fixed":
         rate = base
     elif policy == "step":
         current_step = iteration // param.stepsize
-        rate = base * math.pow(gamma, current_step)
+        rate = float(base) * math.pow(float(gamma), current_step)
     elif policy == "exp":
-        rate = base * math.pow(gamma, iteration)
+        rate = float(base) * math.pow(float(gamma), iteration)
     elif policy == "inv":
-        rate = base * math.pow(1.0 + gamma * iteration, -power)
+        with np.errstate(over="ignore", divide="ignore"):
+            rate = base * np.power(f32(1) + gamma * f32(iteration), -power)
     elif policy == "multistep":
         if current_step < len(param.stepvalue) and iteration >= param.stepvalue[current_step]:
             current_step += 1
-        rate = base * math.pow(gamma, current_step)
+        rate = float(base) * math.pow(float(gamma), current_step)
     elif policy == "poly":
-        rate = base * math.pow(1.0 - iteration / float(param.max_iter), power)
+        with np.errstate(invalid="ignore"):
+            rate = base * np.power(f32(1) - f32(iteration) / f32(param.max_iter), power)
     elif policy == "sigmoid":
-        rate = base * (1.0 / (1.0 + math.exp(-gamma * (iteration - param.stepsize))))
+        with np.errstate(over="ignore"):
+            rate = base * (f32(1) / (f32(1) + np.exp(-gamma * (f32(iteration) - f32(param.stepsize)))))
     else:
         check_policy(param)
         raise AssertionError(policy)
-    return float(np.float32(rate)), current_step
+    return float(f32(rate)), current_step

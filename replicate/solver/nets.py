@@ -28,7 +28,8 @@ class NetSpec:
 
 
 def absolute(path: str, base: Path) -> str:
-    """`path` against `base`, keeping a trailing slash (ImageData's root_folder is a string prefix)."""
+    """`path` against `base` unless absolute; a trailing slash is kept (Caffe's ImageData joins
+    root_folder and file names as plain strings)."""
     if not path or Path(path).is_absolute():
         return path
     joined = str(base / path)

@@ -7,11 +7,6 @@ night of training.
 
 from __future__ import annotations
 
-import signal
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,32 +26,13 @@ from replicate.solver.solver import Solver, set_precision
 
 @dataclass
 class TrainResult:
+    """Where a run ended: its last iteration, its newest .solverstate, its log and metrics."""
+
     iterations: int
     last_snapshot: Path | None
     log: Path
-    stopped_early: bool = False
-
-
-@contextmanager
-def _stop_on_signals(solver: Solver) -> Iterator[None]:
-    """SIGINT/SIGTERM ask the solver to stop after the current iteration with a snapshot, as
-    Caffe's default sigint_effect does, so a killed job (Ctrl-C, a scheduler) resumes cleanly."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.getsignal(sig) for sig in signals}
-
-    def request(signum: int, frame: object) -> None:
-        solver.stop_requested = True
-
-    for sig in signals:
-        signal.signal(sig, request)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    metrics: Path
+    stopped_early: bool
 
 
 def pick_device(requested: str | None, solver_mode: int | None = None) -> torch.device:
@@ -69,18 +45,31 @@ def pick_device(requested: str | None, solver_mode: int | None = None) -> torch.
     return torch.device(requested)
 
 
+def set_snapshot_prefix(param: caffe_pb2.SolverParameter, solver_path: Path) -> None:
+    """Caffe's UpgradeSnapshotPrefixProperty: no prefix -> the solver file's name without its
+    extension; a prefix naming a directory -> that directory / the solver file's stem."""
+    folder = solver_path.resolve().parent
+    if not param.HasField("snapshot_prefix"):
+        param.snapshot_prefix = solver_path.stem
+    elif (folder / param.snapshot_prefix).is_dir():
+        param.snapshot_prefix = str(Path(param.snapshot_prefix) / solver_path.stem)
+
+
 def _copy_weights(net: CompiledNet, weights: str, log: RunLog) -> None:
     """`--weights a.caffemodel,b.caffemodel`: each copied by layer name, in order, as Caffe does."""
     for name in weights.split(","):
         path = Path(name)
         if not path.is_file():
             raise ReplicateError(f"weights file {path} does not exist")
-        report = copy_trained_layers(net.layer_blobs(), load_caffemodel(path))
         log.info(f"Finetuning from {path}", "caffe.cpp:142")
-        for layer in report.copied:
-            log.info(f"Copying source layer {layer}", "net.cpp:744")
-        for layer in report.ignored:
-            log.info(f"Ignoring source layer {layer}", "net.cpp:746")
+        source = load_caffemodel(path)
+        report = copy_trained_layers(net.layer_blobs(), source)
+        copied = set(report.copied)
+        for layer in source.layer:  # in the source's order, as Caffe walks it
+            if layer.name in copied:
+                log.info(f"Copying source layer {layer.name}", "net.cpp:744")
+            else:
+                log.info(f"Ignoring source layer {layer.name}", "net.cpp:741")
 
 
 def train(
@@ -102,7 +91,8 @@ def train(
         raise ReplicateError(f"snapshot {snapshot} does not exist")
     param = load_solver(solver_path)
     folder = solver_path.resolve().parent
-    log = RunLog(folder, sys.stderr if echo else None, append=snapshot is not None)
+    set_snapshot_prefix(param, solver_path)
+    log = RunLog(folder, echo, append=snapshot is not None)
     try:
         target = pick_device(device, param.solver_mode)
         if target.type == "cpu":
@@ -112,11 +102,11 @@ def train(
         if weights:
             _copy_weights(solver.net, weights, log)
         log.info("Starting Optimization", "caffe.cpp:232")
-        with _stop_on_signals(solver):
-            solver.solve(snapshot)
+        solver.solve(snapshot)
     finally:
         log.close()
-    return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log", solver.stopped_early)
+    return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log", folder / "metrics.jsonl",
+                       solver.stopped_early)
 
 
 def test(
@@ -138,20 +128,24 @@ def test(
     net = CompiledNet(resolve_net_paths(load_net(model), model.resolve().parent), caffe_pb2.TEST).to(target)
     if weights:
         _copy_weights(net, str(weights), log)
+    weights_of = net.blob_loss_weights
     totals: dict[str, np.ndarray] = {}
+    loss = np.float32(0)
     with torch.no_grad():
         for i in range(iterations):
             result = net()
+            loss += np.float32(float(result.loss))
             for name, value in result.outputs.items():
                 values = value.float().reshape(-1).cpu().numpy()
                 totals[name] = values.copy() if name not in totals else totals[name] + values
                 for v in values.tolist():
                     log.info(f"Batch {i}, {name} = {caffe_number(v)}", "caffe.cpp:304")
+    log.info(f"Loss: {caffe_number(float(loss / np.float32(iterations)))}", "caffe.cpp:309")
     means = {}
     for name, total in totals.items():
         mean = total / np.float32(iterations)
         for v in mean.tolist():
-            log.info(output_text(name, v, net.blob_loss_weights.get(name, 0.0)), "caffe.cpp:317")
+            log.info(output_text(name, v, weights_of.get(name, 0.0)), "caffe.cpp:317")
         means[name] = float(mean[0]) if mean.size == 1 else mean.tolist()
     log.close()
     return means

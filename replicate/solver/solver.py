@@ -10,6 +10,9 @@ loss, and a last test.  Its logs are Caffe's lines, so the results read our runs
 from __future__ import annotations
 
 import contextlib
+import signal
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,10 +89,10 @@ class Solver:
         self.iter = 0
         self.current_step = 0
         self.last_snapshot: Path | None = None
-        #: Set from a signal handler (SIGINT/SIGTERM): finish the iteration, snapshot, stop.
-        self.stop_requested = False
+        self._check_snapshot_folder()
+        self._request: str | None = None
         self.stopped_early = False
-        self._losses: list[float] = []
+        self._losses: list[np.float32] = []
         self._smoothed = 0.0
         log.info("Solver scaffolding done.")
 
@@ -102,11 +105,27 @@ class Solver:
         else:
             yield
 
-    def _snapshot_path(self, extension: str) -> Path:
+    def _check_snapshot_folder(self) -> None:
+        """Caffe's CheckSnapshotWritePermissions, before training: the snapshot folder must be
+        writable (we create it when missing, where Caffe would stop)."""
+        if not (self.param.snapshot or self.param.snapshot_prefix):
+            return
+        folder = Path(absolute(self._snapshot_name(".tempfile"), self.folder)).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise ReplicateError(
+                f"cannot write snapshots with prefix '{self.param.snapshot_prefix}' in {folder}: {e.strerror}"
+            ) from e
+
+    def _snapshot_name(self, extension: str) -> str:
+        """`<prefix>_iter_N<ext>` as Caffe writes it into logs and the solverstate's learned_net."""
         prefix = self.param.snapshot_prefix
         if not prefix:
             raise ReplicateError("the solver sets snapshot but no snapshot_prefix")
-        return Path(absolute(f"{prefix}_iter_{self.iter}{extension}", self.folder))
+        return f"{prefix}_iter_{self.iter}{extension}"
 
     # ------------------------------------------------------------------ Solve / Step
     def solve(self, resume: Path | None = None) -> None:
@@ -115,14 +134,14 @@ class Solver:
         if resume is not None:
             self.restore(resume)
         start_iter = self.iter
-        self.step(self.param.max_iter - self.iter)
+        with self._signal_requests():
+            self.step(self.param.max_iter - self.iter)
         p = self.param
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
         if self.stopped_early:
-            # Caffe's SIGINT "stop": the snapshot above is where `--snapshot` resumes.
             self.log.record(kind="stopped", iter=self.iter)
-            self.log.info("Optimization stopped early.")
+            self.log.info("Optimization stopped early.", "solver.cpp:302")
             return
         if p.display and self.iter % p.display == 0:
             with torch.no_grad(), self._autocast():
@@ -132,27 +151,49 @@ class Solver:
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
         self.log.record(kind="done", iter=self.iter)
-        self.log.info("Optimization Done.")
+        self.log.info("Optimization Done.", "solver.cpp:325")
+
+    @contextlib.contextmanager
+    def _signal_requests(self) -> Iterator[None]:
+        """Caffe's defaults: SIGINT = snapshot and stop, SIGHUP = snapshot, both acted on after
+        the current iteration's update.  A second SIGINT interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_signal(signum: int, frame: object) -> None:
+            if signum == signal.SIGINT and self._request == "stop":
+                raise KeyboardInterrupt
+            self._request = "stop" if signum == signal.SIGINT else "snapshot"
+
+        handled = [signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+        previous = {sig: signal.signal(sig, on_signal) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def step(self, iters: int) -> None:
         p = self.param
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses, self._smoothed = [], 0.0
         timer, last_iter = time.perf_counter(), self.iter
+        train_weights = self.net.blob_loss_weights
         while self.iter < stop_iter:
             for e in self.entries:
                 e.param.grad = None
             if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
                 self.test_all()
             display = bool(p.display) and self.iter % p.display == 0
-            loss = 0.0
+            loss = np.float32(0)
             for _ in range(p.iter_size):
                 with self._autocast():
                     result = self.net()
                 if result.loss.requires_grad:
                     result.loss.backward()
-                loss += float(result.loss.detach())
-            loss /= p.iter_size
+                loss += np.float32(float(result.loss.detach()))
+            loss = float(loss / np.float32(p.iter_size))
             if not np.isfinite(loss):
                 kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
                 raise TrainingDiverged(f"iteration {self.iter}: the loss is {loss}; training stopped{kept}")
@@ -166,28 +207,32 @@ class Solver:
                     "solver.cpp:231",
                 )
                 timer, last_iter = time.perf_counter(), self.iter
-                self._log_outputs("Train", result.outputs, self.net.blob_loss_weights, "solver.cpp:247")
+                self._log_outputs("Train", result.outputs, train_weights, "solver.cpp:247")
                 self.log.progress(self.iter, p.max_iter, per_s)
             rate = self.apply_update(display)
-            self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
+            if display or not p.display:
+                self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
             self.iter += 1
-            if p.snapshot and self.iter % p.snapshot == 0:
+            request, self._request = self._request, None
+            if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
                 self.snapshot()
-            if self.stop_requested:
+            if request == "stop":
                 self.stopped_early = True
                 break
 
     def _update_smoothed(self, loss: float, start_iter: int) -> None:
         """Caffe's UpdateSmoothedLoss: the mean of the last average_loss losses."""
         average = self.param.average_loss
+        f32, value, smoothed = np.float32, np.float32(loss), np.float32(self._smoothed)
         if len(self._losses) < average:
-            self._losses.append(loss)
+            self._losses.append(value)
             n = len(self._losses)
-            self._smoothed = (self._smoothed * (n - 1) + loss) / n
+            smoothed = (smoothed * f32(n - 1) + value) / f32(n)
         else:
             i = (self.iter - start_iter) % average
-            self._smoothed += (loss - self._losses[i]) / average
-            self._losses[i] = loss
+            smoothed += (value - self._losses[i]) / f32(average)
+            self._losses[i] = value
+        self._smoothed = float(smoothed)
 
     def _log_outputs(self, which: str, outputs: dict[str, torch.Tensor], weights: dict[str, float], source: str) -> None:
         k = 0
@@ -234,7 +279,12 @@ class Solver:
         if self.param.test_compute_loss:
             self.log.info(f"Test loss: {caffe_number(float(loss / np.float32(iters)))}", "solver.cpp:394")
         means = {name: (total / np.float32(iters)).astype(np.float32) for name, total in scores.items()}
-        self._log_outputs("Test", {n: torch.from_numpy(v) for n, v in means.items()}, net.blob_loss_weights, "solver.cpp:413")
+        weights = net.blob_loss_weights
+        k = 0
+        for name, values in means.items():
+            for v in values.tolist():
+                self.log.info(f"    Test net output #{k}: {output_text(name, v, weights.get(name, 0.0))}", "solver.cpp:413")
+                k += 1
         outputs = {name: (v.tolist()[0] if v.size == 1 else v.tolist()) for name, v in means.items()}
         self.log.record(kind="test", iter=self.iter, net=index, outputs=outputs)
         return {name: v.tolist() for name, v in means.items()}
@@ -242,24 +292,34 @@ class Solver:
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> Path:
         """Write `<prefix>_iter_N.caffemodel` and `.solverstate` atomically; returns the state path."""
-        model_path = self._snapshot_path(".caffemodel")
-        model_path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_finite()
+        model_name, state_name = self._snapshot_name(".caffemodel"), self._snapshot_name(".solverstate")
+        model_path, state_path = Path(absolute(model_name, self.folder)), Path(absolute(state_name, self.folder))
         proto = net_to_proto(
             caffe_pb2.NetParameter(name=self.net.net_name, layer=self.net.layer_params), self.net.layer_blobs()
         )
         for layer in proto.layer:
             layer.phase = caffe_pb2.TRAIN
         save_caffemodel(model_path, proto)
-        self.log.info(f"Snapshotting to binary proto file {model_path.name}", "solver.cpp:581")
-        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_path.name, current_step=self.current_step)
+        self.log.info(f"Snapshotting to binary proto file {model_name}", "solver.cpp:581")
+        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_name, current_step=self.current_step)
         for h in self.rule.history:
             array_to_blob(h.detach().cpu().numpy(), state.history.add())
-        state_path = self._snapshot_path(".solverstate")
         write_binary(state_path, state)
-        self.log.info(f"Snapshotting solver state to binary proto file {state_path.name}", "sgd_solver.cpp:273")
+        self.log.info(f"Snapshotting solver state to binary proto file {state_name}", "sgd_solver.cpp:273")
         self.last_snapshot = state_path
         self.log.record(kind="snapshot", iter=self.iter, caffemodel=str(model_path), solverstate=str(state_path))
         return state_path
+
+    def _check_finite(self) -> None:
+        """Refuse to snapshot weights an update has made NaN or infinite: the last good one stays."""
+        for e in self.entries:
+            if not torch.isfinite(e.param.detach()).all():
+                kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
+                raise TrainingDiverged(
+                    f"iteration {self.iter}: the update made {e.layer} param {e.index} non-finite; "
+                    f"training stopped{kept}"
+                )
 
     def restore(self, state_path: Path) -> None:
         """Caffe's RestoreSolverStateFromBinaryProto: iteration, weights, lr step, history."""

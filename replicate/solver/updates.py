@@ -123,4 +123,4 @@ class UpdateRule:
             correction = math.sqrt(1.0 - math.pow(self.momentum2, t)) / (1.0 - math.pow(self.momentum, t))
             h.mul_(self.momentum).add_(g, alpha=1.0 - self.momentum)
             v.mul_(self.momentum2).add_(g * g, alpha=1.0 - self.momentum2)
-            g.copy_(h.div(v.sqrt().add_(self.delta)).mul_(_f32(lr * correction)))
+            g.copy_(h.div(v.sqrt().add_(self.delta)).mul_(_f32(lr * _f32(correction))))

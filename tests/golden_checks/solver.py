@@ -27,7 +27,7 @@ def handles(case_name: str) -> bool:
 def check(case_dir: Path) -> None:
     arrays = load_arrays(case_dir)
     iters = json.loads((case_dir / "meta.json").read_text())["iters"]
-    solver = Solver(load_solver(case_dir / "solver.prototxt"), case_dir, torch.device("cpu"), RunLog(None, None))
+    solver = Solver(load_solver(case_dir / "solver.prototxt"), case_dir, torch.device("cpu"), RunLog(None, echo=False))
     blobs = solver.net.layer_blobs()
     with torch.no_grad():
         for layer, params in blobs.items():
