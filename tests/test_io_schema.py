@@ -4,6 +4,8 @@ Every binary fixture written by real Caffe parses with no unknown fields, holds 
 golden arrays say, and re-serializes to a message that parses back equal.
 """
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +193,21 @@ def test_text_error_names_file_line_column_and_token(tmp_path: Path) -> None:
         read_net_text(path)
     message = str(err.value)
     assert message.startswith(f"{path}:4:3:") and "kernel_sise" in message
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    write_mean(tmp_path / "m.binaryproto", np.zeros((3, 2, 2), dtype=np.float32))
+    assert stat.S_IMODE((tmp_path / "m.binaryproto").stat().st_mode) == 0o666 & ~umask
+
+
+def test_mean_with_a_wrong_value_count_is_a_clear_error(tmp_path: Path) -> None:
+    blob = caffe_pb2.BlobProto(num=1, channels=3, height=2, width=2)
+    blob.data.extend([0.0] * 11)
+    (tmp_path / "m.binaryproto").write_bytes(blob.SerializeToString())
+    with pytest.raises(ReplicateError, match="m.binaryproto: not a valid mean blob"):
+        read_mean(tmp_path / "m.binaryproto")
 
 
 def test_binary_garbage_is_a_clear_error(tmp_path: Path) -> None:
