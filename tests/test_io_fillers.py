@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,11 +62,34 @@ def test_positive_unitball_rows_sum_to_one() -> None:
     torch.testing.assert_close(t.view(7, -1).sum(1), torch.ones(7))
 
 
-def test_bilinear_kernel_is_caffes() -> None:
-    t = _filled((2, 1, 4, 4), type="bilinear")
-    # Caffe: f = ceil(4/2) = 2, c = (2f - 1 - f%2) / (2f) = 0.75, w(x) = 1 - |x/f - c|.
-    w = torch.tensor([0.25, 0.75, 0.75, 0.25])
-    torch.testing.assert_close(t[1, 0], w[:, None] * w[None, :])
+def _caffe_bilinear(shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """BilinearFiller::Fill of Caffe's filler.hpp, element by element in float32."""
+    width = shape[3]
+    f = math.ceil(width / 2.0)
+    c = np.float32((width - 1) / (2.0 * f))
+    out = np.empty(math.prod(shape), dtype=np.float32)
+    for i in range(out.size):
+        x = np.float32(i % width)
+        y = np.float32((i // width) % shape[2])
+        out[i] = (np.float32(1) - abs(x / np.float32(f) - c)) * (np.float32(1) - abs(y / np.float32(f) - c))
+    return torch.from_numpy(out.reshape(shape))
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7, 8, 16])
+def test_bilinear_kernel_is_caffes(width: int) -> None:
+    shape = (3, 2, width, width)
+    assert torch.equal(_filled(shape, type="bilinear"), _caffe_bilinear(shape))
+
+
+def test_bilinear_odd_kernel_is_symmetric() -> None:
+    # f = 2, c = (3 - 1) / 4 = 0.5: the 3-tap kernel is 0.5, 1, 0.5 (the older c = 0.75 was not).
+    w = torch.tensor([0.5, 1.0, 0.5])
+    assert torch.equal(_filled((1, 1, 3, 3), type="bilinear")[0, 0], w[:, None] * w[None, :])
+
+
+def test_sparse_above_the_output_count_is_refused() -> None:
+    with pytest.raises(ReplicateError, match="sparse 5 exceeds the 4 outputs"):
+        _filled((4, 10), type="gaussian", sparse=5)
 
 
 def test_unknown_filler_names_the_known_ones() -> None:

@@ -4,6 +4,8 @@ Every binary fixture written by real Caffe parses with no unknown fields, holds 
 golden arrays say, and re-serializes to a message that parses back equal.
 """
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +106,34 @@ def test_caffe_snapshots_parse(name: str) -> None:
         assert blob_shape(history) == blob_shape(blob)
 
 
+E2E_SHAPES = {
+    "conv1": [(8, 3, 3, 3), (8,)], "conv2-new": [(8, 4, 3, 3), (8,)], "fc-new": [(5, 392), (5,)],
+}
+
+
+@pytest.mark.parametrize("name", ["init", "caffe/snap_iter_10", "caffe/snap_iter_20"])
+def test_e2e_caffemodels_hold_the_nets_shapes(name: str) -> None:
+    net = read_net_binary(E2E / f"{name}.caffemodel")
+    assert_no_unknown_fields(net)
+    shapes = {layer.name: [blob_shape(b) for b in layer.blobs] for layer in net.layer if layer.blobs}
+    assert shapes == E2E_SHAPES
+
+
+def test_e2e_snapshots_keep_the_frozen_layer_and_move_the_others() -> None:
+    """Between Caffe's two snapshots the lr_mult-0 conv1 is bit-identical; the trained fc moved.
+
+    (Caffe's run did not start from init.caffemodel: its log has no "Finetuning from" line.)
+    """
+    def layers(name: str) -> dict[str, list[np.ndarray]]:
+        net = read_net_binary(E2E / "caffe" / f"{name}.caffemodel")
+        return {layer.name: [blob_to_array(b) for b in layer.blobs] for layer in net.layer}
+
+    at10, at20 = layers("snap_iter_10"), layers("snap_iter_20")
+    for before, after in zip(at10["conv1"], at20["conv1"]):
+        np.testing.assert_array_equal(before, after)
+    assert not np.array_equal(at10["fc-new"][0], at20["fc-new"][0])
+
+
 def test_saved_caffemodel_uses_shape_and_reads_back(tmp_path: Path) -> None:
     legacy = read_net_binary(CAFFE / "caffemodel_v1" / "v1.caffemodel")
     net = load_caffemodel(CAFFE / "caffemodel_v1" / "v1.caffemodel")
@@ -163,6 +193,21 @@ def test_text_error_names_file_line_column_and_token(tmp_path: Path) -> None:
         read_net_text(path)
     message = str(err.value)
     assert message.startswith(f"{path}:4:3:") and "kernel_sise" in message
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    write_mean(tmp_path / "m.binaryproto", np.zeros((3, 2, 2), dtype=np.float32))
+    assert stat.S_IMODE((tmp_path / "m.binaryproto").stat().st_mode) == 0o666 & ~umask
+
+
+def test_mean_with_a_wrong_value_count_is_a_clear_error(tmp_path: Path) -> None:
+    blob = caffe_pb2.BlobProto(num=1, channels=3, height=2, width=2)
+    blob.data.extend([0.0] * 11)
+    (tmp_path / "m.binaryproto").write_bytes(blob.SerializeToString())
+    with pytest.raises(ReplicateError, match="m.binaryproto: not a valid mean blob"):
+        read_mean(tmp_path / "m.binaryproto")
 
 
 def test_binary_garbage_is_a_clear_error(tmp_path: Path) -> None:

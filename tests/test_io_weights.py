@@ -59,6 +59,14 @@ def test_blob_count_mismatch() -> None:
         copy_trained_layers(blobs, load_caffemodel(V1_CASE / "v1.caffemodel"))
 
 
+def test_blob_with_too_few_values_names_layer_and_blob() -> None:
+    source = load_caffemodel(V1_CASE / "v1.caffemodel")
+    del source.layer[0].blobs[1].data[-1]
+    blobs = _params(conv=[(4, 3, 3, 3), (4,)])
+    with pytest.raises(ReplicateError, match=r"param 1 of layer 'conv': blob holds 3 values"):
+        copy_trained_layers(blobs, source)
+
+
 def test_net_to_proto_writes_current_blobs_by_layer() -> None:
     net_param = read_net_text(V1_CASE / "net.prototxt")
     blobs = {"conv": [torch.full((4, 3, 3, 3), 2.0), torch.arange(4.0)]}

@@ -20,6 +20,10 @@ from replicate.proto import caffe_pb2
 
 M = TypeVar("M", bound=Message)
 
+# mkstemp makes 0600 files; a snapshot should get the permissions open() would give it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def read_binary(path: str | os.PathLike[str], message: M) -> M:
     """Parse the binary protobuf file at `path` into `message`."""
@@ -41,6 +45,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -63,7 +68,10 @@ def read_net_binary(path: str | os.PathLike[str]) -> caffe_pb2.NetParameter:
 
 def read_mean(path: str | os.PathLike[str]) -> np.ndarray:
     """A .binaryproto mean file as an array of its stored shape (usually 1 x C x H x W)."""
-    return blob_to_array(read_binary(path, caffe_pb2.BlobProto()))
+    try:
+        return blob_to_array(read_binary(path, caffe_pb2.BlobProto()))
+    except ValueError as err:
+        raise ReplicateError(f"{path}: not a valid mean blob ({err})") from None
 
 
 def write_mean(path: str | os.PathLike[str], array: np.ndarray) -> None:

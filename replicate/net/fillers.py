@@ -54,6 +54,10 @@ def _gaussian(t: torch.Tensor, f: Filler, g: torch.Generator | None) -> None:
     if f.sparse < -1:
         raise ReplicateError(f"gaussian filler: sparse must be >= -1, got {f.sparse}")
     if f.sparse >= 0:
+        if f.sparse > t.shape[0]:
+            raise ReplicateError(
+                f"gaussian filler: sparse {f.sparse} exceeds the {t.shape[0]} outputs of blob {tuple(t.shape)}"
+            )
         # Each weight survives with probability sparse / num_outputs (Caffe's Bernoulli mask),
         # so every output keeps `sparse` inputs on average.
         keep = torch.empty_like(t).bernoulli_(f.sparse / t.shape[0], generator=g)
@@ -85,8 +89,10 @@ def _bilinear(t: torch.Tensor, f: Filler, g: torch.Generator | None) -> None:
         raise ReplicateError(f"bilinear filler needs a 4-D blob with square kernels, got {tuple(t.shape)}")
     width = t.shape[3]
     factor = math.ceil(width / 2.0)
-    centre = (2 * factor - 1 - factor % 2) / (2.0 * factor)
-    axis = torch.arange(width, dtype=torch.float64)
+    # Caffe's current centre, (width - 1) / 2f; the older (2f - 1 - f % 2) / 2f made odd
+    # kernels such as 3 or 7 lopsided.  Arithmetic in float32, as Caffe's Dtype does it.
+    centre = torch.tensor((width - 1) / (2.0 * factor), dtype=torch.float32)
+    axis = torch.arange(width, dtype=torch.float32)
     weights = 1 - (axis / factor - centre).abs()
     t.copy_((weights[:, None] * weights[None, :]).expand_as(t))
 

@@ -72,7 +72,11 @@ def copy_trained_layers(
                     f"{_source_shape(blob)}, target shape {tuple(target.shape)}; rename the layer "
                     "to learn it from scratch instead"
                 )
-            values = torch.from_numpy(blob_to_array(blob).reshape(tuple(target.shape)))
+            try:
+                array = blob_to_array(blob)
+            except ValueError as err:  # Caffe's FromProto CHECK on the value count
+                raise ReplicateError(f"cannot copy param {j} of layer '{layer.name}': {err}") from None
+            values = torch.from_numpy(array.reshape(tuple(target.shape)))
             with torch.no_grad():
                 target.copy_(values)
         report.copied.append(layer.name)
