@@ -178,7 +178,7 @@ class Solver:
             if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
                 self.test_all()
             display = bool(p.display) and self.iter % p.display == 0
-            loss = self._forward_backward()
+            loss = self.forward_backward()
             if not np.isfinite(loss):
                 kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
                 raise TrainingDiverged(f"iteration {self.iter}: the loss is {loss}; training stopped{kept}")
@@ -200,13 +200,14 @@ class Solver:
             if p.snapshot and self.iter % p.snapshot == 0 and self.group.is_main:
                 self.snapshot()
 
-    def _forward_backward(self) -> float:
+    def forward_backward(self, inputs: dict[str, torch.Tensor] | None = None) -> float:
         """iter_size forward/backward passes accumulating gradients; their mean loss.  In a
-        data-parallel run gradients and loss are then averaged over the processes."""
+        data-parallel run gradients and loss are then averaged over the processes.  `inputs`
+        feed source blobs (as CompiledNet.forward), e.g. synthetic batches for a benchmark."""
         total = torch.zeros((), device=self.device)
         for _ in range(self.param.iter_size):
             with self._autocast():
-                self._last = self.forward()
+                self._last = self.forward(inputs)
             if self._last.loss.requires_grad:
                 self._last.loss.backward()
             total += self._last.loss.detach().float()
