@@ -81,7 +81,9 @@ class BatchLayer(Layer):
         if device is not None:
             self.device = device
 
+    @torch.compiler.disable
     def forward(self) -> tuple[torch.Tensor, ...]:
+        # Reading and decoding is Python I/O: torch.compile of a net runs it as it is.
         if self._loader is None:
             self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device)
         data, label = next(self._loader)

@@ -65,7 +65,7 @@ def train(
     precision: str = "fp32",
     echo: bool = True,
     channels_last: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
 ) -> TrainResult:
     """Train as `caffe train -solver S [-weights W] [-snapshot X]`; logs next to the solver.
 

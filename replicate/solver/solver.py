@@ -37,7 +37,8 @@ class TrainingDiverged(ReplicateError):
     """The loss became NaN or infinite: training stops and no snapshot of it is written."""
 
 
-def _compile(spec: NetSpec, device: torch.device, channels_last: bool = False) -> CompiledNet:
+def build_net(spec: NetSpec, device: torch.device, channels_last: bool = False) -> CompiledNet:
+    """A net of the solver on `device`, NHWC when `channels_last`."""
     net = CompiledNet(spec.param, spec.phase, spec.stages, spec.level).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -63,7 +64,8 @@ class Solver:
     """Trains the solver's train net and tests its test nets, as Caffe's SGDSolver family.
 
     Speed options that leave Caffe's arithmetic alone: `channels_last` (NHWC memory layout of
-    weights and activations) and `compile` (torch.compile of the training net's forward).
+    weights and activations) and `compile` (torch.compile of the training net's forward; True
+    for inductor, or the name of another torch.compile backend).
     `group` makes it one process of a data-parallel run (replicate.solver.distributed).
     """
 
@@ -75,7 +77,7 @@ class Solver:
         log: RunLog,
         precision: str = "fp32",
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
         group: Group = Group(),
     ):
         check_policy(param)
@@ -98,13 +100,14 @@ class Solver:
             np.random.seed(seed % 2**32)
         spec = train_net(param, folder)
         log.info(f"Creating training net from {spec.origin}")
-        self.net = _compile(spec, device, channels_last)
-        self.forward = torch.compile(self.net) if compile else self.net
+        self.net = build_net(spec, device, channels_last)
+        backend = compile if isinstance(compile, str) else "inductor"
+        self.forward = torch.compile(self.net, backend=backend) if compile else self.net
         self.net_param = spec.param
         self.test_nets: list[CompiledNet] = []
         for i, test_spec in enumerate(test_nets(param, folder)):
             log.info(f"Creating test net (#{i}) specified by {test_spec.origin}")
-            test_net = _compile(test_spec, device, channels_last)
+            test_net = build_net(test_spec, device, channels_last)
             test_net.share_trained_layers_with(self.net)
             self.test_nets.append(test_net)
         self.entries = self.net.learnable_params()
