@@ -14,6 +14,7 @@ train.log (Caffe's log lines), metrics.jsonl and <prefix>_iter_N.caffemodel/.sol
 from __future__ import annotations
 
 import argparse
+import os
 
 from replicate.solver.run import train
 from replicate.solver.solver import PRECISIONS
@@ -35,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
         args.solver, args.weights, args.snapshot, args.device, args.precision,
         channels_last=args.channels_last, compile=args.compile,
     )
-    print(f"trained to iteration {result.iterations}; log {result.log}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(f"trained to iteration {result.iterations}; log {result.log}")
     return 0
