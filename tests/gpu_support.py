@@ -37,7 +37,7 @@ SOLVER = """
 net: "net.prototxt"
 base_lr: 0.1 momentum: 0.9 weight_decay: 0.01 lr_policy: "step" gamma: 0.5 stepsize: 2
 max_iter: 4 display: 1 test_iter: 2 test_interval: 2
-snapshot_prefix: "snap" random_seed: 3 solver_mode: CPU
+snapshot_prefix: "snap" random_seed: 3 solver_mode: CPU test_compute_loss: true
 """
 
 

@@ -56,3 +56,8 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
     test2 = [m["outputs"]["acc"] for m in m2 if m["kind"] == "test"]
     assert test1 == test2 and len(test1) == 3
     assert not list(double.parent.glob("snap_iter_2*"))  # only rank 0 wrote, and only at the end
+    def logged_test_losses(folder: Path) -> list[str]:
+        return [line.split("] ")[1] for line in (folder / "train.log").read_text().splitlines() if "Test loss" in line]
+
+    assert logged_test_losses(single.parent) == logged_test_losses(double.parent)
+    assert len(logged_test_losses(single.parent)) == 3

@@ -283,7 +283,7 @@ class Solver:
                 for name, value in result.outputs.items():
                     values = value.detach().float().reshape(-1).cpu().numpy()
                     scores[name] = values.copy() if name not in scores else scores[name] + values
-        self._mean_over_group(scores)
+        loss = self._mean_over_group(scores, loss)
         if self.param.test_compute_loss:
             self.log.info(f"Test loss: {caffe_number(float(loss / np.float32(iters)))}", "solver.cpp:394")
         means = {name: (total / np.float32(iters)).astype(np.float32) for name, total in scores.items()}
@@ -299,15 +299,17 @@ class Solver:
         self.log.record(kind="test", iter=self.iter, net=index, outputs=outputs)
         return {name: v.tolist() for name, v in means.items()}
 
-    def _mean_over_group(self, scores: dict[str, np.ndarray]) -> None:
+    def _mean_over_group(self, scores: dict[str, np.ndarray], loss: np.float32) -> np.float32:
         """Each process tested its slice of every test batch: the mean over processes is the
-        mean over the whole batches (equal slices)."""
-        if self.group.world == 1 or not scores:
-            return
-        tensors = [torch.from_numpy(v.astype(np.float32)).to(self.device) for v in scores.values()]
+        mean over the whole batches (equal slices).  Averages `scores` in place; returns the
+        averaged loss."""
+        if self.group.world == 1:
+            return loss
+        tensors = [torch.from_numpy(np.asarray(v, np.float32)).to(self.device) for v in [*scores.values(), [loss]]]
         self.group.mean_(tensors)
         for name, t in zip(list(scores), tensors):
             scores[name] = t.cpu().numpy()
+        return np.float32(tensors[-1].item())
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> Path:
