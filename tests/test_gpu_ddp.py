@@ -55,7 +55,10 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
     test1 = [m["outputs"]["acc"] for m in m1 if m["kind"] == "test"]
     test2 = [m["outputs"]["acc"] for m in m2 if m["kind"] == "test"]
     assert test1 == test2 and len(test1) == 3
-    assert not list(double.parent.glob("snap_iter_2*"))  # only rank 0 wrote, and only at the end
+    pids = {line.split()[2] for line in (double.parent / "train.log").read_text().splitlines()}
+    assert len(pids) == 1  # only rank 0 logs
+    assert sum(m["kind"] == "config" for m in m2) == 1
+
     def logged_test_losses(folder: Path) -> list[str]:
         return [line.split("] ")[1] for line in (folder / "train.log").read_text().splitlines() if "Test loss" in line]
 
