@@ -11,13 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 from gpu_support import dataset, free_port, metrics, run_dir, train_rank, weights
 
 from replicate.data.loader import BatchMaker, LmdbSource
 from replicate.data.transform import TRAIN, DataTransformer
+from replicate.errors import ReplicateError
+from replicate.io.prototxt import parse_text
 from replicate.proto import caffe_pb2
+from replicate.solver.distributed import check_averageable
 
 
 def test_shards_of_a_batch_together_are_the_single_process_batch(tmp_path: Path) -> None:
@@ -64,3 +68,19 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
 
     assert logged_test_losses(single.parent) == logged_test_losses(double.parent)
     assert len(logged_test_losses(single.parent)) == 3
+
+
+def test_nets_whose_gradient_is_not_a_batch_mean_are_refused() -> None:
+    def net(extra: str) -> caffe_pb2.NetParameter:
+        return parse_text(f'layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" {extra} }}',
+                          caffe_pb2.NetParameter())
+
+    check_averageable(net(""), "n")
+    check_averageable(net("loss_param { ignore_label: 0 normalization: BATCH_SIZE }"), "n")
+    with pytest.raises(ReplicateError, match="'loss' uses normalization NONE"):
+        check_averageable(net("loss_param { normalization: NONE }"), "n")
+    with pytest.raises(ReplicateError, match="ignore_label with VALID"):
+        check_averageable(net("loss_param { ignore_label: 0 }"), "n")
+    with pytest.raises(ReplicateError, match="BatchNorm"):
+        check_averageable(parse_text('layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" }',
+                                     caffe_pb2.NetParameter()), "n")

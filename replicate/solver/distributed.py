@@ -18,6 +18,10 @@ import torch
 import torch.distributed as dist
 
 from replicate.errors import ReplicateError
+from replicate.layers.softmax_with_loss import normalization_mode
+from replicate.proto import caffe_pb2
+
+_Norm = caffe_pb2.LossParameter
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,30 @@ class Group:
             value = value.cuda()
         dist.broadcast(value, src=0)
         return int(value.item())
+
+
+def check_averageable(net: caffe_pb2.NetParameter, where: str) -> None:
+    """Averaging per-process gradients equals the whole batch's gradient only when every loss is
+    a mean over the batch with the same divisor in each process and no layer mixes images of the
+    batch: a summed SoftmaxWithLoss (normalization NONE), one divided by a per-process count of
+    valid labels (VALID with ignore_label), or BatchNorm (statistics of a slice, not the batch)
+    would train differently from one process, so such a net stops here."""
+    for layer in net.layer:
+        if layer.type == "BatchNorm":
+            raise ReplicateError(
+                f"{where}: layer '{layer.name}' (BatchNorm) would use each process's slice of the batch "
+                "for its statistics; data-parallel training would not match one process"
+            )
+        if layer.type != "SoftmaxWithLoss":
+            continue
+        mode = normalization_mode(layer.loss_param)
+        ignore = layer.loss_param.HasField("ignore_label")
+        if mode == _Norm.NONE or (ignore and mode == _Norm.VALID):
+            setting = "normalization NONE" if mode == _Norm.NONE else "ignore_label with VALID normalization"
+            raise ReplicateError(
+                f"{where}: layer '{layer.name}' uses {setting}; data-parallel training would not match "
+                "one process (use BATCH_SIZE normalization, or train in one process)"
+            )
 
 
 def join(device: str | None) -> tuple[Group, str | None]:

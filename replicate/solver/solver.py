@@ -24,7 +24,7 @@ from replicate.io.model import load_caffemodel, save_caffemodel
 from replicate.net.compile import CompiledNet
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
-from replicate.solver.distributed import Group
+from replicate.solver.distributed import Group, check_averageable
 from replicate.solver.log import RunLog, caffe_number
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver.nets import NetSpec, absolute, test_nets, train_net
@@ -99,6 +99,8 @@ class Solver:
             torch.manual_seed(seed)
             np.random.seed(seed % 2**32)
         spec = train_net(param, folder)
+        if group.world > 1:
+            check_averageable(spec.param, f"training net ({spec.origin})")
         log.info(f"Creating training net from {spec.origin}")
         self.net = build_net(spec, device, channels_last)
         backend = compile if isinstance(compile, str) else "inductor"
