@@ -3,8 +3,11 @@
   python -m replicate train solver.prototxt
   python -m replicate train solver.prototxt --weights base.caffemodel     # fine-tune / transfer
   python -m replicate train solver.prototxt --snapshot snap_iter_10000.solverstate  # resume
+  torchrun --nproc_per_node=8 -m replicate train solver.prototxt   # data parallel, 8 GPUs
 
-Relative paths in the solver and its nets resolve against the solver's folder.  The run writes
+Under torchrun each net's batch_size is the global batch, split evenly over the processes; the
+gradients are averaged so training matches one process on the whole batch; rank 0 logs and
+snapshots.  Relative paths in the solver and its nets resolve against the solver's folder.  The run writes
 train.log (Caffe's log lines), metrics.jsonl and <prefix>_iter_N.caffemodel/.solverstate there.
 Ctrl-C (SIGINT) finishes the current iteration, snapshots and stops; SIGHUP snapshots and goes
 on (Caffe's defaults); a second Ctrl-C stops at once.
@@ -13,6 +16,7 @@ on (Caffe's defaults); a second Ctrl-C stops at once.
 from __future__ import annotations
 
 import argparse
+import os
 
 from replicate.solver.run import train
 from replicate.solver.solver import PRECISIONS
@@ -25,10 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the solver's solver_mode)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 = Caffe's arithmetic (default); tf32 or bf16 autocast for speed")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training net's forward")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = train(args.solver, args.weights, args.snapshot, args.device, args.precision)
+    result = train(
+        args.solver, args.weights, args.snapshot, args.device, args.precision,
+        channels_last=args.channels_last, compile=args.compile,
+    )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return 0
     if result.stopped_early:
         # Exit 0 like Caffe after its SIGINT "stop"; the snapshot is where a rerun resumes.
         print(f"stopped at iteration {result.iterations}; resume with --snapshot {result.last_snapshot}")

@@ -60,6 +60,16 @@ def decode_image(data: bytes, color: bool | None = True, name: str = "image") ->
         raise ReplicateError(f"{name}: cannot decode image ({err})") from None
 
 
+def image_size(data: bytes, name: str = "image") -> tuple[int, int]:
+    """(height, width) of encoded bytes, read from the header only."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            return height, width
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise ReplicateError(f"{name}: cannot read image size ({err})") from None
+
+
 def read_image(path: str | os.PathLike[str], color: bool = True) -> np.ndarray:
     """Read an image file as `cv::imread` would (see `decode_image`); errors name the path."""
     try:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from replicate.data.image import decode_image, read_image, resize_linear
+from replicate.data.image import decode_image, image_size, read_image, resize_linear
 from replicate.data.lmdb_io import LmdbReader, datum_array
 from replicate.data.transform import DataTransformer, batch_rng
 from replicate.errors import ReplicateError
@@ -134,23 +134,67 @@ def decode_cpu(item: Item, transformer: DataTransformer) -> torch.Tensor:
     return torch.from_numpy(np.array(item.payload))
 
 
+def process_shard() -> tuple[int, int]:
+    """(rank, world size) of this process in a torch.distributed run; (0, 1) otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def item_size(item: Item) -> tuple[int, int]:
+    """(height, width) of a record's image without decoding its pixels."""
+    if isinstance(item.payload, Encoded):
+        return image_size(item.payload.data, item.where)
+    return item.payload.shape[-2], item.payload.shape[-1]
+
+
 class BatchMaker:
     """Computes batch k of a source: the shared definition every loader path follows."""
 
-    def __init__(self, source: Source, transformer: DataTransformer, batch_size: int, seed: int, start: int = 0):
+    def __init__(
+        self,
+        source: Source,
+        transformer: DataTransformer,
+        batch_size: int,
+        seed: int,
+        start: int = 0,
+        shard: tuple[int, int] = (0, 1),
+    ):
+        rank, world = shard
+        if batch_size % world:
+            raise ReplicateError(f"batch_size {batch_size} does not split evenly over {world} processes")
         self.source = source
         self.transformer = transformer
         self.batch_size = batch_size
         self.seed = seed
         self.start = start
+        self.shard = shard
+        #: Images per batch in this process: its slice [rank * local_size, (rank+1) * local_size)
+        #: of every global batch, so the slices of all processes together are the global batch.
+        self.local_size = batch_size // world
+
+    def _positions(self, k: int, begin: int, end: int) -> list[int]:
+        first = self.start + k * self.batch_size
+        return [self.source.index(first + i, self.seed) for i in range(begin, end)]
 
     def items(self, k: int) -> list[Item]:
-        first = self.start + k * self.batch_size
-        return [self.source.item(self.source.index(first + i, self.seed)) for i in range(self.batch_size)]
+        begin = self.shard[0] * self.local_size
+        return [self.source.item(i) for i in self._positions(k, begin, begin + self.local_size)]
+
+    def _skip_draws(self, k: int, rng: np.random.Generator) -> None:
+        """Advance batch k's generator past the images of the slices before this one, so each image
+        gets the draws it gets in a single process (a draw's bits depend on the image's size)."""
+        for index in self._positions(k, 0, self.shard[0] * self.local_size):
+            height, width = item_size(self.source.item(index))
+            self.transformer.draw(rng, height, width)
 
     def finish(self, k: int, images: list[torch.Tensor], items: list[Item]) -> Batch:
         """Transform decoded CHW images (on any device) with batch k's draws; labels as float32."""
         rng = batch_rng(self.seed, k) if self.transformer.needs_random else None
+        if rng is not None and self.shard[0]:
+            self._skip_draws(k, rng)
         draws = [self.transformer.draw(rng, img.shape[1], img.shape[2]) for img in images]
         if not self.transformer.crop and len({tuple(img.shape) for img in images}) > 1:
             raise ReplicateError(

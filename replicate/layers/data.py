@@ -9,6 +9,8 @@ layer is built, before any training starts.  `forward()` returns CPU tensors (th
 Random crops and mirrors are drawn from a seed taken from torch's default generator when the layer
 is built (so `torch.manual_seed` makes a run repeatable); `configure(seed=...)` sets it directly.
 Worker processes: `configure(workers=N)`, or the environment variable REPLICATE_DATA_WORKERS.
+In a data-parallel run (torch.distributed initialised, N processes) batch_size is the global batch:
+each process's tops hold its 1/N slice of every global batch (`BatchMaker` shard).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from replicate.data.loader import BatchMaker, LmdbSource, Source, decode_cpu, make_loader
+from replicate.data.loader import BatchMaker, LmdbSource, Source, decode_cpu, make_loader, process_shard
 from replicate.data.transform import DataTransformer
 from replicate.errors import ReplicateError
 from replicate.layers.base import Layer, Shape, register
@@ -50,14 +52,15 @@ class BatchLayer(Layer):
         self.transformer = DataTransformer(param.transform_param, self.phase, where=f"layer '{self.name}' ({self.type})")
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         start = int(np.random.default_rng([seed, 2]).integers(rand_skip)) if rand_skip else 0
-        self.maker = BatchMaker(source, self.transformer, batch_size, seed, start)
+        self.maker = BatchMaker(source, self.transformer, batch_size, seed, start, process_shard())
         try:
             c, h, w = decode_cpu(source.item(source.index(start, seed)), self.transformer).shape
         except ReplicateError as err:
             raise self.error(str(err)) from None
-        self.top_shapes = [(batch_size, *self.transformer.output_shape(c, h, w))]
+        local = self.maker.local_size
+        self.top_shapes = [(local, *self.transformer.output_shape(c, h, w))]
         if len(param.top) == 2:
-            self.top_shapes.append((batch_size,))
+            self.top_shapes.append((local,))
         self.prefetch = prefetch
         workers = os.environ.get("REPLICATE_DATA_WORKERS", "0") or "0"
         if not workers.isdigit():
@@ -78,7 +81,9 @@ class BatchLayer(Layer):
         if device is not None:
             self.device = device
 
+    @torch.compiler.disable
     def forward(self) -> tuple[torch.Tensor, ...]:
+        # Reading and decoding is Python I/O: torch.compile of a net runs it as it is.
         if self._loader is None:
             self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device)
         data, label = next(self._loader)

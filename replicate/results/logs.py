@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from replicate.errors import ReplicateError
 
@@ -76,6 +77,9 @@ class Curve:
     val: list[ValPoint] = field(default_factory=list)
     train: list[TrainPoint] = field(default_factory=list)
     done: bool = False
+    #: How the run trained (metrics.jsonl's `config` record: precision, device, ...); the
+    #: last one when a run was resumed; None for Caffe logs.
+    config: dict[str, Any] | None = None
 
 
 def _number(text: str, path: str, lineno: int) -> float:
@@ -263,6 +267,9 @@ def read_metrics(path: str | Path) -> Curve:
         try:
             record = json.loads(raw)
             kind = record["kind"]
+            if kind == "config":
+                curve.config = record
+                continue
             iteration = int(record["iter"])
         except (ValueError, KeyError, TypeError) as err:
             raise LogError(str(path), f"line {lineno}: not a metrics record ({err})") from None

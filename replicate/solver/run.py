@@ -19,6 +19,7 @@ from replicate.net.compile import CompiledNet
 from replicate.net.cpu_memory import keep_freed_memory
 from replicate.net.weights import copy_trained_layers
 from replicate.proto import caffe_pb2
+from replicate.solver.distributed import join, leave
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.solver import Solver, set_precision
@@ -79,8 +80,14 @@ def train(
     device: str | None = None,
     precision: str = "fp32",
     echo: bool = True,
+    channels_last: bool = False,
+    compile: bool | str = False,
 ) -> TrainResult:
-    """Train as `caffe train -solver S [-weights W] [-snapshot X]`; logs next to the solver."""
+    """Train as `caffe train -solver S [-weights W] [-snapshot X]`; logs next to the solver.
+
+    Started by torchrun (WORLD_SIZE > 1) it is one process of a data-parallel run: the nets'
+    batch sizes are global batches split over the processes, and only rank 0 logs and snapshots.
+    """
     solver_path = Path(solver_path)
     if not solver_path.is_file():
         raise ReplicateError(f"solver file {solver_path} does not exist")
@@ -92,19 +99,24 @@ def train(
     param = load_solver(solver_path)
     folder = solver_path.resolve().parent
     set_snapshot_prefix(param, solver_path)
-    log = RunLog(folder, echo, append=snapshot is not None)
+    group, device = join(device)
+    main = group.is_main
+    log = RunLog(folder if main else None, echo and main, append=snapshot is not None)
     try:
         target = pick_device(device, param.solver_mode)
         if target.type == "cpu":
             keep_freed_memory()
-        log.info(f"Use {target.type.upper()}; precision {precision}", "caffe.cpp:197")
-        solver = Solver(param, folder, target, log, precision)
+        world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
+        log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
+        solver = Solver(param, folder, target, log, precision, channels_last, compile, group)
         if weights:
             _copy_weights(solver.net, weights, log)
+            solver.sync_weights()
         log.info("Starting Optimization", "caffe.cpp:232")
         solver.solve(snapshot)
     finally:
         log.close()
+        leave(group)
     return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log", folder / "metrics.jsonl",
                        solver.stopped_early)
 

@@ -27,6 +27,7 @@ from replicate.io.model import load_caffemodel, save_caffemodel
 from replicate.net.compile import CompiledNet
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
+from replicate.solver.distributed import Group, check_averageable
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver.nets import NetSpec, absolute, test_nets, train_net
@@ -39,8 +40,17 @@ class TrainingDiverged(ReplicateError):
     """The loss became NaN or infinite: training stops and no snapshot of it is written."""
 
 
-def _compile(spec: NetSpec, device: torch.device) -> CompiledNet:
-    return CompiledNet(spec.param, spec.phase, spec.stages, spec.level).to(device)
+def build_net(spec: NetSpec, device: torch.device, channels_last: bool = False) -> CompiledNet:
+    """A net of the solver on `device`, NHWC when `channels_last`."""
+    net = CompiledNet(spec.param, spec.phase, spec.stages, spec.level).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+def device_name(device: torch.device) -> str:
+    """The accelerator's marketing name ("NVIDIA H100 80GB HBM3"), or "cpu"."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def set_precision(precision: str) -> None:
@@ -54,7 +64,13 @@ def set_precision(precision: str) -> None:
 
 
 class Solver:
-    """Trains the solver's train net and tests its test nets, as Caffe's SGDSolver family."""
+    """Trains the solver's train net and tests its test nets, as Caffe's SGDSolver family.
+
+    Speed options that leave Caffe's arithmetic alone: `channels_last` (NHWC memory layout of
+    weights and activations) and `compile` (torch.compile of the training net's forward; True
+    for inductor, or the name of another torch.compile backend).
+    `group` makes it one process of a data-parallel run (replicate.solver.distributed).
+    """
 
     def __init__(
         self,
@@ -63,6 +79,9 @@ class Solver:
         device: torch.device,
         log: RunLog,
         precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool | str = False,
+        group: Group = Group(),
     ):
         check_policy(param)
         set_precision(precision)
@@ -71,21 +90,34 @@ class Solver:
         self.device = device
         self.log = log
         self.precision = precision
-        if param.random_seed >= 0:
-            torch.manual_seed(param.random_seed)
-            np.random.seed(param.random_seed % 2**32)
+        self.group = group
+        log.record(
+            kind="config", precision=precision, device=str(device), device_name=device_name(device),
+            torch=torch.__version__, channels_last=channels_last, compile=compile, world_size=group.world,
+        )
+        seed = param.random_seed
+        if group.world > 1:
+            seed = group.shared_seed(seed if seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,))))
+        if seed >= 0:
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
         spec = train_net(param, folder)
+        if group.world > 1:
+            check_averageable(spec.param, f"training net ({spec.origin})")
         log.info(f"Creating training net from {spec.origin}")
-        self.net = _compile(spec, device)
+        self.net = build_net(spec, device, channels_last)
+        backend = compile if isinstance(compile, str) else "inductor"
+        self.forward = torch.compile(self.net, backend=backend) if compile else self.net
         self.net_param = spec.param
         self.test_nets: list[CompiledNet] = []
         for i, test_spec in enumerate(test_nets(param, folder)):
             log.info(f"Creating test net (#{i}) specified by {test_spec.origin}")
-            test_net = _compile(test_spec, device)
+            test_net = build_net(test_spec, device, channels_last)
             test_net.share_trained_layers_with(self.net)
             self.test_nets.append(test_net)
         self.entries = self.net.learnable_params()
         self.rule = UpdateRule(param, [e.param.shape for e in self.entries], device)
+        self.sync_weights()
         self.iter = 0
         self.current_step = 0
         self.last_snapshot: Path | None = None
@@ -97,6 +129,10 @@ class Solver:
         log.info("Solver scaffolding done.")
 
     # ------------------------------------------------------------------ helpers
+    def sync_weights(self) -> None:
+        """Every process of a data-parallel run starts from rank 0's weights."""
+        self.group.broadcast_([p.data for blobs in self.net.layer_blobs().values() for p in blobs])
+
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
         if self.precision == "bf16":
@@ -137,7 +173,7 @@ class Solver:
         with self._signal_requests():
             self.step(self.param.max_iter - self.iter)
         p = self.param
-        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0) and self.group.is_main:
             self.snapshot()
         if self.stopped_early:
             self.log.record(kind="stopped", iter=self.iter)
@@ -145,7 +181,9 @@ class Solver:
             return
         if p.display and self.iter % p.display == 0:
             with torch.no_grad(), self._autocast():
-                loss = float(self.net().loss)
+                total = self.net().loss.detach().float().reshape(1)
+            self.group.mean_([total])
+            loss = float(total)
             self._update_smoothed(loss, start_iter)
             self.log.info(f"Iteration {self.iter}, loss = {caffe_number(self._smoothed)}", "solver.cpp:320")
         if p.test_interval and self.iter % p.test_interval == 0:
@@ -186,14 +224,7 @@ class Solver:
             if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
                 self.test_all()
             display = bool(p.display) and self.iter % p.display == 0
-            loss = np.float32(0)
-            for _ in range(p.iter_size):
-                with self._autocast():
-                    result = self.net()
-                if result.loss.requires_grad:
-                    result.loss.backward()
-                loss += np.float32(float(result.loss.detach()))
-            loss = float(loss / np.float32(p.iter_size))
+            loss = self.forward_backward()
             if not np.isfinite(loss):
                 kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
                 raise TrainingDiverged(f"iteration {self.iter}: the loss is {loss}; training stopped{kept}")
@@ -207,18 +238,42 @@ class Solver:
                     "solver.cpp:231",
                 )
                 timer, last_iter = time.perf_counter(), self.iter
-                self._log_outputs("Train", result.outputs, train_weights, "solver.cpp:247")
+                self._log_outputs("Train", self._last.outputs, train_weights, "solver.cpp:247")
                 self.log.progress(self.iter, p.max_iter, per_s)
             rate = self.apply_update(display)
             if display or not p.display:
                 self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
             self.iter += 1
             request, self._request = self._request, None
-            if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
+            if ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot") and self.group.is_main:
                 self.snapshot()
             if request == "stop":
                 self.stopped_early = True
                 break
+
+    def forward_backward(self, inputs: dict[str, torch.Tensor] | None = None) -> float:
+        """iter_size forward/backward passes accumulating gradients; their mean loss.  In a
+        data-parallel run gradients and loss are then averaged over the processes.  `inputs`
+        feed source blobs (as CompiledNet.forward), e.g. synthetic batches for a benchmark."""
+        total = torch.zeros((), device=self.device)
+        for _ in range(self.param.iter_size):
+            with self._autocast():
+                self._last = self.forward(inputs)
+            if self._last.loss.requires_grad:
+                self._last.loss.backward()
+            total += self._last.loss.detach().float()
+        total /= self.param.iter_size
+        if self.group.world > 1:
+            grads = []
+            for e in self.entries:
+                if e.param.requires_grad:
+                    if e.param.grad is None:
+                        e.param.grad = torch.zeros_like(e.param.data)
+                    grads.append(e.param.grad)
+            loss = total.reshape(1)
+            self.group.mean_([*grads, loss])
+            total = loss[0]
+        return float(total)
 
     def _update_smoothed(self, loss: float, start_iter: int) -> None:
         """Caffe's UpdateSmoothedLoss: the mean of the last average_loss losses."""
@@ -276,6 +331,7 @@ class Solver:
                 for name, value in result.outputs.items():
                     values = value.detach().float().reshape(-1).cpu().numpy()
                     scores[name] = values.copy() if name not in scores else scores[name] + values
+        loss = self._mean_over_group(scores, loss)
         if self.param.test_compute_loss:
             self.log.info(f"Test loss: {caffe_number(float(loss / np.float32(iters)))}", "solver.cpp:394")
         means = {name: (total / np.float32(iters)).astype(np.float32) for name, total in scores.items()}
@@ -288,6 +344,18 @@ class Solver:
         outputs = {name: (v.tolist()[0] if v.size == 1 else v.tolist()) for name, v in means.items()}
         self.log.record(kind="test", iter=self.iter, net=index, outputs=outputs)
         return {name: v.tolist() for name, v in means.items()}
+
+    def _mean_over_group(self, scores: dict[str, np.ndarray], loss: np.float32) -> np.float32:
+        """Each process tested its slice of every test batch: the mean over processes is the
+        mean over the whole batches (equal slices).  Averages `scores` in place; returns the
+        averaged loss."""
+        if self.group.world == 1:
+            return loss
+        tensors = [torch.from_numpy(np.asarray(v, np.float32)).to(self.device) for v in [*scores.values(), [loss]]]
+        self.group.mean_(tensors)
+        for name, t in zip(list(scores), tensors):
+            scores[name] = t.cpu().numpy()
+        return np.float32(tensors[-1].item())
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> Path:

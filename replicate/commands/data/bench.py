@@ -9,14 +9,11 @@ batch of each path is not timed (worker start-up, CUDA initialisation).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from replicate.data.loader import BatchMaker, GpuLoader, LmdbSource, SerialLoader, WorkerLoader
-from replicate.data.transform import TRAIN, DataTransformer
-from replicate.errors import ReplicateError
-from replicate.proto import caffe_pb2
+from replicate.data.loader import LmdbSource
+from replicate.data.throughput import loader_rates, train_maker
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,46 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch threads of this process (default: torch's)")
 
 
-def _rate(loader, batches: int, batch_size: int, sync: bool = False) -> float:
-    next(loader)
-    if sync:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(loader)
-    if sync:
-        torch.cuda.synchronize()
-    return batches * batch_size / (time.perf_counter() - start)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     source = LmdbSource(args.lmdb)
-    first = source.reader.datum(0)
-    param = caffe_pb2.TransformationParameter(mirror=True)
-    if not first.encoded:
-        param.crop_size = min(args.crop, first.height, first.width)
-    else:
-        param.crop_size = args.crop
-    if args.mean:
-        param.mean_file = args.mean
-    maker = BatchMaker(source, DataTransformer(param, TRAIN, "bench"), args.batch, seed=0)
+    maker = train_maker(source, args.batch, args.crop, args.mean)
     print(
-        f"{args.lmdb}: {len(source)} records, batch {args.batch}, crop {param.crop_size}, "
+        f"{args.lmdb}: {len(source)} records, batch {args.batch}, crop {maker.transformer.crop}, "
         f"{args.batches} batches, {torch.get_num_threads()} torch threads here (1 per worker)"
     )
-    print(f"serial: {_rate(SerialLoader(maker), args.batches, args.batch):.0f} images/s")
-    if args.workers > 0:
-        loader = WorkerLoader(maker, args.workers)
-        try:
-            print(f"{args.workers} workers: {_rate(loader, args.batches, args.batch):.0f} images/s")
-        finally:
-            loader.close()
-    if args.gpu:
-        try:
-            gpu = GpuLoader(maker, "cuda")
-            print(f"gpu ({torch.cuda.get_device_name()}): {_rate(gpu, args.batches, args.batch, sync=True):.0f} images/s")
-        except ReplicateError as err:
-            print(f"gpu: unavailable ({err})")
+    for path, value in loader_rates(maker, args.batches, args.workers, args.gpu).items():
+        name = path.replace("workers_", "") + " workers" if path.startswith("workers_") else path
+        if path == "gpu" and isinstance(value, float):
+            name = f"gpu ({torch.cuda.get_device_name()})"
+        shown = f"{value:.0f} images/s" if isinstance(value, float) else value
+        print(f"{name}: {shown}")
     return 0

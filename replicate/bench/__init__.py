@@ -1,0 +1,1 @@
+"""Speed measurements: training step, data loaders, and both together (`python -m replicate bench`)."""

@@ -1,0 +1,108 @@
+"""Measure training speed: CaffeNet steps, data loaders, and both together; write JSON.
+
+  python -m replicate bench --device cuda --batch 256 --precision all --out bench.json
+  python -m replicate bench --device cuda --lmdb data/half0A_train/lmdb --workers 8 --channels-last
+  python -m replicate bench --device cpu --batch 2 --iterations 2 --warmup 1     # a quick check
+
+(a) step: the paper's CaffeNet (every layer learning) on synthetic batches through the real
+Solver (forward, backward, Caffe's SGD update), per precision: ms/step, images/s, TFLOP/s and the
+fraction of the GPU's dense peak (H100/H200; null for other devices).  (b) loaders: images/s of
+the serial, worker and GPU data paths over each --lmdb (raw or JPEG records) and --jpeg-dir.
+(c) end to end: a Data layer over the first --lmdb feeding the same training step.
+fp32 is Caffe's arithmetic (TF32 off); tf32 and bf16 are opt-in speed settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from replicate.bench.step import time_steps
+from replicate.data.loader import LmdbSource
+from replicate.data.throughput import folder_source, loader_rates, source_kind, train_maker
+from replicate.errors import ReplicateError
+from replicate.solver.run import pick_device
+from replicate.solver.solver import PRECISIONS, device_name
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
+    parser.add_argument("--batch", type=int, default=256, help="images per step (default 256, the paper's)")
+    parser.add_argument("--precision", choices=(*PRECISIONS, "all"), default="fp32",
+                        help="fp32 (Caffe's arithmetic, default), tf32, bf16, or all three")
+    parser.add_argument("--iterations", type=int, default=20, help="timed steps (default 20)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    parser.add_argument("--lmdb", action="append", default=[], help="LMDB to time loading from (repeatable)")
+    parser.add_argument("--jpeg-dir", help="folder of JPEGs to time loading from")
+    parser.add_argument("--workers", type=int, default=0, help="worker processes for the loader and end-to-end runs")
+    parser.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader path (default 10)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the net's forward")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
+    parser.add_argument("--out", help="write the results as JSON here")
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in ("batch", "precision", "iterations", "warmup", "workers",
+                                          "loader_batches", "compile", "channels_last", "lmdb", "jpeg_dir")}
+
+
+def _step_line(r: dict[str, Any]) -> str:
+    peak = f", {100 * r['fraction_of_peak']:.1f}% of peak" if r["fraction_of_peak"] is not None else ""
+    return (f"{r['precision']}: {r['ms_per_step']:.1f} ms/step, {r['images_per_s']:.0f} images/s, "
+            f"{r['achieved_tflops']:.2f} TFLOP/s{peak}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch < 1 or args.iterations < 1 or args.warmup < 0:
+        raise ReplicateError("--batch and --iterations must be at least 1, --warmup at least 0")
+    device = pick_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.backends.cudnn.benchmark = True
+    report: dict[str, Any] = {
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+        "settings": _settings(args),
+        "step": [],
+        "loaders": [],
+        "end_to_end": [],
+    }
+    print(f"{report['device_name']} ({device}), torch {torch.__version__}, batch {args.batch}", file=sys.stderr)
+    precisions = PRECISIONS if args.precision == "all" else (args.precision,)
+    common = dict(iterations=args.iterations, warmup=args.warmup, channels_last=args.channels_last, compile=args.compile)
+    for precision in precisions:
+        result = time_steps(device, args.batch, precision, **common)
+        report["step"].append(result)
+        print(f"step {_step_line(result)}", file=sys.stderr)
+    sources = [(path, LmdbSource(path)) for path in args.lmdb]
+    if args.jpeg_dir:
+        sources.append((args.jpeg_dir, folder_source(args.jpeg_dir)))
+    for path, source in sources:
+        maker = train_maker(source, args.batch)
+        rates = loader_rates(maker, args.loader_batches, args.workers, gpu=device.type == "cuda")
+        entry = {"source": str(path), "kind": source_kind(source), "records": len(source),
+                 "crop": maker.transformer.crop, "images_per_s": rates}
+        report["loaders"].append(entry)
+        shown = ", ".join(f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in rates.items())
+        print(f"loader {entry['kind']} {path}: images/s {shown}", file=sys.stderr)
+    if args.lmdb:
+        for precision in precisions:
+            result = time_steps(device, args.batch, precision, lmdb=args.lmdb[0], workers=args.workers, **common)
+            result["workers"] = args.workers
+            report["end_to_end"].append(result)
+            print(f"end to end {_step_line(result)}", file=sys.stderr)
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    else:
+        print(text)
+    return 0

@@ -1,0 +1,119 @@
+"""Data parallelism over processes (torchrun): one global batch, one gradient, one schedule.
+
+Every process builds the same net from the same seed; its Data layers read their 1/N slice of
+each global batch (replicate.data.loader.BatchMaker's shard).  A loss normalised by the local
+batch (SoftmaxWithLoss) gives each process (1/b) * sum of its slice's terms; averaging those
+gradients over the N processes gives (1/(N*b)) * sum over the whole batch, the gradient one
+process computes on the global batch.  Losses and test outputs are averaged the same way, so the
+log of rank 0 (the only one that logs and snapshots) reads like a single-process run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from replicate.errors import ReplicateError
+from replicate.layers.softmax_with_loss import normalization_mode
+from replicate.proto import caffe_pb2
+
+_Norm = caffe_pb2.LossParameter
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in a data-parallel run; rank 0 of world 1 is a plain run."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def mean_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Replace each tensor by its mean over the processes (one flat all-reduce)."""
+        if self.world == 1 or not tensors:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= self.world
+        offset = 0
+        for t in tensors:
+            n = t.numel()
+            t.copy_(flat[offset:offset + n].view_as(t))
+            offset += n
+
+    def broadcast_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Make every process hold rank 0's values (weights copied or initialised there)."""
+        if self.world == 1:
+            return
+        for t in tensors:
+            dist.broadcast(t, src=0)
+
+    def shared_seed(self, seed: int) -> int:
+        """Rank 0's seed on every process (a solver without random_seed draws one per process)."""
+        if self.world == 1:
+            return seed
+        value = torch.tensor([seed], dtype=torch.int64)
+        if dist.get_backend() == "nccl":
+            value = value.cuda()
+        dist.broadcast(value, src=0)
+        return int(value.item())
+
+
+def check_averageable(net: caffe_pb2.NetParameter, where: str) -> None:
+    """Averaging per-process gradients equals the whole batch's gradient only when every loss is
+    a mean over the batch with the same divisor in each process and no layer mixes images of the
+    batch: a summed SoftmaxWithLoss (normalization NONE), one divided by a per-process count of
+    valid labels (VALID with ignore_label), or BatchNorm (statistics of a slice, not the batch)
+    would train differently from one process, so such a net stops here."""
+    for layer in net.layer:
+        if layer.type == "BatchNorm":
+            raise ReplicateError(
+                f"{where}: layer '{layer.name}' (BatchNorm) would use each process's slice of the batch "
+                "for its statistics; data-parallel training would not match one process"
+            )
+        if layer.type != "SoftmaxWithLoss":
+            continue
+        mode = normalization_mode(layer.loss_param)
+        ignore = layer.loss_param.HasField("ignore_label")
+        if mode == _Norm.NONE or (ignore and mode == _Norm.VALID):
+            setting = "normalization NONE" if mode == _Norm.NONE else "ignore_label with VALID normalization"
+            raise ReplicateError(
+                f"{where}: layer '{layer.name}' uses {setting}; data-parallel training would not match "
+                "one process (use BATCH_SIZE normalization, or train in one process)"
+            )
+
+
+def join(device: str | None) -> tuple[Group, str | None]:
+    """Join the torchrun group named by the environment (WORLD_SIZE > 1), if any.
+
+    Returns the group and the device this process should use: cuda:LOCAL_RANK with NCCL when
+    CUDA is here (and --device is not cpu), else CPU with gloo.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Group(), device
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
+        raise ReplicateError("--device cuda was asked for but no CUDA device is available")
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    else:
+        device = "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Group(dist.get_rank(), dist.get_world_size()), device
+
+
+def leave(group: Group) -> None:
+    if group.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,57 @@
+"""`bench` on CPU: step, loader and end-to-end measurements land in the JSON with their settings;
+the FLOP count and peak table give CaffeNet's known figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from replicate.bench.peak import peak_tflops, step_flops
+from replicate.bench.step import caffenet
+from replicate.data.image import encode_jpeg
+from replicate.data.lmdb_io import array_datum, encoded_datum, write_lmdb
+from replicate.net.compile import CompiledNet
+from replicate.proto import caffe_pb2
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_caffenet_step_is_about_4_1_gflop_per_image_and_peaks_are_by_device_name() -> None:
+    net = CompiledNet(caffenet(1), caffe_pb2.TRAIN)
+    assert abs(step_flops(net) / 1e9 - 4.14) < 0.01
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
+    assert peak_tflops("NVIDIA H100 PCIe", "fp32") == 51.0
+    assert peak_tflops("NVIDIA H200", "tf32") == 494.7
+    assert peak_tflops("NVIDIA A100-SXM4-80GB", "fp32") is None
+    assert peak_tflops("cpu", "fp32") is None
+
+
+def test_bench_on_cpu_writes_every_measurement(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    write_lmdb(tmp_path / "raw", [(f"{i}", array_datum(im.transpose(2, 0, 1), i)) for i, im in enumerate(images)])
+    write_lmdb(tmp_path / "jpeg", [(f"{i}", encoded_datum(encode_jpeg(im), i)) for i, im in enumerate(images)])
+    (tmp_path / "jpegs").mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(tmp_path / "jpegs" / f"{i}.jpg")
+    out = tmp_path / "bench.json"
+    subprocess.run(
+        [sys.executable, "-m", "replicate", "bench", "--device", "cpu", "--batch", "2", "--iterations", "1",
+         "--warmup", "1", "--precision", "all", "--lmdb", str(tmp_path / "raw"), "--lmdb", str(tmp_path / "jpeg"),
+         "--jpeg-dir", str(tmp_path / "jpegs"), "--loader-batches", "2", "--out", str(out)],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    )
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and report["torch"]
+    assert [r["precision"] for r in report["step"]] == ["fp32", "tf32", "bf16"]
+    for r in report["step"] + report["end_to_end"]:
+        assert r["ms_per_step"] > 0 and r["images_per_s"] > 0 and r["fraction_of_peak"] is None
+    assert [e["kind"] for e in report["loaders"]] == ["lmdb-raw", "lmdb-jpeg", "jpeg-folder"]
+    assert all(e["images_per_s"]["serial"] > 0 for e in report["loaders"])
+    assert report["loaders"][0]["crop"] == 64
+    assert [r["data"] for r in report["end_to_end"]] == [str(tmp_path / "raw")] * 3

@@ -1,0 +1,64 @@
+"""Speed options leave Caffe's arithmetic alone: channels_last and torch.compile train a small net
+to the same weights and losses as the plain path; the run records its precision and options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gpu_support import metrics, run_dir, weights
+
+from replicate.bench.step import caffenet
+from replicate.errors import ReplicateError
+from replicate.proto import caffe_pb2
+from replicate.results.logs import read_metrics
+from replicate.solver.nets import NetSpec
+from replicate.solver.run import train
+from replicate.solver.solver import build_net, set_precision
+
+
+def _train(folder: Path, **options) -> tuple[dict[str, list[np.ndarray]], list[float]]:
+    solver = run_dir(folder)
+    train(solver, device="cpu", echo=False, **options)
+    losses = [m["loss"] for m in metrics(folder) if m["kind"] == "train"]
+    return weights(folder / "snap_iter_4.caffemodel"), losses
+
+
+@pytest.mark.parametrize("options", [{"channels_last": True}, {"compile": "aot_eager"}, {"channels_last": True, "compile": "aot_eager"}])
+def test_speed_options_train_like_the_plain_path(tmp_path: Path, options: dict) -> None:
+    plain, plain_losses = _train(tmp_path / "plain")
+    fast, fast_losses = _train(tmp_path / "fast", **options)
+    for name in plain:
+        for a, b in zip(plain[name], fast[name]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(plain_losses, fast_losses, rtol=1e-5)
+    config = metrics(tmp_path / "fast")[0]
+    assert config["kind"] == "config" and config["channels_last"] == options.get("channels_last", False)
+
+
+def test_channels_last_really_changes_the_layout() -> None:
+    spec = NetSpec(caffenet(1), caffe_pb2.TRAIN, (), 0, "test")
+    net = build_net(spec, torch.device("cpu"), channels_last=True)
+    conv = net.layer_blobs()["conv1"][0]
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+
+def test_precision_is_recorded_and_read_back(tmp_path: Path) -> None:
+    _train(tmp_path / "run", precision="bf16")
+    set_precision("fp32")
+    config = read_metrics(tmp_path / "run" / "metrics.jsonl").config
+    assert config == {**metrics(tmp_path / "run")[0], "precision": "bf16", "device": "cpu", "world_size": 1}
+    assert config["torch"] == torch.__version__ and config["compile"] is False
+    assert "precision bf16" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_fp32_turns_tf32_off_and_unknown_precisions_fail() -> None:
+    set_precision("tf32")
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    set_precision("fp32")
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert torch.backends.cudnn.benchmark
+    with pytest.raises(ReplicateError, match="unknown precision 'fp16'"):
+        set_precision("fp16")
