@@ -57,6 +57,25 @@ def test_gpu_path_logic_on_cpu_matches_serial(maker):
     assert isinstance(make_loader(maker, workers=0), SerialLoader)
 
 
+def test_gpu_path_with_reading_workers_matches_serial(maker):
+    loader = GpuLoader(maker, "cpu", workers=2, prefetch=4)
+    try:
+        _same(_take(loader, 6), _take(SerialLoader(maker), 6))
+    finally:
+        loader.close()
+
+
+def test_gpu_path_handles_records_of_other_sizes(tmp_path):
+    """A batch mixing raw records of two sizes: each goes to the device on its own and is
+    cropped at its own offsets, as the serial path does."""
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (3, 10 + i % 2, 12), dtype=np.uint8) for i in range(5)]
+    write_lmdb(tmp_path / "mixed", [(f"{i}", array_datum(img, i)) for i, img in enumerate(images)])
+    param = caffe_pb2.TransformationParameter(crop_size=8, mirror=True)
+    mixed = BatchMaker(LmdbSource(tmp_path / "mixed"), DataTransformer(param, TRAIN), batch_size=4, seed=3)
+    _same(_take(GpuLoader(mixed, "cpu"), 3), _take(SerialLoader(mixed), 3))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_gpu_path_without_cuda_says_so(maker):
     with pytest.raises(ReplicateError, match="needs a CUDA device"):

@@ -127,3 +127,27 @@ def test_shape_mismatches_are_reported(mean_file):
         DataTransformer(_param(crop_size=20), TEST).output_shape(3, 11, 14)
     with pytest.raises(ReplicateError, match="1 mean_value or as many as channels \\(3\\), not 2"):
         DataTransformer(_param(mean_value=[1, 2]), TEST).output_shape(3, 11, 14)
+
+
+@pytest.mark.parametrize("kind", ["mean_file", "mean_values", "scale_only", "no_crop"])
+def test_the_gpu_batch_gather_equals_caffes_loop(mean_file, kind):
+    """apply_gathered (what a GPU runs: one gather per batch) gives Caffe's values bit for bit,
+    each image with its own crop offset and mirror flag."""
+    images = np.random.default_rng(4).integers(0, 256, (6, 3, 11, 14), dtype=np.uint8)
+    path, mean = mean_file
+    settings = {
+        "mean_file": (dict(crop_size=7, mean_file=path, scale=0.25), mean, []),
+        "mean_values": (dict(crop_size=5, mean_value=[104.0, 117.0, 123.0], scale=0.017), None, [104.0, 117.0, 123.0]),
+        "scale_only": (dict(crop_size=9, scale=3.0), None, []),
+        "no_crop": (dict(mean_file=path), mean, []),
+    }
+    fields, m, values = settings[kind]
+    t = DataTransformer(_param(mirror=True, **fields), TRAIN)
+    rng = batch_rng(9, 0)
+    draws = [t.draw(rng, 11, 14) for _ in images]
+    assert {d.mirror for d in draws} == {False, True}
+    out = t.apply_gathered(torch.from_numpy(images), draws).numpy()
+    crop = fields.get("crop_size", 0)
+    for img, d, got in zip(images, draws, out):
+        np.testing.assert_array_equal(got, caffe_loop(img, m, values, fields.get("scale", 1.0), crop, d.h_off, d.w_off, d.mirror))
+    np.testing.assert_array_equal(out, t.apply(torch.from_numpy(images), draws).numpy())

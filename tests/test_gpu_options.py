@@ -26,7 +26,10 @@ def _train(folder: Path, **options) -> tuple[dict[str, list[np.ndarray]], list[f
     return weights(folder / "snap_iter_4.caffemodel"), losses
 
 
-@pytest.mark.parametrize("options", [{"channels_last": True}, {"compile": "aot_eager"}, {"channels_last": True, "compile": "aot_eager"}])
+@pytest.mark.parametrize("options", [
+    {"channels_last": True}, {"compile": "aot_eager"}, {"channels_last": True, "compile": "aot_eager"},
+    {"data_workers": 2},
+])
 def test_speed_options_train_like_the_plain_path(tmp_path: Path, options: dict) -> None:
     plain, plain_losses = _train(tmp_path / "plain")
     fast, fast_losses = _train(tmp_path / "fast", **options)
@@ -36,6 +39,7 @@ def test_speed_options_train_like_the_plain_path(tmp_path: Path, options: dict) 
     np.testing.assert_allclose(plain_losses, fast_losses, rtol=1e-5)
     config = metrics(tmp_path / "fast")[0]
     assert config["kind"] == "config" and config["channels_last"] == options.get("channels_last", False)
+    assert config["data_path"] == "cpu" and config["data_workers"] == options.get("data_workers", 0)
 
 
 def test_channels_last_really_changes_the_layout() -> None:

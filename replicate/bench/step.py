@@ -30,7 +30,7 @@ CAFFENET = Path(__file__).resolve().parents[2] / "benchmarks" / "caffenet_train.
 CROP = 227
 
 
-def caffenet(batch: int, lmdb: str | None = None, workers: int = 0) -> caffe_pb2.NetParameter:
+def caffenet(batch: int, lmdb: str | None = None) -> caffe_pb2.NetParameter:
     """CaffeNet of batch `batch`: Input blobs, or a Data layer over `lmdb` (TRAIN transform:
     random crop of 227, or of the image when smaller, and mirror)."""
     net = read_net_text(CAFFENET)
@@ -78,11 +78,12 @@ def time_steps(
     channels_last: bool = False,
     compile: bool = False,
     lmdb: str | None = None,
-    workers: int = 0,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """ms per step, images/s and fraction of the device's peak for one setting."""
     net = caffenet(batch, lmdb)
-    solver = Solver(solver_param(net, device), Path.cwd(), device, RunLog(None, None), precision, channels_last, compile)
+    solver = Solver(solver_param(net, device), Path.cwd(), device, RunLog(None, None), precision, channels_last,
+                    compile, data_workers=workers)
     inputs = None
     if lmdb is None:
         generator = torch.Generator().manual_seed(0)
@@ -90,10 +91,6 @@ def time_steps(
         inputs = {"data": data.to(device), "label": torch.randint(0, 1000, (batch,), generator=generator).float().to(device)}
         if channels_last:
             inputs["data"] = inputs["data"].contiguous(memory_format=torch.channels_last)
-    else:
-        for layer in solver.net.layers:
-            if hasattr(layer, "configure"):
-                layer.configure(workers=workers, device=str(device) if device.type == "cuda" and workers == 0 else None)
 
     losses: list[float] = []
 
@@ -109,9 +106,12 @@ def time_steps(
 
     if device.type == "cpu":
         keep_freed_memory()
-    for _ in range(warmup):
-        step()
-    times = [step() for _ in range(iterations)]
+    try:
+        for _ in range(warmup):
+            step()
+        times = [step() for _ in range(iterations)]
+    finally:
+        solver.close()
     ms = statistics.median(times)
     flops = step_flops(solver.net)
     name = device_name(device)
@@ -131,5 +131,6 @@ def time_steps(
         "peak_tflops": peak,
         "fraction_of_peak": achieved / peak if peak else None,
         "data": "synthetic" if lmdb is None else str(lmdb),
+        **solver.data_feed,
         "losses": losses,
     }

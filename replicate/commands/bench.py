@@ -28,7 +28,7 @@ from replicate.data.loader import LmdbSource
 from replicate.data.throughput import folder_source, loader_rates, source_kind, train_maker
 from replicate.errors import ReplicateError
 from replicate.solver.run import pick_device
-from replicate.solver.solver import PRECISIONS, device_name
+from replicate.solver.solver import PRECISIONS, default_data_workers, device_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     parser.add_argument("--lmdb", action="append", default=[], help="LMDB to time loading from (repeatable)")
     parser.add_argument("--jpeg-dir", help="folder of JPEGs to time loading from")
-    parser.add_argument("--workers", type=int, default=0, help="worker processes for the loader and end-to-end runs")
+    parser.add_argument("--workers", type=int,
+                        help="worker processes for the loaders and the end-to-end runs (default: what `train` "
+                             "uses on this device: up to 8 on a GPU, 0 on the CPU)")
     parser.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader path (default 10)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the net's forward")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
@@ -86,9 +88,11 @@ def run(args: argparse.Namespace) -> int:
     sources = [(path, LmdbSource(path)) for path in args.lmdb]
     if args.jpeg_dir:
         sources.append((args.jpeg_dir, folder_source(args.jpeg_dir)))
+    workers = args.workers if args.workers is not None else default_data_workers(device, 1) or 0
+    report["settings"]["workers"] = workers
     for path, source in sources:
         maker = train_maker(source, args.batch)
-        rates = loader_rates(maker, args.loader_batches, args.workers, gpu=device.type == "cuda")
+        rates = loader_rates(maker, args.loader_batches, workers, gpu=device.type == "cuda")
         entry = {"source": str(path), "kind": source_kind(source), "records": len(source),
                  "crop": maker.transformer.crop, "images_per_s": rates}
         report["loaders"].append(entry)
@@ -96,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"loader {entry['kind']} {path}: images/s {shown}", file=sys.stderr)
     if args.lmdb:
         for precision in precisions:
-            result = time_steps(device, args.batch, precision, lmdb=args.lmdb[0], workers=args.workers, **common)
-            result["workers"] = args.workers
+            result = time_steps(device, args.batch, precision, lmdb=args.lmdb[0], workers=workers, **common)
             report["end_to_end"].append(result)
             print(f"end to end {_step_line(result)}", file=sys.stderr)
     text = json.dumps(report, indent=2)

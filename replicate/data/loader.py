@@ -7,10 +7,11 @@ its cursor), decoded, then transformed with random draws from a generator seeded
 worker path (`WorkerLoader`, a torch DataLoader whose item k is batch k, delivered in order)
 yields exactly what the serial path (`SerialLoader`) does.
 
-`GpuLoader` reads the records in the main process and does the rest on a CUDA device: encoded
-JPEGs are decoded there with `torchvision.io.decode_jpeg(device=...)`, raw records are copied as
-uint8; crop, mirror, mean and scale run on the device (the same `DataTransformer.apply`, so the
-arithmetic is identical).  torchvision is imported only when a JPEG must be decoded on the GPU, and
+`GpuLoader` reads the records (in the main process, or ahead in worker processes that hand over
+page-locked batches) and does the rest on a CUDA device: encoded JPEGs are decoded there with
+`torchvision.io.decode_jpeg(device=...)`, raw records are copied as uint8; crop, mirror, mean and
+scale run on the device (`DataTransformer.apply`, one gather per batch with the same float32
+arithmetic).  torchvision is imported only when a JPEG must be decoded on the GPU, and
 a machine without CUDA or torchvision gets a ReplicateError that says so.
 """
 
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from replicate.data.image import decode_image, image_size, read_image, resize_linear
 from replicate.data.lmdb_io import LmdbReader, datum_array
-from replicate.data.transform import DataTransformer, batch_rng
+from replicate.data.transform import DataTransformer, Draw, batch_rng
 from replicate.errors import ReplicateError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -190,23 +191,30 @@ class BatchMaker:
             height, width = item_size(self.source.item(index))
             self.transformer.draw(rng, height, width)
 
-    def finish(self, k: int, images: list[torch.Tensor], items: list[Item]) -> Batch:
-        """Transform decoded CHW images (on any device) with batch k's draws; labels as float32."""
+    def draws(self, k: int, items: list[Item]) -> list[Draw]:
+        """Batch k's crop offsets and mirror flags for its records (sizes read from the records'
+        headers, so no pixel needs decoding first)."""
         rng = batch_rng(self.seed, k) if self.transformer.needs_random else None
         if rng is not None and self.shard[0]:
             self._skip_draws(k, rng)
-        draws = [self.transformer.draw(rng, img.shape[1], img.shape[2]) for img in images]
-        if not self.transformer.crop and len({tuple(img.shape) for img in images}) > 1:
+        sizes = [item_size(it) for it in items]
+        if not self.transformer.crop and len(set(sizes)) > 1:
             raise ReplicateError(
                 f"{items[0].where}: images of batch {k} differ in size and no crop_size is set"
             )
-        data = self.transformer.apply_each(images, draws)
-        labels = torch.tensor([it.label for it in items], dtype=torch.float32, device=data.device)
-        return data, labels
+        return [self.transformer.draw(rng, height, width) for height, width in sizes]
+
+    def finish(self, images: list[torch.Tensor] | torch.Tensor, labels: list[int], draws: list[Draw]) -> Batch:
+        """Transform decoded CHW images (a list, or one N x C x H x W stack; any device) with
+        their draws; labels as float32 on the images' device."""
+        stacked = isinstance(images, torch.Tensor)
+        data = self.transformer.apply(images, draws) if stacked else self.transformer.apply_each(images, draws)
+        return data, torch.tensor(labels, dtype=torch.float32).to(data.device, non_blocking=True)
 
     def make(self, k: int) -> Batch:
         items = self.items(k)
-        return self.finish(k, [decode_cpu(it, self.transformer) for it in items], items)
+        draws = self.draws(k, items)
+        return self.finish([decode_cpu(it, self.transformer) for it in items], [it.label for it in items], draws)
 
 
 class SerialLoader:
@@ -226,11 +234,23 @@ class SerialLoader:
 
 
 class _Batches(Dataset):
+    """Item k is batch k, finished on the CPU (WorkerLoader's workers)."""
+
     def __init__(self, maker: BatchMaker):
         self.maker = maker
 
     def __getitem__(self, k: int) -> Batch:
         return self.maker.make(k)
+
+
+class _HostBatches(Dataset):
+    """Item k is batch k as read on the host (GpuLoader's workers)."""
+
+    def __init__(self, maker: BatchMaker):
+        self.maker = maker
+
+    def __getitem__(self, k: int) -> HostBatch:
+        return read_host_batch(self.maker, k)
 
 
 class _Counter(Sampler[int]):
@@ -244,29 +264,26 @@ def _worker_init(_: int) -> None:
     info.dataset.maker.source.reopen()
 
 
-class WorkerLoader:
-    """Batches computed ahead by `workers` processes (torch DataLoader), delivered in order;
-    `prefetch` batches are in flight in all (Caffe's data_param.prefetch)."""
+class _Ordered:
+    """Items 0, 1, 2, ... of `dataset` computed ahead by `workers` processes and delivered in
+    order; `prefetch` items are in flight in all (Caffe's data_param.prefetch)."""
 
-    def __init__(self, maker: BatchMaker, workers: int, prefetch: int = 4):
+    def __init__(self, dataset: Dataset, workers: int, prefetch: int, pin_memory: bool = False):
         if workers < 1:
-            raise ValueError("WorkerLoader needs at least one worker")
-        self.maker = maker
+            raise ValueError("worker loading needs at least one worker")
         self._loader = DataLoader(
-            _Batches(maker),
+            dataset,
             batch_size=None,
             sampler=_Counter(),
             num_workers=workers,
             prefetch_factor=max(1, -(-prefetch // workers)),
             worker_init_fn=_worker_init,
             persistent_workers=True,
+            pin_memory=pin_memory,
         )
-        self._iter: Iterator[Batch] | None = None
+        self._iter: Iterator | None = None
 
-    def __iter__(self) -> Iterator[Batch]:
-        return self
-
-    def __next__(self) -> Batch:
+    def __next__(self):
         if self._iter is None:
             self._iter = iter(self._loader)
         return next(self._iter)
@@ -276,6 +293,24 @@ class WorkerLoader:
         if self._iter is not None:
             self._iter._shutdown_workers()  # type: ignore[attr-defined]
             self._iter = None
+
+
+class WorkerLoader:
+    """Batches computed ahead, decoded and transformed, by `workers` processes."""
+
+    def __init__(self, maker: BatchMaker, workers: int, prefetch: int = 4):
+        self.maker = maker
+        self._ordered = _Ordered(_Batches(maker), workers, prefetch)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._ordered)
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self._ordered.close()
 
 
 def _decode_jpegs_on(device: torch.device, blobs: list[bytes], force_color: bool, force_gray: bool) -> list[torch.Tensor]:
@@ -293,58 +328,105 @@ def _decode_jpegs_on(device: torch.device, blobs: list[bytes], force_color: bool
     return [img.flip(0) if img.shape[0] == 3 else img for img in images]
 
 
+@dataclass
+class HostBatch:
+    """Batch k as read on the host, before anything is decoded or transformed: raw records of
+    one size stacked into one tensor (one copy to the device), raw records of other sizes and
+    encoded images one by one, with each one's place in the batch, and the batch's draws."""
+
+    stacked: torch.Tensor | None
+    stacked_at: list[int]
+    loose: list[torch.Tensor]
+    loose_at: list[int]
+    encoded: list[bytes]
+    encoded_at: list[int]
+    labels: list[int]
+    draws: list[Draw]
+
+    def pin_memory(self) -> HostBatch:
+        """Page-locked copies, so the copies to the GPU run asynchronously (DataLoader calls this
+        in its pinning thread)."""
+        stacked = None if self.stacked is None else self.stacked.pin_memory()
+        loose = [t.pin_memory() for t in self.loose]
+        return HostBatch(stacked, self.stacked_at, loose, self.loose_at, self.encoded, self.encoded_at,
+                         self.labels, self.draws)
+
+
+def read_host_batch(maker: BatchMaker, k: int) -> HostBatch:
+    """Read batch k's records and draws (cheap host work: LMDB reads and Datum parsing)."""
+    items = maker.items(k)
+    draws = maker.draws(k, items)
+    encoded_at = [i for i, it in enumerate(items) if isinstance(it.payload, Encoded)]
+    raw_at = [i for i, it in enumerate(items) if not isinstance(it.payload, Encoded)]
+    shapes = {items[i].payload.shape for i in raw_at}
+    stacked, stacked_at, loose, loose_at = None, [], [], []
+    if len(shapes) == 1:
+        stacked, stacked_at = torch.from_numpy(np.stack([items[i].payload for i in raw_at])), raw_at
+    else:
+        loose, loose_at = [torch.from_numpy(np.array(items[i].payload)) for i in raw_at], raw_at
+    return HostBatch(stacked, stacked_at, loose, loose_at, [items[i].payload.data for i in encoded_at], encoded_at,
+                     [it.label for it in items], draws)
+
+
 class GpuLoader:
     """Batches whose decoding (encoded JPEGs) and transforms run on `device`.
 
+    The host only reads records (in this process, or ahead in `workers` processes that hand over
+    page-locked batches); raw pixels travel as uint8, a quarter of the float32 batch, and the
+    crop, mirror, mean and scale run on the device as one gather (`DataTransformer.apply`).
     With device "cpu" everything but the JPEG decode runs as it would on a GPU, which is how the
     tests check this path on a machine without one.
     """
 
-    def __init__(self, maker: BatchMaker, device: str | torch.device = "cuda"):
+    def __init__(self, maker: BatchMaker, device: str | torch.device = "cuda", workers: int = 0, prefetch: int = 4):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ReplicateError("the GPU data path needs a CUDA device, and torch sees none")
         self.maker = maker
         self.next_batch = 0
+        self._pin = self.device.type == "cuda"
+        self._ordered = _Ordered(_HostBatches(maker), workers, prefetch, self._pin) if workers > 0 else None
 
     def __iter__(self) -> Iterator[Batch]:
         return self
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
-            return host.pin_memory().to(self.device, non_blocking=True)
-        return host.to(self.device)
+        if self._pin and not host.is_pinned():
+            host = host.pin_memory()
+        return host.to(self.device, non_blocking=True)
 
     def __next__(self) -> Batch:
-        k = self.next_batch
+        if self._ordered is not None:
+            host = next(self._ordered)
+        else:
+            host = read_host_batch(self.maker, self.next_batch)
         self.next_batch += 1
-        items = self.maker.items(k)
-        images: list[torch.Tensor | None] = [None] * len(items)
-        encoded = [i for i, it in enumerate(items) if isinstance(it.payload, Encoded)]
-        if encoded:
-            p = self.maker.transformer.param
-            decoded = _decode_jpegs_on(
-                self.device, [items[i].payload.data for i in encoded], p.force_color, p.force_gray
-            )
-            for i, img in zip(encoded, decoded):
+        stacked = None if host.stacked is None else self._to_device(host.stacked)
+        if stacked is not None and len(host.stacked_at) == len(host.labels):
+            return self.maker.finish(stacked, host.labels, host.draws)
+        images: list[torch.Tensor | None] = [None] * len(host.labels)
+        if stacked is not None:
+            for i, img in zip(host.stacked_at, stacked.unbind(0)):
                 images[i] = img
-        raw = [i for i, it in enumerate(items) if not isinstance(it.payload, Encoded)]
-        if raw:
-            arrays = [items[i].payload for i in raw]
-            if len({a.shape for a in arrays}) == 1:  # one host buffer, one copy to the device
-                for i, img in zip(raw, self._to_device(torch.from_numpy(np.stack(arrays))).unbind(0)):
-                    images[i] = img
-            else:
-                for i, a in zip(raw, arrays):
-                    images[i] = self._to_device(torch.from_numpy(np.array(a)))
-        return self.maker.finish(k, images, items)
+        for i, img in zip(host.loose_at, host.loose):
+            images[i] = self._to_device(img)
+        if host.encoded:
+            p = self.maker.transformer.param
+            for i, img in zip(host.encoded_at, _decode_jpegs_on(self.device, host.encoded, p.force_color, p.force_gray)):
+                images[i] = img
+        return self.maker.finish(images, host.labels, host.draws)
+
+    def close(self) -> None:
+        """Stop the worker processes, if any."""
+        if self._ordered is not None:
+            self._ordered.close()
 
 
 def make_loader(maker: BatchMaker, workers: int = 0, prefetch: int = 4, device: str | None = None):
-    """The loader for a data layer: GPU when `device` is a CUDA device, else `workers` processes
-    (0 = this process)."""
+    """The loader for a data layer: the GPU path when `device` is a CUDA device (its `workers`
+    processes read records), else `workers` processes that do everything (0 = this process)."""
     if device is not None and torch.device(device).type == "cuda":
-        return GpuLoader(maker, device)
+        return GpuLoader(maker, device, workers, prefetch)
     if workers > 0:
         return WorkerLoader(maker, workers, prefetch)
     return SerialLoader(maker)

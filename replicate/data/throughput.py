@@ -62,8 +62,8 @@ def rate(loader, batches: int, batch_size: int, sync: bool = False) -> float:
 
 
 def loader_rates(maker: BatchMaker, batches: int, workers: int = 0, gpu: bool = False) -> dict[str, float | str]:
-    """images/s of the serial path, of `workers` worker processes, and of the GPU path (or why
-    it is unavailable)."""
+    """images/s of the serial path, of `workers` worker processes, and of the GPU path with its
+    records read in this process and by `workers` processes (or why it is unavailable)."""
     rates: dict[str, float | str] = {"serial": rate(SerialLoader(maker), batches, maker.batch_size)}
     if workers > 0:
         loader = WorkerLoader(maker, workers)
@@ -72,8 +72,15 @@ def loader_rates(maker: BatchMaker, batches: int, workers: int = 0, gpu: bool = 
         finally:
             loader.close()
     if gpu:
-        try:
-            rates["gpu"] = rate(GpuLoader(maker, "cuda"), batches, maker.batch_size, sync=True)
-        except ReplicateError as err:
-            rates["gpu"] = f"unavailable ({err})"
+        for n in sorted({0, workers}):
+            name = f"gpu_workers_{n}" if n else "gpu"
+            try:
+                loader = GpuLoader(maker, "cuda", n)
+            except ReplicateError as err:
+                rates[name] = f"unavailable ({err})"
+                continue
+            try:
+                rates[name] = rate(loader, batches, maker.batch_size, sync=True)
+            finally:
+                loader.close()
     return rates

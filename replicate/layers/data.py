@@ -81,6 +81,12 @@ class BatchLayer(Layer):
         if device is not None:
             self.device = device
 
+    def close(self) -> None:
+        """Stop the loader's worker processes (a later forward starts a new loader)."""
+        if self._loader is not None and hasattr(self._loader, "close"):
+            self._loader.close()
+        self._loader = None
+
     @torch.compiler.disable
     def forward(self) -> tuple[torch.Tensor, ...]:
         # Reading and decoding is Python I/O: torch.compile of a net runs it as it is.

@@ -82,6 +82,7 @@ def train(
     echo: bool = True,
     channels_last: bool = False,
     compile: bool | str = False,
+    data_workers: int | None = None,
 ) -> TrainResult:
     """Train as `caffe train -solver S [-weights W] [-snapshot X]`; logs next to the solver.
 
@@ -108,12 +109,15 @@ def train(
             keep_freed_memory()
         world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
         log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
-        solver = Solver(param, folder, target, log, precision, channels_last, compile, group)
-        if weights:
-            _copy_weights(solver.net, weights, log)
-            solver.sync_weights()
-        log.info("Starting Optimization", "caffe.cpp:232")
-        solver.solve(snapshot)
+        solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers)
+        try:
+            if weights:
+                _copy_weights(solver.net, weights, log)
+                solver.sync_weights()
+            log.info("Starting Optimization", "caffe.cpp:232")
+            solver.solve(snapshot)
+        finally:
+            solver.close()
     finally:
         log.close()
         leave(group)

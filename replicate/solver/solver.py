@@ -10,6 +10,7 @@ loss, and a last test.  Its logs are Caffe's lines, so the results read our runs
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import tempfile
 import threading
@@ -63,12 +64,38 @@ def set_precision(precision: str) -> None:
     torch.backends.cudnn.benchmark = True
 
 
+def default_data_workers(device: torch.device, world: int) -> int | None:
+    """On a GPU, reading and parsing records for ~20,000 images/s takes several cores: up to 8
+    worker processes per training process, within this machine's cores.  On the CPU the cores
+    already train the net: no default (the data layers' own, REPLICATE_DATA_WORKERS or 0)."""
+    if device.type != "cuda":
+        return None
+    return max(1, min(8, (os.cpu_count() or 1) // max(1, world) - 1))
+
+
+def feed_data(nets: list[CompiledNet], device: torch.device, workers: int | None, world: int = 1) -> dict[str, object]:
+    """Point the nets' data layers at the device they train on: on a GPU the records are read by
+    `workers` processes (default `default_data_workers`) and decoded and transformed on the GPU
+    (replicate.data.loader.GpuLoader); on the CPU `workers` processes do everything.  The batches
+    are the same whichever path makes them.  Returns what was chosen, for the run's metrics."""
+    layers = [layer for net in nets for layer in net.layers if hasattr(layer, "configure")]
+    if not layers:
+        return {}
+    if workers is None:
+        workers = default_data_workers(device, world)
+    gpu = device.type == "cuda"
+    for layer in layers:
+        layer.configure(workers=workers, device=str(device) if gpu else None)
+    return {"data_path": "gpu" if gpu else "cpu", "data_workers": layers[0].workers}
+
+
 class Solver:
     """Trains the solver's train net and tests its test nets, as Caffe's SGDSolver family.
 
     Speed options that leave Caffe's arithmetic alone: `channels_last` (NHWC memory layout of
-    weights and activations) and `compile` (torch.compile of the training net's forward; True
-    for inductor, or the name of another torch.compile backend).
+    weights and activations), `compile` (torch.compile of the training net's forward; True
+    for inductor, or the name of another torch.compile backend) and `data_workers` (processes
+    reading each data layer's records; see `feed_data`).
     `group` makes it one process of a data-parallel run (replicate.solver.distributed).
     """
 
@@ -82,6 +109,7 @@ class Solver:
         channels_last: bool = False,
         compile: bool | str = False,
         group: Group = Group(),
+        data_workers: int | None = None,
     ):
         check_policy(param)
         set_precision(precision)
@@ -91,10 +119,6 @@ class Solver:
         self.log = log
         self.precision = precision
         self.group = group
-        log.record(
-            kind="config", precision=precision, device=str(device), device_name=device_name(device),
-            torch=torch.__version__, channels_last=channels_last, compile=compile, world_size=group.world,
-        )
         seed = param.random_seed
         if group.world > 1:
             seed = group.shared_seed(seed if seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,))))
@@ -115,6 +139,13 @@ class Solver:
             test_net = build_net(test_spec, device, channels_last)
             test_net.share_trained_layers_with(self.net)
             self.test_nets.append(test_net)
+        #: The data path chosen for the data layers (empty for nets fed through Input blobs).
+        self.data_feed = feed_data([self.net, *self.test_nets], device, data_workers, group.world)
+        log.record(
+            kind="config", precision=precision, device=str(device), device_name=device_name(device),
+            torch=torch.__version__, channels_last=channels_last, compile=compile, world_size=group.world,
+            **self.data_feed,
+        )
         self.entries = self.net.learnable_params()
         self.rule = UpdateRule(param, [e.param.shape for e in self.entries], device)
         self.sync_weights()
@@ -129,6 +160,13 @@ class Solver:
         log.info("Solver scaffolding done.")
 
     # ------------------------------------------------------------------ helpers
+    def close(self) -> None:
+        """Stop the data layers' worker processes (training can go on: they restart)."""
+        for net in [self.net, *self.test_nets]:
+            for layer in net.layers:
+                if hasattr(layer, "close"):
+                    layer.close()
+
     def sync_weights(self) -> None:
         """Every process of a data-parallel run starts from rank 0's weights."""
         self.group.broadcast_([p.data for blobs in self.net.layer_blobs().values() for p in blobs])

@@ -1,7 +1,8 @@
 """Measure how fast each data path delivers training batches from an LMDB (images/s).
 
 Paths: one process (serial), --workers worker processes, and with --gpu the GPU path (records
-copied or JPEG-decoded on the GPU, crop/mirror/mean there).  Batches are TRAIN-phase: random crop
+read in this process and by --workers processes, copied or JPEG-decoded on the GPU,
+crop/mirror/mean there).  Batches are TRAIN-phase: random crop
 (--crop, default 227 or the image size if smaller) and mirror, plus --mean if given.  The first
 batch of each path is not timed (worker start-up, CUDA initialisation).
 """
@@ -37,9 +38,12 @@ def run(args: argparse.Namespace) -> int:
         f"{args.batches} batches, {torch.get_num_threads()} torch threads here (1 per worker)"
     )
     for path, value in loader_rates(maker, args.batches, args.workers, args.gpu).items():
-        name = path.replace("workers_", "") + " workers" if path.startswith("workers_") else path
-        if path == "gpu" and isinstance(value, float):
-            name = f"gpu ({torch.cuda.get_device_name()})"
+        name = path
+        if path.startswith("workers_"):
+            name = path.replace("workers_", "") + " workers"
+        elif path.startswith("gpu"):
+            readers = path.replace("gpu_workers_", "") + " reading workers" if path != "gpu" else "read here"
+            name = f"gpu, {readers}" + (f" ({torch.cuda.get_device_name()})" if isinstance(value, float) else "")
         shown = f"{value:.0f} images/s" if isinstance(value, float) else value
         print(f"{name}: {shown}")
     return 0
