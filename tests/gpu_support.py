@@ -51,11 +51,11 @@ def dataset(folder: Path) -> None:
     write_lmdb(folder / "db", records)
 
 
-def run_dir(folder: Path) -> Path:
+def run_dir(folder: Path, solver_extra: str = "") -> Path:
     folder.mkdir()
     dataset(folder)
     (folder / "net.prototxt").write_text(NET)
-    (folder / "solver.prototxt").write_text(SOLVER)
+    (folder / "solver.prototxt").write_text(SOLVER + solver_extra)
     return folder / "solver.prototxt"
 
 

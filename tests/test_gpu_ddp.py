@@ -38,12 +38,15 @@ def test_shards_of_a_batch_together_are_the_single_process_batch(tmp_path: Path)
         assert torch.equal(torch.cat([p[1] for p in parts]), labels)
 
 
-def test_two_processes_train_like_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("solver_extra", ["", "iter_size: 2"])
+def test_two_processes_train_like_one(tmp_path: Path, solver_extra: str) -> None:
+    """Gradients averaged while backward runs (and, with iter_size 2, over both passes) give one
+    process's update on the whole batch."""
     from replicate.solver.run import train
 
-    single = run_dir(tmp_path / "single")
+    single = run_dir(tmp_path / "single", solver_extra)
     train(single, device="cpu", echo=False)
-    double = run_dir(tmp_path / "ddp")
+    double = run_dir(tmp_path / "ddp", solver_extra)
     mp.start_processes(train_rank, args=(2, free_port(), str(double)), nprocs=2, start_method="spawn")
 
     one, two = weights(single.parent / "snap_iter_4.caffemodel"), weights(double.parent / "snap_iter_4.caffemodel")
@@ -84,3 +87,25 @@ def test_nets_whose_gradient_is_not_a_batch_mean_are_refused() -> None:
     with pytest.raises(ReplicateError, match="BatchNorm"):
         check_averageable(parse_text('layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" }',
                                      caffe_pb2.NetParameter()), "n")
+
+
+def test_gradient_averaging_starts_while_backward_runs() -> None:
+    """The top layer's all-reduce is under way before the bottom layer's gradient exists."""
+    import torch.distributed as dist
+
+    from replicate.solver.distributed import GradientAverager, Group
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        bottom = torch.nn.Parameter(torch.randn(4, 3))
+        top = torch.nn.Parameter(torch.randn(2, 4))
+        averager = GradientAverager(Group(0, 1), [bottom, top])
+        seen = []
+        bottom.register_hook(lambda g: seen.append(len(averager._pending)))
+        averager.armed = True
+        (top @ (bottom @ torch.randn(3, 5))).sum().backward()
+        assert seen == [1]  # the top layer's reduction was launched first
+        averager.finish()
+        assert not averager._pending and bottom.grad is not None
+    finally:
+        dist.destroy_process_group()

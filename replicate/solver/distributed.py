@@ -4,7 +4,8 @@ Every process builds the same net from the same seed; its Data layers read their
 each global batch (replicate.data.loader.BatchMaker's shard).  A loss normalised by the local
 batch (SoftmaxWithLoss) gives each process (1/b) * sum of its slice's terms; averaging those
 gradients over the N processes gives (1/(N*b)) * sum over the whole batch, the gradient one
-process computes on the global batch.  Losses and test outputs are averaged the same way, so the
+process computes on the global batch.  The averaging overlaps the backward pass
+(`GradientAverager`).  Losses and test outputs are averaged the same way, so the
 log of rank 0 (the only one that logs and snapshots) reads like a single-process run.
 """
 
@@ -64,6 +65,40 @@ class Group:
             value = value.cuda()
         dist.broadcast(value, src=0)
         return int(value.item())
+
+
+class GradientAverager:
+    """Averages the gradients of `params` over the processes while backward still runs.
+
+    Each parameter's all-reduce starts the moment autograd has accumulated its gradient (a
+    post-accumulate-grad hook; the top layers' gradients come first), so the communication of
+    the upper layers hides behind the backward of the lower ones, as DistributedDataParallel
+    does.  Only the last of iter_size backward passes is `armed`: the gradient reduced is the
+    one accumulated over all of them.  `finish` waits for every reduction and divides by the
+    number of processes; a parameter the loss did not reach gets a zero gradient, as in Caffe.
+    """
+
+    def __init__(self, group: Group, params: Sequence[torch.Tensor]):
+        self.group = group
+        self.params = [p for p in params if p.requires_grad]
+        self.armed = False
+        self._pending: list[tuple[torch.Tensor, dist.Work]] = []
+        for p in self.params:
+            p.register_post_accumulate_grad_hook(self._reduce)
+
+    def _reduce(self, param: torch.Tensor) -> None:
+        if self.armed:
+            self._pending.append((param, dist.all_reduce(param.grad, op=dist.ReduceOp.SUM, async_op=True)))
+
+    def finish(self) -> None:
+        self.armed = False
+        pending, self._pending = self._pending, []
+        for param, work in pending:
+            work.wait()
+            param.grad.div_(self.group.world)
+        for param in self.params:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
 
 
 def check_averageable(net: caffe_pb2.NetParameter, where: str) -> None:

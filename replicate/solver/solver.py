@@ -28,7 +28,7 @@ from replicate.io.model import load_caffemodel, save_caffemodel
 from replicate.net.compile import CompiledNet
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
-from replicate.solver.distributed import Group, check_averageable
+from replicate.solver.distributed import GradientAverager, Group, check_averageable
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver.nets import NetSpec, absolute, test_nets, train_net
@@ -147,6 +147,7 @@ class Solver:
             **self.data_feed,
         )
         self.entries = self.net.learnable_params()
+        self._averager = GradientAverager(group, [e.param for e in self.entries]) if group.world > 1 else None
         self.rule = UpdateRule(param, [e.param.shape for e in self.entries], device)
         self.sync_weights()
         self.iter = 0
@@ -294,22 +295,20 @@ class Solver:
         data-parallel run gradients and loss are then averaged over the processes.  `inputs`
         feed source blobs (as CompiledNet.forward), e.g. synthetic batches for a benchmark."""
         total = torch.zeros((), device=self.device)
-        for _ in range(self.param.iter_size):
+        passes = self.param.iter_size
+        for i in range(passes):
+            if self._averager is not None:
+                self._averager.armed = i == passes - 1
             with self._autocast():
                 self._last = self.forward(inputs)
             if self._last.loss.requires_grad:
                 self._last.loss.backward()
             total += self._last.loss.detach().float()
-        total /= self.param.iter_size
-        if self.group.world > 1:
-            grads = []
-            for e in self.entries:
-                if e.param.requires_grad:
-                    if e.param.grad is None:
-                        e.param.grad = torch.zeros_like(e.param.data)
-                    grads.append(e.param.grad)
+        total /= passes
+        if self._averager is not None:
+            self._averager.finish()
             loss = total.reshape(1)
-            self.group.mean_([*grads, loss])
+            self.group.mean_([loss])
             total = loss[0]
         return float(total)
 
