@@ -43,7 +43,8 @@ def test_bench_on_cpu_writes_every_measurement(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "replicate", "bench", "--device", "cpu", "--batch", "2", "--iterations", "1",
          "--warmup", "1", "--precision", "all", "--lmdb", str(tmp_path / "raw"), "--lmdb", str(tmp_path / "jpeg"),
-         "--jpeg-dir", str(tmp_path / "jpegs"), "--loader-batches", "2", "--out", str(out)],
+         "--jpeg-dir", str(tmp_path / "jpegs"), "--loader-batches", "2", "--out", str(out),
+         "--markdown", str(tmp_path / "bench.md")],
         cwd=ROOT, check=True, capture_output=True, text=True,
     )
     report = json.loads(out.read_text())
@@ -55,3 +56,22 @@ def test_bench_on_cpu_writes_every_measurement(tmp_path: Path) -> None:
     assert all(e["images_per_s"]["serial"] > 0 for e in report["loaders"])
     assert report["loaders"][0]["crop"] == 64
     assert [r["data"] for r in report["end_to_end"]] == [str(tmp_path / "raw")] * 3
+    assert all(r["data_path"] == "cpu" and r["data_workers"] == 0 for r in report["end_to_end"])
+    table = (tmp_path / "bench.md").read_text()
+    assert "| fp32 | plain |" in table and "| bf16 from " in table and "| lmdb-jpeg " in table
+    step_rows = [line for line in table.splitlines() if line.startswith(("| fp32 |", "| tf32 |", "| bf16 |"))]
+    assert len(step_rows) == 3 and all(row.endswith(": not met |") for row in step_rows)  # no CPU meets them
+    e2e_rows = [line for line in table.splitlines() if " from " in line]
+    assert len(e2e_rows) == 3 and all(">= 80%: " in row for row in e2e_rows)
+
+
+def test_sweep_times_every_layout_and_compile_combination(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    subprocess.run(
+        [sys.executable, "-m", "replicate", "bench", "--device", "cpu", "--batch", "1", "--iterations", "1",
+         "--warmup", "0", "--sweep", "--compile-backend", "eager", "--out", str(out)],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    )
+    steps = json.loads(out.read_text())["step"]
+    assert [(r["channels_last"], r["compile"]) for r in steps] == [
+        (False, False), (True, False), (False, "eager"), (True, "eager")]

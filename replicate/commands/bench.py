@@ -1,14 +1,16 @@
 """Measure training speed: CaffeNet steps, data loaders, and both together; write JSON.
 
   python -m replicate bench --device cuda --batch 256 --precision all --out bench.json
-  python -m replicate bench --device cuda --lmdb data/half0A_train/lmdb --workers 8 --channels-last
+  python -m replicate bench --device cuda --precision all --sweep --lmdb data/half0A_train/lmdb --markdown bench.md
   python -m replicate bench --device cpu --batch 2 --iterations 2 --warmup 1     # a quick check
 
 (a) step: the paper's CaffeNet (every layer learning) on synthetic batches through the real
 Solver (forward, backward, Caffe's SGD update), per precision: ms/step, images/s, TFLOP/s and the
 fraction of the GPU's dense peak (H100/H200; null for other devices).  (b) loaders: images/s of
 the serial, worker and GPU data paths over each --lmdb (raw or JPEG records) and --jpeg-dir.
-(c) end to end: a Data layer over the first --lmdb feeding the same training step.
+(c) end to end: a Data layer over the first --lmdb feeding the same training step, through the
+data path `train` takes on the device (on a GPU: reading workers, transforms on the GPU), with
+each precision's fastest step setting.  --sweep times every channels_last/compile combination.
 fp32 is Caffe's arithmetic (TF32 off); tf32 and bf16 are opt-in speed settings.
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 
 from replicate.bench.step import time_steps
+from replicate.bench.table import best_steps, markdown
 from replicate.data.loader import LmdbSource
 from replicate.data.throughput import folder_source, loader_rates, source_kind, train_maker
 from replicate.errors import ReplicateError
@@ -45,18 +48,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "uses on this device: up to 8 on a GPU, 0 on the CPU)")
     parser.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader path (default 10)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the net's forward")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend for --compile and --sweep (default inductor)")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
+    parser.add_argument("--sweep", action="store_true",
+                        help="time every combination of --channels-last and --compile per precision; the end-to-end "
+                             "runs use each precision's fastest")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--markdown", help="also write the results as Markdown tables here (for the README)")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in ("batch", "precision", "iterations", "warmup", "workers",
-                                          "loader_batches", "compile", "channels_last", "lmdb", "jpeg_dir")}
+                                          "loader_batches", "compile", "channels_last", "sweep", "lmdb", "jpeg_dir")}
 
 
 def _step_line(r: dict[str, Any]) -> str:
     peak = f", {100 * r['fraction_of_peak']:.1f}% of peak" if r["fraction_of_peak"] is not None else ""
-    return (f"{r['precision']}: {r['ms_per_step']:.1f} ms/step, {r['images_per_s']:.0f} images/s, "
+    options = "".join(f", {name}" for name in ("channels_last", "compile") if r[name])
+    return (f"{r['precision']}{options}: {r['ms_per_step']:.1f} ms/step, {r['images_per_s']:.0f} images/s, "
             f"{r['achieved_tflops']:.2f} TFLOP/s{peak}")
 
 
@@ -80,11 +90,15 @@ def run(args: argparse.Namespace) -> int:
     }
     print(f"{report['device_name']} ({device}), torch {torch.__version__}, batch {args.batch}", file=sys.stderr)
     precisions = PRECISIONS if args.precision == "all" else (args.precision,)
-    common = dict(iterations=args.iterations, warmup=args.warmup, channels_last=args.channels_last, compile=args.compile)
+    backend = True if args.compile_backend == "inductor" else args.compile_backend
+    variants = [(False, False), (True, False), (False, backend), (True, backend)] if args.sweep else [
+        (args.channels_last, backend if args.compile else False)]
+    timing = dict(iterations=args.iterations, warmup=args.warmup)
     for precision in precisions:
-        result = time_steps(device, args.batch, precision, **common)
-        report["step"].append(result)
-        print(f"step {_step_line(result)}", file=sys.stderr)
+        for channels_last, compile in variants:
+            result = time_steps(device, args.batch, precision, channels_last=channels_last, compile=compile, **timing)
+            report["step"].append(result)
+            print(f"step {_step_line(result)}", file=sys.stderr)
     sources = [(path, LmdbSource(path)) for path in args.lmdb]
     if args.jpeg_dir:
         sources.append((args.jpeg_dir, folder_source(args.jpeg_dir)))
@@ -99,8 +113,10 @@ def run(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in rates.items())
         print(f"loader {entry['kind']} {path}: images/s {shown}", file=sys.stderr)
     if args.lmdb:
+        best = best_steps(report)
         for precision in precisions:
-            result = time_steps(device, args.batch, precision, lmdb=args.lmdb[0], workers=workers, **common)
+            fastest = {"channels_last": best[precision]["channels_last"], "compile": best[precision]["compile"]}
+            result = time_steps(device, args.batch, precision, lmdb=args.lmdb[0], workers=workers, **fastest, **timing)
             report["end_to_end"].append(result)
             print(f"end to end {_step_line(result)}", file=sys.stderr)
     text = json.dumps(report, indent=2)
@@ -108,4 +124,7 @@ def run(args: argparse.Namespace) -> int:
         Path(args.out).write_text(text + "\n")
     else:
         print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(report))
+    print(markdown(report), file=sys.stderr)
     return 0

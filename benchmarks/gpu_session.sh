@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Everything the GPU issue measures, in one command on a GPU machine, written to $OUT:
+# nvidia-smi, a synthetic 256x256 dataset as raw and JPEG LMDBs, and `bench` (every precision,
+# every channels_last/compile combination with SWEEP=1, the loaders, end to end) as JSON,
+# Markdown (for the README) and its log.
+#
+#   bash benchmarks/gpu_session.sh                    # from the repository root
+#   SWEEP=1 bash benchmarks/gpu_session.sh            # also time channels_last and torch.compile
+#   DEVICE=cpu BATCH=4 PER_CLASS=4 ITERATIONS=1 bash benchmarks/gpu_session.sh   # a dry run anywhere
+#
+# Where the machine lacks this project's dependencies (lmdb, protobuf 7, submitit), bring them as
+# wheels in .whl/ (ignored by git) and this script installs them into /tmp/site first, e.g. for a
+# Python 3.12 machine with no network:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#       -d .whl lmdb protobuf==7.35.1 submitit
+set -euo pipefail
+
+OUT=${OUT:-gpu_session_out}
+DEVICE=${DEVICE:-cuda}
+BATCH=${BATCH:-256}
+PER_CLASS=${PER_CLASS:-256}      # 10 classes: 2,560 images, ~500 MB of raw LMDB
+ITERATIONS=${ITERATIONS:-20}
+DATA=${DATA:-/tmp/replicate_bench_data}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1
+
+(nvidia-smi || echo "no nvidia-smi") >"$OUT/nvidia-smi.txt" 2>&1
+"$PY" -c "import torch, sys; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" \
+    | tee "$OUT/versions.txt"
+
+workers=$(( $(nproc) > 1 ? $(nproc) : 1 ))
+"$PY" -m replicate data synth --out "$DATA/synth" --classes 10 --train-per-class "$PER_CLASS" --val-per-class 1 --size 256
+[ -d "$DATA/raw" ] || "$PY" -m replicate data convert --list "$DATA/synth/train.txt" --root "$DATA/synth/train/" \
+    --out "$DATA/raw" --shuffle --workers "$workers"
+[ -d "$DATA/jpeg" ] || "$PY" -m replicate data convert --list "$DATA/synth/train.txt" --root "$DATA/synth/train/" \
+    --out "$DATA/jpeg" --shuffle --encoded --workers "$workers"
+
+sweep=()
+[ "${SWEEP:-0}" = 1 ] && sweep=(--sweep)
+"$PY" -m replicate bench --device "$DEVICE" --batch "$BATCH" --precision all "${sweep[@]}" \
+    --iterations "$ITERATIONS" --lmdb "$DATA/raw" --lmdb "$DATA/jpeg" --jpeg-dir "$DATA/synth/train" \
+    --out "$OUT/bench.json" --markdown "$OUT/bench.md" 2>&1 | tee "$OUT/bench.log"
