@@ -59,13 +59,13 @@ def run_dir(folder: Path, solver_extra: str = "") -> Path:
     return folder / "solver.prototxt"
 
 
-def train_rank(rank: int, world: int, port: int, solver: str) -> None:
+def train_rank(rank: int, world: int, port: int, solver: str, compile: bool | str = False) -> None:
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from replicate.solver.run import train
 
-    train(solver, device="cpu", echo=False)
+    train(solver, device="cpu", echo=False, compile=compile)
 
 
 def free_port() -> int:

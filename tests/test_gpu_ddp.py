@@ -38,16 +38,16 @@ def test_shards_of_a_batch_together_are_the_single_process_batch(tmp_path: Path)
         assert torch.equal(torch.cat([p[1] for p in parts]), labels)
 
 
-@pytest.mark.parametrize("solver_extra", ["", "iter_size: 2"])
-def test_two_processes_train_like_one(tmp_path: Path, solver_extra: str) -> None:
-    """Gradients averaged while backward runs (and, with iter_size 2, over both passes) give one
-    process's update on the whole batch."""
+@pytest.mark.parametrize(("solver_extra", "compile"), [("", False), ("iter_size: 2", False), ("", "aot_eager")])
+def test_two_processes_train_like_one(tmp_path: Path, solver_extra: str, compile: bool | str) -> None:
+    """Gradients averaged while backward runs (and, with iter_size 2, over both passes; and
+    through a torch.compile'd net) give one process's update on the whole batch."""
     from replicate.solver.run import train
 
     single = run_dir(tmp_path / "single", solver_extra)
     train(single, device="cpu", echo=False)
     double = run_dir(tmp_path / "ddp", solver_extra)
-    mp.start_processes(train_rank, args=(2, free_port(), str(double)), nprocs=2, start_method="spawn")
+    mp.start_processes(train_rank, args=(2, free_port(), str(double), compile), nprocs=2, start_method="spawn")
 
     one, two = weights(single.parent / "snap_iter_4.caffemodel"), weights(double.parent / "snap_iter_4.caffemodel")
     assert one.keys() == two.keys() == {"conv", "fc"}
