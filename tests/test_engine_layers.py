@@ -183,12 +183,13 @@ def test_engine_batchnorm_forces_lr_mult_zero_like_caffe() -> None:
 
 
 def test_engine_accuracy_ignore_label_and_per_class_top() -> None:
-    acc = _layer('name: "a" type: "Accuracy" accuracy_param { ignore_label: 2 }', TEST, [(4, 3), (4,)], tops=2)
-    scores = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4], [0.5, 0.5, 0.0]])
-    labels = torch.tensor([0.0, 0.0, 2.0, 1.0])  # right, wrong, ignored, tie (counts as wrong)
+    scores = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4], [0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])
+    # right, wrong, ignored, tie won (the higher class index ranks first), tie lost
+    labels = torch.tensor([0.0, 0.0, 2.0, 1.0, 0.0])
+    acc = _layer('name: "a" type: "Accuracy" accuracy_param { ignore_label: 2 }', TEST, [(5, 3), (5,)], tops=2)
     total, per_class = acc(scores, labels)
-    torch.testing.assert_close(total, torch.tensor(1 / 3))
-    torch.testing.assert_close(per_class, torch.tensor([0.5, 0.0, 0.0]))
+    torch.testing.assert_close(total, torch.tensor(2 / 4))
+    torch.testing.assert_close(per_class, torch.tensor([1 / 3, 1.0, 0.0]))
 
 
 def test_engine_multinomial_logistic_loss_is_2014_accuracy_logprob() -> None:

@@ -1,7 +1,9 @@
-"""Runs every golden case (a folder holding meta.json) under the fixture root against our engine.
+"""Runs every golden case (a folder holding meta.json) under the fixture roots against our engine.
 
-The root comes from `REPLICATE_GOLDEN_DIR` (default: the repo's copy of real Caffe's outputs), so
-a second root of the same format can be checked by pointing the runner at it.  Each module of
+By default both of the repo's roots of real Caffe's outputs are checked: `golden/caffe` and
+`golden/caffe_grad` (the same nets rerun with force_backward, so Caffe's gradients are real).
+`REPLICATE_GOLDEN_DIR` replaces them with one root of the same format (other random values, same
+case names).  Test ids are `<root name>/<case>`.  Each module of
 `golden_checks` claims cases through `handles(name)`; a case no module (or more than one module)
 claims fails, so no fixture is silently skipped.  Modules named `_*` are shared helpers.
 """
@@ -18,11 +20,19 @@ import pytest
 
 import golden_checks
 
-ROOT = Path(os.environ.get("REPLICATE_GOLDEN_DIR", Path(__file__).parent / "golden" / "caffe"))
+_GOLDEN = Path(__file__).parent / "golden"
+ROOTS = (
+    [Path(os.environ["REPLICATE_GOLDEN_DIR"])]
+    if os.environ.get("REPLICATE_GOLDEN_DIR")
+    else [_GOLDEN / "caffe", _GOLDEN / "caffe_grad"]
+)
 
 
-def _case_dirs() -> list[Path]:
-    return sorted(p.parent for p in ROOT.rglob("meta.json"))
+def _case_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob("meta.json"))
+
+
+_CASES = [(root, case) for root in ROOTS for case in _case_dirs(root)]
 
 
 def _checkers() -> list[ModuleType]:
@@ -33,17 +43,20 @@ def _checkers() -> list[ModuleType]:
     ]
 
 
-def _name(case: Path) -> str:
-    return case.relative_to(ROOT).as_posix()
+def _id(root_case: tuple[Path, Path]) -> str:
+    root, case = root_case
+    return f"{root.name}/{case.relative_to(root).as_posix()}"
 
 
-def test_golden_root_has_cases() -> None:
-    assert _case_dirs(), f"no golden case (folder with meta.json) under {ROOT}"
+@pytest.mark.parametrize("root", ROOTS, ids=lambda r: r.name)
+def test_golden_root_has_cases(root: Path) -> None:
+    assert _case_dirs(root), f"no golden case (folder with meta.json) under {root}"
 
 
-@pytest.mark.parametrize("case", _case_dirs(), ids=_name)
-def test_golden_case(case: Path) -> None:
-    name = _name(case)
+@pytest.mark.parametrize("root_case", _CASES, ids=_id)
+def test_golden_case(root_case: tuple[Path, Path]) -> None:
+    root, case = root_case
+    name = case.relative_to(root).as_posix()
     claimed = [m for m in _checkers() if m.handles(name)]
     assert len(claimed) == 1, (
         f"golden case {name!r} must be claimed by exactly one golden_checks module, "

@@ -1,7 +1,10 @@
 """Caffe's Accuracy: fraction of (non-ignored) samples whose true class is among the top k.
 
-As modern Caffe counts it, a sample is correct when fewer than k classes score >= the true
-class's score (the true class counts itself), so ties count against the prediction.  An optional
+Caffe ranks the classes with `std::partial_sort` of (score, class index) pairs under
+`std::greater`, and a sample is correct when its label is among the first k: ties in score go to
+the HIGHER class index.  That is the rule of the 2014 Caffe the paper ran and of the pycaffe the
+golden fixtures come from (BVLC's 2017 rewrite counts every tie against the true class instead;
+only nets with tied scores, e.g. a collapsed one, tell them apart).  An optional
 second top holds the per-class accuracy.  The 2014 Caffe Accuracy also reported the mean -log
 probability of the true class; nets reproduce that with a MultinomialLogisticLoss layer on the
 same bottoms (see multinomial_logistic_loss.py).
@@ -49,8 +52,9 @@ class Accuracy(Layer):
         with torch.no_grad():
             scores, safe, valid = scores_and_labels(self, x, label, self.axis, self.ignore_label)
             true_score = scores.gather(1, safe)
-            better = (scores >= true_score).sum(dim=1, keepdim=True) - 1
-            correct = (better < self.top_k) & valid
+            index = torch.arange(scores.shape[1], device=scores.device).view(1, -1, 1)
+            ahead = (scores > true_score) | ((scores == true_score) & (index > safe))
+            correct = (ahead.sum(dim=1, keepdim=True) < self.top_k) & valid
             count = valid.sum()
             acc = correct.sum().to(x.dtype) / count.clamp(min=1).to(x.dtype)
             if len(self.top_shapes) == 1:

@@ -3,7 +3,8 @@
 Parameters are not stored: blob i of layer L is regenerated from the seed and scale in meta.json
 exactly as the fixture's README describes.  Checked: the outputs, [sum, sum of squares] of the
 intermediate blobs, and each parameter gradient at 2000 sampled indices plus its
-[sum, sum of squares] (frozen layers must get exactly zero, as Caffe computes none).
+[sum, sum of squares].  Frozen (lr_mult 0) layers must get exactly zero, as Caffe computes none,
+unless the net has force_backward: then Caffe computes their gradients too.
 
 A ReLU input within float32 rounding of 0 may land on the other side of the kink in Caffe's
 arithmetic (this fixture has one: conv4-new, channel 67, -2.4e-7 here), which moves the
@@ -76,6 +77,11 @@ def check(case_dir: Path) -> None:
             layer, i = key.rsplit("/", 1)
             value = np.random.RandomState(spec["seed"]).standard_normal(spec["shape"]) * spec["scale"]
             blobs[layer][int(i)].copy_(torch.from_numpy(value.astype(np.float32)))
+        if net.force_backward:
+            # Caffe's force_backward sets param_propagate_down for every parameter.
+            for params in blobs.values():
+                for p in params:
+                    p.requires_grad_(True)
     inputs = {k[3:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("in/")}
     result = net(inputs)
     for key, expected in arrays.items():

@@ -49,6 +49,12 @@ def check(case_dir: Path) -> None:
     arrays = load_arrays(case_dir)
     net = CompiledNet(read_net_text(case_dir / "net.prototxt"), caffe_pb2.TEST)
     _load_params(net, arrays, case_dir)
+    if net.force_backward:
+        # Caffe's force_backward sets param_propagate_down for every parameter, frozen (lr_mult
+        # 0) ones included; the engine leaves those without grad, so ask for them here.
+        for params in net.layer_blobs().values():
+            for p in params:
+                p.requires_grad_(True)
     plan = net.backward_plan
     inputs = {
         k[3:]: torch.tensor(v, dtype=torch.float32, requires_grad=plan.blob_gets_diff[k[3:]])
@@ -59,8 +65,8 @@ def check(case_dir: Path) -> None:
         if key.startswith("out/"):
             assert_close(result.blobs[key[4:]], expected, FORWARD_RTOL, key)
 
-    # Caffe computes a gradient only where its backward plan says so (no force_backward in
-    # these nets: input diffs stay zero, layers not under a loss skip backward).
+    # Caffe computes a gradient only where its backward plan says so (without force_backward
+    # input diffs stay zero and layers not under a loss skip backward).
     zero, wanted = [], []
     for k in arrays:
         if k.startswith("diff/"):

@@ -1,0 +1,307 @@
+"""Writes `tests/golden/caffe_grad/`: golden cases whose gradients come from real BVLC Caffe.
+
+Why: the per-layer cases of `tests/golden/caffe/` were run without a loss and without
+`force_backward`, so Caffe skipped their backward pass and every `diff/*` and `pdiff/*` there is
+zero.  This script reruns the same nets (same case names, same `arrays.npz` / `meta.json` /
+`weights.caffemodel` format, see `/work/shared/caffe_golden/README.md`) with `force_backward: true`
+and new random values, so Caffe's own Backward of every layer is what the engine is checked
+against.  It also adds a few cases for Caffe's tie and kink rules (`EXTRA_CASES`).
+
+It imports pycaffe, so it never runs in CI; its output is committed.
+
+How pycaffe was built (CPU only, outside the repo, Debian 12, gcc 12, protobuf 3.21):
+  apt-get install libboost-python-dev libboost-thread-dev libboost-system-dev
+      libboost-filesystem-dev libboost-regex-dev libgoogle-glog-dev libgflags-dev
+      libprotobuf-dev protobuf-compiler libopenblas-dev libhdf5-dev
+  pip download --no-deps brocolli-caffe==9.0.2     # BVLC Caffe 9b89154 packaged with CMake
+  tar xzf brocolli-caffe-9.0.2.tar.gz -C /work/caffe-src   # its setup.py wants conda: use CMake
+  python3 -m venv /work/caffe-venv
+  /work/caffe-venv/bin/pip install "numpy<2" protobuf==4.21.12 scipy scikit-image six
+  mkdir linkdir; ln -s .../libboost_python311.so linkdir/libboost_python.so   # and hdf5 serial
+  cmake -B build -DCMAKE_BUILD_TYPE=Release -DPYTHON_VERSION=python3.11 \
+      -DCMAKE_CXX_FLAGS="-O2 -I/usr/include/python3.11 -I<venv numpy include> \
+      -I/usr/include/hdf5/serial" -DCMAKE_SHARED_LINKER_FLAGS=-L<linkdir>
+  # one local patch: src/caffe/net.cpp includes caffe/test/test_caffe_main.hpp (gtest) for
+  # nothing; comment that include out.  Then (about 12 minutes on 2 cores):
+  cmake --build build --target pycaffe -j2     # leaves python/caffe/_caffe.so + caffe_pb2.py
+  echo <src>/python > /work/caffe-venv/lib/python3.11/site-packages/caffe.pth
+
+Run (from the repo root; about 5 s, caffenet_full included):
+  GLOG_minloglevel=2 /work/caffe-venv/bin/python tools/caffe_golden.py [--out tests/golden/caffe_grad]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import caffe
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
+
+CAFFE = "BVLC Caffe (brocolli-caffe 9.0.2), CPU, float32"
+#: The original root was made with other seeds; every case here derives its own from this one.
+BASE_SEED = 7_000_000
+
+#: Cases of the original root that are not forward/backward cases of one small net.
+NOT_LAYER_CASES = ("solver_", "data_", "legacy", "caffemodel_v1", "caffenet_full")
+
+#: Input scale per case where a plain standard normal would not exercise the layer (LRN with
+#: CaffeNet's tiny alpha needs CaffeNet-sized activations to normalise at all; losses want
+#: confident logits).
+INPUT_SCALE = {"lrn_across_caffenet": 30.0, "softmax_loss": 2.5, "softmax_loss_weighted": 2.5}
+
+Inputs = Callable[[np.random.RandomState, dict[str, tuple[int, ...]]], dict[str, np.ndarray]]
+
+
+def _small_ints(rng: np.random.RandomState, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Values in {0, 1, 2}: many exact ties."""
+    return {b: rng.randint(0, 3, size=s).astype(np.float32) for b, s in shapes.items()}
+
+
+def _with_zeros(rng: np.random.RandomState, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Standard normal with a third of the values exactly 0 (the ReLU kink)."""
+    out = {}
+    for b, s in shapes.items():
+        v = rng.standard_normal(s).astype(np.float32)
+        v[rng.rand(*s) < 1 / 3] = 0.0
+        out[b] = v
+    return out
+
+
+def _tied_scores(rng: np.random.RandomState, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Integer scores 0..3, so the true class often ties with others (Accuracy counts a tie
+    against it); labels as usual."""
+    data = rng.randint(0, 4, size=shapes["data"]).astype(np.float32)
+    return {"data": data, "label": rng.randint(0, shapes["data"][1], size=shapes["label"]).astype(np.float32)}
+
+
+#: Cases with no counterpart in the original root: Caffe's rules at ties and kinks, where a
+#: framework's default gradient may differ.  name -> (net body after the name line, inputs, note).
+EXTRA_CASES: dict[str, tuple[str, Inputs, str]] = {
+    "pool_max_ties": (
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 2 dim: 9 dim: 9 } } }\n'
+        'layer { name: "pool" type: "Pooling" bottom: "data" top: "out" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }\n'
+        'layer { name: "pool_s1" type: "Pooling" bottom: "data" top: "out_s1" pooling_param { pool: MAX kernel_size: 2 stride: 1 } }\n',
+        _small_ints,
+        "inputs in {0,1,2}: Caffe's MAX pooling routes each window's gradient to the first "
+        "maximum in its row-major scan (strict >), overlapping windows accumulate",
+    ),
+    "eltwise_max_ties": (
+        'layer { name: "a" type: "Input" top: "a" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }\n'
+        'layer { name: "b" type: "Input" top: "b" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }\n'
+        'layer { name: "c" type: "Input" top: "c" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }\n'
+        'layer { name: "max2" type: "Eltwise" bottom: "a" bottom: "b" top: "max2" eltwise_param { operation: MAX } }\n'
+        'layer { name: "max3" type: "Eltwise" bottom: "a" bottom: "b" bottom: "c" top: "max3" eltwise_param { operation: MAX } }\n',
+        _small_ints,
+        "inputs in {0,1,2}: Caffe's Eltwise MAX gives a tie between bottoms 0 and 1 to bottom 1 "
+        "(a > b ? a : b), later bottoms only when strictly greater; the whole gradient goes to the pick",
+    ),
+    "relu_zero_kink": (
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }\n'
+        'layer { name: "relu" type: "ReLU" bottom: "data" top: "out" }\n'
+        'layer { name: "leaky" type: "ReLU" bottom: "data" top: "out_leaky" relu_param { negative_slope: 0.1 } }\n',
+        _with_zeros,
+        "a third of the inputs exactly 0: Caffe's ReLU backward is top_diff * ((x > 0) + "
+        "negative_slope * (x <= 0)), so x = 0 gets the negative slope (0 for plain ReLU)",
+    ),
+    "accuracy_ties": (
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 32 dim: 6 } } }\n'
+        'layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 32 } } }\n'
+        'layer { name: "acc1" type: "Accuracy" bottom: "data" bottom: "label" top: "acc1" }\n'
+        'layer { name: "acc3" type: "Accuracy" bottom: "data" bottom: "label" top: "acc3" accuracy_param { top_k: 3 } }\n',
+        _tied_scores,
+        "integer scores: Caffe's Accuracy counts every other class scoring >= the true class "
+        "against it. Forward only: Accuracy has no Backward (NOT_IMPLEMENTED aborts Caffe under "
+        "force_backward), so this net has no force_backward",
+    ),
+}
+
+#: Cases run forward only, without force_backward (Caffe aborts in their Backward).
+FORWARD_ONLY = {"accuracy_top1_top5", "accuracy_ties"}
+
+
+def case_seed(name: str) -> int:
+    return BASE_SEED + zlib.crc32(name.encode()) % 1_000_000
+
+
+def with_force_backward(text: str) -> str:
+    """The original prototxt text with `force_backward: true` after its name line (kept
+    textual so the file stays diffable against the original)."""
+    lines = text.splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.startswith("name:")) + 1
+    out = "".join(lines[:at] + ["force_backward: true\n"] + lines[at:])
+    assert text_format.Parse(out, caffe_pb2.NetParameter()).force_backward
+    return out
+
+
+def input_shapes(net_text: str) -> dict[str, tuple[int, ...]]:
+    net = text_format.Parse(net_text, caffe_pb2.NetParameter())
+    return {lp.top[0]: tuple(lp.input_param.shape[0].dim) for lp in net.layer if lp.type == "Input"}
+
+
+def default_inputs(scale: float) -> Inputs:
+    def make(rng: np.random.RandomState, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        out = {}
+        for b, s in shapes.items():
+            if b == "label":
+                classes = shapes["data"][1]
+                out[b] = rng.randint(0, classes, size=s).astype(np.float32)
+            else:
+                out[b] = (rng.standard_normal(s) * scale).astype(np.float32)
+        return out
+
+    return make
+
+
+def _no_gradient_bottoms(net: caffe.Net) -> set[str]:
+    """Blobs Caffe never gives a gradient: bottoms a layer refuses force_backward on (the label
+    of a loss layer, Caffe's LossLayer::AllowForceBackward) and nothing else consumes."""
+    refused, wanted = set(), set()
+    for i, layer in enumerate(net.layers):
+        for j, blob_id in enumerate(net._bottom_ids(i)):
+            name = net._blob_names[blob_id]
+            (refused if layer.type.endswith("Loss") and j == 1 else wanted).add(name)
+    return refused - wanted
+
+
+def run_case(name: str, net_text: str, make_inputs: Inputs, out_dir: Path, backward: bool, note: str | None) -> None:
+    seed = case_seed(name)
+    out_dir.mkdir(parents=True)
+    (out_dir / "net.prototxt").write_text(net_text)
+    caffe.set_random_seed(seed)  # the fillers draw from Caffe's own RNG
+    net = caffe.Net(str(out_dir / "net.prototxt"), caffe.TEST)
+    rng = np.random.RandomState(seed)
+    inputs = make_inputs(rng, input_shapes(net_text))
+
+    arrays: dict[str, np.ndarray] = {}
+    for blob, value in inputs.items():
+        net.blobs[blob].data[...] = value
+        arrays[f"in/{blob}"] = value
+    for layer, params in net.params.items():
+        for i, p in enumerate(params):
+            arrays[f"param/{layer}/{i}"] = p.data.copy()
+    if net.params:
+        net.save(str(out_dir / "weights.caffemodel"))
+    net.forward()
+    outputs = list(net.outputs)
+    for blob in outputs:
+        arrays[f"out/{blob}"] = net.blobs[blob].data.copy()
+    if backward:
+        loss_weights = net.blob_loss_weights
+        for blob in outputs:
+            if loss_weights[blob] == 0:
+                # Loss blobs keep the loss weight Caffe put into their diff at Net::Init.
+                grad = rng.standard_normal(net.blobs[blob].data.shape).astype(np.float32)
+                net.blobs[blob].diff[...] = grad
+                arrays[f"topdiff/{blob}"] = grad
+        net.backward()
+        silent = _no_gradient_bottoms(net)
+        for blob in inputs:
+            if blob not in silent:
+                arrays[f"diff/{blob}"] = net.blobs[blob].diff.copy()
+        for layer, params in net.params.items():
+            for i, p in enumerate(params):
+                arrays[f"pdiff/{layer}/{i}"] = p.diff.copy()
+    np.savez_compressed(out_dir / "arrays.npz", **arrays)
+    meta = {"phase": "TEST", "outputs": outputs, "caffe": CAFFE, "force_backward": backward, "seed": seed}
+    if note:
+        meta["note"] = note
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+#: caffenet_full: outputs stored whole, intermediate blobs as [sum, sum of squares].
+CAFFENET_OUT = ("fc8-new", "loss")
+CAFFENET_SUMS = ("conv1", "pool1", "norm1", "conv2", "norm2", "conv3", "pool5", "fc6-new", "fc7-new")
+
+
+def run_caffenet(src: Path, out_dir: Path) -> None:
+    """The whole transfer net with force_backward: Caffe then also computes the gradients of the
+    frozen (lr_mult 0) conv1..conv3 (Net::Init sets param_propagate_down for every parameter)."""
+    original = json.loads((src / "meta.json").read_text())
+    seed = case_seed("caffenet_full")
+    net_text = with_force_backward((src / "net.prototxt").read_text())
+    out_dir.mkdir(parents=True)
+    (out_dir / "net.prototxt").write_text(net_text)
+    net = caffe.Net(str(out_dir / "net.prototxt"), caffe.TEST)
+    weights = {}
+    for k, (key, spec) in enumerate(original["weights"].items()):
+        layer, i = key.rsplit("/", 1)
+        spec = {"seed": seed * 100 + k, "scale": spec["scale"], "shape": spec["shape"]}
+        value = np.random.RandomState(spec["seed"]).standard_normal(spec["shape"]) * spec["scale"]
+        net.params[layer][int(i)].data[...] = value.astype(np.float32)
+        weights[key] = spec
+    rng = np.random.RandomState(seed)
+    arrays: dict[str, np.ndarray] = {
+        "in/data": (rng.standard_normal(net.blobs["data"].data.shape) * 50).astype(np.float32),
+        "in/label": rng.randint(0, 1000, size=net.blobs["label"].data.shape).astype(np.float32),
+    }
+    net.blobs["data"].data[...] = arrays["in/data"]
+    net.blobs["label"].data[...] = arrays["in/label"]
+    net.forward()
+    for blob in CAFFENET_SUMS:
+        v = net.blobs[blob].data.astype(np.float64)
+        arrays[f"outsum/{blob}"] = np.array([v.sum(), (v * v).sum()])
+    for blob in CAFFENET_OUT:
+        arrays[f"out/{blob}"] = net.blobs[blob].data.copy()
+    net.backward()
+    for key in weights:
+        layer, i = key.rsplit("/", 1)
+        diff = net.params[layer][int(i)].diff.reshape(-1)
+        idx = rng.randint(0, diff.size, size=min(diff.size, 2000))
+        d = diff.astype(np.float64)
+        arrays[f"pdiffidx/{key}"] = idx.astype(np.int64)
+        arrays[f"pdiffsample/{key}"] = diff[idx].copy()
+        arrays[f"pdiffsum/{key}"] = np.array([d.sum(), (d * d).sum()])
+    np.savez_compressed(out_dir / "arrays.npz", **arrays)
+    meta = {
+        "phase": "TEST",
+        "weights": weights,
+        "caffe": CAFFE,
+        "force_backward": True,
+        "seed": seed,
+        "note": "param blob = (np.random.RandomState(seed).standard_normal(shape) * scale).astype(float32), "
+        f"per weights[layer/i]; in/data = RandomState({seed}) standard normal * 50, then labels from the "
+        "same stream; outsum = [sum, sumsq] of blob; pdiffsample = param diffs at pdiffidx (flat index); "
+        "force_backward: the frozen conv1..conv3 get gradients too (Caffe's Net::Init sets "
+        "param_propagate_down for every parameter)",
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--src", type=Path, default=Path("tests/golden/caffe"))
+    ap.add_argument("--out", type=Path, default=Path("tests/golden/caffe_grad"))
+    ap.add_argument("--skip-caffenet", action="store_true", help="leave caffenet_full out (slow)")
+    args = ap.parse_args()
+    caffe.set_mode_cpu()
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    for case in sorted(p.parent for p in args.src.glob("*/meta.json")):
+        name = case.name
+        if name.startswith(NOT_LAYER_CASES):
+            continue
+        text = (case / "net.prototxt").read_text()
+        backward = name not in FORWARD_ONLY
+        make = default_inputs(INPUT_SCALE.get(name, 1.0))
+        run_case(name, with_force_backward(text) if backward else text, make, args.out / name, backward, None)
+        print(name)
+    for name, (body, make, note) in EXTRA_CASES.items():
+        backward = name not in FORWARD_ONLY
+        head = f'name: "{name}"\n' + ("force_backward: true\n" if backward else "")
+        run_case(name, head + body, make, args.out / name, backward, note)
+        print(name)
+    if not args.skip_caffenet:
+        run_caffenet(args.src / "caffenet_full", args.out / "caffenet_full")
+        print("caffenet_full")
+
+
+if __name__ == "__main__":
+    main()
