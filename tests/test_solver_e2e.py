@@ -6,7 +6,8 @@ has no "Finetuning from" line and its frozen conv1 in snap_iter_10 differs from 
 ten iterations cannot be replayed.  Resuming from Caffe's snap_iter_10.solverstate can, and it
 exercises everything: solverstate restore, Data layers with mean file and scale, a frozen conv,
 LRN, a grouped conv, step lr policy across a boundary, momentum, weight decay, testing, the final
-snapshot, and the log lines.
+snapshot, and the log lines.  The fixture `caffe_train_e2e_weights` is the same run made again
+with the weights really loaded, so there the whole run is replayed from iteration 0.
 """
 
 from __future__ import annotations
@@ -126,3 +127,31 @@ def test_from_scratch_run_logs_every_phase_as_caffe_did(run_dir: Path) -> None:
     train(run_dir / "solver.prototxt", weights=str(run_dir / "init.caffemodel"), echo=False)
     ours, caffes = _skeleton(run_dir / "train.log"), _skeleton(E2E / "caffe" / "train.log")
     assert ours == caffes[:-1] and caffes[-1].endswith("] Optimization Done.")
+
+
+E2E_WEIGHTS = E2E.parent / "caffe_train_e2e_weights" / "caffe"
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _values(lines: list[str]) -> tuple[list[str], list[float]]:
+    """Each line with its numbers masked, and the numbers."""
+    return [NUMBER.sub("#", line) for line in lines], [float(v) for line in lines for v in NUMBER.findall(line)]
+
+
+def test_from_init_weights_replays_caffes_whole_run(run_dir: Path) -> None:
+    """The same run made again with `-weights init.caffemodel` really loaded (see that fixture's
+    README): from iteration 0, every loss, lr and test output Caffe logged, and both snapshots."""
+    train(run_dir / "solver.prototxt", weights=str(run_dir / "init.caffemodel"), echo=False)
+    ours, caffes = _numbers(run_dir / "train.log", 0), _numbers(E2E_WEIGHTS / "train.log", 0)
+    (our_lines, our_values), (caffe_lines, caffe_values) = _values(ours), _values(caffes)
+    assert our_lines == caffe_lines and len(caffe_values) > 60
+    # Caffe prints 6 significant digits: equal within one unit of the sixth.
+    np.testing.assert_allclose(our_values, caffe_values, rtol=1e-5, atol=1e-6)
+    init = params(run_dir / "init.caffemodel")
+    for it in (10, 20):
+        mine, theirs = params(run_dir / f"snap_iter_{it}.caffemodel"), params(E2E_WEIGHTS / f"snap_iter_{it}.caffemodel")
+        assert mine.keys() == theirs.keys()
+        np.testing.assert_array_equal(theirs["conv1"][0], init["conv1"][0])  # Caffe loaded them this time
+        for layer in theirs:
+            for a, b in zip(mine[layer], theirs[layer]):
+                assert np.abs(a - b).max() <= 1e-5 * max(np.abs(b).max(), 1e-30), (it, layer)
