@@ -2,7 +2,9 @@
 
 Case `data_lmdb_mean`: the layer is built from the case's own net.prototxt (centre crop, mean
 file, scale, batch 4 over 6 records) in the TEST phase, with its source and mean file pointed at
-the case folder; its first two batches (the second wraps around) must equal Caffe's.  The records
+the case folder; its first two batches (the second wraps around) must equal Caffe's, both as the
+layer makes them on the CPU and as the GPU path does (records read into one uint8 host batch,
+then crop, mean and scale as one gather, run here on CPU tensors).  The records
 read back must be the stored images and labels, and compute_mean must rebuild mean.binaryproto.
 """
 
@@ -13,6 +15,7 @@ import pathlib
 import numpy as np
 
 from replicate.data.lmdb_io import LmdbReader, datum_array
+from replicate.data.loader import read_host_batch
 from replicate.data.mean import compute_mean
 from replicate.io.binary import read_mean
 from replicate.io.prototxt import read_net_text
@@ -46,6 +49,10 @@ def check(case_dir: pathlib.Path) -> None:
         assert tuple(data.shape) == layer.top_shapes[0], f"batch{n}: {tuple(data.shape)} != {layer.top_shapes[0]}"
         _close(data.numpy(), arrays[f"out/batch{n}/data"], f"{case_dir.name} batch{n} data")
         _close(label.numpy(), arrays[f"out/batch{n}/label"], f"{case_dir.name} batch{n} label")
+        host = read_host_batch(layer.maker, n - 1)
+        gathered = layer.transformer.apply_gathered(host.stacked, host.draws)
+        _close(gathered.numpy(), arrays[f"out/batch{n}/data"], f"{case_dir.name} batch{n} data, GPU path's gather")
+        _close(np.asarray(host.labels, np.float32), arrays[f"out/batch{n}/label"], f"{case_dir.name} batch{n} label, host batch")
         n += 1
     assert n > 1, f"{case_dir}: no out/batch1/data in arrays.npz"
 
