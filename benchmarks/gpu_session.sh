@@ -37,7 +37,7 @@ export PYTHONUNBUFFERED=1
 "$PY" -c "import torch, sys; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" \
     | tee "$OUT/versions.txt"
 
-workers=$(( $(nproc) > 1 ? $(nproc) : 1 ))
+workers=$(nproc)
 "$PY" -m replicate data synth --out "$DATA/synth" --classes 10 --train-per-class "$PER_CLASS" --val-per-class 1 --size 256
 [ -d "$DATA/raw" ] || "$PY" -m replicate data convert --list "$DATA/synth/train.txt" --root "$DATA/synth/train/" \
     --out "$DATA/raw" --shuffle --workers "$workers"

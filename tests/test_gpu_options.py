@@ -3,6 +3,8 @@ to the same weights and losses as the plain path; the run records its precision 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +68,11 @@ def test_fp32_turns_tf32_off_and_unknown_precisions_fail() -> None:
     assert torch.backends.cudnn.benchmark
     with pytest.raises(ReplicateError, match="unknown precision 'fp16'"):
         set_precision("fp16")
+
+
+def test_a_negative_number_of_data_workers_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ReplicateError, match="data workers must be 0 or more, not -1"):
+        train(run_dir(tmp_path / "run"), device="cpu", echo=False, data_workers=-1)
+    bench = subprocess.run([sys.executable, "-m", "replicate", "bench", "--device", "cpu", "--workers", "-2"],
+                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert bench.returncode != 0 and "--workers must be 0 or more, not -2" in bench.stderr

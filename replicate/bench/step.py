@@ -76,7 +76,7 @@ def time_steps(
     iterations: int,
     warmup: int,
     channels_last: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
     lmdb: str | None = None,
     workers: int | None = None,
 ) -> dict[str, Any]:

@@ -73,6 +73,8 @@ def _step_line(r: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.batch < 1 or args.iterations < 1 or args.warmup < 0:
         raise ReplicateError("--batch and --iterations must be at least 1, --warmup at least 0")
+    if args.workers is not None and args.workers < 0:
+        raise ReplicateError(f"--workers must be 0 or more, not {args.workers}")
     device = pick_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.backends.cudnn.benchmark = True
     report: dict[str, Any] = {
@@ -124,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         Path(args.out).write_text(text + "\n")
     else:
         print(text)
+    tables = markdown(report)
     if args.markdown:
-        Path(args.markdown).write_text(markdown(report))
-    print(markdown(report), file=sys.stderr)
+        Path(args.markdown).write_text(tables)
+    print(tables, file=sys.stderr)
     return 0

@@ -73,12 +73,19 @@ def default_data_workers(device: torch.device, world: int) -> int | None:
     return max(1, min(8, (os.cpu_count() or 1) // max(1, world) - 1))
 
 
+def data_layers(nets: list[CompiledNet]) -> list:
+    """The layers of `nets` that load batches themselves (Data, ImageData)."""
+    return [layer for net in nets for layer in net.layers if hasattr(layer, "configure")]
+
+
 def feed_data(nets: list[CompiledNet], device: torch.device, workers: int | None, world: int = 1) -> dict[str, object]:
     """Point the nets' data layers at the device they train on: on a GPU the records are read by
     `workers` processes (default `default_data_workers`) and decoded and transformed on the GPU
     (replicate.data.loader.GpuLoader); on the CPU `workers` processes do everything.  The batches
     are the same whichever path makes them.  Returns what was chosen, for the run's metrics."""
-    layers = [layer for net in nets for layer in net.layers if hasattr(layer, "configure")]
+    if workers is not None and workers < 0:
+        raise ReplicateError(f"data workers must be 0 or more, not {workers}")
+    layers = data_layers(nets)
     if not layers:
         return {}
     if workers is None:
@@ -163,10 +170,8 @@ class Solver:
     # ------------------------------------------------------------------ helpers
     def close(self) -> None:
         """Stop the data layers' worker processes (training can go on: they restart)."""
-        for net in [self.net, *self.test_nets]:
-            for layer in net.layers:
-                if hasattr(layer, "close"):
-                    layer.close()
+        for layer in data_layers([self.net, *self.test_nets]):
+            layer.close()
 
     def sync_weights(self) -> None:
         """Every process of a data-parallel run starts from rank 0's weights."""
