@@ -1,37 +1,115 @@
-"""The paper's qualitative claims: all hold on the authors' own numbers, and each can fail."""
+"""The paper's qualitative claims: all hold on the authors' own numbers, each can fail, and a
+verdict needs the spread of its nets, not one lucky net."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
+from replicate.results.names import try_parse_name
 from replicate.results.reference import load_reference
-from replicate.results.shape import shape_checks
+from replicate.results.shape import difference_estimate, mean_estimate, shape_checks
+
+CLAIMS = ("BnB+ matches", "BnB dips", "AnB falls", "AnB+ is at or above", "random frozen",
+          "dissimilar tasks")
 
 
 def _paper() -> dict[str, float]:
     return {name: net.best10_top1 for name, net in load_reference().items()}
 
 
-def test_every_claim_holds_on_the_authors_nets() -> None:
-    checks = shape_checks(_paper())
-    assert len(checks) == 6
-    assert all(c.holds for c in checks), [(c.claim, c.value) for c in checks if not c.holds]
+def _by_claim(scores: dict[str, float]):
+    checks = shape_checks(scores)
+    assert len(checks) == len(CLAIMS)
+    return {prefix: c for prefix, c in zip(CLAIMS, checks) if c.claim.startswith(prefix)}
 
 
-def test_an_under_trained_base_is_flagged() -> None:
+def _set_relative(scores: dict[str, float], treatment: str, ratio_of_n) -> None:
+    """Every random-split net of `treatment` set to ratio_of_n(n) times its own base."""
+    for name in list(scores):
+        p = try_parse_name(name)
+        if p and p.random_split and p.treatment == treatment:
+            scores[name] = ratio_of_n(p.n) * scores[p.target]
+
+
+def test_every_claim_holds_on_the_authors_nets_with_its_bound() -> None:
+    checks = _by_claim(_paper())
+    assert len(checks) == len(CLAIMS)
+    assert all(c.holds and c.estimate.bounded for c in checks.values()), \
+        [(c.claim, c.estimate) for c in checks.values() if not c.holds]
+    dip = checks["BnB dips"].estimate
+    assert dip.nets == "16 vs 12" and dip.low < dip.value < dip.high < -0.01
+
+
+def test_mean_and_welch_bounds_are_the_one_sided_95_percent_student_t_bounds() -> None:
+    e = mean_estimate([1.0, 2.0, 3.0])
+    half = 2.919985580355516 / math.sqrt(3)  # t(0.95, df=2) * sd 1 / sqrt 3
+    assert (e.value, e.nets) == (2.0, "3")
+    assert e.low == pytest.approx(2.0 - half, abs=1e-9) and e.high == pytest.approx(2.0 + half, abs=1e-9)
+    d = difference_estimate([1.0, 2.0, 3.0], [0.0, 0.0, 1.0, 1.0])
+    va, vb = 1.0 / 3, (1 / 3) / 4
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 3)
+    from scipy import stats
+    half = stats.t.ppf(0.95, df) * math.sqrt(va + vb)
+    assert d.value == pytest.approx(1.5) and d.nets == "3 vs 4"
+    assert d.high == pytest.approx(1.5 + half) and d.low == pytest.approx(1.5 - half)
+    one = mean_estimate([0.7])
+    assert one.value == 0.7 and not one.bounded
+
+
+def test_an_under_trained_base_fails_the_match() -> None:
     scores = _paper()
     for name in scores:
         if name.startswith("half") and not name.startswith("halfnatman"):
             scores[name] *= 0.6
-    first = shape_checks(scores)[0]
-    assert first.holds is False and first.value > 1.5
+    match = _by_claim(scores)["BnB+ matches"]
+    assert match.holds is False and match.value > 1.5
 
 
-def test_a_flat_anb_fails_the_specificity_claim_and_missing_nets_give_no_verdict() -> None:
+def test_each_claim_fails_on_its_counter_example() -> None:
+    flat_bnb = _paper()
+    _set_relative(flat_bnb, "BnB", lambda n: 1.0)
+    assert _by_claim(flat_bnb)["BnB dips"].holds is False
+    flat_anb = _paper()
+    _set_relative(flat_anb, "AnB", lambda n: 0.99)
+    checks = _by_claim(flat_anb)
+    assert checks["AnB falls"].holds is False
+    below = _paper()
+    _set_relative(below, "AnB+", lambda n: 0.98)
+    assert _by_claim(below)["AnB+ is at or above"].holds is False
+    learning = _paper()
+    for n in range(1, 8):
+        learning[f"nolearn_1_{n}"] = 0.9 * learning["netbase"]
+    assert _by_claim(learning)["random frozen"].holds is False
+    alike = _paper()
+    for name in alike:
+        p = try_parse_name(name)
+        if p and p.family == "natman_transfer":
+            alike[name] = 0.87 * alike[p.target]  # the random halves' drop at n = 6, 7
+    assert _by_claim(alike)["dissimilar tasks"].holds is False
+
+
+def test_one_lucky_net_does_not_carry_a_verdict() -> None:
+    """One split (the demo's): a BnB net at n = 4 far below its base and the rest flat.  The
+    mean dip passes the margin, but the spread of the middle nets leaves its bound above it."""
+    scores = {"half0A": 0.8, "half0B": 0.8}
+    ratios = {1: 1.00, 2: 0.99, 3: 1.01, 4: 0.90, 5: 1.00, 6: 0.99, 7: 1.00}
+    scores.update({f"transfer0A0A_1_{n}": r * 0.8 for n, r in ratios.items()})
+    dip = _by_claim(scores)["BnB dips"]
+    assert dip.value < -0.01 and dip.estimate.high > 0 and dip.holds is False
+    ratios[4] = ratios[5] = 0.95  # a dip that every middle net shows
+    ratios[3] = ratios[6] = 0.96
+    scores.update({f"transfer0A0A_1_{n}": r * 0.8 for n, r in ratios.items()})
+    assert _by_claim(scores)["BnB dips"].holds is True
+
+
+def test_missing_nets_give_no_verdict_and_single_nets_are_judged_without_spread() -> None:
     scores = _paper()
-    for name in list(scores):
-        if name.startswith("transfer") and "natman" not in name and "-ft" not in name:
-            scores[name] = scores["half0B"]
-    by_claim = {c.claim.split(" (")[0]: c for c in shape_checks(scores)}
-    assert by_claim["AnB falls with n"].holds is False
     del scores["netbase"]
-    collapse = [c for c in shape_checks(scores) if c.claim.startswith("random frozen")][0]
-    assert collapse.holds is None and collapse.value is None
+    checks = _by_claim(scores)
+    assert checks["random frozen"].holds is None and checks["random frozen"].estimate is None
+    single = {"half0B": 0.6, "transfer-ft0A0B_1_3": 0.63}
+    boost = _by_claim(single)["AnB+ is at or above"]
+    assert boost.holds is True and not boost.estimate.bounded
+    assert boost.value == pytest.approx(0.05)

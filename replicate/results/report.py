@@ -24,7 +24,7 @@ from replicate.results.inference import boost_tests, split_intervals
 from replicate.results.names import try_parse_name
 from replicate.results.reference import PaperNet
 from replicate.results.runs import RAW_LOG, RUN_DIR, Net, Runs
-from replicate.results.shape import ShapeCheck, shape_checks
+from replicate.results.shape import MATCH_MARGIN, ShapeCheck, shape_checks
 from replicate.results.stats import PAPER_COLUMNS, paper_row
 from replicate.results.table import PAPER_TABLE1, table1
 
@@ -301,19 +301,36 @@ def _sources(runs: Runs, runs_dir: str, relative: bool, any_paper_names: bool) -
     return lines
 
 
+def _estimate(c: ShapeCheck) -> str:
+    """A check's estimate with its one-sided 95% bounds and the nets it rests on."""
+    e = c.estimate
+    if e is None:
+        return "–"
+    signed = e.value < 0 or (e.low is not None and e.low < 0)
+    spread = (f" [{_f(e.low, 4, signed)}, {_f(e.high, 4, signed)}]" if e.bounded
+              else " (no spread: judged on the estimate alone)")
+    return f"{_f(e.value, 4, signed)}{spread}, {e.nets} nets"
+
+
 def _shape(scores: Scores, paper_scores: Scores) -> list[str]:
     """Does our run show the paper's shape?  Each claim checked by one stated rule on both."""
     lines = ["## Does the paper's shape show? (qualitative checks)", "",
              "Each claim of the paper tested by the rule given, on the paper's nets and on ours "
-             "(– = the nets it needs were not run).", ""]
+             "(– = the nets it needs were not run).  Every net is taken relative to its own base "
+             "(netbase for the random-filter nets).  A net's score is noisy (initialisation, "
+             "data order, the CPU's float arithmetic), so each rule judges a bound, not the "
+             "estimate: in brackets, the one-sided 95% Student-t bounds over the nets (Welch's "
+             "for a difference of two groups), and the rule's margin must be passed by the bound "
+             "on the side that would refute the claim.", ""]
     rows = []
     for mine, theirs in zip(shape_checks(scores), shape_checks(paper_scores)):
         def verdict(c: ShapeCheck) -> str:
             return "–" if c.holds is None else ("yes" if c.holds else "**no**")
-        rows.append([mine.claim, mine.rule, _f(theirs.value), verdict(theirs), _f(mine.value), verdict(mine)])
+        rows.append([mine.claim, mine.rule, _estimate(theirs), verdict(theirs), _estimate(mine),
+                     verdict(mine)])
     lines += _table(["claim", "rule", "paper", "holds", "ours", "holds"], rows)
     first = shape_checks(scores)[0]
-    if first.holds is False and first.value is not None and first.value > 1.05:
+    if first.holds is False and first.value is not None and first.value > 1 + MATCH_MARGIN:
         lines += ["", "Our BnB+ nets beat their own base by far: the base nets are not trained to "
                   "convergence, so every net that starts from their weights gets extra training the "
                   "base never had, and transfer results mostly measure that head start.  The paper's "
