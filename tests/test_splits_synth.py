@@ -13,7 +13,8 @@ from PIL import Image
 from replicate.cli import main
 from replicate.data.families import MAN_MADE, NATURAL, read_families
 from replicate.data.splits import read_synsets
-from replicate.data.synth import KINDS, PATTERNS, SynthConfig, catalogue, generate, image_rng, render
+from replicate.data.synth import (KINDS, PATTERNS, SynthConfig, catalogue, generate, image_rng,
+                                  orientation, render)
 from replicate.errors import ReplicateError
 
 SMALL = SynthConfig(classes=6, train_per_class=3, val_per_class=2, size=20, seed=5)
@@ -127,3 +128,22 @@ def test_data_splits_runs_on_the_generated_dataset(small: Path, tmp_path: Path) 
     a = sorted(np.random.choice(np.arange(6), 3, replace=False).tolist())
     assert [int(line.split()[0]) for line in (out / "half0A_train" / "idxmap.txt").read_text().splitlines()] == a
     assert len((out / "reduced0001_train" / "files.txt").read_text().splitlines()) == 6
+
+
+def test_oriented_classes_survive_the_data_layers_mirror() -> None:
+    """A horizontal mirror turns angle a into pi - a: each oriented class must stay itself, so
+    the class is its folded angle min(a, pi - a), apart from its neighbours', and an image is
+    as likely to show a as pi - a."""
+    def folded(a: float) -> float:
+        return min(a % np.pi, np.pi - a % np.pi)
+
+    oriented = [c for c in catalogue(40) if c.kind in ("fibres", "stripes")]
+    centres = {}
+    for c in oriented:
+        rng = np.random.RandomState([1, c.variant])
+        angles = [orientation(c, rng) for _ in range(200)]
+        assert 20 < sum(a > np.pi / 2 for a in angles) < 180  # both sides drawn
+        centres[(c.kind, c.variant)] = np.median([folded(a) for a in angles])
+    for kind in ("fibres", "stripes"):
+        ordered = [centres[(kind, v)] for v in range(4)]
+        assert np.all(np.diff(ordered) > np.pi / 8), (kind, ordered)  # 30 degrees apart

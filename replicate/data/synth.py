@@ -129,8 +129,19 @@ def _filtered_noise(rng: np.random.RandomState, size: int, sigma_u: float, sigma
     return (field - field.mean()) / (field.std() + 1e-12)
 
 
+def orientation(c: SynthClass, rng: np.random.RandomState) -> float:
+    """The angle of an oriented pattern (fibres, stripes), in [0, pi).
+
+    The class fixes the angle folded into [0, pi/2] and each image draws which side: Caffe's
+    Data layer mirrors half the training images, which turns an angle a into pi - a, so classes
+    told apart by the unfolded angle (45 vs 135 degrees) would be merged by the mirror."""
+    spacing = (math.pi / 2) / max(1, c.variants - 1)
+    angle = (math.pi / 2) * c.t + rng.normal(0, 0.1 * spacing)
+    return angle if rng.random_sample() < 0.5 else math.pi - angle
+
+
 def _fibres(c: SynthClass, rng: np.random.RandomState, x: np.ndarray, y: np.ndarray, u: float) -> np.ndarray:
-    angle = math.pi * c.variant / c.variants + rng.normal(0, 0.1 * math.pi / c.variants)
+    angle = orientation(c, rng)
     field = _filtered_noise(rng, x.shape[0], 5.0 * u, 0.9 * u, angle)
     return 1 / (1 + np.exp(-3 * field))
 
@@ -167,7 +178,7 @@ def _waves(c: SynthClass, rng: np.random.RandomState, x: np.ndarray, y: np.ndarr
 
 
 def _stripes(c: SynthClass, rng: np.random.RandomState, x: np.ndarray, y: np.ndarray, u: float) -> np.ndarray:
-    angle = math.pi * c.variant / c.variants + rng.normal(0, 0.1 * math.pi / c.variants)
+    angle = orientation(c, rng)
     period = rng.uniform(5.0, 8.0) * u
     q = np.mod(x * math.cos(angle) + y * math.sin(angle) + rng.uniform(0, period), period)
     return _soft(np.abs(q - period / 2) - period / 4)
