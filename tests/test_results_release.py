@@ -14,7 +14,7 @@ import pytest
 
 from replicate.cli import main
 from replicate.results.logs import (FORMAT_2014, LogError, Segment, chronological, merge_segments,
-                                    parse_segments, read_log)
+                                    parse_lines, parse_segments, read_log)
 from replicate.results.reference import load_paper_curves
 from replicate.results.runs import Runs, find_runs
 from replicate.results.stats import PAPER_COLUMNS, paper_row
@@ -192,3 +192,23 @@ def test_glog_dates_across_new_year() -> None:
                                           (300, 0.3, 1.8)]
     segments = [Segment("x", 1, start=0, time=(None, t)) for t in (5.0, 3.0, 4.0)]
     assert [s.time for s in chronological(segments)] == [(None, 3.0), (None, 4.0), (None, 5.0)]
+
+
+def test_a_job_killed_inside_a_test_and_resumed_past_it() -> None:
+    """Killed inside the test at 10000 after its snapshot at 10000, resumed from there in the
+    same log: the restart's `Solving` line ends the first segment (no iteration goes back), so
+    the test is cut off, not corrupt.  Nothing repeats it: listed as lost, and refused by
+    `parse_lines`, which may not lose a test."""
+    first = log_2014("t", A, display=1000, date="0507", last=10000)
+    first = first[: first.index("Iteration 10000, Testing net") + 29]
+    resumed = log_2014("t", B, display=1000, date="0508", start=10000)
+    segments = parse_segments((first + resumed).splitlines(), "t.log")
+    assert [s.start for s in segments] == [1000, 11000]
+    cut = segments[0].cut
+    assert cut is not None and (cut.iter, cut.at_end) == (10000, False)
+    curve = merge_segments(segments, "t")
+    assert [p.iter for p in curve.val] == [i for i, _, _ in A if i != 10000]
+    assert [i.lost for i in curve.left_out] == [True]
+    assert "a run ends inside the test at iteration 10000" in curve.left_out[0].what
+    with pytest.raises(LogError, match="a run ends inside the test at iteration 10000"):
+        parse_lines((first + resumed).splitlines(), "t.log")

@@ -4,11 +4,11 @@
 with train.log and/or metrics.jsonl and manifest.json, as `generate` + `train`/`grid` leave
 them) or a folder of the authors' raw Caffe logs (`<name>.log.gz`, `<name>.log`, or
 `<name>/` holding one file per job, `*.log[.gz]` or the cluster's `*.o<jobid>[.gz]`: the
-release's `results/` folder as published), or both.  It writes report/results.csv (the paper's columns),
-report/curves.csv (every validation point), the figures as PNG and report/report.md, which
-puts every number beside the paper's.  Logs that are corrupt or truncated are listed in the
-report with the reason and left out; so are log segments without a test, tests cut off by a
-killed job, and nets set up but never started.
+release's `results/` folder as published), or both.  It writes report/results.csv (the
+paper's columns), report/curves.csv (every validation point), the figures as PNG and
+report/report.md, which puts every number beside the paper's.  Logs that are corrupt or
+truncated are listed in the report with the reason and left out; so are log segments without a
+test, tests cut off by a killed job, and nets set up but never started.
 """
 
 from __future__ import annotations

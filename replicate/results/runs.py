@@ -5,14 +5,14 @@
   metrics.jsonl (full precision rather than glog's 6 digits).
 - A raw log is `<name>.log` or `<name>.log.gz`, or a folder `<name>/` of segments, one file per
   job that worked on the net: `*.log[.gz]`, or the cluster's stdout files as the authors'
-  release has them, `<yymmdd_hhmmss>_<job>.o<jobid>[.gz]` (and netbase's hand-made
-  `catlog.oMANUAL.gz`).  The segments are merged by the rules of `logs`; ties go to the newer
-  job (higher job id).  A net's `max_iter` comes from the solver prototxt beside its logs.
+  release has them, `<yymmdd_hhmmss>_<job>.o<jobid>[.gz]` (and netbase's `catlog.oMANUAL.gz`,
+  three runs pasted together).  The segments are merged by the rules of `logs` (in the order
+  they ran, by glog time; files are handed over oldest job first, which decides only where a
+  segment has no time).  A net's `max_iter` comes from the solver prototxt beside its logs.
 
 Every log that cannot be read is kept in `skipped` with its reason, so the report can say what
 was left out; a run dir whose training has not started, or a net folder with a solver
-prototxt and no log (the authors set up 22 fine-tuned nets they never trained), is listed in
-`not_started`.
+prototxt and no log (22 fine-tuned nets of the release), is listed in `not_started`.
 """
 
 from __future__ import annotations
