@@ -56,6 +56,7 @@ class Source(Protocol):
     def index(self, position: int, seed: int) -> int: ...
     def item(self, index: int) -> Item: ...
     def reopen(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class LmdbSource:
@@ -78,6 +79,10 @@ class LmdbSource:
 
     def reopen(self) -> None:
         """Drop the LMDB handles (a forked worker must not use its parent's)."""
+        self.reader.close()
+
+    def close(self) -> None:
+        """Release the LMDB environment (a later read opens it again)."""
         self.reader.close()
 
 
@@ -124,6 +129,9 @@ class ImageListSource:
         return Item(image.transpose(2, 0, 1), label, path)
 
     def reopen(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 

@@ -82,10 +82,12 @@ class BatchLayer(Layer):
             self.device = device
 
     def close(self) -> None:
-        """Stop the loader's worker processes (a later forward starts a new loader)."""
+        """Stop the loader's worker processes and release the source's files (a later forward
+        starts a new loader and reopens them)."""
         if self._loader is not None and hasattr(self._loader, "close"):
             self._loader.close()
         self._loader = None
+        self.maker.source.close()
 
     @torch.compiler.disable
     def forward(self) -> tuple[torch.Tensor, ...]:
@@ -108,4 +110,8 @@ class Data(BatchLayer):
             source = LmdbSource(dp.source)
         except ReplicateError as err:
             raise self.error(str(err)) from None
-        self._setup(param, source, int(dp.batch_size), int(dp.rand_skip), int(dp.prefetch))
+        try:
+            self._setup(param, source, int(dp.batch_size), int(dp.rand_skip), int(dp.prefetch))
+        except BaseException:
+            source.close()  # a layer that is never built is never closed
+            raise
