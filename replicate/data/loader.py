@@ -28,27 +28,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from replicate.data.image import decode_image, image_size, read_image, resize_linear
+from replicate.data.item import Encoded, Item
 from replicate.data.lmdb_io import LmdbReader, datum_array
 from replicate.data.transform import DataTransformer, Draw, batch_rng
 from replicate.errors import ReplicateError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """An image still in its file format (an encoded Datum)."""
-
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Item:
-    """One record: CHW pixels (uint8 or float32) or encoded bytes, its label, and its name."""
-
-    payload: np.ndarray | Encoded
-    label: int
-    where: str
 
 
 class Source(Protocol):
@@ -155,7 +140,7 @@ def process_shard() -> tuple[int, int]:
 def item_size(item: Item) -> tuple[int, int]:
     """(height, width) of a record's image without decoding its pixels."""
     if isinstance(item.payload, Encoded):
-        return image_size(item.payload.data, item.where)
+        return item.payload.size or image_size(item.payload.data, item.where)
     return item.payload.shape[-2], item.payload.shape[-1]
 
 

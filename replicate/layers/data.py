@@ -1,5 +1,8 @@
 """The Data layer: batches of Datum records from an LMDB, transformed as Caffe's DataTransformer.
 
+Its `source` may also be a view of a store (`data prepare`: a set folder holding view.json): the
+same records in the view's order, as from the LMDB `data export-lmdb` writes of it.
+
 Like Caffe's DataLayer it has no bottoms, one or two tops (data, and label when asked for), reads
 records in key order and wraps around at the end of the LMDB, and shapes its data top from the
 batch size and the first record (after the crop).  A missing source or mean file stops when the
@@ -23,6 +26,7 @@ import torch
 
 from replicate.data.loader import BatchMaker, LmdbSource, Source, decode_cpu, make_loader, process_shard
 from replicate.data.transform import DataTransformer
+from replicate.data.view import ViewSource, is_view
 from replicate.errors import ReplicateError
 from replicate.layers.base import Layer, Shape, register
 from replicate.proto import caffe_pb2
@@ -107,7 +111,7 @@ class Data(BatchLayer):
         if not dp.source:
             raise self.error("data_param.source is not set")
         try:
-            source = LmdbSource(dp.source)
+            source = ViewSource(dp.source) if is_view(dp.source) else LmdbSource(dp.source)
         except ReplicateError as err:
             raise self.error(str(err)) from None
         try:
