@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from replicate.data.loader import BatchMaker, LmdbSource, Source, decode_cpu, make_loader, process_shard
+from replicate.data.pool import DataPool
 from replicate.data.transform import DataTransformer
 from replicate.data.view import ViewSource, is_view
 from replicate.errors import ReplicateError
@@ -71,11 +72,14 @@ class BatchLayer(Layer):
             raise ReplicateError(f"REPLICATE_DATA_WORKERS={workers!r}: expected a number of worker processes")
         self.workers = int(workers)
         self.device: str | None = None
+        self.pool: DataPool | None = None
         self._loader = None
 
-    def configure(self, seed: int | None = None, workers: int | None = None, device: str | None = None) -> None:
+    def configure(self, seed: int | None = None, workers: int | None = None, device: str | None = None,
+                  pool: DataPool | None = None) -> None:
         """Choose the random seed, the number of worker processes or the GPU path (device
-        "cuda..."), before the first forward; the batches themselves do not depend on the path."""
+        "cuda..."), or the process's shared worker `pool` (replicate.data.pool; the loader joins it
+        now), before the first forward; the batches themselves do not depend on the path."""
         if self._loader is not None:
             raise RuntimeError(f"layer '{self.name}': configure() after the first batch")
         if seed is not None:
@@ -84,6 +88,9 @@ class BatchLayer(Layer):
             self.workers = workers
         if device is not None:
             self.device = device
+        if pool is not None:
+            self.pool, self.workers = pool, pool.workers
+            self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device, pool)
 
     def close(self) -> None:
         """Stop the loader's worker processes and release the source's files (a later forward
@@ -97,7 +104,7 @@ class BatchLayer(Layer):
     def forward(self) -> tuple[torch.Tensor, ...]:
         # Reading and decoding is Python I/O: torch.compile of a net runs it as it is.
         if self._loader is None:
-            self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device)
+            self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device, self.pool)
         data, label = next(self._loader)
         return (data, label) if len(self.top_shapes) == 2 else (data,)
 

@@ -10,7 +10,6 @@ loss, and a last test.  Its logs are Caffe's lines, so the results read our runs
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import tempfile
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from replicate.data.pool import DataPool, workers_per_process
 from replicate.errors import ReplicateError
 from replicate.io.binary import read_binary, write_binary
 from replicate.io.blobs import array_to_blob, blob_to_array
@@ -71,12 +71,13 @@ def set_precision(precision: str) -> None:
 
 
 def default_data_workers(device: torch.device, world: int) -> int | None:
-    """On a GPU, reading and parsing records for ~20,000 images/s takes several cores: up to 8
-    worker processes per training process, within this machine's cores.  On the CPU the cores
+    """On a GPU, reading records for ~20,000 images/s takes several cores: one worker per CPU this
+    process may use (its affinity, SLURM_CPUS_PER_TASK; not the machine's count), less one for
+    itself, shared by the `world` training processes of a data-parallel run.  On the CPU the cores
     already train the net: no default (the data layers' own, REPLICATE_DATA_WORKERS or 0)."""
     if device.type != "cuda":
         return None
-    return max(1, min(8, (os.cpu_count() or 1) // max(1, world) - 1))
+    return workers_per_process(world)
 
 
 def data_layers(nets: list[CompiledNet]) -> list:
@@ -84,22 +85,29 @@ def data_layers(nets: list[CompiledNet]) -> list:
     return [layer for net in nets for layer in net.layers if hasattr(layer, "configure")]
 
 
-def feed_data(nets: list[CompiledNet], device: torch.device, workers: int | None, world: int = 1) -> dict[str, object]:
+def feed_data(
+    nets: list[CompiledNet], device: torch.device, workers: int | None, world: int = 1
+) -> tuple[dict[str, object], DataPool | None]:
     """Point the nets' data layers at the device they train on: on a GPU the records are read by
     `workers` processes (default `default_data_workers`) and decoded and transformed on the GPU
-    (replicate.data.loader.GpuLoader); on the CPU `workers` processes do everything.  The batches
-    are the same whichever path makes them.  Returns what was chosen, for the run's metrics."""
+    (replicate.data.loader.GpuLoader); on the CPU `workers` processes do everything.  One pool of
+    workers serves every data layer of the nets (replicate.data.pool); the caller closes it.  The
+    batches are the same whichever path makes them.  Returns what was chosen, for the run's
+    metrics, and the pool (None without workers)."""
     if workers is not None and workers < 0:
         raise ReplicateError(f"data workers must be 0 or more, not {workers}")
     layers = data_layers(nets)
     if not layers:
-        return {}
+        return {}, None
     if workers is None:
         workers = default_data_workers(device, world)
+    if workers is None:
+        workers = layers[0].workers  # REPLICATE_DATA_WORKERS
+    pool = DataPool(workers) if workers > 0 else None
     gpu = device.type == "cuda"
     for layer in layers:
-        layer.configure(workers=workers, device=str(device) if gpu else None)
-    return {"data_path": "gpu" if gpu else "cpu", "data_workers": layers[0].workers}
+        layer.configure(workers=workers, device=str(device) if gpu else None, pool=pool)
+    return {"data_path": "gpu" if gpu else "cpu", "data_workers": workers}, pool
 
 
 class Solver:
@@ -158,7 +166,7 @@ class Solver:
                 test_net.share_trained_layers_with(self.net)
                 self.test_nets.append(test_net)
             #: The data path chosen for the data layers (empty for nets fed through Input blobs).
-            self.data_feed = feed_data([self.net, *self.test_nets], device, data_workers, group.world)
+            self.data_feed, self._pool = feed_data([self.net, *self.test_nets], device, data_workers, group.world)
         except BaseException:
             self._close_data()  # no solver is returned, so nobody else can close what was opened
             raise
@@ -195,6 +203,8 @@ class Solver:
     def _close_data(self) -> None:
         for layer in data_layers([self.net, *self.test_nets]):
             layer.close()
+        if getattr(self, "_pool", None) is not None:
+            self._pool.close()
 
     def sync_weights(self) -> None:
         """Every process of a data-parallel run starts from rank 0's weights."""
