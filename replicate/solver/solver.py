@@ -470,8 +470,9 @@ class Solver:
 
     def _check_finite(self) -> None:
         """Refuse to snapshot weights an update has made NaN or infinite: the last good one stays."""
-        for e in self.entries:
-            if not torch.isfinite(e.param.detach()).all():
+        finite = torch.stack([torch.isfinite(e.param.detach()).all() for e in self.entries]).tolist()  # one sync
+        for e, ok in zip(self.entries, finite):
+            if not ok:
                 kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
                 raise TrainingDiverged(
                     f"iteration {self.iter}: the update made {e.layer} param {e.index} non-finite; "
