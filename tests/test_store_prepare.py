@@ -166,7 +166,7 @@ def test_an_interrupted_build_resumes_to_the_same_store(ilsvrc, tmp_path: Path, 
     train = train_images(ilsvrc.train_tar, WNIDS)
     options = StoreOptions("raw", (8, 8))
     build_store(tmp_path / "whole", [("train", train)], options, show_progress=False)
-    encode, calls = store_module._encode, []
+    encode, calls = store_module.encode_chunk, []
 
     def stop_at_the_fifth(job):
         calls.append(1)
@@ -176,7 +176,7 @@ def test_an_interrupted_build_resumes_to_the_same_store(ilsvrc, tmp_path: Path, 
 
     monkeypatch.setattr(store_module, "CHUNK", 4)
     monkeypatch.setattr(store_module, "FLUSH_EVERY", 8)
-    monkeypatch.setattr(store_module, "_encode", stop_at_the_fifth)
+    monkeypatch.setattr(store_module, "encode_chunk", stop_at_the_fifth)
     with pytest.raises(ReplicateError, match=r"interrupted after 16 of 44 images; run the same command"):
         build_store(tmp_path / "resumed", [("train", train)], options, show_progress=False)
     partial = tmp_path / "resumed.partial"
@@ -184,7 +184,7 @@ def test_an_interrupted_build_resumes_to_the_same_store(ilsvrc, tmp_path: Path, 
         f.write(b"half a record")  # as if killed in the middle of a write
     with pytest.raises(ReplicateError, match="not a finished store .*resumed.partial is unfinished"):
         Store(tmp_path / "resumed")
-    monkeypatch.setattr(store_module, "_encode", encode)
+    monkeypatch.setattr(store_module, "encode_chunk", encode)
     report = build_store(tmp_path / "resumed", [("train", train)], options, show_progress=False)
     assert report.resumed_at == 16 and len(report.failed) == 1
     assert (tmp_path / "resumed" / "data.bin").read_bytes() == (tmp_path / "whole" / "data.bin").read_bytes()

@@ -73,7 +73,7 @@ class BuildReport:
     seconds: float
 
 
-def _encode(job: tuple[list[tuple[str, int, int, str]], StoreOptions]) -> list[tuple[bytes | None, tuple[int, ...], str]]:
+def encode_chunk(job: tuple[list[tuple[str, int, int, str]], StoreOptions]) -> list[tuple[bytes | None, tuple[int, ...], str]]:
     """Decode, resize and encode one chunk of images (in a pool worker): (record, CHW shape,
     why it failed) each."""
     items, options = job
@@ -214,7 +214,7 @@ def build_store(
     try:
         jobs = _jobs(parts, options, resumed_at)
         since_flush = 0
-        for chunk in pool.imap(_encode, jobs) if pool else map(_encode, jobs):
+        for chunk in pool.imap(encode_chunk, jobs) if pool else map(encode_chunk, jobs):
             for record, shape, reason in chunk:
                 i = partial.done
                 partial.add(record, shape, int(labels[i]), int(part_of[i]), reason, names[i])
