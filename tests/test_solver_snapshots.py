@@ -9,9 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from solver_support import copy_run, one_thread  # noqa: F401  (autouse fixture)
 
 from replicate.data import lmdb_io
+from replicate.data.ilsvrc import Images
+from replicate.data.lmdb_io import LmdbReader, datum_array
+from replicate.data.store import Store, StoreOptions, build_store
+from replicate.data.view import write_view
 from replicate.io.blobs import blob_shape
 from replicate.io.model import load_caffemodel
 from replicate.proto import caffe_pb2
@@ -88,10 +93,42 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_ten_trainings_in_one_process_leave_nothing_open(tmp_path: Path, workers: int) -> None:
+def _as_views(run: Path) -> None:
+    """Put the fixture's LMDB records into a store (as lossless PNGs, kept at their size) and point
+    its nets at views of it."""
+    parts = []
+    for part, db in (("train", "train_lmdb"), ("val", "val_lmdb")):
+        reader = LmdbReader(run / db)
+        (run / part).mkdir()
+        entries = []
+        for i in range(len(reader)):
+            datum = reader.datum(i)
+            pixels = datum_array(datum, "")[::-1].transpose(1, 2, 0)
+            Image.fromarray(np.ascontiguousarray(pixels)).save(run / part / f"{i}.png")
+            entries.append((f"{i}.png", int(datum.label)))
+        reader.close()
+        n = len(entries)
+        parts.append((part, Images([e[0] for e in entries], np.array([e[1] for e in entries]),
+                                   [str(run / part / e[0]) for e in entries], np.arange(n), np.zeros(n, np.int64),
+                                   np.full(n, -1, np.int64))))
+    build_store(run / "store", parts, StoreOptions("raw", None), show_progress=False)
+    store = Store(run / "store")
+    for part, images in parts:
+        (run / f"{part}_view").mkdir()
+        write_view(run / f"{part}_view", part, images.image_list(part), part, store, store.records_of(part), 0)
+    store.close()
+    for net, db in (("train.prototxt", "train_lmdb"), ("val.prototxt", "val_lmdb")):
+        text = (run / net).read_text()
+        (run / net).write_text(text.replace(f'source: "{db}"', f'source: "{db.replace("_lmdb", "_view")}"'))
+
+
+@pytest.mark.parametrize("workers,views", [(0, False), (2, False), (2, True)])
+def test_ten_trainings_in_one_process_leave_nothing_open(tmp_path: Path, workers: int, views: bool) -> None:
     run = copy_run(tmp_path, "run", {"max_iter: 20": "max_iter: 2", "test_interval: 5": "test_interval: 2",
                                      "snapshot: 10": "snapshot: 0"})
+    if views:
+        _as_views(run)
+        assert "train_view" in (run / "train.prototxt").read_text()
     before = (len(lmdb_io._ENVS), threading.active_count(), len(_children()))
     counts = []
     for _ in range(10):
