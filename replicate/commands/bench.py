@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jpeg-dir", help="folder of JPEGs to time loading from")
     parser.add_argument("--workers", type=int,
                         help="worker processes for the loaders and the end-to-end runs (default: what `train` "
-                             "uses on this device: up to 8 on a GPU, 0 on the CPU)")
+                             "uses on this device: the CPUs this process may use less one on a GPU, 0 on the CPU)")
     parser.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader path (default 10)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the net's forward")
     parser.add_argument("--compile-backend", default="inductor",
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     sources = [(path, open_source(path)) for path in [*args.view, *args.lmdb]]
     if args.jpeg_dir:
         sources.append((args.jpeg_dir, folder_source(args.jpeg_dir)))
-    workers = args.workers if args.workers is not None else default_data_workers(device, 1) or 0
+    workers = args.workers if args.workers is not None else default_data_workers(device) or 0
     report["settings"]["workers"] = workers
     for path, source in sources:
         maker = train_maker(source, args.batch)

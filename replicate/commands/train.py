@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training net's forward")
     parser.add_argument("--data-workers", type=int,
-                        help="processes reading each data layer's records (default on a GPU: up to 8 per "
-                             "process, within the machine's cores; on the CPU: REPLICATE_DATA_WORKERS or 0)")
+                        help="worker processes reading records for all the data layers (default on a GPU: the "
+                             "CPUs this process may use, less one, shared by torchrun's local processes; on the "
+                             "CPU: REPLICATE_DATA_WORKERS or 0)")
     parser.add_argument("--snapshot-keep", type=int, default=0, metavar="K",
                         help="keep only the last K snapshots and the final one (default 0: keep all, as Caffe)")
 

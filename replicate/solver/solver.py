@@ -70,14 +70,14 @@ def set_precision(precision: str) -> None:
     torch.backends.cudnn.benchmark = True
 
 
-def default_data_workers(device: torch.device, world: int) -> int | None:
+def default_data_workers(device: torch.device) -> int | None:
     """On a GPU, reading records for ~20,000 images/s takes several cores: one worker per CPU this
     process may use (its affinity, SLURM_CPUS_PER_TASK; not the machine's count), less one for
-    itself, shared by the `world` training processes of a data-parallel run.  On the CPU the cores
-    already train the net: no default (the data layers' own, REPLICATE_DATA_WORKERS or 0)."""
+    itself, shared by the training processes torchrun starts on this machine (LOCAL_WORLD_SIZE).
+    On the CPU the cores already train the net: no default (REPLICATE_DATA_WORKERS or 0)."""
     if device.type != "cuda":
         return None
-    return workers_per_process(world)
+    return workers_per_process()
 
 
 def data_layers(nets: list[CompiledNet]) -> list:
@@ -86,7 +86,7 @@ def data_layers(nets: list[CompiledNet]) -> list:
 
 
 def feed_data(
-    nets: list[CompiledNet], device: torch.device, workers: int | None, world: int = 1
+    nets: list[CompiledNet], device: torch.device, workers: int | None
 ) -> tuple[dict[str, object], DataPool | None]:
     """Point the nets' data layers at the device they train on: on a GPU the records are read by
     `workers` processes (default `default_data_workers`) and decoded and transformed on the GPU
@@ -100,7 +100,7 @@ def feed_data(
     if not layers:
         return {}, None
     if workers is None:
-        workers = default_data_workers(device, world)
+        workers = default_data_workers(device)
     if workers is None:
         workers = layers[0].workers  # REPLICATE_DATA_WORKERS
     pool = DataPool(workers) if workers > 0 else None
@@ -166,7 +166,7 @@ class Solver:
                 test_net.share_trained_layers_with(self.net)
                 self.test_nets.append(test_net)
             #: The data path chosen for the data layers (empty for nets fed through Input blobs).
-            self.data_feed, self._pool = feed_data([self.net, *self.test_nets], device, data_workers, group.world)
+            self.data_feed, self._pool = feed_data([self.net, *self.test_nets], device, data_workers)
         except BaseException:
             self._close_data()  # no solver is returned, so nobody else can close what was opened
             raise
