@@ -6,6 +6,8 @@ The command is a parameter (`train_command`) so that any program keeping that co
 driven, e.g. a stand-in trainer in tests; it defaults to this package's own `train`.  How to
 start is decided from disk every time (newest solver state, else the base net's weights, else
 fresh), which is what makes a stopped grid resumable and a requeued job safe to repeat.
+On the CPU this package's own trainer is forked from a process that has imported it once
+(replicate.experiments.preload) instead of paying 3-4 s of imports per net.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from replicate.errors import ReplicateError
 from replicate.experiments import netstate
 from replicate.experiments.netfiles import is_finished, newest_solverstate
 from replicate.experiments.planfile import PlannedNet
+from replicate.experiments.preload import PreloadedTrainer
 
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "replicate", "train")
 OUTPUT_FILE = "train.out"  # the trainer's stdout and stderr, every attempt appended
@@ -84,7 +87,7 @@ class NetProcess:
     """A running trainer, with what its status record must keep."""
 
     net: PlannedNet
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | PreloadedTrainer
     record: dict[str, Any]
     output: IO[bytes]
     stop_requested: bool = field(default=False)
@@ -106,10 +109,16 @@ def launch(
     output.write(f"==== {netstate.now()} {' '.join(argv)}\n".encode())
     output.flush()
     try:
-        process = subprocess.Popen(
-            argv, cwd=net.dir, env=_child_env(gpu), stdout=output, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        process: subprocess.Popen[bytes] | PreloadedTrainer
+        if device == "cpu" and gpu is None and tuple(train_command) == TRAIN_COMMAND:
+            # Our own CPU trainer: forked from a server that has imported it (see preload).
+            process = PreloadedTrainer(argv[len(TRAIN_COMMAND) - 1:], net.dir, _child_env(gpu),
+                                       net.dir / OUTPUT_FILE)
+        else:
+            process = subprocess.Popen(
+                argv, cwd=net.dir, env=_child_env(gpu), stdout=output, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
     except OSError as err:
         output.close()
         raise ReplicateError(f"net {net.name!r}: cannot start {argv[0]} ({err.strerror})") from None

@@ -1,0 +1,47 @@
+"""CPU trainers forked from the preloaded server behave as `python -m replicate train` would: own
+process and session, output appended to train.out, the trainer's exit status, SIGINT stops with
+a snapshot; and starting one costs the grid milliseconds, not the seconds of a fresh import."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from gpu_support import run_dir
+
+from replicate.experiments.preload import PreloadedTrainer
+
+
+def test_a_bad_command_line_exits_2_with_its_error_in_the_output(tmp_path: Path) -> None:
+    out = tmp_path / "train.out"
+    out.write_text("==== earlier attempt\n")
+    trainer = PreloadedTrainer(["train", "missing.prototxt", "--device", "cpu"], tmp_path, dict(os.environ), out)
+    assert trainer.wait(60) == 2 and trainer.returncode == 2 and trainer.poll() == 2
+    text = out.read_text()
+    assert text.startswith("==== earlier attempt\n")  # appended, as the grid's header expects
+    assert "error:" in text and "missing.prototxt" in text
+
+
+def test_sigint_stops_a_forked_trainer_after_a_snapshot(tmp_path: Path) -> None:
+    solver = run_dir(tmp_path / "run", "max_iter: 1000000 test_interval: 1000000")
+    folder = solver.parent
+    solver.write_text(solver.read_text().replace("max_iter: 4 ", ""))
+    started = time.process_time()
+    trainer = PreloadedTrainer(["train", solver.name, "--device", "cpu"], folder, dict(os.environ),
+                               folder / "train.out")
+    try:
+        assert time.process_time() - started < 1.0  # a fork, not an import of torch
+        deadline = time.monotonic() + 120
+        metrics = folder / "metrics.jsonl"
+        while not metrics.is_file() or '"kind": "train"' not in metrics.read_text():
+            assert trainer.poll() is None and time.monotonic() < deadline, (folder / "train.out").read_text()
+            time.sleep(0.2)
+        assert trainer.pid != os.getpid() and os.getsid(trainer.pid) == trainer.pid  # own session
+        trainer.send_signal(signal.SIGINT)
+        assert trainer.wait(120) == 0, (folder / "train.out").read_text()
+    finally:
+        trainer.kill()
+    assert list(folder.glob("snap_iter_*.solverstate"))
+    assert "stopped at iteration" in (folder / "train.out").read_text()
