@@ -22,6 +22,7 @@ def test_a_bad_command_line_exits_2_with_its_error_in_the_output(tmp_path: Path)
     text = out.read_text()
     assert text.startswith("==== earlier attempt\n")  # appended, as the grid's header expects
     assert "error:" in text and "missing.prototxt" in text
+    assert text.splitlines()[-1].startswith("trainer process CPU time: ")
 
 
 def test_sigint_stops_a_forked_trainer_after_a_snapshot(tmp_path: Path) -> None:

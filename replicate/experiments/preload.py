@@ -5,7 +5,9 @@ net.  Started as `python -m replicate train`, each such process first imports to
 package: 3-4 s of CPU, as much as a whole net of the CPU demo takes to train (61 nets of
 seconds each).  Here one forkserver process (Python's multiprocessing) imports the trainer once
 and every trainer is forked from it: still a process of its own (pid, session, exit status,
-signals, stdout and stderr appended to its net's train.out), started in milliseconds.
+signals, stdout and stderr appended to its net's train.out), started in milliseconds.  Its last
+line in train.out is the CPU time it used, which no `time` of the grid can see (the forkserver
+reaps it).
 
 Only for CPU trainers: nothing is computed before the fork (the server only imports), and a GPU
 trainer keeps its own `python -m replicate train` so that it initialises CUDA in a fresh process.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -55,7 +58,14 @@ def _train(argv: list[str], cwd: str, env: dict[str, str], output: str) -> None:
     os.close(null)
     from replicate.cli import main
 
-    sys.exit(main(argv))
+    try:
+        code = main(argv)
+    finally:
+        # The forkserver, not the grid, reaps this process, so no `time` of the grid sees its CPU.
+        cpu = sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                  for field in ("ru_utime", "ru_stime"))
+        print(f"trainer process CPU time: {cpu:.2f} s", file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 class PreloadedTrainer:
