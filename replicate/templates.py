@@ -9,10 +9,12 @@ ReplicateError and never a half-written run directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import posixpath
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -280,6 +282,24 @@ def load_solver_config(name_or_path: str) -> SolverConfig:
     if message.max_iter < 1:
         raise ReplicateError(f"{path}: solver.max_iter must be positive")
     return SolverConfig(name, tuple(fields), message.max_iter, message.snapshot_prefix)
+
+
+def net_seed(seed: int, net_name: str) -> int:
+    """The random_seed of one net of a grid whose solver config fixes `seed`.
+
+    The authors' solvers set no random_seed, so Caffe seeded each of their nets from the clock:
+    every net was its own random draw.  A config that fixes a seed (for repeatable runs) gives
+    each net its own seed from it and the net's name; one seed shared by all would start a
+    transfer net's new layers from the very draws its base net started from, and make the nets
+    of a treatment copies of one draw rather than independent samples."""
+    return (seed + zlib.crc32(net_name.encode())) % 2**31
+
+
+def with_net_seed(config: SolverConfig, net_name: str) -> SolverConfig:
+    """`config` with its random_seed (if it sets one) replaced by the net's own (`net_seed`)."""
+    fields = tuple((k, str(net_seed(int(v), net_name)) if k == "random_seed" else v)
+                   for k, v in config.fields)
+    return dataclasses.replace(config, fields=fields)
 
 
 def layer_learning(spec: NetSpec) -> dict[str, dict[str, Any]]:

@@ -16,6 +16,7 @@ import pytest
 from replicate.cli import main
 from replicate.io.prototxt import read_net_text, read_solver_text
 from replicate.proto import caffe_pb2
+from replicate.templates import net_seed
 from replicate.treatments import WEIGHT_LAYERS
 
 REFERENCE = Path(__file__).parent.parent / "results" / "paper_reference.csv"
@@ -180,3 +181,19 @@ def test_every_net_uses_only_v2_fields(grid: Path, plan: list[dict[str, Any]]) -
                         assert not layer.data_param.HasField(old)
         solver = read_solver_text(grid / entry["name"] / "solver.prototxt")
         assert not solver.HasField("solver_type")
+
+
+def test_a_seeded_config_gives_every_net_its_own_seed_and_the_papers_none(grid: Path, tmp_path: Path) -> None:
+    """The authors' solvers set no random_seed (Caffe seeded each net from the clock); a config
+    that fixes one (the demo's) seeds each net from it and the net's name, so that a transfer
+    net's new layers never start from its base net's own draws."""
+    assert not read_solver_text(grid / "half0A" / "solver.prototxt").HasField("random_seed")
+    assert _manifest(grid, "half0A")["random_seed"] is None
+    out = tmp_path / "demo"
+    assert main(["generate", "--all", "--arch", "demo", "--num-output", "10", "--splits", "0",
+                 "--treatments", "base,BnB", "--ns", "3", "--out", str(out)]) == 0
+    seeds = {name: read_solver_text(out / name / "solver.prototxt").random_seed
+             for name in ("half0A", "transfer0A0A_1_3")}
+    assert seeds == {name: net_seed(1, name) for name in seeds}
+    assert len(set(seeds.values())) == 2 and seeds["half0A"] == _manifest(out, "half0A")["random_seed"]
+    assert net_seed(2, "half0A") != net_seed(1, "half0A")

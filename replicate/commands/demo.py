@@ -27,6 +27,8 @@ from replicate.templates import SOLVER_CONFIG_DIR
 #: (random-frozen nets train on all classes, as the authors' nolearn nets did).
 SETS = ("half0A", "half0B", "halfnatmanA", "halfnatmanB", "whole")
 TREATMENTS = "base,BnB,BnB+,AnB,AnB+,random,whole"
+#: The seed of the demo's reported run (results/demo/): the solver config's random_seed.
+DEFAULT_SEED = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-iter", type=int,
                         help="iterations per net (default: the demo solver config's 1000); the step, "
                              "test and snapshot intervals scale with it")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="seed of the generated images and of every net's solver (fillers, "
+                             "crops, mirrors, dropout); default %(default)s")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="nets trained at once (default: one per core)")
 
@@ -50,21 +55,26 @@ def _step(title: str, argv: list[str]) -> None:
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
-def _solver_config(out: Path, max_iter: int | None) -> str:
-    """The demo solver config, or a copy of it scaled to `max_iter` iterations."""
-    if max_iter is None:
-        return "demo"
-    if max_iter < 1:
-        raise SystemExit("error: --max-iter must be at least 1")
+def _solver_config(out: Path, max_iter: int | None, seed: int) -> str:
+    """The demo solver config, or a copy of it with `seed` as every net's random_seed and, with
+    `max_iter`, scaled to that many iterations."""
     config = json.loads((SOLVER_CONFIG_DIR / "demo.json").read_text())
     solver = config["solver"]
-    scale = max_iter / solver["max_iter"]
-    solver.update(
-        max_iter=max_iter, snapshot=max_iter, stepsize=max(1, round(solver["stepsize"] * scale)),
-        test_interval=max(1, round(solver["test_interval"] * scale)),
-        display=max(1, round(solver["display"] * scale)),
-    )
-    config["doc"] = f"The demo solver scaled to {max_iter} iterations by `demo --max-iter`."
+    if max_iter is None and seed == solver["random_seed"]:
+        return "demo"
+    changes = [f"random_seed {seed}"]
+    solver["random_seed"] = seed
+    if max_iter is not None:
+        if max_iter < 1:
+            raise SystemExit("error: --max-iter must be at least 1")
+        scale = max_iter / solver["max_iter"]
+        solver.update(
+            max_iter=max_iter, snapshot=max_iter, stepsize=max(1, round(solver["stepsize"] * scale)),
+            test_interval=max(1, round(solver["test_interval"] * scale)),
+            display=max(1, round(solver["display"] * scale)),
+        )
+        changes.append(f"scaled to {max_iter} iterations")
+    config["doc"] = f"The demo solver ({', '.join(changes)}: `demo --seed/--max-iter`)."
     path = out / "solver_config.json"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config, indent=2) + "\n")
@@ -77,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     _step("1/6 a generated ImageNet-like dataset", [
         "data", "synth", "--out", str(source), "--classes", str(args.classes),
-        "--train-per-class", str(args.train_per_class), "--val-per-class", str(args.val_per_class)])
+        "--train-per-class", str(args.train_per_class), "--val-per-class", str(args.val_per_class),
+        "--seed", str(args.seed)])
     if not all((data / f"{name}_train" / "mean.binaryproto").is_file() for name in SETS):
         _step("2-3/6 the paper's datasets (random and natural/man-made halves) as views of one store, with means", [
             "data", "prepare", "--train", str(source / "train.txt"), "--train-root", str(source / "train"),
@@ -87,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if not (runs / "plan.json").is_file():
         _step("4/6 the treatments, as Caffe nets and solvers", [
             "generate", "--all", "--arch", "demo", "--num-output", str(args.classes), "--splits", "0,natman",
-            "--treatments", TREATMENTS, "--solver-config", _solver_config(out, args.max_iter),
+            "--treatments", TREATMENTS, "--solver-config", _solver_config(out, args.max_iter, args.seed),
             "--data", str(data), "--out", str(runs)])
     _step("5/6 training every net (Caffe solver semantics, CPU)", [
         "grid", "run", "--plan", str(runs / "plan.json"), "--device", "cpu", "--jobs", str(args.jobs),

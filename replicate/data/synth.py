@@ -34,6 +34,7 @@ given numpy and Pillow: JPEG bytes come from Pillow's libjpeg).
 
 from __future__ import annotations
 
+import colorsys
 import io
 import json
 import math
@@ -57,6 +58,7 @@ TRAIN, VAL = 0, 1
 JPEG_QUALITY = 90
 MAX_CLASSES = 60  # 6 variants a kind: beyond that, neighbouring variants blur into each other
 NOISE_STD = 0.07
+HUE_JITTER = 0.03  # of a natural kind's hue, on the 0..1 hue circle
 
 
 @dataclass(frozen=True)
@@ -231,11 +233,21 @@ PATTERNS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def _colours(rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
-    """Background and foreground RGB in [0, 1], at least 0.25 apart in luminance."""
+def _colours(c: SynthClass, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """Background and foreground RGB in [0, 1], at least 0.25 apart in luminance.
+
+    A natural class's foreground has the hue of its kind (as animals and plants have the colours
+    of their kind), a man-made class's any colour: colour then matters to the natural tasks and
+    not to the man-made ones, which is part of what makes the two families dissimilar tasks."""
     weights = np.array([0.299, 0.587, 0.114])
+    kinds = KINDS[NATURAL]
     while True:
-        bg, fg = rng.uniform(0.05, 0.95, 3), rng.uniform(0.05, 0.95, 3)
+        bg = rng.uniform(0.05, 0.95, 3)
+        if c.family == NATURAL:
+            hue = (kinds.index(c.kind) / len(kinds) + rng.normal(0, HUE_JITTER)) % 1.0
+            fg = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 0.9), rng.uniform(0.3, 0.95)))
+        else:
+            fg = rng.uniform(0.05, 0.95, 3)
         if abs(weights @ (fg - bg)) >= 0.25:
             return bg, fg
 
@@ -245,7 +257,7 @@ def render(c: SynthClass, size: int, rng: np.random.RandomState) -> np.ndarray:
     coords = np.arange(size) - (size - 1) / 2
     x, y = np.meshgrid(coords, coords)
     mask = PATTERNS[c.kind](c, rng, x, y, size / 36)
-    bg, fg = _colours(rng)
+    bg, fg = _colours(c, rng)
     image = bg + mask[..., None] * (fg - bg)
     tilt = rng.uniform(-0.15, 0.15, 2) / size  # uneven lighting
     image = image + (x * tilt[0] + y * tilt[1])[..., None]

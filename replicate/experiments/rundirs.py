@@ -12,7 +12,8 @@ A net's directory holds `solver.prototxt`, `train.prototxt` + `val.prototxt` (or
      "frozen_layers": ["conv1", "conv2", "conv3"],
      "renamed_layers": ["conv4-new", "conv5-new", "fc6-new", "fc7-new", "fc8-new"],
      "arch": "caffenet", "num_output": 1000, "val_loss": false,
-     "solver_config": "paper", "max_iter": 450000, "snapshot_prefix": "caffe_imagenet_train",
+     "solver_config": "paper", "max_iter": 450000, "random_seed": null,
+     "snapshot_prefix": "caffe_imagenet_train",
      "files": {"solver": "solver.prototxt", "train": "train.prototxt", "val": "val.prototxt"}}
 
 Paths in `data` and `weights` are as written into the net files: relative to the net's
@@ -35,7 +36,7 @@ from replicate.errors import ReplicateError
 from replicate.experiments import plan
 from replicate.io.binary import write_atomic
 from replicate.templates import (Arch, SolverConfig, Templates, arch_shapes, data_paths,
-                                 layer_learning, load_solver_config)
+                                 layer_learning, load_solver_config, with_net_seed)
 from replicate.treatments import NetSpec
 
 SOLVER_FILE = "solver.prototxt"
@@ -114,7 +115,8 @@ class Renderer:
         config = self.solver_config(spec.reduced)
         # A base net is never a reduced-data net: it names its final snapshot with this solver.
         base_solver = self.solver_config(False) if spec.weights_from is not None else None
-        files[SOLVER_FILE] = _text(self.templates.solver(config, net_files), header)
+        solver = self.templates.solver(with_net_seed(config, spec.name), net_files)
+        files[SOLVER_FILE] = _text(solver, header)
         entry = plan.plan_entry(spec, o.arch.name, config, SOLVER_FILE, base_solver)
         learning = layer_learning(spec)
         manifest = {
@@ -130,6 +132,7 @@ class Renderer:
             "arch": o.arch.name, "num_output": o.arch.params["fc8"]["num_output"],
             "val_loss": o.val_loss,
             "solver_config": config.name, "max_iter": config.max_iter,
+            "random_seed": solver.random_seed if solver.HasField("random_seed") else None,
             "snapshot_prefix": config.snapshot_prefix,
             "files": {"solver": SOLVER_FILE, **net_files},
         }
