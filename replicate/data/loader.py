@@ -206,10 +206,12 @@ class BatchMaker:
 
     def finish(self, images: list[torch.Tensor] | torch.Tensor, labels: list[int], draws: list[Draw]) -> Batch:
         """Transform decoded CHW images (a list, or one N x C x H x W stack; any device) with
-        their draws; labels as float32 on the images' device."""
+        their draws; labels as float32 on the host (page-locked beside GPU images), where the net
+        checks them before moving them to its device without waiting."""
         stacked = isinstance(images, torch.Tensor)
         data = self.transformer.apply(images, draws) if stacked else self.transformer.apply_each(images, draws)
-        return data, torch.tensor(labels, dtype=torch.float32).to(data.device, non_blocking=True)
+        label = torch.tensor(labels, dtype=torch.float32)
+        return data, label.pin_memory() if data.device.type == "cuda" else label
 
     def make(self, k: int) -> Batch:
         items = self.items(k)

@@ -4,7 +4,8 @@ Like Caffe's DataLayer it has no bottoms, one or two tops (data, and label when 
 records in key order and wraps around at the end of the LMDB, and shapes its data top from the
 batch size and the first record (after the crop).  A missing source or mean file stops when the
 layer is built, before any training starts.  `forward()` returns CPU tensors (the net moves them);
-`configure(device="cuda")` switches to the GPU data path, whose tensors are already on the device.
+`configure(device="cuda")` switches to the GPU data path, whose images are already on the device
+(its labels stay on the host, where the net checks their range before moving them).
 
 Random crops and mirrors are drawn from a seed taken from torch's default generator when the layer
 is built (so `torch.manual_seed` makes a run repeatable); `configure(seed=...)` sets it directly.

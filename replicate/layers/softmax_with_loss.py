@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from replicate.layers.base import Layer, Shape, register
-from replicate.layers.labels import scores_and_labels
+from replicate.layers.labels import LabelRange, scores_and_labels
 from replicate.proto import caffe_pb2
 
 FLT_MIN = float(torch.finfo(torch.float32).tiny)
@@ -45,6 +45,7 @@ class SoftmaxWithLoss(Layer):
     max_bottoms = 2
     default_loss_weight = 1.0
     auto_top_blobs = True
+    label_bottom = 1
 
     def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
         super().__init__(param, phase, bottom_shapes)
@@ -65,12 +66,18 @@ class SoftmaxWithLoss(Layer):
         if len(param.top) > 2:
             raise self.error(f"takes at most 2 top blobs, got {len(param.top)}")
         self.top_shapes = [()] + ([shape] if len(param.top) == 2 else [])
+        self.classes = shape[self.axis]
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 1
 
+    def label_range(self) -> LabelRange:
+        return LabelRange(self.name, self.type, self.classes, self.ignore_label)
+
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        scores, safe, valid = scores_and_labels(self, x, label, self.axis, self.ignore_label)
+        if self.checks_labels:
+            self.label_range().check(label, self.checks_labels)
+        scores, safe, valid = scores_and_labels(x, label, self.axis, self.ignore_label)
         outer, inner = scores.shape[0], scores.shape[2]
         log_prob = torch.log_softmax(scores, dim=1)
         picked = log_prob.gather(1, safe)

@@ -5,6 +5,11 @@
 the smoothed loss for display, `ApplyUpdate` (lr, clip, normalize, regularize, update), the
 iteration count, snapshots; after max_iter a final snapshot, a last forward for the displayed
 loss, and a last test.  Its logs are Caffe's lines, so the results read our runs like Caffe's.
+
+An iteration never reads a value back from the device: the loss, its smoothed value and the
+divergence watch stay there (replicate.solver.loss_monitor) until an iteration that displays,
+tests or snapshots reads them.  With `compile`, SGD runs each iteration as one compiled graph
+(replicate.solver.compiled_step); other solvers run the compiled net with autograd's backward.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ from replicate.errors import ReplicateError
 from replicate.io.binary import read_binary, write_binary
 from replicate.io.blobs import array_to_blob, blob_to_array
 from replicate.io.model import load_caffemodel, save_caffemodel
-from replicate.net.compile import CompiledNet
+from replicate.net.compile import CompiledNet, ForwardResult
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
+from replicate.solver.compiled_step import CompiledIteration, why_not_fused
 from replicate.solver.distributed import GradientAverager, Group, check_averageable
 from replicate.solver.log import RunLog, caffe_number, output_text
+from replicate.solver.loss_monitor import LossMonitor, Reading
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver.nets import NetSpec, absolute, test_nets, train_net
 from replicate.solver.updates import UpdateRule
@@ -100,8 +107,9 @@ class Solver:
     """Trains the solver's train net and tests its test nets, as Caffe's SGDSolver family.
 
     Speed options that leave Caffe's arithmetic alone: `channels_last` (NHWC memory layout of
-    weights and activations), `compile` (torch.compile of the training net's forward; True
-    for inductor, or the name of another torch.compile backend) and `data_workers` (processes
+    weights and activations), `compile` (torch.compile of the nets, and for SGD of the whole
+    training iteration, recorded as a CUDA graph on a GPU unless `cuda_graph` is False; True for
+    inductor, or the name of another torch.compile backend) and `data_workers` (processes
     reading each data layer's records; see `feed_data`).
     `group` makes it one process of a data-parallel run (replicate.solver.distributed).
     """
@@ -117,6 +125,7 @@ class Solver:
         compile: bool | str = False,
         group: Group = Group(),
         data_workers: int | None = None,
+        cuda_graph: bool = True,
     ):
         check_policy(param)
         set_precision(precision)
@@ -137,8 +146,8 @@ class Solver:
             check_averageable(spec.param, f"training net ({spec.origin})")
         log.info(f"Creating training net from {spec.origin}")
         self.net = build_net(spec, device, channels_last)
-        backend = compile if isinstance(compile, str) else "inductor"
-        self.forward = torch.compile(self.net, backend=backend) if compile else self.net
+        self.backend = (compile if isinstance(compile, str) else "inductor") if compile else None
+        self._program = self._compiled(self.net.program)
         self.net_param = spec.param
         self.test_nets: list[CompiledNet] = []
         for i, test_spec in enumerate(test_nets(param, folder)):
@@ -146,6 +155,7 @@ class Solver:
             test_net = build_net(test_spec, device, channels_last)
             test_net.share_trained_layers_with(self.net)
             self.test_nets.append(test_net)
+        self._test_programs = [self._compiled(net.program) for net in self.test_nets]
         #: The data path chosen for the data layers (empty for nets fed through Input blobs).
         self.data_feed = feed_data([self.net, *self.test_nets], device, data_workers, group.world)
         log.record(
@@ -156,6 +166,13 @@ class Solver:
         self.entries = self.net.learnable_params()
         self._averager = GradientAverager(group, [e.param for e in self.entries]) if group.world > 1 else None
         self.rule = UpdateRule(param, [e.param.shape for e in self.entries], device)
+        #: Why a training iteration is not one compiled graph; None when it is.
+        self.unfused = why_not_fused(self.rule, self.net, group.world) if compile else "not compiled"
+        self.fused: CompiledIteration | None = None
+        self.cuda_graph = cuda_graph
+        if compile:
+            how = "one compiled graph" if self.unfused is None else f"compiled net, backward and update outside ({self.unfused})"
+            log.info(f"Training iteration: {how}")
         self.sync_weights()
         self.iter = 0
         self.current_step = 0
@@ -163,8 +180,7 @@ class Solver:
         self._check_snapshot_folder()
         self._request: str | None = None
         self.stopped_early = False
-        self._losses: list[np.float32] = []
-        self._smoothed = 0.0
+        self.monitor = LossMonitor(param.average_loss, device)
         log.info("Solver scaffolding done.")
 
     # ------------------------------------------------------------------ helpers
@@ -172,6 +188,9 @@ class Solver:
         """Stop the data layers' worker processes (training can go on: they restart)."""
         for layer in data_layers([self.net, *self.test_nets]):
             layer.close()
+
+    def _compiled(self, program: torch.nn.Module) -> torch.nn.Module:
+        return torch.compile(program, backend=self.backend) if self.backend else program
 
     def sync_weights(self) -> None:
         """Every process of a data-parallel run starts from rank 0's weights."""
@@ -227,9 +246,9 @@ class Solver:
             with torch.no_grad(), self._autocast():
                 total = self.net().loss.detach().float().reshape(1)
             self.group.mean_([total])
-            loss = float(total)
-            self._update_smoothed(loss, start_iter)
-            self.log.info(f"Iteration {self.iter}, loss = {caffe_number(self._smoothed)}", "solver.cpp:320")
+            self.monitor.add(total[0], self.iter, self.iter - start_iter, watch=False)
+            smoothed = self._settle().smoothed
+            self.log.info(f"Iteration {self.iter}, loss = {caffe_number(smoothed)}", "solver.cpp:320")
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
         self.log.record(kind="done", iter=self.iter)
@@ -259,77 +278,97 @@ class Solver:
     def step(self, iters: int) -> None:
         p = self.param
         start_iter, stop_iter = self.iter, self.iter + iters
-        self._losses, self._smoothed = [], 0.0
+        self.monitor.restart()
         timer, last_iter = time.perf_counter(), self.iter
         train_weights = self.net.blob_loss_weights
         while self.iter < stop_iter:
-            for e in self.entries:
-                e.param.grad = None
             if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
+                self._settle()
                 self.test_all()
             display = bool(p.display) and self.iter % p.display == 0
-            loss = self.forward_backward()
-            if not np.isfinite(loss):
-                kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
-                raise TrainingDiverged(f"iteration {self.iter}: the loss is {loss}; training stopped{kept}")
-            self._update_smoothed(loss, start_iter)
+            loss, rate = self.iteration()
+            recorded = display or not p.display
+            self.monitor.add(loss, self.iter, self.iter - start_iter, rate if recorded else None)
             if display:
+                smoothed = self._settle().smoothed
                 lapse = time.perf_counter() - timer
                 per_s = (self.iter - last_iter) / (lapse or 1.0)
                 self.log.info(
                     f"Iteration {self.iter} ({caffe_number(per_s)} iter/s, {caffe_number(lapse)}s/{p.display} iters), "
-                    f"loss = {caffe_number(self._smoothed)}",
+                    f"loss = {caffe_number(smoothed)}",
                     "solver.cpp:231",
                 )
                 timer, last_iter = time.perf_counter(), self.iter
                 self._log_outputs("Train", self._last.outputs, train_weights, "solver.cpp:247")
                 self.log.progress(self.iter, p.max_iter, per_s)
-            rate = self.apply_update(display)
-            if display or not p.display:
-                self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
+                self.log.info(f"Iteration {self.iter}, lr = {caffe_number(rate)}", "sgd_solver.cpp:106")
+            elif self.monitor.due:
+                self._settle()
             self.iter += 1
             request, self._request = self._request, None
             if ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot") and self.group.is_main:
+                self._settle()
                 self.snapshot()
             if request == "stop":
                 self.stopped_early = True
                 break
+        self._settle()
 
-    def forward_backward(self, inputs: dict[str, torch.Tensor] | None = None) -> float:
-        """iter_size forward/backward passes accumulating gradients; their mean loss.  In a
-        data-parallel run gradients and loss are then averaged over the processes.  `inputs`
-        feed source blobs (as CompiledNet.forward), e.g. synthetic batches for a benchmark."""
+    def _settle(self) -> Reading:
+        """Read what the loss monitor holds (this waits for the device): write the queued train
+        records, and stop at the first iteration whose loss was not finite."""
+        reading = self.monitor.read()
+        bad = reading.diverged
+        for it, rate, loss, smoothed in reading.records:
+            if bad is None or it < bad[0]:
+                self.log.record(kind="train", iter=it, lr=rate, loss=loss, smoothed_loss=smoothed)
+        if bad is not None:
+            kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
+            raise TrainingDiverged(f"iteration {bad[0]}: the loss is {bad[1]}; training stopped{kept}")
+        return reading
+
+    def iteration(self, inputs: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, float]:
+        """One iteration's forward, backward and update (Caffe's Step body between test and
+        snapshot): its loss, on the device, and its learning rate.  `inputs` feed source blobs
+        (as CompiledNet.feed), e.g. synthetic batches for a benchmark."""
+        if self.unfused is None and self.fused is None:
+            # Built at the first iteration, after a restore has set the history it reads.
+            self.fused = CompiledIteration(self.net, self.entries, self.rule, self.backend, self._autocast,
+                                            self.cuda_graph)
+        if self.fused is None:
+            for e in self.entries:
+                e.param.grad = None
+            loss = self.forward_backward(inputs)
+            return loss, self.apply_update()
+        rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
+        loss, outputs = self.fused(self.net.feed(inputs), rate)
+        self._last = ForwardResult(outputs, loss)
+        return loss, rate
+
+    def forward_backward(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """iter_size forward/backward passes accumulating gradients; their mean loss, left on the
+        device.  In a data-parallel run gradients and loss are then averaged over the processes."""
         total = torch.zeros((), device=self.device)
         passes = self.param.iter_size
         for i in range(passes):
             if self._averager is not None:
                 self._averager.armed = i == passes - 1
+            feed = self.net.feed(inputs)
             with self._autocast():
-                self._last = self.forward(inputs)
-            if self._last.loss.requires_grad:
-                self._last.loss.backward()
-            total += self._last.loss.detach().float()
+                loss, outputs = self._program(feed)
+            if loss is None:
+                loss = torch.zeros((), device=self.device)
+            self._last = ForwardResult(outputs, loss)
+            if loss.requires_grad:
+                loss.backward()
+            total += loss.detach().float()
         total /= passes
         if self._averager is not None:
             self._averager.finish()
             loss = total.reshape(1)
             self.group.mean_([loss])
             total = loss[0]
-        return float(total)
-
-    def _update_smoothed(self, loss: float, start_iter: int) -> None:
-        """Caffe's UpdateSmoothedLoss: the mean of the last average_loss losses."""
-        average = self.param.average_loss
-        f32, value, smoothed = np.float32, np.float32(loss), np.float32(self._smoothed)
-        if len(self._losses) < average:
-            self._losses.append(value)
-            n = len(self._losses)
-            smoothed = (smoothed * f32(n - 1) + value) / f32(n)
-        else:
-            i = (self.iter - start_iter) % average
-            smoothed += (value - self._losses[i]) / f32(average)
-            self._losses[i] = value
-        self._smoothed = float(smoothed)
+        return total
 
     def _log_outputs(self, which: str, outputs: dict[str, torch.Tensor], weights: dict[str, float], source: str) -> None:
         k = 0
@@ -338,10 +377,9 @@ class Solver:
                 self.log.info(f"    {which} net output #{k}: {output_text(name, v, weights.get(name, 0.0))}", source)
                 k += 1
 
-    def apply_update(self, display: bool = False) -> float:
+    def apply_update(self) -> float:
+        """Caffe's ApplyUpdate with the gradients forward_backward left; returns the rate."""
         rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
-        if display:
-            self.log.info(f"Iteration {self.iter}, lr = {caffe_number(rate)}", "sgd_solver.cpp:106")
         params, grads = [], []
         for e in self.entries:
             params.append(e.param.data)
@@ -358,25 +396,31 @@ class Solver:
         for i in range(len(self.test_nets)):
             self.test(i)
 
-    def test(self, index: int) -> dict[str, list[float]]:
-        """Caffe's Solver::Test: outputs summed in float over test_iter batches, then averaged."""
-        net = self.test_nets[index]
+    def test(self, index: int, inputs: dict[str, torch.Tensor] | None = None) -> dict[str, list[float]]:
+        """Caffe's Solver::Test: outputs summed in float over test_iter batches, then averaged.
+        The sums stay on the device, added in Caffe's order, and are read once at the end."""
+        net, program = self.test_nets[index], self._test_programs[index]
         iters = self.param.test_iter[index]
         self.log.info(f"Iteration {self.iter}, Testing net (#{index})", "solver.cpp:346")
-        scores: dict[str, np.ndarray] = {}
-        loss = np.float32(0)
+        sums: dict[str, torch.Tensor] = {}
+        loss = torch.zeros((), device=self.device)
         with torch.no_grad(), self._autocast():
             for _ in range(iters):
-                result = net()
-                if self.param.test_compute_loss:
-                    loss += np.float32(float(result.loss))
-                for name, value in result.outputs.items():
-                    values = value.detach().float().reshape(-1).cpu().numpy()
-                    scores[name] = values.copy() if name not in scores else scores[name] + values
-        loss = self._mean_over_group(scores, loss)
+                batch_loss, outputs = program(net.feed(inputs))
+                if self.param.test_compute_loss and batch_loss is not None:
+                    loss += batch_loss.float()
+                for name, value in outputs.items():
+                    flat = value.detach().float().reshape(-1)
+                    sums[name] = flat.clone() if name not in sums else sums[name].add_(flat)
+        totals = torch.cat([loss.reshape(1), *sums.values()])
+        self.group.mean_([totals])
+        host = totals.cpu().numpy()
         if self.param.test_compute_loss:
-            self.log.info(f"Test loss: {caffe_number(float(loss / np.float32(iters)))}", "solver.cpp:394")
-        means = {name: (total / np.float32(iters)).astype(np.float32) for name, total in scores.items()}
+            self.log.info(f"Test loss: {caffe_number(float(host[0] / np.float32(iters)))}", "solver.cpp:394")
+        means, offset = {}, 1
+        for name, total in sums.items():
+            means[name] = (host[offset:offset + total.numel()] / np.float32(iters)).astype(np.float32)
+            offset += total.numel()
         weights = net.blob_loss_weights
         k = 0
         for name, values in means.items():
@@ -386,18 +430,6 @@ class Solver:
         outputs = {name: (v.tolist()[0] if v.size == 1 else v.tolist()) for name, v in means.items()}
         self.log.record(kind="test", iter=self.iter, net=index, outputs=outputs)
         return {name: v.tolist() for name, v in means.items()}
-
-    def _mean_over_group(self, scores: dict[str, np.ndarray], loss: np.float32) -> np.float32:
-        """Each process tested its slice of every test batch: the mean over processes is the
-        mean over the whole batches (equal slices).  Averages `scores` in place; returns the
-        averaged loss."""
-        if self.group.world == 1:
-            return loss
-        tensors = [torch.from_numpy(np.asarray(v, np.float32)).to(self.device) for v in [*scores.values(), [loss]]]
-        self.group.mean_(tensors)
-        for name, t in zip(list(scores), tensors):
-            scores[name] = t.cpu().numpy()
-        return np.float32(tensors[-1].item())
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> Path:
