@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Everything the GPU issue measures, in one command on a GPU machine, written to $OUT:
-# nvidia-smi, a synthetic 256x256 dataset as raw and JPEG LMDBs, and `bench` (every precision,
-# every channels_last/compile combination with SWEEP=1, the loaders, end to end) as JSON,
-# Markdown (for the README) and its log.
+# Everything the GPU issues measure, in one command on a GPU machine, written to $OUT stage by
+# stage (most important first, so a session cut short still leaves the first stages' files):
+#   1. versions.txt, nvidia-smi.txt
+#   2. e2e_eager.json, e2e_compiled.json: real Caffe's 20-iteration run replayed on the GPU in fp32,
+#      eager and as one compiled graph per iteration (CUDA graph); each must be within 1e-5
+#   3. bench_<precision>.json/.md/.log per precision: our step with channels_last + torch.compile
+#      (one graph, CUDA graph), whether it waits for the device (torch.cuda.set_sync_debug_mode),
+#      the plain-PyTorch peer eager and compiled at the same precision, layout and batch, our ratio
+#      to it, and a whole test pass (test_iter 1000, batch 50); with SWEEP=1 every layout/compile
+#   4. bench_data.json/.md/.log: a synthetic 256x256 dataset as raw and JPEG LMDBs, the loaders
+#      alone and end to end (LOADERS=0 skips it)
+# timeline.txt says when each stage started and ended.
 #
 #   bash benchmarks/gpu_session.sh                    # from the repository root
-#   SWEEP=1 bash benchmarks/gpu_session.sh            # also time channels_last and torch.compile
-#   DEVICE=cpu BATCH=4 PER_CLASS=4 ITERATIONS=1 bash benchmarks/gpu_session.sh   # a dry run anywhere
+#   DEVICE=cpu BATCH=4 PER_CLASS=4 ITERATIONS=1 WARMUP=1 TEST_ITER=2 TEST_BATCH=2 BACKEND=aot_eager \
+#       bash benchmarks/gpu_session.sh                # a dry run anywhere (aot_eager: no C++ compile)
 #
 # Where the machine lacks this project's dependencies (lmdb, protobuf 7, submitit), bring them as
 # wheels in .whl/ (ignored by git) and this script installs them into /tmp/site first, e.g. for a
@@ -21,6 +29,11 @@ DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-256}
 PER_CLASS=${PER_CLASS:-256}      # 10 classes: 2,560 images, ~500 MB of raw LMDB
 ITERATIONS=${ITERATIONS:-20}
+WARMUP=${WARMUP:-5}
+TEST_ITER=${TEST_ITER:-1000}
+TEST_BATCH=${TEST_BATCH:-50}
+BACKEND=${BACKEND:-inductor}
+PRECISIONS=${PRECISIONS:-bf16 tf32 fp32}
 DATA=${DATA:-/tmp/replicate_bench_data}
 PY=${PY:-python3}
 mkdir -p "$OUT"
@@ -33,19 +46,40 @@ else
 fi
 export PYTHONUNBUFFERED=1
 
+stage() { echo "$(date -u +%FT%TZ) $*" | tee -a "$OUT/timeline.txt"; }
+
+stage "1 versions"
 (nvidia-smi || echo "no nvidia-smi") >"$OUT/nvidia-smi.txt" 2>&1
 "$PY" -c "import torch, sys; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" \
     | tee "$OUT/versions.txt"
 
-workers=$(nproc)
-"$PY" -m replicate data synth --out "$DATA/synth" --classes 10 --train-per-class "$PER_CLASS" --val-per-class 1 --size 256
-[ -d "$DATA/raw" ] || "$PY" -m replicate data convert --list "$DATA/synth/train.txt" --root "$DATA/synth/train/" \
-    --out "$DATA/raw" --shuffle --workers "$workers"
-[ -d "$DATA/jpeg" ] || "$PY" -m replicate data convert --list "$DATA/synth/train.txt" --root "$DATA/synth/train/" \
-    --out "$DATA/jpeg" --shuffle --encoded --workers "$workers"
+stage "2 e2e replay, eager"
+"$PY" benchmarks/e2e_replay.py --device "$DEVICE" --out "$OUT/e2e_eager.json" || echo "e2e eager: NOT within 1e-5"
+stage "2 e2e replay, compiled"
+"$PY" benchmarks/e2e_replay.py --device "$DEVICE" --compile "$BACKEND" --out "$OUT/e2e_compiled.json" \
+    || echo "e2e compiled: NOT within 1e-5"
 
-sweep=()
-[ "${SWEEP:-0}" = 1 ] && sweep=(--sweep)
-"$PY" -m replicate bench --device "$DEVICE" --batch "$BATCH" --precision all "${sweep[@]}" \
-    --iterations "$ITERATIONS" --lmdb "$DATA/raw" --lmdb "$DATA/jpeg" --jpeg-dir "$DATA/synth/train" \
-    --out "$OUT/bench.json" --markdown "$OUT/bench.md" 2>&1 | tee "$OUT/bench.log"
+settings=(--channels-last --compile)
+[ "${SWEEP:-0}" = 1 ] && settings=(--sweep)
+for precision in $PRECISIONS; do
+    stage "3 bench $precision"
+    "$PY" -m replicate bench --device "$DEVICE" --batch "$BATCH" --precision "$precision" "${settings[@]}" \
+        --compile-backend "$BACKEND" --iterations "$ITERATIONS" --warmup "$WARMUP" --peer \
+        --test-pass --test-iter "$TEST_ITER" --test-batch "$TEST_BATCH" \
+        --out "$OUT/bench_$precision.json" --markdown "$OUT/bench_$precision.md" 2>&1 | tee "$OUT/bench_$precision.log"
+done
+
+if [ "${LOADERS:-1}" != 0 ]; then
+    stage "4 data"
+    workers=$(nproc)
+    "$PY" -m replicate data synth --out "$DATA/synth" --classes 10 --train-per-class "$PER_CLASS" --val-per-class 1 --size 256
+    [ -d "$DATA/raw" ] || "$PY" -m replicate data convert --list "$DATA/synth/train.txt" --root "$DATA/synth/train/" \
+        --out "$DATA/raw" --shuffle --workers "$workers"
+    [ -d "$DATA/jpeg" ] || "$PY" -m replicate data convert --list "$DATA/synth/train.txt" --root "$DATA/synth/train/" \
+        --out "$DATA/jpeg" --shuffle --encoded --workers "$workers"
+    "$PY" -m replicate bench --device "$DEVICE" --batch "$BATCH" --precision all --channels-last --compile \
+        --compile-backend "$BACKEND" --iterations "$ITERATIONS" --warmup "$WARMUP" \
+        --lmdb "$DATA/raw" --lmdb "$DATA/jpeg" --jpeg-dir "$DATA/synth/train" \
+        --out "$OUT/bench_data.json" --markdown "$OUT/bench_data.md" 2>&1 | tee "$OUT/bench_data.log"
+fi
+stage "done"

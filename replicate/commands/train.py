@@ -30,7 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 = Caffe's arithmetic (default); tf32 or bf16 autocast for speed")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training net's forward")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the nets; for SGD each training iteration (forward, backward, update) "
+                             "becomes one graph, replayed as a CUDA graph on a GPU")
+    parser.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
+                        help="with --compile on a GPU, launch the compiled iteration's kernels instead of replaying "
+                             "one recorded CUDA graph")
     parser.add_argument("--data-workers", type=int,
                         help="processes reading each data layer's records (default on a GPU: up to 8 per "
                              "process, within the machine's cores; on the CPU: REPLICATE_DATA_WORKERS or 0)")
@@ -40,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(
         args.solver, args.weights, args.snapshot, args.device, args.precision,
         channels_last=args.channels_last, compile=args.compile, data_workers=args.data_workers,
+        cuda_graph=args.cuda_graph,
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
         return 0

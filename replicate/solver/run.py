@@ -83,6 +83,7 @@ def train(
     channels_last: bool = False,
     compile: bool | str = False,
     data_workers: int | None = None,
+    cuda_graph: bool = True,
 ) -> TrainResult:
     """Train as `caffe train -solver S [-weights W] [-snapshot X]`; logs next to the solver.
 
@@ -109,7 +110,7 @@ def train(
             keep_freed_memory()
         world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
         log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
-        solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers)
+        solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers, cuda_graph)
         try:
             if weights:
                 _copy_weights(solver.net, weights, log)
