@@ -105,6 +105,15 @@ def test_other_solvers_compile_the_net_and_keep_the_update_loop(extra: str, reas
     assert solver.fused is None and torch.isfinite(loss)
 
 
+def test_a_net_whose_forward_writes_its_blobs_keeps_the_update_loop() -> None:
+    net = NET.replace('layer { name: "relu2"', 'layer { name: "bn" type: "BatchNorm" bottom: "conv2" top: "conv2" }\n'
+                                               'layer { name: "relu2"')
+    param = parse_solver_text("base_lr: 0.01 lr_policy: 'fixed' max_iter: 10 display: 0")
+    param.net_param.CopyFrom(parse_net_text(net))
+    solver = Solver(param, Path.cwd(), torch.device("cpu"), RunLog(None, echo=False), compile="aot_eager")
+    assert solver.unfused == "layer bn updates its blobs in the forward"
+
+
 def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 

@@ -38,6 +38,9 @@ class Layer(nn.Module):
     max_bottoms: int | None = None
     #: The bottom that holds integer class labels (see `label_range`), if any.
     label_bottom: int | None = None
+    #: Whether forward writes the layer's own blobs (BatchNorm's running statistics in training),
+    #: which keeps a net from being differentiated as a pure function of its parameters.
+    writes_blobs: bool = False
 
     def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
         super().__init__()

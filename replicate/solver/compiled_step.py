@@ -9,9 +9,10 @@ once as a CUDA graph and replayed: a step costs one launch, the batch is copied 
 input buffers, and the learning rate is a device tensor the graph reads.
 
 Nothing in it reads a value back to the host, so an iteration never waits for the device.  It
-serves SGD with iter_size 1, no gradient clipping, one process and a net with a loss and whose
-labels come from its data or input layers (`why_not_fused`); every other solver runs the
-compiled program with autograd's backward and the update rule's loop.
+serves SGD with iter_size 1, no gradient clipping, one process and a net with a loss, whose
+labels come from its data or input layers and whose layers do not write their own blobs
+(`why_not_fused`); every other solver runs the compiled program with autograd's backward and
+the update rule's loop.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def why_not_fused(rule: UpdateRule, net: CompiledNet, world: int) -> str | None:
     checked = [layer.name for layer in net.layers if layer.checks_labels]
     if checked:
         return f"labels computed inside the net (layer {checked[0]})"
+    writers = [layer.name for layer in net.layers if layer.writes_blobs]
+    if writers:
+        return f"layer {writers[0]} updates its blobs in the forward"
     return None
 
 
