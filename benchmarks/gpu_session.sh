@@ -8,8 +8,10 @@
 #      (one graph, CUDA graph), whether it waits for the device (torch.cuda.set_sync_debug_mode),
 #      the plain-PyTorch peer eager and compiled at the same precision, layout and batch, our ratio
 #      to it, and a whole test pass (test_iter 1000, batch 50); with SWEEP=1 every layout/compile
-#   4. bench_data.json/.md/.log: a synthetic 256x256 dataset as raw and JPEG LMDBs, the loaders
-#      alone and end to end (LOADERS=0 skips it)
+#   4. the data path (LOADERS=0 skips it): a synthetic 256x256 dataset prepared as raw and JPEG
+#      stores (`data prepare`, the whole set as a view, the views exported as LMDBs), the cost of a
+#      CaffeNet snapshot to the training loop (snapshot_cost.txt), and bench_data.json/.md/.log:
+#      the loaders over the views and LMDBs with CPU and GPU decoding, end to end from the raw view
 # timeline.txt says when each stage started and ended.
 #
 #   bash benchmarks/gpu_session.sh                    # from the repository root
@@ -73,13 +75,23 @@ if [ "${LOADERS:-1}" != 0 ]; then
     stage "4 data"
     workers=$(nproc)
     "$PY" -m replicate data synth --out "$DATA/synth" --classes 10 --train-per-class "$PER_CLASS" --val-per-class 1 --size 256
-    [ -d "$DATA/raw" ] || "$PY" -m replicate data convert --list "$DATA/synth/train.txt" --root "$DATA/synth/train/" \
-        --out "$DATA/raw" --shuffle --workers "$workers"
-    [ -d "$DATA/jpeg" ] || "$PY" -m replicate data convert --list "$DATA/synth/train.txt" --root "$DATA/synth/train/" \
-        --out "$DATA/jpeg" --shuffle --encoded --workers "$workers"
+    for format in raw jpeg; do
+        # One store per format with the whole set as a view (data prepare's path from Caffe lists),
+        # and the same view exported as an ordinary Caffe LMDB, to compare the two readers.
+        [ -f "$DATA/$format/whole_train/view.json" ] || "$PY" -m replicate data prepare --format "$format" \
+            --train "$DATA/synth/train.txt" --train-root "$DATA/synth/train/" \
+            --val "$DATA/synth/val.txt" --val-root "$DATA/synth/val/" \
+            --synsets "$DATA/synth/synsets.txt" --families "$DATA/synth/families.txt" --splits 0 --reduced "" \
+            --out "$DATA/$format" --workers "$workers" 2>&1 | tee "$OUT/prepare_$format.log"
+        [ -d "$DATA/${format}_lmdb" ] || "$PY" -m replicate data export-lmdb "$DATA/$format/whole_train" "$DATA/${format}_lmdb"
+    done
+    du -sb "$DATA/raw/store" "$DATA/jpeg/store" | tee "$OUT/store_bytes.txt"
+    # A CaffeNet snapshot: what the training loop waits for, and the background write.
+    "$PY" benchmarks/snapshot_cost.py --device "$DEVICE" 2>&1 | tee "$OUT/snapshot_cost.txt"
     "$PY" -m replicate bench --device "$DEVICE" --batch "$BATCH" --precision all --channels-last --compile \
         --compile-backend "$BACKEND" --iterations "$ITERATIONS" --warmup "$WARMUP" \
-        --lmdb "$DATA/raw" --lmdb "$DATA/jpeg" --jpeg-dir "$DATA/synth/train" \
+        --view "$DATA/raw/whole_train" --view "$DATA/jpeg/whole_train" \
+        --lmdb "$DATA/raw_lmdb" --lmdb "$DATA/jpeg_lmdb" --jpeg-dir "$DATA/synth/train" \
         --out "$OUT/bench_data.json" --markdown "$OUT/bench_data.md" 2>&1 | tee "$OUT/bench_data.log"
 fi
 stage "done"

@@ -37,15 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --compile on a GPU, launch the compiled iteration's kernels instead of replaying "
                              "one recorded CUDA graph")
     parser.add_argument("--data-workers", type=int,
-                        help="processes reading each data layer's records (default on a GPU: up to 8 per "
-                             "process, within the machine's cores; on the CPU: REPLICATE_DATA_WORKERS or 0)")
+                        help="worker processes reading records for all the data layers (default on a GPU: the "
+                             "CPUs this process may use, less one, shared by torchrun's local processes; on the "
+                             "CPU: REPLICATE_DATA_WORKERS or 0)")
+    parser.add_argument("--snapshot-keep", type=int, default=0, metavar="K",
+                        help="keep only the last K snapshots and the final one (default 0: keep all, as Caffe)")
 
 
 def run(args: argparse.Namespace) -> int:
     result = train(
         args.solver, args.weights, args.snapshot, args.device, args.precision,
         channels_last=args.channels_last, compile=args.compile, data_workers=args.data_workers,
-        cuda_graph=args.cuda_graph,
+        snapshot_keep=args.snapshot_keep, cuda_graph=args.cuda_graph,
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
         return 0

@@ -83,12 +83,15 @@ def train(
     channels_last: bool = False,
     compile: bool | str = False,
     data_workers: int | None = None,
+    snapshot_keep: int = 0,
     cuda_graph: bool = True,
 ) -> TrainResult:
     """Train as `caffe train -solver S [-weights W] [-snapshot X]`; logs next to the solver.
 
     Started by torchrun (WORLD_SIZE > 1) it is one process of a data-parallel run: the nets'
     batch sizes are global batches split over the processes, and only rank 0 logs and snapshots.
+    `snapshot_keep` K > 0 keeps the last K snapshots and the final one (0: all, as Caffe).
+    Every data source and worker the run opened is closed when it returns, on every path.
     """
     solver_path = Path(solver_path)
     if not solver_path.is_file():
@@ -110,7 +113,8 @@ def train(
             keep_freed_memory()
         world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
         log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
-        solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers, cuda_graph)
+        solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers,
+                        snapshot_keep, cuda_graph)
         try:
             if weights:
                 _copy_weights(solver.net, weights, log)
