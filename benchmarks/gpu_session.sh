@@ -12,7 +12,8 @@
 #      stores (`data prepare`, the whole set as a view, the views exported as LMDBs), the cost of a
 #      CaffeNet snapshot to the training loop (snapshot_cost.txt), and bench_data.json/.md/.log:
 #      the loaders over the views and LMDBs with CPU and GPU decoding, end to end from the raw view
-# timeline.txt says when each stage started and ended.
+# timeline.txt says when each stage started and ended.  Compiling CaffeNet takes minutes per
+# setting; with little device time, start with `PRECISIONS=bf16 LOADERS=0`.
 #
 #   bash benchmarks/gpu_session.sh                    # from the repository root
 #   DEVICE=cpu BATCH=4 PER_CLASS=4 ITERATIONS=1 WARMUP=1 TEST_ITER=2 TEST_BATCH=2 BACKEND=aot_eager \
@@ -56,10 +57,10 @@ stage "1 versions"
     | tee "$OUT/versions.txt"
 
 stage "2 e2e replay, eager"
-"$PY" benchmarks/e2e_replay.py --device "$DEVICE" --out "$OUT/e2e_eager.json" || echo "e2e eager: NOT within 1e-5"
+"$PY" benchmarks/e2e_replay.py --device "$DEVICE" --out "$OUT/e2e_eager.json" || echo "e2e eager: FAILED (not within 1e-5, or an error above)"
 stage "2 e2e replay, compiled"
 "$PY" benchmarks/e2e_replay.py --device "$DEVICE" --compile "$BACKEND" --out "$OUT/e2e_compiled.json" \
-    || echo "e2e compiled: NOT within 1e-5"
+    || echo "e2e compiled: FAILED (not within 1e-5, or an error above)"
 
 settings=(--channels-last --compile)
 [ "${SWEEP:-0}" = 1 ] && settings=(--sweep)
