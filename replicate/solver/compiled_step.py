@@ -54,11 +54,11 @@ def why_not_fused(rule: UpdateRule, net: CompiledNet, world: int) -> str | None:
 
 
 class CompiledIteration:
-    """`step(feed, rate) -> (loss, outputs)`: one iteration of SGD on `net`, compiled.
+    """`iteration(feed, rate) -> (loss, outputs)`: one iteration of SGD on `net`, compiled.
 
-    `feed` is `net.feed(...)`; `loss` is the float32 loss and `outputs` the net outputs of this
-    iteration's forward, on the device (fresh tensors for the loss; the outputs are overwritten
-    by the next iteration when a CUDA graph replays)."""
+    `feed` is `net.feed(...)`, `rate` the iteration's learning rate; `loss` is the float32 loss
+    and `outputs` the net outputs of this iteration's forward, on the device (the loss a fresh
+    tensor; the outputs are overwritten by the next iteration when a CUDA graph replays)."""
 
     def __init__(
         self,
@@ -90,6 +90,9 @@ class CompiledIteration:
     def step(
         self, weights: list[torch.Tensor], feed: dict[str, torch.Tensor], rate: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The iteration as torch.compile traces it: `weights` are every learnable blob (updated in
+        place), the gradients are taken for those with a nonzero lr_mult."""
+
         def loss_of(learned: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             with self.autocast():
                 loss, outputs = torch.func.functional_call(
