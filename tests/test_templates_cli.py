@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,9 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from replicate.cli import main
+from replicate import cli
+from replicate.cli import build_parser, main
+from replicate.commands import demo, generate
+from replicate.experiments.rundirs import default_solver_config
 from replicate.io.prototxt import read_net_text, read_solver_text
 from replicate.proto import caffe_pb2
+from replicate.templates import load_arch
 
 ROOT = Path(__file__).parent.parent
 
@@ -30,6 +35,29 @@ def test_help_lists_every_option() -> None:
                    "--solver-config", "--data", "--single-net", "--val-loss", "--templates",
                    "--force"):
         assert option in done.stdout
+
+
+def _effective(argv: list[str]) -> dict[str, object]:
+    """generate's options as parsed, the solver config as generate resolves its default."""
+    options = vars(build_parser().parse_args(argv))
+    options["solver_config"] = options["solver_config"] or default_solver_config(load_arch(options["arch"]), False)
+    return {k: v for k, v in options.items() if k != "_run"}
+
+
+def test_help_demo_example_is_what_demo_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # The demo's steps are this program's own commands: record them instead of running them (the
+    # real run takes minutes and is tests/test_demo.py's), and compare its generate step.
+    ran: list[list[str]] = []
+    monkeypatch.setattr(cli, "main", lambda argv: ran.append(argv) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert demo.run(build_parser().parse_args(["demo"])) == 0
+    [demo_generate] = [argv for argv in ran if argv[0] == "generate"]
+    doc = generate.__doc__ or ""
+    command = doc[doc.index("Demo:") + len("Demo:"):].split("\n           (")[0]  # up to its comment
+    words = shlex.split(command.replace("\\\n", " "))
+    assert words[:3] == ["python", "-m", "replicate"]
+    assert _effective(words[3:]) == _effective(demo_generate)
 
 
 def _bad_config(tmp: Path) -> list[str]:

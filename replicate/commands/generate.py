@@ -3,8 +3,9 @@
 One net:   python -m replicate generate --treatment AnB --split 0 --n 3 --out runs/
            (-> runs/transfer0A0B_1_3: layers 1-3 copied from half0A and frozen, trained on half0B)
 The paper: python -m replicate generate --all --out runs/   (the 148 nets the authors logged)
-Demo:      python -m replicate generate --all --arch demo --num-output 10 --splits 0 \\
-               --treatments base,BnB,BnB+,AnB,AnB+ --out demo_runs/
+Demo:      python -m replicate generate --all --arch demo --num-output 40 --splits 0,natman \\
+               --treatments base,BnB,BnB+,AnB,AnB+,random,whole --data demo_runs/data --out demo_runs/runs
+           (what `python -m replicate demo` runs, on the datasets it made first)
 
 Treatments (T = --target dataset letter, S = the other letter, s = --split, n = --n):
   base    half{s}{T}                        base net on one half
