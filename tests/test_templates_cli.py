@@ -272,6 +272,28 @@ def test_demo_grid(tmp_path: Path) -> None:
             assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_1000.caffemodel"
 
 
+def test_missing_data_is_warned_with_how_to_make_it_and_full_scale_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--treatment", "AnB", "--n", "3", "--out", "runs"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: --data data does not exist: the nets read data/half0B_train/lmdb, "
+            "data/half0B_valid/lmdb, data/half0A_train/mean.binaryproto.") in err
+    assert "python -m replicate demo" in err and "data convert" in err
+    assert "the paper's full-scale nets (CaffeNet, batch 256, 450,000 iterations each), meant for GPUs" in err
+    # Once the sets exist, nothing is said about them; the demo architecture is no full-scale net.
+    for folder in ("half0B_train/lmdb", "half0B_valid/lmdb"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    (tmp_path / "data/half0B_train/mean.binaryproto").write_bytes(b"")
+    demo_base = ["generate", "--treatment", "base", "--arch", "demo", "--num-output", "10", "--out", "demo"]
+    assert main(demo_base) == 0
+    assert capsys.readouterr().err == ""
+    (tmp_path / "data/half0B_train/mean.binaryproto").unlink()
+    assert main(demo_base) == 0
+    assert capsys.readouterr().err.startswith(
+        "warning: 1 data file(s) are missing: the nets read data/half0B_train/mean.binaryproto.")
+
+
 def test_odd_data_paths_survive_quoting(tmp_path: Path) -> None:
     root = '/data/we"ird \\ dir/ü'
     assert main(["generate", "--treatment", "whole", "--data", root, "--out", str(tmp_path)]) == 0
