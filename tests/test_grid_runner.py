@@ -136,6 +136,20 @@ def test_failed_base_blocks_its_dependants_with_the_reason(tmp_path: Path) -> No
         "--snapshot", str(tmp_path / "b" / "snap" / "b_iter_2.solverstate")]
 
 
+def test_a_net_that_died_before_its_first_snapshot_starts_again_over_its_logs(tmp_path: Path) -> None:
+    # `train` refuses a fresh start over an earlier run's logs unless given --force (the fake
+    # trainer keeps that contract); the grid, which decided from disk to start over, gives it.
+    plan = make_plan(tmp_path, [("b", None), ("t", "b")], fake={"b": {"fail_at": 1}})
+    states, _ = _run(plan)
+    assert states == {"b": "failed", "t": "blocked"}
+    assert (tmp_path / "b" / "train.log").is_file() and not list((tmp_path / "b" / "snap").iterdir())
+    (tmp_path / "b" / "fake.json").unlink()
+    states, _ = _run(plan)
+    assert states == {"b": "done", "t": "done"}
+    assert invocations(tmp_path / "b")[1]["argv"][1:] == ["--force"]
+    assert invocations(tmp_path / "t")[0]["argv"][1:] == ["--weights", str(tmp_path / "b" / "snap" / "b_iter_6.caffemodel")]
+
+
 def test_missing_base_weights_fail_the_dependant_only(tmp_path: Path) -> None:
     plan = make_plan(tmp_path, [("b", None), ("t", "b")])
     (tmp_path / "b" / "metrics.jsonl").write_text('{"kind": "done", "iter": 6}\n')

@@ -17,6 +17,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
+#: The files a run writes next to its solver.
+TRAIN_LOG, METRICS_FILE = "train.log", "metrics.jsonl"
+
 
 def caffe_number(value: float) -> str:
     """A float as C++ `ostream << float` prints it (6 significant digits, %g style)."""
@@ -39,8 +42,8 @@ class RunLog:
         self.echo: TextIO | None = sys.stderr if echo else None
         self.pid = os.getpid()
         mode = "a" if append else "w"
-        self.text = open(folder / "train.log", mode, encoding="utf-8") if folder else None
-        self.metrics = open(folder / "metrics.jsonl", mode, encoding="utf-8") if folder else None
+        self.text = open(folder / TRAIN_LOG, mode, encoding="utf-8") if folder else None
+        self.metrics = open(folder / METRICS_FILE, mode, encoding="utf-8") if folder else None
         self._progress_shown = False
 
     def info(self, message: str, source: str = "solver.py:0") -> None:
