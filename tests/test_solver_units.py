@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -117,18 +118,41 @@ def test_cuda_requested_without_a_gpu_is_refused() -> None:
     assert solver_run.pick_device(None, caffe_pb2.SolverParameter.GPU).type == "cpu"
 
 
-def test_progress_shows_rate_and_eta_on_a_terminal_only(capsys: pytest.CaptureFixture[str]) -> None:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
-    log = RunLog(None, echo=False)
-    log.echo = Terminal()
-    log.progress(100, 1100, 2.0)
-    assert "iter 100/1100" in log.echo.getvalue() and "2.00 it/s" in log.echo.getvalue()
-    assert "ETA 00:08:20" in log.echo.getvalue()
-    log.info("next line")
-    assert log.echo.getvalue().endswith("] next line\n") and "\r\033[K" in log.echo.getvalue()
+
+def test_progress_shows_rate_and_eta_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     plain = RunLog(None)
     plain.progress(100, 1100, 2.0)  # pytest's stderr is no terminal
     assert capsys.readouterr().err == ""
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    log = RunLog(None)
+    log.progress(100, 1100, 2.0)
+    assert terminal.getvalue() == "  iter 100/1100  2.00 it/s  ETA 00:08:20 "
+    log.info("next line")  # the line goes above, the progress line is drawn again below it
+    assert re.fullmatch(r"(  iter 100/1100  2\.00 it/s  ETA 00:08:20 )\r\033\[KI[^\n]*\] next line\n\1",
+                        terminal.getvalue())
+    log.progress(100, 450000, 3.0)  # 41.6 hours: no wrap at a day
+    log.info("later")
+    assert terminal.getvalue().endswith("ETA 41:39:27 ")
+    log.close()
+    assert terminal.getvalue().endswith("\r\033[K")
+
+
+def test_train_keeps_a_progress_line_in_view_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(E2E, run, ignore=shutil.ignore_patterns("caffe"))
+    (run / "solver.prototxt").write_text((run / "solver.prototxt").read_text().replace("max_iter: 20", "max_iter: 3"))
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    solver_run.train(run / "solver.prototxt")
+    shown = terminal.getvalue()
+    # After a log line the progress line stays on screen until the next log line replaces it.
+    assert re.search(r"\] Iteration 2, lr = 0\.05\n  iter 2/3  [\d.]+ it/s  ETA \d\d:\d\d:\d\d \r\033\[K", shown)
+    assert "it/s  ETA" not in (run / "train.log").read_text()  # Caffe's lines only in the log
+
+

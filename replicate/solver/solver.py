@@ -261,6 +261,7 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses, self._smoothed = [], 0.0
         timer, last_iter = time.perf_counter(), self.iter
+        session_start = timer
         train_weights = self.net.blob_loss_weights
         while self.iter < stop_iter:
             for e in self.entries:
@@ -283,11 +284,12 @@ class Solver:
                 )
                 timer, last_iter = time.perf_counter(), self.iter
                 self._log_outputs("Train", self._last.outputs, train_weights, "solver.cpp:247")
-                self.log.progress(self.iter, p.max_iter, per_s)
             rate = self.apply_update(display)
             if display or not p.display:
                 self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
             self.iter += 1
+            elapsed = time.perf_counter() - session_start
+            self.log.progress(self.iter, p.max_iter, (self.iter - start_iter) / elapsed if elapsed > 0 else 0.0)
             request, self._request = self._request, None
             if ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot") and self.group.is_main:
                 self.snapshot()
