@@ -25,6 +25,7 @@ from replicate.data.loader import BatchMaker, LmdbSource, Source, decode_cpu, ma
 from replicate.data.transform import DataTransformer
 from replicate.errors import ReplicateError
 from replicate.layers.base import Layer, Shape, register
+from replicate.layers.eager import not_compiled
 from replicate.proto import caffe_pb2
 
 
@@ -87,7 +88,7 @@ class BatchLayer(Layer):
             self._loader.close()
         self._loader = None
 
-    @torch.compiler.disable
+    @not_compiled
     def forward(self) -> tuple[torch.Tensor, ...]:
         # Reading and decoding is Python I/O: torch.compile of a net runs it as it is.
         if self._loader is None:
