@@ -16,7 +16,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from replicate.data.lmdb_io import LmdbReader
 from replicate.errors import ReplicateError
 from replicate.io.binary import read_binary, read_mean, read_net_binary, write_mean
-from replicate.io.blobs import blob_shape, blob_to_array
+from replicate.io.blobs import array_to_blob, blob_shape, blob_to_array
 from replicate.io.model import load_caffemodel, save_caffemodel
 from replicate.io.prototxt import format_text, parse_text, read_net_text, read_solver_text
 from replicate.proto import caffe_pb2
@@ -152,9 +152,7 @@ def test_caffemodel_over_64_megabytes(tmp_path: Path) -> None:
     net = caffe_pb2.NetParameter()
     layer = net.layer.add(name="fc6", type="InnerProduct")
     values = np.arange(18_000_000, dtype=np.float32)
-    blob = layer.blobs.add()
-    blob.shape.dim.extend([4500, 4000])
-    blob.data.extend(values)
+    array_to_blob(values.reshape(4500, 4000), layer.blobs.add())
     save_caffemodel(tmp_path / "big.caffemodel", net)
     assert (tmp_path / "big.caffemodel").stat().st_size > 64 * 2**20
     loaded = load_caffemodel(tmp_path / "big.caffemodel")

@@ -47,10 +47,19 @@ def raw_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def raw_report(raw_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def raw_cli(raw_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`python -m replicate results` on the raw logs, run as a user runs it: the report folder
+    and what it printed."""
     out = tmp_path_factory.mktemp("report")
-    assert main(["results", "--runs", str(raw_logs), "--out", str(out)]) == 0
-    return out
+    done = subprocess.run([sys.executable, "-m", "replicate", "results", "--runs", str(raw_logs),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out, done.stdout
+
+
+@pytest.fixture(scope="module")
+def raw_report(raw_cli: tuple[Path, str]) -> Path:
+    return raw_cli[0]
 
 
 def test_raw_logs_found_and_broken_one_reported(raw_logs: Path, capsys) -> None:
@@ -204,12 +213,10 @@ def test_empty_or_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
         find_runs(tmp_path / "nope")
 
 
-def test_command_line(raw_logs: Path, tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "replicate", "results", "--runs", str(raw_logs),
-                           "--out", str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "found 0 run dirs and 16 raw Caffe logs" in done.stdout
-    assert f"report: {tmp_path / 'r' / 'report.md'}" in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "replicate", "results", "--runs",
-                          str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such folder" in bad.stderr
+def test_command_line(raw_cli: tuple[Path, str], tmp_path: Path, capsys) -> None:
+    out, printed = raw_cli
+    assert "found 0 run dirs and 16 raw Caffe logs" in printed
+    assert f"report: {out / 'report.md'}" in printed
+    assert main(["results", "--runs", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such folder" in err
