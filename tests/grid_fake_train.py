@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 import time
 from datetime import datetime
@@ -24,6 +25,9 @@ def setting(text: str, key: str, default=None):
 
 
 def main() -> int:
+    # Like `train` (whose solver installs its own SIGINT handler), stop on SIGINT even when started
+    # from a shell that ignores it for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser()
     parser.add_argument("solver")
     parser.add_argument("--weights")
