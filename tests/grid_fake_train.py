@@ -1,12 +1,12 @@
 """A stand-in trainer that keeps the `train` contract, for testing the grid without the solver.
 
-`grid_fake_train.py solver.prototxt [--weights W] [--snapshot S] [--force] [--device D]`, run in the net's
-folder, writes what `python -m replicate train` writes: train.log, metrics.jsonl ending with
-`{"kind": "done"}` and `<prefix>_iter_N.caffemodel/.solverstate` every `snapshot` iterations and
-at max_iter.  On SIGINT it snapshots and exits 0, as Caffe does.  `fake.json` in the folder may
-ask for {"fail_at": N} (exit 1 with an error at iteration N) or {"step_s": seconds}; every run
-appends its arguments, GPU and times to invocations.jsonl.  Like `train`, it refuses to start
-fresh over an earlier run's logs unless given --force.
+`grid_fake_train.py solver.prototxt [--weights W] [--snapshot S] [--force] [--device D]
+[--snapshot-keep K]`, run in the net's folder, writes what `python -m replicate train` writes:
+train.log, metrics.jsonl ending with `{"kind": "done"}` and `<prefix>_iter_N.caffemodel/.solverstate`
+every `snapshot` iterations and at max_iter.  On SIGINT it snapshots and exits 0, as Caffe does.
+`fake.json` in the folder may ask for {"fail_at": N} (exit 1 with an error at iteration N) or
+{"step_s": seconds}; every run appends its arguments, GPU and times to invocations.jsonl.  Like
+`train`, it refuses to start fresh over an earlier run's logs unless given --force.
 """
 
 import argparse
@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--snapshot")
     parser.add_argument("--device")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--snapshot-keep", type=int)
     args = parser.parse_args()
     text = open(args.solver).read()
     max_iter = int(setting(text, "max_iter"))

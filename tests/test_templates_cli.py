@@ -154,7 +154,7 @@ def test_existing_files_are_kept_unless_forced(tmp_path: Path,
     assert _files(tmp_path) == before
     assert main([*args, "--data", "/elsewhere", "--force"]) == 0
     net = read_net_text(tmp_path / "half1B" / "train.prototxt")
-    assert net.layer[0].data_param.source == "/elsewhere/half1B_train/lmdb"
+    assert net.layer[0].data_param.source == "/elsewhere/half1B_train"
 
 
 def test_malformed_existing_plan_is_an_error(tmp_path: Path) -> None:
@@ -252,9 +252,9 @@ def test_num_output_and_relative_data_root(tmp_path: Path, monkeypatch: pytest.M
     net = read_net_text(tmp_path / "runs" / "half2A" / "train.prototxt")
     assert net.layer[-2].inner_product_param.num_output == 500
     source = net.layer[0].data_param.source
-    assert source == "../../store/half2A_train/lmdb"
+    assert source == "../../store/half2A_train"
     resolved = os.path.normpath(tmp_path / "runs" / "half2A" / source)
-    assert resolved == str(tmp_path / "store" / "half2A_train" / "lmdb")
+    assert resolved == str(tmp_path / "store" / "half2A_train")
 
 
 def test_demo_grid(tmp_path: Path) -> None:
@@ -277,26 +277,30 @@ def test_missing_data_is_warned_with_how_to_make_it_and_full_scale_said(
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "--treatment", "AnB", "--n", "3", "--out", "runs"]) == 0
     err = capsys.readouterr().err
-    assert ("warning: --data data does not exist: the nets read data/half0B_train/lmdb, "
-            "data/half0B_valid/lmdb, data/half0A_train/mean.binaryproto.") in err
-    assert "python -m replicate demo" in err and "data convert" in err
+    assert ("warning: --data data does not exist: the nets read data/half0B_train, "
+            "data/half0B_valid, data/half0A_train/mean.binaryproto.") in err
+    assert "python -m replicate data prepare ... --out data" in err and "python -m replicate demo" in err
     assert "the paper's full-scale nets (CaffeNet, batch 256, 450,000 iterations each), meant for GPUs" in err
-    # Once the sets exist, nothing is said about them; the demo architecture is no full-scale net.
-    for folder in ("half0B_train/lmdb", "half0B_valid/lmdb"):
-        (tmp_path / "data" / folder).mkdir(parents=True)
+    # Once the sets exist (a view, an LMDB), nothing is said about them; the demo architecture is
+    # no full-scale net.  A set folder without its view is still missing.
+    (tmp_path / "data" / "half0B_train").mkdir(parents=True)
+    (tmp_path / "data" / "half0B_train" / "view.json").write_text("{}")
+    (tmp_path / "data" / "half0B_valid").mkdir()
+    (tmp_path / "data" / "half0B_valid" / "data.mdb").write_bytes(b"")
     (tmp_path / "data/half0B_train/mean.binaryproto").write_bytes(b"")
     demo_base = ["generate", "--treatment", "base", "--arch", "demo", "--num-output", "10", "--out", "demo"]
     assert main(demo_base) == 0
     assert capsys.readouterr().err == ""
     (tmp_path / "data/half0B_train/mean.binaryproto").unlink()
+    (tmp_path / "data/half0B_valid/data.mdb").unlink()
     assert main(demo_base) == 0
     assert capsys.readouterr().err.startswith(
-        "warning: 1 data file(s) are missing: the nets read data/half0B_train/mean.binaryproto.")
+        "warning: 2 data file(s) are missing: the nets read data/half0B_valid, data/half0B_train/mean.binaryproto.")
 
 
 def test_odd_data_paths_survive_quoting(tmp_path: Path) -> None:
     root = '/data/we"ird \\ dir/ü'
     assert main(["generate", "--treatment", "whole", "--data", root, "--out", str(tmp_path)]) == 0
     net = read_net_text(tmp_path / "netbase" / "train.prototxt")
-    assert net.layer[0].data_param.source == f"{root}/whole_train/lmdb"
+    assert net.layer[0].data_param.source == f"{root}/whole_train"
     assert net.layer[0].transform_param.mean_file == f"{root}/whole_train/mean.binaryproto"

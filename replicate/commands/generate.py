@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from replicate.data.view import is_view
 from replicate.errors import ReplicateError
 from replicate.experiments import plan
 from replicate.experiments.rundirs import MANIFEST_FILE, Options, RunDir, render_all, write_all
@@ -88,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "file (default: paper, paper_reduced for reduced nets; demo with --arch "
                       "demo)")
     draw.add_argument("--data", default="data", metavar="DIR",
-                      help="root of the data sets: sources <DIR>/<set>/lmdb, mean "
+                      help="root of the data sets (`data prepare --out`): sources are the views <DIR>/<set>, mean "
                       "<DIR>/<train set>/mean.binaryproto; a relative DIR is written relative "
                       "to each net's directory (default data)")
     draw.add_argument("--single-net", action="store_true",
@@ -163,15 +164,16 @@ def _missing_data(runs: list[RunDir], out: Path, data: str) -> list[str]:
     for run_dir in runs:
         paths = json.loads(run_dir.files[MANIFEST_FILE])["data"]
         for key in ("train_source", "val_source", "mean_file"):
-            path = os.path.normpath(out / run_dir.name / paths[key])
-            if not os.path.exists(path):
-                missing[os.path.relpath(path) if not os.path.isabs(data) else path] = None
+            path = Path(os.path.normpath(out / run_dir.name / paths[key]))
+            there = path.is_file() if key == "mean_file" else is_view(path) or (path / "data.mdb").is_file()
+            if not there:  # a source is a view (data prepare) or an LMDB
+                missing[os.path.relpath(path) if not os.path.isabs(data) else str(path)] = None
     if not missing:
         return []
     where = f"--data {data} does not exist" if not os.path.isdir(data) else f"{len(missing)} data file(s) are missing"
     shown = ", ".join(list(missing)[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
     return [f"warning: {where}: the nets read {shown}. Make the paper's sets from ImageNet with "
-            "`python -m replicate data splits`, `data convert` and `data mean` (README, Data), or run "
+            f"`python -m replicate data prepare ... --out {data}` (see its --help), or run "
             "`python -m replicate demo` for a small generated dataset and its nets; `train` stops "
             "at the first missing file."]
 

@@ -169,7 +169,7 @@ def _notes(net: Net, shows_loss: bool) -> list[str]:
         notes.append(f"only {net.stats.points} validation points: best10 averages them all")
     if net.complete is False:
         notes.append(f"incomplete: stopped at {net.stats.final_iter} of "
-                     f"{net.manifest['max_iter']}")
+                     f"{net.max_iter}")
     if shows_loss and net.stats.min10_valid_loss is None:
         notes.append("validation net has no loss output")
     return notes
@@ -325,10 +325,34 @@ def _sources(runs: Runs, runs_dir: str, relative: bool, any_paper_names: bool) -
         lines += _table(["net", "file", "reason"],
                         [[s.name, f"`{s.path}`", s.reason] for s in runs.skipped])
         lines.append("")
+    lines += _left_out(runs)
     if runs.not_started:
-        lines += [f"Not started (run dir without train.log or metrics.jsonl): "
+        lines += [f"Not started ({len(runs.not_started)}: a run dir without train.log or "
+                  f"metrics.jsonl, or a net folder with a solver prototxt and no log): "
                   f"{', '.join(runs.not_started)}.", ""]
+    unfinished = [n for n in sorted(runs.nets, key=lambda n: n.name) if n.complete is False]
+    if unfinished:
+        lines += [f"Stopped before max_iter ({len(unfinished)}; their statistics cover the "
+                  "iterations logged): " + ", ".join(f"{n.name} ({n.stats.final_iter} of "
+                                                      f"{n.max_iter})" for n in unfinished)
+                  + ".", ""]
     return lines
+
+
+def _left_out(runs: Runs) -> list[str]:
+    """Segments without a test and tests cut off: what no curve point comes from."""
+    rows = [[n.name, f"`{os.path.basename(item.path)}`", str(item.line),
+             f"**{item.what}**" if item.lost else item.what]
+            for n in sorted(runs.nets, key=lambda n: n.name) for item in n.curve.left_out]
+    if not rows:
+        return []
+    lost = sum(1 for n in runs.nets for item in n.curve.left_out if item.lost)
+    return ["## Left out of the curves", "",
+            f"{len(rows)} log segments or tests give no validation point: jobs that stopped "
+            "before their first test, and tests cut off when a job was killed (a later job's "
+            "repeat of the test is used)"
+            + (f"; {lost} cut-off tests are repeated by no job and missing from the curves"
+               if lost else "") + ".", ""] + _table(["net", "file", "line", "what"], rows) + [""]
 
 
 def _shape(scores: Scores, paper_scores: Scores) -> list[str]:

@@ -109,6 +109,7 @@ def train(
     channels_last: bool = False,
     compile: bool | str = False,
     data_workers: int | None = None,
+    snapshot_keep: int = 0,
     force: bool = False,
     announce: Sequence[str] = (),
 ) -> TrainResult:
@@ -116,6 +117,8 @@ def train(
 
     Started by torchrun (WORLD_SIZE > 1) it is one process of a data-parallel run: the nets'
     batch sizes are global batches split over the processes, and only rank 0 logs and snapshots.
+    `snapshot_keep` K > 0 keeps the last K snapshots and the final one (0: all, as Caffe).
+    Every data source and worker the run opened is closed when it returns, on every path.
     A folder where an earlier run trained (its logs, its snapshots) is refused unless the run resumes
     (`snapshot`) or `force` says to delete them and start again.  `announce`: lines for the log's
     start (e.g. where the weights come from).
@@ -152,7 +155,8 @@ def train(
             log.info(f"--force: deleted the earlier run's {_listing(earlier)} and started again", "train.py:0")
         for line in announce:
             log.info(line, "train.py:0")
-        solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers)
+        solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers,
+                        snapshot_keep)
         try:
             if weights:
                 _copy_weights(solver.net, weights, log)
