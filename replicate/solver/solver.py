@@ -314,6 +314,7 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self.monitor.restart()
         timer, last_iter = time.perf_counter(), self.iter
+        session_start = timer
         train_weights = self.net.blob_loss_weights
         while self.iter < stop_iter:
             if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
@@ -334,11 +335,12 @@ class Solver:
                 )
                 timer, last_iter = time.perf_counter(), self.iter
                 self._log_outputs("Train", self._last.outputs, train_weights, "solver.cpp:247")
-                self.log.progress(self.iter, p.max_iter, per_s)
                 self.log.info(f"Iteration {self.iter}, lr = {caffe_number(rate)}", "sgd_solver.cpp:106")
             elif self.monitor.due:
                 self._settle()
             self.iter += 1
+            elapsed = time.perf_counter() - session_start
+            self.log.progress(self.iter, p.max_iter, (self.iter - start_iter) / elapsed if elapsed > 0 else 0.0)
             request, self._request = self._request, None
             if ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot") and self.group.is_main:
                 self._settle()
