@@ -27,11 +27,15 @@ _L = caffe_pb2.LRNParameter
 
 
 def channel_window_sum(t: torch.Tensor, pre_pad: int) -> torch.Tensor:
-    """Sum over channels c-pre_pad..c+pre_pad (zero outside), in t's memory layout."""
+    """Sum over channels c-pre_pad..c+pre_pad (zero outside), in t's memory layout.
+
+    `add_` on the slice views, not `out[...] += ...`: Python turns the latter into a setitem that
+    copies each sum back onto itself, a wasted pass over the tensor per neighbour.
+    """
     out = t.clone()
     for d in range(1, pre_pad + 1):
-        out[:, d:] += t[:, :-d]
-        out[:, :-d] += t[:, d:]
+        out[:, d:].add_(t[:, :-d])
+        out[:, :-d].add_(t[:, d:])
     return out
 
 
