@@ -16,9 +16,10 @@ changes it) and keep freed memory in the process (net/cpu_memory.py); with one t
 times per iteration agree within the shared machine's noise (figures below).
 
 Measured on an AMD EPYC (family 25, model 17: Zen 4, AVX-512), torch 2.13.0+cpu, one thread,
-2 cores shared with other jobs (load 9-11), CPU time per iteration: this script and `time`
-700-810 ms; real Caffe (BVLC master, Debian's OpenBLAS 0.3.21, `caffe time`, one OpenBLAS
-thread) 980-1050 ms.  The README's CPU section explains the gap to the older 208-218 ms figure
+2 cores shared with other jobs (load 5-11), CPU time per iteration: this script 750-830 ms
+(`time`, by difference of whole-process CPU over 1 and 10 iterations, 700-810 ms); real Caffe
+(BVLC master, Debian's OpenBLAS 0.3.21, `caffe time`, one OpenBLAS thread, the same difference)
+980-1070 ms; ratio in the same run 0.76-0.77.  The README's CPU section explains the gap to the older 208-218 ms figure
 (an Intel CPU, two threads) and why half of Caffe's time is out of reach on a Zen core.
 """
 
