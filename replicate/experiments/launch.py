@@ -1,7 +1,7 @@
 """Start one net's training as a subprocess and record how it ended.
 
 This is the grid's whole contact with training: the `train` command line (`solver.prototxt
-[--weights W | --snapshot S] [--device D]`, run in the net's folder) and the files it leaves.
+[--weights W | --snapshot S] [--force] [--device D]`, run in the net's folder) and the files it leaves.
 The command is a parameter (`train_command`) so that any program keeping that contract can be
 driven, e.g. a stand-in trainer in tests; it defaults to this package's own `train`.  How to
 start is decided from disk every time (newest solver state, else the base net's weights, else
@@ -22,30 +22,41 @@ from typing import IO, Any, Sequence
 import replicate
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
-from replicate.experiments.netfiles import is_finished, newest_solverstate
+from replicate.experiments.netfiles import has_earlier_run, is_finished, newest_solverstate
 from replicate.experiments.planfile import PlannedNet
 
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "replicate", "train")
 OUTPUT_FILE = "train.out"  # the trainer's stdout and stderr, every attempt appended
+#: The grid's default `--snapshot-keep`: only the newest snapshot while a net trains and its final
+#: one after, so the paper's 148 CaffeNets end with 148 x 466 MB = 69 GB (Caffe's keep-all: 3 TB).
+GRID_SNAPSHOT_KEEP = 1
 PACKAGE_ROOT = str(Path(replicate.__file__).resolve().parent.parent)
 
 
-def train_argv(net: PlannedNet, device: str | None, train_command: Sequence[str]) -> tuple[list[str], Path | None]:
+def train_argv(
+    net: PlannedNet, device: str | None, train_command: Sequence[str], snapshot_keep: int | None = None
+) -> tuple[list[str], Path | None]:
     """The command that continues `net` from where it stands on disk, and the solver state it
-    resumes from (None: started fresh, from the base net's weights when it has a base)."""
+    resumes from (None: started fresh, from the base net's weights when it has a base).
+    `snapshot_keep` K asks the trainer to keep only its last K snapshots and the final one."""
     argv = [*train_command, str(net.solver)]
     snapshot = newest_solverstate(net)
     if snapshot is not None:
         argv += ["--snapshot", str(snapshot)]
-    elif net.weights is not None:
-        if not net.weights.is_file():
-            raise ReplicateError(
-                f"net {net.name!r}: starting weights {net.weights} not found "
-                f"(the final snapshot of base net {net.depends_on!r})"
-            )
-        argv += ["--weights", str(net.weights)]
+    else:
+        if net.weights is not None:
+            if not net.weights.is_file():
+                raise ReplicateError(
+                    f"net {net.name!r}: starting weights {net.weights} not found "
+                    f"(the final snapshot of base net {net.depends_on!r})"
+                )
+            argv += ["--weights", str(net.weights)]
+        if has_earlier_run(net):  # an attempt that died before its first snapshot: start over it
+            argv += ["--force"]
     if device:
         argv += ["--device", device]
+    if snapshot_keep is not None:
+        argv += ["--snapshot-keep", str(snapshot_keep)]
     return argv, snapshot
 
 
@@ -89,10 +100,11 @@ def launch(
     gpu: str | None = None,
     train_command: Sequence[str] = TRAIN_COMMAND,
     job_id: str | None = None,
+    snapshot_keep: int | None = None,
 ) -> NetProcess:
     """Start the trainer for `net` (in its own session, so a Ctrl-C reaches it only through
     the grid, which then stops it in order) and mark the net running."""
-    argv, snapshot = train_argv(net, device, train_command)
+    argv, snapshot = train_argv(net, device, train_command, snapshot_keep)
     output = open(net.dir / OUTPUT_FILE, "ab")
     output.write(f"==== {netstate.now()} {' '.join(argv)}\n".encode())
     output.flush()

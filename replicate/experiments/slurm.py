@@ -42,8 +42,9 @@ class TrainNet(submitit.helpers.Checkpointable):
     its dependants' `afterok` is never met."""
 
     def __init__(self, device: str | None = "cuda", train_command: Sequence[str] = TRAIN_COMMAND,
-                 stop_timeout_s: float = 90.0) -> None:
+                 stop_timeout_s: float = 90.0, snapshot_keep: int | None = None) -> None:
         self.device = device
+        self.snapshot_keep = snapshot_keep
         self.train_command = list(train_command)
         self.stop_timeout_s = stop_timeout_s
         self._proc: NetProcess | None = None
@@ -56,7 +57,8 @@ class TrainNet(submitit.helpers.Checkpointable):
         if is_finished(net):
             netstate.write_status(net.dir, netstate.DONE, net=net.name, ended=netstate.now())
             return netstate.DONE
-        self._proc = launch(net, device=self.device, train_command=self.train_command, job_id=_job_id())
+        self._proc = launch(net, device=self.device, train_command=self.train_command, job_id=_job_id(),
+                            snapshot_keep=self.snapshot_keep)
         # A thread reaps the trainer: submitit calls checkpoint() in a signal handler on this
         # thread, where waiting on the child again would deadlock on Popen's waitpid lock.
         self._exited = threading.Event()
@@ -144,6 +146,7 @@ def submit_plan(
     resubmit: bool = False,
     stop_timeout_s: float = 90.0,
     report: Callable[[str], None] = print,
+    snapshot_keep: int | None = None,
 ) -> dict[str, submitit.Job | str]:
     """Queue every unfinished net of `plan` (only those in `only` and what they depend on, when
     given) on `executor` (make_executor's SLURM one, or e.g. submitit's LocalExecutor); the job of each net, or the id of the job an earlier submission
@@ -162,7 +165,8 @@ def submit_plan(
             report(f"{net.name}: already queued as job {record['job_id']} (--resubmit if that job is gone)")
         else:
             todo.append(net)
-    trainer = TrainNet(device=device, train_command=train_command, stop_timeout_s=stop_timeout_s)
+    trainer = TrainNet(device=device, train_command=train_command, stop_timeout_s=stop_timeout_s,
+                       snapshot_keep=snapshot_keep)
     blocked: dict[str, str] = {}
     for base, group in _groups(todo, finished).items():
         extra: dict[str, str] = {}

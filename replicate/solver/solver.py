@@ -10,7 +10,6 @@ loss, and a last test.  Its logs are Caffe's lines, so the results read our runs
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import tempfile
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from replicate.data.pool import DataPool, workers_per_process
 from replicate.errors import ReplicateError
 from replicate.io.binary import read_binary, write_binary
 from replicate.io.blobs import array_to_blob, blob_to_array
@@ -33,6 +33,7 @@ from replicate.solver.distributed import GradientAverager, Group, check_averagea
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver.nets import NetSpec, absolute, test_nets, train_net
+from replicate.solver.snapshot_writer import SnapshotWriter, prune
 from replicate.solver.updates import UpdateRule
 
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -50,6 +51,11 @@ def build_net(spec: NetSpec, device: torch.device, channels_last: bool = False) 
     return net
 
 
+def host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A float32 copy in host memory that later updates of `tensor` leave alone."""
+    return tensor.detach().to("cpu", torch.float32, copy=True)
+
+
 def device_name(device: torch.device) -> str:
     """The accelerator's marketing name ("NVIDIA H100 80GB HBM3"), or the CPU's (machine.cpu_model)."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
@@ -65,13 +71,14 @@ def set_precision(precision: str) -> None:
     torch.backends.cudnn.benchmark = True
 
 
-def default_data_workers(device: torch.device, world: int) -> int | None:
-    """On a GPU, reading and parsing records for ~20,000 images/s takes several cores: up to 8
-    worker processes per training process, within this machine's cores.  On the CPU the cores
-    already train the net: no default (the data layers' own, REPLICATE_DATA_WORKERS or 0)."""
+def default_data_workers(device: torch.device) -> int | None:
+    """On a GPU, reading records for ~20,000 images/s takes several cores: one worker per CPU this
+    process may use (its affinity, SLURM_CPUS_PER_TASK; not the machine's count), less one for
+    itself, shared by the training processes torchrun starts on this machine (LOCAL_WORLD_SIZE).
+    On the CPU the cores already train the net: no default (REPLICATE_DATA_WORKERS or 0)."""
     if device.type != "cuda":
         return None
-    return max(1, min(8, (os.cpu_count() or 1) // max(1, world) - 1))
+    return workers_per_process()
 
 
 def data_layers(nets: list[CompiledNet]) -> list:
@@ -79,22 +86,29 @@ def data_layers(nets: list[CompiledNet]) -> list:
     return [layer for net in nets for layer in net.layers if hasattr(layer, "configure")]
 
 
-def feed_data(nets: list[CompiledNet], device: torch.device, workers: int | None, world: int = 1) -> dict[str, object]:
+def feed_data(
+    nets: list[CompiledNet], device: torch.device, workers: int | None
+) -> tuple[dict[str, object], DataPool | None]:
     """Point the nets' data layers at the device they train on: on a GPU the records are read by
     `workers` processes (default `default_data_workers`) and decoded and transformed on the GPU
-    (replicate.data.loader.GpuLoader); on the CPU `workers` processes do everything.  The batches
-    are the same whichever path makes them.  Returns what was chosen, for the run's metrics."""
+    (replicate.data.loader.GpuLoader); on the CPU `workers` processes do everything.  One pool of
+    workers serves every data layer of the nets (replicate.data.pool); the caller closes it.  The
+    batches are the same whichever path makes them.  Returns what was chosen, for the run's
+    metrics, and the pool (None without workers)."""
     if workers is not None and workers < 0:
         raise ReplicateError(f"data workers must be 0 or more, not {workers}")
     layers = data_layers(nets)
     if not layers:
-        return {}
+        return {}, None
     if workers is None:
-        workers = default_data_workers(device, world)
+        workers = default_data_workers(device)
+    if workers is None:
+        workers = layers[0].workers  # REPLICATE_DATA_WORKERS
+    pool = DataPool(workers) if workers > 0 else None
     gpu = device.type == "cuda"
     for layer in layers:
-        layer.configure(workers=workers, device=str(device) if gpu else None)
-    return {"data_path": "gpu" if gpu else "cpu", "data_workers": layers[0].workers}
+        layer.configure(workers=workers, device=str(device) if gpu else None, pool=pool)
+    return {"data_path": "gpu" if gpu else "cpu", "data_workers": workers}, pool
 
 
 class Solver:
@@ -105,6 +119,7 @@ class Solver:
     for inductor, or the name of another torch.compile backend) and `data_workers` (processes
     reading each data layer's records; see `feed_data`).
     `group` makes it one process of a data-parallel run (replicate.solver.distributed).
+    `snapshot_keep` K > 0 keeps only the last K snapshots (and the final one); 0 keeps all, as Caffe.
     """
 
     def __init__(
@@ -118,8 +133,11 @@ class Solver:
         compile: bool | str = False,
         group: Group = Group(),
         data_workers: int | None = None,
+        snapshot_keep: int = 0,
     ):
         check_policy(param)
+        if snapshot_keep < 0:
+            raise ReplicateError(f"snapshot keep must be 0 (keep all) or more, not {snapshot_keep}")
         set_precision(precision)
         self.param = param
         self.folder = folder
@@ -142,13 +160,17 @@ class Solver:
         self.forward = torch.compile(self.net, backend=backend) if compile else self.net
         self.net_param = spec.param
         self.test_nets: list[CompiledNet] = []
-        for i, test_spec in enumerate(test_nets(param, folder)):
-            log.info(f"Creating test net (#{i}) specified by {test_spec.origin}")
-            test_net = build_net(test_spec, device, channels_last)
-            test_net.share_trained_layers_with(self.net)
-            self.test_nets.append(test_net)
-        #: The data path chosen for the data layers (empty for nets fed through Input blobs).
-        self.data_feed = feed_data([self.net, *self.test_nets], device, data_workers, group.world)
+        try:
+            for i, test_spec in enumerate(test_nets(param, folder)):
+                log.info(f"Creating test net (#{i}) specified by {test_spec.origin}")
+                test_net = build_net(test_spec, device, channels_last)
+                test_net.share_trained_layers_with(self.net)
+                self.test_nets.append(test_net)
+            #: The data path chosen for the data layers (empty for nets fed through Input blobs).
+            self.data_feed, self._pool = feed_data([self.net, *self.test_nets], device, data_workers)
+        except BaseException:
+            self._close_data()  # no solver is returned, so nobody else can close what was opened
+            raise
         log.record(
             kind="config", precision=precision, device=str(device), device_name=device_name(device),
             torch=torch.__version__, channels_last=channels_last, compile=compile, world_size=group.world,
@@ -161,6 +183,8 @@ class Solver:
         self.iter = 0
         self.current_step = 0
         self.last_snapshot: Path | None = None
+        self.snapshot_keep = snapshot_keep
+        self._writer = SnapshotWriter()
         self._check_snapshot_folder()
         self._request: str | None = None
         self.stopped_early = False
@@ -170,9 +194,18 @@ class Solver:
 
     # ------------------------------------------------------------------ helpers
     def close(self) -> None:
-        """Stop the data layers' worker processes (training can go on: they restart)."""
+        """Finish the snapshot being written and stop the data layers' worker processes
+        (training can go on: they restart)."""
+        try:
+            self._writer.wait()
+        finally:
+            self._close_data()
+
+    def _close_data(self) -> None:
         for layer in data_layers([self.net, *self.test_nets]):
             layer.close()
+        if getattr(self, "_pool", None) is not None:
+            self._pool.close()
 
     def sync_weights(self) -> None:
         """Every process of a data-parallel run starts from rank 0's weights."""
@@ -220,6 +253,7 @@ class Solver:
         p = self.param
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0) and self.group.is_main:
             self.snapshot()
+        self._writer.wait()  # the final files are on disk before anything says the run ended
         if self.stopped_early:
             self.log.record(kind="stopped", iter=self.iter)
             self.log.info("Optimization stopped early.", "solver.cpp:302")
@@ -262,6 +296,7 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses, self._smoothed = [], 0.0
         timer, last_iter = time.perf_counter(), self.iter
+        session_start = timer
         train_weights = self.net.blob_loss_weights
         while self.iter < stop_iter:
             for e in self.entries:
@@ -284,11 +319,12 @@ class Solver:
                 )
                 timer, last_iter = time.perf_counter(), self.iter
                 self._log_outputs("Train", self._last.outputs, train_weights, "solver.cpp:247")
-                self.log.progress(self.iter, p.max_iter, per_s)
             rate = self.apply_update(display)
             if display or not p.display:
                 self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
             self.iter += 1
+            elapsed = time.perf_counter() - session_start
+            self.log.progress(self.iter, p.max_iter, (self.iter - start_iter) / elapsed if elapsed > 0 else 0.0)
             request, self._request = self._request, None
             if ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot") and self.group.is_main:
                 self.snapshot()
@@ -402,21 +438,34 @@ class Solver:
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> Path:
-        """Write `<prefix>_iter_N.caffemodel` and `.solverstate` atomically; returns the state path."""
+        """Write `<prefix>_iter_N.caffemodel` and `.solverstate` atomically; returns the state path.
+
+        The loop waits only for one copy of the weights and history to host memory: the files are
+        built and written by the background writer (replicate.solver.snapshot_writer), the
+        .solverstate last.  Call `close()` (or let `solve()` end) to be sure they are on disk.
+        """
         self._check_finite()
         model_name, state_name = self._snapshot_name(".caffemodel"), self._snapshot_name(".solverstate")
         model_path, state_path = Path(absolute(model_name, self.folder)), Path(absolute(state_name, self.folder))
-        proto = net_to_proto(
-            caffe_pb2.NetParameter(name=self.net.net_name, layer=self.net.layer_params), self.net.layer_blobs()
-        )
-        for layer in proto.layer:
-            layer.phase = caffe_pb2.TRAIN
-        save_caffemodel(model_path, proto)
-        self.log.info(f"Snapshotting to binary proto file {model_name}", "solver.cpp:581")
+        net = caffe_pb2.NetParameter(name=self.net.net_name, layer=self.net.layer_params)
+        blobs = {name: [host_copy(t) for t in ts] for name, ts in self.net.layer_blobs().items()}
+        history = [host_copy(h) for h in self.rule.history]
         state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_name, current_step=self.current_step)
-        for h in self.rule.history:
-            array_to_blob(h.detach().cpu().numpy(), state.history.add())
-        write_binary(state_path, state)
+        iteration = self.iter
+
+        def write() -> None:
+            proto = net_to_proto(net, blobs)
+            for layer in proto.layer:
+                layer.phase = caffe_pb2.TRAIN
+            save_caffemodel(model_path, proto)
+            for h in history:
+                array_to_blob(h.numpy(), state.history.add())
+            write_binary(state_path, state)
+            prefix = Path(absolute(self.param.snapshot_prefix, self.folder))
+            prune(prefix, self.snapshot_keep, iteration, self.param.max_iter)
+
+        self._writer.submit(write)
+        self.log.info(f"Snapshotting to binary proto file {model_name}", "solver.cpp:581")
         self.log.info(f"Snapshotting solver state to binary proto file {state_name}", "sgd_solver.cpp:273")
         self.last_snapshot = state_path
         self.log.record(kind="snapshot", iter=self.iter, caffemodel=str(model_path), solverstate=str(state_path))
@@ -424,8 +473,9 @@ class Solver:
 
     def _check_finite(self) -> None:
         """Refuse to snapshot weights an update has made NaN or infinite: the last good one stays."""
-        for e in self.entries:
-            if not torch.isfinite(e.param.detach()).all():
+        finite = torch.stack([torch.isfinite(e.param.detach()).all() for e in self.entries]).tolist()  # one sync
+        for e, ok in zip(self.entries, finite):
+            if not ok:
                 kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
                 raise TrainingDiverged(
                     f"iteration {self.iter}: the update made {e.layer} param {e.index} non-finite; "

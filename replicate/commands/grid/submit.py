@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from replicate.experiments.launch import GRID_SNAPSHOT_KEEP
 from replicate.experiments.planfile import read_plan
 from replicate.experiments.slurm import make_executor, submit_plan
 
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="submit only these nets (and the base nets they need)")
     parser.add_argument("--resubmit", action="store_true",
                         help="queue nets again even when their status says queued or running")
+    parser.add_argument("--snapshot-keep", type=int, default=GRID_SNAPSHOT_KEEP, metavar="K",
+                        help="each net keeps its last K snapshots and its final one (default %(default)s: "
+                             "the 148-net CaffeNet grid then ends with ~69 GB of snapshots; 0 keeps all)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     )
     jobs = submit_plan(
         plan, executor, only=args.only, device="cuda" if args.gpus_per_node else "cpu",
-        resubmit=args.resubmit,
+        resubmit=args.resubmit, snapshot_keep=args.snapshot_keep,
     )
     print(f"{len(jobs)} net(s) queued or in the queue; `python -m replicate grid status --plan {args.plan}`")
     return 0
