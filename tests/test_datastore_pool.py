@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from solver_support import copy_run, one_thread  # noqa: F401  (autouse fixture)
+from solver_support import copy_run
 from test_solver_snapshots import _children
 
 from replicate.data.cpus import available_cpus
