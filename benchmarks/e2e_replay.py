@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from replay_support import E2E_WEIGHTS, copy_run, logged_numbers, masked_values, params  # noqa: E402
+from solver_support import E2E_WEIGHTS, copy_run, logged_numbers, masked_values, params  # noqa: E402
 
 from replicate.solver.run import train  # noqa: E402
 

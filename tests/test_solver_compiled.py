@@ -32,7 +32,7 @@ from replicate.solver.loss_monitor import LossMonitor
 from replicate.solver.run import train
 from replicate.solver.solver import Solver
 from replicate.solver.updates import FusedSgd, UpdateRule
-from solver_support import copy_run, one_thread, params  # noqa: F401 (autouse fixture)
+from solver_support import copy_run, params
 
 NET = """
 name: "tiny"

@@ -24,8 +24,7 @@ from replicate.io.model import load_caffemodel, save_caffemodel
 from replicate.proto import caffe_pb2
 from replicate.results.logs import read_log
 from replicate.solver.run import train
-from replay_support import E2E_WEIGHTS, logged_numbers, masked_values
-from solver_support import E2E, copy_run, one_thread, params  # noqa: F401 (autouse fixture)
+from solver_support import E2E, E2E_WEIGHTS, copy_run, logged_numbers, masked_values, params
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:

@@ -18,7 +18,7 @@ from replicate.proto import caffe_pb2
 from replicate.results.logs import read_log
 from replicate.solver.run import train
 from replicate.solver.solver import TrainingDiverged
-from solver_support import copy_run, one_thread, params  # noqa: F401 (autouse fixture)
+from solver_support import copy_run, params
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     train(whole / "solver.prototxt", weights=str(whole / "init.caffemodel"), echo=False)
 
     killed = copy_run(tmp_path, "killed", edits)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "replicate", "train", "solver.prototxt", "--weights", "init.caffemodel"],
         cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -149,7 +149,7 @@ def test_snapshot_prefix_defaults_and_unwritable_folder(tmp_path: Path) -> None:
 def test_sigint_snapshots_and_stops_like_caffe(tmp_path: Path) -> None:
     run = copy_run(tmp_path, "sigint", {"max_iter: 20": "max_iter: 100000", "snapshot: 10": "snapshot: 0",
                                         "test_interval: 5": "test_interval: 0"})
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "replicate", "train", "solver.prototxt", "--weights", "init.caffemodel"],
         cwd=run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from solver_support import copy_run, one_thread  # noqa: F401  (autouse fixture)
+from solver_support import copy_run
 
 from replicate.data import lmdb_io
 from replicate.data.ilsvrc import Images

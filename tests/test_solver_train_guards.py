@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from replicate.cli import main
-from solver_support import E2E, copy_run, one_thread, params  # noqa: F401  (one_thread: autouse)
+from solver_support import E2E, copy_run, params
 
 SHORT = {"max_iter: 20": "max_iter: 2", "snapshot: 10": "snapshot: 1", "test_interval: 5": "test_interval: 2"}
 

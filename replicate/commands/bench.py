@@ -39,6 +39,7 @@ from replicate.bench.table import best_steps, markdown
 from replicate.bench.test_pass import time_test_pass
 from replicate.data.throughput import folder_source, loader_rates, open_source, source_kind, train_maker
 from replicate.errors import ReplicateError
+from replicate.machine import cpu_model
 from replicate.solver.run import pick_device
 from replicate.solver.solver import PRECISIONS, default_data_workers, device_name
 
@@ -80,16 +81,6 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
                                           "compile", "compile_backend", "channels_last", "sweep", "peer", "test_pass",
                                           "test_iter", "test_batch", "view", "lmdb", "jpeg_dir")}
 
-
-def cpu_model() -> str:
-    """The CPU's model name as lscpu shows it (every CPU figure names its CPU)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _step_line(r: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from replicate.errors import ReplicateError
 from replicate.io.binary import read_binary, write_binary
 from replicate.io.blobs import array_to_blob, blob_to_array
 from replicate.io.model import load_caffemodel, save_caffemodel
+from replicate.machine import cpu_model
 from replicate.net.compile import CompiledNet, ForwardResult
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
@@ -63,8 +64,8 @@ def host_copy(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def device_name(device: torch.device) -> str:
-    """The accelerator's marketing name ("NVIDIA H100 80GB HBM3"), or "cpu"."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    """The accelerator's marketing name ("NVIDIA H100 80GB HBM3"), or the CPU's (machine.cpu_model)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
 
 
 def set_precision(precision: str) -> None:
