@@ -133,12 +133,15 @@ def test_compiled_trajectory_equals_the_eager_one_over_the_e2e_run(tmp_path: Pat
     assert "Training iteration: one compiled graph" in (runs["aot_eager"] / "train.log").read_text()
     eager, compiled = _records(runs[False]), _records(runs["aot_eager"])
     assert [(r["kind"], r.get("iter")) for r in eager] == [(r["kind"], r.get("iter")) for r in compiled]
+    # The e2e replay's criterion for logged numbers: the late losses are -log(p) of p near 1 (about
+    # 0.005), where float rounding of p is a larger share of the loss.
     for a, b in zip(eager, compiled):
         if a["kind"] == "train":
             assert a["lr"] == b["lr"]
-            np.testing.assert_allclose([b["loss"], b["smoothed_loss"]], [a["loss"], a["smoothed_loss"]], rtol=1e-5)
+            np.testing.assert_allclose([b["loss"], b["smoothed_loss"]], [a["loss"], a["smoothed_loss"]],
+                                       rtol=1e-5, atol=1e-6)
         elif a["kind"] == "test":
-            np.testing.assert_allclose(list(b["outputs"].values()), list(a["outputs"].values()), rtol=1e-5)
+            np.testing.assert_allclose(list(b["outputs"].values()), list(a["outputs"].values()), rtol=1e-5, atol=1e-6)
     assert len([r for r in eager if r["kind"] == "train"]) == 20
     for it in (10, 20):
         mine, theirs = params(runs["aot_eager"] / f"snap_iter_{it}.caffemodel"), params(runs[False] / f"snap_iter_{it}.caffemodel")
