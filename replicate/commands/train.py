@@ -9,8 +9,11 @@ Under torchrun each net's batch_size is the global batch, split evenly over the 
 gradients are averaged so training matches one process on the whole batch; rank 0 logs and
 snapshots.  Relative paths in the solver and its nets resolve against the solver's folder.  The run writes
 train.log (Caffe's log lines), metrics.jsonl and <prefix>_iter_N.caffemodel/.solverstate there.
-Ctrl-C (SIGINT) finishes the current iteration, snapshots and stops; SIGHUP snapshots and goes
-on (Caffe's defaults); a second Ctrl-C stops at once.
+Ctrl-C (SIGINT) finishes the current iteration, snapshots and stops (exit 0); SIGHUP snapshots
+and goes on (Caffe's defaults); a second Ctrl-C stops at once.  SIGTERM and SIGUSR2 (a scheduler's
+preemption, requeue, scancel or time limit) finish the current iteration, snapshot and exit 75
+(EX_TEMPFAIL), which the grid reads as "requeue": `--snapshot` of that snapshot continues the run
+bit for bit (the snapshot's .resume.json sidecar holds the data positions and random streams).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from replicate.solver.requests import EXIT_REQUEUE
 from replicate.solver.run import train
 from replicate.solver.solver import PRECISIONS
 
@@ -41,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
         args.solver, args.weights, args.snapshot, args.device, args.precision,
         channels_last=args.channels_last, compile=args.compile, data_workers=args.data_workers,
     )
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for the run
+    if result.requeued:  # every process stopped at the same iteration: all exit "requeue"
+        if rank0:
+            print(f"stopped at iteration {result.iterations} by a scheduler's signal; "
+                  f"resume with --snapshot {result.last_snapshot}")
+        return EXIT_REQUEUE
+    if not rank0:
         return 0
     if result.stopped_early:
         # Exit 0 like Caffe after its SIGINT "stop"; the snapshot is where a rerun resumes.

@@ -218,11 +218,11 @@ class BatchMaker:
 
 
 class SerialLoader:
-    """Batches 0, 1, 2, ... computed in this process when asked for."""
+    """Batches first, first + 1, ... computed in this process when asked for."""
 
-    def __init__(self, maker: BatchMaker):
+    def __init__(self, maker: BatchMaker, first: int = 0):
         self.maker = maker
-        self.next_batch = 0
+        self.next_batch = first
 
     def __iter__(self) -> Iterator[Batch]:
         return self
@@ -254,8 +254,11 @@ class _HostBatches(Dataset):
 
 
 class _Counter(Sampler[int]):
+    def __init__(self, first: int):
+        self.first = first
+
     def __iter__(self) -> Iterator[int]:
-        return itertools.count()
+        return itertools.count(self.first)
 
 
 def _worker_init(_: int) -> None:
@@ -265,16 +268,16 @@ def _worker_init(_: int) -> None:
 
 
 class _Ordered:
-    """Items 0, 1, 2, ... of `dataset` computed ahead by `workers` processes and delivered in
-    order; `prefetch` items are in flight in all (Caffe's data_param.prefetch)."""
+    """Items first, first + 1, ... of `dataset` computed ahead by `workers` processes and delivered
+    in order; `prefetch` items are in flight in all (Caffe's data_param.prefetch)."""
 
-    def __init__(self, dataset: Dataset, workers: int, prefetch: int, pin_memory: bool = False):
+    def __init__(self, dataset: Dataset, workers: int, prefetch: int, pin_memory: bool = False, first: int = 0):
         if workers < 1:
             raise ValueError("worker loading needs at least one worker")
         self._loader = DataLoader(
             dataset,
             batch_size=None,
-            sampler=_Counter(),
+            sampler=_Counter(first),
             num_workers=workers,
             prefetch_factor=max(1, -(-prefetch // workers)),
             worker_init_fn=_worker_init,
@@ -298,9 +301,9 @@ class _Ordered:
 class WorkerLoader:
     """Batches computed ahead, decoded and transformed, by `workers` processes."""
 
-    def __init__(self, maker: BatchMaker, workers: int, prefetch: int = 4):
+    def __init__(self, maker: BatchMaker, workers: int, prefetch: int = 4, first: int = 0):
         self.maker = maker
-        self._ordered = _Ordered(_Batches(maker), workers, prefetch)
+        self._ordered = _Ordered(_Batches(maker), workers, prefetch, first=first)
 
     def __iter__(self) -> Iterator[Batch]:
         return self
@@ -378,14 +381,15 @@ class GpuLoader:
     tests check this path on a machine without one.
     """
 
-    def __init__(self, maker: BatchMaker, device: str | torch.device = "cuda", workers: int = 0, prefetch: int = 4):
+    def __init__(self, maker: BatchMaker, device: str | torch.device = "cuda", workers: int = 0, prefetch: int = 4,
+                 first: int = 0):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ReplicateError("the GPU data path needs a CUDA device, and torch sees none")
         self.maker = maker
-        self.next_batch = 0
+        self.next_batch = first
         self._pin = self.device.type == "cuda"
-        self._ordered = _Ordered(_HostBatches(maker), workers, prefetch, self._pin) if workers > 0 else None
+        self._ordered = _Ordered(_HostBatches(maker), workers, prefetch, self._pin, first) if workers > 0 else None
 
     def __iter__(self) -> Iterator[Batch]:
         return self
@@ -422,11 +426,12 @@ class GpuLoader:
             self._ordered.close()
 
 
-def make_loader(maker: BatchMaker, workers: int = 0, prefetch: int = 4, device: str | None = None):
-    """The loader for a data layer: the GPU path when `device` is a CUDA device (its `workers`
-    processes read records), else `workers` processes that do everything (0 = this process)."""
+def make_loader(maker: BatchMaker, workers: int = 0, prefetch: int = 4, device: str | None = None, first: int = 0):
+    """The loader for a data layer, starting at batch `first`: the GPU path when `device` is a
+    CUDA device (its `workers` processes read records), else `workers` processes that do
+    everything (0 = this process)."""
     if device is not None and torch.device(device).type == "cuda":
-        return GpuLoader(maker, device, workers, prefetch)
+        return GpuLoader(maker, device, workers, prefetch, first)
     if workers > 0:
-        return WorkerLoader(maker, workers, prefetch)
-    return SerialLoader(maker)
+        return WorkerLoader(maker, workers, prefetch, first)
+    return SerialLoader(maker, first)

@@ -8,6 +8,8 @@ layer is built, before any training starts.  `forward()` returns CPU tensors (th
 
 Random crops and mirrors are drawn from a seed taken from torch's default generator when the layer
 is built (so `torch.manual_seed` makes a run repeatable); `configure(seed=...)` sets it directly.
+Batch k depends only on the source, the seed, the first record and k, so `position()` (seed, first
+record, batches read) is all a snapshot needs to save, and `seek()` continues exactly there.
 Worker processes: `configure(workers=N)`, or the environment variable REPLICATE_DATA_WORKERS.
 In a data-parallel run (torch.distributed initialised, N processes) batch_size is the global batch:
 each process's tops hold its 1/N slice of every global batch (`BatchMaker` shard).
@@ -67,6 +69,8 @@ class BatchLayer(Layer):
             raise ReplicateError(f"REPLICATE_DATA_WORKERS={workers!r}: expected a number of worker processes")
         self.workers = int(workers)
         self.device: str | None = None
+        #: Batches handed out so far: the number of the next one.
+        self.batches_read = 0
         self._loader = None
 
     def configure(self, seed: int | None = None, workers: int | None = None, device: str | None = None) -> None:
@@ -81,8 +85,18 @@ class BatchLayer(Layer):
         if device is not None:
             self.device = device
 
+    def position(self) -> dict[str, int]:
+        """Where this layer stands in its source: all a snapshot needs to continue it exactly."""
+        return {"seed": self.maker.seed, "start": self.maker.start, "batch": self.batches_read}
+
+    def seek(self, position: dict[str, int]) -> None:
+        """Continue from a `position()` (a resumed run); the next forward reads its batch."""
+        self.close()
+        self.maker.seed, self.maker.start, self.batches_read = position["seed"], position["start"], position["batch"]
+
     def close(self) -> None:
-        """Stop the loader's worker processes (a later forward starts a new loader)."""
+        """Stop the loader's worker processes (a later forward starts a new loader where this one
+        stopped)."""
         if self._loader is not None and hasattr(self._loader, "close"):
             self._loader.close()
         self._loader = None
@@ -91,8 +105,9 @@ class BatchLayer(Layer):
     def forward(self) -> tuple[torch.Tensor, ...]:
         # Reading and decoding is Python I/O: torch.compile of a net runs it as it is.
         if self._loader is None:
-            self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device)
+            self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device, self.batches_read)
         data, label = next(self._loader)
+        self.batches_read += 1
         return (data, label) if len(self.top_shapes) == 2 else (data,)
 
 

@@ -22,6 +22,7 @@ from replicate.proto import caffe_pb2
 from replicate.solver.distributed import join, leave
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
+from replicate.solver.requests import Requests
 from replicate.solver.solver import Solver, set_precision
 
 
@@ -34,6 +35,8 @@ class TrainResult:
     log: Path
     metrics: Path
     stopped_early: bool
+    #: Stopped by SIGTERM or SIGUSR2 after a snapshot: exit with requests.EXIT_REQUEUE.
+    requeued: bool = False
 
 
 def pick_device(requested: str | None, solver_mode: int | None = None) -> torch.device:
@@ -88,6 +91,8 @@ def train(
 
     Started by torchrun (WORLD_SIZE > 1) it is one process of a data-parallel run: the nets'
     batch sizes are global batches split over the processes, and only rank 0 logs and snapshots.
+    Signals are listened to from the start, as `caffe train` does, so a SIGTERM while the nets
+    are being built still ends in a snapshot (replicate.solver.requests).
     """
     solver_path = Path(solver_path)
     if not solver_path.is_file():
@@ -103,26 +108,29 @@ def train(
     group, device = join(device)
     main = group.is_main
     log = RunLog(folder if main else None, echo and main, append=snapshot is not None)
+    requests = Requests()
     try:
-        target = pick_device(device, param.solver_mode)
-        if target.type == "cpu":
-            keep_freed_memory()
-        world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
-        log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
-        solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers)
-        try:
-            if weights:
-                _copy_weights(solver.net, weights, log)
-                solver.sync_weights()
-            log.info("Starting Optimization", "caffe.cpp:232")
-            solver.solve(snapshot)
-        finally:
-            solver.close()
+        with requests.listen():
+            target = pick_device(device, param.solver_mode)
+            if target.type == "cpu":
+                keep_freed_memory()
+            world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
+            log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
+            solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers,
+                            requests)
+            try:
+                if weights:
+                    _copy_weights(solver.net, weights, log)
+                    solver.sync_weights()
+                log.info("Starting Optimization", "caffe.cpp:232")
+                solver.solve(snapshot)
+            finally:
+                solver.close()
     finally:
         log.close()
         leave(group)
     return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log", folder / "metrics.jsonl",
-                       solver.stopped_early)
+                       solver.stopped_early, solver.requeued)
 
 
 def test(
