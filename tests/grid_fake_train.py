@@ -3,7 +3,8 @@
 `grid_fake_train.py solver.prototxt [--weights W] [--snapshot S] [--device D]`, run in the net's
 folder, writes what `python -m replicate train` writes: train.log, metrics.jsonl ending with
 `{"kind": "done"}` and `<prefix>_iter_N.caffemodel/.solverstate` every `snapshot` iterations and
-at max_iter.  On SIGINT it snapshots and exits 0, as Caffe does.  `fake.json` in the folder may
+at max_iter.  On SIGINT it snapshots and exits 0, as Caffe does; on SIGTERM or SIGUSR2 it
+snapshots and exits 75 (requeue), as `train` does.  `fake.json` in the folder may
 ask for {"fail_at": N} (exit 1 with an error at iteration N) or {"step_s": seconds}; every run
 appends its arguments, GPU and times to invocations.jsonl.
 """
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 import time
 from datetime import datetime
@@ -54,6 +56,14 @@ def main() -> int:
         metrics.write(json.dumps(obj) + "\n")
         metrics.flush()
 
+    class Requeue(Exception):
+        pass
+
+    def requeue(signum, frame):
+        raise Requeue
+
+    signal.signal(signal.SIGTERM, requeue)
+    signal.signal(signal.SIGUSR2, requeue)
     try:
         while it < max_iter:
             time.sleep(config.get("step_s", 0.0))
@@ -72,6 +82,10 @@ def main() -> int:
         snap(it)
         print("Optimization stopped early.", file=sys.stderr)
         return 0
+    except Requeue:
+        snap(it)
+        record({"kind": "stopped", "iter": it, "requeue": True})
+        return 75
     snap(max_iter)
     record({"kind": "done", "iter": max_iter})
     with open("invocations.jsonl", "a") as f:
