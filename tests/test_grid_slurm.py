@@ -98,7 +98,8 @@ def test_train_net_is_safe_to_repeat(tmp_path: Path) -> None:
 @pytest.fixture
 def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`sbatch` that keeps each script it is given, queues its job (each array task) in the file
-    $FAKE_SLURM_QUEUE and answers like SLURM; `squeue` that lists that queue; an `srun`."""
+    $FAKE_SLURM_QUEUE and answers like SLURM; `squeue` that lists that queue; `scancel` that
+    notes what it is asked to cancel in $FAKE_SLURM_QUEUE.cancelled; an `srun`."""
     scripts = tmp_path / "sbatch"
     scripts.mkdir()
     bin_dir = tmp_path / "bin"
@@ -111,6 +112,7 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         'echo "Submitted batch job $n"\n'
     )
     (bin_dir / "squeue").write_text('#!/bin/sh\ncat "$FAKE_SLURM_QUEUE" 2>/dev/null || true\n')
+    (bin_dir / "scancel").write_text('#!/bin/sh\nfor j in "$@"; do echo "$j" >>"$FAKE_SLURM_QUEUE.cancelled"; done\n')
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
@@ -170,13 +172,14 @@ def test_slurm_arrays_with_afterok_on_the_base_job(tmp_path: Path, fake_slurm: P
     assert len(list(fake_slurm.iterdir())) == 3
     assert lines[0] == "b: already queued as job 1000_0"
     # A job gone from the queue (scancel) is submitted again, whatever its status says; so are
-    # the dependants SLURM cancelled with it (kill-on-invalid-dep), after the new job.
-    for job in ("1000_0", "1001_0", "1001_1", "1002"):
-        _leave_queue(tmp_path, job)
+    # the nets waiting for it (afterok could never be met): their jobs are cancelled and
+    # replaced by jobs after the new one.
+    _leave_queue(tmp_path, "1000_0")
     lines.clear()
     submit_plan(plan, executor, report=lines.append)
-    assert lines == ["c: already queued as job 1000_1", "queued 1 net(s): b",
-                     "queued 2 net(s) after job 1003: t1, t2", "queued 1 net(s) after job 1004_0: t3"]
+    assert lines == ["c: already queued as job 1000_1", "cancelled job(s) 1001_0, 1001_1, 1002: their nets are queued anew",
+                     "queued 1 net(s): b", "queued 2 net(s) after job 1003: t1, t2", "queued 1 net(s) after job 1004_0: t3"]
+    assert (tmp_path / "queue.cancelled").read_text().split() == ["1001_0", "1001_1", "1002"]
     assert _flags(fake_slurm / "1003.sh").get("array") is None
     resubmitted = submit_plan(plan, executor, resubmit=True, report=lambda line: None)
     assert resubmitted["t1"].job_id == "1007_0"

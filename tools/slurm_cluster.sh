@@ -10,7 +10,8 @@
 # The config is the minimal one seen working on this project's machines (gVisor containers
 # without systemd or cgroups): SlurmUser=root, proctrack/linuxproc, task/none, cons_tres with
 # CR_Core_Memory (so a job's --cpus-per-task and --mem are enforced as on a real cluster),
-# JobRequeue=1, and one node with this machine's CPUs and memory (`slurmd -C`).  It is written to
+# JobRequeue=1, RequeueExit=75 (a job that exits 75, `train`'s "stopped by a scheduler's signal,
+# resume me", is requeued), and one node with this machine's CPUs and memory (`slurmd -C`).  It is written to
 # /etc/slurm/slurm.conf only when that file is absent or was written by this script: a real
 # cluster's config is never touched.  Every failure ends with one line saying why, and the
 # daemons' logs are in /var/log/slurm.
@@ -46,6 +47,8 @@ write_config() {
   node=$(slurmd -C | head -n 1)
   [[ "$node" == NodeName=* ]] || die "slurmd -C did not describe this node: $node"
   mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd "$LOGS"
+  local before=""
+  [ -f "$CONF" ] && before=$(cat "$CONF")
   cat >"$CONF" <<EOF
 $MARK
 ClusterName=replicate
@@ -61,6 +64,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
 JobRequeue=1
+RequeueExit=75
 ReturnToService=2
 KillWait=30
 MinJobAge=300
@@ -75,6 +79,9 @@ SlurmdLogFile=$LOGS/slurmd.log
 $node State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+  if [ -n "$before" ] && [ "$before" != "$(cat "$CONF")" ] && running /run/slurmctld.pid; then
+    scontrol reconfigure || die "the config changed and scontrol reconfigure failed"
+  fi
 }
 
 start_munge() {

@@ -175,27 +175,35 @@ def submit_plan(
     given) on `executor` (make_executor's SLURM one, or e.g. submitit's LocalExecutor); the job
     of each net, or the id of the job an earlier submission queued for it, kept while that job
     is in SLURM's queue (pending, running or requeued; elsewhere: while the net's status says
-    queued or running) unless `resubmit`: submitting twice must not train a net twice."""
+    queued or running): submitting twice must not train a net twice.  A job is replaced (and
+    cancelled) when `resubmit` asks for it or when the base job it waits for is replaced."""
     nets = plan.with_dependencies(list(only)) if only else plan.nets
     nets = [n for n in plan.ordered() if n in nets]
     finished = {n.name for n in nets if is_finished(n)}
-    queued = queued_jobs() if _is_slurm(executor) and not resubmit else None
+    queued = queued_jobs() if _is_slurm(executor) else None
     jobs: dict[str, submitit.Job | str] = {}
-    todo = []
+    todo: list[PlannedNet] = []
+    stale: list[str] = []
     for net in nets:
         record = netstate.read_status(net.dir)
         if net.name in finished:
             continue
         job_id = record.get("job_id")
         if queued is not None:
-            keep = job_id in queued
+            waiting = job_id in queued
         else:
-            keep = not resubmit and record.get("state") in (netstate.QUEUED, netstate.RUNNING) and job_id
-        if keep:
+            waiting = bool(job_id) and record.get("state") in (netstate.QUEUED, netstate.RUNNING)
+        # A job waiting for a base job that is being replaced would wait forever (afterok).
+        if waiting and not resubmit and net.depends_on not in {n.name for n in todo}:
             jobs[net.name] = job_id
             report(f"{net.name}: already queued as job {job_id}")
-        else:
-            todo.append(net)
+            continue
+        if waiting and queued is not None:
+            stale.append(job_id)
+        todo.append(net)
+    if stale:  # never two jobs training one net
+        subprocess.run(["scancel", *stale], capture_output=True, timeout=60)
+        report(f"cancelled job(s) {', '.join(stale)}: their nets are queued anew")
     trainer = TrainNet(device=device, train_command=train_command, stop_timeout_s=stop_timeout_s)
     blocked: dict[str, str] = {}
     for base, group in _groups(todo, finished).items():
