@@ -265,10 +265,12 @@ class Solver:
         self.requeued = self.requeued or request == req.REQUEUE
 
     def _record_stop(self) -> None:
-        reason = f"{self.requests.requeue_signal or 'signal'} (requeue)" if self.requeued else "SIGINT"
         self.log.record(kind="stopped", iter=self.iter, requeue=self.requeued)
         if self.requeued:
-            self.log.info(f"Stopped by {reason} at iteration {self.iter}; the job resumes from {self.last_snapshot}")
+            # In a data-parallel run the signal may have reached another process only.
+            signal_name = self.requests.requeue_signal or "a signal to another process of this run"
+            self.log.info(f"Stopped by {signal_name} (requeue) at iteration {self.iter}; "
+                          f"the job resumes from {self.last_snapshot}")
 
     def step(self, iters: int) -> None:
         p = self.param
