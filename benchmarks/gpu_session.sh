@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Everything the GPU issue measures, in one command on a GPU machine, written to $OUT:
-# nvidia-smi, a synthetic 256x256 dataset as raw and JPEG LMDBs, and `bench` (every precision,
-# every channels_last/compile combination with SWEEP=1, the loaders, end to end) as JSON,
-# Markdown (for the README) and its log.
+# nvidia-smi, a synthetic 256x256 dataset prepared as raw and JPEG stores (`data prepare`, with
+# the whole set as a view, and the views exported as LMDBs), the cost of a CaffeNet snapshot to
+# the training loop, and `bench` (every precision, every channels_last/compile combination with
+# SWEEP=1, the loaders over the views and LMDBs with CPU and GPU decoding, end to end from the raw
+# view) as JSON, Markdown (for the README) and its log.
 #
 #   bash benchmarks/gpu_session.sh                    # from the repository root
 #   SWEEP=1 bash benchmarks/gpu_session.sh            # also time channels_last and torch.compile
@@ -39,13 +41,24 @@ export PYTHONUNBUFFERED=1
 
 workers=$(nproc)
 "$PY" -m replicate data synth --out "$DATA/synth" --classes 10 --train-per-class "$PER_CLASS" --val-per-class 1 --size 256
-[ -d "$DATA/raw" ] || "$PY" -m replicate data convert --list "$DATA/synth/train.txt" --root "$DATA/synth/train/" \
-    --out "$DATA/raw" --shuffle --workers "$workers"
-[ -d "$DATA/jpeg" ] || "$PY" -m replicate data convert --list "$DATA/synth/train.txt" --root "$DATA/synth/train/" \
-    --out "$DATA/jpeg" --shuffle --encoded --workers "$workers"
+for format in raw jpeg; do
+    # One store per format with the whole set as a view (data prepare's path from Caffe lists),
+    # and the same view exported as an ordinary Caffe LMDB, to compare the two readers.
+    [ -f "$DATA/$format/whole_train/view.json" ] || "$PY" -m replicate data prepare --format "$format" \
+        --train "$DATA/synth/train.txt" --train-root "$DATA/synth/train/" \
+        --val "$DATA/synth/val.txt" --val-root "$DATA/synth/val/" \
+        --synsets "$DATA/synth/synsets.txt" --families "$DATA/synth/families.txt" --splits 0 --reduced "" \
+        --out "$DATA/$format" --workers "$workers" 2>&1 | tee "$OUT/prepare_$format.log"
+    [ -d "$DATA/${format}_lmdb" ] || "$PY" -m replicate data export-lmdb "$DATA/$format/whole_train" "$DATA/${format}_lmdb"
+done
+du -sb "$DATA/raw/store" "$DATA/jpeg/store" | tee "$OUT/store_bytes.txt"
+
+# A CaffeNet snapshot: what the training loop waits for, and the background write.
+"$PY" benchmarks/snapshot_cost.py --device "$DEVICE" 2>&1 | tee "$OUT/snapshot_cost.txt"
 
 sweep=()
 [ "${SWEEP:-0}" = 1 ] && sweep=(--sweep)
 "$PY" -m replicate bench --device "$DEVICE" --batch "$BATCH" --precision all "${sweep[@]}" \
-    --iterations "$ITERATIONS" --lmdb "$DATA/raw" --lmdb "$DATA/jpeg" --jpeg-dir "$DATA/synth/train" \
+    --iterations "$ITERATIONS" --view "$DATA/raw/whole_train" --view "$DATA/jpeg/whole_train" \
+    --lmdb "$DATA/raw_lmdb" --lmdb "$DATA/jpeg_lmdb" --jpeg-dir "$DATA/synth/train" \
     --out "$OUT/bench.json" --markdown "$OUT/bench.md" 2>&1 | tee "$OUT/bench.log"

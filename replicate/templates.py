@@ -299,10 +299,11 @@ def layer_learning(spec: NetSpec) -> dict[str, dict[str, Any]]:
 
 
 def data_paths(spec: NetSpec, root: str) -> DataPaths:
-    """Data store layout: `<root>/<set>/lmdb`; the mean is the training set's (see NetSpec)."""
+    """`data prepare`'s layout: the source is the set's view `<root>/<set>` (the Data layer reads
+    a view folder as it reads an LMDB); the mean is the training set's (see NetSpec)."""
     return DataPaths(
-        train_source=posixpath.join(root, spec.train_set, "lmdb"),
-        val_source=posixpath.join(root, spec.val_set, "lmdb"),
+        train_source=posixpath.join(root, spec.train_set),
+        val_source=posixpath.join(root, spec.val_set),
         mean_file=posixpath.join(root, spec.mean_set, "mean.binaryproto"),
     )
 

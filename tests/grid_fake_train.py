@@ -1,6 +1,6 @@
 """A stand-in trainer that keeps the `train` contract, for testing the grid without the solver.
 
-`grid_fake_train.py solver.prototxt [--weights W] [--snapshot S] [--device D]`, run in the net's
+`grid_fake_train.py solver.prototxt [--weights W] [--snapshot S] [--device D] [--snapshot-keep K]`, run in the net's
 folder, writes what `python -m replicate train` writes: train.log, metrics.jsonl ending with
 `{"kind": "done"}` and `<prefix>_iter_N.caffemodel/.solverstate` every `snapshot` iterations and
 at max_iter.  On SIGINT it snapshots and exits 0, as Caffe does; on SIGTERM or SIGUSR2 it
@@ -30,6 +30,7 @@ def main() -> int:
     parser.add_argument("--weights")
     parser.add_argument("--snapshot")
     parser.add_argument("--device")
+    parser.add_argument("--snapshot-keep", type=int)
     args = parser.parse_args()
     text = open(args.solver).read()
     max_iter = int(setting(text, "max_iter"))

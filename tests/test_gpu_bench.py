@@ -14,6 +14,7 @@ from PIL import Image
 from replicate.bench.peak import peak_tflops, step_flops
 from replicate.bench.step import caffenet
 from replicate.data.image import encode_jpeg
+from replicate.cli import main
 from replicate.data.lmdb_io import array_datum, encoded_datum, write_lmdb
 from replicate.net.compile import CompiledNet
 from replicate.proto import caffe_pb2
@@ -39,10 +40,19 @@ def test_bench_on_cpu_writes_every_measurement(tmp_path: Path) -> None:
     (tmp_path / "jpegs").mkdir()
     for i, im in enumerate(images):
         Image.fromarray(im).save(tmp_path / "jpegs" / f"{i}.jpg")
+    (tmp_path / "train.txt").write_text("".join(f"{i}.jpg {i % 2}\n" for i in range(4)))
+    (tmp_path / "synsets.txt").write_text("n00000001\nn00000002\n")
+    (tmp_path / "families.txt").write_text("n00000001 natural\nn00000002 man-made\n")
+    assert main(["data", "prepare", "--format", "jpeg", "--train", str(tmp_path / "train.txt"), "--train-root",
+                 str(tmp_path / "jpegs"), "--synsets", str(tmp_path / "synsets.txt"), "--families",
+                 str(tmp_path / "families.txt"), "--splits", "0", "--reduced", "", "--resize", "64", "64",
+                 "--workers", "1", "--out", str(tmp_path / "data")]) == 0
+    view = tmp_path / "data" / "whole_train"
     out = tmp_path / "bench.json"
     subprocess.run(
         [sys.executable, "-m", "replicate", "bench", "--device", "cpu", "--batch", "2", "--iterations", "1",
-         "--warmup", "1", "--precision", "all", "--lmdb", str(tmp_path / "raw"), "--lmdb", str(tmp_path / "jpeg"),
+         "--warmup", "1", "--precision", "all", "--view", str(view),
+         "--lmdb", str(tmp_path / "raw"), "--lmdb", str(tmp_path / "jpeg"),
          "--jpeg-dir", str(tmp_path / "jpegs"), "--loader-batches", "2", "--out", str(out),
          "--markdown", str(tmp_path / "bench.md")],
         cwd=ROOT, check=True, capture_output=True, text=True,
@@ -52,10 +62,10 @@ def test_bench_on_cpu_writes_every_measurement(tmp_path: Path) -> None:
     assert [r["precision"] for r in report["step"]] == ["fp32", "tf32", "bf16"]
     for r in report["step"] + report["end_to_end"]:
         assert r["ms_per_step"] > 0 and r["images_per_s"] > 0 and r["fraction_of_peak"] is None
-    assert [e["kind"] for e in report["loaders"]] == ["lmdb-raw", "lmdb-jpeg", "jpeg-folder"]
+    assert [e["kind"] for e in report["loaders"]] == ["view-jpeg", "lmdb-raw", "lmdb-jpeg", "jpeg-folder"]
     assert all(e["images_per_s"]["serial"] > 0 for e in report["loaders"])
-    assert report["loaders"][0]["crop"] == 64
-    assert [r["data"] for r in report["end_to_end"]] == [str(tmp_path / "raw")] * 3
+    assert report["loaders"][1]["crop"] == 64
+    assert [r["data"] for r in report["end_to_end"]] == [str(view)] * 3
     assert all(r["data_path"] == "cpu" and r["data_workers"] == 0 for r in report["end_to_end"])
     table = (tmp_path / "bench.md").read_text()
     assert "| fp32 | plain |" in table and "| bf16 from " in table and "| lmdb-jpeg " in table

@@ -58,9 +58,10 @@ def test_real_trainer_base_then_dependant_then_resume(tmp_path: Path, capsys) ->
     ]
     plan_path = tmp_path / "plan.json"
     plan_path.write_text(json.dumps({"version": 1, "nets": nets}))
-    run = ["grid", "run", "--plan", str(plan_path), "--device", "cpu"]
+    run = ["grid", "run", "--plan", str(plan_path), "--device", "cpu", "--snapshot-keep", "2"]
     assert main(run) == 0, (tmp_path / "b" / "train.out").read_text()
     for name in ("b", "t"):
+        assert (tmp_path / name / "snap_iter_2.caffemodel").is_file()  # the last 2 are kept
         assert (tmp_path / name / "snap_iter_4.caffemodel").is_file()
         assert (tmp_path / name / "snap_iter_4.solverstate").is_file()
         assert netstate.read_status(tmp_path / name)["state"] == "done"

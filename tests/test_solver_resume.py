@@ -77,9 +77,23 @@ def test_files_of_different_runs_are_never_loaded_together(tmp_path: Path) -> No
         train(a / "solver.prototxt", snapshot=a / "snap_iter_9.solverstate", echo=False)
 
 
-def _signal_at_test_batch(monkeypatch: pytest.MonkeyPatch, number: int, signum: int) -> None:
-    """Send `signum` to this process right after the test nets' `number`-th batch (counting from
-    1 over the run): the test at iteration 0 reads batches 1-2, the one at iteration 4 batches 3-4."""
+def _children() -> list[int]:
+    """This process's child processes (its data workers)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            status = (proc / "status").read_text()
+        except OSError:  # not a process, or one that has just ended
+            continue
+        if f"\nPPid:\t{os.getpid()}\n" in status:
+            found.append(int(proc.name))
+    return found
+
+
+def _signal_at_test_batch(monkeypatch: pytest.MonkeyPatch, number: int, signum: int, children: bool = False) -> None:
+    """Send `signum` to this process (and to its children, as SLURM signals every process of a
+    job) right after the test nets' `number`-th batch (counting from 1 over the run): the test at
+    iteration 0 reads batches 1-2, the one at iteration 4 batches 3-4."""
     forward: Callable = BatchLayer.forward
     count = 0
 
@@ -89,6 +103,8 @@ def _signal_at_test_batch(monkeypatch: pytest.MonkeyPatch, number: int, signum: 
         if self.phase == caffe_pb2.TEST:
             count += 1
             if count == number:
+                for pid in _children() if children else []:
+                    os.kill(pid, signum)
                 os.kill(os.getpid(), signum)
         return out
 
@@ -135,3 +151,19 @@ def test_stop_mid_test_interrupts_it_snapshots_and_resumes_exactly(tmp_path: Pat
     train(run / "solver.prototxt", snapshot=run / "snap_iter_4.solverstate", echo=False)
     assert _same_end(whole, run)
     assert [t for t in _records(run, "test")][1:] == _records(whole, "test")[1:]  # the test at 4 is redone
+
+
+def test_sigterm_to_every_process_of_a_job_with_data_workers_ends_in_a_snapshot(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM signals the data workers too: they leave stopping to the trainer, which still gets
+    its batches, snapshots, and resumes (with workers again) to the end of a run without them."""
+    edits = {"snapshot: 3": "snapshot: 5", "stepsize: 8": "stepsize: 8\nrandom_seed: 7"}
+    whole = random_run(tmp_path, "whole", edits)
+    train(whole / "solver.prototxt", echo=False)
+    run = random_run(tmp_path, "workers", edits)
+    with monkeypatch.context() as m:
+        _signal_at_test_batch(m, 3, signal.SIGTERM, children=True)
+        result = train(run / "solver.prototxt", echo=False, data_workers=2)
+    assert (result.iterations, result.requeued) == (4, True)
+    train(run / "solver.prototxt", snapshot=run / "snap_iter_4.solverstate", echo=False, data_workers=2)
+    assert _same_end(whole, run)

@@ -126,7 +126,7 @@ def test_existing_files_are_kept_unless_forced(tmp_path: Path,
     assert _files(tmp_path) == before
     assert main([*args, "--data", "/elsewhere", "--force"]) == 0
     net = read_net_text(tmp_path / "half1B" / "train.prototxt")
-    assert net.layer[0].data_param.source == "/elsewhere/half1B_train/lmdb"
+    assert net.layer[0].data_param.source == "/elsewhere/half1B_train"
 
 
 def test_malformed_existing_plan_is_an_error(tmp_path: Path) -> None:
@@ -224,9 +224,9 @@ def test_num_output_and_relative_data_root(tmp_path: Path, monkeypatch: pytest.M
     net = read_net_text(tmp_path / "runs" / "half2A" / "train.prototxt")
     assert net.layer[-2].inner_product_param.num_output == 500
     source = net.layer[0].data_param.source
-    assert source == "../../store/half2A_train/lmdb"
+    assert source == "../../store/half2A_train"
     resolved = os.path.normpath(tmp_path / "runs" / "half2A" / source)
-    assert resolved == str(tmp_path / "store" / "half2A_train" / "lmdb")
+    assert resolved == str(tmp_path / "store" / "half2A_train")
 
 
 def test_demo_grid(tmp_path: Path) -> None:
@@ -248,5 +248,5 @@ def test_odd_data_paths_survive_quoting(tmp_path: Path) -> None:
     root = '/data/we"ird \\ dir/ü'
     assert main(["generate", "--treatment", "whole", "--data", root, "--out", str(tmp_path)]) == 0
     net = read_net_text(tmp_path / "netbase" / "train.prototxt")
-    assert net.layer[0].data_param.source == f"{root}/whole_train/lmdb"
+    assert net.layer[0].data_param.source == f"{root}/whole_train"
     assert net.layer[0].transform_param.mean_file == f"{root}/whole_train/mean.binaryproto"

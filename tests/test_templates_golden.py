@@ -31,8 +31,8 @@ def _substituted(original: caffe_pb2.NetParameter, train_set: str, val_set: str,
     net = caffe_pb2.NetParameter()
     net.CopyFrom(original)
     replace = {
-        "imagenet_train_leveldb": f"{DATA}/{train_set}/lmdb",
-        "imagenet_val_leveldb": f"{DATA}/{val_set}/lmdb",
+        "imagenet_train_leveldb": f"{DATA}/{train_set}",
+        "imagenet_val_leveldb": f"{DATA}/{val_set}",
     }
     for layer in net.layer:
         if layer.type == "Data":

@@ -154,7 +154,7 @@ def test_data_sets_follow_the_originals(grid: Path) -> None:
         net = read_net_text(grid / "transfer1B1A_1_5" / f"{view}.prototxt")
         data = net.layer[0]
         assert data.transform_param.mean_file == "/data/half1B_train/mean.binaryproto"
-        assert data.data_param.source == f"/data/half1A_{'train' if view == 'train' else 'valid'}/lmdb"
+        assert data.data_param.source == f"/data/half1A_{'train' if view == 'train' else 'valid'}"
 
 
 def test_every_net_is_v2_and_its_own_upgrade(grid: Path, plan: list[dict[str, Any]]) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from replicate.bench.peak import peak_tflops, step_flops
-from replicate.data.lmdb_io import LmdbReader
+from replicate.data.loader import item_size
+from replicate.data.throughput import open_source
 from replicate.io.prototxt import read_net_text
 from replicate.net.cpu_memory import keep_freed_memory
 from replicate.proto import caffe_pb2
@@ -31,16 +32,19 @@ CROP = 227
 
 
 def caffenet(batch: int, lmdb: str | None = None) -> caffe_pb2.NetParameter:
-    """CaffeNet of batch `batch`: Input blobs, or a Data layer over `lmdb` (TRAIN transform:
-    random crop of 227, or of the image when smaller, and mirror)."""
+    """CaffeNet of batch `batch`: Input blobs, or a Data layer over `lmdb` (an LMDB or a view of a
+    store; TRAIN transform: random crop of 227, or of the image when smaller, and mirror)."""
     net = read_net_text(CAFFENET)
     inputs = [layer for layer in net.layer if layer.type == "Input"]
     for layer in inputs:
         layer.input_param.shape[0].dim[0] = batch
     if lmdb is None:
         return net
-    first = LmdbReader(lmdb).datum(0)
-    crop = CROP if first.encoded else min(CROP, first.height, first.width)
+    source = open_source(lmdb)
+    try:
+        crop = min(CROP, *item_size(source.item(0)))
+    finally:
+        source.close()
     data = caffe_pb2.LayerParameter(name="data", type="Data", top=["data", "label"])
     data.transform_param.crop_size = crop
     data.transform_param.mirror = True

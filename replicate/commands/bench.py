@@ -1,14 +1,16 @@
 """Measure training speed: CaffeNet steps, data loaders, and both together; write JSON.
 
   python -m replicate bench --device cuda --batch 256 --precision all --out bench.json
-  python -m replicate bench --device cuda --precision all --sweep --lmdb data/half0A_train/lmdb --markdown bench.md
+  python -m replicate bench --device cuda --precision all --sweep --view data/whole_train --markdown bench.md
   python -m replicate bench --device cpu --batch 2 --iterations 2 --warmup 1     # a quick check
 
 (a) step: the paper's CaffeNet (every layer learning) on synthetic batches through the real
 Solver (forward, backward, Caffe's SGD update), per precision: ms/step, images/s, TFLOP/s and the
 fraction of the GPU's dense peak (H100/H200; null for other devices).  (b) loaders: images/s of
-the serial, worker and GPU data paths over each --lmdb (raw or JPEG records) and --jpeg-dir.
-(c) end to end: a Data layer over the first --lmdb feeding the same training step, through the
+the serial, worker and GPU data paths over each --view of a store and --lmdb (raw or JPEG
+records: decoded on the CPU by the serial and worker paths, on the device by the GPU path) and
+--jpeg-dir.  (c) end to end: a Data layer over the first --view (else --lmdb) feeding the same
+training step, through the
 data path `train` takes on the device (on a GPU: reading workers, transforms on the GPU), with
 each precision's fastest step setting.  --sweep times every channels_last/compile combination.
 fp32 is Caffe's arithmetic (TF32 off); tf32 and bf16 are opt-in speed settings.
@@ -27,8 +29,7 @@ import torch
 
 from replicate.bench.step import time_steps
 from replicate.bench.table import best_steps, markdown
-from replicate.data.loader import LmdbSource
-from replicate.data.throughput import folder_source, loader_rates, source_kind, train_maker
+from replicate.data.throughput import folder_source, loader_rates, open_source, source_kind, train_maker
 from replicate.errors import ReplicateError
 from replicate.solver.run import pick_device
 from replicate.solver.solver import PRECISIONS, default_data_workers, device_name
@@ -42,10 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=20, help="timed steps (default 20)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     parser.add_argument("--lmdb", action="append", default=[], help="LMDB to time loading from (repeatable)")
+    parser.add_argument("--view", action="append", default=[],
+                        help="view of a store (`data prepare`, e.g. data/whole_train) to time loading from (repeatable)")
     parser.add_argument("--jpeg-dir", help="folder of JPEGs to time loading from")
     parser.add_argument("--workers", type=int,
                         help="worker processes for the loaders and the end-to-end runs (default: what `train` "
-                             "uses on this device: up to 8 on a GPU, 0 on the CPU)")
+                             "uses on this device: the CPUs this process may use less one on a GPU, 0 on the CPU)")
     parser.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader path (default 10)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the net's forward")
     parser.add_argument("--compile-backend", default="inductor",
@@ -60,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in ("batch", "precision", "iterations", "warmup", "workers",
-                                          "loader_batches", "compile", "channels_last", "sweep", "lmdb", "jpeg_dir")}
+                                          "loader_batches", "compile", "channels_last", "sweep", "view", "lmdb",
+                                          "jpeg_dir")}
 
 
 def _step_line(r: dict[str, Any]) -> str:
@@ -101,10 +105,10 @@ def run(args: argparse.Namespace) -> int:
             result = time_steps(device, args.batch, precision, channels_last=channels_last, compile=compile, **timing)
             report["step"].append(result)
             print(f"step {_step_line(result)}", file=sys.stderr)
-    sources = [(path, LmdbSource(path)) for path in args.lmdb]
+    sources = [(path, open_source(path)) for path in [*args.view, *args.lmdb]]
     if args.jpeg_dir:
         sources.append((args.jpeg_dir, folder_source(args.jpeg_dir)))
-    workers = args.workers if args.workers is not None else default_data_workers(device, 1) or 0
+    workers = args.workers if args.workers is not None else default_data_workers(device) or 0
     report["settings"]["workers"] = workers
     for path, source in sources:
         maker = train_maker(source, args.batch)
@@ -112,13 +116,15 @@ def run(args: argparse.Namespace) -> int:
         entry = {"source": str(path), "kind": source_kind(source), "records": len(source),
                  "crop": maker.transformer.crop, "images_per_s": rates}
         report["loaders"].append(entry)
+        source.close()
         shown = ", ".join(f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in rates.items())
         print(f"loader {entry['kind']} {path}: images/s {shown}", file=sys.stderr)
-    if args.lmdb:
+    if args.view or args.lmdb:
         best = best_steps(report)
+        first = [*args.view, *args.lmdb][0]
         for precision in precisions:
             fastest = {"channels_last": best[precision]["channels_last"], "compile": best[precision]["compile"]}
-            result = time_steps(device, args.batch, precision, lmdb=args.lmdb[0], workers=workers, **fastest, **timing)
+            result = time_steps(device, args.batch, precision, lmdb=first, workers=workers, **fastest, **timing)
             report["end_to_end"].append(result)
             print(f"end to end {_step_line(result)}", file=sys.stderr)
     text = json.dumps(report, indent=2)

@@ -1,8 +1,8 @@
 """The embedded default: the paper's whole pipeline, scaled to minutes on a CPU.
 
 Generates a 40-class ImageNet-like dataset (natural textures vs man-made shapes), cuts it into
-the paper's datasets (a random A/B split and the natural/man-made split), converts them to LMDBs
-with means, generates the paper's treatments for a scaled CaffeNet (base A/B, BnB, BnB+, AnB,
+the paper's datasets (a random A/B split and the natural/man-made split) as views of one store with
+their means (`data prepare`), generates the paper's treatments for a scaled CaffeNet (base A/B, BnB, BnB+, AnB,
 AnB+ both ways, random frozen layers n = 1..7, natural/man-made transfer), trains them all with
 Caffe's solver semantics, and writes the report with the paper's figures and Table 1 beside
 ours.  Every step is one of this program's own commands, printed as it runs; running the demo
@@ -78,22 +78,12 @@ def run(args: argparse.Namespace) -> int:
     _step("1/6 a generated ImageNet-like dataset", [
         "data", "synth", "--out", str(source), "--classes", str(args.classes),
         "--train-per-class", str(args.train_per_class), "--val-per-class", str(args.val_per_class)])
-    if not (data / "whole_train" / "files.txt").is_file():
-        _step("2/6 the paper's datasets: random halves, natural/man-made halves", [
-            "data", "splits", "--train-list", str(source / "train.txt"), "--val-list", str(source / "val.txt"),
+    if not all((data / f"{name}_train" / "mean.binaryproto").is_file() for name in SETS):
+        _step("2-3/6 the paper's datasets (random and natural/man-made halves) as views of one store, with means", [
+            "data", "prepare", "--train", str(source / "train.txt"), "--train-root", str(source / "train"),
+            "--val", str(source / "val.txt"), "--val-root", str(source / "val"),
             "--synsets", str(source / "synsets.txt"), "--families", str(source / "families.txt"),
-            "--splits", "1", "--reduced", "", "--out", str(data)])
-    for name in SETS:
-        for part, images in (("train", "train"), ("valid", "val")):
-            folder = data / f"{name}_{part}"
-            if not (folder / "lmdb").is_dir():
-                shuffle = ["--shuffle"] if part == "train" else []
-                _step(f"3/6 LMDB of {folder.name}", [
-                    "data", "convert", "--list", str(folder / "files.txt"), "--root", str(source / images),
-                    "--out", str(folder / "lmdb"), "--resize", "36", "36", "--workers", "1", *shuffle])
-        mean = data / f"{name}_train" / "mean.binaryproto"
-        if not mean.is_file():
-            _step(f"3/6 mean of {name}_train", ["data", "mean", str(mean.parent / "lmdb"), "--out", str(mean)])
+            "--splits", "1", "--reduced", "", "--resize", "36", "36", "--workers", "1", "--out", str(data)])
     if not (runs / "plan.json").is_file():
         _step("4/6 the treatments, as Caffe nets and solvers", [
             "generate", "--all", "--arch", "demo", "--num-output", str(args.classes), "--splits", "0,natman",

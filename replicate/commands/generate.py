@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "file (default: paper, paper_reduced for reduced nets; demo with --arch "
                       "demo)")
     draw.add_argument("--data", default="data", metavar="DIR",
-                      help="root of the data sets: sources <DIR>/<set>/lmdb, mean "
+                      help="root of the data sets (`data prepare --out`): sources are the views <DIR>/<set>, mean "
                       "<DIR>/<train set>/mean.binaryproto; a relative DIR is written relative "
                       "to each net's directory (default data)")
     draw.add_argument("--single-net", action="store_true",

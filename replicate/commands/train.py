@@ -36,14 +36,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training net's forward")
     parser.add_argument("--data-workers", type=int,
-                        help="processes reading each data layer's records (default on a GPU: up to 8 per "
-                             "process, within the machine's cores; on the CPU: REPLICATE_DATA_WORKERS or 0)")
+                        help="worker processes reading records for all the data layers (default on a GPU: the "
+                             "CPUs this process may use, less one, shared by torchrun's local processes; on the "
+                             "CPU: REPLICATE_DATA_WORKERS or 0)")
+    parser.add_argument("--snapshot-keep", type=int, default=0, metavar="K",
+                        help="keep only the last K snapshots and the final one (default 0: keep all, as Caffe)")
 
 
 def run(args: argparse.Namespace) -> int:
     result = train(
         args.solver, args.weights, args.snapshot, args.device, args.precision,
         channels_last=args.channels_last, compile=args.compile, data_workers=args.data_workers,
+        snapshot_keep=args.snapshot_keep,
     )
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for the run
     if result.requeued:  # every process stopped at the same iteration: all exit "requeue"

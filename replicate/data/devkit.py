@@ -6,11 +6,17 @@ functions rebuild Caffe's lists: training = `<wnid>/<file> <label>`, classes in 
 and files in sorted name order within a class (the order of Caffe's train.txt); validation =
 `ILSVRC2012_val_<n>.JPEG <label>` in file order, labels mapped ID -> wnid (devkit
 `data/meta.mat`) -> sorted index, ground truth from `data/ILSVRC2012_validation_ground_truth.txt`.
+The devkit may be its folder or the `ILSVRC2012_devkit_t12.tar.gz` it ships as.  meta.mat lists
+1,860 synsets: the 1,000 classes (IDs 1..1000, no children) and 860 inner WordNet nodes above them,
+whose wnids are no class and are left out.
 """
 
 from __future__ import annotations
 
+import io
 import re
+import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +27,43 @@ from replicate.errors import ReplicateError
 META = Path("data") / "meta.mat"
 GROUND_TRUTH = Path("data") / "ILSVRC2012_validation_ground_truth.txt"
 VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
+
+
+@dataclass(frozen=True)
+class Devkit:
+    """The two devkit files the labels need, as bytes, and where they came from (for errors)."""
+
+    meta: bytes
+    meta_where: str
+    ground_truth: bytes
+    ground_truth_where: str
+
+
+def read_devkit(path: Path) -> Devkit:
+    """The devkit's meta.mat and validation ground truth, from its folder or its .tar.gz."""
+    if path.is_dir():
+        files = []
+        for part in (META, GROUND_TRUTH):
+            try:
+                files.append((path / part).read_bytes())
+            except OSError as err:
+                raise ReplicateError(f"{path / part}: cannot read the devkit ({err.strerror})") from None
+        return Devkit(files[0], str(path / META), files[1], str(path / GROUND_TRUTH))
+    if not path.is_file():
+        raise ReplicateError(f"{path}: devkit not found (give its folder or ILSVRC2012_devkit_t12.tar.gz)")
+    try:
+        with tarfile.open(path) as tar:
+            found = {}
+            for member in tar:
+                for part in (META, GROUND_TRUTH):
+                    if member.isfile() and (member.name.endswith(f"/{part}") or member.name == str(part)):
+                        found[part] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError) as err:
+        raise ReplicateError(f"{path}: cannot read the devkit archive ({err})") from None
+    for part in (META, GROUND_TRUTH):
+        if part not in found:
+            raise ReplicateError(f"{path}: the devkit archive holds no {part}")
+    return Devkit(found[META], f"{path}:{META}", found[GROUND_TRUTH], f"{path}:{GROUND_TRUTH}")
 
 
 def train_entries(train_dir: Path, wnids: list[str]) -> list[tuple[str, int]]:
@@ -41,42 +84,47 @@ def train_entries(train_dir: Path, wnids: list[str]) -> list[tuple[str, int]]:
     return entries
 
 
-def devkit_ids(devkit: Path, wnids: list[str]) -> dict[int, int]:
+def devkit_ids(devkit: Devkit, wnids: list[str]) -> dict[int, int]:
     """{ILSVRC2012_ID: Caffe label} for the classes of `wnids`, from the devkit's meta.mat."""
-    path = devkit / META
     try:
-        synsets = scipy.io.loadmat(str(path), squeeze_me=True)["synsets"]
+        synsets = scipy.io.loadmat(io.BytesIO(devkit.meta), squeeze_me=True)["synsets"]
         ids, names = np.atleast_1d(synsets["ILSVRC2012_ID"]), np.atleast_1d(synsets["WNID"])
-    except (OSError, ValueError, KeyError) as err:
-        raise ReplicateError(f"{path}: cannot read the devkit's synsets ({err})") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ReplicateError(f"{devkit.meta_where}: cannot read the devkit's synsets ({err})") from None
     label = {w: i for i, w in enumerate(wnids)}
     mapping = {int(i): label[str(w)] for i, w in zip(ids, names) if str(w) in label}
     if len(mapping) != len(wnids):
         missing = sorted(set(wnids) - {str(w) for w in names})
-        raise ReplicateError(f"{path}: no ILSVRC2012_ID for class {missing[0] if missing else '?'}")
+        raise ReplicateError(f"{devkit.meta_where}: no ILSVRC2012_ID for class {missing[0] if missing else '?'}")
     return mapping
 
 
-def val_entries(val_dir: Path, devkit: Path, wnids: list[str]) -> list[tuple[str, int]]:
+def val_labels(names: list[str], devkit: Devkit, wnids: list[str], where: str) -> list[tuple[str, int]]:
+    """(name, Caffe label) for validation images named `ILSVRC2012_val_<n>.JPEG`, in name order."""
+    mapping = devkit_ids(devkit, wnids)
+    try:
+        truth = [int(line) for line in devkit.ground_truth.decode().split()]
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ReplicateError(f"{devkit.ground_truth_where}: cannot read the validation ground truth ({err})") from None
+    if len(names) != len(truth):
+        raise ReplicateError(f"{where}: {len(names)} images but {devkit.ground_truth_where} labels {len(truth)}")
+    entries = []
+    for name in sorted(names):
+        match = VAL_NAME.fullmatch(name)
+        if not match or not 1 <= int(match.group(1)) <= len(truth):
+            raise ReplicateError(f"{where}/{name}: not an ILSVRC2012_val_<1..{len(truth)}>.JPEG image")
+        class_id = truth[int(match.group(1)) - 1]
+        if class_id not in mapping:
+            raise ReplicateError(
+                f"{devkit.ground_truth_where}: line {match.group(1).lstrip('0')}: unknown ILSVRC2012_ID {class_id}"
+            )
+        entries.append((name, mapping[class_id]))
+    return entries
+
+
+def val_entries(val_dir: Path, devkit: Path | Devkit, wnids: list[str]) -> list[tuple[str, int]]:
     """Caffe's validation list, (path, label) pairs, for the images of `val_dir`, labelled from the devkit."""
     if not val_dir.is_dir():
         raise ReplicateError(f"{val_dir}: not a folder")
-    mapping = devkit_ids(devkit, wnids)
-    path = devkit / GROUND_TRUTH
-    try:
-        truth = [int(line) for line in path.read_text().split()]
-    except (OSError, ValueError) as err:
-        raise ReplicateError(f"{path}: cannot read the validation ground truth ({err})") from None
-    names = sorted(p.name for p in val_dir.iterdir() if p.is_file())
-    if len(names) != len(truth):
-        raise ReplicateError(f"{val_dir}: {len(names)} images but {path} labels {len(truth)}")
-    entries = []
-    for name in names:
-        match = VAL_NAME.fullmatch(name)
-        if not match or not 1 <= int(match.group(1)) <= len(truth):
-            raise ReplicateError(f"{val_dir}/{name}: not an ILSVRC2012_val_<1..{len(truth)}>.JPEG image")
-        class_id = truth[int(match.group(1)) - 1]
-        if class_id not in mapping:
-            raise ReplicateError(f"{path}: line {match.group(1).lstrip('0')}: unknown ILSVRC2012_ID {class_id}")
-        entries.append((name, mapping[class_id]))
-    return entries
+    kit = devkit if isinstance(devkit, Devkit) else read_devkit(devkit)
+    return val_labels([p.name for p in val_dir.iterdir() if p.is_file()], kit, wnids, str(val_dir))

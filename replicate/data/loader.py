@@ -1,23 +1,21 @@
-"""Batches for the data layers: one process, several worker processes, or decoding on the GPU.
+"""Batches for the data layers: one process, worker processes, or decoding on the GPU.
 
 Every path computes batch `k` the same way (`BatchMaker.make`): the records at positions
 `start + k * batch_size + i` of the source (wrapping around its end, as Caffe's Data layer restarts
 its cursor), decoded, then transformed with random draws from a generator seeded by
 (seed, k).  So a batch depends only on the source, the transform, the seed and its number, and the
-worker path (`WorkerLoader`, a torch DataLoader whose item k is batch k, delivered in order)
-yields exactly what the serial path (`SerialLoader`) does.
+worker path (`WorkerLoader`: batch k computed by a worker of the process's one pool,
+replicate.data.pool, delivered in order) yields exactly what the serial path (`SerialLoader`) does.
 
-`GpuLoader` reads the records (in the main process, or ahead in worker processes that hand over
-page-locked batches) and does the rest on a CUDA device: encoded JPEGs are decoded there with
-`torchvision.io.decode_jpeg(device=...)`, raw records are copied as uint8; crop, mirror, mean and
-scale run on the device (`DataTransformer.apply`, one gather per batch with the same float32
-arithmetic).  torchvision is imported only when a JPEG must be decoded on the GPU, and
-a machine without CUDA or torchvision gets a ReplicateError that says so.
-"""
+`GpuLoader` reads the records (in the main process, or ahead in the pool's workers) and does the
+rest on a CUDA device: raw records are copied as uint8 through page-locked buffers on a copy
+stream, JPEGs are decoded there (`decode_jpegs`: nvjpeg, with the CPU for what it cannot take);
+crop, mirror, mean and scale run on the device (`DataTransformer.apply`, one gather per batch with
+the same float32 arithmetic).  torchvision is imported only when a JPEG must be decoded on the
+device, and a machine without CUDA or torchvision gets a ReplicateError that says so."""
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,30 +23,15 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from replicate.data.image import decode_image, image_size, read_image, resize_linear
+from replicate.data.item import Encoded, Item
 from replicate.data.lmdb_io import LmdbReader, datum_array
+from replicate.data.pool import DataPool, Job, Stream
 from replicate.data.transform import DataTransformer, Draw, batch_rng
 from replicate.errors import ReplicateError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """An image still in its file format (an encoded Datum)."""
-
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Item:
-    """One record: CHW pixels (uint8 or float32) or encoded bytes, its label, and its name."""
-
-    payload: np.ndarray | Encoded
-    label: int
-    where: str
 
 
 class Source(Protocol):
@@ -56,6 +39,7 @@ class Source(Protocol):
     def index(self, position: int, seed: int) -> int: ...
     def item(self, index: int) -> Item: ...
     def reopen(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class LmdbSource:
@@ -78,6 +62,10 @@ class LmdbSource:
 
     def reopen(self) -> None:
         """Drop the LMDB handles (a forked worker must not use its parent's)."""
+        self.reader.close()
+
+    def close(self) -> None:
+        """Release the LMDB environment (a later read opens it again)."""
         self.reader.close()
 
 
@@ -126,6 +114,9 @@ class ImageListSource:
     def reopen(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 def decode_cpu(item: Item, transformer: DataTransformer) -> torch.Tensor:
     if isinstance(item.payload, Encoded):
@@ -147,7 +138,7 @@ def process_shard() -> tuple[int, int]:
 def item_size(item: Item) -> tuple[int, int]:
     """(height, width) of a record's image without decoding its pixels."""
     if isinstance(item.payload, Encoded):
-        return image_size(item.payload.data, item.where)
+        return item.payload.size or image_size(item.payload.data, item.where)
     return item.payload.shape[-2], item.payload.shape[-1]
 
 
@@ -233,90 +224,77 @@ class SerialLoader:
         return batch
 
 
-class _Batches(Dataset):
-    """Item k is batch k, finished on the CPU (WorkerLoader's workers)."""
-
-    def __init__(self, maker: BatchMaker):
-        self.maker = maker
-
-    def __getitem__(self, k: int) -> Batch:
-        return self.maker.make(k)
+def _make(maker: BatchMaker, k: int) -> Batch:
+    return maker.make(k)
 
 
-class _HostBatches(Dataset):
-    """Item k is batch k as read on the host (GpuLoader's workers)."""
-
-    def __init__(self, maker: BatchMaker):
-        self.maker = maker
-
-    def __getitem__(self, k: int) -> HostBatch:
-        return read_host_batch(self.maker, k)
-
-
-class _Counter(Sampler[int]):
-    def __init__(self, first: int):
-        self.first = first
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.count(self.first)
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
-    info = get_worker_info()
-    info.dataset.maker.source.reopen()
-
-
-class _Ordered:
-    """Items first, first + 1, ... of `dataset` computed ahead by `workers` processes and delivered
-    in order; `prefetch` items are in flight in all (Caffe's data_param.prefetch)."""
-
-    def __init__(self, dataset: Dataset, workers: int, prefetch: int, pin_memory: bool = False, first: int = 0):
-        if workers < 1:
-            raise ValueError("worker loading needs at least one worker")
-        self._loader = DataLoader(
-            dataset,
-            batch_size=None,
-            sampler=_Counter(first),
-            num_workers=workers,
-            prefetch_factor=max(1, -(-prefetch // workers)),
-            worker_init_fn=_worker_init,
-            persistent_workers=True,
-            pin_memory=pin_memory,
-        )
-        self._iter: Iterator | None = None
-
-    def __next__(self):
-        if self._iter is None:
-            self._iter = iter(self._loader)
-        return next(self._iter)
-
-    def close(self) -> None:
-        """Stop the worker processes."""
-        if self._iter is not None:
-            self._iter._shutdown_workers()  # type: ignore[attr-defined]
-            self._iter = None
+def _stream(maker: BatchMaker, job: Job, workers: int, prefetch: int, pool: DataPool | None,
+            first: int) -> tuple[Stream, DataPool | None]:
+    """A stream of `maker`'s batches from `first` on, from the process's shared `pool`, or from a
+    pool of `workers` of its own (returned, for the loader to close)."""
+    own = None if pool is not None else DataPool(workers)
+    return Stream(pool or own, maker, job, prefetch, first), own
 
 
 class WorkerLoader:
-    """Batches computed ahead, decoded and transformed, by `workers` processes."""
+    """Batches computed ahead, decoded and transformed, by worker processes: the process's shared
+    `pool`, or `workers` of its own."""
 
-    def __init__(self, maker: BatchMaker, workers: int, prefetch: int = 4, first: int = 0):
+    def __init__(self, maker: BatchMaker, workers: int = 0, prefetch: int = 4, pool: DataPool | None = None,
+                 first: int = 0):
         self.maker = maker
-        self._ordered = _Ordered(_Batches(maker), workers, prefetch, first=first)
+        self._stream, self._own = _stream(maker, _make, workers, prefetch, pool, first)
 
     def __iter__(self) -> Iterator[Batch]:
         return self
 
     def __next__(self) -> Batch:
-        return next(self._ordered)
+        return next(self._stream)
 
     def close(self) -> None:
-        """Stop the worker processes."""
-        self._ordered.close()
+        """Stop the worker processes this loader started (a shared pool is its owner's to stop)."""
+        if self._own is not None:
+            self._own.close()
 
 
-def _decode_jpegs_on(device: torch.device, blobs: list[bytes], force_color: bool, force_gray: bool) -> list[torch.Tensor]:
+#: JPEG start-of-frame markers (baseline, extended, progressive, lossless; not DHT/JPG/DAC).
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_components(data: bytes) -> int:
+    """The number of colour components of a JPEG's frame (1 grey, 3 YCbCr, 4 CMYK/YCCK); 0 when
+    `data` is not a JPEG (a PNG saved as .JPEG, say) or its header is unreadable."""
+    if data[:2] != b"\xff\xd8":
+        return 0
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return 0
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if marker in _SOF:
+            return data[i + 9] if i + 9 < len(data) else 0
+        if marker == 0xDA:
+            return 0
+        i += 2 + ((data[i + 2] << 8) | data[i + 3])
+    return 0
+
+
+def decode_jpegs(device: torch.device, blobs: list[bytes], force_color: bool, force_gray: bool,
+                 where: list[str]) -> list[torch.Tensor]:
+    """CHW uint8 (BGR) images of encoded records, decoded on `device`.
+
+    JPEGs of 1 or 3 components go to torchvision's decode_jpeg on the device (nvjpeg on a GPU) in
+    one batched call; what it is not meant for (CMYK and YCCK JPEGs, a PNG saved as .JPEG,
+    anything not a JPEG) and anything it refuses is decoded on the CPU by the reference decoder
+    (replicate.data.image, Caffe's OpenCV conversion rules) and copied over.  On the CPU torchvision
+    decodes with the same libjpeg-turbo arithmetic as the reference (the tests check both agree).
+    """
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
     except ImportError:
@@ -325,10 +303,27 @@ def _decode_jpegs_on(device: torch.device, blobs: list[bytes], force_color: bool
             "use the CPU loader for encoded LMDBs"
         ) from None
     mode = ImageReadMode.RGB if force_color else ImageReadMode.GRAY if force_gray else ImageReadMode.UNCHANGED
-    data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
-    images = decode_jpeg(data, mode=mode, device=device)
-    # torchvision gives RGB; Caffe's images are BGR.
-    return [img.flip(0) if img.shape[0] == 3 else img for img in images]
+    images: list[torch.Tensor | None] = [None] * len(blobs)
+    native = [i for i, b in enumerate(blobs) if jpeg_components(b) in (1, 3)]
+    data = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in native]
+    try:
+        decoded = decode_jpeg(data, mode=mode, device=device) if data else []
+    except RuntimeError:  # one of them refused: decode one by one, so only that one falls back
+        decoded = []
+        for tensor in data:
+            try:
+                decoded.append(decode_jpeg(tensor, mode=mode, device=device))
+            except RuntimeError:
+                decoded.append(None)
+    for i, image in zip(native, decoded):
+        # torchvision gives RGB; Caffe's images are BGR.
+        images[i] = None if image is None else image.flip(0) if image.shape[0] == 3 else image
+    color = True if force_color else False if force_gray else None
+    for i, image in enumerate(images):
+        if image is None:
+            pixels = decode_image(blobs[i], color, where[i]).transpose(2, 0, 1)
+            images[i] = torch.from_numpy(pixels.copy()).to(device)
+    return images  # type: ignore[return-value]
 
 
 @dataclass
@@ -345,14 +340,7 @@ class HostBatch:
     encoded_at: list[int]
     labels: list[int]
     draws: list[Draw]
-
-    def pin_memory(self) -> HostBatch:
-        """Page-locked copies, so the copies to the GPU run asynchronously (DataLoader calls this
-        in its pinning thread)."""
-        stacked = None if self.stacked is None else self.stacked.pin_memory()
-        loose = [t.pin_memory() for t in self.loose]
-        return HostBatch(stacked, self.stacked_at, loose, self.loose_at, self.encoded, self.encoded_at,
-                         self.labels, self.draws)
+    names: list[str]
 
 
 def read_host_batch(maker: BatchMaker, k: int) -> HostBatch:
@@ -368,44 +356,75 @@ def read_host_batch(maker: BatchMaker, k: int) -> HostBatch:
     else:
         loose, loose_at = [torch.from_numpy(np.array(items[i].payload)) for i in raw_at], raw_at
     return HostBatch(stacked, stacked_at, loose, loose_at, [items[i].payload.data for i in encoded_at], encoded_at,
-                     [it.label for it in items], draws)
+                     [it.label for it in items], draws, [items[i].where for i in encoded_at])
+
+
+class PinnedRing:
+    """Host-to-device copies on a stream of their own, staged through page-locked buffers reused in
+    turn: a buffer is refilled only after the copy that last read it has finished (its event), and
+    the compute stream waits for each copy before using its result.  On the CPU (tests) a copy is
+    a plain copy."""
+
+    def __init__(self, device: torch.device, slots: int = 3):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.stream = torch.cuda.Stream(device) if self.cuda else None
+        self.buffers: list[torch.Tensor | None] = [None] * slots
+        self.events: list[torch.cuda.Event | None] = [None] * slots
+        self.next = 0
+
+    def to_device(self, host: torch.Tensor) -> torch.Tensor:
+        if not self.cuda:
+            return host.to(self.device, copy=True)
+        slot, self.next = self.next, (self.next + 1) % len(self.buffers)
+        if self.events[slot] is not None:
+            self.events[slot].synchronize()
+        nbytes = host.numel() * host.element_size()
+        buffer = self.buffers[slot]
+        if buffer is None or buffer.numel() < nbytes:
+            buffer = self.buffers[slot] = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+        staged = buffer[:nbytes].view(host.dtype).view(host.shape)
+        staged.copy_(host)
+        with torch.cuda.stream(self.stream):
+            out = staged.to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        self.events[slot] = event
+        compute = torch.cuda.current_stream(self.device)
+        compute.wait_event(event)
+        out.record_stream(compute)
+        return out
 
 
 class GpuLoader:
     """Batches whose decoding (encoded JPEGs) and transforms run on `device`.
 
-    The host only reads records (in this process, or ahead in `workers` processes that hand over
-    page-locked batches); raw pixels travel as uint8, a quarter of the float32 batch, and the
-    crop, mirror, mean and scale run on the device as one gather (`DataTransformer.apply`).
-    With device "cpu" everything but the JPEG decode runs as it would on a GPU, which is how the
-    tests check this path on a machine without one.
+    The host only reads records (in this process, or ahead in worker processes: the process's
+    shared `pool` or `workers` of its own); raw pixels travel as uint8, a quarter of the float32
+    batch, through a ring of page-locked buffers on a copy stream of their own (PinnedRing); JPEGs
+    are decoded on the device (decode_jpegs); crop, mirror, mean and scale run on the device as one
+    gather (`DataTransformer.apply`).  With device "cpu" everything runs as it would on a GPU, with
+    torchvision's CPU decoder in nvjpeg's place, which is how the tests check this path.
     """
 
     def __init__(self, maker: BatchMaker, device: str | torch.device = "cuda", workers: int = 0, prefetch: int = 4,
-                 first: int = 0):
+                 pool: DataPool | None = None, first: int = 0):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ReplicateError("the GPU data path needs a CUDA device, and torch sees none")
         self.maker = maker
         self.next_batch = first
-        self._pin = self.device.type == "cuda"
-        self._ordered = _Ordered(_HostBatches(maker), workers, prefetch, self._pin, first) if workers > 0 else None
+        self._ring = PinnedRing(self.device)
+        self._stream, self._own = (None, None) if workers == 0 and pool is None else \
+            _stream(maker, read_host_batch, workers, prefetch, pool, first)
 
     def __iter__(self) -> Iterator[Batch]:
         return self
 
-    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
-        if self._pin and not host.is_pinned():
-            host = host.pin_memory()
-        return host.to(self.device, non_blocking=True)
-
     def __next__(self) -> Batch:
-        if self._ordered is not None:
-            host = next(self._ordered)
-        else:
-            host = read_host_batch(self.maker, self.next_batch)
+        host = next(self._stream) if self._stream is not None else read_host_batch(self.maker, self.next_batch)
         self.next_batch += 1
-        stacked = None if host.stacked is None else self._to_device(host.stacked)
+        stacked = None if host.stacked is None else self._ring.to_device(host.stacked)
         if stacked is not None and len(host.stacked_at) == len(host.labels):
             return self.maker.finish(stacked, host.labels, host.draws)
         images: list[torch.Tensor | None] = [None] * len(host.labels)
@@ -413,25 +432,28 @@ class GpuLoader:
             for i, img in zip(host.stacked_at, stacked.unbind(0)):
                 images[i] = img
         for i, img in zip(host.loose_at, host.loose):
-            images[i] = self._to_device(img)
+            images[i] = self._ring.to_device(img)
         if host.encoded:
             p = self.maker.transformer.param
-            for i, img in zip(host.encoded_at, _decode_jpegs_on(self.device, host.encoded, p.force_color, p.force_gray)):
+            decoded = decode_jpegs(self.device, host.encoded, p.force_color, p.force_gray, host.names)
+            for i, img in zip(host.encoded_at, decoded):
                 images[i] = img
         return self.maker.finish(images, host.labels, host.draws)
 
     def close(self) -> None:
-        """Stop the worker processes, if any."""
-        if self._ordered is not None:
-            self._ordered.close()
+        """Stop the worker processes this loader started, if any."""
+        if self._own is not None:
+            self._own.close()
 
 
-def make_loader(maker: BatchMaker, workers: int = 0, prefetch: int = 4, device: str | None = None, first: int = 0):
-    """The loader for a data layer, starting at batch `first`: the GPU path when `device` is a
-    CUDA device (its `workers` processes read records), else `workers` processes that do
-    everything (0 = this process)."""
+def make_loader(maker: BatchMaker, workers: int = 0, prefetch: int = 4, device: str | None = None,
+                pool: DataPool | None = None, first: int = 0):
+    """The loader for a data layer, starting at batch `first`: the GPU path when `device` is a CUDA
+    device (records read by the process's shared `pool`, or `workers` processes of its own, or
+    here), else worker processes that do everything (the pool or `workers` of its own), else this
+    process."""
     if device is not None and torch.device(device).type == "cuda":
-        return GpuLoader(maker, device, workers, prefetch, first)
-    if workers > 0:
-        return WorkerLoader(maker, workers, prefetch, first)
+        return GpuLoader(maker, device, workers, prefetch, pool, first)
+    if pool is not None or workers > 0:
+        return WorkerLoader(maker, workers, prefetch, pool, first)
     return SerialLoader(maker, first)

@@ -21,6 +21,7 @@ e.g. `3 1 n01491361`: original class 3 (wnid n01491361) is class 1 of this set.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,6 +166,26 @@ def write_set(out: Path, name: str, images: ImageList, classes: np.ndarray, wnid
     write_atomic(folder / "idxmap.txt", format_idxmap(classes, wnids))
 
 
+def paper_sets(
+    wnids: list[str],
+    natural: np.ndarray,
+    train: ImageList | None,
+    valid: ImageList | None,
+    splits: int = PAPER_SPLITS,
+    reduced: tuple[int, ...] = PAPER_REDUCED,
+) -> Iterator[tuple[str, ImageList, np.ndarray]]:
+    """(set name, its images, its classes) of every set of the paper for the lists given."""
+    num_classes = len(wnids)
+    for subset in paper_subsets(num_classes, natural, splits):
+        for suffix, images in (("train", train), ("valid", valid)):
+            if images is not None:
+                yield f"{subset.name}_{suffix}", select(images, subset.classes, num_classes), subset.classes
+    if train is not None:
+        everything = np.arange(num_classes)
+        for k in reduced:
+            yield f"reduced{k:04d}_train", first_per_class(train, k), everything
+
+
 def write_splits(
     out: Path,
     wnids: list[str],
@@ -179,18 +200,8 @@ def write_splits(
     The lists are parsed and checked before this is called, so nothing here can fail on bad
     input: either every set is written or (on an I/O error) the error is not the user's list.
     """
-    num_classes = len(wnids)
     written = []
-    for subset in paper_subsets(num_classes, natural, splits):
-        for suffix, images in (("train", train), ("valid", valid)):
-            if images is not None:
-                name = f"{subset.name}_{suffix}"
-                write_set(out, name, select(images, subset.classes, num_classes), subset.classes, wnids)
-                written.append(name)
-    if train is not None:
-        everything = np.arange(num_classes)
-        for k in reduced:
-            name = f"reduced{k:04d}_train"
-            write_set(out, name, first_per_class(train, k), everything, wnids)
-            written.append(name)
+    for name, images, classes in paper_sets(wnids, natural, train, valid, splits, reduced):
+        write_set(out, name, images, classes, wnids)
+        written.append(name)
     return written

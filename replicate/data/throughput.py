@@ -16,6 +16,7 @@ from replicate.data.loader import (
     BatchMaker, Encoded, GpuLoader, ImageListSource, LmdbSource, SerialLoader, Source, WorkerLoader, item_size,
 )
 from replicate.data.transform import TRAIN, DataTransformer
+from replicate.data.view import ViewSource, is_view
 from replicate.errors import ReplicateError
 from replicate.proto import caffe_pb2
 
@@ -41,11 +42,17 @@ def train_maker(source: Source, batch: int, crop: int = 227, mean: str | None = 
     return BatchMaker(source, DataTransformer(param, TRAIN, "bench"), batch, seed=0)
 
 
+def open_source(path: str | Path) -> Source:
+    """A view of a store (`data prepare`) or an LMDB, as a Data layer would read it."""
+    return ViewSource(path) if is_view(path) else LmdbSource(path)
+
+
 def source_kind(source: Source) -> str:
-    """"lmdb-raw", "lmdb-jpeg" (encoded records) or "jpeg-folder"."""
-    if isinstance(source, LmdbSource):
+    """"lmdb-raw", "lmdb-jpeg" (encoded records), "view-raw", "view-jpeg" or "jpeg-folder"."""
+    if isinstance(source, (LmdbSource, ViewSource)):
         encoded = isinstance(source.item(0).payload, Encoded)
-        return "lmdb-jpeg" if encoded else "lmdb-raw"
+        kind = "lmdb" if isinstance(source, LmdbSource) else "view"
+        return f"{kind}-jpeg" if encoded else f"{kind}-raw"
     return "jpeg-folder"
 
 

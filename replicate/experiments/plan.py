@@ -12,7 +12,7 @@
                "depends_on": "half0A",
                "weights": "../half0A/caffe_imagenet_train_iter_450000.caffemodel"}, ...]}
 
-`datasets` are data store sets (`<data>/<set>/lmdb`, `<data>/<set>/mean.binaryproto`); `dir`
+`datasets` are data sets (views `<data>/<set>`, `<data>/<set>/mean.binaryproto`); `dir`
 is relative to the plan's folder; `solver` and `weights` are relative to the net's dir.
 A net whose `depends_on` is not null may start only once that net has written `weights`.
 Nets come in dependency order.  Generating into a folder that already holds a plan merges: an

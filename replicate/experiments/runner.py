@@ -31,7 +31,7 @@ class GridRunner:
     CUDA_VISIBLE_DEVICES, `--device cuda`); without GPUs `jobs` nets run at a time on `device`.
     `train_command` is the trainer's command line before its arguments (see
     replicate.experiments.launch).  `report` receives one line per event and a progress line
-    every `progress_s` seconds."""
+    every `progress_s` seconds.  `snapshot_keep` is passed to each trainer (see launch.train_argv)."""
 
     def __init__(
         self,
@@ -46,6 +46,7 @@ class GridRunner:
         poll_s: float = 0.5,
         progress_s: float = 60.0,
         stop_timeout_s: float = 120.0,
+        snapshot_keep: int | None = None,
     ) -> None:
         if jobs < 1:
             raise ReplicateError(f"--jobs must be at least 1, not {jobs}")
@@ -64,6 +65,7 @@ class GridRunner:
         self.poll_s = poll_s
         self.progress_s = progress_s
         self.stop_timeout_s = stop_timeout_s
+        self.snapshot_keep = snapshot_keep
         self.states: dict[str, str] = {}
 
     def _count(self) -> str:
@@ -95,7 +97,8 @@ class GridRunner:
     def _start(self, net: PlannedNet, gpu: str | None) -> NetProcess | None:
         self.states[net.name] = netstate.RUNNING
         try:
-            proc = launch(net, device=self.device, gpu=gpu, train_command=self.train_command)
+            proc = launch(net, device=self.device, gpu=gpu, train_command=self.train_command,
+                          snapshot_keep=self.snapshot_keep)
         except ReplicateError as err:
             self._fail(net, str(err))
             return None

@@ -52,8 +52,9 @@ class TrainNet(submitit.helpers.Checkpointable):
     stopped the trainer, for SLURM to requeue or cancel the job as it decided."""
 
     def __init__(self, device: str | None = "cuda", train_command: Sequence[str] = TRAIN_COMMAND,
-                 stop_timeout_s: float = 90.0) -> None:
+                 stop_timeout_s: float = 90.0, snapshot_keep: int | None = None) -> None:
         self.device = device
+        self.snapshot_keep = snapshot_keep
         self.train_command = list(train_command)
         self.stop_timeout_s = stop_timeout_s
         self._proc: NetProcess | None = None
@@ -66,7 +67,8 @@ class TrainNet(submitit.helpers.Checkpointable):
         if is_finished(net):
             netstate.write_status(net.dir, netstate.DONE, net=net.name, ended=netstate.now())
             return netstate.DONE
-        self._proc = launch(net, device=self.device, train_command=self.train_command, job_id=_job_id())
+        self._proc = launch(net, device=self.device, train_command=self.train_command, job_id=_job_id(),
+                            snapshot_keep=self.snapshot_keep)
         # A thread reaps the trainer: submitit calls checkpoint() in a signal handler on this
         # thread, where waiting on the child again would deadlock on Popen's waitpid lock.
         self._exited = threading.Event()
@@ -106,10 +108,11 @@ def _reap(proc: NetProcess, exited: threading.Event) -> None:
     exited.set()
 
 
-#: Per GPU of a net: the training process plus the GPU data path's 8 reading workers
-#: (solver.default_data_workers), and the host memory they take with room to spare (an
-#: estimate, not a measurement: ~0.6 GB per worker, a few GB for the trainer's CUDA context,
-#: pinned batches and a snapshot being serialized).  A CPU net gets the same.
+#: Per GPU of a net: a core for the training process and 9 for the data workers it then starts
+#: (replicate.data.pool.workers_per_process sizes them from SLURM_CPUS_PER_TASK), and the host
+#: memory they take with room to spare (an estimate, not a measurement: ~0.6 GB per worker, a few
+#: GB for the trainer's CUDA context, pinned batches and a snapshot's host copy).  A CPU net gets
+#: the same.
 CPUS_PER_GPU, MEM_GB_PER_GPU = 10, 16
 
 
@@ -170,6 +173,7 @@ def submit_plan(
     resubmit: bool = False,
     stop_timeout_s: float = 90.0,
     report: Callable[[str], None] = print,
+    snapshot_keep: int | None = None,
 ) -> dict[str, submitit.Job | str]:
     """Queue every unfinished net of `plan` (only those in `only` and what they depend on, when
     given) on `executor` (make_executor's SLURM one, or e.g. submitit's LocalExecutor); the job
@@ -204,7 +208,8 @@ def submit_plan(
     if stale:  # never two jobs training one net
         subprocess.run(["scancel", *stale], capture_output=True, timeout=60)
         report(f"cancelled job(s) {', '.join(stale)}: their nets are queued anew")
-    trainer = TrainNet(device=device, train_command=train_command, stop_timeout_s=stop_timeout_s)
+    trainer = TrainNet(device=device, train_command=train_command, stop_timeout_s=stop_timeout_s,
+                       snapshot_keep=snapshot_keep)
     blocked: dict[str, str] = {}
     for base, group in _groups(todo, finished).items():
         extra: dict[str, str] = {}

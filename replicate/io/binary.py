@@ -15,7 +15,7 @@ import numpy as np
 from google.protobuf.message import DecodeError, Message
 
 from replicate.errors import ReplicateError
-from replicate.io.blobs import array_to_blob, blob_to_array
+from replicate.io.blobs import array_to_blob, blob_to_array, set_float_data
 from replicate.proto import caffe_pb2
 
 M = TypeVar("M", bound=Message)
@@ -99,7 +99,7 @@ def write_mean(path: str | os.PathLike[str], array: np.ndarray) -> None:
         raise ValueError(f"a mean blob is 3-D or 4-D, not shape {array.shape}")
     blob = caffe_pb2.BlobProto()
     blob.num, blob.channels, blob.height, blob.width = (int(d) for d in array.shape)
-    blob.data.extend(array.ravel().tolist())
+    set_float_data(blob, array)
     write_binary(path, blob)
 
 

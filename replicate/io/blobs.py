@@ -1,4 +1,11 @@
-"""BlobProto <-> numpy, with Caffe's rules for legacy 4-D dimensions."""
+"""BlobProto <-> numpy, with Caffe's rules for legacy 4-D dimensions.
+
+Writing a blob's values element by element (`data.extend(array.tolist())`) costs seconds per ten
+million floats, which would stall training for half a minute at every CaffeNet snapshot.  Instead
+the values are handed to the protobuf parser as the packed field they are on the wire (tag, length,
+little-endian float32 bytes): the message holds the same values, so it serializes to the same
+bytes, and the parser copies them in C.
+"""
 
 from __future__ import annotations
 
@@ -37,5 +44,26 @@ def array_to_blob(array: np.ndarray, blob: caffe_pb2.BlobProto | None = None) ->
     blob.Clear()
     array = np.ascontiguousarray(array, dtype=np.float32)
     blob.shape.dim.extend(int(d) for d in array.shape)
-    blob.data.extend(array.ravel().tolist())
+    set_float_data(blob, array)
     return blob
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if not value:
+            out.append(low)
+            return bytes(out)
+        out.append(low | 0x80)
+
+
+#: BlobProto.data is field 5, packed: wire type 2 (length-delimited).
+_DATA_TAG = bytes([(5 << 3) | 2])
+
+
+def set_float_data(blob: caffe_pb2.BlobProto, array: np.ndarray) -> None:
+    """Append `array`'s values (as float32, C order) to `blob.data`, fast (see the module doc)."""
+    raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
+    if raw:
+        blob.MergeFromString(_DATA_TAG + _varint(len(raw)) + raw)

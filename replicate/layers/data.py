@@ -1,5 +1,8 @@
 """The Data layer: batches of Datum records from an LMDB, transformed as Caffe's DataTransformer.
 
+Its `source` may also be a view of a store (`data prepare`: a set folder holding view.json): the
+same records in the view's order, as from the LMDB `data export-lmdb` writes of it.
+
 Like Caffe's DataLayer it has no bottoms, one or two tops (data, and label when asked for), reads
 records in key order and wraps around at the end of the LMDB, and shapes its data top from the
 batch size and the first record (after the crop).  A missing source or mean file stops when the
@@ -24,7 +27,9 @@ import numpy as np
 import torch
 
 from replicate.data.loader import BatchMaker, LmdbSource, Source, decode_cpu, make_loader, process_shard
+from replicate.data.pool import DataPool
 from replicate.data.transform import DataTransformer
+from replicate.data.view import ViewSource, is_view
 from replicate.errors import ReplicateError
 from replicate.layers.base import Layer, Shape, register
 from replicate.proto import caffe_pb2
@@ -71,11 +76,14 @@ class BatchLayer(Layer):
         self.device: str | None = None
         #: Batches handed out so far: the number of the next one.
         self.batches_read = 0
+        self.pool: DataPool | None = None
         self._loader = None
 
-    def configure(self, seed: int | None = None, workers: int | None = None, device: str | None = None) -> None:
+    def configure(self, seed: int | None = None, workers: int | None = None, device: str | None = None,
+                  pool: DataPool | None = None) -> None:
         """Choose the random seed, the number of worker processes or the GPU path (device
-        "cuda..."), before the first forward; the batches themselves do not depend on the path."""
+        "cuda..."), or the process's shared worker `pool` (replicate.data.pool; the loader joins it
+        now), before the first forward; the batches themselves do not depend on the path."""
         if self._loader is not None:
             raise RuntimeError(f"layer '{self.name}': configure() after the first batch")
         if seed is not None:
@@ -84,6 +92,9 @@ class BatchLayer(Layer):
             self.workers = workers
         if device is not None:
             self.device = device
+        if pool is not None:
+            self.pool, self.workers = pool, pool.workers
+            self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device, pool)
 
     def position(self) -> dict[str, int]:
         """Where this layer stands in its source: all a snapshot needs to continue it exactly."""
@@ -95,17 +106,19 @@ class BatchLayer(Layer):
         self.maker.seed, self.maker.start, self.batches_read = position["seed"], position["start"], position["batch"]
 
     def close(self) -> None:
-        """Stop the loader's worker processes (a later forward starts a new loader where this one
-        stopped)."""
+        """Stop the loader's worker processes and release the source's files (a later forward
+        starts a new loader where this one stopped and reopens them)."""
         if self._loader is not None and hasattr(self._loader, "close"):
             self._loader.close()
         self._loader = None
+        self.maker.source.close()
 
     @torch.compiler.disable
     def forward(self) -> tuple[torch.Tensor, ...]:
         # Reading and decoding is Python I/O: torch.compile of a net runs it as it is.
         if self._loader is None:
-            self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device, self.batches_read)
+            self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device, self.pool,
+                                       self.batches_read)
         data, label = next(self._loader)
         self.batches_read += 1
         return (data, label) if len(self.top_shapes) == 2 else (data,)
@@ -120,7 +133,11 @@ class Data(BatchLayer):
         if not dp.source:
             raise self.error("data_param.source is not set")
         try:
-            source = LmdbSource(dp.source)
+            source = ViewSource(dp.source) if is_view(dp.source) else LmdbSource(dp.source)
         except ReplicateError as err:
             raise self.error(str(err)) from None
-        self._setup(param, source, int(dp.batch_size), int(dp.rand_skip), int(dp.prefetch))
+        try:
+            self._setup(param, source, int(dp.batch_size), int(dp.rand_skip), int(dp.prefetch))
+        except BaseException:
+            source.close()  # a layer that is never built is never closed
+            raise

@@ -86,11 +86,14 @@ def train(
     channels_last: bool = False,
     compile: bool | str = False,
     data_workers: int | None = None,
+    snapshot_keep: int = 0,
 ) -> TrainResult:
     """Train as `caffe train -solver S [-weights W] [-snapshot X]`; logs next to the solver.
 
     Started by torchrun (WORLD_SIZE > 1) it is one process of a data-parallel run: the nets'
     batch sizes are global batches split over the processes, and only rank 0 logs and snapshots.
+    `snapshot_keep` K > 0 keeps the last K snapshots and the final one (0: all, as Caffe).
+    Every data source and worker the run opened is closed when it returns, on every path.
     Signals are listened to from the start, as `caffe train` does, so a SIGTERM while the nets
     are being built still ends in a snapshot (replicate.solver.requests).
     """
@@ -117,7 +120,7 @@ def train(
             world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
             log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
             solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers,
-                            requests)
+                            requests, snapshot_keep)
             try:
                 if weights:
                     _copy_weights(solver.net, weights, log)

@@ -14,7 +14,6 @@ a run resumed from any snapshot of ours continues bit for bit.
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from google.protobuf.message import DecodeError
 
+from replicate.data.pool import DataPool, workers_per_process
 from replicate.errors import ReplicateError
 from replicate.io.binary import remove_temporaries, write_atomic
 from replicate.io.blobs import array_to_blob, blob_to_array
@@ -37,6 +37,7 @@ from replicate.solver.distributed import GradientAverager, Group, check_averagea
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver.nets import NetSpec, absolute, test_nets, train_net
+from replicate.solver.snapshot_writer import SnapshotWriter, prune
 from replicate.solver.updates import UpdateRule
 
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -54,6 +55,11 @@ def build_net(spec: NetSpec, device: torch.device, channels_last: bool = False) 
     return net
 
 
+def host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A float32 copy in host memory that later updates of `tensor` leave alone."""
+    return tensor.detach().to("cpu", torch.float32, copy=True)
+
+
 def device_name(device: torch.device) -> str:
     """The accelerator's marketing name ("NVIDIA H100 80GB HBM3"), or "cpu"."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -69,13 +75,14 @@ def set_precision(precision: str) -> None:
     torch.backends.cudnn.benchmark = True
 
 
-def default_data_workers(device: torch.device, world: int) -> int | None:
-    """On a GPU, reading and parsing records for ~20,000 images/s takes several cores: up to 8
-    worker processes per training process, within this machine's cores.  On the CPU the cores
-    already train the net: no default (the data layers' own, REPLICATE_DATA_WORKERS or 0)."""
+def default_data_workers(device: torch.device) -> int | None:
+    """On a GPU, reading records for ~20,000 images/s takes several cores: one worker per CPU this
+    process may use (its affinity, SLURM_CPUS_PER_TASK; not the machine's count), less one for
+    itself, shared by the training processes torchrun starts on this machine (LOCAL_WORLD_SIZE).
+    On the CPU the cores already train the net: no default (REPLICATE_DATA_WORKERS or 0)."""
     if device.type != "cuda":
         return None
-    return max(1, min(8, (os.cpu_count() or 1) // max(1, world) - 1))
+    return workers_per_process()
 
 
 def data_layers(nets: list[CompiledNet]) -> list:
@@ -83,22 +90,29 @@ def data_layers(nets: list[CompiledNet]) -> list:
     return [layer for net in nets for layer in net.layers if hasattr(layer, "configure")]
 
 
-def feed_data(nets: list[CompiledNet], device: torch.device, workers: int | None, world: int = 1) -> dict[str, object]:
+def feed_data(
+    nets: list[CompiledNet], device: torch.device, workers: int | None
+) -> tuple[dict[str, object], DataPool | None]:
     """Point the nets' data layers at the device they train on: on a GPU the records are read by
     `workers` processes (default `default_data_workers`) and decoded and transformed on the GPU
-    (replicate.data.loader.GpuLoader); on the CPU `workers` processes do everything.  The batches
-    are the same whichever path makes them.  Returns what was chosen, for the run's metrics."""
+    (replicate.data.loader.GpuLoader); on the CPU `workers` processes do everything.  One pool of
+    workers serves every data layer of the nets (replicate.data.pool); the caller closes it.  The
+    batches are the same whichever path makes them.  Returns what was chosen, for the run's
+    metrics, and the pool (None without workers)."""
     if workers is not None and workers < 0:
         raise ReplicateError(f"data workers must be 0 or more, not {workers}")
     layers = data_layers(nets)
     if not layers:
-        return {}
+        return {}, None
     if workers is None:
-        workers = default_data_workers(device, world)
+        workers = default_data_workers(device)
+    if workers is None:
+        workers = layers[0].workers  # REPLICATE_DATA_WORKERS
+    pool = DataPool(workers) if workers > 0 else None
     gpu = device.type == "cuda"
     for layer in layers:
-        layer.configure(workers=workers, device=str(device) if gpu else None)
-    return {"data_path": "gpu" if gpu else "cpu", "data_workers": layers[0].workers}
+        layer.configure(workers=workers, device=str(device) if gpu else None, pool=pool)
+    return {"data_path": "gpu" if gpu else "cpu", "data_workers": workers}, pool
 
 
 class Solver:
@@ -109,6 +123,7 @@ class Solver:
     for inductor, or the name of another torch.compile backend) and `data_workers` (processes
     reading each data layer's records; see `feed_data`).
     `group` makes it one process of a data-parallel run (replicate.solver.distributed).
+    `snapshot_keep` K > 0 keeps only the last K snapshots (and the final one); 0 keeps all, as Caffe.
     """
 
     def __init__(
@@ -123,8 +138,11 @@ class Solver:
         group: Group = Group(),
         data_workers: int | None = None,
         requests: req.Requests | None = None,
+        snapshot_keep: int = 0,
     ):
         check_policy(param)
+        if snapshot_keep < 0:
+            raise ReplicateError(f"snapshot keep must be 0 (keep all) or more, not {snapshot_keep}")
         set_precision(precision)
         self.param = param
         self.folder = folder
@@ -147,13 +165,17 @@ class Solver:
         self.forward = torch.compile(self.net, backend=backend) if compile else self.net
         self.net_param = spec.param
         self.test_nets: list[CompiledNet] = []
-        for i, test_spec in enumerate(test_nets(param, folder)):
-            log.info(f"Creating test net (#{i}) specified by {test_spec.origin}")
-            test_net = build_net(test_spec, device, channels_last)
-            test_net.share_trained_layers_with(self.net)
-            self.test_nets.append(test_net)
-        #: The data path chosen for the data layers (empty for nets fed through Input blobs).
-        self.data_feed = feed_data([self.net, *self.test_nets], device, data_workers, group.world)
+        try:
+            for i, test_spec in enumerate(test_nets(param, folder)):
+                log.info(f"Creating test net (#{i}) specified by {test_spec.origin}")
+                test_net = build_net(test_spec, device, channels_last)
+                test_net.share_trained_layers_with(self.net)
+                self.test_nets.append(test_net)
+            #: The data path chosen for the data layers (empty for nets fed through Input blobs).
+            self.data_feed, self._pool = feed_data([self.net, *self.test_nets], device, data_workers)
+        except BaseException:
+            self._close_data()  # no solver is returned, so nobody else can close what was opened
+            raise
         log.record(
             kind="config", precision=precision, device=str(device), device_name=device_name(device),
             torch=torch.__version__, channels_last=channels_last, compile=compile, world_size=group.world,
@@ -167,6 +189,8 @@ class Solver:
         self.current_step = 0
         self.last_snapshot: Path | None = None
         self._snapshot_iter: int | None = None
+        self.snapshot_keep = snapshot_keep
+        self._writer = SnapshotWriter()
         self._check_snapshot_folder()
         #: What signals ask for (see replicate.solver.requests); `train` listens from its start.
         self.requests = requests or req.Requests()
@@ -182,9 +206,18 @@ class Solver:
 
     # ------------------------------------------------------------------ helpers
     def close(self) -> None:
-        """Stop the data layers' worker processes (training can go on: they restart)."""
+        """Finish the snapshot being written and stop the data layers' worker processes
+        (training can go on: they restart)."""
+        try:
+            self._writer.wait()
+        finally:
+            self._close_data()
+
+    def _close_data(self) -> None:
         for layer in data_layers([self.net, *self.test_nets]):
             layer.close()
+        if getattr(self, "_pool", None) is not None:
+            self._pool.close()
 
     def sync_weights(self) -> None:
         """Every process of a data-parallel run starts from rank 0's weights."""
@@ -238,6 +271,7 @@ class Solver:
             requeue = self.requeued and self._snapshot_iter != self.iter
             if (caffes or requeue) and self.group.is_main:
                 self.snapshot()
+            self._writer.wait()  # the final files are on disk before anything says the run ended
             if self.stopped_early:
                 self._record_stop()
                 self.log.info("Optimization stopped early.", "solver.cpp:302")
@@ -449,24 +483,40 @@ class Solver:
     def snapshot(self) -> Path:
         """Write `<prefix>_iter_N.caffemodel`, its resume sidecar and `.solverstate`, each
         atomically and in that order (the solverstate last: see replicate.solver.resume);
-        returns the state path."""
+        returns the state path.
+
+        The loop waits only for one copy of the weights and history to host memory and for the
+        data positions and random states: the files are built and written by the background
+        writer (replicate.solver.snapshot_writer).  Call `close()` (or let `solve()` end) to be
+        sure they are on disk.
+        """
         self._check_finite()
         model_name, state_name = self._snapshot_name(".caffemodel"), self._snapshot_name(".solverstate")
         model_path, state_path = Path(absolute(model_name, self.folder)), Path(absolute(state_name, self.folder))
-        proto = net_to_proto(
-            caffe_pb2.NetParameter(name=self.net.net_name, layer=self.net.layer_params), self.net.layer_blobs()
-        )
-        for layer in proto.layer:
-            layer.phase = caffe_pb2.TRAIN
-        model_bytes = caffemodel_bytes(proto)
-        write_atomic(model_path, model_bytes)
-        self.log.info(f"Snapshotting to binary proto file {model_name}", "solver.cpp:581")
+        net = caffe_pb2.NetParameter(name=self.net.net_name, layer=self.net.layer_params)
+        blobs = {name: [host_copy(t) for t in ts] for name, ts in self.net.layer_blobs().items()}
+        history = [host_copy(h) for h in self.rule.history]
         state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_name, current_step=self.current_step)
-        for h in self.rule.history:
-            array_to_blob(h.detach().cpu().numpy(), state.history.add())
-        state_bytes = state.SerializeToString()
-        self._write_sidecar(state_path, model_name, model_bytes, state_bytes)
-        write_atomic(state_path, state_bytes)
+        iteration = self.iter
+        positions, randoms = self._sidecar_state()
+
+        def write() -> None:
+            proto = net_to_proto(net, blobs)
+            for layer in proto.layer:
+                layer.phase = caffe_pb2.TRAIN
+            model_bytes = caffemodel_bytes(proto)
+            write_atomic(model_path, model_bytes)
+            for h in history:
+                array_to_blob(h.numpy(), state.history.add())
+            state_bytes = state.SerializeToString()
+            resume.write_sidecar(resume.sidecar_path(state_path), iteration, model_name, model_bytes, state_bytes,
+                                 positions, randoms)
+            write_atomic(state_path, state_bytes)
+            prefix = Path(absolute(self.param.snapshot_prefix, self.folder))
+            prune(prefix, self.snapshot_keep, iteration, self.param.max_iter)
+
+        self._writer.submit(write)
+        self.log.info(f"Snapshotting to binary proto file {model_name}", "solver.cpp:581")
         self.log.info(f"Snapshotting solver state to binary proto file {state_name}", "sgd_solver.cpp:273")
         self.last_snapshot = state_path
         self._snapshot_iter = self.iter
@@ -478,19 +528,20 @@ class Solver:
         return [[{"layer": layer.name, **layer.position()} for layer in data_layers([net])]
                 for net in (self.net, *self.test_nets)]
 
-    def _write_sidecar(self, state_path: Path, model_name: str, model_bytes: bytes, state_bytes: bytes) -> None:
-        """The resume sidecar of this snapshot.  Mid-test (a SIGHUP while testing) the test nets'
-        positions are those from before this round of tests, which a resumed run repeats."""
+    def _sidecar_state(self) -> tuple[list[list[dict[str, int | str]]], dict]:
+        """What the resume sidecar of a snapshot taken now records: the data positions (mid-test,
+        a SIGHUP while testing, the test nets' from before this round of tests, which a resumed
+        run repeats) and the random states."""
         train, *tests = self._data_positions()
         if self._test_positions is not None:
             tests = self._test_positions
-        resume.write_sidecar(resume.sidecar_path(state_path), self.iter, model_name, model_bytes, state_bytes,
-                             [train, *tests], resume.random_states(self.device))
+        return [train, *tests], resume.random_states(self.device)
 
     def _check_finite(self) -> None:
         """Refuse to snapshot weights an update has made NaN or infinite: the last good one stays."""
-        for e in self.entries:
-            if not torch.isfinite(e.param.detach()).all():
+        finite = torch.stack([torch.isfinite(e.param.detach()).all() for e in self.entries]).tolist()  # one sync
+        for e, ok in zip(self.entries, finite):
+            if not ok:
                 kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
                 raise TrainingDiverged(
                     f"iteration {self.iter}: the update made {e.layer} param {e.index} non-finite; "

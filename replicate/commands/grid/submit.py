@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from replicate.experiments.launch import TRAIN_COMMAND, torchrun_command
+from replicate.experiments.launch import GRID_SNAPSHOT_KEEP, TRAIN_COMMAND, torchrun_command
 from replicate.experiments.planfile import read_plan
 from replicate.experiments.slurm import CPUS_PER_GPU, MEM_GB_PER_GPU, make_executor, submit_plan
 
@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="submit only these nets (and the base nets they need)")
     parser.add_argument("--resubmit", action="store_true",
                         help="queue nets again even when their status says queued or running")
+    parser.add_argument("--snapshot-keep", type=int, default=GRID_SNAPSHOT_KEEP, metavar="K",
+                        help="each net keeps its last K snapshots and its final one (default %(default)s: "
+                             "the 148-net CaffeNet grid then ends with ~69 GB of snapshots; 0 keeps all)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     command = torchrun_command(args.gpus_per_net) if args.gpus_per_net > 1 else TRAIN_COMMAND
     jobs = submit_plan(
         plan, executor, only=args.only, device="cuda" if args.gpus_per_net else "cpu",
-        train_command=command, resubmit=args.resubmit,
+        train_command=command, resubmit=args.resubmit, snapshot_keep=args.snapshot_keep,
     )
     print(f"{len(jobs)} net(s) queued or in the queue; `python -m replicate grid status --plan {args.plan}`")
     return 0

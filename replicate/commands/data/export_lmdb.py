@@ -1,0 +1,26 @@
+"""Write a view of the store (`data prepare`) as an ordinary Caffe LMDB, for real Caffe.
+
+  python -m replicate data export-lmdb data/half0A_train half0A_train_lmdb
+
+Keys `%08d_<list name>` in the view's order (Caffe's Data layer reads them front to back, as it
+would read convert_imageset --shuffle's LMDB), Datums raw or JPEG-encoded as the store holds them,
+labels as in the set's list.  The LMDB is built as OUT.partial and renamed when complete; `data
+mean OUT` then gives the view's mean.binaryproto bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from replicate.data.view import export_lmdb
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("view", help="a set folder written by `data prepare` (e.g. data/half0A_train)")
+    parser.add_argument("out", help="LMDB folder to create (replaced if it exists)")
+
+
+def run(args: argparse.Namespace) -> int:
+    count = export_lmdb(args.view, args.out)
+    print(f"wrote {args.out}: {count} records")
+    return 0

@@ -1,0 +1,119 @@
+"""One worker pool per process, sized by the CPUs it may use; JPEG decoding on the device with the
+CPU for what the device decoder cannot take (torchvision's CPU decoder stands in for nvjpeg)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from solver_support import copy_run, one_thread  # noqa: F401  (autouse fixture)
+from test_solver_snapshots import _children
+
+from replicate.data.cpus import available_cpus
+from replicate.data.loader import BatchMaker, GpuLoader, LmdbSource, SerialLoader, WorkerLoader, jpeg_components
+from replicate.data.lmdb_io import encoded_datum, write_lmdb
+from replicate.data.pool import workers_per_process
+from replicate.data.transform import TRAIN, DataTransformer
+from replicate.errors import ReplicateError
+from replicate.io.model import load_solver
+from replicate.proto import caffe_pb2
+from replicate.solver.log import RunLog
+from replicate.solver.solver import Solver
+
+
+def _image(mode: str, fmt: str = "JPEG", seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (11, 13, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGB").convert(mode).save(out, format=fmt, quality=85)
+    return out.getvalue()
+
+
+ODD = {"rgb.jpg": _image("RGB"), "cmyk.jpg": _image("CMYK"), "gray.jpg": _image("L"),
+       "png.JPEG": _image("RGB", "PNG"), "rgb2.jpg": _image("RGB", seed=1)}
+
+
+@pytest.fixture
+def odd_maker(tmp_path: Path):
+    write_lmdb(tmp_path / "odd", [(name, encoded_datum(data, i)) for i, (name, data) in enumerate(ODD.items())])
+    param = caffe_pb2.TransformationParameter(crop_size=9, mirror=True, scale=0.5, force_color=True)
+    return BatchMaker(LmdbSource(tmp_path / "odd"), DataTransformer(param, TRAIN), batch_size=5, seed=3)
+
+
+def _same(a, b) -> None:
+    for (da, la), (db, lb) in zip(a, b):
+        assert torch.equal(da, db) and torch.equal(la, lb)
+
+
+def test_jpeg_components_tell_what_the_device_decoder_gets() -> None:
+    assert [jpeg_components(data) for data in ODD.values()] == [3, 4, 1, 0, 3]
+    assert jpeg_components(b"\xff\xd8\xff") == 0
+
+
+def test_device_decoding_of_odd_files_equals_the_reference(odd_maker) -> None:
+    _same([next(GpuLoader(odd_maker, "cpu")) for _ in range(1)], [next(SerialLoader(odd_maker))])
+    loader = GpuLoader(odd_maker, "cpu", workers=2)
+    try:
+        _same([next(loader) for _ in range(3)], [odd_maker.make(k) for k in range(3)])
+    finally:
+        loader.close()
+
+
+def test_what_the_device_decoder_refuses_is_decoded_on_the_cpu(odd_maker, monkeypatch) -> None:
+    import torchvision.io
+
+    decode, refused = torchvision.io.decode_jpeg, []
+
+    def refuses_greyscale(data, mode, device):
+        one = [data] if isinstance(data, torch.Tensor) else data
+        if any(len(d) == len(ODD["gray.jpg"]) for d in one):
+            refused.append(len(one))
+            raise RuntimeError("nvjpeg: unsupported")
+        return decode(data, mode=mode, device=device)
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", refuses_greyscale)
+    _same([next(GpuLoader(odd_maker, "cpu"))], [next(SerialLoader(odd_maker))])
+    assert refused == [3, 1]  # the batch, then the grey one alone; it was decoded on the CPU
+
+
+def test_one_pool_serves_the_train_and_test_nets(tmp_path: Path) -> None:
+    run = copy_run(tmp_path, "run")
+    param = load_solver(run / "solver.prototxt")
+    param.snapshot_prefix = str(run / "snap")
+    solver = Solver(param, run, torch.device("cpu"), RunLog(None, False), data_workers=2)
+    try:
+        assert solver.data_feed == {"data_path": "cpu", "data_workers": 2}
+        solver.forward_backward()
+        solver.test(0)
+        assert len(_children()) == 2  # not 2 per data layer
+    finally:
+        solver.close()
+    assert _children() == []
+
+
+def test_a_workers_error_reaches_the_layer_as_its_message(tmp_path: Path) -> None:
+    write_lmdb(tmp_path / "bad", [("a.jpg", encoded_datum(b"not an image", 0))])
+    param = caffe_pb2.TransformationParameter()
+    maker = BatchMaker(LmdbSource(tmp_path / "bad"), DataTransformer(param, TRAIN), batch_size=1, seed=0)
+    loader = WorkerLoader(maker, workers=1)
+    try:
+        with pytest.raises(ReplicateError, match=r"bad\[00000000_a.jpg\]: cannot read image size"):
+            next(loader)
+    finally:
+        loader.close()
+
+
+def test_workers_come_from_the_cpus_this_process_may_use(monkeypatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr(os, "cpu_count", lambda: 256)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert available_cpus() == 8 and workers_per_process() == 7
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    assert available_cpus() == 6 and workers_per_process() == 5
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert workers_per_process() == 2

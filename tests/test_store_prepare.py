@@ -1,0 +1,216 @@
+"""`data prepare` from ILSVRC2012's own files (a miniature built like them: tests/ilsvrc_support.py):
+one store, a view per set, means; the same store from the tars, their folders or Caffe's lists."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from ilsvrc_support import ALL_WNIDS, WNIDS, extract, make_ilsvrc, meta_mat
+
+from replicate.cli import main
+from replicate.data import store as store_module
+from replicate.data.devkit import Devkit, devkit_ids
+from replicate.data.ilsvrc import train_images
+from replicate.data.image import encode_jpeg
+from replicate.data.store import Store, StoreOptions, build_store
+from replicate.data.view import View
+from replicate.errors import ReplicateError
+from replicate.io.prototxt import parse_text
+from replicate.layers.base import layer_class
+from replicate.proto import caffe_pb2
+
+SIZE = ["--resize", "8", "8", "--workers", "1"]
+
+
+def options(ilsvrc) -> list[str]:
+    return ["--synsets", str(ilsvrc.synsets), *SIZE]
+
+
+@pytest.fixture(scope="module")
+def ilsvrc(tmp_path_factory: pytest.TempPathFactory):
+    return make_ilsvrc(tmp_path_factory.mktemp("ilsvrc"))
+
+
+@pytest.fixture(scope="module")
+def prepared(ilsvrc, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    capture = io.StringIO()
+    with contextlib.redirect_stderr(capture), contextlib.redirect_stdout(capture):
+        code = main(["data", "prepare", "--train", str(ilsvrc.train_tar), "--val", str(ilsvrc.val_tar),
+                     "--devkit", str(ilsvrc.devkit), "--out", str(out), *options(ilsvrc)])
+    assert code == 0, capture.getvalue()
+    return out, capture.getvalue()
+
+
+def test_lists_are_caffes_with_validation_labels_from_the_devkit(prepared, ilsvrc) -> None:
+    out, _ = prepared
+    assert (out / "whole_train" / "files.txt").read_text() == "".join(f"{n} {l}\n" for n, l in ilsvrc.train)
+    assert (out / "whole_valid" / "files.txt").read_text() == "".join(f"{n} {l}\n" for n, l in sorted(ilsvrc.val))
+    sets = sorted(p.name for p in out.iterdir() if (p / "view.json").is_file())
+    assert len(sets) == 2 * 11 + 11  # whole, 8 random halves, 2 natman halves (train, valid); 11 reduced
+
+
+def test_bad_image_is_counted_and_reported_and_the_odd_ones_go_through(prepared) -> None:
+    out, output = prepared
+    meta = json.loads((out / "store" / "store.json").read_text())
+    assert (meta["records"], meta["failed"]) == (83, 1)
+    assert "failed train/n01440764/n01440764_truncated.JPEG: cannot decode image" in output
+    assert "1 failed" in output
+    store = Store(out / "store")
+    records = store.records_of("train")
+    gray = store.raw(records["n01440764/n01440764_gray.JPEG"])
+    assert gray.shape == (3, 8, 8) and (gray[0] == gray[1]).all() and (gray[1] == gray[2]).all()
+    for odd in ("cmyk", "png"):
+        assert store.raw(records[f"n01440764/n01440764_{odd}.JPEG"]).shape == (3, 8, 8)
+    view = View(out / "whole_train")
+    assert view.meta["skipped"] == 1 and len(view) == 43
+    store.close()
+    view.close()
+
+
+def test_views_hold_their_lists_images_and_labels_in_a_recorded_shuffle(prepared) -> None:
+    out, _ = prepared
+    store = Store(out / "store")
+    for name in ("half0A_train", "halfnatmanB_valid", "reduced0002_train"):
+        view = View(out / name)
+        listed = dict(line.rsplit(" ", 1) for line in (out / name / "files.txt").read_text().splitlines())
+        part = view.meta["part"]
+        got = {store.name(int(r)).split("/", 1)[1]: int(l) for r, l in zip(view.records, view.labels)}
+        listed.pop("n01440764/n01440764_truncated.JPEG", None)
+        assert got == {k: int(v) for k, v in listed.items()}
+        assert all(store.name(int(r)).startswith(f"{part}/") for r in view.records)
+        assert list(got) != list(listed)  # shuffled, by the seed the view records
+        view.close()
+    store.close()
+
+
+def _data_layer(source: Path, mean: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    text = (f'name: "data" type: "Data" top: "data" top: "label" transform_param {{ crop_size: 6 mirror: true '
+            f'mean_file: "{mean}" }} data_param {{ source: "{source}" batch_size: 7 backend: LMDB }}')
+    param = parse_text(text, caffe_pb2.LayerParameter())
+    layer = layer_class(param)(param, caffe_pb2.TRAIN, [])
+    layer.configure(seed=5)
+    batches = [layer.forward() for _ in range(4)]
+    layer.close()
+    return batches
+
+
+def test_a_view_reads_like_its_exported_caffe_lmdb_and_its_mean_is_caffes(prepared, tmp_path: Path) -> None:
+    out, _ = prepared
+    view, mean = out / "half1B_train", out / "half1B_train" / "mean.binaryproto"
+    assert main(["data", "export-lmdb", str(view), str(tmp_path / "lmdb")]) == 0
+    for (a, la), (b, lb) in zip(_data_layer(view, mean), _data_layer(tmp_path / "lmdb", mean)):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    assert main(["data", "mean", str(tmp_path / "lmdb"), "--out", str(tmp_path / "mean.binaryproto")]) == 0
+    assert (tmp_path / "mean.binaryproto").read_bytes() == mean.read_bytes()
+
+
+def _data_bytes(out: Path) -> bytes:
+    return (out / "store" / "data.bin").read_bytes()
+
+
+def test_extracted_folders_and_caffe_lists_give_the_same_store(prepared, ilsvrc, tmp_path: Path) -> None:
+    out, _ = prepared
+    classes = tmp_path / "train_tars"
+    extract(ilsvrc.train_tar, classes)  # tar xf ILSVRC2012_img_train.tar: a folder of class tars
+    val, devkit = tmp_path / "val", tmp_path / "devkit"
+    extract(ilsvrc.val_tar, val)
+    extract(ilsvrc.devkit, devkit)
+    folders = tmp_path / "folders"
+    assert main(["data", "prepare", "--train", str(classes), "--val", str(val), "--devkit",
+                 str(devkit / "ILSVRC2012_devkit_t12"), "--out", str(folders), "--splits", "0", "--reduced", "",
+                 *options(ilsvrc)]) == 0
+    assert _data_bytes(folders) == _data_bytes(out)
+    images = tmp_path / "images"
+    for wnid in WNIDS:
+        extract(classes / f"{wnid}.tar", images / wnid)
+    (tmp_path / "train.txt").write_text((out / "whole_train" / "files.txt").read_text())
+    (tmp_path / "val.txt").write_text((out / "whole_valid" / "files.txt").read_text())
+    lists = tmp_path / "lists"
+    assert main(["data", "prepare", "--train", str(tmp_path / "train.txt"), "--train-root", str(images),
+                 "--val", str(tmp_path / "val.txt"), "--val-root", str(val), "--out", str(lists),
+                 "--splits", "0", "--reduced", "", *options(ilsvrc)]) == 0
+    assert _data_bytes(lists) == _data_bytes(out)
+
+
+def test_missing_class_tar_or_input_is_a_one_line_error(ilsvrc, tmp_path: Path, capsys) -> None:
+    classes = tmp_path / "train_tars"
+    extract(ilsvrc.train_tar, classes)
+    (classes / f"{WNIDS[3]}.tar").unlink()
+    synsets = ["--synsets", str(ilsvrc.synsets), "--out", str(tmp_path / "o")]
+    assert main(["data", "prepare", "--train", str(classes), *synsets]) == 2
+    assert capsys.readouterr().err == f"error: {classes}: no {WNIDS[3]}.tar for class 3 ({WNIDS[3]})\n"
+    assert main(["data", "prepare", "--train", str(tmp_path / "ILSVRC2012_img_train.tar"), *synsets]) == 2
+    assert "training images not found" in capsys.readouterr().err
+    assert main(["data", "prepare", "--val", str(ilsvrc.val_tar), *synsets]) == 2
+    assert "validation images need --devkit" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_devkit_meta_with_1860_synsets_maps_ids_to_sorted_wnid_labels(ilsvrc) -> None:
+    synsets = scipy.io.loadmat(io.BytesIO(meta_mat(ilsvrc.ids)), squeeze_me=True)["synsets"]
+    assert len(synsets) == 1860 and int(np.sum(synsets["num_children"] > 0)) == 860
+    mapping = devkit_ids(Devkit(meta_mat(ilsvrc.ids), "meta.mat", b"", "gt"), ALL_WNIDS)
+    assert mapping == {ilsvrc.ids[label]: label for label in range(1000)}
+    assert mapping != {i + 1: i for i in range(1000)}  # the devkit's order is not Caffe's
+
+
+def test_an_interrupted_build_resumes_to_the_same_store(ilsvrc, tmp_path: Path, monkeypatch) -> None:
+    train = train_images(ilsvrc.train_tar, WNIDS)
+    options = StoreOptions("raw", (8, 8))
+    build_store(tmp_path / "whole", [("train", train)], options, show_progress=False)
+    encode, calls = store_module.encode_chunk, []
+
+    def stop_at_the_fifth(job):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return encode(job)
+
+    monkeypatch.setattr(store_module, "CHUNK", 4)
+    monkeypatch.setattr(store_module, "FLUSH_EVERY", 8)
+    monkeypatch.setattr(store_module, "encode_chunk", stop_at_the_fifth)
+    with pytest.raises(ReplicateError, match=r"interrupted after 16 of 44 images; run the same command"):
+        build_store(tmp_path / "resumed", [("train", train)], options, show_progress=False)
+    partial = tmp_path / "resumed.partial"
+    with open(partial / "data.bin", "ab") as f:
+        f.write(b"half a record")  # as if killed in the middle of a write
+    with pytest.raises(ReplicateError, match="not a finished store .*resumed.partial is unfinished"):
+        Store(tmp_path / "resumed")
+    monkeypatch.setattr(store_module, "encode_chunk", encode)
+    report = build_store(tmp_path / "resumed", [("train", train)], options, show_progress=False)
+    assert report.resumed_at == 16 and len(report.failed) == 1
+    assert (tmp_path / "resumed" / "data.bin").read_bytes() == (tmp_path / "whole" / "data.bin").read_bytes()
+    assert (tmp_path / "resumed" / "index.npy").read_bytes() == (tmp_path / "whole" / "index.npy").read_bytes()
+    with pytest.raises(ReplicateError, match="other images or options"):
+        build_store(tmp_path / "resumed", [("train", train)], StoreOptions("jpeg", (8, 8)), show_progress=False)
+
+
+def test_parallel_build_equals_one_process(ilsvrc, prepared, tmp_path: Path) -> None:
+    out, _ = prepared
+    train = train_images(ilsvrc.train_tar, WNIDS)
+    build_store(tmp_path / "store", [("train", train)], StoreOptions("raw", (8, 8)), workers=2, show_progress=False)
+    whole = Store(out / "store")
+    train_bytes = sum(int(r["length"]) for r in whole.index if r["part"] == 0)
+    assert (tmp_path / "store" / "data.bin").read_bytes() == _data_bytes(out)[:train_bytes]
+    whole.close()
+
+
+def test_jpeg_store_holds_the_raw_stores_pixels_encoded_at_its_quality(prepared, ilsvrc, tmp_path: Path) -> None:
+    out, _ = prepared
+    train = train_images(ilsvrc.train_tar, WNIDS)
+    build_store(tmp_path / "jpeg", [("train", train)], StoreOptions("jpeg", (8, 8), quality=70), show_progress=False)
+    raw, jpeg = Store(out / "store"), Store(tmp_path / "jpeg")
+    assert jpeg.meta["quality"] == 70 and len(jpeg) == len(train) - 1
+    for record in range(len(jpeg)):
+        assert jpeg.name(record) == raw.name(record) and jpeg.shape(record) == raw.shape(record)
+        assert bytes(jpeg.encoded(record)) == encode_jpeg(raw.raw(record).transpose(1, 2, 0), 70)
+    raw.close()
+    jpeg.close()
