@@ -78,24 +78,27 @@ def test_files_of_different_runs_are_never_loaded_together(tmp_path: Path) -> No
 
 
 def _children() -> list[int]:
-    """This process's child processes (its data workers)."""
-    found = []
+    """This process's forked children (its data workers; not the other programs it started)."""
+    found, ours = [], Path("/proc/self/cmdline").read_bytes()
     for proc in Path("/proc").iterdir():
         try:
-            status = (proc / "status").read_text()
+            status, cmdline = (proc / "status").read_text(), (proc / "cmdline").read_bytes()
         except OSError:  # not a process, or one that has just ended
             continue
-        if f"\nPPid:\t{os.getpid()}\n" in status:
+        if f"\nPPid:\t{os.getpid()}\n" in status and cmdline == ours:
             found.append(int(proc.name))
     return found
 
 
-def _signal_at_test_batch(monkeypatch: pytest.MonkeyPatch, number: int, signum: int, children: bool = False) -> None:
+def _signal_at_test_batch(monkeypatch: pytest.MonkeyPatch, number: int, signum: int,
+                          children: bool = False) -> list[int]:
     """Send `signum` to this process (and to its children, as SLURM signals every process of a
     job) right after the test nets' `number`-th batch (counting from 1 over the run): the test at
-    iteration 0 reads batches 1-2, the one at iteration 4 batches 3-4."""
+    iteration 0 reads batches 1-2, the one at iteration 4 batches 3-4.  Returns (and fills)
+    the list of the children signalled."""
     forward: Callable = BatchLayer.forward
     count = 0
+    signalled: list[int] = []
 
     def counting(self: BatchLayer):
         nonlocal count
@@ -103,12 +106,14 @@ def _signal_at_test_batch(monkeypatch: pytest.MonkeyPatch, number: int, signum: 
         if self.phase == caffe_pb2.TEST:
             count += 1
             if count == number:
-                for pid in _children() if children else []:
+                signalled.extend(_children() if children else [])
+                for pid in signalled:
                     os.kill(pid, signum)
                 os.kill(os.getpid(), signum)
         return out
 
     monkeypatch.setattr(BatchLayer, "forward", counting)
+    return signalled
 
 
 def test_sighup_mid_test_snapshots_there_and_a_resume_repeats_that_test(tmp_path: Path,
@@ -162,8 +167,8 @@ def test_sigterm_to_every_process_of_a_job_with_data_workers_ends_in_a_snapshot(
     train(whole / "solver.prototxt", echo=False)
     run = random_run(tmp_path, "workers", edits)
     with monkeypatch.context() as m:
-        _signal_at_test_batch(m, 3, signal.SIGTERM, children=True)
+        signalled = _signal_at_test_batch(m, 3, signal.SIGTERM, children=True)
         result = train(run / "solver.prototxt", echo=False, data_workers=2)
-    assert (result.iterations, result.requeued) == (4, True)
+    assert (result.iterations, result.requeued, len(signalled)) == (4, True, 2) and not _children()
     train(run / "solver.prototxt", snapshot=run / "snap_iter_4.solverstate", echo=False, data_workers=2)
     assert _same_end(whole, run)
