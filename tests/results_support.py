@@ -43,10 +43,13 @@ class _Log:
 
 
 def log_2014(name: str, points: list[tuple[int, str, str]], display: int = 20,
-             max_iter: int | None = None) -> str:
-    """A 2014 Caffe log of one net with these validation points."""
+             max_iter: int | None = None, date: str = "0418", start: int = 0,
+             last: int | None = None) -> str:
+    """A 2014 Caffe log of one net with these validation points: a job started on `date`
+    (MMDD) from the snapshot at iteration `start` (0: from scratch) and killed after iteration
+    `last` (None: it runs to the end)."""
     rng = random.Random(name)
-    emit = (log := _Log("0418")).emit
+    emit = (log := _Log(date)).emit
     emit("train_net.cpp:26", "Starting Optimization")
     emit("solver.cpp:41", "Creating training net.")
     emit("net.cpp:75", "Creating Layer data")
@@ -63,9 +66,9 @@ def log_2014(name: str, points: list[tuple[int, str, str]], display: int = 20,
     emit("solver.cpp:47", "Solver scaffolding done.")
     emit("solver.cpp:57", "Solving CaffeNet")
     tests = {it: (top1, loss) for it, top1, loss in points}
-    last = max_iter or points[-1][0]
+    end = max_iter or points[-1][0]
     base_loss = float(points[0][2])
-    for it in range(1, last + 1):
+    for it in range(start + 1, (last or end) + 1):
         if it % display == 0:
             emit("solver.cpp:218", f"Iteration {it}, lr = {0.01 * 0.1 ** (it // 100000):g}")
             emit("solver.cpp:75", f"Iteration {it}, loss = {base_loss * rng.uniform(0.5, 1.0):g}")
@@ -77,15 +80,17 @@ def log_2014(name: str, points: list[tuple[int, str, str]], display: int = 20,
             emit("solver.cpp:140", f"Snapshotting to caffe_imagenet_train_iter_{it}")
             emit("solver.cpp:147",
                  f"Snapshotting solver state to caffe_imagenet_train_iter_{it}.solverstate")
-    emit("solver.cpp:140", f"Snapshotting to caffe_imagenet_train_iter_{last}")
-    emit("solver.cpp:91", "Optimization Done.")
+    if last is None:
+        emit("solver.cpp:140", f"Snapshotting to caffe_imagenet_train_iter_{end}")
+        emit("solver.cpp:91", "Optimization Done.")
     return log.text()
 
 
 def log_modern(points: list[tuple[int, float, float | None]], display: int = 20,
-               initial: tuple[float, float | None] | None = (0.001, 6.9)) -> str:
-    """A modern Caffe log (test at iteration 0 when `initial` is given)."""
-    emit = (log := _Log("1124")).emit
+               initial: tuple[float, float | None] | None = (0.001, 6.9),
+               date: str = "1124") -> str:
+    """A modern Caffe log (test at iteration 0 when `initial` is given), started on `date`."""
+    emit = (log := _Log(date)).emit
     def test(it: int, top1: float, loss: float | None) -> None:
         emit("solver.cpp:346", f"Iteration {it}, Testing net (#0)")
         emit("solver.cpp:413", f"    Test net output #0: accuracy = {top1:g}")

@@ -1,15 +1,12 @@
-"""Shared pieces of the solver tests: a run folder copied from Caffe's e2e fixture, its params,
-and single-threaded torch (the fixture's nets are tiny; on a shared 2-core machine the default
-thread pool makes them 10-20x slower through oversubscription)."""
+"""Shared pieces of the solver tests: a run folder copied from Caffe's e2e fixture, and its params.
+(Single-threaded torch, which these tiny nets need on a shared machine, is conftest.py's.)"""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from replicate.io.blobs import blob_to_array
@@ -33,13 +30,6 @@ def copy_run(tmp_path: Path, name: str, solver_edits: dict[str, str] | None = No
 def params(path: Path) -> dict[str, list[np.ndarray]]:
     return {layer.name: [blob_to_array(b) for b in layer.blobs] for layer in load_caffemodel(path).layer}
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 RANDOM_NETS = {

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from replicate.results.logs import (FORMAT_2014, FORMAT_METRICS, FORMAT_MODERN, LogError,
-                                    check_agree, merge, parse_lines, read_log, read_metrics)
+                                    check_agree, merge_segments, parse_lines, parse_segments,
+                                    read_log, read_metrics)
 from results_support import load_curves, log_2014, log_modern, write_gz
 
 GOLDEN_LOG = Path(__file__).parent / "golden" / "caffe_train_e2e" / "caffe" / "train.log"
@@ -106,9 +107,10 @@ def test_metrics_jsonl_and_agreement_with_train_log(tmp_path: Path) -> None:
 
 
 def test_several_logs_of_one_run_merge(tmp_path: Path) -> None:
-    a = parse_lines(log_modern([(100, 0.1, 3.0), (200, 0.2, 2.0)]).splitlines(), "a")
-    b = parse_lines(log_modern([(200, 0.25, 1.9), (300, 0.3, 1.8)], initial=None).splitlines(), "b")
-    merged = merge([b, a], "run")
+    a = parse_segments(log_modern([(100, 0.1, 3.0), (200, 0.2, 2.0)]).splitlines(), "a")
+    b = parse_segments(log_modern([(200, 0.25, 1.9), (300, 0.3, 1.8)], initial=None,
+                                  date="1125").splitlines(), "b")
+    merged = merge_segments(b + a, "run")
     assert [(p.iter, p.top1) for p in merged.val] == [(0, 0.001), (100, 0.1), (200, 0.25), (300, 0.3)]
 
 

@@ -24,7 +24,7 @@ from replicate.io.model import load_caffemodel, save_caffemodel
 from replicate.proto import caffe_pb2
 from replicate.results.logs import read_log
 from replicate.solver.run import train
-from solver_support import E2E, copy_run, one_thread, params  # noqa: F401 (autouse fixture)
+from solver_support import E2E, copy_run, params
 
 LINE = re.compile(r"\] (Iteration \d+(?: \([^)]*\))?, (?:loss|lr) = \S+|\s*Test net output #\d+: .*)$")
 

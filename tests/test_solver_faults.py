@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from replicate.errors import ReplicateError
-from replicate.layers.data import BatchLayer
 from replicate.io.binary import read_binary
+from replicate.layers.data import BatchLayer
 from replicate.proto import caffe_pb2
 from replicate.solver.run import train
 from replicate.solver.solver import TrainingDiverged
-from solver_support import copy_run, one_thread, params, random_run, same_weights  # noqa: F401 (autouse fixture)
+from solver_support import copy_run, params, random_run, same_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,8 @@ def _attempt(run: Path, resume: Path | None, fault: tuple[str, int, float] | Non
 
     BatchLayer.forward = counting_forward
     os.replace = counting_replace
-    train(run / "solver.prototxt", snapshot=resume, echo=False)
+    # A run killed before its first snapshot starts again (--force: its logs are all it left).
+    train(run / "solver.prototxt", snapshot=resume, force=resume is None, echo=False)
 
 
 def _run_attempt(run: Path, resume: Path | None, fault: tuple[str, int, float] | None) -> int:
@@ -203,7 +204,7 @@ def test_snapshot_prefix_defaults_and_unwritable_folder(tmp_path: Path) -> None:
 def test_sigint_snapshots_and_stops_like_caffe(tmp_path: Path) -> None:
     run = copy_run(tmp_path, "sigint", {"max_iter: 20": "max_iter: 100000", "snapshot: 10": "snapshot: 0",
                                         "test_interval: 5": "test_interval: 0"})
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "replicate", "train", "solver.prototxt", "--weights", "init.caffemodel"],
         cwd=run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

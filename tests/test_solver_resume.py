@@ -18,7 +18,7 @@ from replicate.io.binary import read_binary
 from replicate.layers.data import BatchLayer
 from replicate.proto import caffe_pb2
 from replicate.solver.run import train
-from solver_support import one_thread, random_run, same_weights  # noqa: F401 (autouse fixture)
+from solver_support import random_run, same_weights
 
 
 def _records(run: Path, kind: str) -> list[dict]:

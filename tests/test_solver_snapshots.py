@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from solver_support import copy_run, one_thread  # noqa: F401  (autouse fixture)
+from solver_support import copy_run
 
 from replicate.data import lmdb_io
 from replicate.data.ilsvrc import Images
@@ -134,7 +134,7 @@ def test_ten_trainings_in_one_process_leave_nothing_open(tmp_path: Path, workers
     before = (len(lmdb_io._ENVS), threading.active_count(), len(_children()))
     counts = []
     for _ in range(10):
-        train(run / "solver.prototxt", echo=False, data_workers=workers)
+        train(run / "solver.prototxt", echo=False, data_workers=workers, force=True)  # again in one folder
         counts.append((_open_fds(), len(lmdb_io._ENVS), threading.active_count(), len(_children())))
     assert counts[0][1:] == before
     assert len(set(counts)) == 1, counts

@@ -3,10 +3,12 @@
 `python -m replicate results --runs DIR --out report/` reads DIR as either our run dirs (each
 with train.log and/or metrics.jsonl and manifest.json, as `generate` + `train`/`grid` leave
 them) or a folder of the authors' raw Caffe logs (`<name>.log.gz`, `<name>.log`, or
-`<name>/*.log[.gz]`), or both.  It writes report/results.csv (the paper's columns),
-report/curves.csv (every validation point), the figures as PNG and report/report.md, which
-puts every number beside the paper's.  Logs that are corrupt or truncated are listed in the
-report with the reason and left out.
+`<name>/` holding one file per job, `*.log[.gz]` or the cluster's `*.o<jobid>[.gz]`: the
+release's `results/` folder as published), or both.  It writes report/results.csv (the
+paper's columns), report/curves.csv (every validation point), the figures as PNG and
+report/report.md, which puts every number beside the paper's.  Logs that are corrupt or
+truncated are listed in the report with the reason and left out; so are log segments without a
+test, tests cut off by a killed job, and nets set up but never started.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
           f"in {args.runs}: {len(runs.nets)} readable, {len(runs.skipped)} skipped")
     for s in runs.skipped:
         print(f"  skipped {s.name}: {s.path}: {s.reason}")
+    left_out = [item for n in runs.nets for item in n.curve.left_out]
+    unfinished = sum(1 for n in runs.nets if n.complete is False)
+    if left_out or runs.not_started or unfinished:
+        print(f"  {len(runs.not_started)} not started, {unfinished} stopped before max_iter; "
+              f"{len(left_out)} log segments or tests left out of the curves "
+              f"({sum(1 for i in left_out if i.lost)} tests lost): listed in the report")
     report = build_report(runs, args.out, paper, paper_curves, args.runs)
     if report.relative:
         print("scaled or unnamed runs: the report compares shapes (relative to each base), "

@@ -1,7 +1,7 @@
 """Start one net's training as a subprocess and record how it ended.
 
 This is the grid's whole contact with training: the `train` command line (`solver.prototxt
-[--weights W | --snapshot S] [--device D]`, run in the net's folder) and the files it leaves.
+[--weights W | --snapshot S] [--force] [--device D]`, run in the net's folder) and the files it leaves.
 The command is a parameter (`train_command`) so that any program keeping that contract can be
 driven, e.g. a stand-in trainer in tests; it defaults to this package's own `train`.  How to
 start is decided from disk every time (newest solver state, else the base net's weights, else
@@ -22,7 +22,7 @@ from typing import IO, Any, Sequence
 import replicate
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
-from replicate.experiments.netfiles import METRICS_FILE, is_finished, last_record, newest_solverstate
+from replicate.experiments.netfiles import METRICS_FILE, has_earlier_run, is_finished, last_record, newest_solverstate
 from replicate.experiments.planfile import PlannedNet
 from replicate.solver.requests import EXIT_REQUEUE
 
@@ -52,13 +52,16 @@ def train_argv(
     snapshot = newest_solverstate(net)
     if snapshot is not None:
         argv += ["--snapshot", str(snapshot)]
-    elif net.weights is not None:
-        if not net.weights.is_file():
-            raise ReplicateError(
-                f"net {net.name!r}: starting weights {net.weights} not found "
-                f"(the final snapshot of base net {net.depends_on!r})"
-            )
-        argv += ["--weights", str(net.weights)]
+    else:
+        if net.weights is not None:
+            if not net.weights.is_file():
+                raise ReplicateError(
+                    f"net {net.name!r}: starting weights {net.weights} not found "
+                    f"(the final snapshot of base net {net.depends_on!r})"
+                )
+            argv += ["--weights", str(net.weights)]
+        if has_earlier_run(net):  # an attempt that died before its first snapshot: start over it
+            argv += ["--force"]
     if device:
         argv += ["--device", device]
     if snapshot_keep is not None:

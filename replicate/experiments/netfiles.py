@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Any
 from replicate.errors import ReplicateError
 from replicate.experiments.planfile import PlannedNet
 from replicate.io.prototxt import read_solver_text
+from replicate.solver import outputs
+from replicate.solver.log import METRICS_FILE
 
-METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass(frozen=True)
@@ -66,16 +66,14 @@ def final_weights(net: PlannedNet) -> Path:
 
 def newest_solverstate(net: PlannedNet) -> Path | None:
     """The solver state with the highest iteration, or None before the first snapshot."""
-    prefix = solver_facts(net).prefix
-    if not prefix.parent.is_dir():
-        return None
-    pattern = re.compile(re.escape(prefix.name) + r"_iter_(\d+)\.solverstate")
-    found = [
-        (int(m.group(1)), p)
-        for p in prefix.parent.iterdir()
-        if (m := pattern.fullmatch(p.name)) and p.is_file()
-    ]
-    return max(found)[1] if found else None
+    newest = outputs.newest_solverstate(solver_facts(net).prefix)
+    return newest[1] if newest else None
+
+
+def has_earlier_run(net: PlannedNet) -> bool:
+    """Logs or snapshots of an earlier attempt are in the net's folder (`train` refuses to start
+    over them unless told to with --force)."""
+    return bool(outputs.earlier_run(net.dir, solver_facts(net).prefix))
 
 
 def read_metrics(net_dir: Path, kinds: frozenset[str] | None = None) -> list[dict[str, Any]]:

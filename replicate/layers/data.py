@@ -32,6 +32,7 @@ from replicate.data.transform import DataTransformer
 from replicate.data.view import ViewSource, is_view
 from replicate.errors import ReplicateError
 from replicate.layers.base import Layer, Shape, register
+from replicate.layers.eager import not_compiled
 from replicate.proto import caffe_pb2
 
 
@@ -113,7 +114,7 @@ class BatchLayer(Layer):
         self._loader = None
         self.maker.source.close()
 
-    @torch.compiler.disable
+    @not_compiled
     def forward(self) -> tuple[torch.Tensor, ...]:
         # Reading and decoding is Python I/O: torch.compile of a net runs it as it is.
         if self._loader is None:

@@ -2,6 +2,9 @@
 
 Both view predictions as (outer, classes, inner) around the class axis, cast float labels to int
 (truncation, Caffe's static_cast), skip `ignore_label`, and stop on a label outside the classes.
+That check reads the labels on the host, so it runs in eager mode only: a compiled graph cannot
+branch on data without breaking, and there an out-of-range label still fails in the gather
+(an index error) instead of reading another class's score.
 """
 
 from __future__ import annotations
@@ -29,6 +32,6 @@ def scores_and_labels(
     else:
         valid = labels != ignore_label
     safe = torch.where(valid, labels, torch.zeros_like(labels))
-    if ((safe < 0) | (safe >= classes)).any():
+    if not torch.compiler.is_compiling() and ((safe < 0) | (safe >= classes)).any():
         raise layer.error(f"label out of range [0, {classes})")
     return scores, safe, valid

@@ -1,9 +1,11 @@
 """Caffe's SoftmaxWithLoss: mean (by Caffe's normalization mode) of -log softmax(x)[label].
 
-The forward value follows Caffe bit for bit in spirit: the probability is clamped at FLT_MIN
-before the log.  The gradient is Caffe's (prob - onehot) * weight / normalizer, taken from
-log_softmax's exact backward, with ignored labels contributing nothing.  An optional second top
-is the softmax itself, through which Caffe sends no gradient.
+Forward and backward are Caffe's own pair (`softmax_loss_layer.cpp`), from one softmax: the loss
+is -log(max(prob[label], FLT_MIN)) summed over non-ignored positions and divided by the
+normalizer; the gradient is (prob - onehot) * top_diff / normalizer, zero at ignored labels.
+Autograd through log_softmax would give the same gradient only up to exp(log(prob)) rounding and
+costs a second softmax.  An optional second top is the softmax itself, through which Caffe sends
+no gradient.
 """
 
 from __future__ import annotations
@@ -39,6 +41,28 @@ def normalizer(mode: int, outer: int, inner: int, valid: torch.Tensor) -> torch.
     return 1.0
 
 
+class _CaffeSoftmaxLoss(torch.autograd.Function):
+    """(loss, prob) from scores (outer, C, inner); d loss / d scores is Caffe's backward."""
+
+    @staticmethod
+    def forward(
+        ctx, scores: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, norm: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        prob = torch.softmax(scores, dim=1)
+        nll = -torch.log(prob.gather(1, safe).clamp(min=FLT_MIN))
+        loss = torch.where(valid, nll, torch.zeros_like(nll)).sum() / norm
+        ctx.save_for_backward(prob, safe, valid, norm)
+        ctx.mark_non_differentiable(prob)
+        return loss, prob
+
+    @staticmethod
+    def backward(ctx, loss_diff: torch.Tensor, _prob_diff: torch.Tensor):
+        prob, safe, valid, norm = ctx.saved_tensors
+        diff = prob.scatter_add(1, safe, torch.full(safe.shape, -1.0, dtype=prob.dtype, device=prob.device))
+        scale = loss_diff / norm  # Caffe's loss_weight / normalizer
+        return diff * torch.where(valid, scale, torch.zeros_like(scale)), None, None, None
+
+
 @register("SoftmaxWithLoss")
 class SoftmaxWithLoss(Layer):
     min_bottoms = 2
@@ -72,15 +96,10 @@ class SoftmaxWithLoss(Layer):
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
         scores, safe, valid = scores_and_labels(self, x, label, self.axis, self.ignore_label)
         outer, inner = scores.shape[0], scores.shape[2]
-        log_prob = torch.log_softmax(scores, dim=1)
-        picked = log_prob.gather(1, safe)
-        with torch.no_grad():
-            prob = torch.softmax(scores, dim=1)
-            caffe_nll = -torch.log(prob.gather(1, safe).clamp(min=FLT_MIN))
-        nll = caffe_nll + (-picked - (-picked).detach())
-        nll = torch.where(valid, nll, torch.zeros_like(nll))
         norm = normalizer(self.mode, outer, inner, valid.sum().to(x.dtype))
-        loss = nll.sum() / norm
+        if not isinstance(norm, torch.Tensor):
+            norm = torch.tensor(norm, dtype=x.dtype, device=x.device)
+        loss, prob = _CaffeSoftmaxLoss.apply(scores, safe, valid, norm)
         if len(self.top_shapes) == 2:
             return loss, prob.reshape(x.shape)
         return (loss,)

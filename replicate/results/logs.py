@@ -7,10 +7,26 @@ Three writers produce the curves this project compares:
   `Test net output #0: accuracy = 0.51` and `Test net output #1: loss = 1.2 (* 1 = 1.2 loss)`;
 - our trainer's `metrics.jsonl` (`{"iter": N, "kind": "test", "net": 0, "outputs": {...}}`).
 
-A log that cannot be read completely is a `LogError`, never a shorter curve: a curve that
-silently lost its best points would move the paper's statistic.  A run resumed from a snapshot
-appends to its log and repeats the iterations after the snapshot; the later record of an
-iteration replaces the earlier one and everything logged after it, as the resumed run did.
+A run killed and resumed from a snapshot is logged in segments, one per process: appended to
+one file (our train.log), or one file per cluster job (the authors' release:
+`<yymmdd_hhmmss>_<job>.o<jobid>.gz`, 1-8 per net).  A segment ends where the next one starts
+(a `Solving <net>` line, or an iteration lower than the last one) or with its file.  Segments
+are put in the order they ran, by the glog time of their first line, and a later segment's
+record of an iteration replaces the earlier one; points that no later segment repeats are kept.
+That is the rule of the authors' own plotting notebook (the newest record of each iteration
+wins), and the only one found that gives back all 148 of their curves
+(results/original_curves.csv.gz) from the release.  Neither file order nor the iteration a
+segment starts from will do: netbase/catlog.oMANUAL.gz holds its resumed run before the run it
+resumed, and transfer-ft1A1B_1_4's job 257165 resumed from the snapshot at 200000 after job
+253002 had resumed from 270000, so the older job's tests at 271000-273000 are the ones replaced.
+glog writes no year: dates are read on a circle, cut at the longest gap between segments.
+
+A segment that ends inside a test (its job was killed mid-test) loses that test; one that
+logged no test (the job died early) adds no point.  Both are listed in `Curve.left_out`.
+`read_log` refuses a curve that lost a test no later segment repeats (a curve that silently
+lost its best points would move the paper's statistic); `read_logs`, for a folder of the
+authors' jobs, keeps the curve and lists the loss for the report.  Anything else that cannot
+be read is a `LogError`, never a shorter curve.
 """
 
 from __future__ import annotations
@@ -20,7 +36,7 @@ import json
 import math
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +48,16 @@ FORMAT_MODERN = "caffe"
 FORMAT_METRICS = "metrics.jsonl"
 
 # glog's prefix: severity+date (MMDD or YYYYMMDD), time, thread id, file:line]
-_PREFIX = re.compile(r"^[IWEF]\d{4,8} +\d\d:\d\d:\d\d\.\d+ +\d+ +[^\s\]]+:\d+\] ?")
+_PREFIX = re.compile(r"^[IWEF](\d{4}|\d{8}) +(\d\d):(\d\d):(\d\d\.\d+) +\d+ +[^\s\]]+:\d+\] ?")
+#: Seconds in the year that glog's MMDD dates are placed on (31-day months: only order matters).
+_YEAR = 12 * 31 * 86400
 _TEST_2014 = re.compile(r"Iteration (\d+), Testing net")
 _TEST_MODERN = re.compile(r"Iteration (\d+), Testing net \(#(\d+)\)")
 _SCORE_2014 = re.compile(r"Test score #(\d+): (\S+)")
 _OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = (\S+)(?: \(\* \S+ = \S+ loss\))?")
 _TRAIN_LOSS = re.compile(r"Iteration (\d+)(?: \([^)]*\))?, loss = (\S+)")
 _LR = re.compile(r"Iteration (\d+), lr = (\S+)")
+_SOLVING = re.compile(r"Solving .*")
 _TOP5 = re.compile(r"top-?5", re.I)
 _ACC = re.compile(r"acc|top-?1", re.I)
 
@@ -68,9 +87,20 @@ class TrainPoint:
     lr: float | None = None
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """A segment, or a test, that gives the curve no point.  `lost`: a test the curve lacks
+    because no other segment logged it."""
+
+    path: str
+    line: int
+    what: str
+    lost: bool = False
+
+
 @dataclass
 class Curve:
-    """Everything one log says about a run's progress."""
+    """Everything the logs of one run say about its progress."""
 
     source: str
     format: str
@@ -80,6 +110,48 @@ class Curve:
     #: How the run trained (metrics.jsonl's `config` record: precision, device, ...); the
     #: last one when a run was resumed; None for Caffe logs.
     config: dict[str, Any] | None = None
+    left_out: list[LeftOut] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """The test a segment ended inside: its iteration and line, why it is incomplete, and
+    whether the segment ended with its file (rather than at a restart)."""
+
+    iter: int
+    line: int
+    reason: str
+    at_end: bool
+
+
+@dataclass
+class Segment:
+    """What one process logged: from `line` of `source` to the next start or the file's end.
+    `start` and `last` are the first and last iterations it logged (None: it logged none)."""
+
+    source: str
+    line: int
+    format: str | None = None
+    start: int | None = None
+    last: int | None = None
+    val: list[ValPoint] = field(default_factory=list)
+    train: list[TrainPoint] = field(default_factory=list)
+    done: bool = False
+    config: dict[str, Any] | None = None
+    cut: Cut | None = None
+    #: A `Solving` line or an iteration was seen: the next `Solving` starts a new segment.
+    started: bool = False
+    #: When its first glog line was written: (year or None, seconds into the year).
+    time: tuple[int | None, float] | None = None
+
+    def goes_back(self, iteration: int) -> bool:
+        """An iteration below the last one logged: a restart appended to the same log."""
+        return self.last is not None and iteration < self.last
+
+    def reach(self, iteration: int) -> None:
+        self.start = iteration if self.start is None else self.start
+        self.last = iteration
+        self.started = True
 
 
 def _number(text: str, path: str, lineno: int) -> float:
@@ -90,7 +162,7 @@ def _number(text: str, path: str, lineno: int) -> float:
 
 
 def _resume(points: list, iteration: int) -> None:
-    """Drop what a resumed run logs again: every point at or after `iteration`."""
+    """Within one segment: a second record of an iteration replaces the first."""
     while points and points[-1].iter >= iteration:
         points.pop()
 
@@ -133,107 +205,221 @@ class _Test:
         self.weighted: list[str] = []
 
 
-def _message(line: str) -> str:
-    match = _PREFIX.match(line)
-    return (line[match.end():] if match else line).strip()
+def _glog_time(match: re.Match[str]) -> tuple[int | None, float]:
+    """(year or None, seconds into the year) of a glog prefix."""
+    date = match[1]
+    year = int(date[:4]) if len(date) == 8 else None
+    days = (int(date[-4:-2]) - 1) * 31 + int(date[-2:]) - 1
+    return year, (days * 24 + int(match[2])) * 3600 + int(match[3]) * 60 + float(match[4])
 
 
-def parse_lines(lines: Iterable[str], path: str) -> Curve:
-    """Read a Caffe log of either format; `path` names it in errors."""
-    curve = Curve(path, "")
-    test: _Test | None = None
-    formats: set[str] = set()
+class _Reader:
+    """One Caffe log read line by line into segments."""
 
-    def close() -> None:
-        nonlocal test
-        if test is None:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.segments = [Segment(path, 1)]
+        self.test: _Test | None = None
+        self.formats: set[str] = set()
+
+    @property
+    def seg(self) -> Segment:
+        return self.segments[-1]
+
+    def close(self) -> None:
+        """The open test is over: it must be complete."""
+        if self.test is None:
             return
-        block, test = test, None
+        block, self.test = self.test, None
         if block.net != 0:
             return
         where = f"test at iteration {block.iter} (line {block.lineno})"
         if not block.scores:
-            raise LogError(path, f"{where} has no scores")
+            raise LogError(self.path, f"{where} has no scores")
         if block.modern:
-            point = _val_point(block.iter, block.scores, block.weighted, path, where)
+            point = _val_point(block.iter, block.scores, block.weighted, self.path, where)
         else:
             if set(block.scores) != {"0", "1"}:
-                raise LogError(path, f"{where}: expected Test score #0 and #1, found "
-                                     f"{', '.join('#' + k for k in sorted(block.scores))}")
+                raise LogError(self.path, f"{where}: expected Test score #0 and #1, found "
+                                          f"{', '.join('#' + k for k in sorted(block.scores))}")
             point = _val_point(block.iter, {"accuracy": block.scores["0"],
-                                            "loss": block.scores["1"]}, ["loss"], path, where)
-        _resume(curve.val, point.iter)
-        curve.val.append(point)
+                                            "loss": block.scores["1"]}, ["loss"], self.path, where)
+        _resume(self.seg.val, point.iter)
+        self.seg.val.append(point)
 
-    for lineno, raw in enumerate(lines, 1):
+    def end_segment(self, at_end: bool) -> None:
+        """The process stopped: a test still open was cut off, not corrupt."""
+        block = self.test
+        try:
+            self.close()
+        except LogError as err:
+            assert block is not None
+            self.seg.cut = Cut(block.iter, block.lineno, err.reason, at_end)
+
+    def restart(self, lineno: int) -> None:
+        self.end_segment(at_end=False)
+        self.segments.append(Segment(self.path, lineno))
+
+    def reach(self, iteration: int, lineno: int) -> None:
+        if self.seg.goes_back(iteration):
+            self.restart(lineno)
+        self.seg.reach(iteration)
+
+    def line(self, lineno: int, raw: str) -> None:
         if "\x00" in raw or "\ufffd" in raw:
-            raise LogError(path, f"line {lineno}: binary data, not a text log")
-        msg = _message(raw)
+            raise LogError(self.path, f"line {lineno}: binary data, not a text log")
+        prefix = _PREFIX.match(raw)
+        msg = (raw[prefix.end():] if prefix else raw).strip()
         if not msg:
-            continue
+            return
+        self.dispatch(lineno, msg)
+        if prefix and self.seg.time is None:  # after dispatch: a restart here starts now
+            self.seg.time = _glog_time(prefix)
+
+    def dispatch(self, lineno: int, msg: str) -> None:
+        test = self.test
         if m := _SCORE_2014.fullmatch(msg):
             if test is None or test.modern:
-                raise LogError(path, f"line {lineno}: a test score outside a 2014-style test")
+                raise LogError(self.path, f"line {lineno}: a test score outside a 2014-style test")
             if m[1] in test.scores:
-                raise LogError(path, f"line {lineno}: Test score #{m[1]} twice in one test")
-            test.scores[m[1]] = _number(m[2], path, lineno)
-            continue
-        if m := _OUTPUT.fullmatch(msg):
+                raise LogError(self.path, f"line {lineno}: Test score #{m[1]} twice in one test")
+            test.scores[m[1]] = _number(m[2], self.path, lineno)
+        elif m := _OUTPUT.fullmatch(msg):
             if test is None or not test.modern:
-                raise LogError(path, f"line {lineno}: a test net output outside a test")
+                raise LogError(self.path, f"line {lineno}: a test net output outside a test")
             name = m[2]
             if name in test.scores:
-                raise LogError(path, f"line {lineno}: test output {name!r} twice in one test")
-            test.scores[name] = _number(m[3], path, lineno)
+                raise LogError(self.path, f"line {lineno}: test output {name!r} twice in one test")
+            test.scores[name] = _number(m[3], self.path, lineno)
             if msg.endswith(" loss)"):
                 test.weighted.append(name)
-            continue
-        if m := _TEST_MODERN.fullmatch(msg):
-            close()
-            test = _Test(int(m[1]), int(m[2]), lineno, modern=True)
-            formats.add(FORMAT_MODERN)
-            continue
-        if m := _TEST_2014.fullmatch(msg):
-            close()
-            test = _Test(int(m[1]), 0, lineno, modern=False)
-            formats.add(FORMAT_2014)
-            continue
-        if m := _TRAIN_LOSS.fullmatch(msg):
-            close()
-            _add_train(curve, int(m[1]), loss=_number(m[2], path, lineno))
-            continue
-        if m := _LR.fullmatch(msg):
-            close()
-            _add_train(curve, int(m[1]), lr=_number(m[2], path, lineno))
-            continue
-        if msg.startswith("Optimization Done"):
-            close()
-            curve.done = True
-    if test is not None:
-        last = test
-        try:
-            close()
-        except LogError as err:
-            raise LogError(path, f"truncated: the log ends inside the test at iteration "
-                                 f"{last.iter} (line {last.lineno}): {err.reason}") from None
-    if len(formats) > 1:
+        elif (m := _TEST_MODERN.fullmatch(msg)) or (m := _TEST_2014.fullmatch(msg)):
+            modern = m.re is _TEST_MODERN
+            self.reach(int(m[1]), lineno)
+            self.close()
+            self.test = _Test(int(m[1]), int(m[2]) if modern else 0, lineno, modern)
+            self.seg.format = FORMAT_MODERN if modern else FORMAT_2014
+            self.formats.add(self.seg.format)
+        elif m := _TRAIN_LOSS.fullmatch(msg):
+            self.reach(int(m[1]), lineno)
+            self.close()
+            _add_train(self.seg.train, int(m[1]), loss=_number(m[2], self.path, lineno))
+        elif m := _LR.fullmatch(msg):
+            self.reach(int(m[1]), lineno)
+            self.close()
+            _add_train(self.seg.train, int(m[1]), lr=_number(m[2], self.path, lineno))
+        elif _SOLVING.fullmatch(msg):
+            if self.seg.started:
+                self.restart(lineno)
+            self.seg.started = True
+        elif msg.startswith("Optimization Done"):
+            self.close()
+            self.seg.done = True
+
+
+def parse_segments(lines: Iterable[str], path: str) -> list[Segment]:
+    """The segments of one Caffe log of either format, in file order; `path` names it."""
+    reader = _Reader(path)
+    for lineno, raw in enumerate(lines, 1):
+        reader.line(lineno, raw)
+    reader.end_segment(at_end=True)
+    if len(reader.formats) > 1:
         raise LogError(path, "mixes 2014 (`Test score #k`) and modern (`Test net output`) tests")
-    curve.format = formats.pop() if formats else FORMAT_MODERN
-    if not curve.val:
-        raise LogError(path, "no validation points (no `Testing net` with scores)")
-    return curve
+    return reader.segments
 
 
-def _add_train(curve: Curve, iteration: int, loss: float | None = None,
+def _add_train(points: list[TrainPoint], iteration: int, loss: float | None = None,
                lr: float | None = None) -> None:
     """Merge a training line into the point of its iteration (Caffe logs loss and lr apart)."""
-    if curve.train and curve.train[-1].iter == iteration:
-        last = curve.train.pop()
+    if points and points[-1].iter == iteration:
+        last = points.pop()
         loss = last.loss if loss is None else loss
         lr = last.lr if lr is None else lr
     else:
-        _resume(curve.train, iteration)
-    curve.train.append(TrainPoint(iteration, loss, lr))
+        _resume(points, iteration)
+    points.append(TrainPoint(iteration, loss, lr))
+
+
+def _name(path: str) -> str:
+    return Path(path).name
+
+
+def _left_out(segments: Sequence[Segment], taken_from: dict[int, Segment]) -> list[LeftOut]:
+    """What the report lists: segments without a test and cut-off tests."""
+    found = []
+    for s in segments:
+        if s.start is None:
+            found.append(LeftOut(s.source, s.line, "empty: no iteration logged"))
+        elif not s.val and s.cut is None:
+            found.append(LeftOut(s.source, s.line, f"no test: iterations {s.start}-{s.last} only"))
+        if s.cut is not None:
+            c, other = s.cut, taken_from.get(s.cut.iter)
+            ends = "the log ends" if c.at_end else "a run ends"
+            if other is not None:
+                found.append(LeftOut(s.source, c.line, f"{ends} inside the test at iteration "
+                                                       f"{c.iter}; the curve takes it from "
+                                                       f"{_name(other.source)}"))
+            else:
+                found.append(LeftOut(s.source, c.line, f"truncated: {ends} inside the test at "
+                                                       f"iteration {c.iter} (line {c.line}) and "
+                                                       f"no later run repeats it: {c.reason}",
+                                     lost=True))
+    return found
+
+
+def chronological(segments: Sequence[Segment]) -> list[Segment]:
+    """Segments in the order they ran, by the time of their first glog line.  Without a year
+    the dates lie on a circle, cut at the longest gap (a run's jobs span months, not a year).
+    Segments that logged nothing come first; when a segment that logged something has no
+    time (metrics.jsonl, lines without glog's prefix), the order given is kept."""
+    empty = [s for s in segments if s.start is None and s.time is None]
+    rest = [s for s in segments if not (s.start is None and s.time is None)]
+    timed = [(s.time, i, s) for i, s in enumerate(rest) if s.time is not None]
+    if not timed or len(timed) < len(rest):
+        return empty + rest
+    if all(year is not None for (year, _), _, _ in timed):
+        return empty + [s for _, _, s in sorted(timed, key=lambda t: (t[0], t[1]))]
+    timed.sort(key=lambda t: (t[0][1], t[1]))
+    at = [seconds for (_, seconds), _, _ in timed]
+    gaps = [(at[0] + _YEAR - at[-1], 0)] + [(at[i] - at[i - 1], i) for i in range(1, len(at))]
+    first = max(gaps)[1]
+    return empty + [s for _, _, s in timed[first:] + timed[:first]]
+
+
+def merge_segments(segments: Sequence[Segment], source: str) -> Curve:
+    """One run's curve from all its segments: in the order they ran (`chronological`), a
+    later segment's record of an iteration replacing an earlier one."""
+    ordered = chronological(segments)
+    formats = sorted({s.format for s in ordered if s.format})
+    if len(formats) > 1:
+        raise LogError(source, f"logs of one run in two formats ({', '.join(formats)})")
+    val: dict[int, tuple[ValPoint, Segment]] = {}
+    train: dict[int, TrainPoint] = {}
+    config = None
+    for s in ordered:
+        val.update((p.iter, (p, s)) for p in s.val)
+        train.update((t.iter, t) for t in s.train)
+        config = s.config or config
+    return Curve(source, formats[0] if formats else FORMAT_MODERN,
+                 val=[val[i][0] for i in sorted(val)], train=[train[i] for i in sorted(train)],
+                 done=ordered[-1].done, config=config,
+                 left_out=_left_out(ordered, {i: s for i, (_, s) in val.items()}))
+
+
+def _complete(curve: Curve, empty: str) -> Curve:
+    """A curve that lost no test and has at least one (`empty`: what to say otherwise)."""
+    for item in curve.left_out:
+        if item.lost:
+            raise LogError(item.path, item.what)
+    if not curve.val:
+        raise LogError(curve.source, f"no validation points ({empty})")
+    return curve
+
+
+def parse_lines(lines: Iterable[str], path: str) -> Curve:
+    """Read one Caffe log of either format; `path` names it in errors."""
+    return _complete(merge_segments(parse_segments(lines, path), path),
+                     "no `Testing net` with scores")
 
 
 def _text_lines(path: Path) -> Iterator[str]:
@@ -252,15 +438,27 @@ def _text_lines(path: Path) -> Iterator[str]:
 
 
 def read_log(path: str | Path) -> Curve:
-    """Parse one Caffe log file, plain or gzip."""
+    """Parse one Caffe log file, plain or gzip; a test it lost is an error."""
     path = Path(path)
     return parse_lines(_text_lines(path), str(path))
 
 
+def read_logs(paths: Sequence[str | Path], source: str) -> Curve:
+    """One run logged in several files (one per job, in the order that breaks ties: oldest
+    job first).  Tests cut off and never repeated are listed in `left_out`, not errors."""
+    segments = [s for p in paths for s in parse_segments(_text_lines(Path(p)), str(p))]
+    curve = merge_segments(segments, source)
+    if not curve.val:
+        raise LogError(source, "no validation points (no `Testing net` with scores in "
+                               f"{len(paths)} log file{'s' if len(paths) != 1 else ''})")
+    return curve
+
+
 def read_metrics(path: str | Path) -> Curve:
-    """Parse our trainer's metrics.jsonl (test net #0 only)."""
+    """Parse our trainer's metrics.jsonl (test net #0 only); a resumed run's records are
+    segmented and merged like a Caffe log's, so that both tell the same story."""
     path = Path(path)
-    curve = Curve(str(path), FORMAT_METRICS)
+    segments = [Segment(str(path), 1, FORMAT_METRICS)]
     for lineno, raw in enumerate(_text_lines(path), 1):
         if not raw.strip():
             continue
@@ -268,11 +466,17 @@ def read_metrics(path: str | Path) -> Curve:
             record = json.loads(raw)
             kind = record["kind"]
             if kind == "config":
-                curve.config = record
+                if segments[-1].started:
+                    segments.append(Segment(str(path), lineno, FORMAT_METRICS))
+                segments[-1].config, segments[-1].started = record, True
                 continue
             iteration = int(record["iter"])
         except (ValueError, KeyError, TypeError) as err:
             raise LogError(str(path), f"line {lineno}: not a metrics record ({err})") from None
+        if segments[-1].goes_back(iteration):
+            segments.append(Segment(str(path), lineno, FORMAT_METRICS))
+        seg = segments[-1]
+        seg.reach(iteration)
         if kind == "test" and record.get("net", 0) == 0:
             outputs = record.get("outputs")
             if not isinstance(outputs, dict) or not all(
@@ -280,17 +484,15 @@ def read_metrics(path: str | Path) -> Curve:
                 raise LogError(str(path), f"line {lineno}: test outputs are not numbers")
             point = _val_point(iteration, {k: float(v) for k, v in outputs.items()}, [],
                                str(path), f"line {lineno}")
-            _resume(curve.val, iteration)
-            curve.val.append(point)
+            _resume(seg.val, iteration)
+            seg.val.append(point)
         elif kind == "train":
-            _resume(curve.train, iteration)
-            curve.train.append(TrainPoint(iteration, _opt(record.get("loss")),
-                                          _opt(record.get("lr"))))
+            _resume(seg.train, iteration)
+            seg.train.append(TrainPoint(iteration, _opt(record.get("loss")),
+                                        _opt(record.get("lr"))))
         elif kind == "done":
-            curve.done = True
-    if not curve.val:
-        raise LogError(str(path), "no validation points (no test records of net 0)")
-    return curve
+            seg.done = True
+    return _complete(merge_segments(segments, str(path)), "no test records of net 0")
 
 
 def _opt(value: object) -> float | None:
@@ -318,21 +520,3 @@ def check_agree(log: Curve, metrics: Curve) -> None:
         if not (_close(p.top1, q.top1) and _close(p.loss, q.loss)):
             raise LogError(metrics.source, f"iteration {p.iter}: top-1 {q.top1}, loss {q.loss} "
                                            f"but {log.source} says {p.top1}, {p.loss}")
-
-
-def merge(curves: list[Curve], source: str) -> Curve:
-    """One run logged in several files (each restart a new log): order them by first test
-    and apply the resume rule across them."""
-    curves = sorted(curves, key=lambda c: c.val[0].iter)
-    merged = Curve(source, curves[0].format)
-    for c in curves:
-        if c.format != merged.format:
-            raise LogError(source, f"logs of one run in two formats ({merged.format}, {c.format})")
-        for p in c.val:
-            _resume(merged.val, p.iter)
-            merged.val.append(p)
-        for t in c.train:
-            _resume(merged.train, t.iter)
-            merged.train.append(t)
-    merged.done = curves[-1].done
-    return merged

@@ -3,28 +3,38 @@
 - A run dir (what `generate` + `train`/`grid` leave) holds `train.log` and/or `metrics.jsonl`
   and `manifest.json`; when both files exist they must agree, and the curve comes from
   metrics.jsonl (full precision rather than glog's 6 digits).
-- A raw log is `<name>.log`, `<name>.log.gz`, or a folder `<name>/` holding `*.log[.gz]` files
-  (several files = one run restarted: merged by the resume rule of `logs`).
+- A raw log is `<name>.log` or `<name>.log.gz`, or a folder `<name>/` of segments, one file per
+  job that worked on the net: `*.log[.gz]`, or the cluster's stdout files as the authors'
+  release has them, `<yymmdd_hhmmss>_<job>.o<jobid>[.gz]` (and netbase's `catlog.oMANUAL.gz`,
+  three runs pasted together).  The segments are merged by the rules of `logs` (in the order
+  they ran, by glog time; files are handed over oldest job first, which decides only where a
+  segment has no time).  A net's `max_iter` comes from the solver prototxt beside its logs.
 
 Every log that cannot be read is kept in `skipped` with its reason, so the report can say what
-was left out; a run dir whose training has not started is listed in `not_started`.
+was left out; a run dir whose training has not started, or a net folder with a solver
+prototxt and no log (22 fine-tuned nets of the release), is listed in `not_started`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from replicate.errors import ReplicateError
-from replicate.results.logs import Curve, LogError, check_agree, merge, read_log, read_metrics
+from replicate.io.prototxt import read_solver_text
+from replicate.results.logs import Curve, LogError, check_agree, read_log, read_logs, read_metrics
 from replicate.results.names import NetName, try_parse_name
 from replicate.results.stats import NetStats, net_stats
 
 TRAIN_LOG, METRICS, MANIFEST = "train.log", "metrics.jsonl", "manifest.json"
 RUN_DIR, RAW_LOG = "run dir", "raw log"
+#: A segment in a net's folder: `.log`, or a cluster job's stdout `.o<jobid>` (a number, or an
+#: upper-case tag such as the release's `.oMANUAL`); gzip or not.
+_SEGMENT = re.compile(r".+?\.(?:log|o(?P<job>\d+)|o[A-Z][A-Z0-9]*)(?:\.gz)?")
 
 
 @dataclass(frozen=True)
@@ -38,12 +48,13 @@ class Net:
     curve: Curve
     stats: NetStats
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: From the manifest (run dirs) or the solver prototxt beside the logs (raw logs).
+    max_iter: int | None = None
 
     @property
     def complete(self) -> bool | None:
-        """Reached its max_iter (None when no manifest says what that is)."""
-        max_iter = self.manifest.get("max_iter")
-        return None if not isinstance(max_iter, int) else self.stats.final_iter >= max_iter
+        """Reached its max_iter (None when nothing says what that is)."""
+        return None if self.max_iter is None else self.stats.final_iter >= self.max_iter
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,28 @@ class Runs:
 
 def _is_log(path: Path) -> bool:
     return path.is_file() and path.name.endswith((".log", ".log.gz"))
+
+
+def _segment_files(folder: Path) -> list[Path]:
+    """A net folder's log files, oldest job first (by job id where the name has one)."""
+    found = [(m, p) for p in folder.iterdir() if p.is_file() and (m := _SEGMENT.fullmatch(p.name))]
+    found.sort(key=lambda mp: (mp[0]["job"] is None, int(mp[0]["job"] or 0), mp[1].name))
+    return [p for _, p in found]
+
+
+def _solver_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*solver*.prototxt") if p.is_file())
+
+
+def _solver_max_iter(folder: Path) -> int | None:
+    """max_iter of the one solver prototxt in a raw-log folder (None: none, or several)."""
+    solvers = _solver_files(folder)
+    if len(solvers) != 1:
+        return None
+    try:
+        return int(read_solver_text(solvers[0]).max_iter) or None
+    except ReplicateError as err:
+        raise LogError(str(solvers[0]), f"unreadable solver prototxt: {err}") from None
 
 
 def _log_name(path: Path) -> str:
@@ -116,10 +149,12 @@ def _parsed(name: str, manifest: dict[str, Any]) -> NetName | None:
 
 
 def _add(runs: Runs, name: str, kind: str, source: str, read: Callable[[], Curve],
-         manifest_dir: Path | None) -> None:
+         manifest_dir: Path | None, solver_dir: Path | None = None) -> None:
     try:
         manifest = _manifest(manifest_dir) if manifest_dir else {}
         name = str(manifest.get("name") or name)
+        max_iter = manifest.get("max_iter") if manifest_dir else (
+            _solver_max_iter(solver_dir) if solver_dir else None)
         curve = read()
         stats = net_stats(curve.val)
     except LogError as err:
@@ -128,15 +163,12 @@ def _add(runs: Runs, name: str, kind: str, source: str, read: Callable[[], Curve
     except ValueError as err:
         runs.skipped.append(Skipped(name, kind, source, str(err)))
         return
-    runs.nets.append(Net(name, kind, source, _parsed(name, manifest), curve, stats, manifest))
+    runs.nets.append(Net(name, kind, source, _parsed(name, manifest), curve, stats, manifest,
+                         max_iter if isinstance(max_iter, int) else None))
 
 
 def _has_run_files(folder: Path) -> bool:
     return (folder / TRAIN_LOG).is_file() or (folder / METRICS).is_file()
-
-
-def _read_logs(paths: list[Path], source: str) -> Curve:
-    return merge([read_log(p) for p in paths], source)
 
 
 def find_runs(root: str | Path) -> Runs:
@@ -149,14 +181,15 @@ def find_runs(root: str | Path) -> Runs:
     for folder in folders:
         if _has_run_files(folder):
             _add(runs, folder.name, RUN_DIR, str(folder), lambda f=folder: _run_dir_curve(f), folder)
-        elif logs := sorted(p for p in folder.iterdir() if _is_log(p)):
+        elif logs := _segment_files(folder):
             _add(runs, folder.name, RAW_LOG, str(folder),
-                 lambda ls=logs, f=folder: _read_logs(ls, str(f)), None)
-        elif (folder / MANIFEST).is_file():
+                 lambda ls=logs, f=folder: read_logs(ls, str(f)), None, folder)
+        elif (folder / MANIFEST).is_file() or _solver_files(folder):
             runs.not_started.append(folder.name)
     if folders != [root]:
         for path in sorted(p for p in root.iterdir() if _is_log(p)):
-            _add(runs, _log_name(path), RAW_LOG, str(path), lambda p=path: read_log(p), None)
+            _add(runs, _log_name(path), RAW_LOG, str(path),
+                 lambda p=path: read_logs([p], str(p)), None)
     names = [n.name for n in runs.nets]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -164,5 +197,6 @@ def find_runs(root: str | Path) -> Runs:
                              "(a run dir and a raw log, or two raw logs)")
     if not runs.nets and not runs.skipped:
         raise ReplicateError(f"{root}: no run dirs (train.log / metrics.jsonl) and no raw "
-                             "Caffe logs (<name>.log[.gz] or <name>/*.log[.gz]) found")
+                             "Caffe logs (<name>.log[.gz], <name>/*.log[.gz] or "
+                             "<name>/*.o<jobid>[.gz]) found")
     return runs

@@ -28,6 +28,7 @@ from replicate.errors import ReplicateError
 from replicate.io.binary import remove_temporaries, write_atomic
 from replicate.io.blobs import array_to_blob, blob_to_array
 from replicate.io.model import caffemodel_bytes, load_caffemodel
+from replicate.machine import cpu_model
 from replicate.net.compile import CompiledNet
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
@@ -61,8 +62,8 @@ def host_copy(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def device_name(device: torch.device) -> str:
-    """The accelerator's marketing name ("NVIDIA H100 80GB HBM3"), or "cpu"."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    """The accelerator's marketing name ("NVIDIA H100 80GB HBM3"), or the CPU's (machine.cpu_model)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
 
 
 def set_precision(precision: str) -> None:
@@ -311,6 +312,7 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses, self._smoothed = [], 0.0
         timer, last_iter = time.perf_counter(), self.iter
+        session_start = timer
         train_weights = self.net.blob_loss_weights
         while self.iter < stop_iter:
             for e in self.entries:
@@ -335,11 +337,12 @@ class Solver:
                 )
                 timer, last_iter = time.perf_counter(), self.iter
                 self._log_outputs("Train", self._last.outputs, train_weights, "solver.cpp:247")
-                self.log.progress(self.iter, p.max_iter, per_s)
             rate = self.apply_update(display)
             if display or not p.display:
                 self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
             self.iter += 1
+            elapsed = time.perf_counter() - session_start
+            self.log.progress(self.iter, p.max_iter, (self.iter - start_iter) / elapsed if elapsed > 0 else 0.0)
             request = self.requests.take()
             if ((p.snapshot and self.iter % p.snapshot == 0) or request == req.SNAPSHOT) and self.group.is_main:
                 self.snapshot()
