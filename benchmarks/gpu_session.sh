@@ -62,3 +62,8 @@ sweep=()
     --iterations "$ITERATIONS" --view "$DATA/raw/whole_train" --view "$DATA/jpeg/whole_train" \
     --lmdb "$DATA/raw_lmdb" --lmdb "$DATA/jpeg_lmdb" --jpeg-dir "$DATA/synth/train" \
     --out "$OUT/bench.json" --markdown "$OUT/bench.md" 2>&1 | tee "$OUT/bench.log"
+
+# Resume on the GPU: an uninterrupted run's final weights against runs resumed from its snapshots
+# (crops, mirrors, dropout; the CUDA generator restored from the sidecar), and against a second
+# uninterrupted run, the floor cuDNN's own arithmetic sets.
+"$PY" benchmarks/gpu_resume.py --device "$DEVICE" --out "$OUT/resume.json" 2>&1 | tee "$OUT/resume.log"
