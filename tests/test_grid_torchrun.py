@@ -32,9 +32,9 @@ def _rank_pid(torchrun: int, rank: int) -> int:
 def test_sigterm_to_one_torchrun_process_stops_both_at_one_snapshot(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     solver = run_dir(tmp_path / "net")
-    solver.write_text(solver.read_text().replace("max_iter: 4", "max_iter: 100")
+    solver.write_text(solver.read_text().replace("max_iter: 4", "max_iter: 100000")
                       .replace("test_interval: 2", "test_interval: 100") + "snapshot: 5\n")
-    net = PlannedNet("net", solver.parent, solver, None, None, 100)
+    net = PlannedNet("net", solver.parent, solver, None, None, 100000)
     proc = launch(net, device="cpu", train_command=torchrun_command(2))
     deadline = time.monotonic() + 120
     while not list(solver.parent.glob("snap_iter_*.solverstate")) and proc.process.poll() is None:
@@ -48,5 +48,5 @@ def test_sigterm_to_one_torchrun_process_stops_both_at_one_snapshot(tmp_path: Pa
     log = (solver.parent / "train.log").read_text()
     stopped = int(log.split("Stopped by a signal to another process of this run (requeue) at iteration ")[1]
                   .split(";")[0])
-    assert 5 <= stopped < 100 and (solver.parent / f"snap_iter_{stopped}.solverstate").is_file()
+    assert 5 <= stopped < 100000 and (solver.parent / f"snap_iter_{stopped}.solverstate").is_file()
 

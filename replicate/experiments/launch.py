@@ -22,11 +22,17 @@ from typing import IO, Any, Sequence
 import replicate
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
-from replicate.experiments.netfiles import METRICS_FILE, has_earlier_run, is_finished, last_record, newest_solverstate
+from replicate.experiments.netfiles import (METRICS_FILE, has_earlier_run, is_finished, last_record,
+                                            newest_solverstate)
 from replicate.experiments.planfile import PlannedNet
 from replicate.solver.requests import EXIT_REQUEUE
 
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "replicate", "train")
+OUTPUT_FILE = "train.out"  # the trainer's stdout and stderr, every attempt appended
+#: The grid's default `--snapshot-keep`: only the newest snapshot while a net trains and its final
+#: one after, so the paper's 148 CaffeNets end with 148 x 466 MB = 69 GB (Caffe's keep-all: 3 TB).
+GRID_SNAPSHOT_KEEP = 1
+PACKAGE_ROOT = str(Path(replicate.__file__).resolve().parent.parent)
 
 
 def torchrun_command(processes: int) -> tuple[str, ...]:
@@ -34,12 +40,6 @@ def torchrun_command(processes: int) -> tuple[str, ...]:
     with a rendezvous of its own, so that several such jobs can share a node."""
     return (sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
             "-m", "replicate", "train")
-
-OUTPUT_FILE = "train.out"  # the trainer's stdout and stderr, every attempt appended
-#: The grid's default `--snapshot-keep`: only the newest snapshot while a net trains and its final
-#: one after, so the paper's 148 CaffeNets end with 148 x 466 MB = 69 GB (Caffe's keep-all: 3 TB).
-GRID_SNAPSHOT_KEEP = 1
-PACKAGE_ROOT = str(Path(replicate.__file__).resolve().parent.parent)
 
 
 def train_argv(

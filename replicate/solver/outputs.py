@@ -11,11 +11,12 @@ import re
 from pathlib import Path
 
 from replicate.solver.log import METRICS_FILE, TRAIN_LOG
-from replicate.solver.resume import SUFFIX
 
 LOG_FILES = (TRAIN_LOG, METRICS_FILE)
-#: A snapshot's files: Caffe's two and the resume sidecar (replicate.solver.resume).
-SNAPSHOT_EXTENSIONS = (".caffemodel", ".solverstate", ".solverstate" + SUFFIX)
+#: What names a snapshot's resume sidecar after its .solverstate (replicate.solver.resume).
+SIDECAR_SUFFIX = ".resume.json"
+#: A snapshot's files: Caffe's two and the resume sidecar.
+SNAPSHOT_EXTENSIONS = (".caffemodel", ".solverstate", ".solverstate" + SIDECAR_SUFFIX)
 
 
 def snapshots(prefix: Path) -> list[tuple[int, Path]]:

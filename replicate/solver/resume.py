@@ -34,15 +34,15 @@ import torch
 
 from replicate.errors import ReplicateError
 from replicate.io.binary import write_atomic
+from replicate.solver.outputs import SIDECAR_SUFFIX
 
 FORMAT = "replicate-resume"
 VERSION = 1
-SUFFIX = ".resume.json"
 
 
 def sidecar_path(state_path: Path) -> Path:
     """`snap_iter_N.solverstate` -> `snap_iter_N.solverstate.resume.json`."""
-    return state_path.with_name(state_path.name + SUFFIX)
+    return state_path.with_name(state_path.name + SIDECAR_SUFFIX)
 
 
 def digest(data: bytes) -> str:
