@@ -12,6 +12,7 @@
 #      stores (`data prepare`, the whole set as a view, the views exported as LMDBs), the cost of a
 #      CaffeNet snapshot to the training loop (snapshot_cost.txt), and bench_data.json/.md/.log:
 #      the loaders over the views and LMDBs with CPU and GPU decoding, end to end from the raw view
+#   5. resume.json/.log: runs resumed from snapshots against an uninterrupted one (benchmarks/gpu_resume.py)
 # timeline.txt says when each stage started and ended.  Compiling CaffeNet takes minutes per
 # setting; with little device time, start with `PRECISIONS=bf16 LOADERS=0`.
 #
@@ -95,4 +96,10 @@ if [ "${LOADERS:-1}" != 0 ]; then
         --lmdb "$DATA/raw_lmdb" --lmdb "$DATA/jpeg_lmdb" --jpeg-dir "$DATA/synth/train" \
         --out "$OUT/bench_data.json" --markdown "$OUT/bench_data.md" 2>&1 | tee "$OUT/bench_data.log"
 fi
+
+stage "5 resume"
+# Resume on the GPU: an uninterrupted run's final weights against runs resumed from its snapshots
+# (crops, mirrors, dropout; the CUDA generator restored from the sidecar), and against a second
+# uninterrupted run, the floor cuDNN's own arithmetic sets.
+"$PY" benchmarks/gpu_resume.py --device "$DEVICE" --out "$OUT/resume.json" 2>&1 | tee "$OUT/resume.log"
 stage "done"

@@ -3,7 +3,8 @@
 `grid_fake_train.py solver.prototxt [--weights W] [--snapshot S] [--force] [--device D]
 [--snapshot-keep K]`, run in the net's folder, writes what `python -m replicate train` writes:
 train.log, metrics.jsonl ending with `{"kind": "done"}` and `<prefix>_iter_N.caffemodel/.solverstate`
-every `snapshot` iterations and at max_iter.  On SIGINT it snapshots and exits 0, as Caffe does.
+every `snapshot` iterations and at max_iter.  On SIGINT it snapshots and exits 0, as Caffe does; on
+SIGTERM or SIGUSR2 it snapshots and exits 75 (requeue), as `train` does.
 `fake.json` in the folder may ask for {"fail_at": N} (exit 1 with an error at iteration N) or
 {"step_s": seconds}; every run appends its arguments, GPU and times to invocations.jsonl.  Like
 `train`, it refuses to start fresh over an earlier run's logs unless given --force.
@@ -66,6 +67,14 @@ def main() -> int:
         metrics.write(json.dumps(obj) + "\n")
         metrics.flush()
 
+    class Requeue(Exception):
+        pass
+
+    def requeue(signum, frame):
+        raise Requeue
+
+    signal.signal(signal.SIGTERM, requeue)
+    signal.signal(signal.SIGUSR2, requeue)
     try:
         while it < max_iter:
             time.sleep(config.get("step_s", 0.0))
@@ -84,6 +93,10 @@ def main() -> int:
         snap(it)
         print("Optimization stopped early.", file=sys.stderr)
         return 0
+    except Requeue:
+        snap(it)
+        record({"kind": "stopped", "iter": it, "requeue": True})
+        return 75
     snap(max_iter)
     record({"kind": "done", "iter": max_iter})
     with open("invocations.jsonl", "a") as f:

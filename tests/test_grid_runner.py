@@ -108,13 +108,16 @@ def test_cpu_jobs_run_that_many_nets_at_once_without_gpus(tmp_path: Path) -> Non
 def test_resume_skips_finished_resumes_stopped_starts_fresh(tmp_path: Path) -> None:
     plan = make_plan(tmp_path, [("fin", None), ("fin2", None), ("half", None), ("new", None)], max_iter=6)
     (tmp_path / "fin" / "metrics.jsonl").write_text('{"kind": "done", "iter": 6}\n')
-    (tmp_path / "fin2" / "snap" / "fin2_iter_6.caffemodel").write_text("")
+    for ext in ("caffemodel", "solverstate"):  # killed during its final test: not done, resumes for it
+        (tmp_path / "fin2" / "snap" / f"fin2_iter_6.{ext}").write_text("")
     for it in (2, 4):
         for ext in ("caffemodel", "solverstate"):
             (tmp_path / "half" / "snap" / f"half_iter_{it}.{ext}").write_text("")
     states, lines = _run(plan, device="cpu")
     assert set(states.values()) == {"done"}
-    assert invocations(tmp_path / "fin") == [] and invocations(tmp_path / "fin2") == []
+    assert invocations(tmp_path / "fin") == []
+    [fin2] = invocations(tmp_path / "fin2")
+    assert fin2["argv"][1:] == ["--snapshot", str(tmp_path / "fin2" / "snap" / "fin2_iter_6.solverstate"), "--device", "cpu"]
     assert netstate.read_status(tmp_path / "fin")["state"] == "done"
     [half] = invocations(tmp_path / "half")
     snapshot = str(tmp_path / "half" / "snap" / "half_iter_4.solverstate")

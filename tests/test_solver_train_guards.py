@@ -61,12 +61,12 @@ def test_a_second_run_in_a_finished_folder_is_refused_then_resumed_or_forced(
 
     assert main(["train", str(solver)]) == 2
     err = capsys.readouterr().err
-    assert err == (f"error: {run} already holds a run (train.log, metrics.jsonl and 4 snapshot files) that finished "
+    assert err == (f"error: {run} already holds a run (train.log, metrics.jsonl and 6 snapshot files) that finished "
                    "at iteration 2; add --force to start again (deletes them), or train in another folder\n")
     assert {name: (run / name).read_bytes() for name in finished} == finished  # nothing touched
 
     # Stopped at iteration 1: the message gives the command that resumes it, and that command works.
-    for ext in (".caffemodel", ".solverstate"):
+    for ext in (".caffemodel", ".solverstate", ".solverstate.resume.json"):
         (run / f"snap_iter_2{ext}").unlink()
     assert main(["train", str(solver), "--weights", str(E2E / "init.caffemodel")]) == 2
     err = capsys.readouterr().err
@@ -78,5 +78,5 @@ def test_a_second_run_in_a_finished_folder_is_refused_then_resumed_or_forced(
 
     assert main(["train", str(solver), "--force"]) == 0
     log = (run / "train.log").read_text()
-    assert "--force: deleted the earlier run's train.log, metrics.jsonl and 4 snapshot files" in log
+    assert "--force: deleted the earlier run's train.log, metrics.jsonl and 6 snapshot files" in log
     assert log.count("Starting Optimization") == 1  # a new log, not the old one appended to

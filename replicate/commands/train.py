@@ -10,8 +10,11 @@ Under torchrun each net's batch_size is the global batch, split evenly over the 
 gradients are averaged so training matches one process on the whole batch; rank 0 logs and
 snapshots.  Relative paths in the solver and its nets resolve against the solver's folder.  The run writes
 train.log (Caffe's log lines), metrics.jsonl and <prefix>_iter_N.caffemodel/.solverstate there.
-Ctrl-C (SIGINT) finishes the current iteration, snapshots and stops; SIGHUP snapshots and goes
-on (Caffe's defaults); a second Ctrl-C stops at once.
+Ctrl-C (SIGINT) finishes the current iteration, snapshots and stops (exit 0); SIGHUP snapshots
+and goes on (Caffe's defaults); a second Ctrl-C stops at once.  SIGTERM and SIGUSR2 (a scheduler's
+preemption, requeue, scancel or time limit) finish the current iteration, snapshot and exit 75
+(EX_TEMPFAIL), which the grid reads as "requeue": `--snapshot` of that snapshot continues the run
+bit for bit (the snapshot's .resume.json sidecar holds the data positions and random streams).
 
 A folder made by `generate` names in manifest.json the weights a transfer net starts from (its
 base net's final snapshot); without --weights, train copies them and says so, or stops when
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from replicate.errors import ReplicateError
 from replicate.experiments.manifest import starting_weights
+from replicate.solver.requests import EXIT_REQUEUE
 from replicate.solver.run import train
 from replicate.solver.solver import PRECISIONS
 
@@ -87,7 +91,13 @@ def run(args: argparse.Namespace) -> int:
         channels_last=args.channels_last, compile=args.compile, data_workers=args.data_workers,
         snapshot_keep=args.snapshot_keep, force=args.force, announce=announce, cuda_graph=args.cuda_graph,
     )
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for the run
+    if result.requeued:  # every process stopped at the same iteration: all exit "requeue"
+        if rank0:
+            print(f"stopped at iteration {result.iterations} by a scheduler's signal; "
+                  f"resume with --snapshot {result.last_snapshot}")
+        return EXIT_REQUEUE
+    if not rank0:
         return 0
     if result.stopped_early:
         # Exit 0 like Caffe after its SIGINT "stop"; the snapshot is where a rerun resumes.

@@ -22,8 +22,10 @@ from typing import IO, Any, Sequence
 import replicate
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
-from replicate.experiments.netfiles import has_earlier_run, is_finished, newest_solverstate
+from replicate.experiments.netfiles import (METRICS_FILE, has_earlier_run, is_finished, last_record,
+                                            newest_solverstate)
 from replicate.experiments.planfile import PlannedNet
+from replicate.solver.requests import EXIT_REQUEUE
 
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "replicate", "train")
 OUTPUT_FILE = "train.out"  # the trainer's stdout and stderr, every attempt appended
@@ -31,6 +33,13 @@ OUTPUT_FILE = "train.out"  # the trainer's stdout and stderr, every attempt appe
 #: one after, so the paper's 148 CaffeNets end with 148 x 466 MB = 69 GB (Caffe's keep-all: 3 TB).
 GRID_SNAPSHOT_KEEP = 1
 PACKAGE_ROOT = str(Path(replicate.__file__).resolve().parent.parent)
+
+
+def torchrun_command(processes: int) -> tuple[str, ...]:
+    """`train` as `processes` data-parallel processes on this node (one per GPU), through torchrun
+    with a rendezvous of its own, so that several such jobs can share a node."""
+    return (sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+            "-m", "replicate", "train")
 
 
 def train_argv(
@@ -90,7 +99,15 @@ class NetProcess:
     process: subprocess.Popen[bytes]
     record: dict[str, Any]
     output: IO[bytes]
+    #: metrics.jsonl's size when it started: what lies beyond was written by this attempt.
+    metrics_size: int = 0
     stop_requested: bool = field(default=False)
+
+
+def _ignore_usr2() -> None:
+    """In the child before exec: SIGUSR2 (a scheduler's warning) must not kill a trainer that has
+    not installed its handler yet, nor torchrun, which has none; the grid stops them with SIGTERM."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 def launch(
@@ -105,13 +122,14 @@ def launch(
     """Start the trainer for `net` (in its own session, so a Ctrl-C reaches it only through
     the grid, which then stops it in order) and mark the net running."""
     argv, snapshot = train_argv(net, device, train_command, snapshot_keep)
+    metrics_size = _metrics_size(net)
     output = open(net.dir / OUTPUT_FILE, "ab")
     output.write(f"==== {netstate.now()} {' '.join(argv)}\n".encode())
     output.flush()
     try:
         process = subprocess.Popen(
             argv, cwd=net.dir, env=_child_env(gpu), stdout=output, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_ignore_usr2,
         )
     except OSError as err:
         output.close()
@@ -121,7 +139,7 @@ def launch(
         "resumed_from": str(snapshot) if snapshot else None, "gpu": gpu, "job_id": job_id,
     }
     netstate.write_status(net.dir, netstate.RUNNING, **record)
-    return NetProcess(net=net, process=process, record=record, output=output)
+    return NetProcess(net=net, process=process, record=record, output=output, metrics_size=metrics_size)
 
 
 def stop(procs: Sequence[NetProcess], timeout: float) -> None:
@@ -141,8 +159,28 @@ def stop(procs: Sequence[NetProcess], timeout: float) -> None:
             proc.process.wait()
 
 
+def _metrics_size(net: PlannedNet) -> int:
+    try:
+        return (net.dir / METRICS_FILE).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def stopped_for_requeue(proc: NetProcess, returncode: int) -> bool:
+    """Whether the trainer stopped on a scheduler's signal (SIGTERM, SIGUSR2) after a snapshot:
+    `train` exits EXIT_REQUEUE; under torchrun, which exits 1 when a process fails, the record
+    this attempt wrote last says so."""
+    if returncode == EXIT_REQUEUE:
+        return True
+    if returncode == 0 or _metrics_size(proc.net) <= proc.metrics_size:
+        return False
+    record = last_record(proc.net.dir)
+    return record is not None and record.get("kind") == "stopped" and bool(record.get("requeue"))
+
+
 def conclude(proc: NetProcess) -> dict[str, Any]:
-    """Record how the exited trainer left the net: done, stopped (by us, resumable) or failed."""
+    """Record how the exited trainer left the net: done, stopped (by us or by a scheduler's
+    signal: resumable) or failed."""
     returncode = proc.process.wait()
     proc.output.close()
     record = {**proc.record, "pid": None, "ended": netstate.now(), "returncode": returncode}
@@ -150,6 +188,8 @@ def conclude(proc: NetProcess) -> dict[str, Any]:
         return netstate.write_status(proc.net.dir, netstate.DONE, **record, error=None)
     if proc.stop_requested:
         return netstate.write_status(proc.net.dir, netstate.STOPPED, **record, error=None)
+    if stopped_for_requeue(proc, returncode):
+        return netstate.write_status(proc.net.dir, netstate.STOPPED, **record, error=None, requeue=True)
     if returncode == 0:
         error = "trainer exited with code 0 before max_iter (no final snapshot, no done record)"
     elif returncode < 0:  # its last line is whatever it was doing, not why it died

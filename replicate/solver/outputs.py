@@ -13,14 +13,19 @@ from pathlib import Path
 from replicate.solver.log import METRICS_FILE, TRAIN_LOG
 
 LOG_FILES = (TRAIN_LOG, METRICS_FILE)
-SNAPSHOT_EXTENSIONS = (".caffemodel", ".solverstate")
+#: What names a snapshot's resume sidecar after its .solverstate (replicate.solver.resume).
+SIDECAR_SUFFIX = ".resume.json"
+#: A snapshot's files: Caffe's two and the resume sidecar.
+SNAPSHOT_EXTENSIONS = (".caffemodel", ".solverstate", ".solverstate" + SIDECAR_SUFFIX)
 
 
 def snapshots(prefix: Path) -> list[tuple[int, Path]]:
-    """Every `<prefix>_iter_N.caffemodel` / `.solverstate` (Caffe's names), by iteration."""
+    """Every `<prefix>_iter_N.caffemodel` / `.solverstate` (Caffe's names) and resume sidecar,
+    by iteration."""
     if not prefix.parent.is_dir():
         return []
-    pattern = re.compile(re.escape(prefix.name) + r"_iter_(\d+)(\.caffemodel|\.solverstate)")
+    extensions = "|".join(re.escape(e) for e in SNAPSHOT_EXTENSIONS)
+    pattern = re.compile(re.escape(prefix.name) + rf"_iter_(\d+)({extensions})")
     found = [
         (int(m.group(1)), p)
         for p in prefix.parent.iterdir()
@@ -31,7 +36,7 @@ def snapshots(prefix: Path) -> list[tuple[int, Path]]:
 
 def newest_solverstate(prefix: Path) -> tuple[int, Path] | None:
     """The solver state with the highest iteration, or None before the first snapshot."""
-    states = [(it, p) for it, p in snapshots(prefix) if p.suffix == ".solverstate"]
+    states = [(it, p) for it, p in snapshots(prefix) if p.name.endswith(".solverstate")]
     return states[-1] if states else None
 
 

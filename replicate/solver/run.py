@@ -24,6 +24,7 @@ from replicate.solver.distributed import join, leave
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.outputs import SNAPSHOT_EXTENSIONS, earlier_run, newest_solverstate
+from replicate.solver.requests import Requests
 from replicate.solver.solver import Solver, set_precision
 
 
@@ -36,6 +37,8 @@ class TrainResult:
     log: Path
     metrics: Path
     stopped_early: bool
+    #: Stopped by SIGTERM or SIGUSR2 after a snapshot: exit with requests.EXIT_REQUEUE.
+    requeued: bool = False
 
 
 def pick_device(requested: str | None, solver_mode: int | None = None) -> torch.device:
@@ -77,7 +80,7 @@ def _copy_weights(net: CompiledNet, weights: str, log: RunLog) -> None:
 
 def _listing(paths: Sequence[Path]) -> str:
     """'train.log, metrics.jsonl and 4 snapshot files', for messages about an earlier run."""
-    names = [p.name for p in paths if p.suffix not in SNAPSHOT_EXTENSIONS]
+    names = [p.name for p in paths if not p.name.endswith(SNAPSHOT_EXTENSIONS)]
     count = len(paths) - len(names)
     if count:
         names.append(f"{count} snapshot file{'s' if count > 1 else ''}")
@@ -123,6 +126,8 @@ def train(
     A folder where an earlier run trained (its logs, its snapshots) is refused unless the run resumes
     (`snapshot`) or `force` says to delete them and start again.  `announce`: lines for the log's
     start (e.g. where the weights come from).
+    Signals are listened to from the start, as `caffe train` does, so a SIGTERM while the nets
+    are being built still ends in a snapshot (replicate.solver.requests).
     """
     solver_path = Path(solver_path)
     if not solver_path.is_file():
@@ -146,31 +151,33 @@ def train(
         for path in earlier:
             path.unlink(missing_ok=True)
     log = RunLog(folder if main else None, echo and main, append=snapshot is not None)
+    requests = Requests()
     try:
-        target = pick_device(device, param.solver_mode)
-        if target.type == "cpu":
-            keep_freed_memory()
-        world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
-        log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
-        if earlier:
-            log.info(f"--force: deleted the earlier run's {_listing(earlier)} and started again", "train.py:0")
-        for line in announce:
-            log.info(line, "train.py:0")
-        solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers,
-                        snapshot_keep, cuda_graph)
-        try:
-            if weights:
-                _copy_weights(solver.net, weights, log)
-                solver.sync_weights()
-            log.info("Starting Optimization", "caffe.cpp:232")
-            solver.solve(snapshot)
-        finally:
-            solver.close()
+        with requests.listen():
+            target = pick_device(device, param.solver_mode)
+            if target.type == "cpu":
+                keep_freed_memory()
+            world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
+            log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
+            if earlier:
+                log.info(f"--force: deleted the earlier run's {_listing(earlier)} and started again", "train.py:0")
+            for line in announce:
+                log.info(line, "train.py:0")
+            solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers,
+                            requests, snapshot_keep, cuda_graph)
+            try:
+                if weights:
+                    _copy_weights(solver.net, weights, log)
+                    solver.sync_weights()
+                log.info("Starting Optimization", "caffe.cpp:232")
+                solver.solve(snapshot)
+            finally:
+                solver.close()
     finally:
         log.close()
         leave(group)
     return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log", folder / "metrics.jsonl",
-                       solver.stopped_early)
+                       solver.stopped_early, solver.requeued)
 
 
 def test(
