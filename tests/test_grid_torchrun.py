@@ -36,12 +36,19 @@ def test_sigterm_to_one_torchrun_process_stops_both_at_one_snapshot(tmp_path: Pa
                       .replace("test_interval: 2", "test_interval: 100") + "snapshot: 5\n")
     net = PlannedNet("net", solver.parent, solver, None, None, 100000)
     proc = launch(net, device="cpu", train_command=torchrun_command(2))
-    deadline = time.monotonic() + 120
-    while not list(solver.parent.glob("snap_iter_*.solverstate")) and proc.process.poll() is None:
-        assert time.monotonic() < deadline, "no snapshot within 2 minutes"
-        time.sleep(0.05)
-    os.kill(_rank_pid(proc.process.pid, 1), signal.SIGTERM)
-    proc.process.wait(120)  # processes that disagreed on where to stop would hang in an all-reduce
+    try:
+        deadline = time.monotonic() + 120
+        while not list(solver.parent.glob("snap_iter_*.solverstate")) and proc.process.poll() is None:
+            assert time.monotonic() < deadline, "no snapshot within 2 minutes"
+            time.sleep(0.05)
+        os.kill(_rank_pid(proc.process.pid, 1), signal.SIGTERM)
+        # Processes that disagreed on where to stop would hang in an all-reduce; a lost request
+        # would train on to max_iter.
+        proc.process.wait(120)
+    finally:
+        if proc.process.poll() is None:  # never leave a run training (and snapshotting) behind
+            os.killpg(proc.process.pid, signal.SIGKILL)
+            proc.process.wait()
     record = conclude(proc)
     # torchrun exits 1 when a process exits 75; the run's last record says why it stopped.
     assert (record["state"], record["returncode"], record.get("requeue")) == (netstate.STOPPED, 1, True)

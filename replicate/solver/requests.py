@@ -52,10 +52,16 @@ class Requests:
             self.requeue_signal = signal_name
 
     def take(self) -> str | None:
-        """The most drastic pending action, removed from the pending ones; None when there is none."""
-        self._pending = set(self.agree(self._pending))
+        """The most drastic action pending here or (pooled by `agree`) in another process, removed
+        from the pending ones; None when there is none.
+
+        The choice comes from the pooled set alone, so every process takes the same action.  A
+        signal that lands while `agree` waits for the other processes (where a process of a
+        data-parallel run spends most of its wait) stays pending for the next call: replacing the
+        pending set by the pooled one would drop it, and the run would never stop."""
+        pooled = set(self.agree(set(self._pending)))
         for action in _PRIORITY:
-            if action in self._pending:
+            if action in pooled:
                 self._pending.discard(action)
                 return action
         return None
