@@ -34,7 +34,7 @@ CAMPAIGN = {"max_iter: 14": f"max_iter: {MAX_ITER}", "stepsize: 8": "stepsize: 2
 
 
 def _attempt(run: Path, resume: Path | None, fault: tuple[str, int, float] | None) -> None:
-    """One `train` in a forked child, killed by SIGKILL at `fault`: (where, n, delay) = after the
+    """One `train` in a child process, killed by SIGKILL at `fault`: (where, n, delay) = after the
     n-th train batch plus `delay` seconds ("step", a kill from a timer thread, so it lands at a
     random point of the computation), at the n-th test batch ("test"), or just before or after the
     n-th rename of a snapshot file into place ("write-before", "write-after")."""
@@ -73,7 +73,12 @@ def _attempt(run: Path, resume: Path | None, fault: tuple[str, int, float] | Non
 
 
 def _run_attempt(run: Path, resume: Path | None, fault: tuple[str, int, float] | None) -> int:
-    child = multiprocessing.get_context("fork").Process(target=_attempt, args=(run, resume, fault))
+    # Forked from a forkserver, not from pytest: once this process has run autograd inside
+    # torch.compile's tracing (an earlier test), autograd refuses to run in a plain fork of it.
+    # The server imports this module once, so each attempt still starts in milliseconds.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    child = context.Process(target=_attempt, args=(run, resume, fault))
     child.start()
     child.join(120)
     assert child.exitcode is not None, "an attempt hung"
