@@ -59,13 +59,16 @@ def run_dir(folder: Path, solver_extra: str = "") -> Path:
     return folder / "solver.prototxt"
 
 
-def train_rank(rank: int, world: int, port: int, solver: str, compile: bool | str = False) -> None:
-    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def train_rank(rank: int, world: int, runs: list[tuple[int, str, bool | str]]) -> None:
+    """One rank of a data-parallel run of each (port, solver, compile) in turn: one process
+    start (seconds of imports) serves them all, each run its own process group."""
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
     torch.set_num_threads(1)
     from replicate.solver.run import train
 
-    train(solver, device="cpu", echo=False, compile=compile)
+    for port, solver, compile in runs:
+        os.environ["MASTER_PORT"] = str(port)
+        train(solver, device="cpu", echo=False, compile=compile)
 
 
 def free_port() -> int:

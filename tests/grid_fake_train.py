@@ -1,17 +1,20 @@
 """A stand-in trainer that keeps the `train` contract, for testing the grid without the solver.
 
-`grid_fake_train.py solver.prototxt [--weights W] [--snapshot S] [--device D] [--snapshot-keep K]`, run in the net's
-folder, writes what `python -m replicate train` writes: train.log, metrics.jsonl ending with
-`{"kind": "done"}` and `<prefix>_iter_N.caffemodel/.solverstate` every `snapshot` iterations and
-at max_iter.  On SIGINT it snapshots and exits 0, as Caffe does.  `fake.json` in the folder may
-ask for {"fail_at": N} (exit 1 with an error at iteration N) or {"step_s": seconds}; every run
-appends its arguments, GPU and times to invocations.jsonl.
+`grid_fake_train.py solver.prototxt [--weights W] [--snapshot S] [--force] [--device D]
+[--snapshot-keep K]`, run in the net's folder, writes what `python -m replicate train` writes:
+train.log, metrics.jsonl ending with `{"kind": "done"}` and `<prefix>_iter_N.caffemodel/.solverstate`
+every `snapshot` iterations and at max_iter.  On SIGINT it snapshots and exits 0, as Caffe does; on
+SIGTERM or SIGUSR2 it snapshots and exits 75 (requeue), as `train` does.
+`fake.json` in the folder may ask for {"fail_at": N} (exit 1 with an error at iteration N) or
+{"step_s": seconds}; every run appends its arguments, GPU and times to invocations.jsonl.  Like
+`train`, it refuses to start fresh over an earlier run's logs unless given --force.
 """
 
 import argparse
 import json
 import os
 import re
+import signal
 import sys
 import time
 from datetime import datetime
@@ -23,11 +26,15 @@ def setting(text: str, key: str, default=None):
 
 
 def main() -> int:
+    # Like `train` (whose solver installs its own SIGINT handler), stop on SIGINT even when started
+    # from a shell that ignores it for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser()
     parser.add_argument("solver")
     parser.add_argument("--weights")
     parser.add_argument("--snapshot")
     parser.add_argument("--device")
+    parser.add_argument("--force", action="store_true")
     parser.add_argument("--snapshot-keep", type=int)
     args = parser.parse_args()
     text = open(args.solver).read()
@@ -43,8 +50,13 @@ def main() -> int:
         print(f"error: {args.weights}: cannot read", file=sys.stderr)
         return 2
     it = int(re.search(r"_iter_(\d+)\.solverstate$", args.snapshot).group(1)) if args.snapshot else 0
-    log = open("train.log", "a")
-    metrics = open("metrics.jsonl", "a")
+    trained = os.path.exists("metrics.jsonl") and '"iter":' in open("metrics.jsonl").read()
+    if not args.snapshot and not args.force and trained:
+        print("error: this folder already holds a run; resume with --snapshot or add --force", file=sys.stderr)
+        return 2
+    mode = "w" if args.force else "a"
+    log = open("train.log", mode)
+    metrics = open("metrics.jsonl", mode)
 
     def snap(n: int) -> None:
         for ext in (".caffemodel", ".solverstate"):
@@ -55,6 +67,14 @@ def main() -> int:
         metrics.write(json.dumps(obj) + "\n")
         metrics.flush()
 
+    class Requeue(Exception):
+        pass
+
+    def requeue(signum, frame):
+        raise Requeue
+
+    signal.signal(signal.SIGTERM, requeue)
+    signal.signal(signal.SIGUSR2, requeue)
     try:
         while it < max_iter:
             time.sleep(config.get("step_s", 0.0))
@@ -73,6 +93,10 @@ def main() -> int:
         snap(it)
         print("Optimization stopped early.", file=sys.stderr)
         return 0
+    except Requeue:
+        snap(it)
+        record({"kind": "stopped", "iter": it, "requeue": True})
+        return 75
     snap(max_iter)
     record({"kind": "done", "iter": max_iter})
     with open("invocations.jsonl", "a") as f:

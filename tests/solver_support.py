@@ -1,21 +1,25 @@
-"""Shared pieces of the solver tests: a run folder copied from Caffe's e2e fixture, its params,
-and single-threaded torch (the fixture's nets are tiny; on a shared 2-core machine the default
-thread pool makes them 10-20x slower through oversubscription)."""
+"""Shared pieces of the solver tests: Caffe's e2e run (a run folder copied from its fixture, its
+params) and how a replay of it is compared; benchmarks/e2e_replay.py uses them too, on GPU
+machines without pytest, so nothing here imports it.  (Single-threaded torch, which these tiny
+nets need on a shared machine, is conftest.py's.)"""
 
 from __future__ import annotations
 
+import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from replicate.io.blobs import blob_to_array
 from replicate.io.model import load_caffemodel
 
 E2E = Path(__file__).parent / "golden" / "caffe_train_e2e"
+#: Caffe's log and snapshots of the same run with -weights init.caffemodel really loaded.
+E2E_WEIGHTS = E2E.parent / "caffe_train_e2e_weights" / "caffe"
+LINE = re.compile(r"\] (Iteration \d+(?: \([^)]*\))?, (?:loss|lr) = \S+|\s*Test net output #\d+: .*)$")
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
 def copy_run(tmp_path: Path, name: str, solver_edits: dict[str, str] | None = None) -> Path:
@@ -34,9 +38,56 @@ def params(path: Path) -> dict[str, list[np.ndarray]]:
     return {layer.name: [blob_to_array(b) for b in layer.blobs] for layer in load_caffemodel(path).layer}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def logged_numbers(log: Path, first_iter: int) -> list[str]:
+    """Loss, lr and test-output lines from `first_iter` on, without the speed figures."""
+    out, keep = [], False
+    for line in log.read_text().splitlines():
+        found = LINE.search(line)
+        if "Iteration" in line:
+            it = int(re.search(r"Iteration (\d+)", line).group(1))
+            keep = it >= first_iter
+        if found and keep:
+            out.append(re.sub(r" \([^)]*iter/s[^)]*\)", "", found.group(1)).strip())
+    return out
+
+
+def masked_values(lines: list[str]) -> tuple[list[str], list[float]]:
+    """Each line with its numbers masked, and the numbers."""
+    return [NUMBER.sub("#", line) for line in lines], [float(v) for line in lines for v in NUMBER.findall(line)]
+
+RANDOM_NETS = {
+    # Random crops and mirrors (mirrors in TEST too, as Caffe draws them in both phases) and dropout.
+    'transform_param { mean_file: "mean.binaryproto" scale: 0.02 }':
+        'transform_param { mean_file: "mean.binaryproto" scale: 0.02 crop_size: 14 mirror: true }',
+    'layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }':
+        'layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }\n'
+        'layer { name: "drop2" type: "Dropout" bottom: "conv2" top: "conv2" dropout_param { dropout_ratio: 0.5 } }',
+}
+
+
+def random_run(tmp_path: Path, name: str, solver_edits: dict[str, str] | None = None) -> Path:
+    """The e2e folder with every random stream of training in use: crops, mirrors (train and
+    test), dropout, and no random_seed (the streams are seeded from torch's default generator).
+    Its epochs do not divide the snapshot interval: 40 train records in batches of 8 (5 per
+    epoch), 16 test records in batches of 6; 14 iterations, a snapshot every 3, a test every 4."""
+    edits = {"max_iter: 20": "max_iter: 14", "snapshot: 10": "snapshot: 3", "test_interval: 5": "test_interval: 4",
+             **(solver_edits or {})}
+    run = copy_run(tmp_path, name, edits)
+    for net, more in (("train.prototxt", {}), ("val.prototxt", {"batch_size: 8": "batch_size: 6"})):
+        text = (run / net).read_text()
+        for old, new in {**RANDOM_NETS, **more}.items():
+            assert old in text, old
+            text = text.replace(old, new)
+        (run / net).write_text(text)
+    (run / "init.caffemodel").unlink()  # its fc shape is for uncropped images: fillers start the run
+    return run
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two .caffemodel files hold bit-identical parameters (torch.equal, blob by blob)."""
+    pa, pb = params(a), params(b)
+    return pa.keys() == pb.keys() and all(
+        len(pa[k]) == len(pb[k]) and all(torch.equal(torch.from_numpy(x), torch.from_numpy(y))
+                                         for x, y in zip(pa[k], pb[k]))
+        for k in pa
+    )

@@ -65,6 +65,22 @@ def test_gpu_path_with_reading_workers_matches_serial(maker):
         loader.close()
 
 
+@pytest.mark.parametrize("make", [
+    lambda m: SerialLoader(m, first=4),
+    lambda m: WorkerLoader(m, workers=2, prefetch=2, first=4),
+    lambda m: GpuLoader(m, "cpu", first=4),
+    lambda m: GpuLoader(m, "cpu", workers=1, prefetch=2, first=4),
+], ids=["serial", "workers", "gpu-path", "gpu-path-workers"])
+def test_every_path_can_start_at_a_later_batch(maker, make):
+    """A resumed run's loaders start at the batch the snapshot recorded."""
+    loader = make(maker)
+    try:
+        _same(_take(loader, 3), _take(SerialLoader(maker), 7)[4:])
+    finally:
+        if hasattr(loader, "close"):
+            loader.close()
+
+
 def test_gpu_path_handles_records_of_other_sizes(tmp_path):
     """A batch mixing raw records of two sizes: each goes to the device on its own and is
     cropped at its own offsets, as the serial path does."""

@@ -9,8 +9,7 @@ from pathlib import Path
 from replicate.cli import main
 
 
-def test_demo_runs_the_whole_pipeline_and_continues_when_run_again(tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def test_demo_runs_the_whole_pipeline_and_continues_when_run_again(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--classes", "4", "--train-per-class", "12", "--val-per-class", "6",
             "--max-iter", "4", "--jobs", str(os.cpu_count() or 1)]

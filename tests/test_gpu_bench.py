@@ -85,3 +85,24 @@ def test_sweep_times_every_layout_and_compile_combination(tmp_path: Path) -> Non
     steps = json.loads(out.read_text())["step"]
     assert [(r["channels_last"], r["compile"]) for r in steps] == [
         (False, False), (True, False), (False, "eager"), (True, "eager")]
+
+
+def test_bench_times_the_plain_pytorch_peer_and_a_test_pass_beside_our_step(tmp_path: Path) -> None:
+    out, tables = tmp_path / "bench.json", tmp_path / "bench.md"
+    subprocess.run(
+        [sys.executable, "-m", "replicate", "bench", "--device", "cpu", "--batch", "1", "--iterations", "1",
+         "--warmup", "1", "--compile", "--compile-backend", "eager", "--peer", "--test-pass", "--test-iter", "2",
+         "--test-batch", "1", "--out", str(out), "--markdown", str(tables)],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    )
+    report = json.loads(out.read_text())
+    assert report["settings"]["peer"] and report["cpu"] and report["date"] and "--peer" in report["command"]
+    (step,) = report["step"]
+    assert step["one_graph"] and not step["cuda_graph"] and step["waits_for_device"] is None
+    assert [(r["compile"], r["channels_last"], r["batch"]) for r in report["peer"]] == [(False, False, 1), ("eager", False, 1)]
+    assert all(r["ms_per_step"] > 0 for r in report["peer"])
+    (test_pass,) = report["test_pass"]
+    assert (test_pass["test_iter"], test_pass["batch"], test_pass["compile"]) == (2, 1, "eager") and test_pass["seconds"] > 0
+    rows = [line for line in tables.read_text().splitlines() if line.startswith("| fp32 | compile |")]
+    assert len(rows) == 3  # step, against the peer, test pass
+    assert rows[1].endswith(("x | met |", "x | not met |")) and "| 2 x 1 |" in rows[2]

@@ -38,17 +38,31 @@ def test_shards_of_a_batch_together_are_the_single_process_batch(tmp_path: Path)
         assert torch.equal(torch.cat([p[1] for p in parts]), labels)
 
 
-@pytest.mark.parametrize(("solver_extra", "compile"), [("", False), ("iter_size: 2", False), ("", "aot_eager")])
-def test_two_processes_train_like_one(tmp_path: Path, solver_extra: str, compile: bool | str) -> None:
-    """Gradients averaged while backward runs (and, with iter_size 2, over both passes; and
-    through a torch.compile'd net) give one process's update on the whole batch."""
+CASES = [("", False), ("iter_size: 2", False), ("", "aot_eager")]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool | str], tuple[Path, Path]]:
+    """Each case trained in one process and by two gloo processes; the two ranks are started
+    once for all cases (their start-up is most of the cost)."""
     from replicate.solver.run import train
 
-    single = run_dir(tmp_path / "single", solver_extra)
-    train(single, device="cpu", echo=False)
-    double = run_dir(tmp_path / "ddp", solver_extra)
-    mp.start_processes(train_rank, args=(2, free_port(), str(double), compile), nprocs=2, start_method="spawn")
+    folders = {}
+    for solver_extra, compile in CASES:
+        root = tmp_path_factory.mktemp("ddp")
+        single, double = run_dir(root / "single", solver_extra), run_dir(root / "ddp", solver_extra)
+        train(single, device="cpu", echo=False)
+        folders[(solver_extra, compile)] = (single, double)
+    runs = [(free_port(), str(double), compile) for (_, compile), (_, double) in folders.items()]
+    mp.start_processes(train_rank, args=(2, runs), nprocs=2, start_method="spawn")
+    return folders
 
+
+@pytest.mark.parametrize(("solver_extra", "compile"), CASES)
+def test_two_processes_train_like_one(trained: dict, solver_extra: str, compile: bool | str) -> None:
+    """Gradients averaged while backward runs (and, with iter_size 2, over both passes; and
+    through a torch.compile'd net) give one process's update on the whole batch."""
+    single, double = trained[(solver_extra, compile)]
     one, two = weights(single.parent / "snap_iter_4.caffemodel"), weights(double.parent / "snap_iter_4.caffemodel")
     assert one.keys() == two.keys() == {"conv", "fc"}
     for name in one:

@@ -3,8 +3,6 @@ to the same weights and losses as the plain path; the run records its precision 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 from gpu_support import metrics, run_dir, weights
 
 from replicate.bench.step import caffenet
+from replicate.cli import main
 from replicate.errors import ReplicateError
 from replicate.proto import caffe_pb2
 from replicate.results.logs import read_metrics
@@ -28,12 +27,18 @@ def _train(folder: Path, **options) -> tuple[dict[str, list[np.ndarray]], list[f
     return weights(folder / "snap_iter_4.caffemodel"), losses
 
 
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[np.ndarray]], list[float]]:
+    """The plain path's weights and losses, trained once for every option compared with it."""
+    return _train(tmp_path_factory.mktemp("plain") / "plain")
+
+
 @pytest.mark.parametrize("options", [
     {"channels_last": True}, {"compile": "aot_eager"}, {"channels_last": True, "compile": "aot_eager"},
     {"data_workers": 2},
 ])
-def test_speed_options_train_like_the_plain_path(tmp_path: Path, options: dict) -> None:
-    plain, plain_losses = _train(tmp_path / "plain")
+def test_speed_options_train_like_the_plain_path(tmp_path: Path, options: dict, plain: tuple) -> None:
+    plain, plain_losses = plain
     fast, fast_losses = _train(tmp_path / "fast", **options)
     for name in plain:
         for a, b in zip(plain[name], fast[name]):
@@ -70,9 +75,8 @@ def test_fp32_turns_tf32_off_and_unknown_precisions_fail() -> None:
         set_precision("fp16")
 
 
-def test_a_negative_number_of_data_workers_is_refused(tmp_path: Path) -> None:
+def test_a_negative_number_of_data_workers_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ReplicateError, match="data workers must be 0 or more, not -1"):
         train(run_dir(tmp_path / "run"), device="cpu", echo=False, data_workers=-1)
-    bench = subprocess.run([sys.executable, "-m", "replicate", "bench", "--device", "cpu", "--workers", "-2"],
-                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
-    assert bench.returncode != 0 and "--workers must be 0 or more, not -2" in bench.stderr
+    assert main(["bench", "--device", "cpu", "--workers", "-2"]) == 2
+    assert "--workers must be 0 or more, not -2" in capsys.readouterr().err

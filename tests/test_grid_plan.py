@@ -104,14 +104,22 @@ def test_newest_solverstate_is_by_iteration_not_by_name(tmp_path: Path) -> None:
     assert newest_solverstate(net) == net.dir / "snap" / "a_iter_10.solverstate"
 
 
-def test_finished_by_final_snapshot_or_done_record(tmp_path: Path) -> None:
+def test_finished_only_by_the_done_record_at_max_iter(tmp_path: Path) -> None:
     plan = read_plan(make_plan(tmp_path, [("a", None), ("b", None)]))
     a, b = plan.net("a"), plan.net("b")
     assert not is_finished(a)
+    # The final snapshot comes before the final test: a run killed during that test is not done.
     (a.dir / "snap" / "a_iter_6.caffemodel").write_text("")
+    (a.dir / "metrics.jsonl").write_text('{"kind": "snapshot", "iter": 6}\n{"kind": "test", "iter": 6, "net": 0}')
+    assert not is_finished(a)
+    with open(a.dir / "metrics.jsonl", "a") as f:
+        f.write('\n{"kind": "done", "iter": 6}\n')
     assert is_finished(a)
     (b.dir / "metrics.jsonl").write_text('{"iter": 4, "kind": "train", "lr": 0.01, "loss": 1}\n{"kind": "done", "iter": 4}\n')
     assert not is_finished(b)  # done before max_iter is not finished
     with open(b.dir / "metrics.jsonl", "a") as f:
-        f.write('{"kind": "done", "iter": 6}\n')
+        f.write('{"kind": "done", "iter": 6}\n{"kind": "done", "iter": 6')  # a last line being written
     assert is_finished(b)
+    with open(b.dir / "metrics.jsonl", "a") as f:
+        f.write('}\n{"kind": "config"}\n')  # resumed again after it was done: not done until it says so
+    assert not is_finished(b)

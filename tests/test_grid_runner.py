@@ -51,7 +51,8 @@ def test_one_net_per_gpu_each_sees_only_its_gpu(tmp_path: Path) -> None:
     plan = make_plan(tmp_path, [(n, None) for n in "abcd"], fake={n: {"step_s": 0.2} for n in "abcd"})
     states, lines = _run(plan, gpus=["2", "5"], progress_s=0.0)
     assert set(states.values()) == {"done"}
-    progress = r"\[[0-3]/4 done\] running: [abcd] iter (\d+|-)/6, [abcd] iter (\d+|-)/6"
+    progress = (r"\[[0-3]/4 done\] (\d+)/24 iterations, [\d.]+ it/s so far, ETA (\d\d:\d\d:\d\d|\?); "
+                r"running: [abcd] (\d/6|starting), [abcd] (\d/6|starting)")
     assert any(re.fullmatch(progress, line) for line in lines), lines
     runs = [run for n in "abcd" for run in invocations(tmp_path / n)]
     assert sorted(run["gpu"] for run in runs) == ["2", "2", "5", "5"]
@@ -59,6 +60,26 @@ def test_one_net_per_gpu_each_sees_only_its_gpu(tmp_path: Path) -> None:
     spans = sorted((run["start"], run["end"]) for run in runs)
     assert spans[1][0] < spans[0][1]  # two ran at once
     assert max(sum(s <= t < e for s, e in spans) for t, _ in spans) == 2  # never three
+
+
+def test_progress_counts_nets_and_iterations_with_the_rate_so_far_and_an_eta(tmp_path: Path) -> None:
+    # One net finished before this run (it counts as done, not in the rate), one runs 6
+    # iterations; every progress line says how much is done, how fast, and how long is left.
+    plan = make_plan(tmp_path, [("old", None), ("new", None)], fake={"new": {"step_s": 0.15}})
+    (tmp_path / "old" / "metrics.jsonl").write_text('{"kind": "done", "iter": 6}\n')
+    states, lines = _run(plan, progress_s=0.0)
+    assert states == {"old": "done", "new": "done"}
+    found = [re.fullmatch(r"\[1/2 done\] (\d+)/12 iterations, ([\d.]+) it/s so far, ETA (\S+); running: new (starting|(\d)/6)",
+                          line) for line in lines if "running:" in line]
+    assert found and all(found), lines
+    assert found[0].group(4) == "starting" and found[0].group(1) == "6"  # never a bare "iter -/6"
+    late = [m for m in found if m.group(5) and 2 <= int(m.group(5)) < 6]
+    assert late, lines
+    m = late[-1]
+    done, rate, eta = int(m.group(1)), float(m.group(2)), m.group(3)
+    assert done == 6 + int(m.group(5)) and rate > 0
+    hours, minutes, seconds = map(int, eta.split(":"))
+    assert hours == 0 and minutes == 0 and abs(seconds - (12 - done) / rate) <= 1
 
 
 def test_a_repeated_gpu_id_runs_two_nets_on_that_gpu(tmp_path: Path) -> None:
@@ -87,13 +108,16 @@ def test_cpu_jobs_run_that_many_nets_at_once_without_gpus(tmp_path: Path) -> Non
 def test_resume_skips_finished_resumes_stopped_starts_fresh(tmp_path: Path) -> None:
     plan = make_plan(tmp_path, [("fin", None), ("fin2", None), ("half", None), ("new", None)], max_iter=6)
     (tmp_path / "fin" / "metrics.jsonl").write_text('{"kind": "done", "iter": 6}\n')
-    (tmp_path / "fin2" / "snap" / "fin2_iter_6.caffemodel").write_text("")
+    for ext in ("caffemodel", "solverstate"):  # killed during its final test: not done, resumes for it
+        (tmp_path / "fin2" / "snap" / f"fin2_iter_6.{ext}").write_text("")
     for it in (2, 4):
         for ext in ("caffemodel", "solverstate"):
             (tmp_path / "half" / "snap" / f"half_iter_{it}.{ext}").write_text("")
     states, lines = _run(plan, device="cpu")
     assert set(states.values()) == {"done"}
-    assert invocations(tmp_path / "fin") == [] and invocations(tmp_path / "fin2") == []
+    assert invocations(tmp_path / "fin") == []
+    [fin2] = invocations(tmp_path / "fin2")
+    assert fin2["argv"][1:] == ["--snapshot", str(tmp_path / "fin2" / "snap" / "fin2_iter_6.solverstate"), "--device", "cpu"]
     assert netstate.read_status(tmp_path / "fin")["state"] == "done"
     [half] = invocations(tmp_path / "half")
     snapshot = str(tmp_path / "half" / "snap" / "half_iter_4.solverstate")
@@ -136,6 +160,20 @@ def test_failed_base_blocks_its_dependants_with_the_reason(tmp_path: Path) -> No
         "--snapshot", str(tmp_path / "b" / "snap" / "b_iter_2.solverstate")]
 
 
+def test_a_net_that_died_before_its_first_snapshot_starts_again_over_its_logs(tmp_path: Path) -> None:
+    # `train` refuses a fresh start over an earlier run's logs unless given --force (the fake
+    # trainer keeps that contract); the grid, which decided from disk to start over, gives it.
+    plan = make_plan(tmp_path, [("b", None), ("t", "b")], fake={"b": {"fail_at": 1}})
+    states, _ = _run(plan)
+    assert states == {"b": "failed", "t": "blocked"}
+    assert (tmp_path / "b" / "train.log").is_file() and not list((tmp_path / "b" / "snap").iterdir())
+    (tmp_path / "b" / "fake.json").unlink()
+    states, _ = _run(plan)
+    assert states == {"b": "done", "t": "done"}
+    assert invocations(tmp_path / "b")[1]["argv"][1:] == ["--force"]
+    assert invocations(tmp_path / "t")[0]["argv"][1:] == ["--weights", str(tmp_path / "b" / "snap" / "b_iter_6.caffemodel")]
+
+
 def test_missing_base_weights_fail_the_dependant_only(tmp_path: Path) -> None:
     plan = make_plan(tmp_path, [("b", None), ("t", "b")])
     (tmp_path / "b" / "metrics.jsonl").write_text('{"kind": "done", "iter": 6}\n')
@@ -166,7 +204,10 @@ def test_ctrl_c_stops_trainers_cleanly_and_a_rerun_resumes(tmp_path: Path) -> No
     command = [sys.executable, "-m", "replicate", "grid", "run", "--plan", str(plan), "--gpus", "0,1",
                "--train-command", " ".join(FAKE_TRAIN), "--progress-every", "0.2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    grid = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A terminal's Ctrl-C reaches a process whose SIGINT is not ignored (pytest itself may run in a
+    # background job, whose children inherit an ignored SIGINT).
+    grid = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not all((tmp_path / n / "snap" / f"{n}_iter_10.solverstate").exists() for n in "ab"):
         assert time.monotonic() < deadline and grid.poll() is None

@@ -1,6 +1,7 @@
 """Submission through submitit: its local executor runs the jobs for real (dependencies,
 failures, requeue at the time limit); for SLURM, the sbatch scripts submitit would hand to
-`sbatch` are checked, with stand-ins for `sbatch`/`srun` since no cluster is here."""
+`sbatch` are checked here, with stand-ins for `sbatch`/`squeue`/`srun` (the real cluster runs
+in tests/test_grid_slurm_cluster.py)."""
 
 from __future__ import annotations
 
@@ -96,21 +97,35 @@ def test_train_net_is_safe_to_repeat(tmp_path: Path) -> None:
 
 @pytest.fixture
 def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """`sbatch` that keeps each script it is given and answers like SLURM; an `srun` to be found."""
+    """`sbatch` that keeps each script it is given, queues its job (each array task) in the file
+    $FAKE_SLURM_QUEUE and answers like SLURM; `squeue` that lists that queue; `scancel` that
+    notes what it is asked to cancel in $FAKE_SLURM_QUEUE.cancelled; an `srun`."""
     scripts = tmp_path / "sbatch"
     scripts.mkdir()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(
         '#!/bin/sh\nn=$(( $(ls "$FAKE_SBATCH_DIR" | wc -l) + 1000 ))\n'
-        'cp "$1" "$FAKE_SBATCH_DIR/$n.sh"\necho "Submitted batch job $n"\n'
+        'cp "$1" "$FAKE_SBATCH_DIR/$n.sh"\n'
+        'last=$(sed -n "s/^#SBATCH --array=0-\\([0-9]*\\).*/\\1/p" "$1")\n'
+        'if [ -n "$last" ]; then for i in $(seq 0 "$last"); do echo "${n}_$i"; done; else echo "$n"; fi >>"$FAKE_SLURM_QUEUE"\n'
+        'echo "Submitted batch job $n"\n'
     )
+    (bin_dir / "squeue").write_text('#!/bin/sh\ncat "$FAKE_SLURM_QUEUE" 2>/dev/null || true\n')
+    (bin_dir / "scancel").write_text('#!/bin/sh\nfor j in "$@"; do echo "$j" >>"$FAKE_SLURM_QUEUE.cancelled"; done\n')
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SBATCH_DIR", str(scripts))
+    monkeypatch.setenv("FAKE_SLURM_QUEUE", str(tmp_path / "queue"))
     return scripts
+
+
+def _leave_queue(tmp_path: Path, job_id: str) -> None:
+    """The job ends (or is cancelled): it leaves SLURM's queue."""
+    queue = tmp_path / "queue"
+    queue.write_text("".join(f"{j}\n" for j in queue.read_text().split() if j != job_id))
 
 
 def _flags(script: Path) -> dict[str, str]:
@@ -119,8 +134,8 @@ def _flags(script: Path) -> dict[str, str]:
 
 def test_slurm_arrays_with_afterok_on_the_base_job(tmp_path: Path, fake_slurm: Path) -> None:
     plan = read_plan(make_plan(tmp_path, [("t1", "b"), ("b", None), ("c", None), ("t2", "b"), ("t3", "t1"), ("d", None)]))
-    (tmp_path / "d" / "snap" / "d_iter_6.caffemodel").write_text("")  # finished: not submitted
-    executor = make_executor(plan, partition="gpu", time_min=4320, gpus_per_node=1, array_parallelism=2,
+    (tmp_path / "d" / "metrics.jsonl").write_text('{"kind": "done", "iter": 6}\n')  # finished: not submitted
+    executor = make_executor(plan, partition="gpu", time_min=4320, gpus_per_net=1, array_parallelism=2,
                              cpus_per_task=8)
     lines: list[str] = []
     jobs = submit_plan(plan, executor, report=lines.append)
@@ -129,7 +144,7 @@ def test_slurm_arrays_with_afterok_on_the_base_job(tmp_path: Path, fake_slurm: P
     assert lines == ["queued 2 net(s): b, c", "queued 2 net(s) after job 1000_0: t1, t2",
                      "queued 1 net(s) after job 1001_0: t3"]
     first, second, third = (_flags(fake_slurm / f"{n}.sh") for n in (1000, 1001, 1002))
-    common = {"partition": "gpu", "time": "4320", "gpus-per-node": "1", "cpus-per-task": "8",
+    common = {"partition": "gpu", "time": "4320", "gpus-per-node": "1", "cpus-per-task": "8", "mem": "16GB",
               "signal": "USR2@120", "nodes": "1"}
     for flags in (first, second, third):
         assert flags.items() >= common.items()
@@ -148,23 +163,33 @@ def test_slurm_arrays_with_afterok_on_the_base_job(tmp_path: Path, fake_slurm: P
     record = netstate.read_status(tmp_path / "t3")
     assert (record["state"], record["job_id"], record["folder"]) == ("queued", "1002", str(tmp_path / "submitit" / "1002"))
 
-    # Submitting again queues nothing twice; --resubmit queues anew, after the new base job.
+    # Submitting again queues nothing twice, whatever the status says while the job is queued
+    # (a requeued job's trainer records "stopped" until it runs again).
     lines.clear()
+    netstate.write_status(tmp_path / "c", "stopped", job_id="1000_1", requeue=True)
     again = submit_plan(plan, executor, report=lines.append)
     assert again == {"b": "1000_0", "c": "1000_1", "t1": "1001_0", "t2": "1001_1", "t3": "1002"}
     assert len(list(fake_slurm.iterdir())) == 3
-    assert lines[0] == "b: already queued as job 1000_0 (--resubmit if that job is gone)"
-    netstate.write_status(tmp_path / "b", "failed", error="x")  # a gone base job is resubmitted
-    submit_plan(plan, executor, report=lambda line: None)
+    assert lines[0] == "b: already queued as job 1000_0"
+    # A job gone from the queue (scancel) is submitted again, whatever its status says; so are
+    # the nets waiting for it (afterok could never be met): their jobs are cancelled and
+    # replaced by jobs after the new one.
+    _leave_queue(tmp_path, "1000_0")
+    lines.clear()
+    submit_plan(plan, executor, report=lines.append)
+    assert lines == ["c: already queued as job 1000_1", "cancelled job(s) 1001_0, 1001_1, 1002: their nets are queued anew",
+                     "queued 1 net(s): b", "queued 2 net(s) after job 1003: t1, t2", "queued 1 net(s) after job 1004_0: t3"]
+    assert (tmp_path / "queue.cancelled").read_text().split() == ["1001_0", "1001_1", "1002"]
     assert _flags(fake_slurm / "1003.sh").get("array") is None
     resubmitted = submit_plan(plan, executor, resubmit=True, report=lambda line: None)
-    assert resubmitted["t1"].job_id == "1005_0"
-    assert _flags(fake_slurm / "1005.sh")["dependency"] == "afterok:1004_0"
+    assert resubmitted["t1"].job_id == "1007_0"
+    assert _flags(fake_slurm / "1007.sh")["dependency"] == "afterok:1006_0"
 
 
 def test_dependants_of_a_base_queued_earlier_wait_for_that_job(tmp_path: Path, fake_slurm: Path) -> None:
     plan = read_plan(make_plan(tmp_path, [("b", None), ("t", "b")]))
     netstate.write_status(tmp_path / "b", "running", job_id="77_3")
+    (tmp_path / "queue").write_text("77_3\n")
     jobs = submit_plan(plan, make_executor(plan, partition="p"), report=lambda line: None)
     assert jobs["b"] == "77_3" and jobs["t"].job_id == "1000"
     assert _flags(fake_slurm / "1000.sh")["dependency"] == "afterok:77_3"
@@ -175,12 +200,22 @@ def test_grid_submit_command(tmp_path: Path, fake_slurm: Path, capsys) -> None:
 
     plan_path = make_plan(tmp_path, [("b", None), ("t", "b")])
     assert main(["grid", "submit", "--plan", str(plan_path), "--slurm-partition", "gpu", "--time", "60",
-                 "--gpus-per-node", "2", "--array-parallelism", "3"]) == 0
+                 "--gpus-per-net", "2", "--array-parallelism", "3"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "queued 1 net(s): b", "queued 1 net(s) after job 1000: t",
         f"2 net(s) queued or in the queue; `python -m replicate grid status --plan {plan_path}`"]
     flags = _flags(fake_slurm / "1000.sh")
+    # Two GPUs for one net: twice the cores and memory, and the trainer is torchrun's 2 processes.
     assert (flags["partition"], flags["time"], flags["gpus-per-node"]) == ("gpu", "60", "2")
+    assert (flags["cpus-per-task"], flags["mem"]) == ("20", "32GB")
+    submitted = submitit.helpers.DelayedSubmission.load(tmp_path / "submitit" / "1000" / "1000_submitted.pkl")
+    assert submitted.function.train_command[1:] == ["-m", "torch.distributed.run", "--standalone",
+                                                    "--nproc_per_node=2", "-m", "replicate", "train"]
+    assert main(["grid", "submit", "--plan", str(plan_path), "--slurm-partition", "cpu", "--gpus-per-net", "0",
+                 "--only", "b", "--resubmit"]) == 0
+    flags = _flags(fake_slurm / "1002.sh")
+    assert "gpus-per-node" not in flags and (flags["cpus-per-task"], flags["mem"]) == ("10", "16GB")
+    capsys.readouterr()
     assert _flags(fake_slurm / "1001.sh")["dependency"] == "afterok:1000"
     assert main(["grid", "status", "--plan", str(plan_path)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "2 nets: 2 queued"

@@ -3,11 +3,9 @@ final weights, an interrupted run resumed from its solver state, and the status 
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from replicate.cli import main
@@ -15,20 +13,6 @@ from replicate.experiments import netstate
 from replicate.experiments.planfile import read_plan
 from replicate.experiments.status import collect
 
-
-def _solver_present() -> bool:
-    try:
-        importlib.import_module("replicate.solver.run")
-    except ImportError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(
-    not _solver_present(),
-    reason="replicate.solver.run (branch `solver`) is not on this branch yet; "
-           "this test runs the real trainer once it is merged",
-)
 
 DATA = """layer {{ name: "data" type: "ImageData" top: "data" top: "label"
   image_data_param {{ source: "{list}" root_folder: "img/" batch_size: 2 }} }}

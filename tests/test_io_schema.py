@@ -16,7 +16,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from replicate.data.lmdb_io import LmdbReader
 from replicate.errors import ReplicateError
 from replicate.io.binary import read_binary, read_mean, read_net_binary, write_mean
-from replicate.io.blobs import blob_shape, blob_to_array
+from replicate.io.blobs import array_to_blob, blob_shape, blob_to_array
 from replicate.io.model import load_caffemodel, save_caffemodel
 from replicate.io.prototxt import format_text, parse_text, read_net_text, read_solver_text
 from replicate.proto import caffe_pb2
@@ -152,9 +152,7 @@ def test_caffemodel_over_64_megabytes(tmp_path: Path) -> None:
     net = caffe_pb2.NetParameter()
     layer = net.layer.add(name="fc6", type="InnerProduct")
     values = np.arange(18_000_000, dtype=np.float32)
-    blob = layer.blobs.add()
-    blob.shape.dim.extend([4500, 4000])
-    blob.data.extend(values)
+    array_to_blob(values.reshape(4500, 4000), layer.blobs.add())
     save_caffemodel(tmp_path / "big.caffemodel", net)
     assert (tmp_path / "big.caffemodel").stat().st_size > 64 * 2**20
     loaded = load_caffemodel(tmp_path / "big.caffemodel")
@@ -193,6 +191,32 @@ def test_text_error_names_file_line_column_and_token(tmp_path: Path) -> None:
         read_net_text(path)
     message = str(err.value)
     assert message.startswith(f"{path}:4:3:") and "kernel_sise" in message
+
+
+def test_a_missing_brace_is_named_where_the_outer_field_is_read_inside(tmp_path: Path) -> None:
+    # A solver with `train_state {` left open: Caffe's parser, and protobuf's, stop at the next
+    # line with "NetState has no field named lr_policy"; the cause is the brace above.
+    path = tmp_path / "solver.prototxt"
+    path.write_text('net: "train.prototxt"\ntrain_state { stage: "a } b"  # } in a string and a comment\nlr_policy: "step"\n')
+    with pytest.raises(ReplicateError) as err:
+        read_solver_text(path)
+    assert str(err.value) == (
+        f'{path}:3:1: Message type "caffe.NetState" has no field named "lr_policy"; "lr_policy" is a field '
+        "of the top level, so a `}` is probably missing above, closing train_state (opened at line 2)"
+    )
+
+
+def test_a_missing_brace_two_levels_down_names_both_open_blocks() -> None:
+    text = 'layer {\n  name: "c"\n  convolution_param {\n    weight_filler { type: "xavier"\n  top: "c"\n}\n'
+    with pytest.raises(ReplicateError, match=r'"top" is a field of the enclosing layer, so 2 `}`s are probably '
+                       r"missing above, closing convolution_param \(opened at line 3\), weight_filler \(opened at line 4\)"):
+        parse_text(text, caffe_pb2.NetParameter(), "net.prototxt")
+
+
+def test_a_misspelt_field_gets_no_brace_hint() -> None:
+    with pytest.raises(ReplicateError) as err:
+        parse_text('layer {\n  convolution_param { kernel_sise: 3 }\n}\n', caffe_pb2.NetParameter())
+    assert "kernel_sise" in str(err.value) and "missing" not in str(err.value)
 
 
 def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:

@@ -47,10 +47,19 @@ def raw_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def raw_report(raw_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def raw_cli(raw_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`python -m replicate results` on the raw logs, run as a user runs it: the report folder
+    and what it printed."""
     out = tmp_path_factory.mktemp("report")
-    assert main(["results", "--runs", str(raw_logs), "--out", str(out)]) == 0
-    return out
+    done = subprocess.run([sys.executable, "-m", "replicate", "results", "--runs", str(raw_logs),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out, done.stdout
+
+
+@pytest.fixture(scope="module")
+def raw_report(raw_cli: tuple[Path, str]) -> Path:
+    return raw_cli[0]
 
 
 def test_raw_logs_found_and_broken_one_reported(raw_logs: Path, capsys) -> None:
@@ -80,6 +89,9 @@ def test_report_md_puts_numbers_beside_the_paper(raw_report: Path) -> None:
     # per-net rows: ours, paper, difference (identical here)
     assert "| half0A | 450 / 450 | 0.6151 | 0.6151 | +0.0000 |" in md
     assert "## Table 1" in md and "| 5-7 |" in md and "2.1%" in md
+    assert "| layers | over baseB: ours | paper | printed | over BnB+: ours | paper | printed |" in md
+    assert "**printed**: the paper's Table 1 as printed" in md
+    assert "no loss output" not in md and "Every net:" not in md  # the 2014 logs have their loss
     assert "Wilcoxon" in md and "95% low" in md
     assert "Shapes, not numbers" not in md
     for fig in ("figure2", "figure3", "figure_reduced", "curves"):
@@ -103,11 +115,11 @@ def test_figures_are_written(raw_report: Path) -> None:
 
 
 def _run_dir(root: Path, name: str, points: list[tuple[int, float, float | None]],
-             max_iter: int = 1000, metrics_edit=None) -> Path:
+             max_iter: int = 1000, metrics_edit=None, arch: str = "demo") -> Path:
     folder = root / name
     folder.mkdir()
     (folder / "manifest.json").write_text(json.dumps(
-        {"name": name, "arch": "demo", "max_iter": max_iter, "val_loss": False}))
+        {"name": name, "arch": arch, "max_iter": max_iter, "val_loss": False}))
     (folder / "train.log").write_text(log_modern(points, initial=(0.05, None)))
     records = [{"iter": 0, "kind": "test", "net": 0, "outputs": {"accuracy": 0.05}}]
     records += [{"iter": i, "kind": "test", "net": 0, "outputs": {"accuracy": t}}
@@ -147,7 +159,14 @@ def test_demo_run_dirs_compare_shapes(tmp_path: Path, capsys) -> None:
     assert "Shapes, not numbers" in md and "scaled demo architecture" in md
     assert "transfer0A0B_1_6" in md.split("Not started")[1]
     assert "incomplete: stopped at 600 of 1000" in md
-    assert "only 6 validation points" in md and "validation net has no loss output" in md
+    assert "only 6 validation points" in md
+    # Clutter left out: the relative table shows no loss column, so no note about a missing loss;
+    # the printed Table 1 (top-1 points) is said once in words, not as a column of dashes.
+    assert "no loss output" not in md
+    table1 = md.split("## Table 1")[1].split("\n## ")[0]
+    assert "| layers | over baseB: ours | paper | over BnB+: ours | paper | our nets (AnB+ / base / BnB+) |" in table1
+    assert "The paper prints these boosts in top-1 points: +1.6 / +1.8 / +2.1 % over baseB and +1.4 / +1.4 / +1.7 % over BnB+." in table1
+    assert "(csv)" not in md and "(printed)" not in md
     # transfer0A0B_1_3 relative to its own base (half0B), beside the paper's ratio
     ours = 0.26 * (sum(range(1, 11)) / 10) / 10 / (0.28 * (sum(range(1, 11)) / 10) / 10)
     paper = _reference()
@@ -158,6 +177,24 @@ def test_demo_run_dirs_compare_shapes(tmp_path: Path, capsys) -> None:
     assert rows["transfer0A0B_1_5"]["complete"] == "false"
     assert rows["half0A"]["complete"] == "true" and rows["half0A"]["min10_valid_loss"] == ""
     assert rows["half0A"]["format"] == "metrics.jsonl" and rows["half0A"]["points"] == "10"
+
+
+def test_a_note_true_of_every_net_is_said_once_not_on_every_row(tmp_path: Path) -> None:
+    # Full-scale names and no loss output anywhere: the loss columns are shown, so the missing loss
+    # is worth saying, once; the one incomplete net keeps its own note on its row.
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    for name in ("half0A", "half0B", "transfer0A0B_1_3"):
+        _run_dir(runs_dir, name, _curve(0.6, n=12), max_iter=1200, arch="caffenet")
+    _run_dir(runs_dir, "transfer0A0B_1_5", _curve(0.6, n=12), max_iter=2000, arch="caffenet")
+    out = tmp_path / "report"
+    assert main(["results", "--runs", str(runs_dir), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert md.count("no loss output") == 1 and "Every net: validation net has no loss output." in md
+    rows = [line for line in md.split("## Every net")[1].splitlines() if line.startswith("| ")]
+    assert rows[0].endswith("| notes |") and rows[-1].startswith("| transfer0A0B_1_5 |")
+    assert rows[-1].endswith("| incomplete: stopped at 1200 of 2000 |")
+    assert [r.endswith("|  |") for r in rows[1:]] == [True, True, True, False]  # no note of their own
 
 
 def test_single_run_dir_and_unknown_names(tmp_path: Path) -> None:
@@ -176,12 +213,10 @@ def test_empty_or_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
         find_runs(tmp_path / "nope")
 
 
-def test_command_line(raw_logs: Path, tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "replicate", "results", "--runs", str(raw_logs),
-                           "--out", str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "found 0 run dirs and 16 raw Caffe logs" in done.stdout
-    assert f"report: {tmp_path / 'r' / 'report.md'}" in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "replicate", "results", "--runs",
-                          str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such folder" in bad.stderr
+def test_command_line(raw_cli: tuple[Path, str], tmp_path: Path, capsys) -> None:
+    out, printed = raw_cli
+    assert "found 0 run dirs and 16 raw Caffe logs" in printed
+    assert f"report: {out / 'report.md'}" in printed
+    assert main(["results", "--runs", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such folder" in err

@@ -24,23 +24,7 @@ from replicate.io.model import load_caffemodel, save_caffemodel
 from replicate.proto import caffe_pb2
 from replicate.results.logs import read_log
 from replicate.solver.run import train
-from solver_support import E2E, copy_run, one_thread, params  # noqa: F401 (autouse fixture)
-
-LINE = re.compile(r"\] (Iteration \d+(?: \([^)]*\))?, (?:loss|lr) = \S+|\s*Test net output #\d+: .*)$")
-
-
-def _numbers(log: Path, first_iter: int) -> list[str]:
-    """Loss, lr and test-output lines from `first_iter` on, without the speed figures."""
-    out, keep = [], False
-    for line in log.read_text().splitlines():
-        found = LINE.search(line)
-        if "Iteration" in line:
-            it = int(re.search(r"Iteration (\d+)", line).group(1))
-            keep = it >= first_iter
-        if found and keep:
-            out.append(re.sub(r" \([^)]*iter/s[^)]*\)", "", found.group(1)).strip())
-    return out
-
+from solver_support import E2E, E2E_WEIGHTS, copy_run, logged_numbers, masked_values, params
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
@@ -51,8 +35,8 @@ def test_resume_from_caffes_snapshot_reaches_caffes_next_snapshot(run_dir: Path)
     result = train(run_dir / "solver.prototxt", snapshot=E2E / "caffe" / "snap_iter_10.solverstate", echo=False)
     assert result.iterations == 20
     # Every loss, lr and test output Caffe logged from iteration 10 on, digit for digit.
-    ours = _numbers(run_dir / "train.log", 10)
-    caffes = _numbers(E2E / "caffe" / "train.log", 10)
+    ours = logged_numbers(run_dir / "train.log", 10)
+    caffes = logged_numbers(E2E / "caffe" / "train.log", 10)
     assert ours == caffes and len(caffes) > 25
     # The final snapshot's parameters within relative 1e-5, and its history.
     mine, theirs = params(run_dir / "snap_iter_20.caffemodel"), params(E2E / "caffe" / "snap_iter_20.caffemodel")
@@ -129,21 +113,12 @@ def test_from_scratch_run_logs_every_phase_as_caffe_did(run_dir: Path) -> None:
     assert ours == caffes[:-1] and caffes[-1].endswith("] Optimization Done.")
 
 
-E2E_WEIGHTS = E2E.parent / "caffe_train_e2e_weights" / "caffe"
-NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
-
-
-def _values(lines: list[str]) -> tuple[list[str], list[float]]:
-    """Each line with its numbers masked, and the numbers."""
-    return [NUMBER.sub("#", line) for line in lines], [float(v) for line in lines for v in NUMBER.findall(line)]
-
-
 def test_from_init_weights_replays_caffes_whole_run(run_dir: Path) -> None:
     """The same run made again with `-weights init.caffemodel` really loaded (see that fixture's
     README): from iteration 0, every loss, lr and test output Caffe logged, and both snapshots."""
     train(run_dir / "solver.prototxt", weights=str(run_dir / "init.caffemodel"), echo=False)
-    ours, caffes = _numbers(run_dir / "train.log", 0), _numbers(E2E_WEIGHTS / "train.log", 0)
-    (our_lines, our_values), (caffe_lines, caffe_values) = _values(ours), _values(caffes)
+    ours, caffes = logged_numbers(run_dir / "train.log", 0), logged_numbers(E2E_WEIGHTS / "train.log", 0)
+    (our_lines, our_values), (caffe_lines, caffe_values) = masked_values(ours), masked_values(caffes)
     assert our_lines == caffe_lines and len(caffe_values) > 60
     # Caffe prints 6 significant digits: equal within one unit of the sixth.
     np.testing.assert_allclose(our_values, caffe_values, rtol=1e-5, atol=1e-6)

@@ -1,73 +1,133 @@
-"""Faults: a killed run resumes exactly, a diverged run stops cleanly, missing inputs fail early."""
+"""Faults: killed runs resume exactly, a diverged run stops cleanly, missing inputs fail early, signals."""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from replicate.errors import ReplicateError
 from replicate.io.binary import read_binary
+from replicate.layers.data import BatchLayer
 from replicate.proto import caffe_pb2
-from replicate.results.logs import read_log
 from replicate.solver.run import train
 from replicate.solver.solver import TrainingDiverged
-from solver_support import copy_run, one_thread, params  # noqa: F401 (autouse fixture)
+from solver_support import copy_run, params, random_run, same_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    edits = {"max_iter: 20": "max_iter: 400", "snapshot: 10": "snapshot: 5", "test_interval: 5": "test_interval: 50",
-             "stepsize: 8": "stepsize: 150"}
-    whole = copy_run(tmp_path, "whole", edits)
-    train(whole / "solver.prototxt", weights=str(whole / "init.caffemodel"), echo=False)
+# ------------------------------------------------------------------ the kill -9 campaign
+FAULTS, MAX_ITER = 20, 60
+CAMPAIGN = {"max_iter: 14": f"max_iter: {MAX_ITER}", "stepsize: 8": "stepsize: 25\nrandom_seed: 3"}
 
-    killed = copy_run(tmp_path, "killed", edits)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "replicate", "train", "solver.prototxt", "--weights", "init.caffemodel"],
-        cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(killed.glob("snap_iter_*.solverstate")):
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    states = sorted(killed.glob("snap_iter_*.solverstate"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    assert states, "the run was killed before its first snapshot"
-    # SIGKILL may land inside a write: only a temporary file may be cut, never a snapshot.
-    for snap in killed.glob("snap_iter_*.caffemodel"):
-        params(snap)
-    for snap in killed.glob("snap_iter_*.solverstate"):
-        read_binary(snap, caffe_pb2.SolverState())
-    last = states[-1]
-    stopped_at = int(last.stem.rsplit("_", 1)[1])
-    assert stopped_at < 400, "the run finished before it was killed; nothing was tested"
-    train(killed / "solver.prototxt", snapshot=last, echo=False)
-    a, b = params(whole / "snap_iter_400.caffemodel"), params(killed / "snap_iter_400.caffemodel")
-    for layer in a:
-        for x, y in zip(a[layer], b[layer]):
-            np.testing.assert_array_equal(x, y)
-    states_at_end = [read_binary(run / "snap_iter_400.solverstate", caffe_pb2.SolverState()) for run in (whole, killed)]
-    assert states_at_end[0] == states_at_end[1], "the resumed run's history differs from the uninterrupted one"
 
-    # The appended log of the resumed run reads as the uninterrupted run's validation curve.
-    curves = [[(p.iter, p.top1, p.loss) for p in read_log(run / "train.log").val] for run in (whole, killed)]
-    assert curves[0] == curves[1] and [p[0] for p in curves[0]] == list(range(0, 401, 50))
+def _attempt(run: Path, resume: Path | None, fault: tuple[str, int, float] | None) -> None:
+    """One `train` in a child process, killed by SIGKILL at `fault`: (where, n, delay) = after the
+    n-th train batch plus `delay` seconds ("step", a kill from a timer thread, so it lands at a
+    random point of the computation), at the n-th test batch ("test"), or just before or after the
+    n-th rename of a snapshot file into place ("write-before", "write-after")."""
+    torch.set_num_threads(1)
+    where, n, delay = fault or ("", 0, 0.0)
+    seen = {"step": 0, "test": 0, "write": 0}
 
-    def lr_line(run: Path) -> str:
-        lines = [line for line in (run / "train.log").read_text().splitlines() if f"Iteration {stopped_at}, lr" in line]
-        return lines[-1].split("] ", 1)[1]
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
 
-    assert lr_line(killed) == lr_line(whole)
+    forward = BatchLayer.forward
+
+    def counting_forward(self: BatchLayer):
+        out = forward(self)
+        kind = "step" if self.phase == caffe_pb2.TRAIN else "test"
+        seen[kind] += 1
+        if where == kind and seen[kind] == n:
+            threading.Timer(delay, die).start() if kind == "step" else die()
+        return out
+
+    replace = os.replace
+
+    def counting_replace(src, dst) -> None:
+        snapshot_file = "snap_iter_" in os.path.basename(dst)
+        seen["write"] += snapshot_file
+        if snapshot_file and where == "write-before" and seen["write"] == n:
+            die()
+        replace(src, dst)
+        if snapshot_file and where == "write-after" and seen["write"] == n:
+            die()
+
+    BatchLayer.forward = counting_forward
+    os.replace = counting_replace
+    # A run killed before its first snapshot starts again (--force: its logs are all it left).
+    train(run / "solver.prototxt", snapshot=resume, force=resume is None, echo=False)
+
+
+def _run_attempt(run: Path, resume: Path | None, fault: tuple[str, int, float] | None) -> int:
+    # Forked from a forkserver, not from pytest: once this process has run autograd inside
+    # torch.compile's tracing (an earlier test), autograd refuses to run in a plain fork of it.
+    # The server imports this module once, so each attempt still starts in milliseconds.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    child = context.Process(target=_attempt, args=(run, resume, fault))
+    child.start()
+    child.join(120)
+    assert child.exitcode is not None, "an attempt hung"
+    return child.exitcode
+
+
+def _snapshot_sets(run: Path) -> dict[int, Path]:
+    """Every snapshot in `run`, each checked complete: its .caffemodel and .solverstate parse and
+    its sidecar is for its iteration.  A solverstate is the last file of a snapshot written."""
+    sets = {}
+    for state_path in run.glob("snap_iter_*.solverstate"):
+        at = int(state_path.stem.split("_iter_")[1])
+        assert read_binary(state_path, caffe_pb2.SolverState()).iter == at
+        params(run / f"snap_iter_{at}.caffemodel")
+        assert json.loads((run / f"{state_path.name}.resume.json").read_text())["iter"] == at
+        sets[at] = state_path
+    return sets
+
+
+def test_kill_9_campaign_every_resume_ends_at_the_uninterrupted_weights(tmp_path: Path) -> None:
+    """20 SIGKILLs at seeded random moments (during steps, tests and snapshot writes), each
+    followed by a resume from the newest snapshot, end bit-identical to an uninterrupted run."""
+    whole = random_run(tmp_path, "whole", CAMPAIGN)
+    assert _run_attempt(whole, None, None) == 0
+    run = random_run(tmp_path, "killed", CAMPAIGN)
+    rng = random.Random(20141108)
+    kinds = ["step", "test", "write-before", "write-after"] * (FAULTS // 4)
+    rng.shuffle(kinds)
+    resumed_from, kills = [], 0
+    for kind in kinds + [None]:
+        fault = None if kind is None else (kind, rng.randint(1, 4 if kind == "test" else 6), rng.uniform(0, 0.02))
+        sets = _snapshot_sets(run)
+        resume = sets[max(sets)] if sets else None
+        resumed_from.append(max(sets) if sets else 0)
+        code = _run_attempt(run, resume, fault)
+        if kind is None:
+            assert code == 0
+        else:
+            assert code == -signal.SIGKILL, f"fault {fault} did not happen: the attempt exited {code}"
+            kills += 1
+    assert kills == FAULTS
+    assert resumed_from == sorted(resumed_from) and resumed_from[-1] < MAX_ITER
+    log = (run / "train.log").read_text()
+    assert log.count("Resumed data layers (data at batch") == sum(1 for at in resumed_from if at)
+    assert "has no resume sidecar" not in log  # every resume found its whole snapshot
+    assert not list(run.glob(".tmp-*")), "a temporary file of a killed write was left behind"
+    assert same_weights(whole / f"snap_iter_{MAX_ITER}.caffemodel", run / f"snap_iter_{MAX_ITER}.caffemodel")
+    states = [read_binary(r / f"snap_iter_{MAX_ITER}.solverstate", caffe_pb2.SolverState()) for r in (whole, run)]
+    assert states[0] == states[1]
 
 
 @pytest.mark.parametrize(
@@ -149,7 +209,7 @@ def test_snapshot_prefix_defaults_and_unwritable_folder(tmp_path: Path) -> None:
 def test_sigint_snapshots_and_stops_like_caffe(tmp_path: Path) -> None:
     run = copy_run(tmp_path, "sigint", {"max_iter: 20": "max_iter: 100000", "snapshot: 10": "snapshot: 0",
                                         "test_interval: 5": "test_interval: 0"})
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "replicate", "train", "solver.prototxt", "--weights", "init.caffemodel"],
         cwd=run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

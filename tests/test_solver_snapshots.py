@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from solver_support import copy_run, one_thread  # noqa: F401  (autouse fixture)
+from solver_support import copy_run
 
 from replicate.data import lmdb_io
 from replicate.data.ilsvrc import Images
@@ -62,19 +62,21 @@ def test_keep_leaves_the_last_k_and_the_final_snapshot(tmp_path: Path) -> None:
     edits = {"max_iter: 20": "max_iter: 10", "snapshot: 10": "snapshot: 3"}
     run = copy_run(tmp_path, "keep2", edits)
     train(run / "solver.prototxt", echo=False, snapshot_keep=2)
-    assert _snapshots(run) == [f"snap_iter_{i}.{e}" for i in (10, 9) for e in ("caffemodel", "solverstate")]
+    assert _snapshots(run) == [f"snap_iter_{i}.{e}" for i in (10, 9)
+                               for e in ("caffemodel", "solverstate", "solverstate.resume.json")]
     run = copy_run(tmp_path, "all", edits)
     train(run / "solver.prototxt", echo=False)  # Caffe's default: everything stays
-    assert len(_snapshots(run)) == 8
+    assert len(_snapshots(run)) == 12
 
 
 def test_prune_spares_the_final_snapshot_and_newer_ones(tmp_path: Path) -> None:
     for i in (2, 4, 6, 8, 10):
-        for ext in ("caffemodel", "solverstate", "resume.json"):
+        for ext in ("caffemodel", "solverstate", "solverstate.resume.json"):
             (tmp_path / f"snap_iter_{i}.{ext}").write_text("x")
     removed = prune(tmp_path / "snap", keep=1, current=6, final=2)
-    assert {p.name for p in removed} == {f"snap_iter_4.{e}" for e in ("caffemodel", "solverstate", "resume.json")}
-    assert removed[-1].suffix == ".caffemodel"  # the weights go last
+    assert {p.name for p in removed} == {f"snap_iter_4.{e}" for e in ("caffemodel", "solverstate", "solverstate.resume.json")}
+    # What a resume looks for goes first, the weights last: never a state without its other files.
+    assert [p.name for p in removed] == [f"snap_iter_4.{e}" for e in ("solverstate", "solverstate.resume.json", "caffemodel")]
     assert prune(tmp_path / "snap", keep=0, current=10, final=10) == []
     left = {2, 6, 8, 10}  # 2 was spared as the final one
     assert {p.name.split(".")[0] for p in prune(tmp_path / "snap", keep=3, current=10, final=10)} == {"snap_iter_2"}
@@ -132,7 +134,7 @@ def test_ten_trainings_in_one_process_leave_nothing_open(tmp_path: Path, workers
     before = (len(lmdb_io._ENVS), threading.active_count(), len(_children()))
     counts = []
     for _ in range(10):
-        train(run / "solver.prototxt", echo=False, data_workers=workers)
+        train(run / "solver.prototxt", echo=False, data_workers=workers, force=True)  # again in one folder
         counts.append((_open_fds(), len(lmdb_io._ENVS), threading.active_count(), len(_children())))
     assert counts[0][1:] == before
     assert len(set(counts)) == 1, counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -68,13 +69,6 @@ def test_test_command_scores_caffes_snapshot() -> None:
     assert means["loss"] == pytest.approx(1.61511, abs=1e-5)
 
 
-def test_inv_policy_is_computed_in_float_like_caffes_dtype_expression() -> None:
-    # Caffe writes inv as base_lr * pow(Dtype(1) + gamma * iter, -power): float arithmetic.  In
-    # double the same rate rounds to 0.0016556003 at this iteration; Caffe's float gives ...04.
-    s = _solver('base_lr: 0.01 lr_policy: "inv" gamma: 0.0001 power: 0.75')
-    assert learning_rate(s, 100000, 0)[0] == float(np.float32(0.0016556004))
-
-
 def test_iter_size_normalizes_the_accumulated_gradient_before_decay() -> None:
     # Caffe's ApplyUpdate: Normalize (diff / iter_size), then Regularize, then the momentum update.
     def one_update(iter_size: int, grad_scale: float) -> torch.Tensor:
@@ -124,18 +118,41 @@ def test_cuda_requested_without_a_gpu_is_refused() -> None:
     assert solver_run.pick_device(None, caffe_pb2.SolverParameter.GPU).type == "cpu"
 
 
-def test_progress_shows_rate_and_eta_on_a_terminal_only(capsys: pytest.CaptureFixture[str]) -> None:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
-    log = RunLog(None, echo=False)
-    log.echo = Terminal()
-    log.progress(100, 1100, 2.0)
-    assert "iter 100/1100" in log.echo.getvalue() and "2.00 it/s" in log.echo.getvalue()
-    assert "ETA 00:08:20" in log.echo.getvalue()
-    log.info("next line")
-    assert log.echo.getvalue().endswith("] next line\n") and "\r\033[K" in log.echo.getvalue()
+
+def test_progress_shows_rate_and_eta_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     plain = RunLog(None)
     plain.progress(100, 1100, 2.0)  # pytest's stderr is no terminal
     assert capsys.readouterr().err == ""
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    log = RunLog(None)
+    log.progress(100, 1100, 2.0)
+    assert terminal.getvalue() == "  iter 100/1100  2.00 it/s  ETA 00:08:20 "
+    log.info("next line")  # the line goes above, the progress line is drawn again below it
+    assert re.fullmatch(r"(  iter 100/1100  2\.00 it/s  ETA 00:08:20 )\r\033\[KI[^\n]*\] next line\n\1",
+                        terminal.getvalue())
+    log.progress(100, 450000, 3.0)  # 41.6 hours: no wrap at a day
+    log.info("later")
+    assert terminal.getvalue().endswith("ETA 41:39:27 ")
+    log.close()
+    assert terminal.getvalue().endswith("\r\033[K")
+
+
+def test_train_keeps_a_progress_line_in_view_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(E2E, run, ignore=shutil.ignore_patterns("caffe"))
+    (run / "solver.prototxt").write_text((run / "solver.prototxt").read_text().replace("max_iter: 20", "max_iter: 3"))
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    solver_run.train(run / "solver.prototxt")
+    shown = terminal.getvalue()
+    # After a log line the progress line stays on screen until the next log line replaces it.
+    assert re.search(r"\] Iteration 2, lr = 0\.05\n  iter 2/3  [\d.]+ it/s  ETA \d\d:\d\d:\d\d \r\033\[K", shown)
+    assert "it/s  ETA" not in (run / "train.log").read_text()  # Caffe's lines only in the log
+
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,9 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from replicate.cli import main
+from replicate import cli
+from replicate.cli import build_parser, main
+from replicate.commands import demo, generate
+from replicate.experiments.rundirs import default_solver_config
 from replicate.io.prototxt import read_net_text, read_solver_text
 from replicate.proto import caffe_pb2
+from replicate.templates import load_arch
 
 ROOT = Path(__file__).parent.parent
 
@@ -30,6 +35,29 @@ def test_help_lists_every_option() -> None:
                    "--solver-config", "--data", "--single-net", "--val-loss", "--templates",
                    "--force"):
         assert option in done.stdout
+
+
+def _effective(argv: list[str]) -> dict[str, object]:
+    """generate's options as parsed, the solver config as generate resolves its default."""
+    options = vars(build_parser().parse_args(argv))
+    options["solver_config"] = options["solver_config"] or default_solver_config(load_arch(options["arch"]), False)
+    return {k: v for k, v in options.items() if k != "_run"}
+
+
+def test_help_demo_example_is_what_demo_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # The demo's steps are this program's own commands: record them instead of running them (the
+    # real run takes minutes and is tests/test_demo.py's), and compare its generate step.
+    ran: list[list[str]] = []
+    monkeypatch.setattr(cli, "main", lambda argv: ran.append(argv) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert demo.run(build_parser().parse_args(["demo"])) == 0
+    [demo_generate] = [argv for argv in ran if argv[0] == "generate"]
+    doc = generate.__doc__ or ""
+    command = doc[doc.index("Demo:") + len("Demo:"):].split("\n           (")[0]  # up to its comment
+    words = shlex.split(command.replace("\\\n", " "))
+    assert words[:3] == ["python", "-m", "replicate"]
+    assert _effective(words[3:]) == _effective(demo_generate)
 
 
 def _bad_config(tmp: Path) -> list[str]:
@@ -242,6 +270,32 @@ def test_demo_grid(tmp_path: Path) -> None:
     for e in nets:
         if e["weights"]:
             assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_1000.caffemodel"
+
+
+def test_missing_data_is_warned_with_how_to_make_it_and_full_scale_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--treatment", "AnB", "--n", "3", "--out", "runs"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: --data data does not exist: the nets read data/half0B_train, "
+            "data/half0B_valid, data/half0A_train/mean.binaryproto.") in err
+    assert "python -m replicate data prepare ... --out data" in err and "python -m replicate demo" in err
+    assert "the paper's full-scale nets (CaffeNet, batch 256, 450,000 iterations each), meant for GPUs" in err
+    # Once the sets exist (a view, an LMDB), nothing is said about them; the demo architecture is
+    # no full-scale net.  A set folder without its view is still missing.
+    (tmp_path / "data" / "half0B_train").mkdir(parents=True)
+    (tmp_path / "data" / "half0B_train" / "view.json").write_text("{}")
+    (tmp_path / "data" / "half0B_valid").mkdir()
+    (tmp_path / "data" / "half0B_valid" / "data.mdb").write_bytes(b"")
+    (tmp_path / "data/half0B_train/mean.binaryproto").write_bytes(b"")
+    demo_base = ["generate", "--treatment", "base", "--arch", "demo", "--num-output", "10", "--out", "demo"]
+    assert main(demo_base) == 0
+    assert capsys.readouterr().err == ""
+    (tmp_path / "data/half0B_train/mean.binaryproto").unlink()
+    (tmp_path / "data/half0B_valid/data.mdb").unlink()
+    assert main(demo_base) == 0
+    assert capsys.readouterr().err.startswith(
+        "warning: 2 data file(s) are missing: the nets read data/half0B_valid, data/half0B_train/mean.binaryproto.")
 
 
 def test_odd_data_paths_survive_quoting(tmp_path: Path) -> None:

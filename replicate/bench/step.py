@@ -3,20 +3,21 @@
 The net is the paper's CaffeNet (benchmarks/caffenet_train.prototxt, every layer learning) with
 its batch set to the one asked for, fed either synthetic batches through its Input blobs (step
 speed alone) or a Data layer reading an LMDB (end to end: loading, transfer and the step).
-Steps are timed after `warmup` untimed ones (cuDNN autotuning, torch.compile, worker start-up),
-with the device synchronised around the timed span.  The losses are reported too: a step's
+Steps are timed after `warmup` untimed ones (cuDNN autotuning, torch.compile, CUDA graph
+recording, worker start-up), with the device synchronised around the timed span only, as a
+training run waits for it only when it displays, tests or snapshots.  The losses are reported too: a step's
 speed is only meaningful while its numbers are (synthetic batches of random labels, trained at
 the paper's learning rate, may drift far from a real run's values).
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch._dynamo
 
 from replicate.bench.peak import peak_tflops, step_flops
 from replicate.data.loader import item_size
@@ -68,9 +69,47 @@ def solver_param(net: caffe_pb2.NetParameter, device: torch.device) -> caffe_pb2
     return param
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device (a timed span starts and ends with one)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def synthetic_batch(batch: int, device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
+    """Random images on the device and random labels of 1,000 classes on the host, where a data
+    layer delivers them (the net checks them there and copies them over without waiting)."""
+    generator = torch.Generator().manual_seed(0)
+    data = (torch.randn(batch, 3, CROP, CROP, generator=generator) * 50).to(device)
+    if channels_last:
+        data = data.contiguous(memory_format=torch.channels_last)
+    label = torch.randint(0, 1000, (batch,), generator=generator).float()
+    return {"data": data, "label": label.pin_memory() if device.type == "cuda" else label}
+
+
+def run_iterations(solver: Solver, inputs: dict[str, torch.Tensor] | None, count: int) -> None:
+    """`count` training iterations as `Solver.step` runs them (iteration, loss monitor), without
+    its tests, displays and snapshots."""
+    for _ in range(count):
+        loss, rate = solver.iteration(inputs)
+        solver.monitor.add(loss, solver.iter, solver.iter, rate)
+        solver.iter += 1
+
+
+def waits_for_device(solver: Solver, inputs: dict[str, torch.Tensor] | None, count: int = 3) -> bool | None:
+    """Whether warm training iterations make the host wait for the GPU, per
+    torch.cuda.set_sync_debug_mode (None off CUDA, where nothing is asynchronous)."""
+    if solver.device.type != "cuda":
+        return None
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run_iterations(solver, inputs, count)
+    except RuntimeError as err:
+        if "synchroniz" not in str(err):
+            raise
+        return True
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return False
 
 
 def time_steps(
@@ -84,39 +123,27 @@ def time_steps(
     lmdb: str | None = None,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    """ms per step, images/s and fraction of the device's peak for one setting."""
+    """ms per step, images/s and fraction of the device's peak for one setting, timed from a
+    clean compiler state (torch._dynamo.reset): the mean of `iterations` steps between two
+    device synchronisations, after `warmup` untimed ones."""
+    torch._dynamo.reset()
     net = caffenet(batch, lmdb)
     solver = Solver(solver_param(net, device), Path.cwd(), device, RunLog(None, None), precision, channels_last,
                     compile, data_workers=workers)
-    inputs = None
-    if lmdb is None:
-        generator = torch.Generator().manual_seed(0)
-        data = torch.randn(batch, 3, CROP, CROP, generator=generator) * 50
-        inputs = {"data": data.to(device), "label": torch.randint(0, 1000, (batch,), generator=generator).float().to(device)}
-        if channels_last:
-            inputs["data"] = inputs["data"].contiguous(memory_format=torch.channels_last)
-
-    losses: list[float] = []
-
-    def step() -> float:
-        for e in solver.entries:
-            e.param.grad = None
-        start = time.perf_counter()
-        losses.append(solver.forward_backward(inputs))  # float(): waits for the device
-        solver.apply_update()
-        solver.iter += 1
-        _sync(device)
-        return (time.perf_counter() - start) * 1000
-
+    inputs = synthetic_batch(batch, device, channels_last) if lmdb is None else None
     if device.type == "cpu":
         keep_freed_memory()
     try:
-        for _ in range(warmup):
-            step()
-        times = [step() for _ in range(iterations)]
+        run_iterations(solver, inputs, warmup)
+        sync(device)
+        start = time.perf_counter()
+        run_iterations(solver, inputs, iterations)
+        sync(device)
+        ms = (time.perf_counter() - start) * 1000 / iterations
+        waits = waits_for_device(solver, inputs)
+        losses = [loss for _, _, loss, _ in solver.monitor.read().records]
     finally:
         solver.close()
-    ms = statistics.median(times)
     flops = step_flops(solver.net)
     name = device_name(device)
     peak = peak_tflops(name, precision)
@@ -126,9 +153,10 @@ def time_steps(
         "batch": batch,
         "channels_last": channels_last,
         "compile": compile,
+        "one_graph": solver.fused is not None,
+        "cuda_graph": solver.fused is not None and solver.fused.cuda_graph,
+        "waits_for_device": waits,
         "ms_per_step": ms,
-        "ms_per_step_mean": statistics.mean(times),
-        "ms_per_step_min": min(times),
         "images_per_s": batch / (ms / 1000),
         "gflop_per_image": flops / batch / 1e9,
         "achieved_tflops": achieved,

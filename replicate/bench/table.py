@@ -1,7 +1,8 @@
 """A bench report (the JSON `bench` writes) as Markdown tables, ready for the README.
 
-Goals are the GPU issue's, for one H100 at batch 256: fp32 >= 5,000 images/s, tf32 >= 10,000,
-bf16 >= 20,000, and end to end >= 80% of the best synthetic figure of the same precision.
+Goals, for one H100 or H200 at batch 256: the first GPU issue's fp32 >= 5,000 images/s, tf32 >=
+10,000, bf16 >= 20,000, and end to end >= 80% of the best synthetic figure of the same precision;
+the second's: each precision >= 1.2x the compiled plain-PyTorch peer's images/s in the same run.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 GOALS = {"fp32": 5000, "tf32": 10000, "bf16": 20000}
 END_TO_END_GOAL = 0.8
+PEER_GOAL = 1.2
 
 
 def _setting(r: dict[str, Any]) -> str:
@@ -30,24 +32,55 @@ def best_steps(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return best
 
 
+def _peer_rows(report: dict[str, Any]) -> list[str]:
+    """Our step against the peer's, eager and compiled, at the same precision and layout."""
+    peers = {(r["precision"], r["channels_last"], bool(r["compile"])): r for r in report["peer"]}
+    lines = [
+        "",
+        "| precision | our setting | ours, images/s | peer eager | peer compiled | ours / peer compiled | "
+        f"goal >= {PEER_GOAL}x |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in report["step"]:
+        eager, compiled = (peers.get((r["precision"], r["channels_last"], c)) for c in (False, True))
+        if eager is None and compiled is None:
+            continue
+        shown = [f"{p['images_per_s']:,.0f}" if p else "n/a" for p in (eager, compiled)]
+        ratio = r["images_per_s"] / compiled["images_per_s"] if compiled else None
+        verdict = ("met" if ratio >= PEER_GOAL else "not met") if ratio is not None else ""
+        lines.append(f"| {r['precision']} | {_setting(r)} | {r['images_per_s']:,.0f} | {shown[0]} | {shown[1]} | "
+                     f"{f'{ratio:.2f}x' if ratio is not None else 'n/a'} | {verdict} |")
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """The step, end-to-end and loader tables with the device, versions and batch."""
+    """The step, peer, test-pass, end-to-end and loader tables with the device, versions and batch."""
     batch = report["settings"]["batch"]
     lines = [
-        f"Device: {report['device_name']} ({report['device']}); torch {report['torch']}, CUDA {report['cuda']}, "
-        f"cuDNN {report['cudnn']}; batch {batch}; median of {report['settings']['iterations']} steps after "
-        f"{report['settings']['warmup']} warm-up steps.",
+        f"Device: {report['device_name']} ({report['device']}); CPU {report.get('cpu', 'unknown')}; torch "
+        f"{report['torch']}, CUDA {report['cuda']}, cuDNN {report['cudnn']}; batch {batch}; mean of "
+        f"{report['settings']['iterations']} steps after {report['settings']['warmup']} warm-up steps; "
+        f"{report.get('date', 'undated')}; `{report.get('command')}`.",
         "",
-        "| precision | setting | ms/step | images/s | TFLOP/s | of peak | goal (H100) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| precision | setting | one graph | host syncs | ms/step | images/s | TFLOP/s | of peak | goal (H100) |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in report["step"]:
         goal = GOALS.get(r["precision"])
         verdict = f">= {goal:,}: {'met' if r['images_per_s'] >= goal else 'not met'}" if goal else ""
+        graph = "yes, CUDA graph" if r.get("cuda_graph") else "yes" if r.get("one_graph") else "no"
+        syncs = {True: "yes", False: "none", None: "n/a"}[r.get("waits_for_device")]
         lines.append(
-            f"| {r['precision']} | {_setting(r)} | {r['ms_per_step']:.1f} | {r['images_per_s']:,.0f} | "
-            f"{r['achieved_tflops']:.1f} | {_peak(r)} | {verdict} |"
+            f"| {r['precision']} | {_setting(r)} | {graph} | {syncs} | {r['ms_per_step']:.1f} | "
+            f"{r['images_per_s']:,.0f} | {r['achieved_tflops']:.1f} | {_peak(r)} | {verdict} |"
         )
+    if report.get("peer"):
+        lines += _peer_rows(report)
+    if report.get("test_pass"):
+        lines += ["", "| test pass | setting | batches x images | seconds | images/s |", "| --- | --- | ---: | ---: | ---: |"]
+        for r in report["test_pass"]:
+            lines.append(f"| {r['precision']} | {_setting(r)} | {r['test_iter']} x {r['batch']} | {r['seconds']:.1f} | "
+                         f"{r['images_per_s']:,.0f} |")
     if report["end_to_end"]:
         best = best_steps(report)
         lines += [

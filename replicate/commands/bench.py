@@ -2,6 +2,7 @@
 
   python -m replicate bench --device cuda --batch 256 --precision all --out bench.json
   python -m replicate bench --device cuda --precision all --sweep --view data/whole_train --markdown bench.md
+  python -m replicate bench --device cuda --precision all --sweep --peer --test-pass   # against plain PyTorch
   python -m replicate bench --device cpu --batch 2 --iterations 2 --warmup 1     # a quick check
 
 (a) step: the paper's CaffeNet (every layer learning) on synthetic batches through the real
@@ -13,7 +14,11 @@ records: decoded on the CPU by the serial and worker paths, on the device by the
 training step, through the
 data path `train` takes on the device (on a GPU: reading workers, transforms on the GPU), with
 each precision's fastest step setting.  --sweep times every channels_last/compile combination.
-fp32 is Caffe's arithmetic (TF32 off); tf32 and bf16 are opt-in speed settings.
+(d) --peer: the plain-PyTorch CaffeNet a user would write instead (replicate.bench.peer), eager and
+compiled, at each step setting's precision and layout, and our images/s over its.  (e) --test-pass:
+one whole test pass at the paper's settings (test_iter 1000 of batch 50).
+Every setting starts from a clean compiler state (torch._dynamo.reset), so none inherits another's
+compiled code.  fp32 is Caffe's arithmetic (TF32 off); tf32 and bf16 are opt-in speed settings.
 """
 
 from __future__ import annotations
@@ -22,15 +27,19 @@ import argparse
 import json
 import platform
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from replicate.bench.peer import time_peer
 from replicate.bench.step import time_steps
 from replicate.bench.table import best_steps, markdown
+from replicate.bench.test_pass import time_test_pass
 from replicate.data.throughput import folder_source, loader_rates, open_source, source_kind, train_maker
 from replicate.errors import ReplicateError
+from replicate.machine import cpu_model
 from replicate.solver.run import pick_device
 from replicate.solver.solver import PRECISIONS, default_data_workers, device_name
 
@@ -57,40 +66,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", action="store_true",
                         help="time every combination of --channels-last and --compile per precision; the end-to-end "
                              "runs use each precision's fastest")
+    parser.add_argument("--peer", action="store_true",
+                        help="also time the plain-PyTorch CaffeNet (eager and compiled) at each setting's precision "
+                             "and layout, and report our images/s over its")
+    parser.add_argument("--test-pass", action="store_true", help="also time one whole test pass per precision")
+    parser.add_argument("--test-iter", type=int, default=1000, help="test batches of a test pass (default 1000)")
+    parser.add_argument("--test-batch", type=int, default=50, help="images per test batch (default 50)")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--markdown", help="also write the results as Markdown tables here (for the README)")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in ("batch", "precision", "iterations", "warmup", "workers",
-                                          "loader_batches", "compile", "channels_last", "sweep", "view", "lmdb",
-                                          "jpeg_dir")}
+    return {k: getattr(args, k) for k in ("batch", "precision", "iterations", "warmup", "workers", "loader_batches",
+                                          "compile", "compile_backend", "channels_last", "sweep", "peer", "test_pass",
+                                          "test_iter", "test_batch", "view", "lmdb", "jpeg_dir")}
+
 
 
 def _step_line(r: dict[str, Any]) -> str:
     peak = f", {100 * r['fraction_of_peak']:.1f}% of peak" if r["fraction_of_peak"] is not None else ""
     options = "".join(f", {name}" for name in ("channels_last", "compile") if r[name])
+    waits = {True: ", WAITS for the device", False: ", no host sync", None: ""}[r.get("waits_for_device")]
     return (f"{r['precision']}{options}: {r['ms_per_step']:.1f} ms/step, {r['images_per_s']:.0f} images/s, "
-            f"{r['achieved_tflops']:.2f} TFLOP/s{peak}")
+            f"{r['achieved_tflops']:.2f} TFLOP/s{peak}{waits}")
+
+
+def _time_peer(report: dict[str, Any], device: torch.device, batch: int, precision: str, channels_last: bool,
+               backend: bool | str, timing: dict[str, int]) -> None:
+    """The peer eager and compiled at this precision and layout, once per pair."""
+    for compile in (False, backend):
+        done = [(r["precision"], r["channels_last"], r["compile"]) for r in report["peer"]]
+        if (precision, channels_last, compile) in done:
+            continue
+        result = time_peer(device, batch, precision, channels_last, compile, **timing)
+        report["peer"].append(result)
+        options = "".join(f", {name}" for name in ("channels_last", "compile") if result[name])
+        print(f"peer {precision}{options}: {result['ms_per_step']:.1f} ms/step, {result['images_per_s']:.0f} images/s",
+              file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch < 1 or args.iterations < 1 or args.warmup < 0:
-        raise ReplicateError("--batch and --iterations must be at least 1, --warmup at least 0")
+    if args.batch < 1 or args.iterations < 1 or args.warmup < 0 or args.test_iter < 1 or args.test_batch < 1:
+        raise ReplicateError("--batch, --iterations, --test-iter and --test-batch must be at least 1, --warmup at least 0")
     if args.workers is not None and args.workers < 0:
         raise ReplicateError(f"--workers must be 0 or more, not {args.workers}")
     device = pick_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.backends.cudnn.benchmark = True
     report: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["replicate", *sys.argv[1:]]),
         "device": str(device),
         "device_name": device_name(device),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "python": platform.python_version(),
+        "cpu": cpu_model(),
         "cpu_threads": torch.get_num_threads(),
         "settings": _settings(args),
         "step": [],
+        "peer": [],
+        "test_pass": [],
         "loaders": [],
         "end_to_end": [],
     }
@@ -105,6 +141,15 @@ def run(args: argparse.Namespace) -> int:
             result = time_steps(device, args.batch, precision, channels_last=channels_last, compile=compile, **timing)
             report["step"].append(result)
             print(f"step {_step_line(result)}", file=sys.stderr)
+            if args.peer:
+                _time_peer(report, device, args.batch, precision, channels_last, backend, timing)
+        if args.test_pass:
+            fastest = best_steps(report)[precision]
+            result = time_test_pass(device, args.test_batch, args.test_iter, precision,
+                                    fastest["channels_last"], fastest["compile"])
+            report["test_pass"].append(result)
+            print(f"test pass {precision}: {result['seconds']:.1f} s for {args.test_iter} batches of "
+                  f"{args.test_batch} ({result['images_per_s']:.0f} images/s)", file=sys.stderr)
     sources = [(path, open_source(path)) for path in [*args.view, *args.lmdb]]
     if args.jpeg_dir:
         sources.append((args.jpeg_dir, folder_source(args.jpeg_dir)))

@@ -3,8 +3,9 @@
 One net:   python -m replicate generate --treatment AnB --split 0 --n 3 --out runs/
            (-> runs/transfer0A0B_1_3: layers 1-3 copied from half0A and frozen, trained on half0B)
 The paper: python -m replicate generate --all --out runs/   (the 148 nets the authors logged)
-Demo:      python -m replicate generate --all --arch demo --num-output 10 --splits 0 \\
-               --treatments base,BnB,BnB+,AnB,AnB+ --out demo_runs/
+Demo:      python -m replicate generate --all --arch demo --num-output 40 --splits 0,natman \\
+               --treatments base,BnB,BnB+,AnB,AnB+,random,whole --data demo_runs/data --out demo_runs/runs
+           (what `python -m replicate demo` runs, on the datasets it made first)
 
 Treatments (T = --target dataset letter, S = the other letter, s = --split, n = --n):
   base    half{s}{T}                        base net on one half
@@ -27,15 +28,18 @@ the weights it starts from.  Everything is rendered and checked before anything 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from replicate.data.view import is_view
 from replicate.errors import ReplicateError
 from replicate.experiments import plan
-from replicate.experiments.rundirs import Options, render_all, write_all
-from replicate.templates import Templates, load_arch, with_num_output
+from replicate.experiments.rundirs import MANIFEST_FILE, Options, RunDir, render_all, write_all
+from replicate.templates import Arch, Templates, load_arch, with_num_output
 from replicate.treatments import SPLITS, TREATMENTS, NetSpec, net_spec
 
 T = TypeVar("T")
@@ -147,5 +151,38 @@ def run(args: argparse.Namespace) -> int:
         if base is not None and base not in names:
             print(f"note: {run_dir.name} starts from {base}, which is not in {plan_path}; "
                   "generate it too", file=sys.stderr)
+    for line in (*_missing_data(runs, args.out, args.data), *_full_scale(runs, options.arch)):
+        print(line, file=sys.stderr)
     print(f"generated {len(runs)} net(s) in {args.out} (plan: {plan_path})")
     return 0
+
+
+def _missing_data(runs: list[RunDir], out: Path, data: str) -> list[str]:
+    """A warning when the data the nets read is not there: `generate` writes paths, and without
+    this the first word about it would come from `train`, one net at a time."""
+    missing: dict[str, None] = {}  # the paths as a user finds them, in order
+    for run_dir in runs:
+        paths = json.loads(run_dir.files[MANIFEST_FILE])["data"]
+        for key in ("train_source", "val_source", "mean_file"):
+            path = Path(os.path.normpath(out / run_dir.name / paths[key]))
+            there = path.is_file() if key == "mean_file" else is_view(path) or (path / "data.mdb").is_file()
+            if not there:  # a source is a view (data prepare) or an LMDB
+                missing[os.path.relpath(path) if not os.path.isabs(data) else str(path)] = None
+    if not missing:
+        return []
+    where = f"--data {data} does not exist" if not os.path.isdir(data) else f"{len(missing)} data file(s) are missing"
+    shown = ", ".join(list(missing)[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return [f"warning: {where}: the nets read {shown}. Make the paper's sets from ImageNet with "
+            f"`python -m replicate data prepare ... --out {data}` (see its --help), or run "
+            "`python -m replicate demo` for a small generated dataset and its nets; `train` stops "
+            "at the first missing file."]
+
+
+def _full_scale(runs: list[RunDir], arch: Arch) -> list[str]:
+    """Say when the nets are the paper's own size: a newcomer may expect minutes on a laptop."""
+    if arch.name != "caffenet":
+        return []
+    iters = sorted({json.loads(r.files[MANIFEST_FILE])["max_iter"] for r in runs})
+    return [f"note: these are the paper's full-scale nets (CaffeNet, batch {arch.params['input']['train_batch']}, "
+            f"{' or '.join(f'{i:,}' for i in iters)} iterations each), meant for GPUs; "
+            "`python -m replicate demo` runs the treatments at CPU scale in minutes."]

@@ -5,7 +5,12 @@
 Each layer runs on its own detached bottoms so its forward and its backward can be timed apart;
 the per-layer table and the closing "Average Forward pass / Backward pass / Forward-Backward"
 lines read as Caffe's do.  Input blobs hold random values; Data layers read their sources (paths
-relative to the current directory, as in Caffe).
+relative to the current directory, as in Caffe).  A first line names the device (the CPU model on
+a CPU), the torch version and the thread count, so that a figure can be compared.
+
+benchmarks/cpu_caffenet.py times the same forward+backward of CaffeNet as one autograd pass (as
+training runs it, medians, wall and CPU time) instead of layer by layer (means, wall time only);
+on one thread the two agree within the shared machine's noise.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from replicate.io.prototxt import read_net_text
 from replicate.net.compile import CompiledNet
 from replicate.net.cpu_memory import keep_freed_memory
 from replicate.proto import caffe_pb2
+from replicate.solver.solver import device_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     net = CompiledNet(read_net_text(args.model), phase).to(device)
     inputs = _random_inputs(net)
     times = [LayerTimes() for _ in net.layers]
+    print(f"{device_name(device)}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     print("*** Benchmark begins ***")
     print(f"Testing for {args.iterations} iterations.")
     timed_pass(net, inputs, [LayerTimes() for _ in net.layers])  # warm-up, as Caffe's initial pass

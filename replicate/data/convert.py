@@ -108,6 +108,7 @@ def convert(
     finally:
         if pool:
             pool.terminate()
+            pool.join()  # reap the workers: none outlives the conversion
         if progress:
             progress.close()
     return report

@@ -197,10 +197,12 @@ class BatchMaker:
 
     def finish(self, images: list[torch.Tensor] | torch.Tensor, labels: list[int], draws: list[Draw]) -> Batch:
         """Transform decoded CHW images (a list, or one N x C x H x W stack; any device) with
-        their draws; labels as float32 on the images' device."""
+        their draws; labels as float32 on the host (page-locked beside GPU images), where the net
+        checks them before moving them to its device without waiting."""
         stacked = isinstance(images, torch.Tensor)
         data = self.transformer.apply(images, draws) if stacked else self.transformer.apply_each(images, draws)
-        return data, torch.tensor(labels, dtype=torch.float32).to(data.device, non_blocking=True)
+        label = torch.tensor(labels, dtype=torch.float32)
+        return data, label.pin_memory() if data.device.type == "cuda" else label
 
     def make(self, k: int) -> Batch:
         items = self.items(k)
@@ -209,11 +211,11 @@ class BatchMaker:
 
 
 class SerialLoader:
-    """Batches 0, 1, 2, ... computed in this process when asked for."""
+    """Batches first, first + 1, ... computed in this process when asked for."""
 
-    def __init__(self, maker: BatchMaker):
+    def __init__(self, maker: BatchMaker, first: int = 0):
         self.maker = maker
-        self.next_batch = 0
+        self.next_batch = first
 
     def __iter__(self) -> Iterator[Batch]:
         return self
@@ -228,20 +230,22 @@ def _make(maker: BatchMaker, k: int) -> Batch:
     return maker.make(k)
 
 
-def _stream(maker: BatchMaker, job: Job, workers: int, prefetch: int, pool: DataPool | None) -> tuple[Stream, DataPool | None]:
-    """A stream of `maker`'s batches from the process's shared `pool`, or from a pool of `workers`
-    of its own (returned, for the loader to close)."""
+def _stream(maker: BatchMaker, job: Job, workers: int, prefetch: int, pool: DataPool | None,
+            first: int) -> tuple[Stream, DataPool | None]:
+    """A stream of `maker`'s batches from `first` on, from the process's shared `pool`, or from a
+    pool of `workers` of its own (returned, for the loader to close)."""
     own = None if pool is not None else DataPool(workers)
-    return Stream(pool or own, maker, job, prefetch), own
+    return Stream(pool or own, maker, job, prefetch, first), own
 
 
 class WorkerLoader:
     """Batches computed ahead, decoded and transformed, by worker processes: the process's shared
     `pool`, or `workers` of its own."""
 
-    def __init__(self, maker: BatchMaker, workers: int = 0, prefetch: int = 4, pool: DataPool | None = None):
+    def __init__(self, maker: BatchMaker, workers: int = 0, prefetch: int = 4, pool: DataPool | None = None,
+                 first: int = 0):
         self.maker = maker
-        self._stream, self._own = _stream(maker, _make, workers, prefetch, pool)
+        self._stream, self._own = _stream(maker, _make, workers, prefetch, pool, first)
 
     def __iter__(self) -> Iterator[Batch]:
         return self
@@ -406,15 +410,15 @@ class GpuLoader:
     """
 
     def __init__(self, maker: BatchMaker, device: str | torch.device = "cuda", workers: int = 0, prefetch: int = 4,
-                 pool: DataPool | None = None):
+                 pool: DataPool | None = None, first: int = 0):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ReplicateError("the GPU data path needs a CUDA device, and torch sees none")
         self.maker = maker
-        self.next_batch = 0
+        self.next_batch = first
         self._ring = PinnedRing(self.device)
         self._stream, self._own = (None, None) if workers == 0 and pool is None else \
-            _stream(maker, read_host_batch, workers, prefetch, pool)
+            _stream(maker, read_host_batch, workers, prefetch, pool, first)
 
     def __iter__(self) -> Iterator[Batch]:
         return self
@@ -445,12 +449,13 @@ class GpuLoader:
 
 
 def make_loader(maker: BatchMaker, workers: int = 0, prefetch: int = 4, device: str | None = None,
-                pool: DataPool | None = None):
-    """The loader for a data layer: the GPU path when `device` is a CUDA device (records read by the
-    process's shared `pool`, or `workers` processes of its own, or here), else worker processes
-    that do everything (the pool or `workers` of its own), else this process."""
+                pool: DataPool | None = None, first: int = 0):
+    """The loader for a data layer, starting at batch `first`: the GPU path when `device` is a CUDA
+    device (records read by the process's shared `pool`, or `workers` processes of its own, or
+    here), else worker processes that do everything (the pool or `workers` of its own), else this
+    process."""
     if device is not None and torch.device(device).type == "cuda":
-        return GpuLoader(maker, device, workers, prefetch, pool)
+        return GpuLoader(maker, device, workers, prefetch, pool, first)
     if pool is not None or workers > 0:
-        return WorkerLoader(maker, workers, prefetch, pool)
-    return SerialLoader(maker)
+        return WorkerLoader(maker, workers, prefetch, pool, first)
+    return SerialLoader(maker, first)

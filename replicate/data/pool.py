@@ -9,14 +9,19 @@ a layer delivers.
 
 The workers are forked when the first batch is asked for, after every stream is registered (they
 inherit the makers; a maker's source drops its parent's file handles in the child), and set to one
-torch thread each.  Tensors come back through shared memory (torch.multiprocessing's queues).  A
+torch thread each.  Their lifetime is their parent's business: they ignore the signals a terminal
+or a scheduler sends to every process of a job (SIGINT, SIGHUP, SIGTERM, SIGUSR2), so that the
+training process can finish its iteration and snapshot with their batches (replicate.solver.requests);
+they are killed by `close()` and, should the parent die without it, by the kernel (PR_SET_PDEATHSIG).  Tensors come back through shared memory (torch.multiprocessing's queues).  A
 worker's error reaches the layer that asked as the same error; a worker that dies is reported.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import queue
+import signal
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +35,21 @@ from replicate.errors import ReplicateError
 Job = Callable[[Any, int], Any]
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _detach_from_signals() -> None:
+    """In a worker: leave the job's signals to the parent (see the module doc), and die with it."""
+    for name in ("SIGINT", "SIGHUP", "SIGTERM", "SIGUSR2"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    except (AttributeError, OSError):  # not Linux: close() still stops the workers
+        pass
+
+
 def _work(jobs: list[tuple[Any, Job]], tasks: Any, results: Any) -> None:
+    _detach_from_signals()
     torch.set_num_threads(1)
     for maker, _ in jobs:
         maker.source.reopen()
@@ -101,11 +120,12 @@ class DataPool:
         return value
 
     def close(self) -> None:
-        """Stop the workers (a later request starts new ones)."""
+        """Stop the workers (a later request starts new ones).  SIGKILL: they ignore SIGTERM and
+        hold nothing that needs cleaning up."""
         if not self._processes:
             return
         for process in self._processes:
-            process.terminate()
+            process.kill()
         for process in self._processes:
             process.join()
         self._results.close()
@@ -116,14 +136,14 @@ class DataPool:
 
 
 class Stream:
-    """One data layer's batches 0, 1, 2, ... from the pool, `prefetch` requested ahead."""
+    """One data layer's batches first, first + 1, ... from the pool, `prefetch` requested ahead."""
 
-    def __init__(self, pool: DataPool, maker: Any, job: Job, prefetch: int):
+    def __init__(self, pool: DataPool, maker: Any, job: Job, prefetch: int, first: int = 0):
         self.pool = pool
         self.id = pool.register(maker, job)
         self.prefetch = max(1, prefetch)
-        self.next_batch = 0
-        self._requested = 0
+        self.next_batch = first
+        self._requested = first
         self._generation = pool.generation
 
     def __next__(self) -> Any:

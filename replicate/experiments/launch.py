@@ -1,7 +1,7 @@
 """Start one net's training as a subprocess and record how it ended.
 
 This is the grid's whole contact with training: the `train` command line (`solver.prototxt
-[--weights W | --snapshot S] [--device D]`, run in the net's folder) and the files it leaves.
+[--weights W | --snapshot S] [--force] [--device D]`, run in the net's folder) and the files it leaves.
 The command is a parameter (`train_command`) so that any program keeping that contract can be
 driven, e.g. a stand-in trainer in tests; it defaults to this package's own `train`.  How to
 start is decided from disk every time (newest solver state, else the base net's weights, else
@@ -24,9 +24,11 @@ from typing import IO, Any, Sequence
 import replicate
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
-from replicate.experiments.netfiles import is_finished, newest_solverstate
+from replicate.experiments.netfiles import (METRICS_FILE, has_earlier_run, is_finished, last_record,
+                                            newest_solverstate)
 from replicate.experiments.planfile import PlannedNet
 from replicate.experiments.preload import PreloadedTrainer
+from replicate.solver.requests import EXIT_REQUEUE
 
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "replicate", "train")
 OUTPUT_FILE = "train.out"  # the trainer's stdout and stderr, every attempt appended
@@ -34,6 +36,13 @@ OUTPUT_FILE = "train.out"  # the trainer's stdout and stderr, every attempt appe
 #: one after, so the paper's 148 CaffeNets end with 148 x 466 MB = 69 GB (Caffe's keep-all: 3 TB).
 GRID_SNAPSHOT_KEEP = 1
 PACKAGE_ROOT = str(Path(replicate.__file__).resolve().parent.parent)
+
+
+def torchrun_command(processes: int) -> tuple[str, ...]:
+    """`train` as `processes` data-parallel processes on this node (one per GPU), through torchrun
+    with a rendezvous of its own, so that several such jobs can share a node."""
+    return (sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+            "-m", "replicate", "train")
 
 
 def train_argv(
@@ -46,13 +55,16 @@ def train_argv(
     snapshot = newest_solverstate(net)
     if snapshot is not None:
         argv += ["--snapshot", str(snapshot)]
-    elif net.weights is not None:
-        if not net.weights.is_file():
-            raise ReplicateError(
-                f"net {net.name!r}: starting weights {net.weights} not found "
-                f"(the final snapshot of base net {net.depends_on!r})"
-            )
-        argv += ["--weights", str(net.weights)]
+    else:
+        if net.weights is not None:
+            if not net.weights.is_file():
+                raise ReplicateError(
+                    f"net {net.name!r}: starting weights {net.weights} not found "
+                    f"(the final snapshot of base net {net.depends_on!r})"
+                )
+            argv += ["--weights", str(net.weights)]
+        if has_earlier_run(net):  # an attempt that died before its first snapshot: start over it
+            argv += ["--force"]
     if device:
         argv += ["--device", device]
     if snapshot_keep is not None:
@@ -90,7 +102,15 @@ class NetProcess:
     process: subprocess.Popen[bytes] | PreloadedTrainer
     record: dict[str, Any]
     output: IO[bytes]
+    #: metrics.jsonl's size when it started: what lies beyond was written by this attempt.
+    metrics_size: int = 0
     stop_requested: bool = field(default=False)
+
+
+def _ignore_usr2() -> None:
+    """In the child before exec: SIGUSR2 (a scheduler's warning) must not kill a trainer that has
+    not installed its handler yet, nor torchrun, which has none; the grid stops them with SIGTERM."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 def launch(
@@ -105,6 +125,7 @@ def launch(
     """Start the trainer for `net` (in its own session, so a Ctrl-C reaches it only through
     the grid, which then stops it in order) and mark the net running."""
     argv, snapshot = train_argv(net, device, train_command, snapshot_keep)
+    metrics_size = _metrics_size(net)
     output = open(net.dir / OUTPUT_FILE, "ab")
     output.write(f"==== {netstate.now()} {' '.join(argv)}\n".encode())
     output.flush()
@@ -117,7 +138,7 @@ def launch(
         else:
             process = subprocess.Popen(
                 argv, cwd=net.dir, env=_child_env(gpu), stdout=output, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_ignore_usr2,
             )
     except OSError as err:
         output.close()
@@ -127,7 +148,7 @@ def launch(
         "resumed_from": str(snapshot) if snapshot else None, "gpu": gpu, "job_id": job_id,
     }
     netstate.write_status(net.dir, netstate.RUNNING, **record)
-    return NetProcess(net=net, process=process, record=record, output=output)
+    return NetProcess(net=net, process=process, record=record, output=output, metrics_size=metrics_size)
 
 
 def stop(procs: Sequence[NetProcess], timeout: float) -> None:
@@ -147,8 +168,28 @@ def stop(procs: Sequence[NetProcess], timeout: float) -> None:
             proc.process.wait()
 
 
+def _metrics_size(net: PlannedNet) -> int:
+    try:
+        return (net.dir / METRICS_FILE).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def stopped_for_requeue(proc: NetProcess, returncode: int) -> bool:
+    """Whether the trainer stopped on a scheduler's signal (SIGTERM, SIGUSR2) after a snapshot:
+    `train` exits EXIT_REQUEUE; under torchrun, which exits 1 when a process fails, the record
+    this attempt wrote last says so."""
+    if returncode == EXIT_REQUEUE:
+        return True
+    if returncode == 0 or _metrics_size(proc.net) <= proc.metrics_size:
+        return False
+    record = last_record(proc.net.dir)
+    return record is not None and record.get("kind") == "stopped" and bool(record.get("requeue"))
+
+
 def conclude(proc: NetProcess) -> dict[str, Any]:
-    """Record how the exited trainer left the net: done, stopped (by us, resumable) or failed."""
+    """Record how the exited trainer left the net: done, stopped (by us or by a scheduler's
+    signal: resumable) or failed."""
     returncode = proc.process.wait()
     proc.output.close()
     record = {**proc.record, "pid": None, "ended": netstate.now(), "returncode": returncode}
@@ -156,6 +197,8 @@ def conclude(proc: NetProcess) -> dict[str, Any]:
         return netstate.write_status(proc.net.dir, netstate.DONE, **record, error=None)
     if proc.stop_requested:
         return netstate.write_status(proc.net.dir, netstate.STOPPED, **record, error=None)
+    if stopped_for_requeue(proc, returncode):
+        return netstate.write_status(proc.net.dir, netstate.STOPPED, **record, error=None, requeue=True)
     if returncode == 0:
         error = "trainer exited with code 0 before max_iter (no final snapshot, no done record)"
     elif returncode < 0:  # its last line is whatever it was doing, not why it died

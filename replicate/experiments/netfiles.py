@@ -1,7 +1,10 @@
 """What a training run left in a net's folder: snapshots and metrics.jsonl.
 
-A net is finished when its metrics.jsonl ends with the `done` record at max_iter or its final
-snapshot exists; it is resumable from its newest `.solverstate`.  Snapshot names follow Caffe
+A net is finished when its metrics.jsonl ends with the `done` record at max_iter, which `train`
+writes after the final snapshot and the final test: the final snapshot alone is not enough (a run
+killed during its last test has it), and a folder trained by Caffe itself, which has no such
+record, resumes from its final solverstate for that last test.  A net is resumable from its
+newest `.solverstate`.  Snapshot names follow Caffe
 (`<snapshot_prefix>_iter_<N>.solverstate`, the prefix relative to the solver's folder, defaulting
 to the solver's own path without extension and extended by the solver's stem when it names a
 folder), so a grid started by Caffe itself is read the same way.
@@ -11,16 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from replicate.errors import ReplicateError
 from replicate.experiments.planfile import PlannedNet
 from replicate.io.prototxt import read_solver_text
+from replicate.solver import outputs
+from replicate.solver.log import METRICS_FILE
 
-METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass(frozen=True)
@@ -62,16 +66,14 @@ def final_weights(net: PlannedNet) -> Path:
 
 def newest_solverstate(net: PlannedNet) -> Path | None:
     """The solver state with the highest iteration, or None before the first snapshot."""
-    prefix = solver_facts(net).prefix
-    if not prefix.parent.is_dir():
-        return None
-    pattern = re.compile(re.escape(prefix.name) + r"_iter_(\d+)\.solverstate")
-    found = [
-        (int(m.group(1)), p)
-        for p in prefix.parent.iterdir()
-        if (m := pattern.fullmatch(p.name)) and p.is_file()
-    ]
-    return max(found)[1] if found else None
+    newest = outputs.newest_solverstate(solver_facts(net).prefix)
+    return newest[1] if newest else None
+
+
+def has_earlier_run(net: PlannedNet) -> bool:
+    """Logs or snapshots of an earlier attempt are in the net's folder (`train` refuses to start
+    over them unless told to with --force)."""
+    return bool(outputs.earlier_run(net.dir, solver_facts(net).prefix))
 
 
 def read_metrics(net_dir: Path, kinds: frozenset[str] | None = None) -> list[dict[str, Any]]:
@@ -98,8 +100,9 @@ def read_metrics(net_dir: Path, kinds: frozenset[str] | None = None) -> list[dic
     return records
 
 
-def last_iteration(net_dir: Path) -> int | None:
-    """The iteration of the newest complete record that has one, read from the file's end."""
+def _newest_records(net_dir: Path) -> Iterator[dict[str, Any]]:
+    """The complete records at the end of metrics.jsonl, newest first (its last 16 kB: no need to
+    parse the 25000 lines of a whole run to know how it ended)."""
     path = net_dir / METRICS_FILE
     try:
         with open(path, "rb") as f:
@@ -107,22 +110,30 @@ def last_iteration(net_dir: Path) -> int | None:
             f.seek(max(0, end - 16384))
             tail = f.read().decode(errors="replace")
     except FileNotFoundError:
-        return None
+        return
     for line in reversed(tail.split("\n")[1:-1] if end > 16384 else tail.split("\n")[:-1]):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and isinstance(record.get("iter"), int):
-            return record["iter"]
-    return None
+        if isinstance(record, dict):
+            yield record
+
+
+def last_iteration(net_dir: Path) -> int | None:
+    """The iteration of the newest complete record that has one, read from the file's end."""
+    return next((r["iter"] for r in _newest_records(net_dir) if isinstance(r.get("iter"), int)), None)
+
+
+def last_record(net_dir: Path) -> dict[str, Any] | None:
+    """The newest complete record of metrics.jsonl: how the last attempt ended (`done`,
+    `stopped`) or where it was when it was killed."""
+    return next(_newest_records(net_dir), None)
 
 
 def is_finished(net: PlannedNet) -> bool:
-    """Training reached max_iter: the final `done` record or the final snapshot says so."""
-    if final_weights(net).is_file():
-        return True
-    return any(
-        r.get("kind") == "done" and r.get("iter", net.max_iter) >= net.max_iter
-        for r in read_metrics(net.dir, frozenset({"done"}))
-    )
+    """Training is done: the last record is `done` at max_iter (written after the final snapshot
+    and the final test)."""
+    solver_facts(net)  # the solver must agree with the plan
+    record = last_record(net.dir)
+    return record is not None and record.get("kind") == "done" and record.get("iter", -1) >= net.max_iter

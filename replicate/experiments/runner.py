@@ -17,9 +17,9 @@ from typing import Callable, Sequence
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
 from replicate.experiments.launch import TRAIN_COMMAND, NetProcess, conclude, launch, stop
-from replicate.experiments.netfiles import is_finished
+from replicate.eta import eta_text
+from replicate.experiments.netfiles import is_finished, last_iteration
 from replicate.experiments.planfile import Plan, PlannedNet
-from replicate.experiments.status import progress
 
 LOCK_FILE = ".grid-run.lock"
 
@@ -67,6 +67,7 @@ class GridRunner:
         self.stop_timeout_s = stop_timeout_s
         self.snapshot_keep = snapshot_keep
         self.states: dict[str, str] = {}
+        self._started, self._trained_at_start = time.monotonic(), 0
 
     def _count(self) -> str:
         done = sum(state == netstate.DONE for state in self.states.values())
@@ -115,15 +116,32 @@ class GridRunner:
             self.states[proc.net.name] = record["state"]
             self.report(f"{self._count()} {proc.net.name}: {record['state']}")
 
+    def _latest(self) -> dict[str, int | None]:
+        """Each net's iteration as its files say (None: no record yet); a finished net's max_iter."""
+        return {
+            net.name: net.max_iter if self.states.get(net.name) == netstate.DONE else last_iteration(net.dir)
+            for net in self.nets
+        }
+
+    def _trained(self, latest: dict[str, int | None]) -> int:
+        return sum(min(latest[net.name] or 0, net.max_iter) for net in self.nets)
+
     def _progress(self, running: dict[int, NetProcess]) -> None:
-        parts = []
-        for proc in running.values():
-            try:
-                it: int | str | None = progress(proc.net)[0]
-            except ReplicateError:  # a broken metrics line is for `grid status` to name
-                it = "?"
-            parts.append(f"{proc.net.name} iter {'-' if it is None else it}/{proc.net.max_iter}")
-        self.report(f"{self._count()} running: {', '.join(parts)}")
+        """Nets and iterations done, the rate since this run started, the time left, and where
+        each running net stands ("starting" until its first record)."""
+        latest = self._latest()
+        done, total = self._trained(latest), sum(net.max_iter for net in self.nets)
+        left = sum(net.max_iter - min(latest[net.name] or 0, net.max_iter) for net in self.nets
+                   if self.states.get(net.name) not in (netstate.FAILED, netstate.BLOCKED))
+        elapsed = time.monotonic() - self._started
+        rate = max(done - self._trained_at_start, 0) / elapsed if elapsed > 0 else 0.0
+        parts = [
+            f"{p.net.name} starting" if latest[p.net.name] is None
+            else f"{p.net.name} {latest[p.net.name]}/{p.net.max_iter}"
+            for p in running.values()
+        ]
+        self.report(f"{self._count()} {done:,}/{total:,} iterations, {rate:.1f} it/s so far, "
+                    f"ETA {eta_text(left, rate)}; running: {', '.join(parts) or 'none'}")
 
     def run(self) -> dict[str, str]:
         """Run until every net is done, failed or blocked; the final state of each net.
@@ -153,6 +171,7 @@ class GridRunner:
                 if netstate.read_status(net.dir).get("state") != netstate.DONE:
                     netstate.write_status(net.dir, netstate.DONE, net=net.name, ended=netstate.now())
         self.report(f"{self._count()} {len(self.nets) - len(self.states)} nets to train")
+        self._started, self._trained_at_start = time.monotonic(), self._trained(self._latest())
         running: dict[int, NetProcess] = {}
         last_progress = time.monotonic()
         try:

@@ -4,16 +4,24 @@ Every net is one job of one picklable callable (`TrainNet`) with its own submiti
 (`<runs>/submitit/<job id>`).  Nets with nothing to wait for go out as one job array; the
 dependants of each base go out as an array held by `afterok:<base job>` (and cancelled by SLURM
 if the base fails), so the whole grid is queued at once and the scheduler does the ordering.
-At the time limit (or on preemption) submitit signals the job; `TrainNet.checkpoint` stops the
-trainer the way Caffe stops on SIGINT and requeues the same call, which resumes from the newest
-solver state because every call decides how to start from the net's folder.  For executors
-without dependencies (submitit's local executor) dependants are submitted once their base job
-has succeeded.
+Before the time limit SLURM sends SIGUSR2 (`--signal=USR2@120`) to the job's processes: submitit
+calls `TrainNet.checkpoint`, which stops the trainer (SIGTERM: it finishes the update, snapshots
+and exits 75) and requeues the same call.  On preemption, `scontrol requeue` and `scancel` SLURM
+sends SIGTERM itself: the trainer snapshots and exits 75, the job exits 75 too (no result), and
+SLURM requeues or cancels it as it decided; a cluster with `RequeueExit=75` also requeues a job
+whose trainer alone was signalled.  Every call decides how to start from the net's folder, so a
+requeued job resumes from the newest solver state, bit for bit (its resume sidecar).
+
+Each job asks for what one net needs: `gpus_per_net` GPUs (several: one torchrun process per GPU
+inside the job), CPU cores for the data workers and host memory, so that a cluster's defaults
+(often 1 core and a share of memory) do not starve it.  For executors without dependencies
+(submitit's local executor) dependants are submitted once their base job has succeeded.
 """
 
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 from typing import Any, Callable, Sequence
 
@@ -22,9 +30,10 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
-from replicate.experiments.launch import PACKAGE_ROOT, TRAIN_COMMAND, NetProcess, conclude, launch
+from replicate.experiments.launch import PACKAGE_ROOT, TRAIN_COMMAND, NetProcess, conclude, launch, torchrun_command
 from replicate.experiments.netfiles import is_finished
 from replicate.experiments.planfile import Plan, PlannedNet
+from replicate.solver.requests import EXIT_REQUEUE
 
 SUBMITIT_FOLDER = "submitit"
 
@@ -39,7 +48,8 @@ def _job_id() -> str | None:
 class TrainNet(submitit.helpers.Checkpointable):
     """Train one net to the end; safe to call again on the same net (finished: nothing to do,
     stopped: resumed with --snapshot).  Raises when training fails, so that the job fails and
-    its dependants' `afterok` is never met."""
+    its dependants' `afterok` is never met; exits 75 (no result) when a scheduler's signal
+    stopped the trainer, for SLURM to requeue or cancel the job as it decided."""
 
     def __init__(self, device: str | None = "cuda", train_command: Sequence[str] = TRAIN_COMMAND,
                  stop_timeout_s: float = 90.0, snapshot_keep: int | None = None) -> None:
@@ -70,17 +80,19 @@ class TrainNet(submitit.helpers.Checkpointable):
             proc, self._proc = self._proc, None
             if proc is not None:  # None: checkpoint() already stopped and recorded it
                 record = conclude(proc)
+        if record.get("requeue"):
+            raise SystemExit(EXIT_REQUEUE)
         if record["state"] != netstate.DONE:
             raise ReplicateError(f"net {net.name!r} {record['state']}: {record['error']}")
         return netstate.DONE
 
     def checkpoint(self, net: PlannedNet) -> submitit.helpers.DelayedSubmission:
-        """Stop the trainer (it snapshots on SIGINT) and requeue the same call, which resumes
-        from the newest solver state."""
+        """Stop the trainer (on SIGTERM it finishes the update and snapshots; torchrun passes
+        SIGTERM on to its processes) and requeue the same call, which resumes from that snapshot."""
         proc, self._proc = self._proc, None
         if proc is not None:
             proc.stop_requested = True
-            proc.process.send_signal(signal.SIGINT)
+            proc.process.send_signal(signal.SIGTERM)
             if not self._exited.wait(self.stop_timeout_s):
                 proc.process.kill()
                 self._exited.wait()
@@ -96,19 +108,33 @@ def _reap(proc: NetProcess, exited: threading.Event) -> None:
     exited.set()
 
 
+#: Per GPU of a net: a core for the training process and 9 for the data workers it then starts
+#: (replicate.data.pool.workers_per_process sizes them from SLURM_CPUS_PER_TASK), and the host
+#: memory they take with room to spare (an estimate, not a measurement: ~0.6 GB per worker, a few
+#: GB for the trainer's CUDA context, pinned batches and a snapshot's host copy).  A CPU net gets
+#: the same.
+CPUS_PER_GPU, MEM_GB_PER_GPU = 10, 16
+
+
 def make_executor(
     plan: Plan,
     *,
     partition: str,
     time_min: int = 4320,
-    gpus_per_node: int = 1,
+    gpus_per_net: int = 1,
     cpus_per_task: int | None = None,
+    mem_gb: float | None = None,
     array_parallelism: int = 256,
     signal_delay_s: int = 120,
     max_requeues: int = 20,
 ) -> submitit.AutoExecutor:
     """A SLURM executor writing each job's files under `<runs>/submitit/<job id>`; the jobs
-    import this very package (PYTHONPATH), whether it is installed or not."""
+    import this very package (PYTHONPATH), whether it is installed or not.  Each job asks for
+    `gpus_per_net` GPUs (0: a CPU net), `cpus_per_task` cores and `mem_gb` of memory, by default
+    CPUS_PER_GPU and MEM_GB_PER_GPU for each GPU."""
+    if gpus_per_net < 0:
+        raise ReplicateError(f"--gpus-per-net must be 0 (CPU) or more, not {gpus_per_net}")
+    share = max(1, gpus_per_net)
     try:
         executor = submitit.AutoExecutor(
             folder=plan.path.parent / SUBMITIT_FOLDER / "%j", cluster="slurm", slurm_max_num_timeout=max_requeues
@@ -117,8 +143,9 @@ def make_executor(
         raise ReplicateError("no SLURM here (`srun` is not on PATH): submit from a SLURM login node") from None
     executor.update_parameters(
         timeout_min=time_min,
-        gpus_per_node=gpus_per_node,
-        cpus_per_task=cpus_per_task,
+        gpus_per_node=gpus_per_net or None,
+        cpus_per_task=cpus_per_task or CPUS_PER_GPU * share,
+        mem_gb=mem_gb or MEM_GB_PER_GPU * share,
         slurm_partition=partition,
         slurm_array_parallelism=array_parallelism,
         slurm_signal_delay_s=signal_delay_s,
@@ -149,22 +176,38 @@ def submit_plan(
     snapshot_keep: int | None = None,
 ) -> dict[str, submitit.Job | str]:
     """Queue every unfinished net of `plan` (only those in `only` and what they depend on, when
-    given) on `executor` (make_executor's SLURM one, or e.g. submitit's LocalExecutor); the job of each net, or the id of the job an earlier submission
-    queued for it (kept unless `resubmit`: submitting twice must not train a net twice)."""
+    given) on `executor` (make_executor's SLURM one, or e.g. submitit's LocalExecutor); the job
+    of each net, or the id of the job an earlier submission queued for it, kept while that job
+    is in SLURM's queue (pending, running or requeued; elsewhere: while the net's status says
+    queued or running): submitting twice must not train a net twice.  A job is replaced (and
+    cancelled) when `resubmit` asks for it or when the base job it waits for is replaced."""
     nets = plan.with_dependencies(list(only)) if only else plan.nets
     nets = [n for n in plan.ordered() if n in nets]
     finished = {n.name for n in nets if is_finished(n)}
+    queued = queued_jobs() if _is_slurm(executor) else None
     jobs: dict[str, submitit.Job | str] = {}
-    todo = []
+    todo: list[PlannedNet] = []
+    stale: list[str] = []
     for net in nets:
         record = netstate.read_status(net.dir)
         if net.name in finished:
             continue
-        if not resubmit and record.get("state") in (netstate.QUEUED, netstate.RUNNING) and record.get("job_id"):
-            jobs[net.name] = record["job_id"]
-            report(f"{net.name}: already queued as job {record['job_id']} (--resubmit if that job is gone)")
+        job_id = record.get("job_id")
+        if queued is not None:
+            waiting = job_id in queued
         else:
-            todo.append(net)
+            waiting = bool(job_id) and record.get("state") in (netstate.QUEUED, netstate.RUNNING)
+        # A job waiting for a base job that is being replaced would wait forever (afterok).
+        if waiting and not resubmit and net.depends_on not in {n.name for n in todo}:
+            jobs[net.name] = job_id
+            report(f"{net.name}: already queued as job {job_id}")
+            continue
+        if waiting and queued is not None:
+            stale.append(job_id)
+        todo.append(net)
+    if stale:  # never two jobs training one net
+        subprocess.run(["scancel", *stale], capture_output=True, timeout=60)
+        report(f"cancelled job(s) {', '.join(stale)}: their nets are queued anew")
     trainer = TrainNet(device=device, train_command=train_command, stop_timeout_s=stop_timeout_s,
                        snapshot_keep=snapshot_keep)
     blocked: dict[str, str] = {}
@@ -203,6 +246,19 @@ def submit_plan(
         after = f" after job {_id(jobs[base])}" if base else ""
         report(f"queued {len(group)} net(s){after}: {', '.join(n.name for n in group)}")
     return jobs
+
+
+def queued_jobs() -> set[str]:
+    """The ids of every job in SLURM's queue (pending, running, requeued, completing), array tasks
+    as `<array job>_<task>` the way submitit names them."""
+    try:
+        out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i"], capture_output=True, text=True,
+                             timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ReplicateError(f"cannot ask SLURM which jobs are queued (squeue: {err})") from None
+    if out.returncode != 0:
+        raise ReplicateError(f"cannot ask SLURM which jobs are queued: {out.stderr.strip() or 'squeue failed'}")
+    return {line.strip() for line in out.stdout.splitlines() if line.strip()}
 
 
 def _id(job: submitit.Job | str) -> str:

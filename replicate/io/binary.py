@@ -20,6 +20,9 @@ from replicate.proto import caffe_pb2
 
 M = TypeVar("M", bound=Message)
 
+# Temporary files are `.tmp-` + mkstemp's 8 random characters + the final name.
+_TMP, _TMP_RANDOM = ".tmp-", 8
+
 # mkstemp makes 0600 files; a snapshot should get the permissions open() would give it.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -43,7 +46,7 @@ def read_binary(path: str | os.PathLike[str], message: M) -> M:
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write `data` to `path` through a temporary file and an atomic rename."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TMP, suffix=os.path.basename(path))
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
@@ -55,6 +58,19 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_temporaries(folder: str | os.PathLike[str], name_start: str) -> list[str]:
+    """Delete the temporary files `write_atomic` left in `folder` for files whose names start with
+    `name_start` when its process was killed mid-write (each as big as the file it was writing:
+    233 MB for a CaffeNet snapshot).  Only for a folder no other process is writing to.  Returns
+    the names removed."""
+    removed = []
+    for entry in os.scandir(folder):
+        if entry.name.startswith(_TMP) and entry.name[len(_TMP) + _TMP_RANDOM:].startswith(name_start):
+            os.unlink(entry.path)
+            removed.append(entry.name)
+    return removed
 
 
 def write_binary(path: str | os.PathLike[str], message: Message) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from replicate.io.binary import read_net_binary, write_binary
+from replicate.io.binary import read_net_binary, write_atomic
 from replicate.io.blobs import blob_shape
 from replicate.io.prototxt import read_net_text, read_solver_text
 from replicate.io.upgrade import upgrade_net, upgrade_solver
@@ -31,7 +31,12 @@ def load_caffemodel(path: str | os.PathLike[str]) -> caffe_pb2.NetParameter:
 
 
 def save_caffemodel(path: str | os.PathLike[str], net: caffe_pb2.NetParameter) -> None:
-    """Write `net` (V2) atomically; legacy 4-D blob dims are rewritten as `shape` like Caffe's ToProto."""
+    """Write `net` (V2) atomically; see `caffemodel_bytes`."""
+    write_atomic(path, caffemodel_bytes(net))
+
+
+def caffemodel_bytes(net: caffe_pb2.NetParameter) -> bytes:
+    """`net` as a V2 .caffemodel; legacy 4-D blob dims are rewritten as `shape` like Caffe's ToProto."""
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
     for layer in out.layer:
@@ -41,4 +46,4 @@ def save_caffemodel(path: str | os.PathLike[str], net: caffe_pb2.NetParameter) -
                 for field in ("num", "channels", "height", "width"):
                     blob.ClearField(field)
                 blob.shape.dim.extend(dims)
-    write_binary(path, out)
+    return out.SerializeToString()

@@ -19,7 +19,7 @@ import torch
 
 from replicate.layers.axes import canonical_axis
 from replicate.layers.base import Layer, Shape, register
-from replicate.layers.labels import scores_and_labels
+from replicate.layers.labels import LabelRange, scores_and_labels
 from replicate.proto import caffe_pb2
 
 
@@ -27,6 +27,7 @@ from replicate.proto import caffe_pb2
 class Accuracy(Layer):
     min_bottoms = 2
     max_bottoms = 2
+    label_bottom = 1
 
     def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
         super().__init__(param, phase, bottom_shapes)
@@ -48,9 +49,14 @@ class Accuracy(Layer):
             raise self.error(f"takes 1 or 2 top blobs, got {len(param.top)}")
         self.top_shapes = [()] + ([(self.classes,)] if len(param.top) == 2 else [])
 
+    def label_range(self) -> LabelRange:
+        return LabelRange(self.name, self.type, self.classes, self.ignore_label)
+
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.checks_labels:
+            self.label_range().check(label, self.checks_labels)
         with torch.no_grad():
-            scores, safe, valid = scores_and_labels(self, x, label, self.axis, self.ignore_label)
+            scores, safe, valid = scores_and_labels(x, label, self.axis, self.ignore_label)
             true_score = scores.gather(1, safe)
             index = torch.arange(scores.shape[1], device=scores.device).view(1, -1, 1)
             ahead = (scores > true_score) | ((scores == true_score) & (index > safe))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from replicate.errors import ReplicateError
+from replicate.layers.labels import LabelRange
 from replicate.proto import caffe_pb2
 
 Shape = tuple[int, ...]
@@ -35,6 +36,11 @@ class Layer(nn.Module):
     #: Bottom counts Caffe accepts (`ExactNumBottomBlobs`, `MinBottomBlobs`, ...): None = any.
     min_bottoms: int | None = None
     max_bottoms: int | None = None
+    #: The bottom that holds integer class labels (see `label_range`), if any.
+    label_bottom: int | None = None
+    #: Whether forward writes the layer's own blobs (BatchNorm's running statistics in training),
+    #: which keeps a net from being differentiated as a pure function of its parameters.
+    writes_blobs: bool = False
 
     def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
         super().__init__()
@@ -43,6 +49,10 @@ class Layer(nn.Module):
         self.phase = phase
         self.blobs = nn.ParameterList()
         self.top_shapes: list[Shape] = []
+        #: The label blob's name, set by the net when that blob is computed by another layer rather
+        #: than fed by a data or input layer: the host-side check of each batch cannot see those
+        #: labels, so the forward checks them itself (a sync on a GPU).
+        self.checks_labels: str | None = None
         n = len(bottom_shapes)
         if (self.min_bottoms is not None and n < self.min_bottoms) or (
             self.max_bottoms is not None and n > self.max_bottoms
@@ -56,6 +66,10 @@ class Layer(nn.Module):
     def allow_force_backward(self, bottom_index: int) -> bool:
         """Caffe's `AllowForceBackward`: loss layers refuse it for their label bottom."""
         return True
+
+    def label_range(self) -> LabelRange | None:
+        """The labels this layer accepts in its `label_bottom` (Caffe CHECKs them in Forward)."""
+        return None
 
     def error(self, message: str) -> ReplicateError:
         """An error that names this layer, for bad parameters found while building it."""

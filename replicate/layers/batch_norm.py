@@ -30,6 +30,7 @@ class BatchNorm(Layer):
         self.use_global_stats = (
             bp.use_global_stats if bp.HasField("use_global_stats") else phase == caffe_pb2.TEST
         )
+        self.writes_blobs = not self.use_global_stats
         self.fraction = float(bp.moving_average_fraction)
         self.eps = float(bp.eps)
         channels = shape[1] if len(shape) > 1 else 1

@@ -7,10 +7,13 @@ Like Caffe's DataLayer it has no bottoms, one or two tops (data, and label when 
 records in key order and wraps around at the end of the LMDB, and shapes its data top from the
 batch size and the first record (after the crop).  A missing source or mean file stops when the
 layer is built, before any training starts.  `forward()` returns CPU tensors (the net moves them);
-`configure(device="cuda")` switches to the GPU data path, whose tensors are already on the device.
+`configure(device="cuda")` switches to the GPU data path, whose images are already on the device
+(its labels stay on the host, where the net checks their range before moving them).
 
 Random crops and mirrors are drawn from a seed taken from torch's default generator when the layer
 is built (so `torch.manual_seed` makes a run repeatable); `configure(seed=...)` sets it directly.
+Batch k depends only on the source, the seed, the first record and k, so `position()` (seed, first
+record, batches read) is all a snapshot needs to save, and `seek()` continues exactly there.
 Worker processes: `configure(workers=N)`, or the environment variable REPLICATE_DATA_WORKERS.
 In a data-parallel run (torch.distributed initialised, N processes) batch_size is the global batch:
 each process's tops hold its 1/N slice of every global batch (`BatchMaker` shard).
@@ -30,6 +33,7 @@ from replicate.data.transform import DataTransformer
 from replicate.data.view import ViewSource, is_view
 from replicate.errors import ReplicateError
 from replicate.layers.base import Layer, Shape, register
+from replicate.layers.eager import not_compiled
 from replicate.proto import caffe_pb2
 
 
@@ -72,6 +76,8 @@ class BatchLayer(Layer):
             raise ReplicateError(f"REPLICATE_DATA_WORKERS={workers!r}: expected a number of worker processes")
         self.workers = int(workers)
         self.device: str | None = None
+        #: Batches handed out so far: the number of the next one.
+        self.batches_read = 0
         self.pool: DataPool | None = None
         self._loader = None
 
@@ -92,20 +98,31 @@ class BatchLayer(Layer):
             self.pool, self.workers = pool, pool.workers
             self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device, pool)
 
+    def position(self) -> dict[str, int]:
+        """Where this layer stands in its source: all a snapshot needs to continue it exactly."""
+        return {"seed": self.maker.seed, "start": self.maker.start, "batch": self.batches_read}
+
+    def seek(self, position: dict[str, int]) -> None:
+        """Continue from a `position()` (a resumed run); the next forward reads its batch."""
+        self.close()
+        self.maker.seed, self.maker.start, self.batches_read = position["seed"], position["start"], position["batch"]
+
     def close(self) -> None:
         """Stop the loader's worker processes and release the source's files (a later forward
-        starts a new loader and reopens them)."""
+        starts a new loader where this one stopped and reopens them)."""
         if self._loader is not None and hasattr(self._loader, "close"):
             self._loader.close()
         self._loader = None
         self.maker.source.close()
 
-    @torch.compiler.disable
+    @not_compiled
     def forward(self) -> tuple[torch.Tensor, ...]:
         # Reading and decoding is Python I/O: torch.compile of a net runs it as it is.
         if self._loader is None:
-            self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device, self.pool)
+            self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device, self.pool,
+                                       self.batches_read)
         data, label = next(self._loader)
+        self.batches_read += 1
         return (data, label) if len(self.top_shapes) == 2 else (data,)
 
 

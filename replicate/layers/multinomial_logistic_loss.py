@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from replicate.layers.base import Layer, Shape, register
+from replicate.layers.labels import LabelRange
 from replicate.proto import caffe_pb2
 
 LOG_THRESHOLD = 1e-20
@@ -24,6 +25,7 @@ class MultinomialLogisticLoss(Layer):
     max_bottoms = 2
     default_loss_weight = 1.0
     auto_top_blobs = True
+    label_bottom = 1
 
     def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
         super().__init__(param, phase, bottom_shapes)
@@ -40,11 +42,14 @@ class MultinomialLogisticLoss(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 1
 
+    def label_range(self) -> LabelRange:
+        return LabelRange(self.name, self.type, self.dim)
+
     def forward(self, prob: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor]:
+        if self.checks_labels:
+            self.label_range().check(label, self.checks_labels)
         num = prob.shape[0]
         flat = prob.reshape(num, self.dim)
         labels = label.reshape(num, 1).long()
-        if ((labels < 0) | (labels >= self.dim)).any():
-            raise self.error(f"label out of range [0, {self.dim})")
         picked = flat.gather(1, labels).clamp(min=LOG_THRESHOLD)
         return (-torch.log(picked).sum() / num,)

@@ -3,8 +3,12 @@
 Caffe's output size differs from the textbook one: it rounds up by default (`round_mode: CEIL`),
 and with padding it drops a last window that would start in the right/bottom padding.  Its AVE
 divisor counts the window clipped to the padded image (height + pad), not to the image, and its
-MAX ignores padding.  Both are reproduced by padding explicitly (with -inf for MAX, 0 for AVE)
-only as far as Caffe's windows reach, then pooling without implicit padding.
+MAX ignores padding.  PyTorch's pooling with `ceil_mode` and `count_include_pad` follows the same
+rules (the same output size, the same clipped AVE divisor), so where its output size equals
+Caffe's and it accepts the padding (at most half the kernel) the layer calls it directly: one
+kernel, no padded copy.  Elsewhere (wider padding, or a window Caffe keeps beyond an unpadded
+image) the input is padded explicitly, with -inf for MAX and 0 for AVE, only as far as Caffe's
+windows reach, then pooled without implicit padding and divided by Caffe's divisor.
 """
 
 from __future__ import annotations
@@ -25,6 +29,15 @@ def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) 
     """Caffe's pooled extent before the padding clip (float division as Caffe does)."""
     ratio = float(size + 2 * pad - kernel) / stride
     return int(math.ceil(ratio) if ceil_mode else math.floor(ratio)) + 1
+
+
+def torch_pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
+    """PyTorch's pooled extent (`pooling_output_shape`): it drops, in ceil mode, a last window
+    that starts in the far padding, whether or not there is padding."""
+    out = (size + 2 * pad - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
 
 
 def ave_divisor(size: int, out: int, kernel: int, stride: int, pad: int) -> torch.Tensor:
@@ -80,6 +93,11 @@ class Pooling(Layer):
         if min(out) <= 0:
             raise self.error(f"input of shape {shape} is too small for kernel {kernel}")
         self.kernel, self.stride, self.pad, self.out = kernel, stride, pad, tuple(out)
+        self.ceil_mode = ceil_mode
+        self.native = all(
+            2 * p <= k and torch_pooled_size(size, k, st, p, ceil_mode) == o
+            for size, k, st, p, o in zip((height, width), kernel, stride, pad, out)
+        )
         # Explicit padding on the far side: as far as Caffe's last window reaches, never less.
         self.far_pad = tuple(
             max(0, (o - 1) * st + k - p - s)
@@ -92,6 +110,16 @@ class Pooling(Layer):
         self.top_shapes = [(shape[0], shape[1], out[0], out[1])]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        if self.native:
+            if self.method == _P.MAX:
+                return (F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode),)
+            return (
+                F.avg_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode, count_include_pad=True),
+            )
+        return (self.padded_pool(x),)
+
+    def padded_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Caffe's pooling through explicit padding: any geometry Caffe accepts."""
         (ph, pw), (fh, fw) = self.pad, self.far_pad
         if ph or pw or fh or fw:
             fill = float("-inf") if self.method == _P.MAX else 0.0
@@ -103,4 +131,4 @@ class Pooling(Layer):
         y = y[:, :, : self.out[0], : self.out[1]]
         if self.method == _P.AVE:
             y = y / self.divisor.to(y.dtype)
-        return (y,)
+        return y

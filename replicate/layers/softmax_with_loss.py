@@ -1,9 +1,11 @@
 """Caffe's SoftmaxWithLoss: mean (by Caffe's normalization mode) of -log softmax(x)[label].
 
-The forward value follows Caffe bit for bit in spirit: the probability is clamped at FLT_MIN
-before the log.  The gradient is Caffe's (prob - onehot) * weight / normalizer, taken from
-log_softmax's exact backward, with ignored labels contributing nothing.  An optional second top
-is the softmax itself, through which Caffe sends no gradient.
+Forward and backward are Caffe's own pair (`softmax_loss_layer.cpp`), from one softmax: the loss
+is -log(max(prob[label], FLT_MIN)) summed over non-ignored positions and divided by the
+normalizer; the gradient is (prob - onehot) * top_diff / normalizer, zero at ignored labels.
+Autograd through log_softmax would give the same gradient only up to exp(log(prob)) rounding and
+costs a second softmax.  An optional second top is the softmax itself, through which Caffe sends
+no gradient.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from replicate.layers.base import Layer, Shape, register
-from replicate.layers.labels import scores_and_labels
+from replicate.layers.labels import LabelRange, scores_and_labels
 from replicate.proto import caffe_pb2
 
 FLT_MIN = float(torch.finfo(torch.float32).tiny)
@@ -39,12 +41,35 @@ def normalizer(mode: int, outer: int, inner: int, valid: torch.Tensor) -> torch.
     return 1.0
 
 
+class _CaffeSoftmaxLoss(torch.autograd.Function):
+    """(loss, prob) from scores (outer, C, inner); d loss / d scores is Caffe's backward."""
+
+    @staticmethod
+    def forward(
+        ctx, scores: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, norm: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        prob = torch.softmax(scores, dim=1)
+        nll = -torch.log(prob.gather(1, safe).clamp(min=FLT_MIN))
+        loss = torch.where(valid, nll, torch.zeros_like(nll)).sum() / norm
+        ctx.save_for_backward(prob, safe, valid, norm)
+        ctx.mark_non_differentiable(prob)
+        return loss, prob
+
+    @staticmethod
+    def backward(ctx, loss_diff: torch.Tensor, _prob_diff: torch.Tensor):
+        prob, safe, valid, norm = ctx.saved_tensors
+        diff = prob.scatter_add(1, safe, torch.full(safe.shape, -1.0, dtype=prob.dtype, device=prob.device))
+        scale = loss_diff / norm  # Caffe's loss_weight / normalizer
+        return diff * torch.where(valid, scale, torch.zeros_like(scale)), None, None, None
+
+
 @register("SoftmaxWithLoss")
 class SoftmaxWithLoss(Layer):
     min_bottoms = 2
     max_bottoms = 2
     default_loss_weight = 1.0
     auto_top_blobs = True
+    label_bottom = 1
 
     def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
         super().__init__(param, phase, bottom_shapes)
@@ -65,22 +90,24 @@ class SoftmaxWithLoss(Layer):
         if len(param.top) > 2:
             raise self.error(f"takes at most 2 top blobs, got {len(param.top)}")
         self.top_shapes = [()] + ([shape] if len(param.top) == 2 else [])
+        self.classes = shape[self.axis]
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 1
 
+    def label_range(self) -> LabelRange:
+        return LabelRange(self.name, self.type, self.classes, self.ignore_label)
+
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        scores, safe, valid = scores_and_labels(self, x, label, self.axis, self.ignore_label)
+        if self.checks_labels:
+            self.label_range().check(label, self.checks_labels)
+        scores, safe, valid = scores_and_labels(x, label, self.axis, self.ignore_label)
         outer, inner = scores.shape[0], scores.shape[2]
-        log_prob = torch.log_softmax(scores, dim=1)
-        picked = log_prob.gather(1, safe)
-        with torch.no_grad():
-            prob = torch.softmax(scores, dim=1)
-            caffe_nll = -torch.log(prob.gather(1, safe).clamp(min=FLT_MIN))
-        nll = caffe_nll + (-picked - (-picked).detach())
-        nll = torch.where(valid, nll, torch.zeros_like(nll))
         norm = normalizer(self.mode, outer, inner, valid.sum().to(x.dtype))
-        loss = nll.sum() / norm
+        if not isinstance(norm, torch.Tensor):
+            # A fill on the device: torch.tensor(norm, device=...) would copy from the host and wait.
+            norm = torch.full((), norm, dtype=x.dtype, device=x.device)
+        loss, prob = _CaffeSoftmaxLoss.apply(scores, safe, valid, norm)
         if len(self.top_shapes) == 2:
             return loss, prob.reshape(x.shape)
         return (loss,)

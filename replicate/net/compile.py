@@ -5,6 +5,8 @@ blob read by several layers is split (their gradients sum), a layer whose type e
 weighs its first top by 1, parameters named alike in `param { name: }` are one blob.  This module
 reproduces those rules on top of autograd: every layer computes new tensors and the blob table is
 rebound by name, so an "in-place" top never corrupts a value another layer still needs.
+The wiring is written out once as a straight-line program (replicate.net.program); a pass feeds
+the source layers' batches into it (`feed`), labels checked on the host on the way.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from torch import nn
 from replicate.errors import ReplicateError
 from replicate.io.upgrade import net_needs_upgrade, upgrade_net
 from replicate.layers.base import Layer, Shape, layer_class
+from replicate.layers.labels import LabelRange
 from replicate.net.need_backward import backward_plan
+from replicate.net.program import build_program
 from replicate.net.state import filter_net, make_state
 from replicate.proto import caffe_pb2
 
@@ -60,7 +64,8 @@ class CompiledNet(nn.Module):
 
     `forward(inputs)` feeds tensors into blobs produced by bottom-less layers (Input, Data) and
     runs every layer in prototxt order.  Parameters with lr_mult 0 do not require grad, so
-    autograd skips the backward work Caffe's `param_propagate_down` skips.
+    autograd skips the backward work Caffe's `param_propagate_down` skips.  `feed` and `program`
+    are the two halves of a forward, for callers that compile the second (the solver).
     """
 
     def __init__(
@@ -91,6 +96,10 @@ class CompiledNet(nn.Module):
 
         owners: dict[str, _Owner] = {}
         available: set[str] = set()
+        #: Per blob name: the index of the layer whose top holds it now.
+        producer: dict[str, int] = {}
+        #: Per top of a source layer: the ranges of the layers that read it as labels.
+        self.label_checks: dict[str, list[LabelRange]] = {}
         for lp in self.layer_params:
             bottom_shapes = []
             for j, b in enumerate(lp.bottom):
@@ -104,6 +113,7 @@ class CompiledNet(nn.Module):
                 # Caffe tolerates this but then copies weights into only one of them.
                 raise ReplicateError(f"layer name '{lp.name}' is used twice in net '{self.net_name}'")
             layer = layer_class(lp)(lp, phase, bottom_shapes)
+            self._route_label_check(lp, layer, producer)
             tops = list(lp.top)
             if layer.auto_top_blobs:
                 # Caffe's anonymous tops: computed (a loss still counts) but nobody's input and
@@ -118,6 +128,7 @@ class CompiledNet(nn.Module):
                 if t in self.blob_shapes and not in_place:
                     raise layer.error(f"top blob '{t}' is produced by multiple sources")
                 self.blob_shapes[t] = tuple(shape)
+                producer[t] = len(self.layers)
                 if j < len(lp.top):
                     available.add(t)
             self.top_names.append(tops)
@@ -148,6 +159,7 @@ class CompiledNet(nn.Module):
         #: which is the order of "Test net output #k" lines.
         self.output_names = sorted(available)
         self.input_layers = [i for i, lp in enumerate(self.layer_params) if not lp.bottom]
+        self._programs: dict[bool, torch.fx.GraphModule] = {}
 
     # ----------------------------------------------------------------------------- construction
     @staticmethod
@@ -160,6 +172,17 @@ class CompiledNet(nn.Module):
             return list(lp.loss_weight)
         # Caffe's LossLayer (every type named "...Loss") weighs its first top by 1.
         return [layer.default_loss_weight if j == 0 else 0.0 for j in range(n)]
+
+    def _route_label_check(self, lp: caffe_pb2.LayerParameter, layer: Layer, producer: dict[str, int]) -> None:
+        """Labels fed by a source layer are checked on the host as each batch arrives (`feed`);
+        labels some other layer computes, by the reading layer in its forward."""
+        if layer.label_bottom is None:
+            return
+        blob = lp.bottom[layer.label_bottom]
+        if not self.layer_params[producer[blob]].bottom:
+            self.label_checks.setdefault(blob, []).append(layer.label_range())
+        else:
+            layer.checks_labels = blob
 
     @staticmethod
     def _check_propagate_down(lp: caffe_pb2.LayerParameter, layer: Layer) -> None:
@@ -260,7 +283,25 @@ class CompiledNet(nn.Module):
         return self._device_probe.device
 
     # ---------------------------------------------------------------------------------- running
-    def forward(self, inputs: Mapping[str, torch.Tensor] | None = None) -> ForwardResult:
+    @property
+    def program(self) -> torch.fx.GraphModule:
+        """The layers as one straight-line program: `program(feed) -> (loss or None, outputs)`."""
+        return self._program(every_blob=False)
+
+    def _program(self, every_blob: bool) -> torch.fx.GraphModule:
+        # Held in a dict, not as submodules: the program calls this net's own layers.
+        if every_blob not in self._programs:
+            self._programs[every_blob] = build_program(
+                self, self.layer_params, self.top_names, self.loss_weights, self.backward_plan.bottom_needs,
+                self.output_names, every_blob,
+            )
+        return self._programs[every_blob]
+
+    def feed(self, inputs: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Every source layer's tops for one pass, on this net's device: `inputs` where given, the
+        layer's next batch otherwise (a fully fed layer is not run: a Data layer reads nothing).
+        Labels are checked here, on the host; a label fed on the device is copied back for that
+        (a sync), so feed labels on the host."""
         inputs = dict(inputs or {})
         source_tops = {t for i in self.input_layers for t in self.top_names[i]}
         unknown = sorted(set(inputs) - source_tops)
@@ -270,28 +311,18 @@ class CompiledNet(nn.Module):
                 f"those are {sorted(source_tops)}"
             )
         device = self.device
-        blobs: dict[str, torch.Tensor] = {}
-        loss: torch.Tensor | None = None
-        for i, (lp, layer) in enumerate(zip(self.layer_params, self.layers)):
-            if not lp.bottom:
-                # Fed tops replace what the source layer would give; a fully fed one is not run
-                # (a Data layer then reads no batch).
-                fed = [inputs.get(t) for t in self.top_names[i]]
-                made = layer() if any(t is None for t in fed) else fed
-                tops = tuple(m if f is None else f for f, m in zip(fed, made))
-            else:
-                bottoms = [
-                    blobs[b] if down else blobs[b].detach()
-                    for b, down in zip(lp.bottom, self.backward_plan.bottom_needs[i])
-                ]
-                tops = layer(*bottoms)
-            if not lp.bottom:
-                tops = tuple(t if t.device == device else t.to(device) for t in tops)
-            for name, value, weight in zip(self.top_names[i], tops, self.loss_weights[i]):
-                blobs[name] = value
-                if weight:
-                    term = value.sum() * weight
-                    loss = term if loss is None else loss + term
+        fed: dict[str, torch.Tensor] = {}
+        for i in self.input_layers:
+            given = [inputs.get(t) for t in self.top_names[i]]
+            made = self.layers[i]() if any(t is None for t in given) else given
+            for name, value in zip(self.top_names[i], (m if g is None else g for g, m in zip(given, made))):
+                for label_range in self.label_checks.get(name, ()):
+                    label_range.check(value, name)
+                fed[name] = value if value.device == device else value.to(device, non_blocking=True)
+        return fed
+
+    def forward(self, inputs: Mapping[str, torch.Tensor] | None = None) -> ForwardResult:
+        loss, outputs, blobs = self._program(every_blob=True)(self.feed(inputs))
         if loss is None:
-            loss = torch.zeros((), device=device)
-        return ForwardResult({n: blobs[n] for n in self.output_names}, loss, blobs)
+            loss = torch.zeros((), device=self.device)
+        return ForwardResult(outputs, loss, blobs)

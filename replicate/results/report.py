@@ -119,7 +119,7 @@ def _per_net(nets: list[Net], paper: Mapping[str, PaperNet], scores: Scores,
     lines = ["## Every net", ""]
     matched = [n for n in nets if n.name in paper]
     others = [n for n in nets if n.name not in paper]
-    notes = {n.name: _notes(n) for n in nets}
+    shared, notes = _row_notes(nets, shows_loss=not relative)
     if relative:
         lines += ["Scaled runs: our absolute numbers are not comparable with ImageNet's, so "
                   "each transfer net is shown relative to its own base net (ours to ours, "
@@ -132,8 +132,8 @@ def _per_net(nets: list[Net], paper: Mapping[str, PaperNet], scores: Scores,
             rows.append([n.name, str(n.stats.points), _f(n.stats.best10_top1),
                          _f(n.stats.final_top1), _f(ours_rel, 3), _f(paper_rel, 3),
                          _f(_diff(ours_rel, paper_rel), 3, True), notes[n.name]])
-        lines += _table(["net", "points", "best10 top-1", "final top-1", "ours / own base",
-                         "paper / own base", "difference", "notes"], rows)
+        lines += _noted_table(["net", "points", "best10 top-1", "final top-1", "ours / own base",
+                               "paper / own base", "difference", "notes"], rows, shared)
         return lines + [""]
     rows = []
     for n in matched:
@@ -144,16 +144,17 @@ def _per_net(nets: list[Net], paper: Mapping[str, PaperNet], scores: Scores,
                      _f(s.final_top1), _f(ref.final_top1), _f(s.final_top1 - ref.final_top1, 4, True),
                      _f(s.min10_valid_loss), _f(ref.min10_valid_loss),
                      _f(_diff(s.min10_valid_loss, ref.min10_valid_loss), 4, True), notes[n.name]])
-    lines += _table(["net", "points (ours / paper)", "best10 top-1", "paper", "diff",
-                     "final top-1", "paper", "diff", "min10 valid loss", "paper", "diff",
-                     "notes"], rows)
+    lines += _noted_table(["net", "points (ours / paper)", "best10 top-1", "paper", "diff",
+                           "final top-1", "paper", "diff", "min10 valid loss", "paper", "diff",
+                           "notes"], rows, shared)
     if others:
         lines += ["", "Nets the paper did not train (no paper value to compare):", ""]
-        lines += _table(["net", "points", "best10 top-1", "final top-1", "final iter",
-                         "min10 valid loss", "notes"],
-                        [[n.name, str(n.stats.points), _f(n.stats.best10_top1),
-                          _f(n.stats.final_top1), str(n.stats.final_iter),
-                          _f(n.stats.min10_valid_loss), notes[n.name]] for n in others])
+        lines += _noted_table(["net", "points", "best10 top-1", "final top-1", "final iter",
+                               "min10 valid loss", "notes"],
+                              [[n.name, str(n.stats.points), _f(n.stats.best10_top1),
+                                _f(n.stats.final_top1), str(n.stats.final_iter),
+                                _f(n.stats.min10_valid_loss), notes[n.name]] for n in others],
+                              [] if matched else shared)
     return lines + [""]
 
 
@@ -161,16 +162,34 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     return None if value is None or not base else value / base
 
 
-def _notes(net: Net) -> str:
+def _notes(net: Net, shows_loss: bool) -> list[str]:
+    """What a reader of this net's row should know; the missing loss only where a loss column is shown."""
     notes = []
     if net.stats.few_points:
         notes.append(f"only {net.stats.points} validation points: best10 averages them all")
     if net.complete is False:
         notes.append(f"incomplete: stopped at {net.stats.final_iter} of "
                      f"{net.max_iter}")
-    if net.stats.min10_valid_loss is None:
+    if shows_loss and net.stats.min10_valid_loss is None:
         notes.append("validation net has no loss output")
-    return "; ".join(notes)
+    return notes
+
+
+def _row_notes(nets: list[Net], shows_loss: bool) -> tuple[list[str], dict[str, str]]:
+    """Notes true of every net, to say once above the table, and each net's remaining ones (its
+    row's cell); a note on every row tells the reader nothing about the row."""
+    notes = {n.name: _notes(n, shows_loss) for n in nets}
+    shared = [note for note in notes[nets[0].name] if all(note in ns for ns in notes.values())] if nets else []
+    return shared, {name: "; ".join(n for n in ns if n not in shared) for name, ns in notes.items()}
+
+
+def _noted_table(header: list[str], rows: list[list[str]], shared: list[str]) -> list[str]:
+    """A table whose last column is notes: the shared ones said once before it, the column left
+    out when no row has one of its own."""
+    lines = [f"Every net: {'; '.join(shared)}.", ""] if shared else []
+    if not any(row[-1] for row in rows):
+        header, rows = header[:-1], [row[:-1] for row in rows]
+    return lines + _table(header, rows)
 
 
 def _headline(scores: Scores, paper_scores: Scores, relative: bool) -> list[str]:
@@ -201,21 +220,32 @@ def _headline(scores: Scores, paper_scores: Scores, relative: bool) -> list[str]
 def _table1(scores: Scores, paper_scores: Scores, relative: bool) -> list[str]:
     ours = table1(scores, relative)
     paper = table1(paper_scores, relative)
-    lines = ["## Table 1: boost of AnB+ over its controls", "",
-             ("Boosts as a fraction of baseB (scaled runs: shapes, not absolute numbers)."
-              if relative else "Mean boost in top-1 accuracy, AnB+ nets pooled over the range."),
-             ""]
-    rows = []
-    for o, p in zip(ours, paper):
-        printed = PAPER_TABLE1[(o.lo, o.hi)]
-        rows.append([f"{o.lo}-{o.hi}", _pct(o.over_base), _pct(p.over_base),
-                     "–" if relative else f"{100 * printed[0]:.1f}%",
-                     _pct(o.over_selffer), _pct(p.over_selffer),
-                     "–" if relative else f"{100 * printed[1]:.1f}%",
-                     f"{o.n_transfer_ft} / {o.n_base} / {o.n_selffer_ft}"])
-    lines += _table(["layers", "over baseB: ours", "paper (csv)", "paper (printed)",
-                     "over BnB+: ours", "paper (csv)", "paper (printed)",
-                     "our nets (AnB+ / base / BnB+)"], rows)
+    printed = [PAPER_TABLE1[(row.lo, row.hi)] for row in ours]
+    as_printed = " / ".join(f"+{100 * p[0]:.1f}" for p in printed), " / ".join(f"+{100 * p[1]:.1f}" for p in printed)
+    lines = ["## Table 1: boost of AnB+ over its controls", ""]
+    if relative:
+        lines += ["Boosts of the AnB+ nets pooled over the layers given, as fractions of baseB (scaled "
+                  "runs: shapes, not absolute numbers).  **ours**: our runs over our baseB.  **paper**: "
+                  "the same computed from the authors' logs (`results/paper_reference.csv`), their boost "
+                  f"divided by their baseB ({_f(base_mean(paper_scores), 3)}).  The paper prints these "
+                  f"boosts in top-1 points: {as_printed[0]} % over baseB and {as_printed[1]} % over BnB+.",
+                  ""]
+        rows = [[f"{o.lo}-{o.hi}", _pct(o.over_base), _pct(p.over_base), _pct(o.over_selffer),
+                 _pct(p.over_selffer), f"{o.n_transfer_ft} / {o.n_base} / {o.n_selffer_ft}"]
+                for o, p in zip(ours, paper)]
+        lines += _table(["layers", "over baseB: ours", "paper", "over BnB+: ours", "paper",
+                         "our nets (AnB+ / base / BnB+)"], rows)
+        return lines + [""]
+    lines += ["Mean boost in top-1 accuracy of the AnB+ nets pooled over the layers given.  **ours**: "
+              "our runs.  **paper**: the same computed from the authors' logs "
+              "(`results/paper_reference.csv`).  **printed**: the paper's Table 1 as printed (one "
+              "decimal).", ""]
+    rows = [[f"{o.lo}-{o.hi}", _pct(o.over_base), _pct(p.over_base), f"{100 * pr[0]:.1f}%",
+             _pct(o.over_selffer), _pct(p.over_selffer), f"{100 * pr[1]:.1f}%",
+             f"{o.n_transfer_ft} / {o.n_base} / {o.n_selffer_ft}"]
+            for o, p, pr in zip(ours, paper, printed)]
+    lines += _table(["layers", "over baseB: ours", "paper", "printed", "over BnB+: ours", "paper",
+                     "printed", "our nets (AnB+ / base / BnB+)"], rows)
     return lines + [""]
 
 

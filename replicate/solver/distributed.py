@@ -12,7 +12,7 @@ log of rank 0 (the only one that logs and snapshots) reads like a single-process
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +21,7 @@ import torch.distributed as dist
 from replicate.errors import ReplicateError
 from replicate.layers.softmax_with_loss import normalization_mode
 from replicate.proto import caffe_pb2
+from replicate.solver.requests import REQUEUE, SNAPSHOT, STOP
 
 _Norm = caffe_pb2.LossParameter
 
@@ -65,6 +66,22 @@ class Group:
             value = value.cuda()
         dist.broadcast(value, src=0)
         return int(value.item())
+
+
+def union_over(group: Group) -> Callable[[set[str]], set[str]]:
+    """A function that pools a set of names (signal requests) over the processes: each gets the
+    union of every process's set.  It runs one 4-byte-per-name all-reduce on a CPU (gloo) group,
+    so pooling after every iteration does not wait for the GPU.  Call it on every process at the
+    same point (it creates a process group)."""
+    control = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    names = (REQUEUE, STOP, SNAPSHOT)
+
+    def union(chosen: set[str]) -> set[str]:
+        flags = torch.tensor([name in chosen for name in names], dtype=torch.int32)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=control)
+        return {name for name, flag in zip(names, flags.tolist()) if flag}
+
+    return union
 
 
 class GradientAverager:

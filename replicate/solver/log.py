@@ -8,6 +8,7 @@ same numbers at full precision for programs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -16,6 +17,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+
+from replicate.eta import eta_text
+
+#: The files a run writes next to its solver.
+TRAIN_LOG, METRICS_FILE = "train.log", "metrics.jsonl"
 
 
 def caffe_number(value: float) -> str:
@@ -37,11 +43,14 @@ class RunLog:
 
     def __init__(self, folder: Path | None, echo: bool = True, append: bool = False):
         self.echo: TextIO | None = sys.stderr if echo else None
+        self._terminal = self.echo is not None and self.echo.isatty()  # asked once: a syscall
         self.pid = os.getpid()
         mode = "a" if append else "w"
-        self.text = open(folder / "train.log", mode, encoding="utf-8") if folder else None
-        self.metrics = open(folder / "metrics.jsonl", mode, encoding="utf-8") if folder else None
+        self.text = open(folder / TRAIN_LOG, mode, encoding="utf-8") if folder else None
+        self.metrics = open(folder / METRICS_FILE, mode, encoding="utf-8") if folder else None
+        self._progress = ""  # the progress line to keep in view (terminal only)
         self._progress_shown = False
+        self._drawn_at = -math.inf
 
     def info(self, message: str, source: str = "solver.py:0") -> None:
         now = datetime.now()
@@ -49,6 +58,7 @@ class RunLog:
         self._clear_progress()
         if self.echo is not None:
             print(line, file=self.echo, flush=True)
+            self._draw_progress()
         if self.text is not None:
             self.text.write(line + "\n")
             self.text.flush()
@@ -59,14 +69,22 @@ class RunLog:
             self.metrics.flush()
 
     def progress(self, iteration: int, max_iter: int, rate: float) -> None:
-        """A one-line indicator with rate and ETA, only when stderr is a terminal."""
-        if self.echo is None or not self.echo.isatty():
+        """A progress line under the log lines, only when stderr is a terminal: redrawn at most
+        once a second, and again after every log line so that it stays in view."""
+        if not self._terminal:
             return
-        eta = (max_iter - iteration) / rate if rate > 0 else float("inf")
-        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta < 360000 else "?"
-        self.echo.write(f"\r  iter {iteration}/{max_iter}  {rate:.2f} it/s  ETA {eta_text} ")
-        self.echo.flush()
-        self._progress_shown = True
+        self._progress = f"  iter {iteration}/{max_iter}  {rate:.2f} it/s  ETA {eta_text(max_iter - iteration, rate)} "
+        now = time.monotonic()
+        if now - self._drawn_at >= 1.0:
+            self._drawn_at = now
+            self._clear_progress()
+            self._draw_progress()
+
+    def _draw_progress(self) -> None:
+        if self._progress and self.echo is not None:
+            self.echo.write(self._progress)
+            self.echo.flush()
+            self._progress_shown = True
 
     def _clear_progress(self) -> None:
         if self._progress_shown and self.echo is not None:
@@ -75,6 +93,7 @@ class RunLog:
 
     def close(self) -> None:
         self._clear_progress()
+        self._progress = ""
         for f in (self.text, self.metrics):
             if f is not None:
                 f.close()

@@ -7,6 +7,7 @@ night of training.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from replicate.proto import caffe_pb2
 from replicate.solver.distributed import join, leave
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
+from replicate.solver.outputs import SNAPSHOT_EXTENSIONS, earlier_run, newest_solverstate
+from replicate.solver.requests import Requests
 from replicate.solver.solver import Solver, set_precision
 
 
@@ -34,6 +37,8 @@ class TrainResult:
     log: Path
     metrics: Path
     stopped_early: bool
+    #: Stopped by SIGTERM or SIGUSR2 after a snapshot: exit with requests.EXIT_REQUEUE.
+    requeued: bool = False
 
 
 def pick_device(requested: str | None, solver_mode: int | None = None) -> torch.device:
@@ -73,6 +78,30 @@ def _copy_weights(net: CompiledNet, weights: str, log: RunLog) -> None:
                 log.info(f"Ignoring source layer {layer.name}", "net.cpp:741")
 
 
+def _listing(paths: Sequence[Path]) -> str:
+    """'train.log, metrics.jsonl and 4 snapshot files', for messages about an earlier run."""
+    names = [p.name for p in paths if not p.name.endswith(SNAPSHOT_EXTENSIONS)]
+    count = len(paths) - len(names)
+    if count:
+        names.append(f"{count} snapshot file{'s' if count > 1 else ''}")
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _refusal(solver_path: Path, param: caffe_pb2.SolverParameter, earlier: list[Path]) -> str:
+    """Why a fresh run is refused in this folder, and how to continue or restart it."""
+    held = f"{solver_path.parent} already holds a run ({_listing(earlier)})"
+    restart = "add --force to start again (deletes them)"
+    newest = newest_solverstate(solver_path.resolve().parent / param.snapshot_prefix)
+    if newest is None:
+        return f"{held} with no snapshot to resume from; {restart}"
+    iteration, state = newest
+    if iteration >= param.max_iter:
+        return f"{held} that finished at iteration {iteration}; {restart}, or train in another folder"
+    shown = Path(solver_path.parent, param.snapshot_prefix).parent / state.name
+    return (f"{held} stopped at iteration {iteration} of {param.max_iter}; resume it with "
+            f"`python -m replicate train {solver_path} --snapshot {shown}`, or {restart}")
+
+
 def train(
     solver_path: str | Path,
     weights: str | None = None,
@@ -84,6 +113,9 @@ def train(
     compile: bool | str = False,
     data_workers: int | None = None,
     snapshot_keep: int = 0,
+    force: bool = False,
+    announce: Sequence[str] = (),
+    cuda_graph: bool = True,
 ) -> TrainResult:
     """Train as `caffe train -solver S [-weights W] [-snapshot X]`; logs next to the solver.
 
@@ -91,42 +123,61 @@ def train(
     batch sizes are global batches split over the processes, and only rank 0 logs and snapshots.
     `snapshot_keep` K > 0 keeps the last K snapshots and the final one (0: all, as Caffe).
     Every data source and worker the run opened is closed when it returns, on every path.
+    A folder where an earlier run trained (its logs, its snapshots) is refused unless the run resumes
+    (`snapshot`) or `force` says to delete them and start again.  `announce`: lines for the log's
+    start (e.g. where the weights come from).
+    Signals are listened to from the start, as `caffe train` does, so a SIGTERM while the nets
+    are being built still ends in a snapshot (replicate.solver.requests).
     """
     solver_path = Path(solver_path)
     if not solver_path.is_file():
         raise ReplicateError(f"solver file {solver_path} does not exist")
     if weights and snapshot:
         raise ReplicateError("give either --weights (to fine-tune) or --snapshot (to resume), not both")
+    if force and snapshot:
+        raise ReplicateError("--force starts again and --snapshot resumes: give one of them")
     snapshot = Path(snapshot) if snapshot else None
     if snapshot is not None and not snapshot.is_file():
         raise ReplicateError(f"snapshot {snapshot} does not exist")
     param = load_solver(solver_path)
     folder = solver_path.resolve().parent
     set_snapshot_prefix(param, solver_path)
+    earlier = [] if snapshot is not None else earlier_run(folder, folder / param.snapshot_prefix)
+    if earlier and not force:
+        raise ReplicateError(_refusal(solver_path, param, earlier))
     group, device = join(device)
     main = group.is_main
+    if main:
+        for path in earlier:
+            path.unlink(missing_ok=True)
     log = RunLog(folder if main else None, echo and main, append=snapshot is not None)
+    requests = Requests()
     try:
-        target = pick_device(device, param.solver_mode)
-        if target.type == "cpu":
-            keep_freed_memory()
-        world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
-        log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
-        solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers,
-                        snapshot_keep)
-        try:
-            if weights:
-                _copy_weights(solver.net, weights, log)
-                solver.sync_weights()
-            log.info("Starting Optimization", "caffe.cpp:232")
-            solver.solve(snapshot)
-        finally:
-            solver.close()
+        with requests.listen():
+            target = pick_device(device, param.solver_mode)
+            if target.type == "cpu":
+                keep_freed_memory()
+            world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
+            log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
+            if earlier:
+                log.info(f"--force: deleted the earlier run's {_listing(earlier)} and started again", "train.py:0")
+            for line in announce:
+                log.info(line, "train.py:0")
+            solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers,
+                            requests, snapshot_keep, cuda_graph)
+            try:
+                if weights:
+                    _copy_weights(solver.net, weights, log)
+                    solver.sync_weights()
+                log.info("Starting Optimization", "caffe.cpp:232")
+                solver.solve(snapshot)
+            finally:
+                solver.close()
     finally:
         log.close()
         leave(group)
     return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log", folder / "metrics.jsonl",
-                       solver.stopped_early)
+                       solver.stopped_early, solver.requeued)
 
 
 def test(

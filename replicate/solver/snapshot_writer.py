@@ -65,8 +65,9 @@ def prune(prefix: Path, keep: int, current: int, final: int) -> list[Path]:
     """Remove the snapshots older than the `keep` newest up to iteration `current`, sparing the
     final one (iteration `final`) and any newer than `current`; returns the removed files.
 
-    Each old set loses its .caffemodel last, so no .solverstate is ever left naming a weights file
-    that is gone.  `keep` 0 keeps everything (Caffe's behaviour).
+    Each old set loses its .solverstate first (what a resume looks for) and its .caffemodel last,
+    so no .solverstate is ever left without its weights file or its resume sidecar.  `keep` 0
+    keeps everything (Caffe's behaviour).
     """
     if keep <= 0:
         return []
@@ -76,7 +77,7 @@ def prune(prefix: Path, keep: int, current: int, final: int) -> list[Path]:
     for iteration in older[:-keep]:
         if iteration == final:
             continue
-        for path in sorted(sets[iteration], key=lambda p: p.suffix == ".caffemodel"):
+        for path in sorted(sets[iteration], key=lambda p: (p.suffix != ".solverstate") + (p.suffix == ".caffemodel")):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

@@ -5,31 +5,44 @@
 the smoothed loss for display, `ApplyUpdate` (lr, clip, normalize, regularize, update), the
 iteration count, snapshots; after max_iter a final snapshot, a last forward for the displayed
 loss, and a last test.  Its logs are Caffe's lines, so the results read our runs like Caffe's.
+
+Signals (replicate.solver.requests) are acted on where Caffe acts on them: after each update and
+before each test batch.  Every snapshot also writes a resume sidecar (replicate.solver.resume), so
+a run resumed from any snapshot of ours continues bit for bit.
+
+An iteration never reads a value back from the device: the loss, its smoothed value and the
+divergence watch stay there (replicate.solver.loss_monitor) until an iteration that displays,
+tests or snapshots reads them.  With `compile`, SGD runs each iteration as one compiled graph
+(replicate.solver.compiled_step); other solvers run the compiled net with autograd's backward.
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from google.protobuf.message import DecodeError
 
 from replicate.data.pool import DataPool, workers_per_process
 from replicate.errors import ReplicateError
-from replicate.io.binary import read_binary, write_binary
+from replicate.io.binary import remove_temporaries, write_atomic
 from replicate.io.blobs import array_to_blob, blob_to_array
-from replicate.io.model import load_caffemodel, save_caffemodel
-from replicate.net.compile import CompiledNet
+from replicate.io.model import caffemodel_bytes, load_caffemodel
+from replicate.machine import cpu_model
+from replicate.net.compile import CompiledNet, ForwardResult
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
-from replicate.solver.distributed import GradientAverager, Group, check_averageable
+from replicate.solver import requests as req
+from replicate.solver import resume
+from replicate.solver.compiled_step import CompiledIteration, why_not_fused
+from replicate.solver.distributed import GradientAverager, Group, check_averageable, union_over
 from replicate.solver.log import RunLog, caffe_number, output_text
+from replicate.solver.loss_monitor import LossMonitor, Reading
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver.nets import NetSpec, absolute, test_nets, train_net
 from replicate.solver.snapshot_writer import SnapshotWriter, prune
@@ -56,8 +69,8 @@ def host_copy(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def device_name(device: torch.device) -> str:
-    """The accelerator's marketing name ("NVIDIA H100 80GB HBM3"), or "cpu"."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    """The accelerator's marketing name ("NVIDIA H100 80GB HBM3"), or the CPU's (machine.cpu_model)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
 
 
 def set_precision(precision: str) -> None:
@@ -114,8 +127,9 @@ class Solver:
     """Trains the solver's train net and tests its test nets, as Caffe's SGDSolver family.
 
     Speed options that leave Caffe's arithmetic alone: `channels_last` (NHWC memory layout of
-    weights and activations), `compile` (torch.compile of the training net's forward; True
-    for inductor, or the name of another torch.compile backend) and `data_workers` (processes
+    weights and activations), `compile` (torch.compile of the nets, and for SGD of the whole
+    training iteration, recorded as a CUDA graph on a GPU unless `cuda_graph` is False; True for
+    inductor, or the name of another torch.compile backend) and `data_workers` (processes
     reading each data layer's records; see `feed_data`).
     `group` makes it one process of a data-parallel run (replicate.solver.distributed).
     `snapshot_keep` K > 0 keeps only the last K snapshots (and the final one); 0 keeps all, as Caffe.
@@ -132,7 +146,9 @@ class Solver:
         compile: bool | str = False,
         group: Group = Group(),
         data_workers: int | None = None,
+        requests: req.Requests | None = None,
         snapshot_keep: int = 0,
+        cuda_graph: bool = True,
     ):
         check_policy(param)
         if snapshot_keep < 0:
@@ -155,8 +171,8 @@ class Solver:
             check_averageable(spec.param, f"training net ({spec.origin})")
         log.info(f"Creating training net from {spec.origin}")
         self.net = build_net(spec, device, channels_last)
-        backend = compile if isinstance(compile, str) else "inductor"
-        self.forward = torch.compile(self.net, backend=backend) if compile else self.net
+        self.backend = (compile if isinstance(compile, str) else "inductor") if compile else None
+        self._program = self._compiled(self.net.program)
         self.net_param = spec.param
         self.test_nets: list[CompiledNet] = []
         try:
@@ -170,6 +186,7 @@ class Solver:
         except BaseException:
             self._close_data()  # no solver is returned, so nobody else can close what was opened
             raise
+        self._test_programs = [self._compiled(net.program) for net in self.test_nets]
         log.record(
             kind="config", precision=precision, device=str(device), device_name=device_name(device),
             torch=torch.__version__, channels_last=channels_last, compile=compile, world_size=group.world,
@@ -178,17 +195,31 @@ class Solver:
         self.entries = self.net.learnable_params()
         self._averager = GradientAverager(group, [e.param for e in self.entries]) if group.world > 1 else None
         self.rule = UpdateRule(param, [e.param.shape for e in self.entries], device)
+        #: Why a training iteration is not one compiled graph; None when it is.
+        self.unfused = why_not_fused(self.rule, self.net, group.world) if compile else "not compiled"
+        self.fused: CompiledIteration | None = None
+        self.cuda_graph = cuda_graph
+        if compile:
+            how = "one compiled graph" if self.unfused is None else f"compiled net, backward and update outside ({self.unfused})"
+            log.info(f"Training iteration: {how}")
         self.sync_weights()
+
         self.iter = 0
         self.current_step = 0
         self.last_snapshot: Path | None = None
+        self._snapshot_iter: int | None = None
         self.snapshot_keep = snapshot_keep
         self._writer = SnapshotWriter()
         self._check_snapshot_folder()
-        self._request: str | None = None
+        #: What signals ask for (see replicate.solver.requests); `train` listens from its start.
+        self.requests = requests or req.Requests()
+        if group.world > 1:
+            self.requests.agree = union_over(group)
         self.stopped_early = False
-        self._losses: list[np.float32] = []
-        self._smoothed = 0.0
+        #: Stopped by SIGTERM or SIGUSR2: the caller exits with requests.EXIT_REQUEUE.
+        self.requeued = False
+        self._test_positions: list[dict[str, int]] | None = None
+        self.monitor = LossMonitor(param.average_loss, device)
         log.info("Solver scaffolding done.")
 
     # ------------------------------------------------------------------ helpers
@@ -205,6 +236,9 @@ class Solver:
             layer.close()
         if getattr(self, "_pool", None) is not None:
             self._pool.close()
+
+    def _compiled(self, program: torch.nn.Module) -> torch.nn.Module:
+        return torch.compile(program, backend=self.backend) if self.backend else program
 
     def sync_weights(self) -> None:
         """Every process of a data-parallel run starts from rank 0's weights."""
@@ -232,6 +266,9 @@ class Solver:
             raise ReplicateError(
                 f"cannot write snapshots with prefix '{self.param.snapshot_prefix}' in {folder}: {e.strerror}"
             ) from e
+        if self.group.is_main:
+            for name in remove_temporaries(folder, Path(f"{self.param.snapshot_prefix}_iter_").name):
+                self.log.info(f"Removed {name}, a snapshot file left unfinished by a killed run")
 
     def _snapshot_name(self, extension: str) -> str:
         """`<prefix>_iter_N<ext>` as Caffe writes it into logs and the solverstate's learned_net."""
@@ -247,123 +284,147 @@ class Solver:
         if resume is not None:
             self.restore(resume)
         start_iter = self.iter
-        with self._signal_requests():
+        with self.requests.listen():
             self.step(self.param.max_iter - self.iter)
-        p = self.param
-        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0) and self.group.is_main:
-            self.snapshot()
-        self._writer.wait()  # the final files are on disk before anything says the run ended
-        if self.stopped_early:
-            self.log.record(kind="stopped", iter=self.iter)
-            self.log.info("Optimization stopped early.", "solver.cpp:302")
-            return
-        if p.display and self.iter % p.display == 0:
-            with torch.no_grad(), self._autocast():
-                total = self.net().loss.detach().float().reshape(1)
-            self.group.mean_([total])
-            loss = float(total)
-            self._update_smoothed(loss, start_iter)
-            self.log.info(f"Iteration {self.iter}, loss = {caffe_number(self._smoothed)}", "solver.cpp:320")
-        if p.test_interval and self.iter % p.test_interval == 0:
-            self.test_all()
-        self.log.record(kind="done", iter=self.iter)
-        self.log.info("Optimization Done.", "solver.cpp:325")
+            p = self.param
+            caffes = p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0)
+            # A requeued run always leaves a snapshot to resume from, whatever snapshot_after_train says.
+            requeue = self.requeued and self._snapshot_iter != self.iter
+            if (caffes or requeue) and self.group.is_main:
+                self.snapshot()
+            self._writer.wait()  # the final files are on disk before anything says the run ended
+            if self.stopped_early:
+                self._record_stop()
+                self.log.info("Optimization stopped early.", "solver.cpp:302")
+                return
+            if p.display and self.iter % p.display == 0:
+                with torch.no_grad(), self._autocast():
+                    total = self.net().loss.detach().float().reshape(1)
+                self.group.mean_([total])
+                self.monitor.add(total[0], self.iter, self.iter - start_iter, watch=False)
+                smoothed = self._settle().smoothed
+                self.log.info(f"Iteration {self.iter}, loss = {caffe_number(smoothed)}", "solver.cpp:320")
+            if p.test_interval and self.iter % p.test_interval == 0:
+                self.test_all()
+            if self.stopped_early:
+                # Caffe says "Optimization Done." even when a signal cut its last test short; the
+                # run is not done without that test, so it ends stopped and resumes to redo it.
+                self._record_stop()
+            else:
+                self.log.record(kind="done", iter=self.iter)
+            self.log.info("Optimization Done.", "solver.cpp:325")
 
-    @contextlib.contextmanager
-    def _signal_requests(self) -> Iterator[None]:
-        """Caffe's defaults: SIGINT = snapshot and stop, SIGHUP = snapshot, both acted on after
-        the current iteration's update.  A second SIGINT interrupts at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
+    def _stop(self, request: str) -> None:
+        """Act on a STOP or REQUEUE request: training ends after this iteration (or test batch)."""
+        self.stopped_early = True
+        self.requeued = self.requeued or request == req.REQUEUE
 
-        def on_signal(signum: int, frame: object) -> None:
-            if signum == signal.SIGINT and self._request == "stop":
-                raise KeyboardInterrupt
-            self._request = "stop" if signum == signal.SIGINT else "snapshot"
-
-        handled = [signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-        previous = {sig: signal.signal(sig, on_signal) for sig in handled}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    def _record_stop(self) -> None:
+        self.log.record(kind="stopped", iter=self.iter, requeue=self.requeued)
+        if self.requeued:
+            # In a data-parallel run the signal may have reached another process only.
+            signal_name = self.requests.requeue_signal or "a signal to another process of this run"
+            self.log.info(f"Stopped by {signal_name} (requeue) at iteration {self.iter}; "
+                          f"the job resumes from {self.last_snapshot}")
 
     def step(self, iters: int) -> None:
         p = self.param
         start_iter, stop_iter = self.iter, self.iter + iters
-        self._losses, self._smoothed = [], 0.0
+        self.monitor.restart()
         timer, last_iter = time.perf_counter(), self.iter
+        session_start = timer
         train_weights = self.net.blob_loss_weights
         while self.iter < stop_iter:
-            for e in self.entries:
-                e.param.grad = None
             if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
+                self._settle()
                 self.test_all()
+                if self.stopped_early:  # a stop was asked for while testing
+                    break
             display = bool(p.display) and self.iter % p.display == 0
-            loss = self.forward_backward()
-            if not np.isfinite(loss):
-                kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
-                raise TrainingDiverged(f"iteration {self.iter}: the loss is {loss}; training stopped{kept}")
-            self._update_smoothed(loss, start_iter)
+            loss, rate = self.iteration()
+            recorded = display or not p.display
+            self.monitor.add(loss, self.iter, self.iter - start_iter, rate if recorded else None)
             if display:
+                smoothed = self._settle().smoothed
                 lapse = time.perf_counter() - timer
                 per_s = (self.iter - last_iter) / (lapse or 1.0)
                 self.log.info(
                     f"Iteration {self.iter} ({caffe_number(per_s)} iter/s, {caffe_number(lapse)}s/{p.display} iters), "
-                    f"loss = {caffe_number(self._smoothed)}",
+                    f"loss = {caffe_number(smoothed)}",
                     "solver.cpp:231",
                 )
                 timer, last_iter = time.perf_counter(), self.iter
                 self._log_outputs("Train", self._last.outputs, train_weights, "solver.cpp:247")
-                self.log.progress(self.iter, p.max_iter, per_s)
-            rate = self.apply_update(display)
-            if display or not p.display:
-                self.log.record(kind="train", iter=self.iter, lr=rate, loss=loss, smoothed_loss=self._smoothed)
+                self.log.info(f"Iteration {self.iter}, lr = {caffe_number(rate)}", "sgd_solver.cpp:106")
+            elif self.monitor.due:
+                self._settle()
             self.iter += 1
-            request, self._request = self._request, None
-            if ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot") and self.group.is_main:
+            elapsed = time.perf_counter() - session_start
+            self.log.progress(self.iter, p.max_iter, (self.iter - start_iter) / elapsed if elapsed > 0 else 0.0)
+            request = self.requests.take()
+            if ((p.snapshot and self.iter % p.snapshot == 0) or request == req.SNAPSHOT) and self.group.is_main:
+                self._settle()
                 self.snapshot()
-            if request == "stop":
-                self.stopped_early = True
+            if request in (req.STOP, req.REQUEUE):
+                self._stop(request)
                 break
+        self._settle()
 
-    def forward_backward(self, inputs: dict[str, torch.Tensor] | None = None) -> float:
-        """iter_size forward/backward passes accumulating gradients; their mean loss.  In a
-        data-parallel run gradients and loss are then averaged over the processes.  `inputs`
-        feed source blobs (as CompiledNet.forward), e.g. synthetic batches for a benchmark."""
+    def _settle(self) -> Reading:
+        """Read what the loss monitor holds (this waits for the device): write the queued train
+        records, and stop at the first iteration whose loss was not finite."""
+        reading = self.monitor.read()
+        bad = reading.diverged
+        for it, rate, loss, smoothed in reading.records:
+            if bad is None or it < bad[0]:
+                self.log.record(kind="train", iter=it, lr=rate, loss=loss, smoothed_loss=smoothed)
+        if bad is not None:
+            kept = f"; the last good snapshot is {self.last_snapshot}" if self.last_snapshot else ""
+            raise TrainingDiverged(f"iteration {bad[0]}: the loss is {bad[1]}; training stopped{kept}")
+        return reading
+
+    def iteration(self, inputs: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, float]:
+        """One iteration's forward, backward and update (Caffe's Step body between test and
+        snapshot): its loss, on the device, and its learning rate.  `inputs` feed source blobs
+        (as CompiledNet.feed), e.g. synthetic batches for a benchmark."""
+        if self.unfused is None and self.fused is None:
+            # Built at the first iteration, after a restore has set the history it reads.
+            self.fused = CompiledIteration(self.net, self.entries, self.rule, self.backend, self._autocast,
+                                            self.cuda_graph)
+        if self.fused is None:
+            for e in self.entries:
+                e.param.grad = None
+            loss = self.forward_backward(inputs)
+            return loss, self.apply_update()
+        rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
+        loss, outputs = self.fused(self.net.feed(inputs), rate)
+        self._last = ForwardResult(outputs, loss)
+        return loss, rate
+
+    def forward_backward(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """iter_size forward/backward passes accumulating gradients; their mean loss, left on the
+        device.  In a data-parallel run gradients and loss are then averaged over the processes."""
         total = torch.zeros((), device=self.device)
         passes = self.param.iter_size
         for i in range(passes):
             if self._averager is not None:
                 self._averager.armed = i == passes - 1
+            feed = self.net.feed(inputs)
             with self._autocast():
-                self._last = self.forward(inputs)
-            if self._last.loss.requires_grad:
-                self._last.loss.backward()
-            total += self._last.loss.detach().float()
+                loss, outputs = self._program(feed)
+            if loss is None:
+                loss = torch.zeros((), device=self.device)
+            self._last = ForwardResult(outputs, loss)
+            if loss.requires_grad:
+                loss.backward()
+            total += loss.detach().float()
         total /= passes
         if self._averager is not None:
             self._averager.finish()
             loss = total.reshape(1)
             self.group.mean_([loss])
             total = loss[0]
-        return float(total)
-
-    def _update_smoothed(self, loss: float, start_iter: int) -> None:
-        """Caffe's UpdateSmoothedLoss: the mean of the last average_loss losses."""
-        average = self.param.average_loss
-        f32, value, smoothed = np.float32, np.float32(loss), np.float32(self._smoothed)
-        if len(self._losses) < average:
-            self._losses.append(value)
-            n = len(self._losses)
-            smoothed = (smoothed * f32(n - 1) + value) / f32(n)
-        else:
-            i = (self.iter - start_iter) % average
-            smoothed += (value - self._losses[i]) / f32(average)
-            self._losses[i] = value
-        self._smoothed = float(smoothed)
+        return total
 
     def _log_outputs(self, which: str, outputs: dict[str, torch.Tensor], weights: dict[str, float], source: str) -> None:
         k = 0
@@ -372,10 +433,9 @@ class Solver:
                 self.log.info(f"    {which} net output #{k}: {output_text(name, v, weights.get(name, 0.0))}", source)
                 k += 1
 
-    def apply_update(self, display: bool = False) -> float:
+    def apply_update(self) -> float:
+        """Caffe's ApplyUpdate with the gradients forward_backward left; returns the rate."""
         rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
-        if display:
-            self.log.info(f"Iteration {self.iter}, lr = {caffe_number(rate)}", "sgd_solver.cpp:106")
         params, grads = [], []
         for e in self.entries:
             params.append(e.param.data)
@@ -389,28 +449,62 @@ class Solver:
 
     # ------------------------------------------------------------------ testing
     def test_all(self) -> None:
-        for i in range(len(self.test_nets)):
-            self.test(i)
+        """Every test net, unless a stop is asked for.  A snapshot taken meanwhile records where
+        the test nets' data stood before this round of tests, which a resumed run repeats; a stop
+        puts them back there."""
+        before = self._data_positions()[1:]
+        self._test_positions = before
+        try:
+            for i in range(len(self.test_nets)):
+                if self.stopped_early:
+                    break
+                self.test(i)
+        finally:
+            self._test_positions = None
+        if self.stopped_early:
+            for net, positions in zip(self.test_nets, before):
+                for layer, position in zip(data_layers([net]), positions):
+                    layer.seek(position)
 
-    def test(self, index: int) -> dict[str, list[float]]:
-        """Caffe's Solver::Test: outputs summed in float over test_iter batches, then averaged."""
-        net = self.test_nets[index]
+    def _requests_in_test(self) -> bool:
+        """Caffe's check before each test batch: snapshot on request, and whether to stop testing."""
+        while (request := self.requests.take()) is not None:
+            if request == req.SNAPSHOT:
+                if self.group.is_main:
+                    self.snapshot()
+            else:
+                self._stop(request)
+        return self.stopped_early
+
+    def test(self, index: int, inputs: dict[str, torch.Tensor] | None = None) -> dict[str, list[float]] | None:
+        """Caffe's Solver::Test: outputs summed in float over test_iter batches, then averaged;
+        None when a stop request cut it short ("Test interrupted.").  The sums stay on the
+        device, added in Caffe's order, and are read once at the end."""
+        net, program = self.test_nets[index], self._test_programs[index]
         iters = self.param.test_iter[index]
         self.log.info(f"Iteration {self.iter}, Testing net (#{index})", "solver.cpp:346")
-        scores: dict[str, np.ndarray] = {}
-        loss = np.float32(0)
+        sums: dict[str, torch.Tensor] = {}
+        loss = torch.zeros((), device=self.device)
         with torch.no_grad(), self._autocast():
             for _ in range(iters):
-                result = net()
-                if self.param.test_compute_loss:
-                    loss += np.float32(float(result.loss))
-                for name, value in result.outputs.items():
-                    values = value.detach().float().reshape(-1).cpu().numpy()
-                    scores[name] = values.copy() if name not in scores else scores[name] + values
-        loss = self._mean_over_group(scores, loss)
+                if self._requests_in_test():
+                    self.log.info("Test interrupted.", "solver.cpp:385")
+                    return None
+                batch_loss, outputs = program(net.feed(inputs))
+                if self.param.test_compute_loss and batch_loss is not None:
+                    loss += batch_loss.float()
+                for name, value in outputs.items():
+                    flat = value.detach().float().reshape(-1)
+                    sums[name] = flat.clone() if name not in sums else sums[name].add_(flat)
+        totals = torch.cat([loss.reshape(1), *sums.values()])
+        self.group.mean_([totals])
+        host = totals.cpu().numpy()
         if self.param.test_compute_loss:
-            self.log.info(f"Test loss: {caffe_number(float(loss / np.float32(iters)))}", "solver.cpp:394")
-        means = {name: (total / np.float32(iters)).astype(np.float32) for name, total in scores.items()}
+            self.log.info(f"Test loss: {caffe_number(float(host[0] / np.float32(iters)))}", "solver.cpp:394")
+        means, offset = {}, 1
+        for name, total in sums.items():
+            means[name] = (host[offset:offset + total.numel()] / np.float32(iters)).astype(np.float32)
+            offset += total.numel()
         weights = net.blob_loss_weights
         k = 0
         for name, values in means.items():
@@ -421,25 +515,16 @@ class Solver:
         self.log.record(kind="test", iter=self.iter, net=index, outputs=outputs)
         return {name: v.tolist() for name, v in means.items()}
 
-    def _mean_over_group(self, scores: dict[str, np.ndarray], loss: np.float32) -> np.float32:
-        """Each process tested its slice of every test batch: the mean over processes is the
-        mean over the whole batches (equal slices).  Averages `scores` in place; returns the
-        averaged loss."""
-        if self.group.world == 1:
-            return loss
-        tensors = [torch.from_numpy(np.asarray(v, np.float32)).to(self.device) for v in [*scores.values(), [loss]]]
-        self.group.mean_(tensors)
-        for name, t in zip(list(scores), tensors):
-            scores[name] = t.cpu().numpy()
-        return np.float32(tensors[-1].item())
-
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> Path:
-        """Write `<prefix>_iter_N.caffemodel` and `.solverstate` atomically; returns the state path.
+        """Write `<prefix>_iter_N.caffemodel`, its resume sidecar and `.solverstate`, each
+        atomically and in that order (the solverstate last: see replicate.solver.resume);
+        returns the state path.
 
-        The loop waits only for one copy of the weights and history to host memory: the files are
-        built and written by the background writer (replicate.solver.snapshot_writer), the
-        .solverstate last.  Call `close()` (or let `solve()` end) to be sure they are on disk.
+        The loop waits only for one copy of the weights and history to host memory and for the
+        data positions and random states: the files are built and written by the background
+        writer (replicate.solver.snapshot_writer).  Call `close()` (or let `solve()` end) to be
+        sure they are on disk.
         """
         self._check_finite()
         model_name, state_name = self._snapshot_name(".caffemodel"), self._snapshot_name(".solverstate")
@@ -449,15 +534,20 @@ class Solver:
         history = [host_copy(h) for h in self.rule.history]
         state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_name, current_step=self.current_step)
         iteration = self.iter
+        positions, randoms = self._sidecar_state()
 
         def write() -> None:
             proto = net_to_proto(net, blobs)
             for layer in proto.layer:
                 layer.phase = caffe_pb2.TRAIN
-            save_caffemodel(model_path, proto)
+            model_bytes = caffemodel_bytes(proto)
+            write_atomic(model_path, model_bytes)
             for h in history:
                 array_to_blob(h.numpy(), state.history.add())
-            write_binary(state_path, state)
+            state_bytes = state.SerializeToString()
+            resume.write_sidecar(resume.sidecar_path(state_path), iteration, model_name, model_bytes, state_bytes,
+                                 positions, randoms)
+            write_atomic(state_path, state_bytes)
             prefix = Path(absolute(self.param.snapshot_prefix, self.folder))
             prune(prefix, self.snapshot_keep, iteration, self.param.max_iter)
 
@@ -465,8 +555,23 @@ class Solver:
         self.log.info(f"Snapshotting to binary proto file {model_name}", "solver.cpp:581")
         self.log.info(f"Snapshotting solver state to binary proto file {state_name}", "sgd_solver.cpp:273")
         self.last_snapshot = state_path
+        self._snapshot_iter = self.iter
         self.log.record(kind="snapshot", iter=self.iter, caffemodel=str(model_path), solverstate=str(state_path))
         return state_path
+
+    def _data_positions(self) -> list[list[dict[str, int | str]]]:
+        """Each data layer's position, per net: the train net's first, then each test net's."""
+        return [[{"layer": layer.name, **layer.position()} for layer in data_layers([net])]
+                for net in (self.net, *self.test_nets)]
+
+    def _sidecar_state(self) -> tuple[list[list[dict[str, int | str]]], dict]:
+        """What the resume sidecar of a snapshot taken now records: the data positions (mid-test,
+        a SIGHUP while testing, the test nets' from before this round of tests, which a resumed
+        run repeats) and the random states."""
+        train, *tests = self._data_positions()
+        if self._test_positions is not None:
+            tests = self._test_positions
+        return [train, *tests], resume.random_states(self.device)
 
     def _check_finite(self) -> None:
         """Refuse to snapshot weights an update has made NaN or infinite: the last good one stays."""
@@ -480,18 +585,32 @@ class Solver:
                 )
 
     def restore(self, state_path: Path) -> None:
-        """Caffe's RestoreSolverStateFromBinaryProto: iteration, weights, lr step, history."""
-        state = read_binary(state_path, caffe_pb2.SolverState())
+        """Caffe's RestoreSolverStateFromBinaryProto (iteration, weights, lr step, history), then
+        the resume sidecar when there is one: data positions and random streams."""
+        try:
+            state_bytes = state_path.read_bytes()
+        except OSError as err:
+            raise ReplicateError(f"{state_path}: cannot read ({err.strerror})") from None
+        state = caffe_pb2.SolverState()
+        try:
+            state.ParseFromString(state_bytes)
+        except DecodeError as err:
+            raise ReplicateError(f"{state_path}: not a valid binary SolverState ({err})") from None
         if len(state.history) != len(self.rule.history):
             raise ReplicateError(
                 f"{state_path}: holds {len(state.history)} history blobs; this solver needs {len(self.rule.history)}"
             )
+        sidecar = resume.read_sidecar(resume.sidecar_path(state_path))
+        learned = None
         if state.learned_net:
             learned = Path(state.learned_net)
             if not learned.is_absolute() and not learned.is_file():
                 learned = state_path.parent / learned.name
             if not learned.is_file():
                 raise ReplicateError(f"{state_path}: its learned net {state.learned_net} does not exist")
+            if sidecar is not None:
+                resume.check_belongs(sidecar, resume.sidecar_path(state_path), state.iter, state_bytes,
+                                     learned, learned.read_bytes())
             copy_trained_layers(self.net.layer_blobs(), load_caffemodel(learned))
         for h, blob in zip(self.rule.history, state.history):
             values = blob_to_array(blob)
@@ -501,3 +620,27 @@ class Solver:
         self.iter = state.iter
         self.current_step = state.current_step
         self.log.info(f"Restored solver state from {state_path} at iteration {self.iter}")
+        if sidecar is None or learned is None:
+            self.log.info(
+                f"{state_path.name} has no resume sidecar (a snapshot of Caffe's): as in Caffe, the data layers "
+                "restart at their first record and the random streams are not restored"
+            )
+            return
+        self._restore_sidecar(sidecar, resume.sidecar_path(state_path))
+
+    def _restore_sidecar(self, sidecar: dict, path: Path) -> None:
+        """Continue every data layer where it stood and every random stream where it was."""
+        positions = sidecar["data"]
+        layers = [data_layers([net]) for net in (self.net, *self.test_nets)]
+        saved = [[p["layer"] for p in net] for net in positions]
+        ours = [[layer.name for layer in net] for net in layers]
+        if saved != ours:
+            raise ReplicateError(f"{path}: records data layers {saved}, this solver's nets have {ours}")
+        for net_layers, net_positions in zip(layers, positions):
+            for layer, position in zip(net_layers, net_positions):
+                layer.seek(position)
+        note = resume.restore_random_states(sidecar["random"], self.device)
+        train = ", ".join(f"{p['layer']} at batch {p['batch']}" for p in positions[0]) or "none"
+        self.log.info(f"Resumed data layers ({train}) and random streams from {path.name}")
+        if note:
+            self.log.info(note)

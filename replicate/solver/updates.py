@@ -124,3 +124,43 @@ class UpdateRule:
             h.mul_(self.momentum).add_(g, alpha=1.0 - self.momentum)
             v.mul_(self.momentum2).add_(g * g, alpha=1.0 - self.momentum2)
             g.copy_(h.div(v.sqrt().add_(self.delta)).mul_(_f32(lr * _f32(correction))))
+
+
+class FusedSgd:
+    """Caffe's SGD ApplyUpdate (momentum, L2 or L1 decay; iter_size 1, no clipping) as a few
+    `_foreach` ops per group of blobs that share (lr_mult, decay_mult), where the loop in
+    `UpdateRule.apply` launches about five kernels per blob.  The rate is a float32 device
+    tensor, so a compiled step reads a changed rate without being compiled again; rate * lr_mult
+    in float32 is what `UpdateRule.apply` computes (the rate is a float32 value).
+
+    Blobs with lr_mult 0 only decay their history (Caffe's update times a zero rate); those whose
+    history is zero, as it is unless a solverstate gave them one, never move and are left out.
+    """
+
+    def __init__(self, rule: UpdateRule, lr_mults: Sequence[float], decay_mults: Sequence[float]):
+        if rule.kind != "SGD" or rule.param.iter_size != 1 or _f32(rule.param.clip_gradients) >= 0:
+            raise ValueError("FusedSgd is SGD with iter_size 1 and no gradient clipping")
+        self.rule = rule
+        groups: dict[tuple[float, float], list[int]] = {}
+        for i, (lr_mult, decay_mult) in enumerate(zip(lr_mults, decay_mults)):
+            if lr_mult == 0 and not bool(rule.history[i].any()):
+                continue
+            groups.setdefault((_f32(lr_mult), _f32(decay_mult)), []).append(i)
+        self.groups = list(groups.items())
+
+    def apply(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None], rate: torch.Tensor) -> None:
+        """Update `params` in place from `grads` (consumed; None where lr_mult is 0)."""
+        rule = self.rule
+        for (lr_mult, decay_mult), index in self.groups:
+            w = [params[i] for i in index]
+            h = [rule.history[i] for i in index]
+            torch._foreach_mul_(h, rule.momentum)
+            if lr_mult != 0:
+                g = [grads[i] for i in index]
+                local_decay = _f32(rule.weight_decay * decay_mult)
+                if local_decay and rule.param.regularization_type == "L2":
+                    torch._foreach_add_(g, w, alpha=local_decay)
+                elif local_decay:
+                    torch._foreach_add_(g, torch._foreach_sign(w), alpha=local_decay)
+                torch._foreach_add_(h, torch._foreach_mul(g, rate * lr_mult))
+            torch._foreach_sub_(w, h)

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", nargs="+", metavar="NAME", default=[],
                         help="run only these nets (and the base nets they need)")
     parser.add_argument("--progress-every", type=float, default=60.0, metavar="SECONDS",
-                        help="how often to print the running nets' iterations (default 60)")
+                        help="how often to print nets and iterations done, the rate so far, the "
+                             "time left and each running net's iteration (default 60)")
     parser.add_argument("--train-command", default=shlex.join(TRAIN_COMMAND), metavar="CMD",
                         help="the trainer's command line before its arguments (default: this "
                              "package's `train`); any program keeping train's contract works")

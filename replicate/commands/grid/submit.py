@@ -1,19 +1,22 @@
 """Queue a plan's unfinished nets on SLURM (through submitit), dependants after their base.
 
 Independent nets go out as one job array; the dependants of each base net as an array held by
-`afterok` on the base's job.  Jobs requeue themselves at the time limit and resume from their
-newest snapshot.  Submitting again is safe: finished nets are skipped and nets already queued
-or running keep their job (--resubmit queues them anew, for jobs that are gone).  Each job's
-files are under <runs>/submitit/<job id>; watch the grid with `grid status`.
+`afterok` on the base's job.  Each job asks for --gpus-per-net GPUs (several: torchrun runs one
+process per GPU inside the job), --cpus-per-task cores and --mem-gb of memory.  Jobs requeue
+themselves at the time limit, and on preemption or `scontrol requeue` the trainer snapshots
+before it stops; either way the job resumes from its newest snapshot, bit for bit.  Submitting
+again is safe: finished nets are skipped and nets whose job is still in SLURM's queue keep it
+(--resubmit queues them anew regardless); a net whose job is gone (scancel) is queued again.
+Each job's files are under <runs>/submitit/<job id>; watch the grid with `grid status`.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from replicate.experiments.launch import GRID_SNAPSHOT_KEEP
+from replicate.experiments.launch import GRID_SNAPSHOT_KEEP, TRAIN_COMMAND, torchrun_command
 from replicate.experiments.planfile import read_plan
-from replicate.experiments.slurm import make_executor, submit_plan
+from replicate.experiments.slurm import CPUS_PER_GPU, MEM_GB_PER_GPU, make_executor, submit_plan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,8 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slurm-partition", required=True, help="SLURM partition to queue on")
     parser.add_argument("--time", type=int, default=4320, metavar="MINUTES",
                         help="time limit per job; a job requeues itself at the limit (default 4320)")
-    parser.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per job (default 1; 0: CPU)")
-    parser.add_argument("--cpus-per-task", type=int, help="CPU cores per job (data loading)")
+    parser.add_argument("--gpus-per-net", type=int, default=1,
+                        help="GPUs per net, each job one net (default 1; 0: train on the CPU; N > 1: "
+                             "torchrun runs N data-parallel processes)")
+    parser.add_argument("--cpus-per-task", type=int,
+                        help=f"CPU cores per job (default {CPUS_PER_GPU} per GPU: the trainer and its data workers)")
+    parser.add_argument("--mem-gb", type=float, help=f"memory per job in GB (default {MEM_GB_PER_GPU} per GPU)")
     parser.add_argument("--array-parallelism", type=int, default=256,
                         help="most jobs of one array running at once (default 256)")
     parser.add_argument("--max-requeues", type=int, default=20,
@@ -39,13 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     plan = read_plan(args.plan)
     executor = make_executor(
-        plan, partition=args.slurm_partition, time_min=args.time, gpus_per_node=args.gpus_per_node,
-        cpus_per_task=args.cpus_per_task, array_parallelism=args.array_parallelism,
+        plan, partition=args.slurm_partition, time_min=args.time, gpus_per_net=args.gpus_per_net,
+        cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
         max_requeues=args.max_requeues,
     )
+    command = torchrun_command(args.gpus_per_net) if args.gpus_per_net > 1 else TRAIN_COMMAND
     jobs = submit_plan(
-        plan, executor, only=args.only, device="cuda" if args.gpus_per_node else "cpu",
-        resubmit=args.resubmit, snapshot_keep=args.snapshot_keep,
+        plan, executor, only=args.only, device="cuda" if args.gpus_per_net else "cpu",
+        train_command=command, resubmit=args.resubmit, snapshot_keep=args.snapshot_keep,
     )
     print(f"{len(jobs)} net(s) queued or in the queue; `python -m replicate grid status --plan {args.plan}`")
     return 0

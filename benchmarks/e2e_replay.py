@@ -1,0 +1,65 @@
+"""Replay real Caffe's 20-iteration `caffe train -weights` run on any device, precision and path.
+
+  python benchmarks/e2e_replay.py --device cuda                       # the eager reference path
+  python benchmarks/e2e_replay.py --device cuda --compile inductor    # one compiled graph, CUDA graph
+
+The run is tests/golden/caffe_train_e2e with init.caffemodel loaded, Caffe's log and snapshots
+those of tests/golden/caffe_train_e2e_weights (the CPU test `test_from_init_weights_replays_
+caffes_whole_run` makes the same comparison).  Prints the largest relative deviation of the
+logged numbers (loss, lr, test outputs: |ours - Caffe's| / (0.1 + |Caffe's|), as Caffe prints 6
+digits) and of the snapshots' parameters at iterations 10 and 20 (relative to each blob's
+largest value); exits 1 when either exceeds 1e-5, the test's criteria.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from solver_support import E2E_WEIGHTS, copy_run, logged_numbers, masked_values, params  # noqa: E402
+
+from replicate.solver.run import train  # noqa: E402
+
+TOLERANCE = 1e-5
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--compile", default="", help="torch.compile backend (default: eager, no compile)")
+    parser.add_argument("--out", help="also write the figures here as JSON")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        run = copy_run(Path(folder), "run")
+        train(run / "solver.prototxt", weights=str(run / "init.caffemodel"), device=args.device,
+              precision=args.precision, compile=args.compile or False, echo=False)
+        (ours, our_values), (caffes, caffe_values) = (
+            masked_values(logged_numbers(log, 0)) for log in (run / "train.log", E2E_WEIGHTS / "train.log"))
+        a, b = np.array(our_values), np.array(caffe_values)
+        same_lines = ours == caffes
+        # |a - b| <= 1e-6 + 1e-5 |b|, the test's criterion, is |a - b| / (0.1 + |b|) <= 1e-5.
+        log_error = float(np.max(np.abs(a - b) / (0.1 + np.abs(b)))) if same_lines else float("inf")
+        snapshot_error = 0.0
+        for it in (10, 20):
+            mine, theirs = params(run / f"snap_iter_{it}.caffemodel"), params(E2E_WEIGHTS / f"snap_iter_{it}.caffemodel")
+            for layer in theirs:
+                for x, y in zip(mine[layer], theirs[layer]):
+                    snapshot_error = max(snapshot_error, float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-30)))
+    ok = log_error <= TOLERANCE and snapshot_error <= TOLERANCE
+    figures = {**vars(args), "log_lines_match": same_lines, "logged_values": len(b),
+               "max_relative_log_error": log_error, "max_relative_snapshot_error": snapshot_error, "within_1e-5": ok}
+    print(json.dumps(figures))
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

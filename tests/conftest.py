@@ -1,0 +1,21 @@
+"""Settings of the test process, in one place: one torch thread, here and in the programs tests start.
+
+The suite's tensors are small, and PyTorch splits even tiny pooling or elementwise ops across its
+OpenMP threads.  On a shared machine (this project's 2 cores serve several jobs at once) each
+such op then waits for a thread the scheduler has parked: measured on the 2-core AMD EPYC under a
+load of about 14, tests/test_engine_layers.py + test_engine_net.py took 74 s wall and 11.2 s CPU
+with the default 2 threads, 23 s and 4.3 s with one.  No test depends on the thread count (the
+solver tests already pinned one thread for themselves).  OMP_NUM_THREADS reaches the
+subprocesses tests start (CLI runs, DDP ranks); it is set before torch is imported so that this
+process's OpenMP pool starts with one thread as well.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import torch  # noqa: E402  (after OMP_NUM_THREADS on purpose)
+
+torch.set_num_threads(1)

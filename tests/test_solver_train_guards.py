@@ -1,0 +1,82 @@
+"""`train` where a newcomer goes wrong: a transfer net without its base's weights, and a second run
+in a folder that holds one already."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from replicate.cli import main
+from solver_support import E2E, copy_run, params
+
+SHORT = {"max_iter: 20": "max_iter: 2", "snapshot: 10": "snapshot: 1", "test_interval: 5": "test_interval: 2"}
+
+
+def _transfer_net(tmp_path: Path) -> Path:
+    """The e2e net (conv1 frozen, the upper layers `-new`) as `generate` leaves a transfer net: a
+    manifest naming its base's final snapshot, here Caffe's own snap_iter_20 in ../base."""
+    run = copy_run(tmp_path, "transfer", SHORT)
+    manifest = {"name": "transfer", "weights_from": "base", "weights": "../base/snap_iter_20.caffemodel"}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run / "solver.prototxt"
+
+
+def test_a_transfer_net_trained_without_weights_starts_from_its_manifests_and_says_so(tmp_path: Path) -> None:
+    solver = _transfer_net(tmp_path)
+    (tmp_path / "base").mkdir()
+    base = shutil.copy(E2E / "caffe" / "snap_iter_20.caffemodel", tmp_path / "base")
+    assert main(["train", str(solver)]) == 0
+    log = (solver.parent / "train.log").read_text()
+    assert f"Starting weights from {solver.parent / 'manifest.json'}: base's final snapshot" in log
+    assert "Finetuning from" in log
+    # conv1 is frozen (lr_mult 0): after training it still holds the base's values.
+    np.testing.assert_array_equal(params(solver.parent / "snap_iter_2.caffemodel")["conv1"][0], params(Path(base))["conv1"][0])
+
+
+def test_a_transfer_net_whose_base_weights_are_missing_stops_with_the_commands(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    solver = _transfer_net(tmp_path)
+    assert main(["train", str(solver)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: transfer starts from base's final weights {tmp_path / 'base' / 'snap_iter_20.caffemodel'}")
+    assert f"python -m replicate train {solver} --weights FILE" in err and "--from-scratch" in err
+    assert not (solver.parent / "train.log").exists()
+    assert main(["train", str(solver), "--from-scratch"]) == 0
+    log = (solver.parent / "train.log").read_text()
+    assert "Finetuning" not in log and "Starting weights" not in log
+
+
+def test_a_second_run_in_a_finished_folder_is_refused_then_resumed_or_forced(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = copy_run(tmp_path, "run", SHORT)
+    solver = run / "solver.prototxt"
+    assert main(["train", str(solver)]) == 0
+    finished = {p.name: p.read_bytes() for p in run.iterdir() if p.suffix in (".log", ".jsonl", ".caffemodel", ".solverstate")}
+    capsys.readouterr()
+
+    assert main(["train", str(solver)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {run} already holds a run (train.log, metrics.jsonl and 6 snapshot files) that finished "
+                   "at iteration 2; add --force to start again (deletes them), or train in another folder\n")
+    assert {name: (run / name).read_bytes() for name in finished} == finished  # nothing touched
+
+    # Stopped at iteration 1: the message gives the command that resumes it, and that command works.
+    for ext in (".caffemodel", ".solverstate", ".solverstate.resume.json"):
+        (run / f"snap_iter_2{ext}").unlink()
+    assert main(["train", str(solver), "--weights", str(E2E / "init.caffemodel")]) == 2
+    err = capsys.readouterr().err
+    assert "stopped at iteration 1 of 2; resume it with `python -m replicate train" in err
+    resume = re.search(r"`python -m replicate (train [^`]+)`", err).group(1).split()
+    assert resume == ["train", str(solver), "--snapshot", str(run / "snap_iter_1.solverstate")]
+    assert main(resume) == 0
+    assert (run / "snap_iter_2.caffemodel").is_file()
+
+    assert main(["train", str(solver), "--force"]) == 0
+    log = (run / "train.log").read_text()
+    assert "--force: deleted the earlier run's train.log, metrics.jsonl and 6 snapshot files" in log
+    assert log.count("Starting Optimization") == 1  # a new log, not the old one appended to
