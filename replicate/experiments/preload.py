@@ -45,7 +45,10 @@ def _context() -> ForkServerContext:
 
 def _train(argv: list[str], cwd: str, env: dict[str, str], output: str) -> None:
     """The forked trainer: `python -m replicate <argv>` as a subprocess would run it, in its own
-    session, in `cwd`, with `env`, stdin empty, stdout and stderr appended to `output`."""
+    session, in `cwd`, with `env`, stdin empty, stdout and stderr appended to `output`, and
+    SIGUSR2 (a scheduler's warning) ignored until the trainer installs its handler, as launch's
+    Popen children do."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     os.setsid()
     os.chdir(cwd)
     os.environ.clear()
