@@ -4,8 +4,11 @@ a snapshot; and starting one costs the grid milliseconds, not the seconds of a f
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,3 +49,19 @@ def test_sigint_stops_a_forked_trainer_after_a_snapshot(tmp_path: Path) -> None:
         trainer.kill()
     assert list(folder.glob("snap_iter_*.solverstate"))
     assert "stopped at iteration" in (folder / "train.out").read_text()
+
+
+def test_a_grid_driven_from_stdin_trains_in_plain_subprocesses(tmp_path: Path) -> None:
+    """The forkserver re-imports the parent's main script in each child; a program read from
+    stdin has no file to import, so its grid must not use it (every trainer failed with
+    FileNotFoundError '<stdin>' before)."""
+    solver = run_dir(tmp_path / "run")
+    (tmp_path / "plan.json").write_text(json.dumps({"version": 1, "nets": [{
+        "name": "run", "dir": "run", "solver": solver.name, "max_iter": 4,
+        "depends_on": None, "weights": None}]}))
+    program = ("import sys\nfrom replicate.cli import main\n"
+               f"sys.exit(main(['grid', 'run', '--plan', {str(tmp_path / 'plan.json')!r}, '--device', 'cpu']))\n")
+    done = subprocess.run([sys.executable, "-"], input=program, text=True, capture_output=True,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr + (tmp_path / "run" / "train.out").read_text()
+    assert "trainer process CPU time" not in (tmp_path / "run" / "train.out").read_text()  # a Popen child

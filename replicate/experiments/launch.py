@@ -27,7 +27,7 @@ from replicate.experiments import netstate
 from replicate.experiments.netfiles import (METRICS_FILE, has_earlier_run, is_finished, last_record,
                                             newest_solverstate)
 from replicate.experiments.planfile import PlannedNet
-from replicate.experiments.preload import PreloadedTrainer
+from replicate.experiments.preload import PreloadedTrainer, usable as preload_usable
 from replicate.solver.requests import EXIT_REQUEUE
 
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "replicate", "train")
@@ -131,7 +131,7 @@ def launch(
     output.flush()
     try:
         process: subprocess.Popen[bytes] | PreloadedTrainer
-        if device == "cpu" and gpu is None and tuple(train_command) == TRAIN_COMMAND:
+        if device == "cpu" and gpu is None and tuple(train_command) == TRAIN_COMMAND and preload_usable():
             # Our own CPU trainer: forked from a server that has imported it (see preload).
             process = PreloadedTrainer(argv[len(TRAIN_COMMAND) - 1:], net.dir, _child_env(gpu),
                                        net.dir / OUTPUT_FILE)

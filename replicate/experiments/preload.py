@@ -13,6 +13,10 @@ Only for CPU trainers: nothing is computed before the fork (the server only impo
 trainer keeps its own `python -m replicate train` so that it initialises CUDA in a fresh process.
 `PreloadedTrainer` answers what the grid asks of a `subprocess.Popen`: pid, poll, wait,
 send_signal, kill.
+
+Python's forkserver re-imports the parent's main script in every child (as `__mp_main__`), so it
+is used only where that is possible (`usable`): under `python -m replicate`, pytest or a script
+file; a grid driven from a program read from stdin keeps plain subprocesses.
 """
 
 from __future__ import annotations
@@ -31,6 +35,14 @@ from pathlib import Path
 #: and the solver.
 PRELOAD = ("replicate.commands.train",)
 _server: ForkServerContext | None = None
+
+
+def usable() -> bool:
+    """Whether a forked child can import this process's main module: it has none, was run with
+    -m (which multiprocessing does not re-run), or is a file that still exists."""
+    main = sys.modules["__main__"]
+    path = getattr(main, "__file__", None)
+    return getattr(main.__spec__, "name", None) is not None or path is None or os.path.isfile(path)
 
 
 def _context() -> ForkServerContext:
