@@ -48,7 +48,7 @@ _LRN = {"local_size": (_INT, True), "alpha": (_NUM, True), "beta": (_NUM, True)}
 _DROP = {"dropout_ratio": (_NUM, True)}
 _FC = {"num_output": (_INT, True), "std": (_NUM, True), "bias": (_NUM, True)}
 _INPUT = {"channels": (_INT, True), "stored_size": (_INT, True), "crop_size": (_INT, True),
-          "train_batch": (_INT, True), "val_batch": (_INT, True)}
+          "train_batch": (_INT, True), "val_batch": (_INT, True), "scale": (_NUM, False)}
 ARCH_PARTS: dict[str, dict[str, tuple[str, bool]]] = {
     "input": _INPUT, "conv1": _CONV, "pool1": _POOL, "norm1": _LRN, "conv2": _CONV,
     "pool2": _POOL, "norm2": _LRN, "conv3": _CONV, "conv4": _CONV, "conv5": _CONV,
@@ -238,20 +238,28 @@ def _check_field_value(where: str, fd: FieldDescriptor, value: Any) -> None:
         raise ReplicateError(f"{where}: expected {words}, got {value!r}")
 
 
-def load_solver_config(name_or_path: str) -> SolverConfig:
+def load_solver_config(name_or_path: str, for_base: bool = False) -> SolverConfig:
     """Read a solver config: {"doc": ..., "solver": {field: value}} checked against Caffe's schema.
 
     The net files are the generator's; max_iter and snapshot_prefix are required because
-    dependent nets name the base net's final snapshot, which must therefore exist.
+    dependent nets name the base net's final snapshot, which must therefore exist.  An optional
+    "base" object replaces solver fields for the nets trained from scratch that the others start
+    from or are compared with (`for_base`): the demo trains those longer, so that they have
+    converged before anything copies them, as the paper's had.
     """
     name, path = _named_file(name_or_path, SOLVER_CONFIG_DIR, "solver config")
-    solver = read_json(path).get("solver")
+    config = read_json(path)
+    solver, base = config.get("solver"), config.get("base", {})
     if not isinstance(solver, dict):
         raise ReplicateError(f"{path}: expected a \"solver\" object of SolverParameter fields")
+    if not isinstance(base, dict):
+        raise ReplicateError(f"{path}: expected \"base\" to be an object of SolverParameter fields")
+    if for_base:
+        solver, name = {**solver, **base}, f"{name} (base nets)"
     by_name = caffe_pb2.SolverParameter.DESCRIPTOR.fields_by_name
     fields: list[tuple[str, str]] = []
     for key, value in solver.items():
-        where = f"{path}: solver.{key}"
+        where = f"{path}: {'base' if for_base and key in base else 'solver'}.{key}"
         if key in _NET_FIELDS:
             raise ReplicateError(f"{where}: the net files are set by the generator")
         if key not in by_name:

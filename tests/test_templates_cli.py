@@ -72,6 +72,12 @@ def _unknown_field(tmp: Path) -> list[str]:
     return ["--solver-config", str(path)]
 
 
+def _bad_base(tmp: Path) -> list[str]:
+    path = tmp / "base.json"
+    path.write_text('{"solver": {"max_iter": 10, "snapshot_prefix": "x"}, "base": {"max_iter": "long"}}')
+    return ["--solver-config", str(path)]
+
+
 def _not_json(tmp: Path) -> list[str]:
     path = tmp / "broken.json"
     path.write_text('{"solver": {"max_iter": 10,')
@@ -120,6 +126,7 @@ BAD = [
     (["--treatment", "whole", "--solver-config", "/nonexistent/s.json"], "cannot read"),
     (_bad_config, "solver.base_lr: expected a number, got 'fast'"),
     (_unknown_field, "not a SolverParameter field"),
+    (_bad_base, "base.max_iter: expected an integer"),
     (_not_json, "not valid JSON"),
     (_templates("name: {{ arch.net_name | pb }\n"), "caffenet.prototxt.j2:1"),
     (_templates("layer { name: {{ arch.net_name }} }\n"), "rendered train view"),
@@ -258,18 +265,28 @@ def test_num_output_and_relative_data_root(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_demo_grid(tmp_path: Path) -> None:
+    """The demo config trains base nets and netbase twice as long as the nets that copy them
+    (so that they have converged first); a copying net loads the base's last snapshot, not one
+    at its own max_iter."""
     assert main(["generate", "--all", "--arch", "demo", "--num-output", "10", "--splits", "0",
-                 "--treatments", "base,BnB,BnB+,AnB,AnB+", "--out", str(tmp_path)]) == 0
+                 "--treatments", "base,BnB,BnB+,AnB,AnB+,random,whole", "--out", str(tmp_path)]) == 0
     nets = json.loads((tmp_path / "plan.json").read_text())["nets"]
-    assert len(nets) == 2 + 7 + 14 + 7 + 7
+    assert len(nets) == 2 + 7 + 14 + 7 + 7 + 7 + 1
     assert {e["arch"] for e in nets} == {"demo"}
-    assert {e["max_iter"] for e in nets} == {1000}
-    net = read_net_text(tmp_path / "transfer0A0B_1_2" / "train.prototxt")
-    assert net.layer[0].transform_param.crop_size == 32
-    assert net.layer[-2].inner_product_param.num_output == 10
+    base = {"half0A", "half0B", "netbase"}
+    assert {e["name"]: e["max_iter"] for e in nets} == {e["name"]: 2000 if e["name"] in base else 1000
+                                                        for e in nets}
     for e in nets:
+        solver = read_solver_text(tmp_path / e["name"] / "solver.prototxt")
+        assert (solver.max_iter, solver.stepsize) == ((2000, 1400) if e["name"] in base else (1000, 700))
         if e["weights"]:
-            assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_1000.caffemodel"
+            assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_2000.caffemodel"
+    manifest = json.loads((tmp_path / "half0A" / "manifest.json").read_text())
+    assert manifest["solver_config"] == "demo (base nets)"
+    net = read_net_text(tmp_path / "transfer0A0B_1_2" / "train.prototxt")
+    assert net.layer[0].transform_param.crop_size == 24
+    assert net.layer[0].transform_param.scale == 0.015625
+    assert net.layer[-2].inner_product_param.num_output == 10
 
 
 def test_missing_data_is_warned_with_how_to_make_it_and_full_scale_said(

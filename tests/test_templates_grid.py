@@ -197,3 +197,4 @@ def test_a_seeded_config_gives_every_net_its_own_seed_and_the_papers_none(grid: 
     assert seeds == {name: net_seed(1, name) for name in seeds}
     assert len(set(seeds.values())) == 2 and seeds["half0A"] == _manifest(out, "half0A")["random_seed"]
     assert net_seed(2, "half0A") != net_seed(1, "half0A")
+

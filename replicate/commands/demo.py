@@ -19,14 +19,17 @@ import os
 import shlex
 import time
 from pathlib import Path
+from typing import Any
 
 from replicate import cli
-from replicate.templates import SOLVER_CONFIG_DIR
+from replicate.templates import SOLVER_CONFIG_DIR, load_arch
 
 #: The demo's datasets: the random split 0, the natural/man-made split, and the whole set
 #: (random-frozen nets train on all classes, as the authors' nolearn nets did).
 SETS = ("half0A", "half0B", "halfnatmanA", "halfnatmanB", "whole")
 TREATMENTS = "base,BnB,BnB+,AnB,AnB+,random,whole"
+#: Side of the generated images: what the demo architecture crops from.
+SIZE = load_arch("demo").params["input"]["stored_size"]
 #: The seed of the demo's reported run (results/demo/): the solver config's random_seed.
 DEFAULT_SEED = 1
 
@@ -34,11 +37,11 @@ DEFAULT_SEED = 1
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_runs", help="folder for everything (default demo_runs)")
     parser.add_argument("--classes", type=int, default=40, help="classes of the generated dataset (default 40)")
-    parser.add_argument("--train-per-class", type=int, default=200, help="training images per class (default 200)")
-    parser.add_argument("--val-per-class", type=int, default=50, help="validation images per class (default 50)")
+    parser.add_argument("--train-per-class", type=int, default=40, help="training images per class (default 40)")
+    parser.add_argument("--val-per-class", type=int, default=25, help="validation images per class (default 25)")
     parser.add_argument("--max-iter", type=int,
-                        help="iterations per net (default: the demo solver config's 1000); the step, "
-                             "test and snapshot intervals scale with it")
+                        help="iterations per transfer net (default: the demo solver config's 1000); the "
+                             "base nets' schedule, the step, test and snapshot intervals scale with it")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="seed of the generated images and of every net's solver (fillers, "
                              "crops, mirrors, dropout); default %(default)s")
@@ -55,9 +58,17 @@ def _step(title: str, argv: list[str]) -> None:
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
+def _scaled(solver: dict[str, Any], scale: float) -> None:
+    """`solver`'s iteration counts (those it sets) times `scale`, each at least 1."""
+    for key in ("max_iter", "snapshot", "stepsize", "test_interval", "display"):
+        if key in solver:
+            solver[key] = max(1, round(solver[key] * scale))
+
+
 def _solver_config(out: Path, max_iter: int | None, seed: int) -> str:
-    """The demo solver config, or a copy of it with `seed` as every net's random_seed and, with
-    `max_iter`, scaled to that many iterations."""
+    """The demo solver config, or a copy of it with `seed` as its random_seed and, with
+    `max_iter`, scaled so that the transfer nets train that many iterations (the base nets
+    keep their ratio to them)."""
     config = json.loads((SOLVER_CONFIG_DIR / "demo.json").read_text())
     solver = config["solver"]
     if max_iter is None and seed == solver["random_seed"]:
@@ -68,11 +79,8 @@ def _solver_config(out: Path, max_iter: int | None, seed: int) -> str:
         if max_iter < 1:
             raise SystemExit("error: --max-iter must be at least 1")
         scale = max_iter / solver["max_iter"]
-        solver.update(
-            max_iter=max_iter, snapshot=max_iter, stepsize=max(1, round(solver["stepsize"] * scale)),
-            test_interval=max(1, round(solver["test_interval"] * scale)),
-            display=max(1, round(solver["display"] * scale)),
-        )
+        _scaled(solver, scale)
+        _scaled(config.get("base", {}), scale)
         changes.append(f"scaled to {max_iter} iterations")
     config["doc"] = f"The demo solver ({', '.join(changes)}: `demo --seed/--max-iter`)."
     path = out / "solver_config.json"
@@ -88,13 +96,13 @@ def run(args: argparse.Namespace) -> int:
     _step("1/6 a generated ImageNet-like dataset", [
         "data", "synth", "--out", str(source), "--classes", str(args.classes),
         "--train-per-class", str(args.train_per_class), "--val-per-class", str(args.val_per_class),
-        "--seed", str(args.seed)])
+        "--size", str(SIZE), "--seed", str(args.seed)])
     if not all((data / f"{name}_train" / "mean.binaryproto").is_file() for name in SETS):
         _step("2-3/6 the paper's datasets (random and natural/man-made halves) as views of one store, with means", [
             "data", "prepare", "--train", str(source / "train.txt"), "--train-root", str(source / "train"),
             "--val", str(source / "val.txt"), "--val-root", str(source / "val"),
             "--synsets", str(source / "synsets.txt"), "--families", str(source / "families.txt"),
-            "--splits", "1", "--reduced", "", "--resize", "36", "36", "--workers", "1", "--out", str(data)])
+            "--splits", "1", "--reduced", "", "--resize", str(SIZE), str(SIZE), "--workers", "1", "--out", str(data)])
     if not (runs / "plan.json").is_file():
         _step("4/6 the treatments, as Caffe nets and solvers", [
             "generate", "--all", "--arch", "demo", "--num-output", str(args.classes), "--splits", "0,natman",

@@ -42,6 +42,9 @@ from replicate.treatments import NetSpec
 SOLVER_FILE = "solver.prototxt"
 TRAIN_FILE, VAL_FILE, NET_FILE = "train.prototxt", "val.prototxt", "net.prototxt"
 MANIFEST_FILE = "manifest.json"
+#: Nets trained from scratch that the others copy (base) or are measured against (whole =
+#: netbase, the random-frozen nets' reference): they take a solver config's "base" fields.
+BASE_TREATMENTS = ("base", "whole")
 
 
 @dataclass(frozen=True)
@@ -89,14 +92,15 @@ class Renderer:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.templates = options.templates or Templates()
-        self._configs: dict[str, SolverConfig] = {}
+        self._configs: dict[tuple[str, bool], SolverConfig] = {}
         arch_shapes(options.arch)
 
-    def solver_config(self, reduced: bool) -> SolverConfig:
+    def solver_config(self, reduced: bool, for_base: bool = False) -> SolverConfig:
+        """The config's solver; `for_base`: as replaced for nets others start from (its "base")."""
         name = self.options.solver_config or default_solver_config(self.options.arch, reduced)
-        if name not in self._configs:
-            self._configs[name] = load_solver_config(name)
-        return self._configs[name]
+        if (name, for_base) not in self._configs:
+            self._configs[name, for_base] = load_solver_config(name, for_base)
+        return self._configs[name, for_base]
 
     def render(self, spec: NetSpec, out: Path) -> RunDir:
         o = self.options
@@ -112,9 +116,11 @@ class Renderer:
         for filename, view in views.items():
             files[filename] = _text(
                 self.templates.net(spec, o.arch, data, view, o.val_loss), header)
-        config = self.solver_config(spec.reduced)
-        # A base net is never a reduced-data net: it names its final snapshot with this solver.
-        base_solver = self.solver_config(False) if spec.weights_from is not None else None
+        # Base nets (and netbase, the random-frozen nets' reference) are what the others start
+        # from or are compared with; a base net is never a reduced-data net.
+        config = self.solver_config(spec.reduced, for_base=spec.treatment in BASE_TREATMENTS)
+        base_solver = (self.solver_config(False, for_base=True)
+                       if spec.weights_from is not None else None)
         solver = self.templates.solver(with_net_seed(config, spec.name), net_files)
         files[SOLVER_FILE] = _text(solver, header)
         entry = plan.plan_entry(spec, o.arch.name, config, SOLVER_FILE, base_solver)
