@@ -157,6 +157,7 @@ def test_demo_run_dirs_compare_shapes(tmp_path: Path, capsys) -> None:
     assert "compares shapes" in printed and str(out / "report.md") in printed
     md = (out / "report.md").read_text()
     assert "Shapes, not numbers" in md and "scaled demo architecture" in md
+    assert "Schedules differ" not in md  # every net had 1000 iterations
     assert "transfer0A0B_1_6" in md.split("Not started")[1]
     assert "incomplete: stopped at 600 of 1000" in md
     assert "only 6 validation points" in md
@@ -177,6 +178,20 @@ def test_demo_run_dirs_compare_shapes(tmp_path: Path, capsys) -> None:
     assert rows["transfer0A0B_1_5"]["complete"] == "false"
     assert rows["half0A"]["complete"] == "true" and rows["half0A"]["min10_valid_loss"] == ""
     assert rows["half0A"]["format"] == "metrics.jsonl" and rows["half0A"]["points"] == "10"
+
+
+def test_a_longer_base_schedule_is_said_as_a_departure_from_the_paper(tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    for name in ("half0A", "half0B"):
+        _run_dir(runs_dir, name, _curve(0.3, n=20), max_iter=2000)
+    for name in ("transfer0A0B_1_3", "transfer-ft0A0B_1_3"):
+        _run_dir(runs_dir, name, _curve(0.3))
+    out = tmp_path / "report"
+    assert main(["results", "--runs", str(runs_dir), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert ("**Schedules differ from the paper's:** the base nets and netbase trained 2,000 "
+            "iterations, the nets that copy them or are measured against them 1,000;") in md
 
 
 def test_a_note_true_of_every_net_is_said_once_not_on_every_row(tmp_path: Path) -> None:

@@ -301,6 +301,27 @@ def _significance(scores: Scores, paper_scores: Scores, relative: bool) -> list[
     return lines + [""]
 
 
+def _schedules(runs: Runs) -> list[str]:
+    """A note when the base nets trained another number of iterations than the nets that copy
+    them or are measured against them: in the paper every net had the same schedule."""
+    base, others = set(), set()
+    for n in runs.nets:
+        family = n.parsed.family if n.parsed else None
+        if n.max_iter is None or family in (None, "reduced"):
+            continue
+        (base if family in ("base", "whole") else others).add(n.max_iter)
+    if not base or not others or base == others:
+        return []
+
+    def its(counts: set[int]) -> str:
+        return " / ".join(f"{c:,}" for c in sorted(counts))
+
+    return [f"**Schedules differ from the paper's:** the base nets and netbase trained {its(base)} "
+            f"iterations, the nets that copy them or are measured against them {its(others)}; in "
+            "the paper every net had the same 450,000-iteration schedule (each run's solver "
+            "config says why it departs).", ""]
+
+
 def _sources(runs: Runs, runs_dir: str, relative: bool, any_paper_names: bool) -> list[str]:
     formats = sorted({n.curve.format for n in runs.nets})
     lines = ["# Results", "",
@@ -315,7 +336,8 @@ def _sources(runs: Runs, runs_dir: str, relative: bool, any_paper_names: bool) -
         lines += [f"**Shapes, not numbers:** {why}, so absolute accuracies cannot be compared "
                   "with the paper's ImageNet values.  This report compares each net relative to "
                   "its own base, in the tables and in the figures.", ""]
-    elif any_paper_names:
+    lines += _schedules(runs)
+    if not relative and any_paper_names:
         lines += ["Paper values: `results/paper_reference.csv` (statistics of the authors' own "
                   "logs), matched by net name; difference = ours minus paper.  best10 = mean of "
                   "the 10 highest validation top-1 values of the run, the statistic the paper "
