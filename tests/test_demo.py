@@ -29,3 +29,15 @@ def test_demo_runs_the_whole_pipeline_and_continues_when_run_again(tmp_path: Pat
     # A second run finds everything done and only redraws the report.
     assert main(argv) == 0
     assert "0/61 done" not in capsys.readouterr().out
+
+
+def test_seed_and_max_iter_make_a_config_of_their_own_with_the_bases_ratio_kept(tmp_path: Path) -> None:
+    from replicate.commands.demo import _solver_config
+    from replicate.templates import load_solver_config
+
+    assert _solver_config(tmp_path, None, 1) == "demo"  # the shipped config, untouched
+    path = _solver_config(tmp_path, 10, 7)
+    others, bases = load_solver_config(path), load_solver_config(path, for_base=True)
+    assert ("random_seed", "7") in others.fields and ("random_seed", "7") in bases.fields
+    assert (others.max_iter, bases.max_iter) == (10, 20)  # the bases keep twice the iterations
+    assert ("stepsize", "7") in others.fields and ("stepsize", "14") in bases.fields
