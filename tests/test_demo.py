@@ -39,5 +39,5 @@ def test_seed_and_max_iter_make_a_config_of_their_own_with_the_bases_ratio_kept(
     path = _solver_config(tmp_path, 10, 7)
     others, bases = load_solver_config(path), load_solver_config(path, for_base=True)
     assert ("random_seed", "7") in others.fields and ("random_seed", "7") in bases.fields
-    assert (others.max_iter, bases.max_iter) == (10, 20)  # the bases keep twice the iterations
-    assert ("stepsize", "7") in others.fields and ("stepsize", "14") in bases.fields
+    assert (others.max_iter, bases.max_iter) == (10, 30)  # the bases keep three times the iterations
+    assert ("stepsize", "7") in others.fields and ("stepsize", "21") in bases.fields

@@ -265,7 +265,7 @@ def test_num_output_and_relative_data_root(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_demo_grid(tmp_path: Path) -> None:
-    """The demo config trains base nets and netbase twice as long as the nets that copy them
+    """The demo config trains base nets and netbase three times as long as the nets that copy them
     (so that they have converged first); a copying net loads the base's last snapshot, not one
     at its own max_iter."""
     assert main(["generate", "--all", "--arch", "demo", "--num-output", "10", "--splits", "0",
@@ -274,13 +274,13 @@ def test_demo_grid(tmp_path: Path) -> None:
     assert len(nets) == 2 + 7 + 14 + 7 + 7 + 7 + 1
     assert {e["arch"] for e in nets} == {"demo"}
     base = {"half0A", "half0B", "netbase"}
-    assert {e["name"]: e["max_iter"] for e in nets} == {e["name"]: 2000 if e["name"] in base else 1000
+    assert {e["name"]: e["max_iter"] for e in nets} == {e["name"]: 3000 if e["name"] in base else 1000
                                                         for e in nets}
     for e in nets:
         solver = read_solver_text(tmp_path / e["name"] / "solver.prototxt")
-        assert (solver.max_iter, solver.stepsize) == ((2000, 1400) if e["name"] in base else (1000, 700))
+        assert (solver.max_iter, solver.stepsize) == ((3000, 2100) if e["name"] in base else (1000, 700))
         if e["weights"]:
-            assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_2000.caffemodel"
+            assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_3000.caffemodel"
     manifest = json.loads((tmp_path / "half0A" / "manifest.json").read_text())
     assert manifest["solver_config"] == "demo (base nets)"
     net = read_net_text(tmp_path / "transfer0A0B_1_2" / "train.prototxt")
