@@ -15,6 +15,7 @@ from pathlib import Path
 from gpu_support import run_dir
 
 from replicate.experiments.preload import PreloadedTrainer
+from replicate.solver.requests import EXIT_REQUEUE
 
 
 def test_a_bad_command_line_exits_2_with_its_error_in_the_output(tmp_path: Path) -> None:
@@ -65,3 +66,31 @@ def test_a_grid_driven_from_stdin_trains_in_plain_subprocesses(tmp_path: Path) -
                           cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr + (tmp_path / "run" / "train.out").read_text()
     assert "trainer process CPU time" not in (tmp_path / "run" / "train.out").read_text()  # a Popen child
+
+
+def test_a_signal_to_the_whole_job_leaves_the_server_to_report_the_trainers_status(tmp_path: Path) -> None:
+    """SLURM's scancel or requeue sends SIGTERM to every process of the job, the forkserver too; a
+    killed server cannot report its trainers' exit statuses (the grid then saw 255, "failed",
+    for a trainer that had stopped after a snapshot with exit 75)."""
+    from multiprocessing import forkserver
+
+    solver = run_dir(tmp_path / "run", "max_iter: 1000000 test_interval: 1000000")
+    folder = solver.parent
+    solver.write_text(solver.read_text().replace("max_iter: 4 ", ""))
+    trainer = PreloadedTrainer(["train", solver.name, "--device", "cpu"], folder, dict(os.environ),
+                               folder / "train.out")
+    try:
+        deadline = time.monotonic() + 120
+        while '"kind": "train"' not in ((folder / "metrics.jsonl").read_text()
+                                        if (folder / "metrics.jsonl").is_file() else ""):
+            assert trainer.poll() is None and time.monotonic() < deadline, (folder / "train.out").read_text()
+            time.sleep(0.2)
+        server = forkserver._forkserver._forkserver_pid
+        assert server is not None and server != trainer.pid
+        for pid in (server, trainer.pid):
+            os.kill(pid, signal.SIGTERM)
+        assert trainer.wait(120) == EXIT_REQUEUE, (folder / "train.out").read_text()
+        os.kill(server, 0)  # the server lives on for the next trainer
+    finally:
+        trainer.kill()
+    assert list(folder.glob("snap_iter_*.solverstate"))

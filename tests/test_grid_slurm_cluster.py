@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "tools" / "slurm_cluster.sh"
-BASE_ITER, TRANSFER_ITER = 160, 20
+BASE_ITER, TRANSFER_ITER = 1000, 20  # a base net trains for seconds: long enough to be caught mid-run
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def _plan(root: Path) -> Path:
     """Two base nets and a transfer net on each: the e2e nets with crops, mirrors and dropout."""
     nets = []
     for name, base in (("b1", None), ("b2", None), ("t1", "b1"), ("t2", "b2")):
-        max_iter, every = (TRANSFER_ITER, 10) if base else (BASE_ITER, 40)
+        max_iter, every = (TRANSFER_ITER, 10) if base else (BASE_ITER, 100)
         random_run(root, name, {"max_iter: 14": f"max_iter: {max_iter}", "snapshot: 3": f"snapshot: {every}",
                                 "test_interval: 4": f"test_interval: {every}",
                                 "stepsize: 8": "stepsize: 100\nrandom_seed: 11"})

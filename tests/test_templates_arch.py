@@ -54,16 +54,17 @@ def test_caffenet_has_the_papers_shapes() -> None:
 def test_demo_architecture_is_valid_and_small() -> None:
     demo = with_num_output(load_arch("demo"), 10)
     shapes = arch_shapes(demo)
-    assert shapes["data"] == (3, 32, 32)
-    assert demo.params["input"]["stored_size"] == 36
-    # Every pooled map at least one full window, the last pool still 3x3.
-    assert shapes["pool1"][1:] == (14, 14) and shapes["pool2"][1:] == (7, 7)
-    assert shapes["pool5"] == (32, 3, 3)
+    assert shapes["data"] == (3, 24, 24)
+    assert demo.params["input"]["stored_size"] == 28
+    # Every pooled map at least one full window (Caffe's ceil rounding), the last pool 2x2.
+    assert shapes["pool1"][1:] == (10, 10) and shapes["pool2"][1:] == (5, 5)
+    assert shapes["pool5"] == (32, 2, 2)
     assert shapes["fc6"] == (128,) and shapes["fc8"] == (10,)
     # Same layer kinds as CaffeNet: groups on conv2, conv4, conv5, LRN, dropout.
     spec = net_spec("AnB", "0", 2, "B")
     net = Templates().net(spec, demo, data_paths(spec, "/d"), "train")
     kinds = [layer.type for layer in net.layer]
+    assert net.layer[0].transform_param.scale == 1 / 64  # pixels of about unit spread for He fillers
     paper = Templates().net(spec, load_arch("caffenet"), data_paths(spec, "/d"), "train")
     assert kinds == [layer.type for layer in paper.layer]
     groups = {l.name: l.convolution_param.group for l in net.layer if l.type == "Convolution"}

@@ -31,9 +31,9 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
 
-#: What the server imports before forking: the `train` command and through it torch, the engine
-#: and the solver.
-PRELOAD = ("replicate.commands.train",)
+#: What the server imports before forking: its signal dispositions (forkserver_signals), then the
+#: `train` command and through it torch, the engine and the solver.
+PRELOAD = ("replicate.experiments.forkserver_signals", "replicate.commands.train")
 _server: ForkServerContext | None = None
 
 
@@ -61,6 +61,9 @@ def _train(argv: list[str], cwd: str, env: dict[str, str], output: str) -> None:
     SIGUSR2 (a scheduler's warning) ignored until the trainer installs its handler, as launch's
     Popen children do."""
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # ignored by the server (forkserver_signals)
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.setsid()
     os.chdir(cwd)
     os.environ.clear()
