@@ -112,6 +112,10 @@ def test_grid_survives_requeue_and_scancel_on_slurm(tmp_path: Path, partition: s
     # SLURM holds a requeued job back for two minutes (BeginTime); let it start at once.
     _wait(f"job {jobs[0]} to be requeued", lambda: _slurm("squeue", "--noheader", "--format=%T", "--jobs", jobs[0])
           .stdout.strip() == "PENDING", 60, diagnose)
+    # slurmd refuses a launch whose credential dates from the very second the job's previous
+    # instance was revoked in ("Killing non-startable batch job: Job credential revoked"): start
+    # it a second later, not within the same second.
+    time.sleep(2)
     assert _slurm("scontrol", "update", f"JobId={jobs[0]}", "StartTime=now").returncode == 0
     _wait(f"job {jobs[1]} to leave the queue", lambda: jobs[1] not in _slurm("squeue", "--array", "--format=%i").stdout
           .split(), 60, diagnose)
