@@ -21,6 +21,9 @@ WEIGHT_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8
 SPLITS = ("0", "1", "2", "3", "natman")
 #: Images per class of the authors' reduced-data nets (1300 = every image of whole_train).
 REDUCED_SIZES = (1, 2, 5, 10, 25, 50, 100, 250, 500, 750, 1000, 1300)
+#: Families of the nets trained from scratch that the others copy (base) or are measured against
+#: (whole = netbase, the random-frozen nets' reference): a solver config's "base" fields are theirs.
+BASE_FAMILIES = ("base", "whole")
 MAX_PER_CLASS = 1300
 
 

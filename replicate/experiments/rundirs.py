@@ -37,14 +37,11 @@ from replicate.experiments import plan
 from replicate.io.binary import write_atomic
 from replicate.templates import (Arch, SolverConfig, Templates, arch_shapes, data_paths,
                                  layer_learning, load_solver_config, with_net_seed)
-from replicate.treatments import NetSpec
+from replicate.treatments import BASE_FAMILIES, NetSpec
 
 SOLVER_FILE = "solver.prototxt"
 TRAIN_FILE, VAL_FILE, NET_FILE = "train.prototxt", "val.prototxt", "net.prototxt"
 MANIFEST_FILE = "manifest.json"
-#: Nets trained from scratch that the others copy (base) or are measured against (whole =
-#: netbase, the random-frozen nets' reference): they take a solver config's "base" fields.
-BASE_TREATMENTS = ("base", "whole")
 
 
 @dataclass(frozen=True)
@@ -118,7 +115,7 @@ class Renderer:
                 self.templates.net(spec, o.arch, data, view, o.val_loss), header)
         # Base nets (and netbase, the random-frozen nets' reference) are what the others start
         # from or are compared with; a base net is never a reduced-data net.
-        config = self.solver_config(spec.reduced, for_base=spec.treatment in BASE_TREATMENTS)
+        config = self.solver_config(spec.reduced, for_base=spec.family in BASE_FAMILIES)
         base_solver = (self.solver_config(False, for_base=True)
                        if spec.weights_from is not None else None)
         solver = self.templates.solver(with_net_seed(config, spec.name), net_files)

@@ -27,6 +27,7 @@ from replicate.results.runs import RAW_LOG, RUN_DIR, Net, Runs
 from replicate.results.shape import MATCH_MARGIN, ShapeCheck, shape_checks
 from replicate.results.stats import PAPER_COLUMNS, paper_row
 from replicate.results.table import PAPER_TABLE1, table1
+from replicate.treatments import BASE_FAMILIES
 
 EXTRA_COLUMNS = ("treatment", "kind", "format", "few_points", "complete", "source")
 FIGURES = {"figure2": figure2, "figure3": figure3, "figure_reduced": figure_reduced}
@@ -309,7 +310,7 @@ def _schedules(runs: Runs) -> list[str]:
         family = n.parsed.family if n.parsed else None
         if n.max_iter is None or family in (None, "reduced"):
             continue
-        (base if family in ("base", "whole") else others).add(n.max_iter)
+        (base if family in BASE_FAMILIES else others).add(n.max_iter)
     if not base or not others or base == others:
         return []
 
