@@ -3,6 +3,7 @@ rank of a two-process gloo run."""
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import socket
@@ -61,7 +62,9 @@ def run_dir(folder: Path, solver_extra: str = "") -> Path:
 
 def train_rank(rank: int, world: int, runs: list[tuple[int, str, bool | str]]) -> None:
     """One rank of a data-parallel run of each (port, solver, compile) in turn: one process
-    start (seconds of imports) serves them all, each run its own process group."""
+    start (seconds of imports) serves them all, each run its own process group.  A native crash
+    in a rank prints its Python stacks (faulthandler), as under `python -m replicate`."""
+    faulthandler.enable()
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
     torch.set_num_threads(1)
     from replicate.solver.run import train

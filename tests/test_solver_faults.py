@@ -225,3 +225,16 @@ def test_sigint_snapshots_and_stops_like_caffe(tmp_path: Path) -> None:
     assert len(states) == 1
     state = read_binary(states[0], caffe_pb2.SolverState())
     assert f"snap_iter_{state.iter}.solverstate" == states[0].name and 3 < state.iter < 100000
+
+
+def test_a_native_crash_leaves_the_python_stack_in_the_log() -> None:
+    """A trainer that dies in native code (here an abort, as a C++ std::terminate raises) prints
+    where it was, as Caffe's failure signal handler does, not just an exit status."""
+    crash = ("import os, runpy, replicate.cli\n"
+             "def main():\n    os.abort()\n"
+             "replicate.cli.main = main\n"
+             "runpy.run_module('replicate', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGABRT
+    assert "Fatal Python error: Aborted" in done.stderr
+    assert 'line 3 in main' in done.stderr and "replicate/__main__.py" in done.stderr
