@@ -18,6 +18,25 @@ from replicate.experiments.preload import PreloadedTrainer
 from replicate.solver.requests import EXIT_REQUEUE
 
 
+def _training(tmp_path: Path) -> tuple[PreloadedTrainer, Path]:
+    """A forked trainer of a run too long to end by itself, returned once it has trained a step."""
+    solver = run_dir(tmp_path / "run", "max_iter: 1000000 test_interval: 1000000")
+    folder = solver.parent
+    solver.write_text(solver.read_text().replace("max_iter: 4 ", ""))
+    started = time.process_time()
+    trainer = PreloadedTrainer(["train", solver.name, "--device", "cpu"], folder, dict(os.environ),
+                               folder / "train.out")
+    assert time.process_time() - started < 1.0  # a fork, not an import of torch
+    deadline = time.monotonic() + 120
+    metrics = folder / "metrics.jsonl"
+    while not metrics.is_file() or '"kind": "train"' not in metrics.read_text():
+        if trainer.poll() is not None or time.monotonic() > deadline:
+            trainer.kill()
+            raise AssertionError((folder / "train.out").read_text())
+        time.sleep(0.2)
+    return trainer, folder
+
+
 def test_a_bad_command_line_exits_2_with_its_error_in_the_output(tmp_path: Path) -> None:
     out = tmp_path / "train.out"
     out.write_text("==== earlier attempt\n")
@@ -30,19 +49,8 @@ def test_a_bad_command_line_exits_2_with_its_error_in_the_output(tmp_path: Path)
 
 
 def test_sigint_stops_a_forked_trainer_after_a_snapshot(tmp_path: Path) -> None:
-    solver = run_dir(tmp_path / "run", "max_iter: 1000000 test_interval: 1000000")
-    folder = solver.parent
-    solver.write_text(solver.read_text().replace("max_iter: 4 ", ""))
-    started = time.process_time()
-    trainer = PreloadedTrainer(["train", solver.name, "--device", "cpu"], folder, dict(os.environ),
-                               folder / "train.out")
+    trainer, folder = _training(tmp_path)
     try:
-        assert time.process_time() - started < 1.0  # a fork, not an import of torch
-        deadline = time.monotonic() + 120
-        metrics = folder / "metrics.jsonl"
-        while not metrics.is_file() or '"kind": "train"' not in metrics.read_text():
-            assert trainer.poll() is None and time.monotonic() < deadline, (folder / "train.out").read_text()
-            time.sleep(0.2)
         assert trainer.pid != os.getpid() and os.getsid(trainer.pid) == trainer.pid  # own session
         trainer.send_signal(signal.SIGINT)
         assert trainer.wait(120) == 0, (folder / "train.out").read_text()
@@ -50,6 +58,19 @@ def test_sigint_stops_a_forked_trainer_after_a_snapshot(tmp_path: Path) -> None:
         trainer.kill()
     assert list(folder.glob("snap_iter_*.solverstate"))
     assert "stopped at iteration" in (folder / "train.out").read_text()
+
+
+def test_a_forked_trainer_that_dies_in_native_code_leaves_its_stack_in_its_output(tmp_path: Path) -> None:
+    """An abort (what a C++ std::terminate raises) during training: train.out says where the
+    trainer was, as a `python -m replicate train` subprocess's output does."""
+    trainer, folder = _training(tmp_path)
+    try:
+        os.kill(trainer.pid, signal.SIGABRT)
+        assert trainer.wait(60) == -signal.SIGABRT
+    finally:
+        trainer.kill()
+    text = (folder / "train.out").read_text()
+    assert "Fatal Python error: Aborted" in text and "replicate/solver/" in text, text
 
 
 def test_a_grid_driven_from_stdin_trains_in_plain_subprocesses(tmp_path: Path) -> None:
@@ -74,17 +95,8 @@ def test_a_signal_to_the_whole_job_leaves_the_server_to_report_the_trainers_stat
     for a trainer that had stopped after a snapshot with exit 75)."""
     from multiprocessing import forkserver
 
-    solver = run_dir(tmp_path / "run", "max_iter: 1000000 test_interval: 1000000")
-    folder = solver.parent
-    solver.write_text(solver.read_text().replace("max_iter: 4 ", ""))
-    trainer = PreloadedTrainer(["train", solver.name, "--device", "cpu"], folder, dict(os.environ),
-                               folder / "train.out")
+    trainer, folder = _training(tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while '"kind": "train"' not in ((folder / "metrics.jsonl").read_text()
-                                        if (folder / "metrics.jsonl").is_file() else ""):
-            assert trainer.poll() is None and time.monotonic() < deadline, (folder / "train.out").read_text()
-            time.sleep(0.2)
         server = forkserver._forkserver._forkserver_pid
         assert server is not None and server != trainer.pid
         for pid in (server, trainer.pid):

@@ -21,6 +21,7 @@ file; a grid driven from a program read from stdin keeps plain subprocesses.
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
 import resource
@@ -57,9 +58,10 @@ def _context() -> ForkServerContext:
 
 def _train(argv: list[str], cwd: str, env: dict[str, str], output: str) -> None:
     """The forked trainer: `python -m replicate <argv>` as a subprocess would run it, in its own
-    session, in `cwd`, with `env`, stdin empty, stdout and stderr appended to `output`, and
+    session, in `cwd`, with `env`, stdin empty, stdout and stderr appended to `output`,
     SIGUSR2 (a scheduler's warning) ignored until the trainer installs its handler, as launch's
-    Popen children do."""
+    Popen children do, and a native crash's Python stacks written to `output` (faulthandler), as
+    `python -m replicate` writes them."""
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGHUP):  # ignored by the server (forkserver_signals)
         signal.signal(sig, signal.SIG_DFL)
@@ -74,6 +76,7 @@ def _train(argv: list[str], cwd: str, env: dict[str, str], output: str) -> None:
         os.dup2(fd, target)
     os.close(out)
     os.close(null)
+    faulthandler.enable()
     from replicate.cli import main
 
     try:
