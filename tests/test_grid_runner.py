@@ -226,8 +226,11 @@ def test_ctrl_c_stops_trainers_cleanly_and_a_rerun_resumes(tmp_path: Path) -> No
         except ProcessLookupError:
             pass
         # The trainer snapshotted where it stopped; the rerun continues from exactly there.
-        stopped_at = max(json.loads(line)["iter"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines())
-        assert (tmp_path / name / "snap" / f"{name}_iter_{stopped_at}.solverstate").exists()
+        metrics = (tmp_path / name / "metrics.jsonl").read_text()
+        stopped_at = max(json.loads(line)["iter"] for line in metrics.splitlines())
+        assert (tmp_path / name / "snap" / f"{name}_iter_{stopped_at}.solverstate").exists(), (
+            sorted(p.name for p in (tmp_path / name / "snap").iterdir()), metrics.splitlines()[-3:],
+            (tmp_path / name / "train.out").read_text(), out)
     for name in "ab":
         (tmp_path / name / "fake.json").unlink()
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
