@@ -41,3 +41,26 @@ def test_seed_and_max_iter_make_a_config_of_their_own_with_the_bases_ratio_kept(
     assert ("random_seed", "7") in others.fields and ("random_seed", "7") in bases.fields
     assert (others.max_iter, bases.max_iter) == (10, 30)  # the bases keep three times the iterations
     assert ("stepsize", "7") in others.fields and ("stepsize", "21") in bases.fields
+
+
+def test_long_gives_every_net_the_same_schedule_on_four_times_the_images(tmp_path: Path) -> None:
+    """`demo --long`: the paper's protocol (one schedule for every net) on 160 images a class,
+    in a folder of its own so that it never continues a default demo's runs."""
+    from replicate.cli import build_parser
+    from replicate.commands.demo import _solver_config, chosen
+    from replicate.templates import load_solver_config
+
+    def parsed(*argv: str):
+        return build_parser(["demo", *argv]).parse_args(["demo", *argv])
+
+    profile, out, per_class = chosen(parsed("--long"))
+    assert (profile.solver_config, str(out), per_class) == ("demo_long", "demo_long_runs", 160)
+    profile, out, per_class = chosen(parsed())
+    assert (profile.solver_config, str(out), per_class) == ("demo", "demo_runs", 40)
+    _, out, per_class = chosen(parsed("--long", "--out", str(tmp_path), "--train-per-class", "12"))
+    assert (out, per_class) == (tmp_path, 12)
+    assert _solver_config(tmp_path, None, 1, "demo_long") == "demo_long"
+    others, bases = load_solver_config("demo_long"), load_solver_config("demo_long", for_base=True)
+    assert others.max_iter == bases.max_iter == 3000 and others.fields == bases.fields
+    scaled = _solver_config(tmp_path, 300, 5, "demo_long")
+    assert load_solver_config(scaled).max_iter == load_solver_config(scaled, for_base=True).max_iter == 300
