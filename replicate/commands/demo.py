@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--long", action="store_true",
                         help="the longer profile: every net 3,000 iterations on 160 training images a class "
                              "(solver config demo_long; 2.6 times the default's iterations), where the bases "
-                             "converge before anything copies them and the AnB+ boost shows")
+                             "are near their plateau before anything copies them and the AnB+ boost shows")
     parser.add_argument("--out", help="folder for everything (default demo_runs, or demo_long_runs with --long)")
     parser.add_argument("--classes", type=int, default=40, help="classes of the generated dataset (default 40)")
     parser.add_argument("--train-per-class", type=int,
