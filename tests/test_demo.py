@@ -6,6 +6,8 @@ import csv
 import os
 from pathlib import Path
 
+import pytest
+
 from replicate.cli import main
 
 
@@ -29,6 +31,12 @@ def test_demo_runs_the_whole_pipeline_and_continues_when_run_again(tmp_path: Pat
     # A second run finds everything done and only redraws the report.
     assert main(argv) == 0
     assert "0/61 done" not in capsys.readouterr().out
+    # Other settings in the same folder would mix two demos' nets: refused, with what to do.
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv[:-4], "--max-iter", "6", *argv[-2:]])
+    assert stopped.value.code == 2
+    printed = capsys.readouterr().err
+    assert "exist with other content" in printed and "give another --out" in printed
 
 
 def test_seed_and_max_iter_make_a_config_of_their_own_with_the_bases_ratio_kept(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,11 +75,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="nets trained at once (default: one per core)")
 
 
-def _step(title: str, argv: list[str]) -> None:
+def _step(title: str, argv: list[str], hint: str = "") -> None:
+    """Run one command as the user could type it; stop the demo with its exit status (and
+    `hint`, what to do about it) if it fails."""
     print(f"\n== {title}\n$ python -m replicate {shlex.join(argv)}", flush=True)
     started = time.perf_counter()
     code = cli.main(argv)
     if code != 0:
+        if hint:
+            print(f"demo: {hint}", file=sys.stderr)
         raise SystemExit(code)
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -137,12 +142,14 @@ def run(args: argparse.Namespace) -> int:
             "--val", str(source / "val.txt"), "--val-root", str(source / "val"),
             "--synsets", str(source / "synsets.txt"), "--families", str(source / "families.txt"),
             "--splits", "1", "--reduced", "", "--resize", str(SIZE), str(SIZE), "--workers", "1", "--out", str(data)])
-    if not (runs / "plan.json").is_file():
-        _step("4/6 the treatments, as Caffe nets and solvers", [
-            "generate", "--all", "--arch", "demo", "--num-output", str(args.classes), "--splits", "0,natman",
-            "--treatments", TREATMENTS,
-            "--solver-config", _solver_config(out, args.max_iter, args.seed, profile.solver_config),
-            "--data", str(data), "--out", str(runs)])
+    # Run again, generate rewrites the same files; other settings (--max-iter, a solver config)
+    # would make other nets, which it refuses rather than mix with the runs already there.
+    _step("4/6 the treatments, as Caffe nets and solvers", [
+        "generate", "--all", "--arch", "demo", "--num-output", str(args.classes), "--splits", "0,natman",
+        "--treatments", TREATMENTS,
+        "--solver-config", _solver_config(out, args.max_iter, args.seed, profile.solver_config),
+        "--data", str(data), "--out", str(runs)],
+        hint=f"{runs} holds nets of other settings (--max-iter, --seed, --long); give another --out")
     _step("5/6 training every net (Caffe solver semantics, CPU)", [
         "grid", "run", "--plan", str(runs / "plan.json"), "--device", "cpu", "--jobs", str(args.jobs),
         "--progress-every", "30"])
