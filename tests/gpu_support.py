@@ -63,7 +63,8 @@ def run_dir(folder: Path, solver_extra: str = "") -> Path:
 def train_rank(rank: int, world: int, runs: list[tuple[int, str, bool | str]]) -> None:
     """One rank of a data-parallel run of each (port, solver, compile) in turn: one process
     start (seconds of imports) serves them all, each run its own process group.  A native crash
-    in a rank prints its Python stacks (faulthandler), as under `python -m replicate`."""
+    in a rank prints its Python stacks (faulthandler), as under `python -m replicate`.  The
+    rank's thread names after the last run go to rank<N>.threads beside that run's solver."""
     faulthandler.enable()
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
     torch.set_num_threads(1)
@@ -72,6 +73,17 @@ def train_rank(rank: int, world: int, runs: list[tuple[int, str, bool | str]]) -
     for port, solver, compile in runs:
         os.environ["MASTER_PORT"] = str(port)
         train(solver, device="cpu", echo=False, compile=compile)
+    (Path(runs[-1][1]).parent / f"rank{rank}.threads").write_text("\n".join(thread_names()))
+
+
+def thread_names() -> list[str]:
+    """The names of this process's threads (Linux), native ones included."""
+    return [(task / "comm").read_text().strip() for task in sorted(Path("/proc/self/task").iterdir())]
+
+
+def holds_a_process_group(names: list[str]) -> bool:
+    """Whether these thread names include those of a gloo process group or its store server."""
+    return any("gloo" in name or "tcpstore" in name for name in names)
 
 
 def free_port() -> int:

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from gpu_support import dataset, free_port, metrics, run_dir, train_rank, weights
+from gpu_support import (
+    dataset, free_port, holds_a_process_group, metrics, run_dir, thread_names, train_rank, weights,
+)
 
 from replicate.data.loader import BatchMaker, LmdbSource
 from replicate.data.transform import TRAIN, DataTransformer
@@ -85,6 +87,25 @@ def test_two_processes_train_like_one(trained: dict, solver_extra: str, compile:
 
     assert logged_test_losses(single.parent) == logged_test_losses(double.parent)
     assert len(logged_test_losses(single.parent)) == 3
+
+
+def test_a_rank_holds_no_process_group_once_its_runs_are_over(trained: dict) -> None:
+    """Each run's gloo group (its threads, and rank 0's store server) ends with the run, also
+    after a torch.compile'd run, whose import of torch.distributed.nn.functional would keep the
+    group in that module's default arguments: left to the interpreter's teardown, destroying it
+    can abort a rank that has finished (SIGABRT, seen in CI)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        assert holds_a_process_group(thread_names())  # the names tell a live group on this torch
+    finally:
+        dist.destroy_process_group()
+    assert CASES[-1][1]  # the last run the ranks trained was compiled
+    folder = trained[CASES[-1]][1].parent
+    for rank in (0, 1):
+        names = (folder / f"rank{rank}.threads").read_text().split()
+        assert not holds_a_process_group(names), f"rank {rank} still runs {names}"
 
 
 def test_nets_whose_gradient_is_not_a_batch_mean_are_refused() -> None:

@@ -162,8 +162,19 @@ def join(device: str | None) -> tuple[Group, str | None]:
     else:
         device = "cpu"
     if not dist.is_initialized():
+        _import_world_defaults()
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return Group(dist.get_rank(), dist.get_world_size()), device
+
+
+def _import_world_defaults() -> None:
+    """Import, before the group exists, the torch module that takes the default group as a
+    default argument (`torch.distributed.nn.functional`: `group=group.WORLD`, evaluated once, at
+    import).  torch.compile imports it; imported after `init_process_group`, its defaults would
+    hold the group after `destroy_process_group`, so the group's gloo threads and store server
+    would live on until the interpreter's teardown, where destroying them can abort the process
+    (SIGABRT, "terminate called without an active exception") after training has finished."""
+    import torch.distributed.nn.functional  # noqa: F401
 
 
 def leave(group: Group) -> None:
