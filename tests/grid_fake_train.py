@@ -26,9 +26,12 @@ def setting(text: str, key: str, default=None):
 
 
 def main() -> int:
-    # Like `train` (whose solver installs its own SIGINT handler), stop on SIGINT even when started
-    # from a shell that ignores it for background jobs.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Like `train`, a signal asks for a stop that comes between iterations, after the iteration
+    # under way has been recorded (so the snapshot is at the last recorded iteration); SIGINT is
+    # handled even when started from a shell that ignores it for background jobs.
+    stop: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(signum, lambda signum, frame: stop.append(signum))
     parser = argparse.ArgumentParser()
     parser.add_argument("solver")
     parser.add_argument("--weights")
@@ -67,34 +70,24 @@ def main() -> int:
         metrics.write(json.dumps(obj) + "\n")
         metrics.flush()
 
-    class Requeue(Exception):
-        pass
-
-    def requeue(signum, frame):
-        raise Requeue
-
-    signal.signal(signal.SIGTERM, requeue)
-    signal.signal(signal.SIGUSR2, requeue)
-    try:
-        while it < max_iter:
-            time.sleep(config.get("step_s", 0.0))
-            if it == config.get("fail_at"):
-                print(f"RuntimeError: fake failure at iteration {it}", file=sys.stderr)
-                return 1
-            it += 1
-            stamp = datetime.now().strftime("%m%d %H:%M:%S.%f")
-            log.write(f"I{stamp} {os.getpid()} solver.cpp:218] Iteration {it}, loss = {1.0 / it}\n")
-            log.flush()
-            record({"iter": it, "kind": "train", "lr": 0.01, "loss": 1.0 / it})
-            record({"iter": it, "kind": "test", "net": 0, "outputs": {"accuracy": it / (2 * max_iter), "loss": 1.0}})
-            if every and it % every == 0 and it < max_iter:
-                snap(it)
-    except KeyboardInterrupt:
+    while it < max_iter and not stop:
+        time.sleep(config.get("step_s", 0.0))
+        if it == config.get("fail_at"):
+            print(f"RuntimeError: fake failure at iteration {it}", file=sys.stderr)
+            return 1
+        it += 1
+        stamp = datetime.now().strftime("%m%d %H:%M:%S.%f")
+        log.write(f"I{stamp} {os.getpid()} solver.cpp:218] Iteration {it}, loss = {1.0 / it}\n")
+        log.flush()
+        record({"iter": it, "kind": "train", "lr": 0.01, "loss": 1.0 / it})
+        record({"iter": it, "kind": "test", "net": 0, "outputs": {"accuracy": it / (2 * max_iter), "loss": 1.0}})
+        if every and it % every == 0 and it < max_iter:
+            snap(it)
+    if it < max_iter:
         snap(it)
-        print("Optimization stopped early.", file=sys.stderr)
-        return 0
-    except Requeue:
-        snap(it)
+        if stop[0] == signal.SIGINT:
+            print("Optimization stopped early.", file=sys.stderr)
+            return 0
         record({"kind": "stopped", "iter": it, "requeue": True})
         return 75
     snap(max_iter)
@@ -102,7 +95,6 @@ def main() -> int:
     with open("invocations.jsonl", "a") as f:
         f.write(json.dumps({"end": time.time()}) + "\n")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
