@@ -96,5 +96,6 @@ def main() -> int:
         f.write(json.dumps({"end": time.time()}) + "\n")
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
