@@ -178,5 +178,7 @@ def _import_world_defaults() -> None:
 
 
 def leave(group: Group) -> None:
+    """End the group `join` started, so that its threads (and rank 0's store server) stop with
+    the run, not in the interpreter's teardown."""
     if group.world > 1 and dist.is_initialized():
         dist.destroy_process_group()
