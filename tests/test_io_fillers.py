@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from replicate.errors import ReplicateError
-from replicate.net.fillers import fill
+from replicate.layers.fillers import fill
 from replicate.proto import caffe_pb2
 
 F = caffe_pb2.FillerParameter

@@ -11,15 +11,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from replicate.layers.fillers import fill
 from replicate.proto import caffe_pb2
 
 
 def new_param(shape: Sequence[int], filler: caffe_pb2.FillerParameter) -> nn.Parameter:
     """A float32 parameter of `shape` filled by Caffe's filler `filler`."""
-    # Imported here: the filler module lives with the net and must not be needed to import
-    # the layer registry (e.g. to list supported types).
-    from replicate.net.fillers import fill
-
     data = torch.empty(tuple(shape), dtype=torch.float32)
     filled = fill(data, filler)  # fills in place; a returned tensor is taken as the value
     return nn.Parameter(data if filled is None else filled)
