@@ -7,10 +7,13 @@ import faulthandler
 import json
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from replicate.data.image import encode_jpeg
 from replicate.data.lmdb_io import encoded_datum, write_lmdb
@@ -74,6 +77,17 @@ def train_rank(rank: int, world: int, runs: list[tuple[int, str, bool | str]]) -
         os.environ["MASTER_PORT"] = str(port)
         train(solver, device="cpu", echo=False, compile=compile)
     (Path(runs[-1][1]).parent / f"rank{rank}.threads").write_text("\n".join(thread_names()))
+
+
+@contextmanager
+def one_process_group() -> Iterator[None]:
+    """A live gloo process group of this process alone (an in-memory store, no port), ended on
+    leaving, for tests that need a group but no second rank."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def thread_names() -> list[str]:

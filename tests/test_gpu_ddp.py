@@ -15,7 +15,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from gpu_support import (
-    dataset, free_port, holds_a_process_group, metrics, run_dir, thread_names, train_rank, weights,
+    dataset, free_port, holds_a_process_group, metrics, one_process_group, run_dir, thread_names, train_rank,
+    weights,
 )
 
 from replicate.data.loader import BatchMaker, LmdbSource
@@ -94,13 +95,8 @@ def test_a_rank_holds_no_process_group_once_its_runs_are_over(trained: dict) -> 
     after a torch.compile'd run, whose import of torch.distributed.nn.functional would keep the
     group in that module's default arguments: left to the interpreter's teardown, destroying it
     can abort a rank that has finished (SIGABRT, seen in CI)."""
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
+    with one_process_group():
         assert holds_a_process_group(thread_names())  # the names tell a live group on this torch
-    finally:
-        dist.destroy_process_group()
     assert CASES[-1][1]  # the last run the ranks trained was compiled
     folder = trained[CASES[-1]][1].parent
     for rank in (0, 1):
@@ -126,12 +122,9 @@ def test_nets_whose_gradient_is_not_a_batch_mean_are_refused() -> None:
 
 def test_gradient_averaging_starts_while_backward_runs() -> None:
     """The top layer's all-reduce is under way before the bottom layer's gradient exists."""
-    import torch.distributed as dist
-
     from replicate.solver.distributed import GradientAverager, Group
 
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
+    with one_process_group():
         bottom = torch.nn.Parameter(torch.randn(4, 3))
         top = torch.nn.Parameter(torch.randn(2, 4))
         averager = GradientAverager(Group(0, 1), [bottom, top])
@@ -142,5 +135,3 @@ def test_gradient_averaging_starts_while_backward_runs() -> None:
         assert seen == [1]  # the top layer's reduction was launched first
         averager.finish()
         assert not averager._pending and bottom.grad is not None
-    finally:
-        dist.destroy_process_group()
