@@ -98,6 +98,11 @@ class NetSpec:
     def reduced(self) -> bool:
         return self.treatment == "reduced"
 
+    @property
+    def copied(self) -> tuple[str, ...]:
+        """The weight layers it copies from its base by name (those not renamed `-new`)."""
+        return tuple(k for k in WEIGHT_LAYERS if k not in self.renamed) if self.weights_from else ()
+
 
 def _other(letter: str) -> str:
     return "B" if letter == "A" else "A"

@@ -3,8 +3,10 @@
 `grid_fake_train.py solver.prototxt [--weights W] [--snapshot S] [--force] [--device D]
 [--snapshot-keep K]`, run in the net's folder, writes what `python -m replicate train` writes:
 train.log, metrics.jsonl ending with `{"kind": "done"}` and `<prefix>_iter_N.caffemodel/.solverstate`
-every `snapshot` iterations and at max_iter.  On SIGINT it snapshots and exits 0, as Caffe does; on
-SIGTERM or SIGUSR2 it snapshots and exits 75 (requeue), as `train` does.
+every `snapshot` iterations and at max_iter (the caffemodel a real one, a one-value blob for every
+layer of the solver's net, where that net's file exists: the grid reads a base's layers).  On
+SIGINT it snapshots and exits 0, as Caffe does; on SIGTERM or SIGUSR2 it snapshots and exits 75
+(requeue), as `train` does.
 `fake.json` in the folder may ask for {"fail_at": N} (exit 1 with an error at iteration N) or
 {"step_s": seconds}; every run appends its arguments, GPU and times to invocations.jsonl.  Like
 `train`, it refuses to start fresh over an earlier run's logs unless given --force.
@@ -61,10 +63,19 @@ def main() -> int:
     log = open("train.log", mode)
     metrics = open("metrics.jsonl", mode)
 
+    net_file = setting(text, "train_net") or setting(text, "net")
+
     def snap(n: int) -> None:
         for ext in (".caffemodel", ".solverstate"):
             with open(f"{prefix}_iter_{n}{ext}", "w") as f:
                 f.write(f"iter {n}\n")
+        if net_file and os.path.isfile(net_file):
+            from replicate.io.model import load_net, save_caffemodel
+
+            net = load_net(net_file)
+            for layer in net.layer:
+                layer.blobs.add().data.append(float(n))
+            save_caffemodel(f"{prefix}_iter_{n}.caffemodel", net)
 
     def record(obj: dict) -> None:
         metrics.write(json.dumps(obj) + "\n")

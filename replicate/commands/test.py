@@ -14,11 +14,13 @@ from replicate.solver.solver import PRECISIONS
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="net .prototxt (run in the TEST phase)")
     parser.add_argument("--weights", help="trained .caffemodel")
+    parser.add_argument("--allow-missing-layers", metavar="NAME,...|all",
+                        help="score the net although the weights lack these layers (they keep their fillers)")
     parser.add_argument("--iterations", type=int, default=50, help="number of batches (default 50)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
 
 
 def run(args: argparse.Namespace) -> int:
-    test(args.model, args.weights, args.iterations, args.device, args.precision)
+    test(args.model, args.weights, args.iterations, args.device, args.precision, args.allow_missing_layers)
     return 0

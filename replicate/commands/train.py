@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("solver", help="solver .prototxt (any Caffe version)")
     parser.add_argument("--weights", help="caffemodel(s) to copy by layer name before training, comma-separated")
     parser.add_argument("--snapshot", help=".solverstate to resume from")
+    parser.add_argument("--allow-missing-layers", metavar="NAME,...|all",
+                        help="accept weights that leave these layers at their fillers: a frozen layer (every "
+                             "lr_mult 0) they lack, or all of them; refused otherwise")
     parser.add_argument("--from-scratch", action="store_true",
                         help="start from the fillers even where manifest.json names starting weights")
     parser.add_argument("--force", action="store_true",
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         args.solver, weights, args.snapshot, args.device, args.precision,
         channels_last=args.channels_last, compile=args.compile, data_workers=args.data_workers,
         snapshot_keep=args.snapshot_keep, force=args.force, announce=announce, cuda_graph=args.cuda_graph,
+        allow_missing=args.allow_missing_layers,
     )
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for the run
     if result.requeued:  # every process stopped at the same iteration: all exit "requeue"

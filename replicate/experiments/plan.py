@@ -10,11 +10,13 @@
                "arch": "caffenet",
                "solver": "solver.prototxt", "max_iter": 450000,
                "depends_on": "half0A",
-               "weights": "../half0A/caffe_imagenet_train_iter_450000.caffemodel"}, ...]}
+               "weights": "../half0A/caffe_imagenet_train_iter_450000.caffemodel",
+               "copies": ["conv1", "conv2", "conv3"]}, ...]}
 
 `datasets` are data sets (views `<data>/<set>`, `<data>/<set>/mean.binaryproto`); `dir`
 is relative to the plan's folder; `solver` and `weights` are relative to the net's dir.
-A net whose `depends_on` is not null may start only once that net has written `weights`.
+A net whose `depends_on` is not null may start only once that net has written `weights`, which
+must hold the layers named in `copies` (the grid checks before the net starts).
 Nets come in dependency order.  Generating into a folder that already holds a plan merges: an
 entry of the same name is replaced, others are kept.
 """
@@ -86,6 +88,7 @@ def plan_entry(spec: NetSpec, arch: str, solver: SolverConfig, solver_file: str,
         "depends_on": spec.weights_from,
         "weights": (weights_path(spec.weights_from, base_solver)
                     if spec.weights_from is not None and base_solver is not None else None),
+        "copies": list(spec.copied) if spec.weights_from is not None else None,
     }
 
 

@@ -1,9 +1,9 @@
 """Read `<runs>/plan.json`, the list of nets `generate` wrote, and order it by dependency.
 
 The plan file is the only thing the grid needs from the templates: every net's name, folder,
-base net (`depends_on`), starting weights and `max_iter`.  It is checked as a whole on reading
-(duplicate names, unknown or circular dependencies, missing fields) so that a broken plan
-fails before any net is started rather than hours into a run.
+base net (`depends_on`), starting weights, the layers it copies from them and `max_iter`.  It is
+checked as a whole on reading (duplicate names, unknown or circular dependencies, missing fields)
+so that a broken plan fails before any net is started rather than hours into a run.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from replicate.errors import ReplicateError
+from replicate.treatments import TREATMENTS, WEIGHT_LAYERS
 
 PLAN_VERSION = 1
 SOLVER_FILE = "solver.prototxt"  # a net's solver when the plan names none
@@ -24,7 +25,7 @@ SOLVER_FILE = "solver.prototxt"  # a net's solver when the plan names none
 class PlannedNet:
     """One net of the plan.  Paths are absolute: `dir` resolved against the plan's folder,
     `solver` and `weights` (the base net's final .caffemodel) against `dir`, as the plan
-    writes them."""
+    writes them.  `copies`: the layers it copies from `weights` by name (empty: unknown)."""
 
     name: str
     dir: Path
@@ -33,6 +34,7 @@ class PlannedNet:
     weights: Path | None
     max_iter: int
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    copies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,20 @@ def _field(entry: dict[str, Any], key: str, kind: type, where: str, optional: bo
     return value
 
 
+def _copies(entry: dict[str, Any], where: str) -> tuple[str, ...]:
+    """The plan's `copies`; for a plan written before it had them, the paper's rule for its
+    treatment (layers 1..n keep their names and are copied); else none known."""
+    copies = entry.get("copies")
+    if copies is not None:
+        if not isinstance(copies, list) or not all(isinstance(name, str) for name in copies):
+            raise ReplicateError(f"{where}: field 'copies' must be a list of layer names, got {copies!r}")
+        return tuple(copies)
+    treatment, n = TREATMENTS.get(entry.get("treatment")), entry.get("n")
+    if entry.get("weights") and treatment is not None and treatment.copies and isinstance(n, int):
+        return WEIGHT_LAYERS[:n]
+    return ()
+
+
 def _planned_net(entry: Any, root: Path, where: str) -> PlannedNet:
     if not isinstance(entry, dict):
         raise ReplicateError(f"{where}: a net must be a JSON object, got {entry!r}")
@@ -105,7 +121,7 @@ def _planned_net(entry: Any, root: Path, where: str) -> PlannedNet:
     max_iter = _field(entry, "max_iter", int, where)
     if max_iter <= 0:
         raise ReplicateError(f"{where}: max_iter must be positive, got {max_iter}")
-    known = {"name", "dir", "solver", "depends_on", "weights", "max_iter"}
+    known = {"name", "dir", "solver", "depends_on", "weights", "max_iter", "copies"}
     return PlannedNet(
         name=name,
         dir=Path(os.path.normpath(net_dir)),
@@ -114,6 +130,7 @@ def _planned_net(entry: Any, root: Path, where: str) -> PlannedNet:
         weights=Path(os.path.normpath(net_dir / weights)) if weights else None,
         max_iter=max_iter,
         extra={k: v for k, v in entry.items() if k not in known},
+        copies=_copies(entry, where),
     )
 
 

@@ -30,8 +30,9 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
-from replicate.experiments.launch import PACKAGE_ROOT, TRAIN_COMMAND, NetProcess, conclude, launch, torchrun_command
-from replicate.experiments.netfiles import is_finished
+from replicate.experiments.launch import (PACKAGE_ROOT, TRAIN_COMMAND, NetProcess, check_base_weights, conclude,
+                                          launch, torchrun_command)
+from replicate.experiments.netfiles import is_finished, newest_solverstate
 from replicate.experiments.planfile import Plan, PlannedNet
 from replicate.solver.requests import EXIT_REQUEUE
 
@@ -67,8 +68,13 @@ class TrainNet(submitit.helpers.Checkpointable):
         if is_finished(net):
             netstate.write_status(net.dir, netstate.DONE, net=net.name, ended=netstate.now())
             return netstate.DONE
-        self._proc = launch(net, device=self.device, train_command=self.train_command, job_id=_job_id(),
-                            snapshot_keep=self.snapshot_keep)
+        try:
+            self._proc = launch(net, device=self.device, train_command=self.train_command, job_id=_job_id(),
+                                snapshot_keep=self.snapshot_keep)
+        except ReplicateError as err:  # e.g. its base's final snapshot lacks layers it copies
+            netstate.write_status(net.dir, netstate.FAILED, net=net.name, job_id=_job_id(), ended=netstate.now(),
+                                  error=str(err))
+            raise
         # A thread reaps the trainer: submitit calls checkpoint() in a signal handler on this
         # thread, where waiting on the child again would deadlock on Popen's waitpid lock.
         self._exited = threading.Event()
@@ -210,7 +216,8 @@ def submit_plan(
         report(f"cancelled job(s) {', '.join(stale)}: their nets are queued anew")
     trainer = TrainNet(device=device, train_command=train_command, stop_timeout_s=stop_timeout_s,
                        snapshot_keep=snapshot_keep)
-    blocked: dict[str, str] = {}
+    blocked = _unstartable(todo, finished, report)
+    todo = [net for net in todo if net.name not in blocked]
     for base, group in _groups(todo, finished).items():
         extra: dict[str, str] = {}
         if base is not None:
@@ -246,6 +253,26 @@ def submit_plan(
         after = f" after job {_id(jobs[base])}" if base else ""
         report(f"queued {len(group)} net(s){after}: {', '.join(n.name for n in group)}")
     return jobs
+
+
+def _unstartable(todo: list[PlannedNet], finished: set[str], report: Callable[[str], None]) -> dict[str, str]:
+    """Nets whose base has finished, checked now rather than in a job (launch.check_base_weights):
+    each that cannot start is failed with its reason, and the nets that need it are blocked; why,
+    by net name."""
+    why: dict[str, str] = {}
+    for net in todo:
+        if net.depends_on in why:
+            why[net.name] = why[net.depends_on]
+            netstate.write_status(net.dir, netstate.BLOCKED, net=net.name, error=why[net.name])
+            report(f"{net.name}: blocked: {why[net.name]}")
+        elif net.depends_on in finished and net.weights is not None and newest_solverstate(net) is None:
+            try:
+                check_base_weights(net)
+            except ReplicateError as err:
+                netstate.write_status(net.dir, netstate.FAILED, net=net.name, ended=netstate.now(), error=str(err))
+                report(f"{net.name}: failed: {err}")
+                why[net.name] = f"base net {net.name!r} failed: {err}"
+    return why
 
 
 def queued_jobs() -> set[str]:

@@ -111,6 +111,9 @@ class Curve:
     #: last one when a run was resumed; None for Caffe logs.
     config: dict[str, Any] | None = None
     left_out: list[LeftOut] = field(default_factory=list)
+    #: Every load of weights the run made, in the order it ran (the `weights` of each config
+    #: record: a fresh start's `--weights`, then each resume's snapshot); empty for Caffe logs.
+    loads: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -403,7 +406,9 @@ def merge_segments(segments: Sequence[Segment], source: str) -> Curve:
     return Curve(source, formats[0] if formats else FORMAT_MODERN,
                  val=[val[i][0] for i in sorted(val)], train=[train[i] for i in sorted(train)],
                  done=ordered[-1].done, config=config,
-                 left_out=_left_out(ordered, {i: s for i, (_, s) in val.items()}))
+                 left_out=_left_out(ordered, {i: s for i, (_, s) in val.items()}),
+                 loads=[s.config["weights"] for s in ordered
+                        if s.config and isinstance(s.config.get("weights"), dict)])
 
 
 def _complete(curve: Curve, empty: str) -> Curve:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 
+from replicate.results.copies import copy_warnings
 from replicate.results.figures import Curves, figure2, figure3, figure_curves, figure_reduced
 from replicate.results.groups import Scores, base_mean, base_of, transfer_gaps
 from replicate.results.inference import boost_tests, split_intervals
@@ -173,7 +174,7 @@ def _notes(net: Net, shows_loss: bool) -> list[str]:
                      f"{net.max_iter}")
     if shows_loss and net.stats.min10_valid_loss is None:
         notes.append("validation net has no loss output")
-    return notes
+    return notes + copy_warnings(net)
 
 
 def _row_notes(nets: list[Net], shows_loss: bool) -> tuple[list[str], dict[str, str]]:
@@ -353,6 +354,13 @@ def _sources(runs: Runs, runs_dir: str, relative: bool, any_paper_names: bool) -
         lines += [f"Not started ({len(runs.not_started)}: a run dir without train.log or "
                   f"metrics.jsonl, or a net folder with a solver prototxt and no log): "
                   f"{', '.join(runs.not_started)}.", ""]
+    flagged = [(n.name, copy_warnings(n)) for n in sorted(runs.nets, key=lambda n: n.name)]
+    flagged = [(name, warnings) for name, warnings in flagged if warnings]
+    if flagged:
+        lines += [f"**Weights not copied as the nets' names say ({len(flagged)}):** their logs say the copy "
+                  "of their starting weights was partial or accepted knowingly, so they may be other "
+                  "experiments than their names: "
+                  + "; ".join(f"{name} ({'; '.join(warnings)})" for name, warnings in flagged) + ".", ""]
     unfinished = [n for n in sorted(runs.nets, key=lambda n: n.name) if n.complete is False]
     if unfinished:
         lines += [f"Stopped before max_iter ({len(unfinished)}; their statistics cover the "

@@ -18,6 +18,7 @@ from replicate.errors import ReplicateError
 from replicate.io.model import load_caffemodel, load_net, load_solver
 from replicate.net.compile import CompiledNet
 from replicate.net.cpu_memory import keep_freed_memory
+from replicate.net.copy_check import WeightsLoad, frozen_layers, learnable_layers, parse_allowed
 from replicate.net.weights import copy_trained_layers
 from replicate.proto import caffe_pb2
 from replicate.solver.distributed import join, leave
@@ -61,8 +62,10 @@ def set_snapshot_prefix(param: caffe_pb2.SolverParameter, solver_path: Path) -> 
         param.snapshot_prefix = str(Path(param.snapshot_prefix) / solver_path.stem)
 
 
-def _copy_weights(net: CompiledNet, weights: str, log: RunLog) -> None:
-    """`--weights a.caffemodel,b.caffemodel`: each copied by layer name, in order, as Caffe does."""
+def _copy_weights(net: CompiledNet, weights: str, log: RunLog, load: WeightsLoad) -> None:
+    """`--weights a.caffemodel,b.caffemodel`: each copied by layer name, in order, as Caffe does;
+    then `load` checks that they filled what they must (replicate.net.copy_check) and the log
+    says which of the net's learnable layers they filled."""
     for name in weights.split(","):
         path = Path(name)
         if not path.is_file():
@@ -76,6 +79,10 @@ def _copy_weights(net: CompiledNet, weights: str, log: RunLog) -> None:
                 log.info(f"Copying source layer {layer.name}", "net.cpp:744")
             else:
                 log.info(f"Ignoring source layer {layer.name}", "net.cpp:741")
+        load.add(str(path), report.copied, source)
+    load.finish()
+    for line in load.lines():
+        log.info(line, "weights.py:0")
 
 
 def _listing(paths: Sequence[Path]) -> str:
@@ -116,6 +123,7 @@ def train(
     force: bool = False,
     announce: Sequence[str] = (),
     cuda_graph: bool = True,
+    allow_missing: str | None = None,
 ) -> TrainResult:
     """Train as `caffe train -solver S [-weights W] [-snapshot X]`; logs next to the solver.
 
@@ -125,7 +133,9 @@ def train(
     Every data source and worker the run opened is closed when it returns, on every path.
     A folder where an earlier run trained (its logs, its snapshots) is refused unless the run resumes
     (`snapshot`) or `force` says to delete them and start again.  `announce`: lines for the log's
-    start (e.g. where the weights come from).
+    start (e.g. where the weights come from).  The weights must fill every frozen layer, and each
+    file some layer, unless `allow_missing` ("NAME,..." or "all") accepts the layers they leave
+    out (replicate.net.copy_check); a resumed snapshot must fill every learnable layer.
     Signals are listened to from the start, as `caffe train` does, so a SIGTERM while the nets
     are being built still ends in a snapshot (replicate.solver.requests).
     """
@@ -139,6 +149,10 @@ def train(
     snapshot = Path(snapshot) if snapshot else None
     if snapshot is not None and not snapshot.is_file():
         raise ReplicateError(f"snapshot {snapshot} does not exist")
+    allowed = parse_allowed(allow_missing)
+    if allowed and not (weights or snapshot):
+        raise ReplicateError("--allow-missing-layers accepts layers that weights leave out: give it with --weights "
+                             "or --snapshot")
     param = load_solver(solver_path)
     folder = solver_path.resolve().parent
     set_snapshot_prefix(param, solver_path)
@@ -167,10 +181,12 @@ def train(
                             requests, snapshot_keep, cuda_graph)
             try:
                 if weights:
-                    _copy_weights(solver.net, weights, log)
+                    load = WeightsLoad(learnable_layers(solver.net), frozen_layers(solver.net), allowed)
+                    _copy_weights(solver.net, weights, log, load)
+                    solver.weights = load.record()
                     solver.sync_weights()
                 log.info("Starting Optimization", "caffe.cpp:232")
-                solver.solve(snapshot)
+                solver.solve(snapshot, allowed)
             finally:
                 solver.close()
     finally:
@@ -186,19 +202,25 @@ def test(
     iterations: int,
     device: str | None = None,
     precision: str = "fp32",
+    allow_missing: str | None = None,
 ) -> dict[str, float]:
-    """`caffe test`: per-batch outputs, then each output's mean over the batches."""
+    """`caffe test`: per-batch outputs, then each output's mean over the batches.  Nothing learns
+    in a test, so `weights` must fill every learnable layer unless `allow_missing` accepts it."""
     model = Path(model)
     if not model.is_file():
         raise ReplicateError(f"model file {model} does not exist")
     if iterations < 1:
         raise ReplicateError("--iterations must be at least 1")
+    allowed = parse_allowed(allow_missing)
+    if allowed and not weights:
+        raise ReplicateError("--allow-missing-layers accepts layers that weights leave out: give it with --weights")
     set_precision(precision)
     target = pick_device(device, caffe_pb2.SolverParameter.CPU)
     log = RunLog(None)
     net = CompiledNet(resolve_net_paths(load_net(model), model.resolve().parent), caffe_pb2.TEST).to(target)
     if weights:
-        _copy_weights(net, str(weights), log)
+        layers = learnable_layers(net)
+        _copy_weights(net, str(weights), log, WeightsLoad(layers, layers, allowed, "test"))
     weights_of = net.blob_loss_weights
     totals: dict[str, np.ndarray] = {}
     loss = np.float32(0)

@@ -35,6 +35,7 @@ from replicate.io.blobs import array_to_blob, blob_to_array
 from replicate.io.model import caffemodel_bytes, load_caffemodel
 from replicate.machine import cpu_model
 from replicate.net.compile import CompiledNet, ForwardResult
+from replicate.net.copy_check import WeightsLoad, learnable_layers
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
 from replicate.solver import requests as req
@@ -187,11 +188,16 @@ class Solver:
             self._close_data()  # no solver is returned, so nobody else can close what was opened
             raise
         self._test_programs = [self._compiled(net.program) for net in self.test_nets]
-        log.record(
+        #: How this run trains: metrics.jsonl's first record, written when solving starts (after a
+        #: resume has restored the weights) with `weights`, what the load of weights filled.
+        self.config = dict(
             kind="config", precision=precision, device=str(device), device_name=device_name(device),
             torch=torch.__version__, channels_last=channels_last, compile=compile, world_size=group.world,
             **self.data_feed,
         )
+        #: What the weights were loaded from (replicate.net.copy_check.WeightsLoad.record); None:
+        #: every layer starts from its fillers.
+        self.weights: dict | None = None
         self.entries = self.net.learnable_params()
         self._averager = GradientAverager(group, [e.param for e in self.entries]) if group.world > 1 else None
         self.rule = UpdateRule(param, [e.param.shape for e in self.entries], device)
@@ -278,11 +284,14 @@ class Solver:
         return f"{prefix}_iter_{self.iter}{extension}"
 
     # ------------------------------------------------------------------ Solve / Step
-    def solve(self, resume: Path | None = None) -> None:
+    def solve(self, resume: Path | None = None, allow_missing: frozenset[str] = frozenset()) -> None:
+        """Train to max_iter, from the snapshot `resume` when given (`allow_missing`: layers its
+        caffemodel may lack, see replicate.net.copy_check)."""
         self.log.info(f"Solving {self.net.net_name}")
         self.log.info(f"Learning Rate Policy: {self.param.lr_policy}")
         if resume is not None:
-            self.restore(resume)
+            self.restore(resume, allow_missing)
+        self.log.record(**self.config, weights=self.weights)
         start_iter = self.iter
         with self.requests.listen():
             self.step(self.param.max_iter - self.iter)
@@ -584,9 +593,11 @@ class Solver:
                     f"training stopped{kept}"
                 )
 
-    def restore(self, state_path: Path) -> None:
+    def restore(self, state_path: Path, allow_missing: frozenset[str] = frozenset()) -> None:
         """Caffe's RestoreSolverStateFromBinaryProto (iteration, weights, lr step, history), then
-        the resume sidecar when there is one: data positions and random streams."""
+        the resume sidecar when there is one: data positions and random streams.  The snapshot's
+        caffemodel must fill every learnable layer (ours always does; one that does not belongs to
+        another net) unless `allow_missing` accepts the missing ones."""
         try:
             state_bytes = state_path.read_bytes()
         except OSError as err:
@@ -611,7 +622,14 @@ class Solver:
             if sidecar is not None:
                 resume.check_belongs(sidecar, resume.sidecar_path(state_path), state.iter, state_bytes,
                                      learned, learned.read_bytes())
-            copy_trained_layers(self.net.layer_blobs(), load_caffemodel(learned))
+            layers = learnable_layers(self.net)
+            load = WeightsLoad(layers, layers, allow_missing, "resume")
+            source = load_caffemodel(learned)
+            load.add(str(learned), copy_trained_layers(self.net.layer_blobs(), source).copied, source)
+            load.finish()
+            for line in load.lines():
+                self.log.info(line, "weights.py:0")
+            self.weights = load.record()
         for h, blob in zip(self.rule.history, state.history):
             values = blob_to_array(blob)
             if values.size != h.numel():
