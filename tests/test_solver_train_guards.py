@@ -62,7 +62,8 @@ def test_a_second_run_in_a_finished_folder_is_refused_then_resumed_or_forced(
     assert main(["train", str(solver)]) == 2
     err = capsys.readouterr().err
     assert err == (f"error: {run} already holds a run (train.log, metrics.jsonl and 6 snapshot files) that finished "
-                   "at iteration 2; add --force to start again (deletes them), or train in another folder\n")
+                   "at iteration 2; add --force to start again (deletes them once the new run has written its first "
+                   "snapshot), or train in another folder\n")
     assert {name: (run / name).read_bytes() for name in finished} == finished  # nothing touched
 
     # Stopped at iteration 1: the message gives the command that resumes it, and that command works.
@@ -78,5 +79,6 @@ def test_a_second_run_in_a_finished_folder_is_refused_then_resumed_or_forced(
 
     assert main(["train", str(solver), "--force"]) == 0
     log = (run / "train.log").read_text()
-    assert "--force: deleted the earlier run's train.log, metrics.jsonl and 6 snapshot files" in log
+    assert f"--force: moved the earlier run's train.log, metrics.jsonl and 6 snapshot files to {run / '.earlier-run'}" in log
+    assert not (run / ".earlier-run").exists()  # deleted at the new run's first snapshot
     assert log.count("Starting Optimization") == 1  # a new log, not the old one appended to
