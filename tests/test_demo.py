@@ -72,3 +72,15 @@ def test_long_gives_every_net_the_same_schedule_on_four_times_the_images(tmp_pat
     assert others.max_iter == bases.max_iter == 3000 and others.fields == bases.fields
     scaled = _solver_config(tmp_path, 300, 5, "demo_long")
     assert load_solver_config(scaled).max_iter == load_solver_config(scaled, for_base=True).max_iter == 300
+
+
+def test_a_config_of_other_settings_never_overwrites_the_one_the_nets_were_made_from(tmp_path: Path) -> None:
+    """The nets in a demo folder name their solver config's file; a rerun with other settings,
+    which `generate` then refuses, must leave that file as the nets were made from it."""
+    from replicate.commands.demo import _solver_config
+
+    first = Path(_solver_config(tmp_path, 10, 7))
+    made = first.read_bytes()
+    assert Path(_solver_config(tmp_path, 12, 7)) != first and Path(_solver_config(tmp_path, None, 8)) != first
+    assert first.read_bytes() == made
+    assert _solver_config(tmp_path, 10, 7) == str(first)  # the same settings: the same file, rewritten alike

@@ -98,7 +98,8 @@ def _scaled(solver: dict[str, Any], scale: float) -> None:
 def _solver_config(out: Path, max_iter: int | None, seed: int, name: str = "demo") -> str:
     """The shipped solver config `name`, or a copy of it with `seed` as its random_seed and,
     with `max_iter`, scaled so that the transfer nets train that many iterations (the base nets
-    keep their ratio to them)."""
+    keep their ratio to them).  The copy is named by its settings (demo_seed2_iter500.json): one
+    of other settings never overwrites the file that the nets already in `out` were made from."""
     config = json.loads((SOLVER_CONFIG_DIR / f"{name}.json").read_text())
     solver = config["solver"]
     if max_iter is None and seed == solver["random_seed"]:
@@ -113,7 +114,7 @@ def _solver_config(out: Path, max_iter: int | None, seed: int, name: str = "demo
         _scaled(config.get("base", {}), scale)
         changes.append(f"scaled to {max_iter} iterations")
     config["doc"] = f"The {name} solver config ({', '.join(changes)}: `demo --seed/--max-iter`)."
-    path = out / "solver_config.json"
+    path = out / f"{name}_seed{seed}{'' if max_iter is None else f'_iter{max_iter}'}.json"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config, indent=2) + "\n")
     return str(path)
