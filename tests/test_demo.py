@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from replicate.cli import main
+from replicate.invocation import interpreter
 
 
 def test_demo_runs_the_whole_pipeline_and_continues_when_run_again(tmp_path: Path, capsys) -> None:
@@ -17,7 +18,7 @@ def test_demo_runs_the_whole_pipeline_and_continues_when_run_again(tmp_path: Pat
             "--max-iter", "4", "--jobs", str(os.cpu_count() or 1)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "$ python -m replicate grid run" in printed and "Demo done" in printed
+    assert f"$ {interpreter()} -m replicate grid run" in printed and "Demo done" in printed
     report = out / "report" / "report.md"
     assert report.is_file() and (out / "report" / "figure2.png").stat().st_size > 10_000
     text = report.read_text()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from replicate import cli
+from replicate.invocation import command
 from replicate.templates import SOLVER_CONFIG_DIR, load_arch
 
 #: The demo's datasets: the random split 0, the natural/man-made split, and the whole set
@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _step(title: str, argv: list[str], hint: str = "") -> None:
     """Run one command as the user could type it; stop the demo with its exit status (and
     `hint`, what to do about it) if it fails."""
-    print(f"\n== {title}\n$ python -m replicate {shlex.join(argv)}", flush=True)
+    print(f"\n== {title}\n$ {command(*argv)}", flush=True)
     started = time.perf_counter()
     code = cli.main(argv)
     if code != 0:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from replicate.errors import ReplicateError
 from replicate.experiments.manifest import starting_weights
+from replicate.invocation import command
 from replicate.solver.requests import EXIT_REQUEUE
 from replicate.solver.run import train
 from replicate.solver.solver import PRECISIONS
@@ -77,11 +78,11 @@ def _starting_weights(args: argparse.Namespace) -> tuple[str | None, list[str]]:
         return None, []
     if not start.path.is_file():
         base_solver = start.path.parent / "solver.prototxt"
-        first = (f"train {start.base} first (python -m replicate train {base_solver})" if base_solver.is_file()
+        first = (f"train {start.base} first ({command('train', str(base_solver))})" if base_solver.is_file()
                  else f"train {start.base} first")
         raise ReplicateError(
             f"{start.net} starts from {start.base}'s final weights {start.path} ({start.manifest}), which do "
-            f"not exist yet: {first}, or give them: python -m replicate train {args.solver} --weights FILE, "
+            f"not exist yet: {first}, or give them: {command('train', args.solver, '--weights', 'FILE')}, "
             f"or add --from-scratch to start from random fillers (not the paper's {start.net})")
     return str(start.path), [f"Starting weights from {start.manifest}: {start.base}'s final snapshot "
                              f"{start.path} (--weights to choose others, --from-scratch for none)"]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from replicate.errors import ReplicateError
+from replicate.invocation import command
 from replicate.io.model import load_caffemodel, load_net, load_solver
 from replicate.net.compile import CompiledNet
 from replicate.net.cpu_memory import keep_freed_memory
@@ -108,7 +109,7 @@ def _refusal(solver_path: Path, param: caffe_pb2.SolverParameter, earlier: list[
         return f"{held} that finished at iteration {iteration}; {restart}, or train in another folder"
     shown = Path(solver_path.parent, param.snapshot_prefix).parent / state.name
     return (f"{held} stopped at iteration {iteration} of {param.max_iter}; resume it with "
-            f"`python -m replicate train {solver_path} --snapshot {shown}`, or {restart}")
+            f"`{command('train', str(solver_path), '--snapshot', str(shown))}`, or {restart}")
 
 
 def train(
