@@ -52,7 +52,7 @@ def test_local_jobs_run_dependants_after_their_base_and_block_on_failure(tmp_pat
         record = netstate.read_status(tmp_path / name)
         assert record["state"] == "done" and record["job_id"] == jobs[name].job_id
         assert (tmp_path / "submitit" / jobs[name].job_id).is_dir()  # one folder per job
-    reason = "base net 'bad' failed: RuntimeError: fake failure at iteration 1"
+    reason = f"base net 'bad' failed: RuntimeError: fake failure at iteration 1 (trainer output: {tmp_path / 'bad' / 'train.out'})"
     tbad = netstate.read_status(tmp_path / "tbad")
     assert (tbad["state"], tbad["error"]) == ("blocked", reason)
     assert netstate.read_status(tmp_path / "ttbad")["error"] == reason
