@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ def test_demo_runs_the_whole_pipeline_and_continues_when_run_again(tmp_path: Pat
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"$ {interpreter()} -m replicate grid run" in printed and "Demo done" in printed
+    assert re.findall(r"^== (\S+) ", printed, re.M) == ["1/5", "2/5", "3/5", "4/5", "5/5"]
     report = out / "report" / "report.md"
     assert report.is_file() and (out / "report" / "figure2.png").stat().st_size > 10_000
     text = report.read_text()

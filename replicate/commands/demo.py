@@ -133,28 +133,28 @@ def run(args: argparse.Namespace) -> int:
     profile, out, train_per_class = chosen(args)
     source, data, runs, report = out / "source", out / "data", out / "runs", out / "report"
     started = time.perf_counter()
-    _step("1/6 a generated ImageNet-like dataset", [
+    _step("1/5 a generated ImageNet-like dataset", [
         "data", "synth", "--out", str(source), "--classes", str(args.classes),
         "--train-per-class", str(train_per_class), "--val-per-class", str(args.val_per_class),
         "--size", str(SIZE), "--seed", str(args.seed)])
     if not all((data / f"{name}_train" / "mean.binaryproto").is_file() for name in SETS):
-        _step("2-3/6 the paper's datasets (random and natural/man-made halves) as views of one store, with means", [
+        _step("2/5 the paper's datasets (random and natural/man-made halves) as views of one store, with means", [
             "data", "prepare", "--train", str(source / "train.txt"), "--train-root", str(source / "train"),
             "--val", str(source / "val.txt"), "--val-root", str(source / "val"),
             "--synsets", str(source / "synsets.txt"), "--families", str(source / "families.txt"),
             "--splits", "1", "--reduced", "", "--resize", str(SIZE), str(SIZE), "--workers", "1", "--out", str(data)])
     # Run again, generate rewrites the same files; other settings (--max-iter, a solver config)
     # would make other nets, which it refuses rather than mix with the runs already there.
-    _step("4/6 the treatments, as Caffe nets and solvers", [
+    _step("3/5 the treatments, as Caffe nets and solvers", [
         "generate", "--all", "--arch", "demo", "--num-output", str(args.classes), "--splits", "0,natman",
         "--treatments", TREATMENTS,
         "--solver-config", _solver_config(out, args.max_iter, args.seed, profile.solver_config),
         "--data", str(data), "--out", str(runs)],
         hint=f"{runs} holds nets of other settings (--max-iter, --seed, --long); give another --out")
-    _step("5/6 training every net (Caffe solver semantics, CPU)", [
+    _step("4/5 training every net (Caffe solver semantics, CPU)", [
         "grid", "run", "--plan", str(runs / "plan.json"), "--device", "cpu", "--jobs", str(args.jobs),
         "--progress-every", "30"])
-    _step("6/6 results beside the paper", ["results", "--runs", str(runs), "--out", str(report)])
+    _step("5/5 results beside the paper", ["results", "--runs", str(runs), "--out", str(report)])
     minutes = (time.perf_counter() - started) / 60
     print(f"\nDemo done in {minutes:.1f} min. Report: {report / 'report.md'} (figures beside it)")
     return 0
