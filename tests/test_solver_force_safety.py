@@ -99,7 +99,7 @@ def test_the_earlier_run_is_deleted_when_the_first_snapshot_is_on_disk(
 def _aside_by_hand(run: Path, files: list[Path], listing: str, moved: list[Path]) -> None:
     """The folder as a process killed mid-way leaves it: the list `listing`, `moved` aside."""
     (run / ASIDE).mkdir()
-    (run / ASIDE / listing).write_text(json.dumps([str(p) for p in files]))
+    (run / ASIDE / listing).write_text(json.dumps([p.name for p in files]))
     for path in moved:
         os.replace(path, aside_path(path))
 
@@ -170,6 +170,8 @@ def test_a_forced_start_killed_by_sigkill_before_its_first_snapshot_leaves_the_e
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
     assert (run / ASIDE / MOVED).is_file()  # the state a kill leaves: the new run, the earlier aside
+    run = run.rename(tmp_path / "moved")  # the folder moved whole (a copy to another disk) first
+    solver = run / "solver.prototxt"
     assert main(["train", str(solver)]) == 2
     assert _run_files(run) == before
     assert not (run / ASIDE).exists()

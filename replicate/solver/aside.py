@@ -50,7 +50,7 @@ class Aside:
         aside = cls(folder, prefix, files)
         record = folder / ASIDE
         record.mkdir(exist_ok=True)
-        write_atomic(record / MOVING, _listing(files))
+        write_atomic(record / MOVING, _listing(folder, files))
         try:
             for path in files:
                 aside_path(path).parent.mkdir(exist_ok=True)
@@ -82,8 +82,9 @@ class Aside:
             _move_back(self.folder, self.files)
 
 
-def _listing(files: Sequence[Path]) -> bytes:
-    return (json.dumps([str(p) for p in files], indent=1) + "\n").encode()
+def _listing(folder: Path, files: Sequence[Path]) -> bytes:
+    """The files relative to `folder`, so that a folder moved or copied whole still settles."""
+    return (json.dumps([os.path.relpath(p, folder) for p in files], indent=1) + "\n").encode()
 
 
 def _new_run(folder: Path, prefix: Path) -> list[Path]:
@@ -119,7 +120,7 @@ def recover(folder: Path, prefix: Path) -> str | None:
     record = folder / ASIDE
     for name in (MOVED, MOVING):
         if (record / name).is_file():
-            files = [Path(p) for p in json.loads((record / name).read_text())]
+            files = [Path(os.path.normpath(folder / p)) for p in json.loads((record / name).read_text())]
             break
     else:
         if record.is_dir():  # killed before the list was on disk: nothing was moved yet
