@@ -131,12 +131,18 @@ def _check(treatment: str, split: str | None, n: int | None, target: str | None,
     elif split is not None or target is not None:
         raise ReplicateError(f"treatment {treatment} takes no split or target")
     if t.has_n:
-        if n is None or not 1 <= n <= 7:
+        if n is None:
+            raise ReplicateError(f"treatment {treatment} needs --n, the layers it copies or freezes (1..7), "
+                                 f"e.g. --n 3")
+        if not 1 <= n <= 7:
             raise ReplicateError(f"treatment {treatment} needs n in 1..7, got {n}")
     elif n is not None:
         raise ReplicateError(f"treatment {treatment} takes no n")
     if t.name == "reduced":
-        if per_class is None or not 1 <= per_class <= MAX_PER_CLASS:
+        if per_class is None:
+            raise ReplicateError(f"treatment reduced needs --per-class K, the images per class "
+                                 f"(1..{MAX_PER_CLASS}), e.g. --per-class 100")
+        if not 1 <= per_class <= MAX_PER_CLASS:
             raise ReplicateError(
                 f"treatment reduced needs images per class in 1..{MAX_PER_CLASS}, got {per_class}")
     elif per_class is not None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from replicate.cli import main
+from replicate.invocation import interpreter
 
 
 def test_demo_runs_the_whole_pipeline_and_continues_when_run_again(tmp_path: Path, capsys) -> None:
@@ -17,7 +19,8 @@ def test_demo_runs_the_whole_pipeline_and_continues_when_run_again(tmp_path: Pat
             "--max-iter", "4", "--jobs", str(os.cpu_count() or 1)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "$ python -m replicate grid run" in printed and "Demo done" in printed
+    assert f"$ {interpreter()} -m replicate grid run" in printed and "Demo done" in printed
+    assert re.findall(r"^== (\S+) ", printed, re.M) == ["1/5", "2/5", "3/5", "4/5", "5/5"]
     report = out / "report" / "report.md"
     assert report.is_file() and (out / "report" / "figure2.png").stat().st_size > 10_000
     text = report.read_text()
@@ -72,3 +75,15 @@ def test_long_gives_every_net_the_same_schedule_on_four_times_the_images(tmp_pat
     assert others.max_iter == bases.max_iter == 3000 and others.fields == bases.fields
     scaled = _solver_config(tmp_path, 300, 5, "demo_long")
     assert load_solver_config(scaled).max_iter == load_solver_config(scaled, for_base=True).max_iter == 300
+
+
+def test_a_config_of_other_settings_never_overwrites_the_one_the_nets_were_made_from(tmp_path: Path) -> None:
+    """The nets in a demo folder name their solver config's file; a rerun with other settings,
+    which `generate` then refuses, must leave that file as the nets were made from it."""
+    from replicate.commands.demo import _solver_config
+
+    first = Path(_solver_config(tmp_path, 10, 7))
+    made = first.read_bytes()
+    assert Path(_solver_config(tmp_path, 12, 7)) != first and Path(_solver_config(tmp_path, None, 8)) != first
+    assert first.read_bytes() == made
+    assert _solver_config(tmp_path, 10, 7) == str(first)  # the same settings: the same file, rewritten alike

@@ -16,6 +16,7 @@ from grid_support import FAKE_TRAIN, invocations, make_plan
 
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
+from replicate.experiments.launch import error_line
 from replicate.experiments.planfile import read_plan
 from replicate.experiments.runner import GridRunner
 
@@ -146,8 +147,9 @@ def test_failed_base_blocks_its_dependants_with_the_reason(tmp_path: Path) -> No
     states, lines = _run(plan)
     assert states == {"b": "failed", "t1": "blocked", "t2": "blocked", "other": "done"}
     record = netstate.read_status(tmp_path / "b")
-    assert record["returncode"] == 1 and record["error"] == "RuntimeError: fake failure at iteration 3"
-    reason = "base net 'b' failed: RuntimeError: fake failure at iteration 3"
+    error = f"RuntimeError: fake failure at iteration 3 (trainer output: {tmp_path / 'b' / 'train.out'})"
+    assert record["returncode"] == 1 and record["error"] == error
+    reason = f"base net 'b' failed: {error}"
     assert netstate.read_status(tmp_path / "t1")["error"] == reason
     assert netstate.read_status(tmp_path / "t2")["error"] == reason  # blocked through t1
     assert invocations(tmp_path / "t1") == [] and invocations(tmp_path / "t2") == []
@@ -280,4 +282,20 @@ def test_a_killed_trainer_is_reported_by_its_signal(tmp_path: Path) -> None:
     suicide = [sys.executable, "-c", "import os, signal; print('Iteration 3, loss = 1'); os.kill(os.getpid(), signal.SIGKILL)"]
     assert _run(plan_path, train_command=suicide)[0] == {"a": "failed"}
     record = netstate.read_status(tmp_path / "a")
-    assert (record["returncode"], record["error"]) == (-9, "trainer killed by SIGKILL")
+    assert (record["returncode"], record["error"]) == (-9, f"trainer killed by SIGKILL (trainer output: {tmp_path / 'a' / 'train.out'})")
+
+
+def test_the_error_shown_is_the_last_attempts_error_line_never_its_cpu_time(tmp_path: Path) -> None:
+    out = tmp_path / "train.out"
+    out.write_text("==== 1 train s.prototxt\nerror: an older attempt's error\n"
+                   "==== 2 train s.prototxt --force\nI0101 00:00:00.000000 1 solver.py:0] Creating training net\n"
+                   "error: layer 'data' (Data): x: data source does not exist\n"
+                   "trainer process CPU time: 0.04 s\n")
+    assert error_line(tmp_path) == "layer 'data' (Data): x: data source does not exist"
+    with open(out, "a") as f:  # an exception the CLI does not catch: its traceback's last line
+        f.write("==== 3 train s.prototxt\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
+                "RuntimeError: boom\ntrainer process CPU time: 1.00 s\n")
+    assert error_line(tmp_path) == "RuntimeError: boom"
+    with open(out, "a") as f:
+        f.write("==== 4 train s.prototxt\ntrainer process CPU time: 0.01 s\n")
+    assert error_line(tmp_path) is None  # the conclusion then says the exit code

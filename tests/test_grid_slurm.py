@@ -52,7 +52,7 @@ def test_local_jobs_run_dependants_after_their_base_and_block_on_failure(tmp_pat
         record = netstate.read_status(tmp_path / name)
         assert record["state"] == "done" and record["job_id"] == jobs[name].job_id
         assert (tmp_path / "submitit" / jobs[name].job_id).is_dir()  # one folder per job
-    reason = "base net 'bad' failed: RuntimeError: fake failure at iteration 1"
+    reason = f"base net 'bad' failed: RuntimeError: fake failure at iteration 1 (trainer output: {tmp_path / 'bad' / 'train.out'})"
     tbad = netstate.read_status(tmp_path / "tbad")
     assert (tbad["state"], tbad["error"]) == ("blocked", reason)
     assert netstate.read_status(tmp_path / "ttbad")["error"] == reason
@@ -197,13 +197,14 @@ def test_dependants_of_a_base_queued_earlier_wait_for_that_job(tmp_path: Path, f
 
 def test_grid_submit_command(tmp_path: Path, fake_slurm: Path, capsys) -> None:
     from replicate.cli import main
+    from replicate.invocation import command
 
     plan_path = make_plan(tmp_path, [("b", None), ("t", "b")])
     assert main(["grid", "submit", "--plan", str(plan_path), "--slurm-partition", "gpu", "--time", "60",
                  "--gpus-per-net", "2", "--array-parallelism", "3"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "queued 1 net(s): b", "queued 1 net(s) after job 1000: t",
-        f"2 net(s) queued or in the queue; `python -m replicate grid status --plan {plan_path}`"]
+        f"2 net(s) queued or in the queue; `{command('grid', 'status', '--plan', str(plan_path))}`"]
     flags = _flags(fake_slurm / "1000.sh")
     # Two GPUs for one net: twice the cores and memory, and the trainer is torchrun's 2 processes.
     assert (flags["partition"], flags["time"], flags["gpus-per-node"]) == ("gpu", "60", "2")

@@ -78,7 +78,8 @@ def test_status_command_after_a_run_table_and_json(tmp_path: Path, capsys) -> No
         ["t", "done", "6/6", "0.5000", "0.5000"],
         ["bad", "failed", "2/6", "0.1667", "0.1667"],
     ]
-    assert out[3].endswith("RuntimeError: fake failure at iteration 2")
+    note = f"RuntimeError: fake failure at iteration 2 (trainer output: {tmp_path / 'bad' / 'train.out'})"
+    assert out[3].endswith(note)
     assert out[-1] == "3 nets: 2 done, 1 failed"
     assert main(["grid", "status", "--plan", str(plan_path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -86,7 +87,7 @@ def test_status_command_after_a_run_table_and_json(tmp_path: Path, capsys) -> No
                               "blocked": 0, "failed": 1}
     assert data["nets"][2] == {"name": "bad", "state": "failed", "iter": 2, "max_iter": 6,
                                "accuracy": 2 / 12, "best": 2 / 12,
-                               "note": "RuntimeError: fake failure at iteration 2"}
+                               "note": note}
 
 
 def test_broken_metrics_line_is_an_error_naming_the_line(tmp_path: Path, capsys) -> None:

@@ -82,3 +82,29 @@ def test_real_trainer_base_then_dependant_then_resume(tmp_path: Path, capsys) ->
     assert f"b: started, resuming from {tmp_path / 'b' / 'snap_iter_2.solverstate'}" in out
     assert "t: started" not in out  # finished: skipped
     assert (tmp_path / "b" / "snap_iter_4.caffemodel").is_file()
+
+
+def test_a_net_whose_data_is_missing_fails_with_the_trainers_error_and_its_output_file(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    """The real trainer (forked from the preloaded server, whose last line in train.out is its CPU
+    time) on a generated net whose data was never made: `grid run` and `grid status` say what
+    the trainer said and where its output is.  An attempt that died before its first snapshot was
+    there before: the grid restarts it with --force, and the failed restart leaves it as it was."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--treatment", "base", "--target", "A", "--arch", "demo", "--num-output", "4",
+                 "--data", "nowhere", "--out", "runs"]) == 0
+    net = Path("runs", "half0A")
+    earlier = {"train.log": b"I0101 00:00:00.000000     1 solver.cpp:231] Iteration 1, loss = 2\n",
+               "metrics.jsonl": b'{"kind": "train", "iter": 1, "loss": 2.0}\n'}
+    for name, data in earlier.items():
+        (net / name).write_bytes(data)
+    capsys.readouterr()
+    assert main(["grid", "run", "--plan", "runs/plan.json", "--device", "cpu"]) == 1
+    source = Path("runs/half0A/../../nowhere/half0A_train").absolute()
+    error = (f"layer 'data' (Data): {source}: data source does not exist "
+             f"(trainer output: {net.absolute() / 'train.out'})")
+    assert f"half0A: failed: {error}" in capsys.readouterr().out
+    assert "--force" in netstate.read_status(net)["command"]
+    assert {name: (net / name).read_bytes() for name in earlier} == earlier
+    assert main(["grid", "status", "--plan", "runs/plan.json"]) == 0
+    assert f"half0A  failed  1/3000  -    -     {error}" in capsys.readouterr().out  # iteration 1: the earlier attempt

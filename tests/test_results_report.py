@@ -159,6 +159,11 @@ def test_demo_run_dirs_compare_shapes(tmp_path: Path, capsys) -> None:
     assert "Shapes, not numbers" in md and "scaled demo architecture" in md
     assert "Schedules differ" not in md  # every net had 1000 iterations
     assert "transfer0A0B_1_6" in md.split("Not started")[1]
+    # No reduced-data, natural/man-made or random-frozen net among them: no empty panel, but why.
+    assert not (out / "figure_reduced.png").exists() and "![figure_reduced]" not in md
+    assert "- figure_reduced.png is not drawn: none of these runs belongs in it ('reduced-data nets')." in md
+    assert ("- figure3.png leaves out its rows 'man-made/natural transfer (AnB)' and 'random, untrained "
+            "layers 1..n': none of these runs belongs there.") in md
     assert "incomplete: stopped at 600 of 1000" in md
     assert "only 6 validation points" in md
     # Clutter left out: the relative table shows no loss column, so no note about a missing loss;
@@ -235,3 +240,20 @@ def test_command_line(raw_cli: tuple[Path, str], tmp_path: Path, capsys) -> None
     assert main(["results", "--runs", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such folder" in err
+
+
+def test_a_figure_draws_only_the_rows_some_run_of_ours_belongs_in(tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    from replicate.results.figures import figure3, figure_reduced
+
+    paper = {name: float(row["best10_top1"]) for name, row in _reference().items()}
+    ours = {"half0A": 0.30, "half0B": 0.28, "transfer0A0B_1_3": 0.26, "transfer0B0B_1_3": 0.27}
+    (tmp_path / "figure_reduced.png").write_bytes(b"an earlier report's")
+    assert figure_reduced(paper, ours, tmp_path / "figure_reduced.png", True).path is None
+    assert not (tmp_path / "figure_reduced.png").exists()  # not left beside a report that omits it
+    drawn = figure3(paper, ours, tmp_path / "figure3.png", True)
+    assert drawn.left_out == ("man-made/natural transfer (AnB)", "random, untrained layers 1..n")
+    assert imread(drawn.path).shape[0] == round(3.6 * 110)  # one row of panels, not three
+    assert figure3(paper, paper, tmp_path / "all.png").left_out == ()
+    assert imread(tmp_path / "all.png").shape[0] == round(3 * 3.6 * 110)

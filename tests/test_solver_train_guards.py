@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from replicate.cli import main
+from replicate.invocation import command
 from solver_support import E2E, copy_run, params
 
 SHORT = {"max_iter: 20": "max_iter: 2", "snapshot: 10": "snapshot: 1", "test_interval: 5": "test_interval: 2"}
@@ -44,7 +46,7 @@ def test_a_transfer_net_whose_base_weights_are_missing_stops_with_the_commands(
     assert main(["train", str(solver)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: transfer starts from base's final weights {tmp_path / 'base' / 'snap_iter_20.caffemodel'}")
-    assert f"python -m replicate train {solver} --weights FILE" in err and "--from-scratch" in err
+    assert command("train", str(solver), "--weights", "FILE") in err and "--from-scratch" in err
     assert not (solver.parent / "train.log").exists()
     assert main(["train", str(solver), "--from-scratch"]) == 0
     log = (solver.parent / "train.log").read_text()
@@ -62,7 +64,8 @@ def test_a_second_run_in_a_finished_folder_is_refused_then_resumed_or_forced(
     assert main(["train", str(solver)]) == 2
     err = capsys.readouterr().err
     assert err == (f"error: {run} already holds a run (train.log, metrics.jsonl and 6 snapshot files) that finished "
-                   "at iteration 2; add --force to start again (deletes them), or train in another folder\n")
+                   "at iteration 2; add --force to start again (deletes them once the new run has written its first "
+                   "snapshot), or train in another folder\n")
     assert {name: (run / name).read_bytes() for name in finished} == finished  # nothing touched
 
     # Stopped at iteration 1: the message gives the command that resumes it, and that command works.
@@ -70,13 +73,13 @@ def test_a_second_run_in_a_finished_folder_is_refused_then_resumed_or_forced(
         (run / f"snap_iter_2{ext}").unlink()
     assert main(["train", str(solver), "--weights", str(E2E / "init.caffemodel")]) == 2
     err = capsys.readouterr().err
-    assert "stopped at iteration 1 of 2; resume it with `python -m replicate train" in err
-    resume = re.search(r"`python -m replicate (train [^`]+)`", err).group(1).split()
-    assert resume == ["train", str(solver), "--snapshot", str(run / "snap_iter_1.solverstate")]
-    assert main(resume) == 0
+    printed = re.search(r"stopped at iteration 1 of 2; resume it with `([^`]+)`", err).group(1)
+    assert printed == command("train", str(solver), "--snapshot", str(run / "snap_iter_1.solverstate"))
+    assert main(shlex.split(printed)[3:]) == 0  # after `<python> -m replicate`
     assert (run / "snap_iter_2.caffemodel").is_file()
 
     assert main(["train", str(solver), "--force"]) == 0
     log = (run / "train.log").read_text()
-    assert "--force: deleted the earlier run's train.log, metrics.jsonl and 6 snapshot files" in log
+    assert f"--force: moved the earlier run's train.log, metrics.jsonl and 6 snapshot files to {run / '.earlier-run'}" in log
+    assert not (run / ".earlier-run").exists()  # deleted at the new run's first snapshot
     assert log.count("Starting Optimization") == 1  # a new log, not the old one appended to

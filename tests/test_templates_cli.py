@@ -16,6 +16,7 @@ from replicate import cli
 from replicate.cli import build_parser, main
 from replicate.commands import demo, generate
 from replicate.experiments.rundirs import default_solver_config
+from replicate.invocation import command, interpreter
 from replicate.io.prototxt import read_net_text, read_solver_text
 from replicate.proto import caffe_pb2
 from replicate.templates import load_arch
@@ -106,7 +107,9 @@ BAD = [
     (["--treatment", "AnC", "--n", "3"], "unknown treatment"),
     (["--treatment", "AnB", "--n", "8"], "n in 1..7"),
     (["--treatment", "AnB", "--n", "0"], "n in 1..7"),
-    (["--treatment", "AnB"], "n in 1..7"),
+    (["--treatment", "AnB+"], "treatment AnB+ needs --n, the layers it copies or freezes (1..7), e.g. --n 3"),
+    (["--treatment", "random"], "treatment random needs --n"),
+    (["--treatment", "reduced"], "treatment reduced needs --per-class K, the images per class (1..1300)"),
     (["--treatment", "AnB", "--n", "3", "--split", "4"], "split '4' does not exist"),
     (["--treatment", "BnB", "--n", "3", "--target", "C"], "target 'C'"),
     (["--treatment", "base", "--n", "3"], "takes no n"),
@@ -296,7 +299,7 @@ def test_missing_data_is_warned_with_how_to_make_it_and_full_scale_said(
     err = capsys.readouterr().err
     assert ("warning: --data data does not exist: the nets read data/half0B_train, "
             "data/half0B_valid, data/half0A_train/mean.binaryproto.") in err
-    assert "python -m replicate data prepare ... --out data" in err and "python -m replicate demo" in err
+    assert f"{interpreter()} -m replicate data prepare ... --out data" in err and f"{command('demo')}`" in err
     assert "the paper's full-scale nets (CaffeNet, batch 256, 450,000 iterations each), meant for GPUs" in err
     # Once the sets exist (a view, an LMDB), nothing is said about them; the demo architecture is
     # no full-scale net.  A set folder without its view is still missing.

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from replicate import cli
+from replicate.invocation import command
 from replicate.templates import SOLVER_CONFIG_DIR, load_arch
 
 #: The demo's datasets: the random split 0, the natural/man-made split, and the whole set
@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _step(title: str, argv: list[str], hint: str = "") -> None:
     """Run one command as the user could type it; stop the demo with its exit status (and
     `hint`, what to do about it) if it fails."""
-    print(f"\n== {title}\n$ python -m replicate {shlex.join(argv)}", flush=True)
+    print(f"\n== {title}\n$ {command(*argv)}", flush=True)
     started = time.perf_counter()
     code = cli.main(argv)
     if code != 0:
@@ -98,7 +98,8 @@ def _scaled(solver: dict[str, Any], scale: float) -> None:
 def _solver_config(out: Path, max_iter: int | None, seed: int, name: str = "demo") -> str:
     """The shipped solver config `name`, or a copy of it with `seed` as its random_seed and,
     with `max_iter`, scaled so that the transfer nets train that many iterations (the base nets
-    keep their ratio to them)."""
+    keep their ratio to them).  The copy is named by its settings (demo_seed2_iter500.json): one
+    of other settings never overwrites the file that the nets already in `out` were made from."""
     config = json.loads((SOLVER_CONFIG_DIR / f"{name}.json").read_text())
     solver = config["solver"]
     if max_iter is None and seed == solver["random_seed"]:
@@ -113,7 +114,7 @@ def _solver_config(out: Path, max_iter: int | None, seed: int, name: str = "demo
         _scaled(config.get("base", {}), scale)
         changes.append(f"scaled to {max_iter} iterations")
     config["doc"] = f"The {name} solver config ({', '.join(changes)}: `demo --seed/--max-iter`)."
-    path = out / "solver_config.json"
+    path = out / f"{name}_seed{seed}{'' if max_iter is None else f'_iter{max_iter}'}.json"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config, indent=2) + "\n")
     return str(path)
@@ -132,28 +133,28 @@ def run(args: argparse.Namespace) -> int:
     profile, out, train_per_class = chosen(args)
     source, data, runs, report = out / "source", out / "data", out / "runs", out / "report"
     started = time.perf_counter()
-    _step("1/6 a generated ImageNet-like dataset", [
+    _step("1/5 a generated ImageNet-like dataset", [
         "data", "synth", "--out", str(source), "--classes", str(args.classes),
         "--train-per-class", str(train_per_class), "--val-per-class", str(args.val_per_class),
         "--size", str(SIZE), "--seed", str(args.seed)])
     if not all((data / f"{name}_train" / "mean.binaryproto").is_file() for name in SETS):
-        _step("2-3/6 the paper's datasets (random and natural/man-made halves) as views of one store, with means", [
+        _step("2/5 the paper's datasets (random and natural/man-made halves) as views of one store, with means", [
             "data", "prepare", "--train", str(source / "train.txt"), "--train-root", str(source / "train"),
             "--val", str(source / "val.txt"), "--val-root", str(source / "val"),
             "--synsets", str(source / "synsets.txt"), "--families", str(source / "families.txt"),
             "--splits", "1", "--reduced", "", "--resize", str(SIZE), str(SIZE), "--workers", "1", "--out", str(data)])
     # Run again, generate rewrites the same files; other settings (--max-iter, a solver config)
     # would make other nets, which it refuses rather than mix with the runs already there.
-    _step("4/6 the treatments, as Caffe nets and solvers", [
+    _step("3/5 the treatments, as Caffe nets and solvers", [
         "generate", "--all", "--arch", "demo", "--num-output", str(args.classes), "--splits", "0,natman",
         "--treatments", TREATMENTS,
         "--solver-config", _solver_config(out, args.max_iter, args.seed, profile.solver_config),
         "--data", str(data), "--out", str(runs)],
         hint=f"{runs} holds nets of other settings (--max-iter, --seed, --long); give another --out")
-    _step("5/6 training every net (Caffe solver semantics, CPU)", [
+    _step("4/5 training every net (Caffe solver semantics, CPU)", [
         "grid", "run", "--plan", str(runs / "plan.json"), "--device", "cpu", "--jobs", str(args.jobs),
         "--progress-every", "30"])
-    _step("6/6 results beside the paper", ["results", "--runs", str(runs), "--out", str(report)])
+    _step("5/5 results beside the paper", ["results", "--runs", str(runs), "--out", str(report)])
     minutes = (time.perf_counter() - started) / 60
     print(f"\nDemo done in {minutes:.1f} min. Report: {report / 'report.md'} (figures beside it)")
     return 0

@@ -39,6 +39,7 @@ from replicate.data.view import is_view
 from replicate.errors import ReplicateError
 from replicate.experiments import plan
 from replicate.experiments.rundirs import MANIFEST_FILE, Options, RunDir, render_all, write_all
+from replicate.invocation import command, interpreter
 from replicate.templates import Arch, Templates, load_arch, with_num_output
 from replicate.treatments import SPLITS, TREATMENTS, NetSpec, net_spec
 
@@ -173,8 +174,8 @@ def _missing_data(runs: list[RunDir], out: Path, data: str) -> list[str]:
     where = f"--data {data} does not exist" if not os.path.isdir(data) else f"{len(missing)} data file(s) are missing"
     shown = ", ".join(list(missing)[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
     return [f"warning: {where}: the nets read {shown}. Make the paper's sets from ImageNet with "
-            f"`python -m replicate data prepare ... --out {data}` (see its --help), or run "
-            "`python -m replicate demo` for a small generated dataset and its nets; `train` stops "
+            f"`{interpreter()} -m replicate data prepare ... --out {data}` (see its --help), or run "
+            f"`{command('demo')}` for a small generated dataset and its nets; `train` stops "
             "at the first missing file."]
 
 

@@ -3,7 +3,7 @@
   python -m replicate train solver.prototxt
   python -m replicate train solver.prototxt --weights base.caffemodel     # fine-tune / transfer
   python -m replicate train solver.prototxt --snapshot snap_iter_10000.solverstate  # resume
-  python -m replicate train solver.prototxt --force    # start again where a run was (deletes it)
+  python -m replicate train solver.prototxt --force    # start again where a run was (replaces it)
   torchrun --nproc_per_node=8 -m replicate train solver.prototxt   # data parallel, 8 GPUs
 
 Under torchrun each net's batch_size is the global batch, split evenly over the processes; the
@@ -19,7 +19,9 @@ bit for bit (the snapshot's .resume.json sidecar holds the data positions and ra
 A folder made by `generate` names in manifest.json the weights a transfer net starts from (its
 base net's final snapshot); without --weights, train copies them and says so, or stops when
 they do not exist yet (--from-scratch: random fillers instead).  A folder that holds an earlier
-run is refused unless resumed (--snapshot) or started again (--force).  On a terminal a
+run is refused unless resumed (--snapshot) or started again (--force: the earlier run is moved aside,
+deleted once the new run has written its first snapshot, and put back if the new start fails
+before that, so a mistyped input never costs a finished run).  On a terminal a
 progress line with the rate and the time left follows the log lines.
 """
 
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from replicate.errors import ReplicateError
 from replicate.experiments.manifest import starting_weights
+from replicate.invocation import command
 from replicate.solver.requests import EXIT_REQUEUE
 from replicate.solver.run import train
 from replicate.solver.solver import PRECISIONS
@@ -46,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-scratch", action="store_true",
                         help="start from the fillers even where manifest.json names starting weights")
     parser.add_argument("--force", action="store_true",
-                        help="start again in a folder that holds an earlier run, deleting its logs and snapshots")
+                        help="start again in a folder that holds an earlier run: its logs and snapshots are "
+                             "deleted once the new run has written its first snapshot (put back if it fails before)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the solver's solver_mode)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 = Caffe's arithmetic (default); tf32 or bf16 autocast for speed")
@@ -77,11 +81,11 @@ def _starting_weights(args: argparse.Namespace) -> tuple[str | None, list[str]]:
         return None, []
     if not start.path.is_file():
         base_solver = start.path.parent / "solver.prototxt"
-        first = (f"train {start.base} first (python -m replicate train {base_solver})" if base_solver.is_file()
+        first = (f"train {start.base} first ({command('train', str(base_solver))})" if base_solver.is_file()
                  else f"train {start.base} first")
         raise ReplicateError(
             f"{start.net} starts from {start.base}'s final weights {start.path} ({start.manifest}), which do "
-            f"not exist yet: {first}, or give them: python -m replicate train {args.solver} --weights FILE, "
+            f"not exist yet: {first}, or give them: {command('train', args.solver, '--weights', 'FILE')}, "
             f"or add --from-scratch to start from random fillers (not the paper's {start.net})")
     return str(start.path), [f"Starting weights from {start.manifest}: {start.base}'s final snapshot "
                              f"{start.path} (--weights to choose others, --from-scratch for none)"]

@@ -28,13 +28,15 @@ from replicate.experiments import netstate
 from replicate.experiments.netfiles import (METRICS_FILE, has_earlier_run, is_finished, last_record,
                                             newest_solverstate)
 from replicate.experiments.planfile import PlannedNet
-from replicate.experiments.preload import PreloadedTrainer, usable as preload_usable
+from replicate.experiments.preload import CPU_TIME, PreloadedTrainer, usable as preload_usable
 from replicate.io.model import load_caffemodel
 from replicate.net.copy_check import supplied_layers
 from replicate.solver.requests import EXIT_REQUEUE
 
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "replicate", "train")
 OUTPUT_FILE = "train.out"  # the trainer's stdout and stderr, every attempt appended
+ATTEMPT = "==== "  # how the line that starts each attempt in train.out starts
+ERROR = "error: "  # how the CLI's one-line errors start (replicate.cli)
 #: The grid's default `--snapshot-keep`: only the newest snapshot while a net trains and its final
 #: one after, so the paper's 148 CaffeNets end with 148 x 466 MB = 69 GB (Caffe's keep-all: 3 TB).
 GRID_SNAPSHOT_KEEP = 1
@@ -108,8 +110,10 @@ def _child_env(gpu: str | None) -> dict[str, str]:
     return env
 
 
-def last_error_line(net_dir: Path) -> str | None:
-    """The last non-empty line the trainer printed: its error message when it failed."""
+def error_line(net_dir: Path) -> str | None:
+    """Why the trainer's last attempt failed, from the end of its train.out: its last `error: ...`
+    line (a one-line error of the CLI, without that prefix), else its last line (a traceback's
+    exception), never the CPU-time line a preloaded trainer ends with nor an earlier attempt's."""
     try:
         with open(net_dir / OUTPUT_FILE, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
@@ -117,7 +121,10 @@ def last_error_line(net_dir: Path) -> str | None:
     except FileNotFoundError:
         return None
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return lines[-1] if lines else None
+    start = max((i + 1 for i, line in enumerate(lines) if line.startswith(ATTEMPT)), default=0)
+    lines = [line for line in lines[start:] if not line.startswith(CPU_TIME)]
+    errors = [line[len(ERROR):] for line in lines if line.startswith(ERROR)]
+    return errors[-1] if errors else lines[-1] if lines else None
 
 
 @dataclass
@@ -153,7 +160,7 @@ def launch(
     argv, snapshot = train_argv(net, device, train_command, snapshot_keep)
     metrics_size = _metrics_size(net)
     output = open(net.dir / OUTPUT_FILE, "ab")
-    output.write(f"==== {netstate.now()} {' '.join(argv)}\n".encode())
+    output.write(f"{ATTEMPT}{netstate.now()} {' '.join(argv)}\n".encode())
     output.flush()
     try:
         process: subprocess.Popen[bytes] | PreloadedTrainer
@@ -230,6 +237,7 @@ def conclude(proc: NetProcess) -> dict[str, Any]:
     elif returncode < 0:  # its last line is whatever it was doing, not why it died
         error = f"trainer killed by {signal.Signals(-returncode).name}"
     else:
-        error = last_error_line(proc.net.dir) or f"trainer exited with code {returncode}"
+        error = error_line(proc.net.dir) or f"trainer exited with code {returncode}"
+    error += f" (trainer output: {proc.net.dir / OUTPUT_FILE})"
     return netstate.write_status(proc.net.dir, netstate.FAILED, **record, error=error)
 

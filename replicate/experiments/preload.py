@@ -36,6 +36,8 @@ from pathlib import Path
 #: `train` command and through it torch, the engine and the solver.
 PRELOAD = ("replicate.experiments.forkserver_signals", "replicate.commands.train")
 _server: ForkServerContext | None = None
+#: How the line a preloaded trainer ends train.out with starts (its CPU time, never its error).
+CPU_TIME = "trainer process CPU time: "
 
 
 def usable() -> bool:
@@ -85,7 +87,7 @@ def _train(argv: list[str], cwd: str, env: dict[str, str], output: str) -> None:
         # The forkserver, not the grid, reaps this process, so no `time` of the grid sees its CPU.
         cpu = sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
                   for field in ("ru_utime", "ru_stime"))
-        print(f"trainer process CPU time: {cpu:.2f} s", file=sys.stderr, flush=True)
+        print(f"{CPU_TIME}{cpu:.2f} s", file=sys.stderr, flush=True)
     sys.exit(code)
 
 

@@ -1,7 +1,9 @@
 """The paper's figures, each drawn for our runs beside the paper's own numbers.
 
 Every figure has a left column with the paper's nets (from results/paper_reference.csv) and a
-right column with ours, on shared y axes.  With `relative=True` (a scaled demo, whose absolute
+right column with ours, on shared y axes.  A row that none of our runs belongs in is left
+out, and a figure without any other row is not written: the report says which and why, where an
+empty panel would leave the reader to guess.  With `relative=True` (a scaled demo, whose absolute
 accuracies mean nothing next to ImageNet's) both columns show each net relative to its base, so
 what is compared is the shape: where transfer hurts, where fine-tuning helps.
 """
@@ -9,6 +11,7 @@ what is compared is the shape: where transfer hurts, where fine-tuning helps.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 from typing import TypeVar
@@ -37,9 +40,27 @@ T = TypeVar("T", Scores, Curves)
 Panel = Callable[[Axes, T, bool], bool]
 
 
+@dataclass(frozen=True)
+class Figure:
+    """A figure as drawn: its file (None when none of our runs belongs in any of its rows, so none
+    is written) and the titles of the rows left out for want of our runs."""
+
+    path: Path | None
+    left_out: tuple[str, ...] = ()
+
+
 def _empty(ax: Axes) -> None:
     ax.text(0.5, 0.5, "no runs of these treatments", ha="center", va="center",
             transform=ax.transAxes, color="grey")
+
+
+def _has_runs(panel: Panel, scores: T, relative: bool) -> bool:
+    """Whether `panel` draws anything for `scores` (drawn once on a scratch figure)."""
+    fig, ax = plt.subplots()
+    try:
+        return panel(ax, scores, relative)
+    finally:
+        plt.close(fig)
 
 
 def _fig2_points(ax: Axes, scores: Scores, relative: bool) -> bool:
@@ -145,7 +166,15 @@ def _reduced(ax: Axes, scores: Scores, relative: bool) -> bool:
 
 
 def _draw(path: Path, title: str, rows: list[tuple[Panel, str, str]], paper: T, ours: T,
-          relative: bool) -> None:
+          relative: bool) -> Figure:
+    """The rows that some run of `ours` belongs in, the paper's panel beside ours; no file at
+    `path` (an earlier one removed) when there is none."""
+    kept = [row for row in rows if _has_runs(row[0], ours, relative)]
+    left_out = tuple(row_title for _, row_title, _ in rows if all(row_title != k[1] for k in kept))
+    if not kept:
+        path.unlink(missing_ok=True)
+        return Figure(None, left_out)
+    rows = kept
     fig, axes = plt.subplots(len(rows), 2, figsize=(11, 3.6 * len(rows)), sharey="row",
                              squeeze=False)
     for r, (panel, row_title, ylabel) in enumerate(rows):
@@ -153,7 +182,7 @@ def _draw(path: Path, title: str, rows: list[tuple[Panel, str, str]], paper: T, 
             ax = axes[r][c]
             if panel(ax, scores, relative):
                 ax.legend(fontsize=7, loc="best")
-            else:
+            else:  # the paper's side only: ours has runs in every row kept
                 _empty(ax)
             ax.set_title(f"{who}: {row_title}", fontsize=9)
             ax.grid(alpha=0.3)
@@ -165,6 +194,7 @@ def _draw(path: Path, title: str, rows: list[tuple[Panel, str, str]], paper: T, 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return Figure(path, left_out)
 
 
 def _layers_axis(panel: Panel) -> Panel:
@@ -175,35 +205,32 @@ def _layers_axis(panel: Panel) -> Panel:
     return wrapped
 
 
-def figure2(paper: Scores, ours: Scores, path: str | Path, relative: bool = False) -> Path:
+def figure2(paper: Scores, ours: Scores, path: str | Path, relative: bool = False) -> Figure:
     """Figure 2: every net (top) and treatment means (bottom), random A/B splits."""
     ylabel = "top-1 / baseB" if relative else "top-1 accuracy (best10)"
-    _draw(Path(path), "Figure 2: transfer between random halves of the classes",
-          [(_layers_axis(_fig2_points), "every net", ylabel),
-           (_layers_axis(_fig2_means), "treatment means", ylabel)], paper, ours, relative)
-    return Path(path)
+    return _draw(Path(path), "Figure 2: transfer between random halves of the classes",
+                 [(_layers_axis(_fig2_points), "every net", ylabel),
+                  (_layers_axis(_fig2_means), "treatment means", ylabel)], paper, ours, relative)
 
 
-def figure3(paper: Scores, ours: Scores, path: str | Path, relative: bool = False) -> Path:
+def figure3(paper: Scores, ours: Scores, path: str | Path, relative: bool = False) -> Figure:
     """Figure 3: man-made/natural transfer, random frozen layers, and both minus their base."""
     y = "top-1 / own base" if relative else "top-1 accuracy (best10)"
     gap = "top-1 / own base - 1" if relative else "top-1 minus own base"
-    _draw(Path(path), "Figure 3: performance degradation vs. layer",
-          [(_layers_axis(_natman), "man-made/natural transfer (AnB)", y),
-           (_layers_axis(_random), "random, untrained layers 1..n", y),
-           (_layers_axis(_gaps), "normalized by base", gap)], paper, ours, relative)
-    return Path(path)
+    return _draw(Path(path), "Figure 3: performance degradation vs. layer",
+                 [(_layers_axis(_natman), "man-made/natural transfer (AnB)", y),
+                  (_layers_axis(_random), "random, untrained layers 1..n", y),
+                  (_layers_axis(_gaps), "normalized by base", gap)], paper, ours, relative)
 
 
-def figure_reduced(paper: Scores, ours: Scores, path: str | Path, relative: bool = False) -> Path:
+def figure_reduced(paper: Scores, ours: Scores, path: str | Path, relative: bool = False) -> Figure:
     """Top-1 accuracy against training images per class (the reduced-data nets)."""
     def panel(ax: Axes, scores: Scores, rel: bool) -> bool:
         ax.set_xlabel("training images per class", fontsize=8)
         return _reduced(ax, scores, rel)
-    _draw(Path(path), "Reduced data: 1000 classes, first k images of each",
-          [(panel, "reduced-data nets", "top-1 / largest k" if relative else
-            "top-1 accuracy (best10)")], paper, ours, relative)
-    return Path(path)
+    return _draw(Path(path), "Reduced data: 1000 classes, first k images of each",
+                 [(panel, "reduced-data nets", "top-1 / largest k" if relative else
+                   "top-1 accuracy (best10)")], paper, ours, relative)
 
 
 def _curves_of(treatment: str) -> Panel:
@@ -231,10 +258,9 @@ def _curves_of(treatment: str) -> Panel:
     return panel
 
 
-def figure_curves(paper: Curves, ours: Curves, path: str | Path, relative: bool = False) -> Path:
+def figure_curves(paper: Curves, ours: Curves, path: str | Path, relative: bool = False) -> Figure:
     """Validation curves of the base nets and of the fine-tuned transfers (AnB+)."""
     y = "top-1 / the net's highest" if relative else "validation top-1"
-    _draw(Path(path), "Validation curves, random A/B splits",
-          [(_curves_of("baseB"), "base nets", y), (_curves_of("AnB+"), "AnB+ nets", y)],
-          paper, ours, relative)
-    return Path(path)
+    return _draw(Path(path), "Validation curves, random A/B splits",
+                 [(_curves_of("baseB"), "base nets", y), (_curves_of("AnB+"), "AnB+ nets", y)],
+                 paper, ours, relative)

@@ -19,7 +19,7 @@ from pathlib import Path
 from statistics import fmean
 
 from replicate.results.copies import copy_warnings
-from replicate.results.figures import Curves, figure2, figure3, figure_curves, figure_reduced
+from replicate.results.figures import Curves, Figure, figure2, figure3, figure_curves, figure_reduced
 from replicate.results.groups import Scores, base_mean, base_of, transfer_gaps
 from replicate.results.inference import boost_tests, split_intervals
 from replicate.results.names import try_parse_name
@@ -424,6 +424,19 @@ def _shape(scores: Scores, paper_scores: Scores) -> list[str]:
     return lines + [""]
 
 
+def _left_out_figures(drawn: Mapping[str, Figure]) -> list[str]:
+    """What the figures leave out for want of our runs, and why (an empty panel says neither)."""
+    lines = []
+    for name, figure in drawn.items():
+        rows = " and ".join(f"'{title}'" for title in figure.left_out)
+        if figure.path is None:
+            lines.append(f"- {name} is not drawn: none of these runs belongs in it ({rows}).")
+        elif figure.left_out:
+            which = "its row" if len(figure.left_out) == 1 else "its rows"
+            lines.append(f"- {name} leaves out {which} {rows}: none of these runs belongs there.")
+    return lines + [""] if lines else []
+
+
 def build_report(runs: Runs, out: str | Path, paper: Mapping[str, PaperNet],
                  paper_curves: Curves, runs_dir: str) -> Report:
     """Write results.csv, curves.csv, the figures and report.md under `out`."""
@@ -436,10 +449,11 @@ def build_report(runs: Runs, out: str | Path, paper: Mapping[str, PaperNet],
     csv_path = out / "results.csv"
     _write(csv_path, results_csv(runs.nets))
     _write(out / "curves.csv", curves_csv(runs.nets))
-    figures = [fn(paper_scores, scores, out / f"{name}.png", relative)
-               for name, fn in FIGURES.items()]
-    figures.append(figure_curves(paper_curves, {n.name: n.curve.val for n in runs.nets},
-                                 out / "curves.png", relative))
+    drawn = {f"{name}.png": fn(paper_scores, scores, out / f"{name}.png", relative)
+             for name, fn in FIGURES.items()}
+    drawn["curves.png"] = figure_curves(paper_curves, {n.name: n.curve.val for n in runs.nets},
+                                        out / "curves.png", relative)
+    figures = [figure.path for figure in drawn.values() if figure.path is not None]
     nets = sorted(runs.nets, key=lambda n: n.name)
     lines = _sources(runs, runs_dir, relative, any_paper_names)
     lines += _headline(scores, paper_scores, relative)
@@ -448,7 +462,7 @@ def build_report(runs: Runs, out: str | Path, paper: Mapping[str, PaperNet],
     lines += _significance(scores, paper_scores, relative)
     lines += _shape(scores, paper_scores)
     lines += ["## Figures", "", "Left: the paper's nets; right: ours.", ""]
-    lines += [f"![{p.stem}]({p.name})" for p in figures] + [""]
+    lines += [f"![{p.stem}]({p.name})" for p in figures] + [""] + _left_out_figures(drawn)
     lines += _per_net(nets, paper, scores, paper_scores, relative)
     md_path = out / "report.md"
     _write(md_path, "\n".join(lines))

@@ -7,6 +7,8 @@ night of training.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +17,14 @@ import numpy as np
 import torch
 
 from replicate.errors import ReplicateError
+from replicate.invocation import command
 from replicate.io.model import load_caffemodel, load_net, load_solver
 from replicate.net.compile import CompiledNet
 from replicate.net.cpu_memory import keep_freed_memory
 from replicate.net.copy_check import WeightsLoad, frozen_layers, learnable_layers, parse_allowed
 from replicate.net.weights import copy_trained_layers
 from replicate.proto import caffe_pb2
+from replicate.solver.aside import ASIDE, Aside, recover
 from replicate.solver.distributed import join, leave
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
@@ -62,14 +66,20 @@ def set_snapshot_prefix(param: caffe_pb2.SolverParameter, solver_path: Path) -> 
         param.snapshot_prefix = str(Path(param.snapshot_prefix) / solver_path.stem)
 
 
+def _weights_files(weights: str) -> list[Path]:
+    """The files of `--weights a.caffemodel,b.caffemodel`, each checked to exist."""
+    paths = [Path(name) for name in weights.split(",")]
+    for path in paths:
+        if not path.is_file():
+            raise ReplicateError(f"weights file {path} does not exist")
+    return paths
+
+
 def _copy_weights(net: CompiledNet, weights: str, log: RunLog, load: WeightsLoad) -> None:
     """`--weights a.caffemodel,b.caffemodel`: each copied by layer name, in order, as Caffe does;
     then `load` checks that they filled what they must (replicate.net.copy_check) and the log
     says which of the net's learnable layers they filled."""
-    for name in weights.split(","):
-        path = Path(name)
-        if not path.is_file():
-            raise ReplicateError(f"weights file {path} does not exist")
+    for path in _weights_files(weights):
         log.info(f"Finetuning from {path}", "caffe.cpp:142")
         source = load_caffemodel(path)
         report = copy_trained_layers(net.layer_blobs(), source)
@@ -97,7 +107,7 @@ def _listing(paths: Sequence[Path]) -> str:
 def _refusal(solver_path: Path, param: caffe_pb2.SolverParameter, earlier: list[Path]) -> str:
     """Why a fresh run is refused in this folder, and how to continue or restart it."""
     held = f"{solver_path.parent} already holds a run ({_listing(earlier)})"
-    restart = "add --force to start again (deletes them)"
+    restart = "add --force to start again (deletes them once the new run has written its first snapshot)"
     newest = newest_solverstate(solver_path.resolve().parent / param.snapshot_prefix)
     if newest is None:
         return f"{held} with no snapshot to resume from; {restart}"
@@ -106,7 +116,7 @@ def _refusal(solver_path: Path, param: caffe_pb2.SolverParameter, earlier: list[
         return f"{held} that finished at iteration {iteration}; {restart}, or train in another folder"
     shown = Path(solver_path.parent, param.snapshot_prefix).parent / state.name
     return (f"{held} stopped at iteration {iteration} of {param.max_iter}; resume it with "
-            f"`python -m replicate train {solver_path} --snapshot {shown}`, or {restart}")
+            f"`{command('train', str(solver_path), '--snapshot', str(shown))}`, or {restart}")
 
 
 def train(
@@ -132,10 +142,13 @@ def train(
     `snapshot_keep` K > 0 keeps the last K snapshots and the final one (0: all, as Caffe).
     Every data source and worker the run opened is closed when it returns, on every path.
     A folder where an earlier run trained (its logs, its snapshots) is refused unless the run resumes
-    (`snapshot`) or `force` says to delete them and start again.  `announce`: lines for the log's
-    start (e.g. where the weights come from).  The weights must fill every frozen layer, and each
-    file some layer, unless `allow_missing` ("NAME,..." or "all") accepts the layers they leave
-    out (replicate.net.copy_check); a resumed snapshot must fill every learnable layer.
+    (`snapshot`) or `force` says to start again: the earlier run is then moved aside and deleted
+    only once the new one has written its first snapshot; a start that fails before that puts it
+    back, and an earlier run a killed start left aside is settled first (replicate.solver.aside).
+    `announce`: lines for the log's start (e.g. where the weights come from).  The weights must
+    fill every frozen layer, and each file some layer, unless `allow_missing` ("NAME,..." or "all")
+    accepts the layers they leave out (replicate.net.copy_check); a resumed snapshot must fill
+    every learnable layer.
     Signals are listened to from the start, as `caffe train` does, so a SIGTERM while the nets
     are being built still ends in a snapshot (replicate.solver.requests).
     """
@@ -146,6 +159,14 @@ def train(
         raise ReplicateError("give either --weights (to fine-tune) or --snapshot (to resume), not both")
     if force and snapshot:
         raise ReplicateError("--force starts again and --snapshot resumes: give one of them")
+    if weights:
+        _weights_files(weights)
+    param = load_solver(solver_path)
+    folder = solver_path.resolve().parent
+    set_snapshot_prefix(param, solver_path)
+    prefix = folder / param.snapshot_prefix
+    # Rank 0 alone touches the folder, as it alone logs and snapshots.
+    recovered = recover(folder, prefix) if os.environ.get("RANK", "0") == "0" else None
     snapshot = Path(snapshot) if snapshot else None
     if snapshot is not None and not snapshot.is_file():
         raise ReplicateError(f"snapshot {snapshot} does not exist")
@@ -153,45 +174,57 @@ def train(
     if allowed and not (weights or snapshot):
         raise ReplicateError("--allow-missing-layers accepts layers that weights leave out: give it with --weights "
                              "or --snapshot")
-    param = load_solver(solver_path)
-    folder = solver_path.resolve().parent
-    set_snapshot_prefix(param, solver_path)
-    earlier = [] if snapshot is not None else earlier_run(folder, folder / param.snapshot_prefix)
+    earlier = [] if snapshot is not None else earlier_run(folder, prefix)
     if earlier and not force:
-        raise ReplicateError(_refusal(solver_path, param, earlier))
+        raise ReplicateError(_refusal(solver_path, param, earlier) + (f" ({recovered})" if recovered else ""))
     group, device = join(device)
     main = group.is_main
-    if main:
-        for path in earlier:
-            path.unlink(missing_ok=True)
-    log = RunLog(folder if main else None, echo and main, append=snapshot is not None)
-    requests = Requests()
+    aside = Aside.move(folder, prefix, earlier) if main and earlier else None
+    solved = False
     try:
-        with requests.listen():
-            target = pick_device(device, param.solver_mode)
-            if target.type == "cpu":
-                keep_freed_memory()
-            world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
-            log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
-            if earlier:
-                log.info(f"--force: deleted the earlier run's {_listing(earlier)} and started again", "train.py:0")
-            for line in announce:
-                log.info(line, "train.py:0")
-            solver = Solver(param, folder, target, log, precision, channels_last, compile, group, data_workers,
-                            requests, snapshot_keep, cuda_graph)
-            try:
-                if weights:
-                    load = WeightsLoad(learnable_layers(solver.net), frozen_layers(solver.net), allowed)
-                    _copy_weights(solver.net, weights, log, load)
-                    solver.weights = load.record()
-                    solver.sync_weights()
-                log.info("Starting Optimization", "caffe.cpp:232")
-                solver.solve(snapshot, allowed)
-            finally:
-                solver.close()
+        log = RunLog(folder if main else None, echo and main, append=snapshot is not None)
+        requests = Requests()
+        try:
+            with requests.listen():
+                target = pick_device(device, param.solver_mode)
+                if target.type == "cpu":
+                    keep_freed_memory()
+                world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
+                log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
+                if recovered:
+                    log.info(recovered, "train.py:0")
+                if earlier:
+                    log.info(f"--force: moved the earlier run's {_listing(earlier)} to {folder / ASIDE}; they are "
+                             "deleted once this run has written its first snapshot, put back if it fails before",
+                             "train.py:0")
+                for line in announce:
+                    log.info(line, "train.py:0")
+                solver = Solver(param, folder, target, log, precision, channels_last, compile, group,
+                                data_workers, requests, snapshot_keep, cuda_graph)
+                if aside is not None:
+                    solver.after_snapshot = aside.discard
+                try:
+                    if weights:
+                        load = WeightsLoad(learnable_layers(solver.net), frozen_layers(solver.net), allowed)
+                        _copy_weights(solver.net, weights, log, load)
+                        solver.weights = load.record()
+                        solver.sync_weights()
+                    log.info("Starting Optimization", "caffe.cpp:232")
+                    solver.solve(snapshot, allowed)
+                finally:
+                    solver.close()
+            solved = True
+        finally:
+            log.close()
     finally:
-        log.close()
         leave(group)
+        if aside is not None and solved:
+            aside.discard()  # a solver that writes no snapshot: the run's end is when it stands
+        elif aside is not None:
+            aside.restore()
+            if echo:
+                print(f"the earlier run's {_listing(earlier)} are back in {folder}: this start failed "
+                      "before its first snapshot", file=sys.stderr, flush=True)
     return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log", folder / "metrics.jsonl",
                        solver.stopped_early, solver.requeued)
 

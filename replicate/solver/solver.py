@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +216,9 @@ class Solver:
         self._snapshot_iter: int | None = None
         self.snapshot_keep = snapshot_keep
         self._writer = SnapshotWriter()
+        #: Called by the snapshot writer's thread once a snapshot's .solverstate is on disk
+        #: (`train --force` then deletes the earlier run it moved aside: replicate.solver.aside).
+        self.after_snapshot: Callable[[], None] | None = None
         self._check_snapshot_folder()
         #: What signals ask for (see replicate.solver.requests); `train` listens from its start.
         self.requests = requests or req.Requests()
@@ -557,6 +560,8 @@ class Solver:
             resume.write_sidecar(resume.sidecar_path(state_path), iteration, model_name, model_bytes, state_bytes,
                                  positions, randoms)
             write_atomic(state_path, state_bytes)
+            if self.after_snapshot is not None:
+                self.after_snapshot()
             prefix = Path(absolute(self.param.snapshot_prefix, self.folder))
             prune(prefix, self.snapshot_keep, iteration, self.param.max_iter)
 

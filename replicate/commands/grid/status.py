@@ -1,8 +1,9 @@
 """Show where a grid stands: each net's state, iteration and accuracy, with totals.
 
 States: done, running, queued (SLURM), waiting (never started), stopped (resumable), blocked
-(its base failed), failed (with the trainer's last error line).  Accuracy is the latest and the
-best validation value in the net's metrics.jsonl; --json prints the same for machines.
+(its base failed), failed (with the trainer's error line and the path of its train.out).
+Accuracy is the latest and the best validation value in the net's metrics.jsonl; --json prints
+the same for machines.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import argparse
 from replicate.experiments.launch import GRID_SNAPSHOT_KEEP, TRAIN_COMMAND, torchrun_command
 from replicate.experiments.planfile import read_plan
 from replicate.experiments.slurm import CPUS_PER_GPU, MEM_GB_PER_GPU, make_executor, submit_plan
+from replicate.invocation import command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
         cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
         max_requeues=args.max_requeues,
     )
-    command = torchrun_command(args.gpus_per_net) if args.gpus_per_net > 1 else TRAIN_COMMAND
+    trainer = torchrun_command(args.gpus_per_net) if args.gpus_per_net > 1 else TRAIN_COMMAND
     jobs = submit_plan(
         plan, executor, only=args.only, device="cuda" if args.gpus_per_net else "cpu",
-        train_command=command, resubmit=args.resubmit, snapshot_keep=args.snapshot_keep,
+        train_command=trainer, resubmit=args.resubmit, snapshot_keep=args.snapshot_keep,
     )
-    print(f"{len(jobs)} net(s) queued or in the queue; `python -m replicate grid status --plan {args.plan}`")
+    print(f"{len(jobs)} net(s) queued or in the queue; `{command('grid', 'status', '--plan', args.plan)}`")
     return 0
