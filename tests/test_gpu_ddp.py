@@ -8,6 +8,7 @@ weight decay the weights agree within float tolerance.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,12 @@ def test_a_rank_holds_no_process_group_once_its_runs_are_over(trained: dict) -> 
     group in that module's default arguments: left to the interpreter's teardown, destroying it
     can abort a rank that has finished (SIGABRT, seen in CI)."""
     with one_process_group():
-        assert holds_a_process_group(thread_names())  # the names tell a live group on this torch
+        # The names tell a live group on this torch.  A new thread names itself once it runs,
+        # which on a loaded machine can be a while after the group is up: wait for it.
+        deadline = time.monotonic() + 30
+        while not holds_a_process_group(thread_names()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert holds_a_process_group(thread_names()), thread_names()
     assert CASES[-1][1]  # the last run the ranks trained was compiled
     folder = trained[CASES[-1]][1].parent
     for rank in (0, 1):
