@@ -190,7 +190,7 @@ class Solver:
         log.record(
             kind="config", precision=precision, device=str(device), device_name=device_name(device),
             torch=torch.__version__, channels_last=channels_last, compile=compile, world_size=group.world,
-            **self.data_feed,
+            cpu_threads=torch.get_num_threads(), **self.data_feed,
         )
         self.entries = self.net.learnable_params()
         self._averager = GradientAverager(group, [e.param for e in self.entries]) if group.world > 1 else None

@@ -10,7 +10,6 @@ is done, 1 when some failed or are blocked.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import signal
 import sys
@@ -26,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", help="comma-separated GPU ids, one net on each at a time (e.g. 0,1,2,3; repeat an id to run two nets on it)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="device when --gpus is not given")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="nets trained at once without --gpus (default 1); each trainer then "
-                             "gets cores/jobs threads unless OMP_NUM_THREADS is set")
+                        help="nets trained at once without --gpus (default 1); with --gpus or --jobs "
+                             "each trainer gets its share of the CPUs this process may use, pinned to "
+                             "them where it can be, as threads (unless OMP_NUM_THREADS is set) and data workers")
     parser.add_argument("--only", nargs="+", metavar="NAME", default=[],
                         help="run only these nets (and the base nets they need)")
     parser.add_argument("--progress-every", type=float, default=60.0, metavar="SECONDS",
@@ -48,10 +48,6 @@ def _interrupt(signum: int, frame: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     plan = read_plan(args.plan)
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else []
-    if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
-        # Trainers inherit this; without it each would start one thread per core and the
-        # concurrent nets would fight over the cores.
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     runner = GridRunner(
         plan, only=args.only, device=args.device, gpus=gpus, jobs=args.jobs,
         train_command=shlex.split(args.train_command),
