@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-command", default=shlex.join(TRAIN_COMMAND), metavar="CMD",
                         help="the trainer's command line before its arguments (default: this "
                              "package's `train`); any program keeping train's contract works")
+    parser.add_argument("--stop-timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="on Ctrl-C or SIGTERM, how long the trainers have to snapshot and exit before "
+                             "they are killed (default 120)")
     parser.add_argument("--snapshot-keep", type=int, default=GRID_SNAPSHOT_KEEP, metavar="K",
                         help="each net keeps its last K snapshots and its final one (default %(default)s: "
                              "the 148-net CaffeNet grid then ends with ~69 GB of snapshots; 0 keeps all)")
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         plan, only=args.only, device=args.device, gpus=gpus, jobs=args.jobs,
         train_command=shlex.split(args.train_command),
         report=lambda line: print(line, flush=True), progress_s=args.progress_every,
-        snapshot_keep=args.snapshot_keep,
+        snapshot_keep=args.snapshot_keep, stop_timeout_s=args.stop_timeout,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's kill stops trainers like Ctrl-C
     states = runner.run()
