@@ -50,7 +50,8 @@ def main() -> int:
     started = time.time()
     seen = {"argv": sys.argv[1:], "cwd": os.getcwd(), "start": started, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "affinity": sorted(os.sched_getaffinity(0)), "cpus": os.environ.get("REPLICATE_CPUS"),
-            "omp_threads": os.environ.get("OMP_NUM_THREADS"), "slurm_job": os.environ.get("SLURM_JOB_ID")}
+            "omp_threads": os.environ.get("OMP_NUM_THREADS"), "slurm_job": os.environ.get("SLURM_JOB_ID"),
+            "slurm_gpus": os.environ.get("SLURM_JOB_GPUS")}
     if config.get("probe_cpus"):
         import torch
 

@@ -269,7 +269,7 @@ def test_site_options_reach_every_job_of_every_array(tmp_path: Path, fake_slurm:
     (["--slurm-arg", "account="], "expected KEY=VALUE"),
     (["--slurm-arg", "gres=gpu:a100:2"], "asks for 2 GPU(s) per job but --gpus-per-net is 1"),
     (["--stop-timeout", "120"], "--stop-timeout 120 s must be above 0 and below --signal-delay 120 s"),
-    (["--time", "1", "--signal-delay", "60", "--stop-timeout", "30"], "a 1-minute time limit ends before the --signal-delay"),
+    (["--time", "1", "--signal-delay", "30", "--stop-timeout", "20"], "a 1-minute time limit leaves no time to train"),
     (["--time", "3h"], "--time '3h': give minutes (a whole number) or auto"),
     (["--time", "auto"], "net 'b' has not trained yet, so its speed is unknown"),
 ])

@@ -37,6 +37,9 @@ from replicate.proto import caffe_pb2
 #: Minutes added to every estimate: imports, cuDNN autotuning or compiling, the data workers'
 #: start, resuming from a snapshot, the final test and snapshot.
 STARTUP_MIN = 5
+#: How often slurmctld checks time limits; it sends a job's --signal up to this much earlier than
+#: asked, so that the signal is never late (slurmctld's PERIODIC_TIMEOUT).
+SLURM_CHECK_S = 30
 #: The display lines of train.log a net's speed is taken from: the last ones, of its latest run.
 SPEED_LINES = 50
 _DISPLAY = re.compile(r"\] Iteration (\d+) \(([\d.e+-]+) iter/s, ([\d.e+-]+)s/(\d+) iters\)")
@@ -197,10 +200,15 @@ class TimeLimits:
     def capped(self, minutes: int) -> int:
         return min(minutes, self.partition_max) if self.partition_max else minutes
 
+    def trains_s(self, minutes: int) -> int:
+        """The seconds a job of `minutes` surely trains before SLURM's signal stops it."""
+        return minutes * 60 - self.signal_delay_s - SLURM_CHECK_S
+
     def _check_signal(self, minutes: int) -> None:
-        if minutes * 60 <= self.signal_delay_s:
-            raise ReplicateError(f"a {minutes}-minute time limit ends before the --signal-delay of "
-                                 f"{self.signal_delay_s} s: every job would be stopped as it starts")
+        if self.trains_s(minutes) <= 0:
+            raise ReplicateError(f"a {minutes}-minute time limit leaves no time to train: SLURM signals up to "
+                                 f"--signal-delay {self.signal_delay_s} s + {SLURM_CHECK_S} s before it, and every "
+                                 "job would be stopped as it starts")
 
     def __call__(self, group: Sequence[PlannedNet]) -> tuple[int, str]:
         """Minutes for a job array of `group`, and why."""
@@ -215,8 +223,8 @@ class TimeLimits:
         self._check_signal(minutes)
         why = f"{minutes} min for {slowest.name} ({seconds / 3600:.2f} h left at {how}, x{self.margin:g} + {STARTUP_MIN} min)"
         if minutes < need:
-            # Each job instance trains for its limit less the signal delay, then requeues.
-            requeues = math.ceil(need * 60 / (minutes * 60 - self.signal_delay_s)) - 1
+            # Each job instance trains until SLURM's signal, then requeues.
+            requeues = math.ceil(need * 60 / self.trains_s(minutes)) - 1
             if requeues > self.max_requeues:
                 raise ReplicateError(f"{slowest.name} needs ~{need} min but the partition allows {minutes}: "
                                      f"~{requeues} requeues, more than --max-requeues {self.max_requeues}")
