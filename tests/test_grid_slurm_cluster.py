@@ -37,15 +37,18 @@ BASE_ITER, TRANSFER_ITER = 1000, 20  # a base net trains for seconds: long enoug
 
 @pytest.fixture(scope="module")
 def partition() -> str:
-    """The cluster's default partition, the cluster started first if it is not running.  Where
-    SLURM is not installed the tests skip, except in CI (CI or REPLICATE_CI set), where they fail;
-    where it is installed but cannot start they fail with the reason."""
+    """The cluster's default partition, the cluster started first (as root always: the script
+    keeps a running cluster whose config is current).  Where SLURM is not installed the tests
+    skip, except in CI (CI or REPLICATE_CI set), where they fail; where it is installed but
+    cannot start they fail with the reason."""
     if shutil.which("sbatch") is None or shutil.which("slurmctld") is None:
         if os.environ.get("CI") or os.environ.get("REPLICATE_CI"):
             pytest.fail("SLURM is not installed, and CI must run these tests (.ci/run installs it: "
                         "tools/slurm_cluster.sh install)")
         pytest.skip("SLURM is not installed here (tools/slurm_cluster.sh install, then start, as root)")
-    if subprocess.run([CLUSTER, "status"], capture_output=True).returncode != 0:
+    # As root, start it anyway: a no-op when it runs with this script's config, a restart when
+    # an older config (without the GPUs, say) is running.
+    if os.geteuid() == 0 or subprocess.run([CLUSTER, "status"], capture_output=True).returncode != 0:
         started = subprocess.run([CLUSTER, "start"], capture_output=True, text=True, timeout=120)
         if started.returncode != 0:
             why = (started.stderr or started.stdout).strip().splitlines() or ["no output"]
