@@ -7,8 +7,10 @@ every `snapshot` iterations and at max_iter (the caffemodel a real one, a one-va
 layer of the solver's net, where that net's file exists: the grid reads a base's layers).  On
 SIGINT it snapshots and exits 0, as Caffe does; on SIGTERM or SIGUSR2 it snapshots and exits 75
 (requeue), as `train` does.
-`fake.json` in the folder may ask for {"fail_at": N} (exit 1 with an error at iteration N) or
-{"step_s": seconds}; every run appends its arguments, GPU and times to invocations.jsonl.  Like
+`fake.json` in the folder may ask for {"fail_at": N} (exit 1 with an error at iteration N),
+{"step_s": seconds} or {"probe_cpus": true} (record the data workers and torch threads the real
+trainer would start here: replicate's own sizing, at the cost of importing torch); every run
+appends its arguments, GPU, CPUs (affinity and REPLICATE_CPUS) and times to invocations.jsonl.  Like
 `train`, it refuses to start fresh over an earlier run's logs unless given --force.
 """
 
@@ -48,9 +50,18 @@ def main() -> int:
     prefix = os.path.join(os.path.dirname(os.path.abspath(args.solver)), setting(text, "snapshot_prefix"))
     config = json.load(open("fake.json")) if os.path.exists("fake.json") else {}
     started = time.time()
+    seen = {"argv": sys.argv[1:], "cwd": os.getcwd(), "start": started, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "affinity": sorted(os.sched_getaffinity(0)), "cpus": os.environ.get("REPLICATE_CPUS"),
+            "omp_threads": os.environ.get("OMP_NUM_THREADS"), "slurm_job": os.environ.get("SLURM_JOB_ID"),
+            "slurm_gpus": os.environ.get("SLURM_JOB_GPUS")}
+    if config.get("probe_cpus"):
+        import torch
+
+        from replicate.data.pool import workers_per_process
+
+        seen.update(data_workers=workers_per_process(), torch_threads=torch.get_num_threads())
     with open("invocations.jsonl", "a") as f:
-        f.write(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "start": started,
-                            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\n")
+        f.write(json.dumps(seen) + "\n")
     if args.weights and not os.path.exists(args.weights):
         print(f"error: {args.weights}: cannot read", file=sys.stderr)
         return 2

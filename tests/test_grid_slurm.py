@@ -99,7 +99,8 @@ def test_train_net_is_safe_to_repeat(tmp_path: Path) -> None:
 def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`sbatch` that keeps each script it is given, queues its job (each array task) in the file
     $FAKE_SLURM_QUEUE and answers like SLURM; `squeue` that lists that queue; `scancel` that
-    notes what it is asked to cancel in $FAKE_SLURM_QUEUE.cancelled; an `srun`."""
+    notes what it is asked to cancel in $FAKE_SLURM_QUEUE.cancelled; an `srun`; `sinfo` that
+    gives the partition's MaxTime as $FAKE_SLURM_MAXTIME (default infinite)."""
     scripts = tmp_path / "sbatch"
     scripts.mkdir()
     bin_dir = tmp_path / "bin"
@@ -114,6 +115,7 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (bin_dir / "squeue").write_text('#!/bin/sh\ncat "$FAKE_SLURM_QUEUE" 2>/dev/null || true\n')
     (bin_dir / "scancel").write_text('#!/bin/sh\nfor j in "$@"; do echo "$j" >>"$FAKE_SLURM_QUEUE.cancelled"; done\n')
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sinfo").write_text('#!/bin/sh\necho "${FAKE_SLURM_MAXTIME:-infinite}"\n')  # the partition's MaxTime
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
@@ -203,7 +205,7 @@ def test_grid_submit_command(tmp_path: Path, fake_slurm: Path, capsys) -> None:
     assert main(["grid", "submit", "--plan", str(plan_path), "--slurm-partition", "gpu", "--time", "60",
                  "--gpus-per-net", "2", "--array-parallelism", "3"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "queued 1 net(s): b", "queued 1 net(s) after job 1000: t",
+        "queued 1 net(s): b; time limit 60 min", "queued 1 net(s) after job 1000: t; time limit 60 min",
         f"2 net(s) queued or in the queue; `{command('grid', 'status', '--plan', str(plan_path))}`"]
     flags = _flags(fake_slurm / "1000.sh")
     # Two GPUs for one net: twice the cores and memory, and the trainer is torchrun's 2 processes.
@@ -238,3 +240,78 @@ def test_sbatch_refusal_and_missing_slurm_are_one_line_errors(tmp_path: Path, fa
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ReplicateError, match=r"no SLURM here \(`srun` is not on PATH\)"):
         make_executor(plan, partition="gpu")
+
+
+def test_site_options_reach_every_job_of_every_array(tmp_path: Path, fake_slurm: Path, capsys) -> None:
+    from replicate.cli import main
+
+    plan_path = make_plan(tmp_path, [("b", None), ("t", "b"), ("c", None)])
+    assert main(["grid", "submit", "--plan", str(plan_path), "--slurm-partition", "gpu", "--time", "60",
+                 "--slurm-arg", "account=acme", "--slurm-arg", "qos=high", "--slurm-arg", "constraint=h100|h200",
+                 "--slurm-arg", "gres=gpu:h100:1", "--slurm-arg", "mail-type=FAIL", "--slurm-arg", "exclusive",
+                 "--signal-delay", "300", "--stop-timeout", "200"]) == 0
+    scripts = sorted(fake_slurm.iterdir())
+    assert len(scripts) == 2  # the base array (b, c), then t after b
+    for script in scripts:
+        flags = _flags(script)
+        assert {k: flags.get(k) for k in ("account", "qos", "constraint", "gres", "mail-type", "signal")} == {
+            "account": "acme", "qos": "high", "constraint": "'h100|h200'", "gres": "gpu:h100:1", "mail-type": "FAIL",
+            "signal": "USR2@300"}, script.read_text()
+        assert "#SBATCH --exclusive\n" in script.read_text()
+        assert "gpus-per-node" not in flags  # the typed gres is the GPU request
+    assert _flags(scripts[1])["dependency"] == "afterok:1000_0"
+    submitted = submitit.helpers.DelayedSubmission.load(tmp_path / "submitit" / "1001" / "1001_submitted.pkl")
+    assert submitted.function.stop_timeout_s == 200
+
+
+@pytest.mark.parametrize("argv, error", [
+    (["--slurm-arg", "time=10"], "--slurm-arg time: use --time"),
+    (["--slurm-arg", "dependency=afterok:1"], "--slurm-arg dependency: the grid sets it for each job"),
+    (["--slurm-arg", "account="], "expected KEY=VALUE"),
+    (["--slurm-arg", "gres=gpu:a100:2"], "asks for 2 GPU(s) per job but --gpus-per-net is 1"),
+    (["--stop-timeout", "120"], "--stop-timeout 120 s must be above 0 and below --signal-delay 120 s"),
+    (["--time", "1", "--signal-delay", "30", "--stop-timeout", "20"], "a 1-minute time limit leaves no time to train"),
+    (["--time", "3h"], "--time '3h': give minutes (a whole number) or auto"),
+    (["--time", "auto"], "net 'b' has not trained yet, so its speed is unknown"),
+])
+def test_bad_submit_options_are_one_line_errors(tmp_path: Path, fake_slurm: Path, capsys, argv, error) -> None:
+    from replicate.cli import main
+
+    plan_path = make_plan(tmp_path, [("b", None)])
+    assert main(["grid", "submit", "--plan", str(plan_path), "--slurm-partition", "gpu", *argv]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and error in lines[0], lines
+    assert not list(fake_slurm.iterdir())  # nothing was queued
+
+
+def test_time_is_capped_at_the_partition_limit(tmp_path: Path, fake_slurm: Path, capsys, monkeypatch) -> None:
+    # SLURM would keep a job asking for more than the partition's MaxTime pending for ever.
+    from replicate.cli import main
+
+    monkeypatch.setenv("FAKE_SLURM_MAXTIME", "1-00:00:00")
+    plan_path = make_plan(tmp_path, [("b", None)])
+    assert main(["grid", "submit", "--plan", str(plan_path), "--slurm-partition", "gpu"]) == 0
+    assert _flags(fake_slurm / "1000.sh")["time"] == "1440"
+    assert "queued 1 net(s): b; time limit 1440 min (the partition's MaxTime; asked 4320)" in capsys.readouterr().out
+
+
+def test_time_auto_asks_each_array_for_its_slowest_net(tmp_path: Path, fake_slurm: Path, capsys) -> None:
+    from replicate.cli import main
+
+    plan_path = make_plan(tmp_path, [("b", None), ("t", "b")], max_iter=60000)
+    for name in ("b", "t"):
+        (tmp_path / name / "train.prototxt").write_text(
+            'layer { name: "d" type: "Data" top: "data" data_param { source: "x" batch_size: 100 } }\n')
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"step": [{"precision": "fp32", "channels_last": False, "compile": False,
+                                           "images_per_s": 1000.0}]}))
+    # b has trained 30,000 iterations at 0.05 s each (its own speed wins over the bench's 0.1 s).
+    (tmp_path / "b" / "train.log").write_text(
+        "I1204 10:00:00.000000 1 solver.cpp:231] Iteration 30000 (20 iter/s, 1s/20 iters), loss = 1\n")
+    (tmp_path / "b" / "metrics.jsonl").write_text('{"kind": "train", "iter": 30000}\n')
+    assert main(["grid", "submit", "--plan", str(plan_path), "--slurm-partition", "gpu", "--time", "auto",
+                 "--speed-from", str(bench), "--time-margin", "1.2"]) == 0
+    # b: 30,000 x 0.05 s x 1.2 = 30 min + 5; t: 60,000 x 0.1 s x 1.2 = 120 min + 5.
+    assert [_flags(fake_slurm / f"{n}.sh")["time"] for n in (1000, 1001)] == ["35", "125"]
+    out = capsys.readouterr().out
+    assert "time limit 35 min for b (0.42 h left at 0.05 s/iteration from its train.log, x1.2 + 5 min)" in out, out

@@ -11,16 +11,28 @@
 # without systemd or cgroups): SlurmUser=root, proctrack/linuxproc, task/none, cons_tres with
 # CR_Core_Memory (so a job's --cpus-per-task and --mem are enforced as on a real cluster),
 # JobRequeue=1, RequeueExit=75 (a job that exits 75, `train`'s "stopped by a scheduler's signal,
-# resume me", is requeued), and one node with this machine's CPUs and memory (`slurmd -C`).  It is written to
-# /etc/slurm/slurm.conf only when that file is absent or was written by this script: a real
-# cluster's config is never touched.  Every failure ends with one line saying why, and the
-# daemons' logs are in /var/log/slurm.
+# resume me", is requeued), cred_expire=10 (a requeued job may start again 10 s later, not
+# SLURM's default 120), scheduling passes every 2 s (not 30 and 60: a requeued job would wait
+# for them), and one node with this machine's CPUs and memory (`slurmd -C`), the
+# feature `ci` and two GPUs of type `ci` as a GRES with nothing behind them: slurm-wlm 22.05
+# drops a GPU without a device file ("Removing file-less GPU"), so each is a null device
+# (/var/lib/replicate-slurm/gpuN, mknod c 1 3, like /dev/null); SLURM schedules them, gives each
+# job its own and sets CUDA_VISIBLE_DEVICES, and no job can use them.  The files are written to
+# /etc/slurm/slurm.conf and gres.conf only when absent or written by this script: a real
+# cluster's config is never touched.  A changed config restarts the daemons.  Every failure ends
+# with one line saying why, and the daemons' logs are in /var/log/slurm.
 set -euo pipefail
 
 CONF=/etc/slurm/slurm.conf
+GRES_CONF=/etc/slurm/gres.conf
 MARK="# written by replicate tools/slurm_cluster.sh"
 LOGS=/var/log/slurm
 PARTITION=debug
+GPUS=2                      # GPUs of type ci: null devices, scheduled as GPUs (see above)
+GPU_DIR=/var/lib/replicate-slurm
+FEATURE=ci                  # a node feature, for --constraint
+CRED_EXPIRE=10              # seconds a requeued job waits before it may start again (SLURM's default: 120)
+CHANGED=0
 
 die() { echo "slurm_cluster: $*" >&2; exit 1; }
 
@@ -46,9 +58,17 @@ write_config() {
   # slurmd -C reports this machine's CPUs, sockets, cores, threads and memory as slurmd sees them.
   node=$(slurmd -C | head -n 1)
   [[ "$node" == NodeName=* ]] || die "slurmd -C did not describe this node: $node"
-  mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd "$LOGS"
-  local before=""
-  [ -f "$CONF" ] && before=$(cat "$CONF")
+  if [ -f "$GRES_CONF" ] && ! head -n 1 "$GRES_CONF" | grep -qF "$MARK"; then
+    die "$GRES_CONF exists and was not written by this script; not overwriting a real cluster's config"
+  fi
+  mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd "$LOGS" "$GPU_DIR"
+  local before="" i
+  for ((i = 0; i < GPUS; i++)); do
+    [ -c "$GPU_DIR/gpu$i" ] || mknod "$GPU_DIR/gpu$i" c 1 3 \
+      || die "cannot make the null device $GPU_DIR/gpu$i that stands for a GPU (mknod needs CAP_MKNOD)"
+  done
+  [ -f "$CONF" ] && before=$(cat "$CONF")$(cat "$GRES_CONF" 2>/dev/null || true)
+  printf '%s\nName=gpu Type=ci File=%s/gpu[0-%s]\n' "$MARK" "$GPU_DIR" "$((GPUS - 1))" >"$GRES_CONF"
   cat >"$CONF" <<EOF
 $MARK
 ClusterName=replicate
@@ -63,8 +83,11 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
+SchedulerParameters=bf_interval=2,sched_interval=2
 JobRequeue=1
 RequeueExit=75
+AuthInfo=cred_expire=$CRED_EXPIRE
+GresTypes=gpu
 ReturnToService=2
 KillWait=30
 MinJobAge=300
@@ -76,12 +99,11 @@ SlurmctldPidFile=/run/slurmctld.pid
 SlurmdPidFile=/run/slurmd.pid
 SlurmctldLogFile=$LOGS/slurmctld.log
 SlurmdLogFile=$LOGS/slurmd.log
-$node State=UNKNOWN
+$node Gres=gpu:ci:$GPUS Feature=$FEATURE State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
-  if [ -n "$before" ] && [ "$before" != "$(cat "$CONF")" ] && running /run/slurmctld.pid; then
-    scontrol reconfigure || die "the config changed and scontrol reconfigure failed"
-  fi
+  [ "$before" != "$(cat "$CONF")$(cat "$GRES_CONF")" ] && CHANGED=1
+  return 0
 }
 
 start_munge() {
@@ -113,6 +135,11 @@ start() {
   need_root
   command -v slurmctld >/dev/null || die "slurm-wlm is not installed (tools/slurm_cluster.sh install)"
   write_config
+  if [ "$CHANGED" = 1 ] && { running /run/slurmctld.pid || running /run/slurmd.pid; }; then
+    # A node's GRES changes only when slurmd starts again (scontrol reconfigure is not enough).
+    echo "slurm_cluster: the config changed; restarting slurmctld and slurmd"
+    stop_daemons
+  fi
   start_munge
   running /run/slurmctld.pid || slurmctld || die "slurmctld did not start (see $LOGS/slurmctld.log)"
   running /run/slurmd.pid || slurmd || die "slurmd did not start (see $LOGS/slurmd.log)"
@@ -128,13 +155,20 @@ start() {
   die "the node did not come up within 60 s (state '${state:-unknown}'; see $LOGS/slurmctld.log and $LOGS/slurmd.log)"
 }
 
-stop() {
-  need_root
+stop_daemons() {
+  local pidfile pid
   for pidfile in /run/slurmd.pid /run/slurmctld.pid; do
     if running "$pidfile"; then
-      kill "$(cat "$pidfile")"
+      pid=$(cat "$pidfile")
+      kill "$pid"
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
   done
+}
+
+stop() {
+  need_root
+  stop_daemons
 }
 
 case "${1:-}" in

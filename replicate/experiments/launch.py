@@ -20,11 +20,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, Callable, Sequence
 
 import replicate
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
+from replicate.experiments.cpushare import CpuShare
 from replicate.experiments.netfiles import (METRICS_FILE, has_earlier_run, is_finished, last_record,
                                             newest_solverstate)
 from replicate.experiments.planfile import PlannedNet
@@ -100,14 +101,14 @@ def check_base_weights(net: PlannedNet) -> None:
             "from its generated files")
 
 
-def _child_env(gpu: str | None) -> dict[str, str]:
+def _child_env(gpu: str | None, cpus: CpuShare | None = None) -> dict[str, str]:
     """Run with this very package importable (the net's folder is the working directory) and,
-    on a multi-GPU machine, with the one GPU the net was given."""
+    on a multi-GPU machine, with the one GPU the net was given, and its share of the CPUs."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    return env
+    return cpus.env(env) if cpus is not None else env
 
 
 def error_line(net_dir: Path) -> str | None:
@@ -146,6 +147,15 @@ def _ignore_usr2() -> None:
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
+def _before_exec(cpus: CpuShare | None) -> Callable[[], None]:
+    """What the child does before exec: ignore SIGUSR2 and keep to its CPUs."""
+    def prepare() -> None:
+        _ignore_usr2()
+        if cpus is not None:
+            cpus.pin()
+    return prepare
+
+
 def launch(
     net: PlannedNet,
     *,
@@ -154,9 +164,11 @@ def launch(
     train_command: Sequence[str] = TRAIN_COMMAND,
     job_id: str | None = None,
     snapshot_keep: int | None = None,
+    cpus: CpuShare | None = None,
 ) -> NetProcess:
     """Start the trainer for `net` (in its own session, so a Ctrl-C reaches it only through
-    the grid, which then stops it in order) and mark the net running."""
+    the grid, which then stops it in order) and mark the net running.  `cpus`: its share of
+    the node's CPUs when several trainers run at once (replicate.experiments.cpushare)."""
     argv, snapshot = train_argv(net, device, train_command, snapshot_keep)
     metrics_size = _metrics_size(net)
     output = open(net.dir / OUTPUT_FILE, "ab")
@@ -166,12 +178,12 @@ def launch(
         process: subprocess.Popen[bytes] | PreloadedTrainer
         if device == "cpu" and gpu is None and tuple(train_command) == TRAIN_COMMAND and preload_usable():
             # Our own CPU trainer: forked from a server that has imported it (see preload).
-            process = PreloadedTrainer(argv[len(TRAIN_COMMAND) - 1:], net.dir, _child_env(gpu),
-                                       net.dir / OUTPUT_FILE)
+            process = PreloadedTrainer(argv[len(TRAIN_COMMAND) - 1:], net.dir, _child_env(gpu, cpus),
+                                       net.dir / OUTPUT_FILE, cpus=cpus.cpus if cpus else None)
         else:
             process = subprocess.Popen(
-                argv, cwd=net.dir, env=_child_env(gpu), stdout=output, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_ignore_usr2,
+                argv, cwd=net.dir, env=_child_env(gpu, cpus), stdout=output, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_before_exec(cpus),
             )
     except OSError as err:
         output.close()
@@ -179,6 +191,7 @@ def launch(
     record = {
         "net": net.name, "pid": process.pid, "started": netstate.now(), "command": argv,
         "resumed_from": str(snapshot) if snapshot else None, "gpu": gpu, "job_id": job_id,
+        **({"cpus": cpus.describe()} if cpus is not None else {}),
     }
     netstate.write_status(net.dir, netstate.RUNNING, **record)
     return NetProcess(net=net, process=process, record=record, output=output, metrics_size=metrics_size)

@@ -58,12 +58,14 @@ def _context() -> ForkServerContext:
     return _server
 
 
-def _train(argv: list[str], cwd: str, env: dict[str, str], output: str) -> None:
+def _train(argv: list[str], cwd: str, env: dict[str, str], output: str, cpus: tuple[int, ...] | None) -> None:
     """The forked trainer: `python -m replicate <argv>` as a subprocess would run it, in its own
     session, in `cwd`, with `env`, stdin empty, stdout and stderr appended to `output`,
     SIGUSR2 (a scheduler's warning) ignored until the trainer installs its handler, as launch's
     Popen children do, and a native crash's Python stacks written to `output` (faulthandler), as
-    `python -m replicate` writes them."""
+    `python -m replicate` writes them.  It runs on `cpus` (None: the server's) with the torch
+    threads `env`'s OMP_NUM_THREADS asks for: torch read that variable when the server imported
+    it, so a fresh process's reading of it is repeated here."""
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGHUP):  # ignored by the server (forkserver_signals)
         signal.signal(sig, signal.SIG_DFL)
@@ -72,6 +74,13 @@ def _train(argv: list[str], cwd: str, env: dict[str, str], output: str) -> None:
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+    threads = env.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        import torch
+
+        torch.set_num_threads(int(threads))
     out = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)
     for fd, target in ((out, 1), (out, 2), (null, 0)):
@@ -94,10 +103,11 @@ def _train(argv: list[str], cwd: str, env: dict[str, str], output: str) -> None:
 class PreloadedTrainer:
     """`python -m replicate <argv>` forked from the preloaded server, seen as a Popen."""
 
-    def __init__(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str], output: Path) -> None:
+    def __init__(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str], output: Path,
+                 cpus: tuple[int, ...] | None = None) -> None:
         self.args = list(argv)
         self._process = _context().Process(
-            target=_train, args=(self.args, str(cwd), dict(env), str(output)), name=f"train {cwd}")
+            target=_train, args=(self.args, str(cwd), dict(env), str(output), cpus), name=f"train {cwd}")
         self._process.start()
         self.pid = self._process.pid
 

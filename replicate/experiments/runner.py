@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
+from replicate.experiments.cpushare import CpuShare, cpu_shares
 from replicate.experiments.launch import TRAIN_COMMAND, NetProcess, conclude, launch, stop
 from replicate.eta import eta_text
 from replicate.experiments.netfiles import is_finished, last_iteration
@@ -29,6 +30,7 @@ class GridRunner:
 
     `gpus` lists GPU ids (one net per GPU, each trainer seeing only its own through
     CUDA_VISIBLE_DEVICES, `--device cuda`); without GPUs `jobs` nets run at a time on `device`.
+    Each slot's trainer gets its share of this process's CPUs (replicate.experiments.cpushare).
     `train_command` is the trainer's command line before its arguments (see
     replicate.experiments.launch).  `report` receives one line per event and a progress line
     every `progress_s` seconds.  `snapshot_keep` is passed to each trainer (see launch.train_argv)."""
@@ -60,6 +62,7 @@ class GridRunner:
         self.nets = [n for n in order if wanted is None or n.name in wanted]
         self.device = "cuda" if gpus else device
         self.slots: list[str | None] = list(gpus) if gpus else [None] * jobs
+        self.cpu_shares = cpu_shares(len(self.slots))
         self.train_command = list(train_command)
         self.report = report
         self.poll_s = poll_s
@@ -95,11 +98,11 @@ class GridRunner:
                 return net
         return None
 
-    def _start(self, net: PlannedNet, gpu: str | None) -> NetProcess | None:
+    def _start(self, net: PlannedNet, gpu: str | None, cpus: CpuShare) -> NetProcess | None:
         self.states[net.name] = netstate.RUNNING
         try:
             proc = launch(net, device=self.device, gpu=gpu, train_command=self.train_command,
-                          snapshot_keep=self.snapshot_keep)
+                          snapshot_keep=self.snapshot_keep, cpus=cpus)
         except ReplicateError as err:
             self._fail(net, str(err))
             return None
@@ -178,7 +181,7 @@ class GridRunner:
             while True:
                 for slot, gpu in enumerate(self.slots):
                     while slot not in running and (net := self._next_ready()) is not None:
-                        if (proc := self._start(net, gpu)) is not None:
+                        if (proc := self._start(net, gpu, self.cpu_shares[slot])) is not None:
                             running[slot] = proc
                 for slot, proc in list(running.items()):
                     if proc.process.poll() is not None:

@@ -14,16 +14,20 @@ requeued job resumes from the newest solver state, bit for bit (its resume sidec
 
 Each job asks for what one net needs: `gpus_per_net` GPUs (several: one torchrun process per GPU
 inside the job), CPU cores for the data workers and host memory, so that a cluster's defaults
-(often 1 core and a share of memory) do not starve it.  For executors without dependencies
+(often 1 core and a share of memory) do not starve it.  What a site requires besides (an
+account, a QOS, a constraint, a typed GRES, mail) goes into every job of every array as
+`slurm_args` (`grid submit --slurm-arg KEY=VALUE`); a GPU request among them (`gres=gpu:h100:1`,
+`gpus-per-node`, ...) replaces the plain `--gpus-per-node`.  For executors without dependencies
 (submitit's local executor) dependants are submitted once their base job has succeeded.
 """
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import submitit
 from submitit.core.utils import FailedJobError, FailedSubmissionError
@@ -121,6 +125,44 @@ def _reap(proc: NetProcess, exited: threading.Event) -> None:
 #: the same.
 CPUS_PER_GPU, MEM_GB_PER_GPU = 10, 16
 
+#: sbatch options the grid sets itself: the option of `grid submit` that sets each, or None.
+MANAGED = {"partition": "--slurm-partition", "time": "--time", "signal": "--signal-delay",
+           "cpus-per-task": "--cpus-per-task", "mem": "--mem-gb", "array": "--array-parallelism",
+           "dependency": None, "kill-on-invalid-dep": None, "job-name": None, "output": None, "error": None,
+           "open-mode": None, "nodes": None, "ntasks-per-node": None, "ntasks": None, "wrap": None}
+#: Site options that ask for GPUs in their own way, and the defaults each replaces.
+GPU_OPTIONS = ("gres", "gpus", "gpus-per-node", "gpus-per-task")
+CPU_OPTIONS, MEM_OPTIONS = ("cpus-per-gpu",), ("mem-per-cpu", "mem-per-gpu")
+
+
+def parse_slurm_args(values: Sequence[str]) -> dict[str, str | bool]:
+    """`KEY=VALUE` (or a bare `KEY` for a flag such as `exclusive`) per sbatch option, the key
+    as sbatch spells it without its dashes (`account`, `qos`, `constraint`, `gres`,
+    `mail-type`); options the grid sets itself are refused with the option to use instead."""
+    args: dict[str, str | bool] = {}
+    for value in values:
+        key, has_value, setting = value.partition("=")
+        key = key.strip().lstrip("-").replace("_", "-")
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", key) or (has_value and not setting):
+            raise ReplicateError(f"--slurm-arg {value!r}: expected KEY=VALUE (e.g. account=myproject) or a flag KEY")
+        if key in MANAGED:
+            use = f"use {MANAGED[key]}" if MANAGED[key] else "the grid sets it for each job"
+            raise ReplicateError(f"--slurm-arg {key}: {use}")
+        if key in args:
+            raise ReplicateError(f"--slurm-arg {key} given twice")
+        args[key] = setting if has_value else True
+    return args
+
+
+def _gres_gpus(slurm_args: Mapping[str, str | bool]) -> int | None:
+    """The GPUs a site's `gres` asks for per node (`gpu:2`, `gpu:h100:2`, `gpu`), or None."""
+    gres = slurm_args.get("gres")
+    for item in str(gres).split(",") if isinstance(gres, str) else ():
+        parts = item.split(":")
+        if parts[0] == "gpu":
+            return int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+    return None
+
 
 def make_executor(
     plan: Plan,
@@ -133,13 +175,23 @@ def make_executor(
     array_parallelism: int = 256,
     signal_delay_s: int = 120,
     max_requeues: int = 20,
+    slurm_args: Mapping[str, str | bool] | None = None,
 ) -> submitit.AutoExecutor:
     """A SLURM executor writing each job's files under `<runs>/submitit/<job id>`; the jobs
     import this very package (PYTHONPATH), whether it is installed or not.  Each job asks for
     `gpus_per_net` GPUs (0: a CPU net), `cpus_per_task` cores and `mem_gb` of memory, by default
-    CPUS_PER_GPU and MEM_GB_PER_GPU for each GPU."""
+    CPUS_PER_GPU and MEM_GB_PER_GPU for each GPU, unless the site's `slurm_args` (the same that
+    submit_plan is given) ask for GPUs, cores or memory their own way."""
     if gpus_per_net < 0:
         raise ReplicateError(f"--gpus-per-net must be 0 (CPU) or more, not {gpus_per_net}")
+    if signal_delay_s < 1:
+        raise ReplicateError(f"--signal-delay must be at least 1 second, not {signal_delay_s}")
+    site = dict(slurm_args or {})
+    gres = _gres_gpus(site)
+    if gres is not None and gres != gpus_per_net:
+        raise ReplicateError(f"--slurm-arg gres={site['gres']} asks for {gres} GPU(s) per job but --gpus-per-net "
+                             f"is {gpus_per_net}: the trainer would use {gpus_per_net}")
+    own_gpus = not any(key in site for key in GPU_OPTIONS if key != "gres") and gres is None
     share = max(1, gpus_per_net)
     try:
         executor = submitit.AutoExecutor(
@@ -149,9 +201,9 @@ def make_executor(
         raise ReplicateError("no SLURM here (`srun` is not on PATH): submit from a SLURM login node") from None
     executor.update_parameters(
         timeout_min=time_min,
-        gpus_per_node=gpus_per_net or None,
-        cpus_per_task=cpus_per_task or CPUS_PER_GPU * share,
-        mem_gb=mem_gb or MEM_GB_PER_GPU * share,
+        gpus_per_node=(gpus_per_net or None) if own_gpus else None,
+        cpus_per_task=None if any(k in site for k in CPU_OPTIONS) else cpus_per_task or CPUS_PER_GPU * share,
+        mem_gb=None if any(k in site for k in MEM_OPTIONS) else mem_gb or MEM_GB_PER_GPU * share,
         slurm_partition=partition,
         slurm_array_parallelism=array_parallelism,
         slurm_signal_delay_s=signal_delay_s,
@@ -180,13 +232,17 @@ def submit_plan(
     stop_timeout_s: float = 90.0,
     report: Callable[[str], None] = print,
     snapshot_keep: int | None = None,
+    slurm_args: Mapping[str, str | bool] | None = None,
+    time_limit: Callable[[Sequence[PlannedNet]], tuple[int, str]] | None = None,
 ) -> dict[str, submitit.Job | str]:
     """Queue every unfinished net of `plan` (only those in `only` and what they depend on, when
     given) on `executor` (make_executor's SLURM one, or e.g. submitit's LocalExecutor); the job
     of each net, or the id of the job an earlier submission queued for it, kept while that job
     is in SLURM's queue (pending, running or requeued; elsewhere: while the net's status says
     queued or running): submitting twice must not train a net twice.  A job is replaced (and
-    cancelled) when `resubmit` asks for it or when the base job it waits for is replaced."""
+    cancelled) when `resubmit` asks for it or when the base job it waits for is replaced.
+    Every job of every array carries the site's `slurm_args` (see parse_slurm_args); each
+    array's time limit is `time_limit(its nets)` (minutes and why; None: the executor's)."""
     nets = plan.with_dependencies(list(only)) if only else plan.nets
     nets = [n for n in plan.ordered() if n in nets]
     finished = {n.name for n in nets if is_finished(n)}
@@ -211,14 +267,18 @@ def submit_plan(
         if waiting and queued is not None:
             stale.append(job_id)
         todo.append(net)
+    blocked = _unstartable(todo, finished, report)
+    todo = [net for net in todo if net.name not in blocked]
+    groups = _groups(todo, finished)
+    # Every array's limit before anything is queued or cancelled: a net without a known speed
+    # must not leave the grid half submitted.
+    limits = {base: time_limit(group) for base, group in groups.items()} if time_limit is not None else {}
     if stale:  # never two jobs training one net
         subprocess.run(["scancel", *stale], capture_output=True, timeout=60)
         report(f"cancelled job(s) {', '.join(stale)}: their nets are queued anew")
     trainer = TrainNet(device=device, train_command=train_command, stop_timeout_s=stop_timeout_s,
                        snapshot_keep=snapshot_keep)
-    blocked = _unstartable(todo, finished, report)
-    todo = [net for net in todo if net.name not in blocked]
-    for base, group in _groups(todo, finished).items():
+    for base, group in groups.items():
         extra: dict[str, str] = {}
         if base is not None:
             reason = blocked.get(base) or _wait_if_needed(executor, plan.net(base), jobs[base])
@@ -232,7 +292,12 @@ def submit_plan(
                 extra = {"dependency": f"afterok:{_id(jobs[base])}", "kill-on-invalid-dep": "yes"}
         if _is_slurm(executor):
             executor.update_parameters(name=f"grid-after-{base}" if base else "grid",
-                                       slurm_additional_parameters=extra)
+                                       slurm_additional_parameters={**(slurm_args or {}), **extra})
+        limit = ""
+        if base in limits:
+            minutes, why = limits[base]
+            executor.update_parameters(timeout_min=minutes)
+            limit = f"; time limit {why}"
         # Recorded as queued before submitting, and given the job id after only if the job has
         # not started yet: a job that starts at once writes its own record first.
         before = {net.name: netstate.write_status(net.dir, netstate.QUEUED, net=net.name) for net in group}
@@ -251,7 +316,7 @@ def submit_plan(
                 netstate.write_status(net.dir, netstate.QUEUED, net=net.name, job_id=job.job_id,
                                       folder=str(job.paths.folder), submitted=netstate.now())
         after = f" after job {_id(jobs[base])}" if base else ""
-        report(f"queued {len(group)} net(s){after}: {', '.join(n.name for n in group)}")
+        report(f"queued {len(group)} net(s){after}: {', '.join(n.name for n in group)}{limit}")
     return jobs
 
 

@@ -193,7 +193,7 @@ class Solver:
         self.config = dict(
             kind="config", precision=precision, device=str(device), device_name=device_name(device),
             torch=torch.__version__, channels_last=channels_last, compile=compile, world_size=group.world,
-            **self.data_feed,
+            cpu_threads=torch.get_num_threads(), **self.data_feed,
         )
         #: What the weights were loaded from (replicate.net.copy_check.WeightsLoad.record); None:
         #: every layer starts from its fillers.

@@ -10,7 +10,6 @@ is done, 1 when some failed or are blocked.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import signal
 import sys
@@ -26,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", help="comma-separated GPU ids, one net on each at a time (e.g. 0,1,2,3; repeat an id to run two nets on it)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="device when --gpus is not given")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="nets trained at once without --gpus (default 1); each trainer then "
-                             "gets cores/jobs threads unless OMP_NUM_THREADS is set")
+                        help="nets trained at once without --gpus (default 1); with --gpus or --jobs "
+                             "each trainer gets its share of the CPUs this process may use, pinned to "
+                             "them where it can be, as threads (unless OMP_NUM_THREADS is set) and data workers")
     parser.add_argument("--only", nargs="+", metavar="NAME", default=[],
                         help="run only these nets (and the base nets they need)")
     parser.add_argument("--progress-every", type=float, default=60.0, metavar="SECONDS",
@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-command", default=shlex.join(TRAIN_COMMAND), metavar="CMD",
                         help="the trainer's command line before its arguments (default: this "
                              "package's `train`); any program keeping train's contract works")
+    parser.add_argument("--stop-timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="on Ctrl-C or SIGTERM, how long the trainers have to snapshot and exit before "
+                             "they are killed (default 120)")
     parser.add_argument("--snapshot-keep", type=int, default=GRID_SNAPSHOT_KEEP, metavar="K",
                         help="each net keeps its last K snapshots and its final one (default %(default)s: "
                              "the 148-net CaffeNet grid then ends with ~69 GB of snapshots; 0 keeps all)")
@@ -48,15 +51,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     plan = read_plan(args.plan)
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else []
-    if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
-        # Trainers inherit this; without it each would start one thread per core and the
-        # concurrent nets would fight over the cores.
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     runner = GridRunner(
         plan, only=args.only, device=args.device, gpus=gpus, jobs=args.jobs,
         train_command=shlex.split(args.train_command),
         report=lambda line: print(line, flush=True), progress_s=args.progress_every,
-        snapshot_keep=args.snapshot_keep,
+        snapshot_keep=args.snapshot_keep, stop_timeout_s=args.stop_timeout,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's kill stops trainers like Ctrl-C
     states = runner.run()
