@@ -28,12 +28,21 @@ How pycaffe was built (CPU only, outside the repo, Debian 12, gcc 12, protobuf 3
 
 Run (from the repo root; about 5 s, caffenet_full included):
   GLOG_minloglevel=2 /work/caffe-venv/bin/python tools/caffe_golden.py [--out tests/golden/caffe_grad]
+Solver cases with other random values (the original root's solver_* nets and solvers, trained by
+Caffe's own Solver from seeded fillers on fresh batches; a root per base seed, about 2 s):
+  ... tools/caffe_golden.py --solvers --base-seed 10000000 --out /tmp/solver_roots/b1
+Caffe against itself on a root (bit-identical with the OpenBLAS kernels that wrote it: the
+original root's solver cases replay bit for bit with OpenBLAS 0.3.21's SkylakeX kernels on an
+AVX-512 Intel Xeon; under OPENBLAS_CORETYPE=Haswell, the AVX2 kernels OpenBLAS runs on CPUs without
+AVX-512, it shows the spread real Caffe has between machines):
+  OPENBLAS_CORETYPE=Haswell ... tools/caffe_golden.py --replay tests/golden/caffe
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import zlib
 from collections.abc import Callable
@@ -127,8 +136,8 @@ EXTRA_CASES: dict[str, tuple[str, Inputs, str]] = {
 FORWARD_ONLY = {"accuracy_top1_top5", "accuracy_ties"}
 
 
-def case_seed(name: str) -> int:
-    return BASE_SEED + zlib.crc32(name.encode()) % 1_000_000
+def case_seed(name: str, base: int = BASE_SEED) -> int:
+    return base + zlib.crc32(name.encode()) % 1_000_000
 
 
 def with_force_backward(text: str) -> str:
@@ -171,8 +180,10 @@ def _no_gradient_bottoms(net: caffe.Net) -> set[str]:
     return refused - wanted
 
 
-def run_case(name: str, net_text: str, make_inputs: Inputs, out_dir: Path, backward: bool, note: str | None) -> None:
-    seed = case_seed(name)
+def run_case(
+    name: str, net_text: str, make_inputs: Inputs, out_dir: Path, backward: bool, note: str | None, base_seed: int
+) -> None:
+    seed = case_seed(name, base_seed)
     out_dir.mkdir(parents=True)
     (out_dir / "net.prototxt").write_text(net_text)
     caffe.set_random_seed(seed)  # the fillers draw from Caffe's own RNG
@@ -221,11 +232,11 @@ CAFFENET_OUT = ("fc8-new", "loss")
 CAFFENET_SUMS = ("conv1", "pool1", "norm1", "conv2", "norm2", "conv3", "pool5", "fc6-new", "fc7-new")
 
 
-def run_caffenet(src: Path, out_dir: Path) -> None:
+def run_caffenet(src: Path, out_dir: Path, base_seed: int) -> None:
     """The whole transfer net with force_backward: Caffe then also computes the gradients of the
     frozen (lr_mult 0) conv1..conv3 (Net::Init sets param_propagate_down for every parameter)."""
     original = json.loads((src / "meta.json").read_text())
-    seed = case_seed("caffenet_full")
+    seed = case_seed("caffenet_full", base_seed)
     net_text = with_force_backward((src / "net.prototxt").read_text())
     out_dir.mkdir(parents=True)
     (out_dir / "net.prototxt").write_text(net_text)
@@ -275,15 +286,134 @@ def run_caffenet(src: Path, out_dir: Path) -> None:
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
+def caffe_solver(case_dir: Path) -> caffe.Solver:
+    """Caffe's solver for the case's `solver.prototxt`, whose `net:` is relative to the working
+    directory Caffe runs in, so it is opened from inside the case folder."""
+    here = Path.cwd()
+    os.chdir(case_dir)
+    try:
+        return caffe.get_solver("solver.prototxt")
+    finally:
+        os.chdir(here)
+
+
+def loss_blobs(net: caffe.Net) -> tuple[str, str]:
+    """(scores, loss): the first bottom and the top of the net's loss layer."""
+    at = next(i for i, layer in enumerate(net.layers) if layer.type.endswith("Loss"))
+    return net._blob_names[net._bottom_ids(at)[0]], net._blob_names[net._top_ids(at)[0]]
+
+
+def run_solver_case(src: Path, out_dir: Path, seed: int) -> None:
+    """The original case's net and solver, trained by Caffe's own Solver for `iters` updates from
+    its fillers (seeded) on fresh batches: standard normal data, uniform labels over the classes.
+    Same keys as the original root's solver cases (see the fixture README)."""
+    iters = json.loads((src / "meta.json").read_text())["iters"]
+    out_dir.mkdir(parents=True)
+    for name in ("net.prototxt", "solver.prototxt"):
+        shutil.copyfile(src / name, out_dir / name)
+    caffe.set_random_seed(seed)  # the fillers draw from Caffe's own RNG
+    solver = caffe_solver(out_dir)
+    net = solver.net
+    shapes = input_shapes((src / "net.prototxt").read_text())
+    scores, loss = loss_blobs(net)
+    classes = net.blobs[scores].data.shape[1]
+    arrays: dict[str, np.ndarray] = {}
+    for layer, params in net.params.items():
+        for i, p in enumerate(params):
+            arrays[f"param/{layer}/{i}"] = p.data.copy()
+    rng = np.random.RandomState(seed)
+    for k in range(1, iters + 1):
+        data = rng.standard_normal(shapes["data"]).astype(np.float32)
+        label = rng.randint(0, classes, size=shapes["label"]).astype(np.float32)
+        net.blobs["data"].data[...] = data
+        net.blobs["label"].data[...] = label
+        arrays[f"batch{k}_0/data"], arrays[f"batch{k}_0/label"] = data, label
+        solver.step(1)  # Input layers leave the blobs as set: this forward sees the batch
+        arrays[f"loss{k}"] = np.array(net.blobs[loss].data, dtype=np.float32).reshape(())
+        for layer, params in net.params.items():
+            for i, p in enumerate(params):
+                arrays[f"step{k}/{layer}/{i}"] = p.data.copy()
+    np.savez_compressed(out_dir / "arrays.npz", **arrays)
+    meta = {
+        "iters": iters,
+        "caffe": CAFFE,
+        "seed": seed,
+        "note": "before each iteration k the Input blobs were set to batch{k}_0/*; param/* are initial "
+        "values (Caffe fillers, caffe.set_random_seed(seed)); step{k}/* after the k-th update; loss{k} = "
+        "loss of the forward pass of iteration k; batches from numpy RandomState(seed): per iteration "
+        "standard normal data, then labels uniform over the classes",
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def replay_solver_case(case_dir: Path) -> tuple[float, str]:
+    """This Caffe rerun on a stored solver case, from its initial parameters and batches: the worst
+    error of its losses and parameters against the stored ones, as a fraction of the solver check's
+    tolerance (1e-5 of the blob's largest magnitude), and where.  0 means bit-identical.  Under
+    another OpenBLAS kernel (OPENBLAS_CORETYPE=Haswell, as on a CPU without AVX-512) it measures how far
+    real Caffe moves from itself, the floor a reimplementation cannot be asked to beat."""
+    arrays = dict(np.load(case_dir / "arrays.npz"))
+    iters = json.loads((case_dir / "meta.json").read_text())["iters"]
+    solver = caffe_solver(case_dir)
+    net = solver.net
+    for layer, params in net.params.items():
+        for i, p in enumerate(params):
+            p.data[...] = arrays[f"param/{layer}/{i}"]
+    _, loss = loss_blobs(net)
+    worst = (0.0, "")
+
+    def fraction(ours: np.ndarray, stored: np.ndarray) -> float:
+        err = np.abs(ours.astype(np.float64) - stored).max()
+        return float(err / (1e-5 * max(float(np.abs(stored).max()), 1e-30)))
+
+    for k in range(1, iters + 1):
+        net.blobs["data"].data[...] = arrays[f"batch{k}_0/data"]
+        net.blobs["label"].data[...] = arrays[f"batch{k}_0/label"]
+        solver.step(1)
+        worst = max(worst, (fraction(net.blobs[loss].data.reshape(()), arrays[f"loss{k}"]), f"loss{k}"))
+        for layer, params in net.params.items():
+            for i, p in enumerate(params):
+                stored = arrays[f"step{k}/{layer}/{i}"]
+                worst = max(worst, (fraction(p.data, stored), f"{layer}/{i} after update {k}"))
+    return worst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--src", type=Path, default=Path("tests/golden/caffe"))
-    ap.add_argument("--out", type=Path, default=Path("tests/golden/caffe_grad"))
+    ap.add_argument(
+        "--out", type=Path, help="the root to (re)write; default tests/golden/caffe_grad, none with --solvers"
+    )
     ap.add_argument("--skip-caffenet", action="store_true", help="leave caffenet_full out (slow)")
+    ap.add_argument(
+        "--solvers", action="store_true",
+        help="write only the solver_* cases of --src, rerun with new random values (seeds from --base-seed)",
+    )
+    ap.add_argument("--base-seed", type=int, default=BASE_SEED, help="every case's seed derives from it")
+    ap.add_argument(
+        "--replay", type=Path, nargs="+", metavar="ROOT",
+        help="write nothing: rerun each solver_* case under these roots in this Caffe and print its "
+        "worst error as a fraction of the solver check's tolerance",
+    )
     args = ap.parse_args()
+    if args.solvers and args.out is None:
+        ap.error("--solvers needs --out: it would replace the layer root")
+    args.out = args.out or Path("tests/golden/caffe_grad")
     caffe.set_mode_cpu()
+    if args.replay:
+        for case in sorted(p.parent for root in args.replay for p in root.glob("solver_*/meta.json")):
+            fraction, where = replay_solver_case(case)
+            flag = "FAIL" if fraction > 1 else ""
+            print(f"{case.parent.name}/{case.name}\t{fraction:.3f}\t{where}\t{flag}", flush=True)
+        return
     if args.out.exists():
         shutil.rmtree(args.out)
+    if args.solvers:
+        for case in sorted(args.src.glob("solver_*/meta.json")):
+            name = case.parent.name
+            run_solver_case(case.parent, args.out / name, case_seed(name, args.base_seed))
+            print(name)
+        return
     for case in sorted(p.parent for p in args.src.glob("*/meta.json")):
         name = case.name
         if name.startswith(NOT_LAYER_CASES):
@@ -291,15 +421,16 @@ def main() -> None:
         text = (case / "net.prototxt").read_text()
         backward = name not in FORWARD_ONLY
         make = default_inputs(INPUT_SCALE.get(name, 1.0))
-        run_case(name, with_force_backward(text) if backward else text, make, args.out / name, backward, None)
+        net_text = with_force_backward(text) if backward else text
+        run_case(name, net_text, make, args.out / name, backward, None, args.base_seed)
         print(name)
     for name, (body, make, note) in EXTRA_CASES.items():
         backward = name not in FORWARD_ONLY
         head = f'name: "{name}"\n' + ("force_backward: true\n" if backward else "")
-        run_case(name, head + body, make, args.out / name, backward, note)
+        run_case(name, head + body, make, args.out / name, backward, note, args.base_seed)
         print(name)
     if not args.skip_caffenet:
-        run_caffenet(args.src / "caffenet_full", args.out / "caffenet_full")
+        run_caffenet(args.src / "caffenet_full", args.out / "caffenet_full", args.base_seed)
         print("caffenet_full")
 
 

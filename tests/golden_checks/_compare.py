@@ -13,16 +13,28 @@ FORWARD_RTOL = 1e-5
 GRADIENT_RTOL = 1e-4
 
 
-def assert_close(actual: torch.Tensor | np.ndarray, expected: np.ndarray, rtol: float, what: str) -> None:
-    """|actual - expected| <= rtol * max|expected| elementwise (Caffe-golden tolerance rule)."""
+def _errors(actual: torch.Tensor | np.ndarray, expected: np.ndarray, what: str) -> tuple[float, float]:
+    """(max |actual - expected|, max |expected|) in float64, shapes checked."""
     if isinstance(actual, torch.Tensor):
         actual = actual.detach().cpu().double().numpy()
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
     scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
-    err = float(np.abs(actual - expected).max(initial=0.0))
+    return float(np.abs(actual - expected).max(initial=0.0)), scale
+
+
+def assert_close(actual: torch.Tensor | np.ndarray, expected: np.ndarray, rtol: float, what: str) -> None:
+    """|actual - expected| <= rtol * max|expected| elementwise (Caffe-golden tolerance rule)."""
+    err, scale = _errors(actual, expected, what)
     assert err <= rtol * scale, f"{what}: max abs error {err:.3g} > {rtol} * max|expected| {scale:.3g}"
+
+
+def tolerance_fraction(actual: torch.Tensor | np.ndarray, expected: np.ndarray, rtol: float, what: str) -> float:
+    """The error as a fraction of what `assert_close` allows (above 1 fails): how close to its
+    tolerance a passing case sits."""
+    err, scale = _errors(actual, expected, what)
+    return err / (rtol * scale)
 
 
 def load_arrays(case_dir: Path) -> dict[str, np.ndarray]:

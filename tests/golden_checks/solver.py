@@ -10,8 +10,10 @@ Adam), weight decay (L2, L1, decay_mult), frozen layers, gradient clipping and e
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from golden_checks._compare import FORWARD_RTOL, assert_close, load_arrays
@@ -24,7 +26,9 @@ def handles(case_name: str) -> bool:
     return case_name.startswith("solver_")
 
 
-def check(case_dir: Path) -> None:
+def trajectory(case_dir: Path) -> Iterator[tuple[str, torch.Tensor, np.ndarray]]:
+    """(what, ours, Caffe's) for the loss of each forward pass and each parameter blob after each
+    update, in run order.  Ours is the live tensor: compare it before taking the next item."""
     arrays = load_arrays(case_dir)
     iters = json.loads((case_dir / "meta.json").read_text())["iters"]
     solver = Solver(load_solver(case_dir / "solver.prototxt"), case_dir, torch.device("cpu"), RunLog(None, echo=False))
@@ -39,9 +43,14 @@ def check(case_dir: Path) -> None:
         inputs = {name: torch.from_numpy(arrays[f"batch{k}_0/{name}"]) for name in ("data", "label")}
         result = solver.net(inputs)
         result.loss.backward()
-        assert_close(result.loss.detach(), arrays[f"loss{k}"].reshape(()), FORWARD_RTOL, f"loss of iteration {k}")
+        yield f"loss of iteration {k}", result.loss.detach(), arrays[f"loss{k}"].reshape(())
         solver.apply_update()
         solver.iter += 1
         for layer, params in blobs.items():
             for i, p in enumerate(params):
-                assert_close(p, arrays[f"step{k}/{layer}/{i}"], FORWARD_RTOL, f"{layer}/{i} after update {k}")
+                yield f"{layer}/{i} after update {k}", p, arrays[f"step{k}/{layer}/{i}"]
+
+
+def check(case_dir: Path) -> None:
+    for what, ours, caffe in trajectory(case_dir):
+        assert_close(ours, caffe, FORWARD_RTOL, what)
