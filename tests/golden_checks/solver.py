@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from golden_checks._compare import FORWARD_RTOL, assert_close, load_arrays
+from golden_checks._compare import CPU, FORWARD_RTOL, assert_close, load_arrays, on
 from replicate.io.model import load_solver
 from replicate.solver.log import RunLog
 from replicate.solver.solver import Solver
@@ -24,10 +24,10 @@ def handles(case_name: str) -> bool:
     return case_name.startswith("solver_")
 
 
-def check(case_dir: Path) -> None:
+def check(case_dir: Path, device: torch.device = CPU) -> None:
     arrays = load_arrays(case_dir)
     iters = json.loads((case_dir / "meta.json").read_text())["iters"]
-    solver = Solver(load_solver(case_dir / "solver.prototxt"), case_dir, torch.device("cpu"), RunLog(None, echo=False))
+    solver = Solver(load_solver(case_dir / "solver.prototxt"), case_dir, device, RunLog(None, echo=False))
     blobs = solver.net.layer_blobs()
     with torch.no_grad():
         for layer, params in blobs.items():
@@ -36,7 +36,7 @@ def check(case_dir: Path) -> None:
     for k in range(1, iters + 1):
         for e in solver.entries:
             e.param.grad = None
-        inputs = {name: torch.from_numpy(arrays[f"batch{k}_0/{name}"]) for name in ("data", "label")}
+        inputs = {name: torch.from_numpy(arrays[f"batch{k}_0/{name}"]).to(device) for name in ("data", "label")}
         result = solver.net(inputs)
         result.loss.backward()
         assert_close(result.loss.detach(), arrays[f"loss{k}"].reshape(()), FORWARD_RTOL, f"loss of iteration {k}")
@@ -44,4 +44,4 @@ def check(case_dir: Path) -> None:
         solver.iter += 1
         for layer, params in blobs.items():
             for i, p in enumerate(params):
-                assert_close(p, arrays[f"step{k}/{layer}/{i}"], FORWARD_RTOL, f"{layer}/{i} after update {k}")
+                assert_close(on(device, p), arrays[f"step{k}/{layer}/{i}"], FORWARD_RTOL, f"{layer}/{i} after update {k}")
