@@ -1,8 +1,8 @@
 """GPU tier: every golden case of real Caffe, on the tier's device in fp32 (TF32 off).
 
 The same cases and checks as tests/test_golden.py, with the nets, inputs and Caffe's update on
-the device; tolerances are the CPU's (forward and trajectories 1e-5 relative to the blob's
-largest value, gradients 1e-4), except where `CUDA_RTOL` states a measured reason for another.
+the device, and the same tolerance for every case: forward and trajectories 1e-5 relative to the
+blob's largest value, gradients 1e-4 (golden_checks._compare).
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ import torch
 from test_golden import _CASES, _checkers, _id
 
 pytestmark = pytest.mark.gpu
-
-#: Per-case tolerances on CUDA that differ from the CPU's, each with the error measured on a GPU.
-#: Empty: no case has needed one (none measured yet; the first GPU run of the tier decides).
-CUDA_RTOL: dict[str, float] = {}
-
 
 @pytest.mark.parametrize("root_case", _CASES, ids=_id)
 def test_golden_case_on_the_device(root_case: tuple[Path, Path], device: torch.device) -> None:
