@@ -19,10 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from solver_support import E2E_WEIGHTS, copy_run, logged_numbers, masked_values, params  # noqa: E402
+from solver_support import copy_run, replay_errors  # noqa: E402
 
 from replicate.solver.run import train  # noqa: E402
 
@@ -40,21 +38,11 @@ def main() -> int:
         run = copy_run(Path(folder), "run")
         train(run / "solver.prototxt", weights=str(run / "init.caffemodel"), device=args.device,
               precision=args.precision, compile=args.compile or False, echo=False)
-        (ours, our_values), (caffes, caffe_values) = (
-            masked_values(logged_numbers(log, 0)) for log in (run / "train.log", E2E_WEIGHTS / "train.log"))
-        a, b = np.array(our_values), np.array(caffe_values)
-        same_lines = ours == caffes
-        # |a - b| <= 1e-6 + 1e-5 |b|, the test's criterion, is |a - b| / (0.1 + |b|) <= 1e-5.
-        log_error = float(np.max(np.abs(a - b) / (0.1 + np.abs(b)))) if same_lines else float("inf")
-        snapshot_error = 0.0
-        for it in (10, 20):
-            mine, theirs = params(run / f"snap_iter_{it}.caffemodel"), params(E2E_WEIGHTS / f"snap_iter_{it}.caffemodel")
-            for layer in theirs:
-                for x, y in zip(mine[layer], theirs[layer]):
-                    snapshot_error = max(snapshot_error, float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-30)))
-    ok = log_error <= TOLERANCE and snapshot_error <= TOLERANCE
-    figures = {**vars(args), "log_lines_match": same_lines, "logged_values": len(b),
-               "max_relative_log_error": log_error, "max_relative_snapshot_error": snapshot_error, "within_1e-5": ok}
+        replay = replay_errors(run)
+    ok = replay.log_error <= TOLERANCE and replay.snapshot_error <= TOLERANCE
+    figures = {**vars(args), "log_lines_match": replay.same_lines, "logged_values": replay.logged_values,
+               "max_relative_log_error": replay.log_error, "max_relative_snapshot_error": replay.snapshot_error,
+               "within_1e-5": ok}
     print(json.dumps(figures))
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")

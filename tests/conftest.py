@@ -19,3 +19,7 @@ os.environ["OMP_NUM_THREADS"] = "1"
 import torch  # noqa: E402  (after OMP_NUM_THREADS on purpose)
 
 torch.set_num_threads(1)
+
+
+# The GPU tier (tests marked `gpu`, run with `python -m pytest -m gpu`): see tests/gpu_tier.py.
+from gpu_tier import device, tier_device  # noqa: E402,F401  (fixtures, shared by the tier's modules)

@@ -63,9 +63,10 @@ def run_dir(folder: Path, solver_extra: str = "") -> Path:
     return folder / "solver.prototxt"
 
 
-def train_rank(rank: int, world: int, runs: list[tuple[int, str, bool | str]]) -> None:
+def train_rank(rank: int, world: int, runs: list[tuple[int, str, bool | str]], device: str = "cpu") -> None:
     """One rank of a data-parallel run of each (port, solver, compile) in turn: one process
-    start (seconds of imports) serves them all, each run its own process group.  A native crash
+    start (seconds of imports) serves them all, each run its own process group (gloo on the CPU;
+    NCCL on `device` "cuda", each rank on GPU LOCAL_RANK).  A native crash
     in a rank prints its Python stacks (faulthandler), as under `python -m replicate`.  The
     rank's thread names after the last run go to rank<N>.threads beside that run's solver."""
     faulthandler.enable()
@@ -75,7 +76,7 @@ def train_rank(rank: int, world: int, runs: list[tuple[int, str, bool | str]]) -
 
     for port, solver, compile in runs:
         os.environ["MASTER_PORT"] = str(port)
-        train(solver, device="cpu", echo=False, compile=compile)
+        train(solver, device=device, echo=False, compile=compile)
     (Path(runs[-1][1]).parent / f"rank{rank}.threads").write_text("\n".join(thread_names()))
 
 

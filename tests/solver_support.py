@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -63,6 +64,33 @@ RANDOM_NETS = {
         'layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }\n'
         'layer { name: "drop2" type: "Dropout" bottom: "conv2" top: "conv2" dropout_param { dropout_ratio: 0.5 } }',
 }
+
+
+class Replay(NamedTuple):
+    same_lines: bool
+    logged_values: int
+    log_error: float
+    snapshot_error: float
+
+
+def replay_errors(run: Path) -> Replay:
+    """How far a replay of Caffe's whole e2e run (trained in `run` from init.caffemodel) ended
+    from Caffe's: whether its log has Caffe's lines, how many numbers Caffe logged, the largest
+    relative deviation of the logged numbers (|ours - Caffe's| / (0.1 + |Caffe's|): Caffe prints 6 digits, so this is the tests'
+    |a - b| <= 1e-6 + 1e-5 |b|), and that of the snapshots' parameters at iterations 10 and 20
+    (relative to each blob's largest value)."""
+    (ours, our_values), (caffes, caffe_values) = (
+        masked_values(logged_numbers(log, 0)) for log in (run / "train.log", E2E_WEIGHTS / "train.log"))
+    a, b = np.array(our_values), np.array(caffe_values)
+    same_lines = ours == caffes
+    log_error = float(np.max(np.abs(a - b) / (0.1 + np.abs(b)))) if same_lines else float("inf")
+    snapshot_error = 0.0
+    for it in (10, 20):
+        mine, theirs = params(run / f"snap_iter_{it}.caffemodel"), params(E2E_WEIGHTS / f"snap_iter_{it}.caffemodel")
+        for layer in theirs:
+            for x, y in zip(mine[layer], theirs[layer]):
+                snapshot_error = max(snapshot_error, float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-30)))
+    return Replay(same_lines, len(b), log_error, snapshot_error)
 
 
 def random_run(tmp_path: Path, name: str, solver_edits: dict[str, str] | None = None) -> Path:

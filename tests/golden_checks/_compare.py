@@ -1,4 +1,5 @@
-"""Shared helpers of golden checks: Caffe's tolerance rule and loading a case's arrays."""
+"""Shared helpers of golden checks: Caffe's tolerance rule, loading a case's arrays, and the
+device a check runs on (the CPU in the default suite; CUDA in the GPU tier, tests/test_cuda_golden.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import numpy as np
 import torch
 
 
-#: The README's tolerances for float32 reimplementations of Caffe.
+CPU = torch.device("cpu")
+
+#: The tolerances for float32 reimplementations of Caffe (docs/fidelity.md), on every device.
 FORWARD_RTOL = 1e-5
 GRADIENT_RTOL = 1e-4
 
@@ -40,3 +43,10 @@ def tolerance_fraction(actual: torch.Tensor | np.ndarray, expected: np.ndarray, 
 def load_arrays(case_dir: Path) -> dict[str, np.ndarray]:
     with np.load(case_dir / "arrays.npz") as z:
         return {k: z[k] for k in z.files}
+
+
+def on(device: torch.device, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor`, after checking that it was computed on `device`: a check run for CUDA must never
+    pass on numbers the CPU made."""
+    assert tensor.device.type == device.type, f"computed on {tensor.device}, not on {device}"
+    return tensor

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from golden_checks._compare import FORWARD_RTOL, assert_close, load_arrays
+from golden_checks._compare import CPU, FORWARD_RTOL, assert_close, load_arrays, on
 from replicate.io.model import load_caffemodel
 from replicate.io.prototxt import read_net_text
 from replicate.net.compile import CompiledNet
@@ -21,7 +21,7 @@ def handles(case_name: str) -> bool:
     return case_name == "caffemodel_v1"
 
 
-def check(case_dir: Path) -> None:
+def check(case_dir: Path, device: torch.device = CPU) -> None:
     arrays = load_arrays(case_dir)
     net = CompiledNet(read_net_text(case_dir / "net.prototxt"), caffe_pb2.TEST)
     blobs = net.layer_blobs()
@@ -29,8 +29,9 @@ def check(case_dir: Path) -> None:
     for layer, params in blobs.items():
         for i, p in enumerate(params):
             np.testing.assert_array_equal(p.detach().numpy(), arrays[f"param/{layer}/{i}"], err_msg=f"{layer}/{i}")
-    inputs = {k[3:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("in/")}
+    net.to(device)
+    inputs = {k[3:]: torch.from_numpy(v).to(device) for k, v in arrays.items() if k.startswith("in/")}
     result = net(inputs)
     for key, expected in arrays.items():
         if key.startswith("out/"):
-            assert_close(result.blobs[key[4:]], expected, FORWARD_RTOL, key)
+            assert_close(on(device, result.blobs[key[4:]]), expected, FORWARD_RTOL, key)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from golden_checks._compare import FORWARD_RTOL, GRADIENT_RTOL, assert_close, load_arrays
+from golden_checks._compare import CPU, FORWARD_RTOL, GRADIENT_RTOL, assert_close, load_arrays, on
 from replicate.io.prototxt import read_net_text
 from replicate.net.compile import CompiledNet
 from replicate.proto import caffe_pb2
@@ -67,7 +67,7 @@ def _param_grads(net: CompiledNet, inputs: dict[str, torch.Tensor], flip: bool) 
     return [torch.zeros_like(p) if grads.get(id(p)) is None else grads[id(p)] for p in params]
 
 
-def check(case_dir: Path) -> None:
+def check(case_dir: Path, device: torch.device = CPU) -> None:
     arrays = load_arrays(case_dir)
     meta = json.loads((case_dir / "meta.json").read_text())
     net = CompiledNet(read_net_text(case_dir / "net.prototxt"), caffe_pb2.TEST)
@@ -82,21 +82,22 @@ def check(case_dir: Path) -> None:
             for params in blobs.values():
                 for p in params:
                     p.requires_grad_(True)
-    inputs = {k[3:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("in/")}
+    net.to(device)
+    inputs = {k[3:]: torch.from_numpy(v).to(device) for k, v in arrays.items() if k.startswith("in/")}
     result = net(inputs)
     for key, expected in arrays.items():
         if key.startswith("out/"):
-            assert_close(result.blobs[key[4:]], expected, FORWARD_RTOL, key)
+            assert_close(on(device, result.blobs[key[4:]]), expected, FORWARD_RTOL, key)
         elif key.startswith("outsum/"):
-            _assert_moments(result.blobs[key[7:]], expected, FORWARD_RTOL, key)
+            _assert_moments(on(device, result.blobs[key[7:]]), expected, FORWARD_RTOL, key)
     names = [f"{name}/{i}" for name, ps in blobs.items() for i in range(len(ps))]
     plain = _param_grads(net, inputs, flip=False)
     flipped = _param_grads(net, inputs, flip=True)
     for key, g, h in zip(names, plain, flipped):
-        idx = torch.from_numpy(arrays[f"pdiffidx/{key}"].astype(np.int64))
+        idx = torch.from_numpy(arrays[f"pdiffidx/{key}"].astype(np.int64)).to(device)
         expected = arrays[f"pdiffsample/{key}"]
         tol = GRADIENT_RTOL * max(float(np.abs(expected).max(initial=0.0)), 1e-30)
-        a, b = (t.reshape(-1)[idx].double().numpy() for t in (g, h))
+        a, b = (on(device, t).reshape(-1)[idx].double().cpu().numpy() for t in (g, h))
         ok = (np.abs(a - expected) <= tol) | (np.abs(b - expected) <= tol)
         assert ok.all(), (
             f"pdiffsample/{key}: {int((~ok).sum())} of {ok.size} sampled gradients differ by more "

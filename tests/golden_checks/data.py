@@ -4,7 +4,8 @@ Case `data_lmdb_mean`: the layer is built from the case's own net.prototxt (cent
 file, scale, batch 4 over 6 records) in the TEST phase, with its source and mean file pointed at
 the case folder; its first two batches (the second wraps around) must equal Caffe's, both as the
 layer makes them on the CPU and as the GPU path does (records read into one uint8 host batch,
-then crop, mean and scale as one gather, run here on CPU tensors).  The records
+then crop, mean and scale as one gather, on the device the check runs on: the CPU here, CUDA in
+the GPU tier).  The records
 read back must be the stored images and labels, and compute_mean must rebuild mean.binaryproto.
 """
 
@@ -13,7 +14,9 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+import torch
 
+from golden_checks._compare import CPU, on
 from replicate.data.lmdb_io import LmdbReader, datum_array
 from replicate.data.loader import read_host_batch
 from replicate.data.mean import compute_mean
@@ -36,7 +39,7 @@ def _close(ours: np.ndarray, theirs: np.ndarray, what: str) -> None:
     assert worst <= bound, f"{what}: differs from Caffe by {worst} (allowed {bound})"
 
 
-def check(case_dir: pathlib.Path) -> None:
+def check(case_dir: pathlib.Path, device: torch.device = CPU) -> None:
     arrays = np.load(case_dir / "arrays.npz")
     net = read_net_text(case_dir / "net.prototxt")
     (param,) = [layer for layer in net.layer if layer.type == "Data"]
@@ -50,8 +53,8 @@ def check(case_dir: pathlib.Path) -> None:
         _close(data.numpy(), arrays[f"out/batch{n}/data"], f"{case_dir.name} batch{n} data")
         _close(label.numpy(), arrays[f"out/batch{n}/label"], f"{case_dir.name} batch{n} label")
         host = read_host_batch(layer.maker, n - 1)
-        gathered = layer.transformer.apply_gathered(host.stacked, host.draws)
-        _close(gathered.numpy(), arrays[f"out/batch{n}/data"], f"{case_dir.name} batch{n} data, GPU path's gather")
+        gathered = on(device, layer.transformer.apply_gathered(host.stacked.to(device), host.draws))
+        _close(gathered.cpu().numpy(), arrays[f"out/batch{n}/data"], f"{case_dir.name} batch{n} data, GPU path's gather")
         _close(np.asarray(host.labels, np.float32), arrays[f"out/batch{n}/label"], f"{case_dir.name} batch{n} label, host batch")
         n += 1
     assert n > 1, f"{case_dir}: no out/batch1/data in arrays.npz"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from golden_checks._compare import FORWARD_RTOL, GRADIENT_RTOL, assert_close, load_arrays
+from golden_checks._compare import CPU, FORWARD_RTOL, GRADIENT_RTOL, assert_close, load_arrays, on
 from replicate.io.model import load_caffemodel
 from replicate.io.prototxt import read_net_text
 from replicate.net.compile import CompiledNet
@@ -39,16 +39,17 @@ def _load_params(net: CompiledNet, arrays: dict[str, np.ndarray], case_dir: Path
         for i, blob in enumerate(params):
             expected = arrays[f"param/{layer}/{i}"]
             if model.exists():
-                np.testing.assert_array_equal(blob.detach().numpy(), expected, err_msg=f"caffemodel blob {layer}/{i}")
+                np.testing.assert_array_equal(blob.detach().cpu().numpy(), expected, err_msg=f"caffemodel blob {layer}/{i}")
             else:
                 with torch.no_grad():
                     blob.copy_(torch.from_numpy(expected))
 
 
-def check(case_dir: Path) -> None:
+def check(case_dir: Path, device: torch.device = CPU) -> None:
     arrays = load_arrays(case_dir)
     net = CompiledNet(read_net_text(case_dir / "net.prototxt"), caffe_pb2.TEST)
     _load_params(net, arrays, case_dir)
+    net.to(device)
     if net.force_backward:
         # Caffe's force_backward sets param_propagate_down for every parameter, frozen (lr_mult
         # 0) ones included; the engine leaves those without grad, so ask for them here.
@@ -57,13 +58,13 @@ def check(case_dir: Path) -> None:
                 p.requires_grad_(True)
     plan = net.backward_plan
     inputs = {
-        k[3:]: torch.tensor(v, dtype=torch.float32, requires_grad=plan.blob_gets_diff[k[3:]])
+        k[3:]: torch.tensor(v, dtype=torch.float32, device=device, requires_grad=plan.blob_gets_diff[k[3:]])
         for k, v in arrays.items() if k.startswith("in/")
     }
     result = net(inputs)
     for key, expected in arrays.items():
         if key.startswith("out/"):
-            assert_close(result.blobs[key[4:]], expected, FORWARD_RTOL, key)
+            assert_close(on(device, result.blobs[key[4:]]), expected, FORWARD_RTOL, key)
 
     # Caffe computes a gradient only where its backward plan says so (without force_backward
     # input diffs stay zero and layers not under a loss skip backward).
@@ -85,8 +86,8 @@ def check(case_dir: Path) -> None:
     total = result.loss
     for key, grad in arrays.items():
         if key.startswith("topdiff/"):
-            total = total + (result.blobs[key[8:]] * torch.from_numpy(grad)).sum()
+            total = total + (result.blobs[key[8:]] * torch.from_numpy(grad).to(device)).sum()
     grads = torch.autograd.grad(total, [t for _, t in wanted], allow_unused=True)
     for (key, tensor), grad in zip(wanted, grads):
         got = torch.zeros_like(tensor) if grad is None else grad
-        assert_close(got, arrays[key], GRADIENT_RTOL, key)
+        assert_close(on(device, got), arrays[key], GRADIENT_RTOL, key)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from golden_checks._compare import FORWARD_RTOL, assert_close, load_arrays
+from golden_checks._compare import CPU, FORWARD_RTOL, assert_close, load_arrays, on
 from replicate.io.model import load_solver
 from replicate.solver.log import RunLog
 from replicate.solver.solver import Solver
@@ -26,12 +26,13 @@ def handles(case_name: str) -> bool:
     return case_name.startswith("solver_")
 
 
-def trajectory(case_dir: Path) -> Iterator[tuple[str, torch.Tensor, np.ndarray]]:
+def trajectory(case_dir: Path, device: torch.device = CPU) -> Iterator[tuple[str, torch.Tensor, np.ndarray]]:
     """(what, ours, Caffe's) for the loss of each forward pass and each parameter blob after each
-    update, in run order.  Ours is the live tensor: compare it before taking the next item."""
+    update, in run order, trained on `device`.  Ours is the live tensor: compare it before taking
+    the next item."""
     arrays = load_arrays(case_dir)
     iters = json.loads((case_dir / "meta.json").read_text())["iters"]
-    solver = Solver(load_solver(case_dir / "solver.prototxt"), case_dir, torch.device("cpu"), RunLog(None, echo=False))
+    solver = Solver(load_solver(case_dir / "solver.prototxt"), case_dir, device, RunLog(None, echo=False))
     blobs = solver.net.layer_blobs()
     with torch.no_grad():
         for layer, params in blobs.items():
@@ -40,7 +41,7 @@ def trajectory(case_dir: Path) -> Iterator[tuple[str, torch.Tensor, np.ndarray]]
     for k in range(1, iters + 1):
         for e in solver.entries:
             e.param.grad = None
-        inputs = {name: torch.from_numpy(arrays[f"batch{k}_0/{name}"]) for name in ("data", "label")}
+        inputs = {name: torch.from_numpy(arrays[f"batch{k}_0/{name}"]).to(device) for name in ("data", "label")}
         result = solver.net(inputs)
         result.loss.backward()
         yield f"loss of iteration {k}", result.loss.detach(), arrays[f"loss{k}"].reshape(())
@@ -51,6 +52,6 @@ def trajectory(case_dir: Path) -> Iterator[tuple[str, torch.Tensor, np.ndarray]]
                 yield f"{layer}/{i} after update {k}", p, arrays[f"step{k}/{layer}/{i}"]
 
 
-def check(case_dir: Path) -> None:
-    for what, ours, caffe in trajectory(case_dir):
-        assert_close(ours, caffe, FORWARD_RTOL, what)
+def check(case_dir: Path, device: torch.device = CPU) -> None:
+    for what, ours, caffe in trajectory(case_dir, device):
+        assert_close(on(device, ours), caffe, FORWARD_RTOL, what)
