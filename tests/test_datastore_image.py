@@ -80,6 +80,14 @@ def test_encode_jpeg_roundtrip_keeps_bgr():
     assert np.abs(back.astype(int) - img).mean() < 3
 
 
+def test_a_jpeg_cut_mid_scan_is_an_error_not_grey_rows():
+    # OpenCV 4 decoded it and filled the missing rows with grey (as the 2014 OpenCV did); 5 refuses
+    # it, so a damaged file is reported instead of stored: hence opencv-python-headless>=5.
+    data = ODD["jpeg/bytes"].tobytes()
+    with pytest.raises(ReplicateError, match="cut.jpg: cannot decode image"):
+        decode_image(data[: len(data) // 2], True, name="cut.jpg")
+
+
 def test_bad_files_name_the_path(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(ReplicateError, match="bad.jpg: cannot decode image"):
