@@ -73,7 +73,7 @@ def main() -> int:
             per = store / args.images
             items = [(str(root / "img" / f"{i}.JPEG"), 0, -1, str(i)) for i in range(args.images)]
             decode_cpu = time.process_time()
-            encode_chunk((items, StoreOptions(fmt, (256, 256), args.quality)))
+            encode_chunk((0, items, StoreOptions(fmt, (256, 256), args.quality)))
             rate = args.images / (time.process_time() - decode_cpu)
             print(f"{fmt}{'' if fmt == 'raw' else f' q{args.quality}'}: {per:,.0f} bytes per image "
                   f"(store files); ILSVRC2012 store {per * IMAGENET / 1e9:.1f} GB + views "

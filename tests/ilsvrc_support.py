@@ -8,8 +8,8 @@
   unrelated to the classes;
 - `ILSVRC2012_devkit_t12.tar.gz`: `data/meta.mat` built like the real one (1,860 synsets: the
   1,000 classes with ILSVRC2012_IDs 1..1000 in WordNet order, not sorted-wnid order, and 860 inner
-  nodes with children, words, gloss, wordnet_height, num_train_images) and the validation ground
-  truth as ILSVRC2012_IDs.
+  nodes with children, words, gloss, wordnet_height, num_train_images: the miniature's own counts
+  for its 40 classes) and the validation ground truth as ILSVRC2012_IDs.
 
 Images are tiny (12x10) so the whole thing builds in a fraction of a second.
 """
@@ -61,15 +61,18 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def meta_mat(ids: list[int]) -> bytes:
-    """A devkit meta.mat: `synsets`, 1,860 records with the real fields; leaves first (IDs 1..1000)."""
+def meta_mat(ids: list[int], train_counts: dict[str, int] | None = None) -> bytes:
+    """A devkit meta.mat: `synsets`, 1,860 records with the real fields; leaves first (IDs 1..1000);
+    num_train_images from `train_counts` (wnid -> count) where given."""
+    train_counts = train_counts or {}
     fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
               "num_train_images"]
     records = np.zeros((1860, 1), dtype=[(f, "O") for f in fields])
     by_id = sorted(range(1000), key=lambda label: ids[label])
     for label in by_id:
         records[ids[label] - 1, 0] = (ids[label], ALL_WNIDS[label], f"words {label}", "a gloss", 0,
-                                      np.zeros((1, 0), np.uint8), 0, 732 + label % 569)
+                                      np.zeros((1, 0), np.uint8), 0,
+                                      train_counts.get(ALL_WNIDS[label], 732 + label % 569))
     for k in range(860):  # inner nodes: each the parent of a few leaves or of earlier inner nodes
         node_id = 1001 + k
         children = [1 + (3 * k + j) % 1000 for j in range(3)] if k < 700 else [1001 + k - 700, 1002 + k - 700]
@@ -108,7 +111,8 @@ def make_ilsvrc(root: Path) -> Ilsvrc:
             val.append((name, label))
     truth = "".join(f"{ids[ALL_WNIDS.index(WNIDS[label])]}\n" for _, label in val).encode()
     with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
-        _add(tar, "ILSVRC2012_devkit_t12/data/meta.mat", meta_mat(ids))
+        counts = {wnid: sum(name.startswith(f"{wnid}/") for name, _ in train) for wnid in WNIDS}
+        _add(tar, "ILSVRC2012_devkit_t12/data/meta.mat", meta_mat(ids, counts))
         _add(tar, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", truth)
         _add(tar, "ILSVRC2012_devkit_t12/readme.txt", b"devkit\n")
     return Ilsvrc(root, root / "ILSVRC2012_img_train.tar", root / "ILSVRC2012_img_val.tar",

@@ -4,8 +4,11 @@ tests/data/datastore_opencv.npz was written once with opencv-python 5.0.0 (not a
 `resize{i}/in` -> `cv2.resize(in, (W, H), interpolation=cv2.INTER_LINEAR)` = `resize{i}/out`
 (cases include up- and downscaling, grey, a 1-pixel-high source and an exact halving), and a JPEG
 (`jpeg/bytes`) decoded by `cv2.imdecode` in colour (`jpeg/color`, BGR) and grey (`jpeg/gray`).
+tests/data/datastore_opencv_odd.npz holds ILSVRC2012's odd files (CMYK and grey JPEGs, PNGs of
+every colour type) as opencv-python-headless 5.1 decodes and resizes them (see make_opencv_odd.py).
 """
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from replicate.data.image import decode_image, encode_jpeg, read_image, resize_l
 from replicate.errors import ReplicateError
 
 OPENCV = np.load(Path(__file__).parent / "data" / "datastore_opencv.npz")
+ODD = np.load(Path(__file__).parent / "data" / "datastore_opencv_odd.npz")
 
 
 @pytest.mark.parametrize("case", sorted({k.split("/")[0] for k in OPENCV if k.startswith("resize")}))
@@ -39,6 +43,25 @@ def test_jpeg_decoding_matches_opencv():
     assert decode_image(data, None).shape[2] == 3
 
 
+@pytest.mark.parametrize("case", sorted({k.split("/")[0] for k in ODD}))
+def test_odd_files_decode_and_resize_to_opencvs_pixels(case):
+    data = ODD[f"{case}/bytes"].tobytes()
+    np.testing.assert_array_equal(decode_image(data, True), ODD[f"{case}/color"])
+    np.testing.assert_array_equal(decode_image(data, False)[:, :, 0], ODD[f"{case}/gray"])
+    np.testing.assert_array_equal(resize_linear(decode_image(data, True), 17, 13), ODD[f"{case}/resized"])
+
+
+def test_the_cmyk_fixture_is_opencv_2_4s_formula_on_libjpegs_samples():
+    # OpenCV 2.4 (Caffe's in 2014) turned libjpeg's CMYK samples, inverted as Adobe writes them,
+    # into BGR by `k - ((255 - c) * k >> 8)` per channel; Pillow gives those samples un-inverted.
+    with Image.open(io.BytesIO(ODD["cmyk/bytes"].tobytes())) as image:
+        assert image.mode == "CMYK"
+        samples = 255 - np.asarray(image).astype(np.int64)
+    c, m, y, k = np.moveaxis(samples, 2, 0)
+    bgr = np.stack([k - ((255 - v) * k >> 8) for v in (y, m, c)], axis=2)
+    np.testing.assert_array_equal(bgr, ODD["cmyk/color"])
+
+
 def test_channels_are_bgr_and_grey_stays_grey_natively(tmp_path):
     red = np.zeros((4, 5, 3), np.uint8)
     red[..., 0] = 255  # RGB red
@@ -55,6 +78,14 @@ def test_encode_jpeg_roundtrip_keeps_bgr():
     img = np.stack([xx * 15, yy * 15, np.full_like(xx, 200)], axis=2).astype(np.uint8)
     back = decode_image(encode_jpeg(img), True)
     assert np.abs(back.astype(int) - img).mean() < 3
+
+
+def test_a_jpeg_cut_mid_scan_is_an_error_not_grey_rows():
+    # OpenCV 4 decoded it and filled the missing rows with grey (as the 2014 OpenCV did); 5 refuses
+    # it, so a damaged file is reported instead of stored: hence opencv-python-headless>=5.
+    data = ODD["jpeg/bytes"].tobytes()
+    with pytest.raises(ReplicateError, match="cut.jpg: cannot decode image"):
+        decode_image(data[: len(data) // 2], True, name="cut.jpg")
 
 
 def test_bad_files_name_the_path(tmp_path):

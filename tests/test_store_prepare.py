@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,12 @@ from ilsvrc_support import ALL_WNIDS, WNIDS, extract, make_ilsvrc, meta_mat
 
 from replicate.cli import main
 from replicate.data import store as store_module
+from replicate.data.complete import Expected
 from replicate.data.devkit import Devkit, devkit_ids
 from replicate.data.ilsvrc import train_images
 from replicate.data.image import encode_jpeg
+from replicate.data.lmdb_io import LmdbReader, LmdbWriter
+from replicate.data.prepare import _write_means
 from replicate.data.store import Store, StoreOptions, build_store
 from replicate.data.view import View
 from replicate.errors import ReplicateError
@@ -30,7 +34,8 @@ SIZE = ["--resize", "8", "8", "--workers", "1"]
 
 
 def options(ilsvrc) -> list[str]:
-    return ["--synsets", str(ilsvrc.synsets), *SIZE]
+    """The miniature's classes, tiny images, and its truncated image's class accepted short."""
+    return ["--synsets", str(ilsvrc.synsets), "--accept-gap", WNIDS[0], *SIZE]
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +117,72 @@ def test_a_view_reads_like_its_exported_caffe_lmdb_and_its_mean_is_caffes(prepar
     assert (tmp_path / "mean.binaryproto").read_bytes() == mean.read_bytes()
 
 
+def test_exported_keys_are_convert_imagesets_for_the_list_in_the_views_order(prepared, tmp_path: Path) -> None:
+    out, _ = prepared
+    assert main(["data", "export-lmdb", str(out / "half0A_valid"), str(tmp_path / "lmdb")]) == 0
+    view, reader = View(out / "half0A_valid"), LmdbReader(tmp_path / "lmdb")
+    listed = {line.rsplit(" ", 1)[0] for line in (out / "half0A_valid" / "files.txt").read_text().splitlines()}
+    names = [view.store.name(int(r)).removeprefix("val/") for r in view.records]
+    assert [reader.key(i).decode() for i in range(len(reader))] == [f"{i:08d}_{n}" for i, n in enumerate(names)]
+    assert set(names) <= listed  # `%08d_<list name>`: ILSVRC2012_val_00000007.JPEG, no "val/" before it
+    view.close()
+    reader.close()
+
+
+def test_a_stopped_export_resumes_to_the_same_lmdb_and_shows_progress(prepared, tmp_path: Path, monkeypatch,
+                                                                      capsys) -> None:
+    out, _ = prepared
+    view = str(out / "whole_train")
+    assert main(["data", "export-lmdb", view, str(tmp_path / "whole")]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"exporting {view} to {tmp_path / 'whole'}: 0/43 (0%,") and lines[0].endswith("ETA ?)")
+    assert lines[-1].startswith(f"exporting {view} to {tmp_path / 'whole'}: 43/43 (100%,") and "ETA 00:00:00" in lines[-1]
+    put, puts = LmdbWriter.put, []
+
+    def stop_at_the_21st(self, key, datum):
+        puts.append(key)
+        if len(puts) == 21:
+            raise KeyboardInterrupt
+        put(self, key, datum)
+
+    monkeypatch.setattr(LmdbWriter, "put", stop_at_the_21st)
+    assert main(["data", "export-lmdb", view, str(tmp_path / "lmdb")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: SIGINT: stopped after 20 of 43 records, kept in {tmp_path / 'lmdb.partial'}: run the same command "
+        "again to resume")
+    puts.clear()
+    monkeypatch.setattr(LmdbWriter, "put", lambda self, key, datum: (puts.append(key), put(self, key, datum)))
+    assert main(["data", "export-lmdb", view, str(tmp_path / "lmdb")]) == 0
+    assert len(puts) == 23 and not (tmp_path / "lmdb.partial").exists()
+    whole, resumed = LmdbReader(tmp_path / "whole"), LmdbReader(tmp_path / "lmdb")
+    assert [(whole.key(i), whole.datum(i)) for i in range(43)] == [(resumed.key(i), resumed.datum(i)) for i in range(43)]
+    assert sorted(p.name for p in (tmp_path / "lmdb").iterdir()) == ["data.mdb", "lock.mdb"]
+    whole.close()
+    resumed.close()
+
+
+def test_the_means_progress_counts_images_and_announces_what_they_read(prepared) -> None:
+    out, output = prepared
+    images = sum(json.loads((p / "view.json").read_text())["records"] for p in out.iterdir() if p.name.endswith("_train"))
+    assert f"means of 22 training sets: {images:,} images to read, ~" in output
+    assert f"means of 22 training sets: {images:,}/{images:,} (100%" in output
+
+
+def test_means_computed_by_workers_are_the_same_means(prepared, tmp_path: Path, capsys) -> None:
+    out, _ = prepared
+    (tmp_path / "store").symlink_to(out / "store")
+    names = ("whole_train", "halfnatmanA_train", "halfnatmanB_train")
+    for name in names:
+        shutil.copytree(out / name, tmp_path / name, ignore=shutil.ignore_patterns("mean.binaryproto"))
+    written: list[str] = []
+    sizes = [json.loads((tmp_path / name / "view.json").read_text())["records"] for name in names]
+    _write_means(list(zip([tmp_path / name for name in names], sizes)), 2, True, written)
+    assert sorted(written) == sorted(names)
+    assert "means of 3 training sets: 86/86 (100%" in capsys.readouterr().err  # 43 + the two halves of 43
+    for name in names:
+        assert (tmp_path / name / "mean.binaryproto").read_bytes() == (out / name / "mean.binaryproto").read_bytes()
+
+
 def _data_bytes(out: Path) -> bytes:
     return (out / "store" / "data.bin").read_bytes()
 
@@ -144,13 +215,15 @@ def test_missing_class_tar_or_input_is_a_one_line_error(ilsvrc, tmp_path: Path, 
     classes = tmp_path / "train_tars"
     extract(ilsvrc.train_tar, classes)
     (classes / f"{WNIDS[3]}.tar").unlink()
-    synsets = ["--synsets", str(ilsvrc.synsets), "--out", str(tmp_path / "o")]
+    synsets = ["--synsets", str(ilsvrc.synsets), "--devkit", str(ilsvrc.devkit), "--out", str(tmp_path / "o")]
     assert main(["data", "prepare", "--train", str(classes), *synsets]) == 2
     assert capsys.readouterr().err == f"error: {classes}: no {WNIDS[3]}.tar for class 3 ({WNIDS[3]})\n"
     assert main(["data", "prepare", "--train", str(tmp_path / "ILSVRC2012_img_train.tar"), *synsets]) == 2
     assert "training images not found" in capsys.readouterr().err
-    assert main(["data", "prepare", "--val", str(ilsvrc.val_tar), *synsets]) == 2
+    assert main(["data", "prepare", "--val", str(ilsvrc.val_tar), *synsets[:2], *synsets[4:]]) == 2
     assert "validation images need --devkit" in capsys.readouterr().err
+    assert main(["data", "prepare", "--train", str(classes), *synsets[:2], *synsets[4:]]) == 2
+    assert "ILSVRC2012's files need --devkit, whose num_train_images" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
@@ -162,10 +235,16 @@ def test_devkit_meta_with_1860_synsets_maps_ids_to_sorted_wnid_labels(ilsvrc) ->
     assert mapping != {i + 1: i for i in range(1000)}  # the devkit's order is not Caffe's
 
 
+def build(out: Path, train, options: StoreOptions, **kwargs) -> store_module.BuildReport:
+    """build_store of the miniature's training images, its truncated image's class accepted short."""
+    return build_store(out, [("train", train)], options, show_progress=False,
+                       expected=Expected.listed([("train", train.labels)], WNIDS), accept={WNIDS[0]}, **kwargs)
+
+
 def test_an_interrupted_build_resumes_to_the_same_store(ilsvrc, tmp_path: Path, monkeypatch) -> None:
     train = train_images(ilsvrc.train_tar, WNIDS)
     options = StoreOptions("raw", (8, 8))
-    build_store(tmp_path / "whole", [("train", train)], options, show_progress=False)
+    build(tmp_path / "whole", train, options)
     encode, calls = store_module.encode_chunk, []
 
     def stop_at_the_fifth(job):
@@ -177,26 +256,26 @@ def test_an_interrupted_build_resumes_to_the_same_store(ilsvrc, tmp_path: Path, 
     monkeypatch.setattr(store_module, "CHUNK", 4)
     monkeypatch.setattr(store_module, "FLUSH_EVERY", 8)
     monkeypatch.setattr(store_module, "encode_chunk", stop_at_the_fifth)
-    with pytest.raises(ReplicateError, match=r"interrupted after 16 of 44 images; run the same command"):
-        build_store(tmp_path / "resumed", [("train", train)], options, show_progress=False)
+    with pytest.raises(ReplicateError, match=r"SIGINT: stopped after 16 of 44 images; they are kept in .*resumed.partial: run the same command again"):
+        build(tmp_path / "resumed", train, options)
     partial = tmp_path / "resumed.partial"
     with open(partial / "data.bin", "ab") as f:
         f.write(b"half a record")  # as if killed in the middle of a write
     with pytest.raises(ReplicateError, match="not a finished store .*resumed.partial is unfinished"):
         Store(tmp_path / "resumed")
     monkeypatch.setattr(store_module, "encode_chunk", encode)
-    report = build_store(tmp_path / "resumed", [("train", train)], options, show_progress=False)
+    report = build(tmp_path / "resumed", train, options)
     assert report.resumed_at == 16 and len(report.failed) == 1
     assert (tmp_path / "resumed" / "data.bin").read_bytes() == (tmp_path / "whole" / "data.bin").read_bytes()
     assert (tmp_path / "resumed" / "index.npy").read_bytes() == (tmp_path / "whole" / "index.npy").read_bytes()
     with pytest.raises(ReplicateError, match="other images or options"):
-        build_store(tmp_path / "resumed", [("train", train)], StoreOptions("jpeg", (8, 8)), show_progress=False)
+        build(tmp_path / "resumed", train, StoreOptions("jpeg", (8, 8)))
 
 
 def test_parallel_build_equals_one_process(ilsvrc, prepared, tmp_path: Path) -> None:
     out, _ = prepared
     train = train_images(ilsvrc.train_tar, WNIDS)
-    build_store(tmp_path / "store", [("train", train)], StoreOptions("raw", (8, 8)), workers=2, show_progress=False)
+    build(tmp_path / "store", train, StoreOptions("raw", (8, 8)), workers=2)
     whole = Store(out / "store")
     train_bytes = sum(int(r["length"]) for r in whole.index if r["part"] == 0)
     assert (tmp_path / "store" / "data.bin").read_bytes() == _data_bytes(out)[:train_bytes]
@@ -206,7 +285,7 @@ def test_parallel_build_equals_one_process(ilsvrc, prepared, tmp_path: Path) -> 
 def test_jpeg_store_holds_the_raw_stores_pixels_encoded_at_its_quality(prepared, ilsvrc, tmp_path: Path) -> None:
     out, _ = prepared
     train = train_images(ilsvrc.train_tar, WNIDS)
-    build_store(tmp_path / "jpeg", [("train", train)], StoreOptions("jpeg", (8, 8), quality=70), show_progress=False)
+    build(tmp_path / "jpeg", train, StoreOptions("jpeg", (8, 8), quality=70))
     raw, jpeg = Store(out / "store"), Store(tmp_path / "jpeg")
     assert jpeg.meta["quality"] == 70 and len(jpeg) == len(train) - 1
     for record in range(len(jpeg)):

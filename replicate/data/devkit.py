@@ -84,13 +84,18 @@ def train_entries(train_dir: Path, wnids: list[str]) -> list[tuple[str, int]]:
     return entries
 
 
-def devkit_ids(devkit: Devkit, wnids: list[str]) -> dict[int, int]:
-    """{ILSVRC2012_ID: Caffe label} for the classes of `wnids`, from the devkit's meta.mat."""
+def _synsets(devkit: Devkit, *fields: str) -> list[np.ndarray]:
+    """These fields of every synset of meta.mat (ILSVRC2012_ID, WNID, num_train_images, ...)."""
     try:
         synsets = scipy.io.loadmat(io.BytesIO(devkit.meta), squeeze_me=True)["synsets"]
-        ids, names = np.atleast_1d(synsets["ILSVRC2012_ID"]), np.atleast_1d(synsets["WNID"])
+        return [np.atleast_1d(synsets[name]) for name in fields]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ReplicateError(f"{devkit.meta_where}: cannot read the devkit's synsets ({err})") from None
+
+
+def devkit_ids(devkit: Devkit, wnids: list[str]) -> dict[int, int]:
+    """{ILSVRC2012_ID: Caffe label} for the classes of `wnids`, from the devkit's meta.mat."""
+    ids, names = _synsets(devkit, "ILSVRC2012_ID", "WNID")
     label = {w: i for i, w in enumerate(wnids)}
     mapping = {int(i): label[str(w)] for i, w in zip(ids, names) if str(w) in label}
     if len(mapping) != len(wnids):
@@ -99,26 +104,44 @@ def devkit_ids(devkit: Devkit, wnids: list[str]) -> dict[int, int]:
     return mapping
 
 
-def val_labels(names: list[str], devkit: Devkit, wnids: list[str], where: str) -> list[tuple[str, int]]:
-    """(name, Caffe label) for validation images named `ILSVRC2012_val_<n>.JPEG`, in name order."""
+def train_counts(devkit: Devkit, wnids: list[str]) -> np.ndarray:
+    """How many training images each class of `wnids` has: meta.mat's num_train_images."""
+    names, counts = _synsets(devkit, "WNID", "num_train_images")
+    count = {str(w): int(n) for w, n in zip(names, counts)}
+    missing = [w for w in wnids if w not in count]
+    if missing:
+        raise ReplicateError(f"{devkit.meta_where}: no num_train_images for class {missing[0]}")
+    return np.array([count[w] for w in wnids], np.int64)
+
+
+def val_truth(devkit: Devkit, wnids: list[str]) -> list[tuple[str, int]]:
+    """Every validation image the devkit labels, (ILSVRC2012_val_<n>.JPEG, Caffe label), in order."""
     mapping = devkit_ids(devkit, wnids)
     try:
         truth = [int(line) for line in devkit.ground_truth.decode().split()]
     except (UnicodeDecodeError, ValueError) as err:
         raise ReplicateError(f"{devkit.ground_truth_where}: cannot read the validation ground truth ({err})") from None
-    if len(names) != len(truth):
+    entries = []
+    for n, class_id in enumerate(truth, start=1):
+        if class_id not in mapping:
+            raise ReplicateError(f"{devkit.ground_truth_where}: line {n}: unknown ILSVRC2012_ID {class_id}")
+        entries.append((f"ILSVRC2012_val_{n:08d}.JPEG", mapping[class_id]))
+    return entries
+
+
+def val_labels(names: list[str], devkit: Devkit, wnids: list[str], where: str,
+               complete: bool = True) -> list[tuple[str, int]]:
+    """(name, Caffe label) for validation images named `ILSVRC2012_val_<n>.JPEG`, in name order;
+    `complete`: every image the devkit labels must be there."""
+    truth = val_truth(devkit, wnids)
+    if complete and len(names) != len(truth):
         raise ReplicateError(f"{where}: {len(names)} images but {devkit.ground_truth_where} labels {len(truth)}")
     entries = []
     for name in sorted(names):
         match = VAL_NAME.fullmatch(name)
         if not match or not 1 <= int(match.group(1)) <= len(truth):
             raise ReplicateError(f"{where}/{name}: not an ILSVRC2012_val_<1..{len(truth)}>.JPEG image")
-        class_id = truth[int(match.group(1)) - 1]
-        if class_id not in mapping:
-            raise ReplicateError(
-                f"{devkit.ground_truth_where}: line {match.group(1).lstrip('0')}: unknown ILSVRC2012_ID {class_id}"
-            )
-        entries.append((name, mapping[class_id]))
+        entries.append((name, truth[int(match.group(1)) - 1][1]))
     return entries
 
 

@@ -1,18 +1,29 @@
-"""Images as Caffe sees them: decoded to BGR uint8, resized the way OpenCV's INTER_LINEAR does.
+"""Images as Caffe saw them: decoded and resized by OpenCV, the library Caffe's tools called.
 
-Caffe reads images with OpenCV (`cv::imread`, `cv::imdecode`) and resizes them with
-`cv::resize(..., INTER_LINEAR)`.  We decode with Pillow and reimplement the resize in numpy, because
-Pillow's own bilinear filter widens its support when it shrinks an image (an anti-aliasing filter)
-and so differs from OpenCV by many grey levels on every downscaled ImageNet photo.  How close
-we are to OpenCV:
+Caffe reads images with `cv::imread`/`cv::imdecode` and resizes them with `cv::resize(...,
+INTER_LINEAR)`; we call the same functions (opencv-python-headless), so that every file becomes
+the pixels `convert_imageset` stored, the odd files of ILSVRC2012 included:
 
-- The resize reproduces OpenCV's x86 (SIMD) fixed-point arithmetic, checked bit for bit against
-  opencv-python 5.0; its scalar fallback (other CPUs) rounds some pixels 1 grey level differently.
-- JPEG decoding uses Pillow's libjpeg-turbo; OpenCV builds linked to another libjpeg version may
-  differ by a grey level (IDCT, chroma upsampling).  EXIF orientation is ignored, as OpenCV 2.4
-  (the 2014 Caffe's) did.
-- Colour JPEG decoding and grey JPEG decoding (libjpeg's luma output) match opencv-python 5.0 bit
-  for bit.  Other formats decoded to grey use Pillow's luma weights, which can differ by 1.
+- CMYK JPEGs (22 in its training set) go through OpenCV's own CMYK -> BGR formula on libjpeg's
+  (Adobe, inverted) samples, `k - ((255 - c) * k >> 8)`, the same in OpenCV 2.4 (the 2014
+  Caffe's) and 5.x; Pillow's conversion differs from it by a grey level on most pixels;
+- a greyscale JPEG read in colour is its luma in B, G and R; read grey, libjpeg's own luma;
+- a PNG named .JPEG (one in ILSVRC2012) decodes as the PNG it is (OpenCV reads the bytes, not the
+  name); read grey, libpng's RGB -> grey weights (Pillow's differ by 1 on some pixels);
+- EXIF orientation is ignored, as OpenCV 2.4 ignored it (newer OpenCV rotates unless told not
+  to: we tell it);
+- the resize is OpenCV's: on x86 its fixed-point SIMD arithmetic (11-bit coefficients), and an
+  exact halving of both sides averages 2x2 blocks (its INTER_AREA fast path).
+
+What can still differ from 2014: the libjpeg inside the OpenCV wheel (libjpeg-turbo) against the
+system libjpeg Caffe was linked to, by a grey level in the IDCT or chroma upsampling.  A truncated
+file is an error here (OpenCV 5 returns no image), where the 2014 OpenCV filled the missing rows
+with grey and stored them.  Warnings libjpeg prints for files it can still decode ("Corrupt JPEG
+data: N extraneous bytes before marker") reach stderr, as they did from convert_imageset.
+
+OpenCV runs single-threaded here: data jobs already run one process per core, and OpenCV's thread
+pool does not survive the fork that starts a loader worker.  JPEG encoding (`encode_jpeg`) and
+reading a size from the header (`image_size`) use Pillow.
 
 All arrays here are HWC (C = 3 in BGR order, or C = 1 for grey), uint8, as a `cv::Mat` holds them.
 """
@@ -22,42 +33,42 @@ from __future__ import annotations
 import io
 import os
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from replicate.errors import ReplicateError
 
-#: OpenCV's fixed-point precision for INTER_LINEAR coefficients of 8-bit images.
-_COEF_BITS = 11
-_COEF_SCALE = 1 << _COEF_BITS
+cv2.setNumThreads(0)
+
+#: decode_image's `color` -> imdecode flags (IMREAD_COLOR, IMREAD_GRAYSCALE, and for None the
+#: native channels, grey staying grey), each without the EXIF rotation OpenCV 2.4 never applied.
+_FLAGS = {
+    True: cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+    False: cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION,
+    None: cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+}
 
 
-def _to_array(image: Image.Image, color: bool | None) -> np.ndarray:
-    """Pillow image -> HWC uint8 BGR/grey.  color None keeps grey images grey (imdecode's -1)."""
-    if color is None:
-        color = image.mode not in ("L", "1", "I;16", "I", "F")
-    if color:
-        rgb = np.asarray(image.convert("RGB"))
-        return np.ascontiguousarray(rgb[:, :, ::-1])
-    return np.asarray(image.convert("L"))[:, :, None].copy()
+def _hwc(image: np.ndarray) -> np.ndarray:
+    """OpenCV gives one-channel images as H x W; every array here has its channel axis."""
+    return image[:, :, None] if image.ndim == 2 else image
 
 
 def decode_image(data: bytes, color: bool | None = True, name: str = "image") -> np.ndarray:
-    """Decode encoded bytes (JPEG, PNG, ...) to HWC uint8.
+    """Decode encoded bytes (JPEG, PNG, ...) to HWC uint8 with `cv::imdecode`.
 
     `color=True` is OpenCV's IMREAD_COLOR (3 channels BGR), False IMREAD_GRAYSCALE (1 channel),
     None its native mode (grey stays grey).  Undecodable data -> ReplicateError naming `name`.
     """
+    buffer = np.frombuffer(data, np.uint8)
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if color is False and image.format == "JPEG":
-                image.draft("L", image.size)  # libjpeg's own grey output, as OpenCV asks for
-            image.load()
-            return _to_array(image, color)
-    except UnidentifiedImageError:
-        raise ReplicateError(f"{name}: cannot decode image (not a known image format)") from None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ReplicateError(f"{name}: cannot decode image ({err})") from None
+        image = cv2.imdecode(buffer, _FLAGS[color]) if len(buffer) else None
+    except cv2.error as err:
+        raise ReplicateError(f"{name}: cannot decode image ({str(err).strip().splitlines()[-1]})") from None
+    if image is None:
+        raise ReplicateError(f"{name}: cannot decode image (not a known image format, or truncated)")
+    return _hwc(image)
 
 
 def image_size(data: bytes, name: str = "image") -> tuple[int, int]:
@@ -91,49 +102,6 @@ def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
     return out.getvalue()
 
 
-def _linear_taps(src: int, dst: int, clamp_weights: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per output index: first and second source index and their two fixed-point weights.
-
-    OpenCV maps output pixel centres onto input pixel centres (`(d + 0.5) * scale - 0.5`, computed
-    in double and narrowed to float) and rounds the weights to 11-bit integers.  Past a border it
-    clamps the source indices; along x it also moves the whole weight onto the inside tap, along y
-    it keeps the unclamped weights (both taps then read the same row, which still changes how the
-    vertical pass rounds).
-    """
-    scale = 1.0 / (dst / src)  # OpenCV: 1 / inv_scale, not src / dst (they differ in the last bit)
-    d = np.arange(dst, dtype=np.float64)
-    f = ((d + 0.5) * scale - 0.5).astype(np.float32)
-    i0 = np.floor(f).astype(np.int64)
-    frac = (f - i0.astype(np.float32)).astype(np.float32)
-    if clamp_weights:
-        low = i0 < 0
-        frac[low], i0[low] = 0, 0
-        high = i0 >= src - 1
-        frac[high], i0[high] = 0, src - 1
-    i1 = np.clip(i0 + 1, 0, src - 1)
-    i0 = np.clip(i0, 0, src - 1)
-    w1 = np.rint(frac.astype(np.float64) * _COEF_SCALE).astype(np.int64)
-    w0 = np.rint((np.float32(1) - frac).astype(np.float64) * _COEF_SCALE).astype(np.int64)
-    return i0, i1, np.stack([w0, w1]).astype(np.int32)
-
-
 def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """`cv::resize(image, Size(width, height))` with INTER_LINEAR, for HWC uint8 images.
-
-    A horizontal pass makes rows scaled by 2^11; the vertical pass combines two rows the way
-    OpenCV's SSE2/universal-intrinsics kernel does (`((r0 >> 4) * b0 >> 16) + ((r1 >> 4) * b1 >> 16)`,
-    then `(x + 2) >> 2`), which is what OpenCV on x86 computes.  Like OpenCV, an exact halving of
-    both sides averages 2x2 blocks instead (its INTER_AREA fast path).
-    """
-    src_h, src_w = image.shape[:2]
-    if (src_h, src_w) == (height, width):
-        return image.copy()
-    if src_h == 2 * height and src_w == 2 * width:
-        blocks = image.reshape(height, 2, width, 2, -1).astype(np.int32)
-        return ((blocks.sum(axis=(1, 3)) + 2) >> 2).astype(np.uint8)
-    x0, x1, wx = _linear_taps(src_w, width, clamp_weights=True)
-    y0, y1, wy = _linear_taps(src_h, height, clamp_weights=False)
-    img = image.astype(np.int32)
-    rows = (img[:, x0] * wx[0][None, :, None] + img[:, x1] * wx[1][None, :, None]) >> 4
-    out = ((rows[y0] * wy[0][:, None, None]) >> 16) + ((rows[y1] * wy[1][:, None, None]) >> 16)
-    return np.clip((out + 2) >> 2, 0, 255).astype(np.uint8)
+    """`cv::resize(image, Size(width, height))` with INTER_LINEAR, for HWC uint8 images."""
+    return _hwc(cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR))

@@ -6,12 +6,16 @@ height, width) or an encoded image file (`data` with `encoded: true`), and an in
 iterates keys in byte order, which the zero-padded line number makes list order.
 
 Writers build `<out>.partial` and rename it to `<out>` when complete, so an interrupted conversion
-never leaves something that looks like a finished LMDB.  Readers open read-only without a lock
+never leaves something that looks like a finished LMDB; a resumable writer (`export-lmdb`) keeps
+what it wrote there, with a note of what it was made from, for the next run to continue.  Readers open read-only without a lock
 file, so the golden LMDBs in the repository and LMDBs on read-only shares work as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -201,42 +205,70 @@ class LmdbWriter:
     """Write Datum records into `<path>.partial`, then `commit()` renames it to `path`.
 
     Used as a context manager, leaving the block by an exception (or Ctrl-C) removes the partial
-    LMDB; an existing `path` is replaced only at the final rename.
+    LMDB; an existing `path` is replaced only at the final rename.  With `resume` (what the LMDB
+    is made from, a JSON-able dict), a partial LMDB made from the same is continued instead: its
+    committed records are kept (`count` of them), and `stop()` keeps what was written for the
+    next run.  A full disk is raised as OSError(ENOSPC).
     """
 
-    def __init__(self, path: str | os.PathLike[str]):
+    MARKER = "replicate_partial.json"
+
+    def __init__(self, path: str | os.PathLike[str], resume: dict | None = None):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
-        if self.partial.exists():
+        marker = self.partial / self.MARKER
+        same = resume is not None and marker.is_file() and json.loads(marker.read_text()) == resume
+        if self.partial.exists() and not same:
             shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        if resume is not None and not same:
+            marker.write_text(json.dumps(resume))
+        self._resumable = resume is not None
         self._env = lmdb.open(str(self.partial), map_size=_MAP_SIZE, subdir=True)
         self._txn = self._env.begin(write=True)
         self._pending = 0
-        self.count = 0
+        self._closed = False
+        self.count = self._env.stat()["entries"]
 
     def put(self, key: bytes, datum: caffe_pb2.Datum) -> None:
         self.put_bytes(key, datum.SerializeToString())
 
     def put_bytes(self, key: bytes, value: bytes) -> None:
         """Store an already serialized Datum (conversion workers serialize in parallel)."""
-        self._txn.put(key, value)
-        self._pending += 1
-        self.count += 1
-        if self._pending >= COMMIT_EVERY:
-            self._txn.commit()
-            self._txn = self._env.begin(write=True)
-            self._pending = 0
+        with _disk_errors():
+            self._txn.put(key, value)
+            self._pending += 1
+            self.count += 1
+            if self._pending >= COMMIT_EVERY:
+                self._txn.commit()
+                self._txn = self._env.begin(write=True)
+                self._pending = 0
 
     def commit(self) -> Path:
         """Flush, close, and move the finished LMDB into place."""
-        self._txn.commit()
-        self._env.sync(True)
+        with _disk_errors():
+            self._txn.commit()
+            self._env.sync(True)
         self._env.close()
+        self._closed = True
+        (self.partial / self.MARKER).unlink(missing_ok=True)
         if self.path.exists():
             shutil.rmtree(self.path)
         os.replace(self.partial, self.path)
         return self.path
+
+    def stop(self) -> None:
+        """Keep the records written so far in the partial LMDB (resumable) and close it."""
+        if self._closed:
+            return
+        try:
+            self._txn.commit()
+            self.count = self._env.stat()["entries"]
+        except lmdb.Error:  # a full disk: the last committed records stay
+            self._txn.abort()
+            self.count = self._env.stat()["entries"]
+        self._env.close()
+        self._closed = True
 
     def abort(self) -> None:
         self._txn.abort()
@@ -249,8 +281,29 @@ class LmdbWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.commit()
+        elif self._resumable:
+            self.stop()
         else:
             self.abort()
+
+
+@contextlib.contextmanager
+def _disk_errors() -> Iterator[None]:
+    """py-lmdb's DiskError (ENOSPC) as the OSError every other writer raises."""
+    try:
+        yield
+    except lmdb.DiskError as err:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(err)) from None
+
+
+def lmdb_bytes(lengths: np.ndarray, key_length: int) -> int:
+    """About what LMDB takes on disk for values of these `lengths` (serialized Datums: payload
+    plus ~32 bytes): a value over half a page fills overflow pages of its own (a raw 3x256x256
+    record 49 pages of 4096 bytes), smaller ones share leaf pages (counted half full)."""
+    values = np.asarray(lengths, np.int64) + 32
+    big = values > 2048
+    pages = -(-(values[big] + 16) // 4096)
+    return int(pages.sum() * 4096 + 2 * (values[~big] + key_length + 16).sum() + 2**20)
 
 
 def write_lmdb(path: str | os.PathLike[str], records: list[tuple[str, caffe_pb2.Datum]]) -> Path:

@@ -18,7 +18,6 @@ worker's error reaches the layer that asked as the same error; a worker that die
 
 from __future__ import annotations
 
-import ctypes
 import os
 import queue
 import signal
@@ -29,23 +28,18 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
+from replicate.data.signals import die_with_parent
 from replicate.errors import ReplicateError
 
 #: What a worker does with batch k of a stream: `maker -> k -> picklable result`.
 Job = Callable[[Any, int], Any]
 
 
-_PR_SET_PDEATHSIG = 1
-
-
 def _detach_from_signals() -> None:
     """In a worker: leave the job's signals to the parent (see the module doc), and die with it."""
     for name in ("SIGINT", "SIGHUP", "SIGTERM", "SIGUSR2"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-    except (AttributeError, OSError):  # not Linux: close() still stops the workers
-        pass
+    die_with_parent()
 
 
 def _work(jobs: list[tuple[Any, Job]], tasks: Any, results: Any) -> None:

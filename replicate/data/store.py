@@ -11,11 +11,13 @@ A store is a folder:
 - `failed.txt`: `<part>/<name>\t<reason>` for every image that could not be decoded (left out);
 - `store.json`: the format and options, counts, and the fingerprint of the input.
 
-Building (`build_store`) decodes each image once with Caffe's convert_imageset arithmetic (colour
-BGR, OpenCV-exact bilinear resize, `replicate.data.image`) in a pool of processes and appends the
+Building (`build_store`) decodes each image once as Caffe's convert_imageset did (OpenCV's
+imdecode and INTER_LINEAR resize, `replicate.data.image`) in a pool of processes and appends the
 records in list order to `<store>.partial`; every few thousand records the data and the index are
-flushed, so an interrupted build resumes where it stopped (the data file is cut back to the last
-indexed record).  The folder is renamed to its final name only when complete.
+flushed, so a build stopped by Ctrl-C, SIGTERM, a full disk or a crash resumes where it stopped
+(the data file is cut back to the last indexed record).  The folder is renamed to its final name
+only when complete: when every class holds the images it must (`replicate.data.complete`; the
+gaps accepted are listed in `store.json`).
 """
 
 from __future__ import annotations
@@ -23,18 +25,21 @@ from __future__ import annotations
 import hashlib
 import json
 import mmap
-import multiprocessing
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Collection, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from replicate.data.complete import Expected, Gap, refuse_unaccepted
 from replicate.data.ilsvrc import Images, read_image_bytes
 from replicate.data.image import decode_image, encode_jpeg, resize_linear
 from replicate.data.progress import Progress
+from replicate.data.signals import held_signals
+from replicate.data.space import disk_full
+from replicate.data.workers import Workers
 from replicate.errors import ReplicateError
 from replicate.io.binary import write_atomic
 
@@ -71,12 +76,16 @@ class BuildReport:
     failed: list[tuple[str, str]]
     resumed_at: int
     seconds: float
+    gaps: list[Gap] = field(default_factory=list)  # accepted
 
 
-def encode_chunk(job: tuple[list[tuple[str, int, int, str]], StoreOptions]) -> list[tuple[bytes | None, tuple[int, ...], str]]:
-    """Decode, resize and encode one chunk of images (in a pool worker): (record, CHW shape,
-    why it failed) each."""
-    items, options = job
+Chunk = tuple[int, list[tuple[bytes | None, tuple[int, ...], str]]]
+
+
+def encode_chunk(job: tuple[int, list[tuple[str, int, int, str]], StoreOptions]) -> Chunk:
+    """Decode, resize and encode one chunk of images (in a pool worker): the position of its
+    first image, and (record, CHW shape, why it failed) of each."""
+    start, items, options = job
     out = []
     for file, offset, size, name in items:
         try:
@@ -95,7 +104,7 @@ def encode_chunk(job: tuple[list[tuple[str, int, int, str]], StoreOptions]) -> l
         else:
             record = encode_jpeg(image, options.quality)
         out.append((record, (c, h, w), ""))
-    return out
+    return start, out
 
 
 def fingerprint(parts: list[tuple[str, Images]], options: StoreOptions) -> str:
@@ -109,7 +118,13 @@ def fingerprint(parts: list[tuple[str, Images]], options: StoreOptions) -> str:
 
 
 class _Partial:
-    """The files of a store being built, and how far they got."""
+    """The files of a store being built, and how far they got.
+
+    Index rows wait in memory until the data they point to is on disk (`flush`), so that no row
+    can outlive its bytes, whatever stops the build (a signal, a full disk, a crash): on opening,
+    rows whose bytes the data file lacks are dropped anyway, and the data file is cut back to the
+    end of the last row kept.  The caller holds signals while it adds and flushes (see
+    replicate.data.signals.held_signals)."""
 
     def __init__(self, folder: Path, meta: dict):
         self.folder = folder
@@ -128,48 +143,64 @@ class _Partial:
             for name in ("data.bin", "index.part", "failed.part"):
                 (folder / name).touch()
             write_atomic(build, json.dumps(meta, indent=1).encode())
-        rows = (folder / "index.part").stat().st_size // INDEX_DTYPE.itemsize
+        raw = (folder / "index.part").read_bytes()
+        rows = np.frombuffer(raw[: len(raw) - len(raw) % INDEX_DTYPE.itemsize], INDEX_DTYPE)
+        ends = rows["offset"] + np.maximum(rows["length"], 0)
+        kept = int(np.searchsorted(ends, (folder / "data.bin").stat().st_size, side="right"))
+        self.end = int(ends[kept - 1]) if kept else 0
         self.index = open(folder / "index.part", "r+b")
-        self.index.truncate(rows * INDEX_DTYPE.itemsize)
+        self.index.truncate(kept * INDEX_DTYPE.itemsize)
         self.index.seek(0, os.SEEK_END)
-        last = np.fromfile(folder / "index.part", INDEX_DTYPE)[-1:] if rows else None
-        self.end = int(last["offset"][0]) + max(0, int(last["length"][0])) if rows else 0
         self.data = open(folder / "data.bin", "r+b")
         self.data.truncate(self.end)
         self.data.seek(self.end)
         failed = (folder / "failed.part").read_text().splitlines()
-        self.failed = [line.split("\t", 2) for line in failed if line and int(line.split("\t")[0]) < rows]
-        self.done = rows
+        self.failed = [line.split("\t", 2) for line in failed if line and int(line.split("\t")[0]) < kept]
+        self.done = self.flushed = kept
+        self._rows = bytearray()
 
-    def add(self, record: bytes | None, shape: tuple[int, ...], label: int, part: int, reason: str, name: str) -> None:
-        row = np.zeros(1, INDEX_DTYPE)
-        row["offset"], row["label"], row["part"] = self.end, label, part
-        if record is None:
-            row["length"] = -1
-            self.failed.append([str(self.done), name, reason])
-        else:
-            self.data.write(record)
-            row["length"] = len(record)
-            row["channels"], row["height"], row["width"] = shape
-            self.end += len(record)
-        self.index.write(row.tobytes())
-        self.done += 1
+    def add(self, chunk: Chunk, labels: np.ndarray, parts: np.ndarray, names: list[str]) -> bool:
+        """Append a chunk's records if it is the next one (False otherwise)."""
+        start, records = chunk
+        if start != self.done:
+            return False
+        for record, shape, reason in records:
+            i = self.done
+            row = np.zeros(1, INDEX_DTYPE)
+            row["offset"], row["label"], row["part"] = self.end, labels[i], parts[i]
+            if record is None:
+                row["length"] = -1
+                self.failed.append([str(i), names[i], reason])
+            else:
+                self.data.write(record)
+                row["length"] = len(record)
+                row["channels"], row["height"], row["width"] = shape
+                self.end += len(record)
+            self._rows += row.tobytes()
+            self.done += 1
+        return True
 
     def flush(self) -> None:
-        """Data first, then the index that points into it (a crash may lose indexed work, never
-        leave an index entry without its bytes)."""
+        """Data first, then the failures, then the index rows that point into the data."""
         self.data.flush()
         os.fsync(self.data.fileno())
         write_atomic(self.folder / "failed.part", "".join(f"{i}\t{n}\t{r}\n" for i, n, r in self.failed).encode())
+        self.index.write(self._rows)
         self.index.flush()
         os.fsync(self.index.fileno())
+        self._rows.clear()
+        self.flushed = self.done
 
     def close(self) -> None:
-        self.data.close()
-        self.index.close()
+        """Close the files; what was not flushed is dropped (the next opening cuts it off)."""
+        for f in (self.data, self.index):
+            try:
+                f.close()
+            except OSError:  # a full disk refusing the buffered rest: it was never indexed
+                pass
 
 
-def _finish(partial: _Partial, out: Path, meta: dict, names: list[str]) -> None:
+def _finish(partial: _Partial, out: Path, meta: dict, names: list[str], gaps: list[Gap]) -> None:
     """Drop the failed rows, write the final index, names and description, rename into place."""
     rows = np.fromfile(partial.folder / "index.part", INDEX_DTYPE)
     ok = rows["length"] >= 0
@@ -179,11 +210,51 @@ def _finish(partial: _Partial, out: Path, meta: dict, names: list[str]) -> None:
     write_atomic(partial.folder / "failed.txt", "".join(f"{n}\t{r}\n" for _, n, r in partial.failed).encode())
     counts = {part: int(((rows["part"] == i) & ok).sum()) for i, part in enumerate(PARTS)}
     description = {**meta, "records": int(ok.sum()), "failed": len(partial.failed), "parts": counts,
-                   "bytes": partial.end}
+                   "bytes": partial.end, "gaps": [g.as_json() for g in gaps]}
     write_atomic(partial.folder / "store.json", json.dumps(description, indent=1).encode())
     for name in ("index.part", "failed.part", "build.json"):
         (partial.folder / name).unlink()
     os.replace(partial.folder, out)
+
+
+def record_bytes(parts: list[tuple[str, Images]], options: StoreOptions, sample: int = 16) -> float:
+    """Bytes of a record: exact for raw pixels of a fixed size; otherwise the mean of up to
+    `sample` images spread over the lists, made as the build makes them, plus a quarter."""
+    if options.format == "raw" and options.resize is not None:
+        return (3 if options.color else 1) * options.resize[0] * options.resize[1]
+    everything = [(images, i) for _, images in parts for i in range(len(images))]
+    picked = [everything[k] for k in np.linspace(0, len(everything) - 1, min(sample, len(everything))).astype(int)]
+    items = [(im.files[im.file_of[i]], int(im.offsets[i]), int(im.sizes[i]), im.names[i]) for im, i in picked]
+    sizes = [len(record) for record, _, _ in encode_chunk((0, items, options))[1] if record is not None]
+    return 1.25 * sum(sizes) / len(sizes) if sizes else 0.0
+
+
+def bytes_needed(out: Path, parts: list[tuple[str, Images]], options: StoreOptions) -> int:
+    """What building (or finishing) the store `out` will still write: the records left, and the
+    index (twice: the growing one and the final one) and names."""
+    if (out / "store.json").is_file():
+        return 0
+    index = out.with_name(out.name + ".partial") / "index.part"
+    done = index.stat().st_size // INDEX_DTYPE.itemsize if index.is_file() else 0
+    total = sum(len(images) for _, images in parts)
+    names = sum(len(part) + len(name) + 2 for part, images in parts for name in images.names)
+    return int(record_bytes(parts, options) * (total - done)) + 2 * INDEX_DTYPE.itemsize * total + names
+
+
+def _stored_labels(folder: Path, part: int) -> np.ndarray:
+    rows = np.fromfile(folder / "index.part", INDEX_DTYPE)
+    return rows["label"][(rows["part"] == part) & (rows["length"] >= 0)].astype(np.int64)
+
+
+def _why(images: Images, part: str, failed: list[list[str]], labels: np.ndarray) -> dict[int, str]:
+    """Per class of a part: what the listing found wrong, and its images that failed."""
+    why = {label: [text] for label, text in images.damage.items()}
+    prefix = f"{part}/"
+    for row, name, reason in failed:
+        if name.startswith(prefix):
+            why.setdefault(int(labels[int(row)]), []).append(f"{name.removeprefix(prefix)} failed ({reason})")
+    return {label: "; ".join(texts[:3]) + (f"; {len(texts) - 3} more" if len(texts) > 3 else "")
+            for label, texts in why.items()}
 
 
 def build_store(
@@ -192,16 +263,32 @@ def build_store(
     options: StoreOptions,
     workers: int = 1,
     show_progress: bool = True,
+    expected: Expected | None = None,
+    accept: Collection[str] = (),
 ) -> BuildReport:
-    """Build (or finish building) the store `out` from the images of `parts` ("train"/"val")."""
+    """Build (or finish building) the store `out` from the images of `parts` ("train"/"val").
+
+    Every class is counted against `expected` (default: the lists given, each image once) on the
+    images listed, before anything is written, and on the records made, before the store is
+    renamed complete; a gap whose class is not in `accept` stops the build with an error (see
+    replicate.data.complete), the records made kept for a rerun.  Ctrl-C, SIGTERM (as
+    KeyboardInterrupt, see replicate.data.signals) or a full disk stop it with one line that
+    says how many images are kept; the same call resumes."""
     options.check()
+    if expected is None:
+        classes = [str(k) for k in range(1 + max(int(images.labels.max(initial=0)) for _, images in parts))]
+        expected = Expected.listed([(part, images.labels) for part, images in parts], classes)
+    listed = [gap for part, images in parts for gap in expected.gaps(part, images.labels, images.damage)]
+    refuse_unaccepted(listed, accept, f"Nothing was written to {out}")
     meta = {"version": VERSION, **asdict(options), "fingerprint": fingerprint(parts, options)}
     meta["resize"] = list(options.resize) if options.resize else None
     if (out / "store.json").is_file():
         done = json.loads((out / "store.json").read_text())
         if {k: done.get(k) for k in meta} != meta:
             raise ReplicateError(f"{out}: a store built from other images or options; remove it to rebuild")
-        return BuildReport(done["records"], read_failed(out), done["records"] + done["failed"], 0.0)
+        gaps = refuse_unaccepted([Gap(**g) for g in done.get("gaps", [])], accept,
+                                 f"{out} was completed with these gaps accepted")
+        return BuildReport(done["records"], read_failed(out), done["records"] + done["failed"], 0.0, gaps)
     partial = _Partial(out.with_name(out.name + ".partial"), meta)
     names = [f"{part}/{n}" for part, images in parts for n in images.names]
     labels = np.concatenate([images.labels for _, images in parts])
@@ -210,40 +297,53 @@ def build_store(
     started = time.monotonic()
     resumed_at = partial.done
     progress = Progress(total - resumed_at, f"decoding into {out}") if show_progress else None
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    pool = Workers(workers) if workers > 1 else None
+    kept = f"they are kept in {partial.folder}: run the same command again to resume"
+
+    def add(chunk: Chunk) -> None:
+        with held_signals():  # a chunk's records and rows go in whole, or not at all
+            if partial.add(chunk, labels, part_of, names) and progress:
+                progress.update(len(chunk[1]))
+            if partial.done - partial.flushed >= FLUSH_EVERY:
+                partial.flush()
+
     try:
         jobs = _jobs(parts, options, resumed_at)
-        since_flush = 0
-        for chunk in pool.imap(encode_chunk, jobs) if pool else map(encode_chunk, jobs):
-            for record, shape, reason in chunk:
-                i = partial.done
-                partial.add(record, shape, int(labels[i]), int(part_of[i]), reason, names[i])
-            since_flush += len(chunk)
-            if since_flush >= FLUSH_EVERY:
+        results = pool.ordered(encode_chunk, jobs) if pool else map(encode_chunk, jobs)
+        try:
+            for chunk in results:
+                add(chunk)
+        except KeyboardInterrupt as stop:
+            with held_signals():  # the chunks the workers finished go in too
+                for chunk in results.ready() if pool else ():
+                    partial.add(chunk, labels, part_of, names)
                 partial.flush()
-                since_flush = 0
-            if progress:
-                progress.update(len(chunk))
+            raise ReplicateError(f"{getattr(stop, 'name', 'SIGINT')}: stopped after {partial.flushed:,} of {total:,} "
+                                 f"images; {kept}") from None
         partial.flush()
-    except KeyboardInterrupt:
-        partial.flush()
-        raise ReplicateError(
-            f"interrupted after {partial.done} of {total} images; run the same command again to resume"
-        ) from None
+        store_gaps = [gap for p, images in parts for gap in expected.gaps(
+            p, _stored_labels(partial.folder, PARTS.index(p)), _why(images, p, partial.failed, labels))]
+        refuse_unaccepted(store_gaps, accept, f"The {partial.done - len(partial.failed):,} images made are kept in "
+                                              f"{partial.folder} for a rerun")
+        if partial.done - len(partial.failed) == 0:
+            raise ReplicateError(f"{out}: no image could be read; nothing written (see {partial.folder}/failed.part)")
+        _finish(partial, out, meta, names, store_gaps)
+    except OSError as err:
+        if not disk_full(err):
+            raise
+        raise ReplicateError(f"{partial.folder}: {err.strerror} after {partial.flushed:,} of {total:,} images; "
+                             f"{kept}, once there is space") from None
     finally:
         if pool:
-            pool.terminate()
+            pool.close()
         if progress:
             progress.close()
         partial.close()
-    if partial.done - len(partial.failed) == 0:
-        raise ReplicateError(f"{out}: no image could be read; nothing written (see {partial.folder}/failed.part)")
-    _finish(partial, out, meta, names)
     return BuildReport(total - len(partial.failed), [(n, r) for _, n, r in partial.failed], resumed_at,
-                       time.monotonic() - started)
+                       time.monotonic() - started, store_gaps)
 
 
-def _jobs(parts: list[tuple[str, Images]], options: StoreOptions, start: int) -> Iterator[tuple[list, StoreOptions]]:
+def _jobs(parts: list[tuple[str, Images]], options: StoreOptions, start: int) -> Iterator[tuple[int, list, StoreOptions]]:
     """The build's tasks from image `start` on: CHUNK images each, none spanning two parts."""
     first = 0
     for _, images in parts:
@@ -251,7 +351,7 @@ def _jobs(parts: list[tuple[str, Images]], options: StoreOptions, start: int) ->
             hi = min(lo + CHUNK, len(images))
             items = [(images.files[images.file_of[i]], int(images.offsets[i]), int(images.sizes[i]), images.names[i])
                      for i in range(lo, hi)]
-            yield items, options
+            yield first + lo, items, options
         first += len(images)
 
 

@@ -6,7 +6,8 @@ A view lives in its set's folder beside the set's Caffe list (`files.txt`, `idxm
   its list (as `convert_imageset --shuffle` ordered ImageNet's LMDBs; Caffe's Data layer reads
   front to back), labels as in the list (a half relabels its classes 0..499);
 - `view.json`: the store (relative path), the seed, the number of records, how many list images
-  the store lacks (they failed to decode), the store's format;
+  the store lacks (they failed to decode), the store's format, and the gaps accepted in the
+  classes of the set (`gaps`, only where there are any: replicate.data.complete);
 - `mean.binaryproto` (training sets): compute_image_mean over the view in its order, the same
   float32 sums Caffe's tool makes on the LMDB `export_lmdb` writes.
 
@@ -17,19 +18,23 @@ where separate LMDBs would repeat the pixels (~2.1 TB raw).  The Data layer read
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from replicate.data.complete import Gap
 from replicate.data.image import decode_image
-from replicate.data.lmdb_io import LmdbWriter, array_datum, encoded_datum, make_key
 from replicate.data.item import Encoded, Item
+from replicate.data.lmdb_io import LmdbWriter, array_datum, encoded_datum, lmdb_bytes, make_key
 from replicate.data.mean import mean_of
+from replicate.data.progress import Progress
+from replicate.data.space import disk_full, require_space
 from replicate.data.splits import ImageList
 from replicate.data.store import Store
 from replicate.errors import ReplicateError
@@ -51,9 +56,9 @@ def view_seed(name: str, seed: int) -> int:
 
 
 def write_view(folder: Path, name: str, images: ImageList, part: str, store: Store, records_of: dict[str, int],
-               seed: int) -> bool:
-    """Write the view of `images` (a set's list) into `folder`; False when it was already there
-    as is (its mean is then still good)."""
+               seed: int, gaps: Sequence[Gap] = ()) -> bool:
+    """Write the view of `images` (a set's list) into `folder`, with the accepted `gaps` of its
+    classes; False when it was already there as is (its mean is then still good)."""
     s = view_seed(name, seed)
     order = np.random.RandomState(s).permutation(len(images.paths))
     found = np.fromiter((records_of.get(images.paths[i], -1) for i in order), np.int64, len(order))
@@ -64,6 +69,8 @@ def write_view(folder: Path, name: str, images: ImageList, part: str, store: Sto
     np.save(buffer, rows)
     meta = {"store": os.path.relpath(store.path, folder), "part": part, "seed": s, "records": len(rows),
             "skipped": int((~keep).sum()), "format": store.format}
+    if gaps:
+        meta["gaps"] = [gap.as_json() for gap in gaps]
     text = json.dumps(meta, indent=1).encode()
     unchanged = (folder / VIEW_FILE).is_file() and (folder / VIEW_FILE).read_bytes() == text and \
         (folder / RECORDS_FILE).read_bytes() == buffer.getvalue()
@@ -137,29 +144,80 @@ class ViewSource:
         self.view.close()
 
 
-def view_mean(path: str | os.PathLike[str]) -> np.ndarray:
-    """compute_image_mean over the view in its order (float32 1 x C x H x W)."""
+def view_mean(path: str | os.PathLike[str], advance: Callable[[int], None] | None = None,
+              every: int = 1024) -> np.ndarray:
+    """compute_image_mean over the view in its order (float32 1 x C x H x W); `advance(n)` is
+    told of the images summed, `every` at a time."""
     view = View(path)
+
+    def images() -> Iterator[tuple[np.ndarray, str]]:
+        for i in range(len(view)):
+            if advance and i and i % every == 0:
+                advance(every)
+            yield view.image(i), f"{view.path}[{i}]"
+
     try:
-        images: Iterator[tuple[np.ndarray, str]] = ((view.image(i), f"{view.path}[{i}]") for i in range(len(view)))
-        return mean_of(images, len(view))
+        mean = mean_of(images(), len(view))
+        if advance:
+            advance(len(view) - (len(view) - 1) // every * every)
+        return mean
     finally:
         view.close()
 
 
-def export_lmdb(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
-    """Write the view as an ordinary Caffe LMDB: keys `%08d_<list name>` in the view's order,
-    raw or encoded Datums with the view's labels.  Returns the number of records."""
+def list_name(store: Store, record: int) -> str:
+    """The record's name in its set's Caffe list (`n01440764/n01440764_10026.JPEG`)."""
+    return store.name(record).split("/", 1)[1]
+
+
+def _export_identity(view: View) -> dict:
+    """What an export is made from: the view's records and labels in order, and its store."""
+    rows = (view.path / RECORDS_FILE).read_bytes()
+    return {"view": str(view.path.resolve()), "records": hashlib.sha256(rows).hexdigest(),
+            "store": view.store.meta["fingerprint"]}
+
+
+def export_lmdb(path: str | os.PathLike[str], out: str | os.PathLike[str], show_progress: bool = True) -> int:
+    """Write the view as an ordinary Caffe LMDB: keys `%08d_<list name>` in the view's order
+    (convert_imageset's keys for the list in that order), raw or encoded Datums with the view's
+    labels.  Resumes an export of the same view that was stopped (`<out>.partial`); refuses to
+    start when the disk lacks the space.  Returns the number of records."""
     view = View(path)
+    progress = None
     try:
-        with LmdbWriter(out) as writer:
-            for i in range(len(view)):
+        lengths = view.store.index["length"][view.records]
+        writer = LmdbWriter(out, resume=_export_identity(view))
+        start = writer.count
+        try:
+            require_space(writer.partial, lmdb_bytes(lengths[start:], 8 + 1 + 40),
+                          f"the LMDB of {len(view) - start:,} records")
+        except ReplicateError:
+            writer.stop() if start else writer.abort()
+            raise
+        try:
+            progress = Progress(len(view) - start, f"exporting {view.path} to {out}") if show_progress else None
+            for i in range(start, len(view)):
                 record, label = int(view.records[i]), int(view.labels[i])
                 if view.store.format == "raw":
                     datum = array_datum(np.ascontiguousarray(view.store.raw(record)), label)
                 else:
                     datum = encoded_datum(view.store.encoded(record), label)
-                writer.put(make_key(i, view.store.name(record)), datum)
+                writer.put(make_key(i, list_name(view.store, record)), datum)
+                if progress:
+                    progress.update()
+            writer.commit()
+        except BaseException as err:
+            writer.stop()
+            if isinstance(err, KeyboardInterrupt):
+                raise ReplicateError(f"{getattr(err, 'name', 'SIGINT')}: stopped after {writer.count:,} of "
+                                     f"{len(view):,} records, kept in {writer.partial}: run the same command "
+                                     "again to resume") from None
+            if disk_full(err):
+                raise ReplicateError(f"{writer.partial}: {err}; {writer.count:,} of {len(view):,} records kept: "
+                                     "free space and run the same command again to resume") from None
+            raise
         return len(view)
     finally:
+        if progress:
+            progress.close()
         view.close()

@@ -2,16 +2,19 @@
 
   python -m replicate data export-lmdb data/half0A_train half0A_train_lmdb
 
-Keys `%08d_<list name>` in the view's order (Caffe's Data layer reads them front to back, as it
-would read convert_imageset --shuffle's LMDB), Datums raw or JPEG-encoded as the store holds them,
-labels as in the set's list.  The LMDB is built as OUT.partial and renamed when complete; `data
-mean OUT` then gives the view's mean.binaryproto bit for bit.
+Keys `%08d_<list name>` (`00000000_n01440764/n01440764_10026.JPEG`), numbered in the view's
+order: the keys convert_imageset --shuffle writes for the set's list in that order, read front to
+back by Caffe's Data layer.  Datums raw or JPEG-encoded as the store holds them, labels as in the
+set's list.  The LMDB is built as OUT.partial and renamed when complete; the free space is checked
+first, progress is shown, and an export stopped (Ctrl-C, SIGTERM, a full disk) resumes where it
+stopped when run again.  `data mean OUT` then gives the view's mean.binaryproto bit for bit.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from replicate.data.signals import stop_on_signals
 from replicate.data.view import export_lmdb
 
 
@@ -21,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    count = export_lmdb(args.view, args.out)
-    print(f"wrote {args.out}: {count} records")
+    with stop_on_signals():
+        count = export_lmdb(args.view, args.out)
+    print(f"wrote {args.out}: {count:,} records")
     return 0
