@@ -37,7 +37,9 @@ from replicate.bench.peer import time_peer
 from replicate.bench.step import time_steps
 from replicate.bench.table import best_steps, markdown
 from replicate.bench.test_pass import time_test_pass
-from replicate.data.throughput import folder_source, loader_rates, open_source, source_kind, train_maker
+from replicate.data.throughput import (
+    Rate, folder_source, loader_entry, loader_rates, open_source, source_kind, train_maker,
+)
 from replicate.errors import ReplicateError
 from replicate.machine import cpu_model
 from replicate.solver.run import pick_device
@@ -59,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worker processes for the loaders and the end-to-end runs (default: what `train` "
                              "uses on this device: the CPUs this process may use less one on a GPU, 0 on the CPU)")
     parser.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader path (default 10)")
+    parser.add_argument("--loaders-only", action="store_true",
+                        help="time only the loaders of --view, --lmdb and --jpeg-dir (no step, no end to end)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the net's forward")
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend for --compile and --sweep (default inductor)")
@@ -79,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in ("batch", "precision", "iterations", "warmup", "workers", "loader_batches",
                                           "compile", "compile_backend", "channels_last", "sweep", "peer", "test_pass",
-                                          "test_iter", "test_batch", "view", "lmdb", "jpeg_dir")}
+                                          "test_iter", "test_batch", "view", "lmdb", "jpeg_dir", "loaders_only")}
 
 
 
@@ -136,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     variants = [(False, False), (True, False), (False, backend), (True, backend)] if args.sweep else [
         (args.channels_last, backend if args.compile else False)]
     timing = dict(iterations=args.iterations, warmup=args.warmup)
-    for precision in precisions:
+    for precision in () if args.loaders_only else precisions:
         for channels_last, compile in variants:
             result = time_steps(device, args.batch, precision, channels_last=channels_last, compile=compile, **timing)
             report["step"].append(result)
@@ -159,12 +163,14 @@ def run(args: argparse.Namespace) -> int:
         maker = train_maker(source, args.batch)
         rates = loader_rates(maker, args.loader_batches, workers, gpu=device.type == "cuda")
         entry = {"source": str(path), "kind": source_kind(source), "records": len(source),
-                 "crop": maker.transformer.crop, "images_per_s": rates}
+                 "crop": maker.transformer.crop, **loader_entry(rates)}
         report["loaders"].append(entry)
         source.close()
-        shown = ", ".join(f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in rates.items())
+        shown = ", ".join(f"{k} {v.images_per_s:.0f} (this process {1e6 * v.consumer_cpu_s_per_image:.1f} CPU µs/image, "
+                          f"ceiling {v.ceiling or float('inf'):.0f})" if isinstance(v, Rate) else f"{k} {v}"
+                          for k, v in rates.items())
         print(f"loader {entry['kind']} {path}: images/s {shown}", file=sys.stderr)
-    if args.view or args.lmdb:
+    if (args.view or args.lmdb) and not args.loaders_only:
         best = best_steps(report)
         first = [*args.view, *args.lmdb][0]
         for precision in precisions:
