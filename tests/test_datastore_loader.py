@@ -103,6 +103,7 @@ def test_gpu_path_with_reading_workers_matches_serial(maker):
 
 def test_gpu_path_reads_jpeg_records_into_shared_memory(tmp_path):
     """Encoded records travel back to back in the slot and decode to the serial path's batches."""
+    pytest.importorskip("torchvision")
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (5, 14, 15, 3), dtype=np.uint8)
     write_lmdb(tmp_path / "enc", [(f"{i}", encoded_datum(encode_jpeg(im), i)) for i, im in enumerate(images)])
