@@ -11,6 +11,7 @@ warm-up iterations, then the mean over `iterations` between two device synchroni
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,11 +40,10 @@ def peer_caffenet() -> nn.Sequential:
     )
 
 
-def time_peer(
-    device: torch.device, batch: int, precision: str, channels_last: bool, compile: bool | str,
-    iterations: int, warmup: int,
-) -> dict[str, Any]:
-    """ms per step and images/s of the peer in one setting."""
+def peer_step(device: torch.device, batch: int, precision: str, channels_last: bool,
+              compile: bool | str) -> Callable[[], None]:
+    """One training step of the peer on a fixed synthetic batch, ready to call (the clean compiler
+    state and the precision set first)."""
     torch._dynamo.reset()
     set_precision(precision)
     torch.manual_seed(0)
@@ -66,6 +66,15 @@ def time_peer(
         loss.backward()
         optimizer.step()
 
+    return step
+
+
+def time_peer(
+    device: torch.device, batch: int, precision: str, channels_last: bool, compile: bool | str,
+    iterations: int, warmup: int,
+) -> dict[str, Any]:
+    """ms per step and images/s of the peer in one setting."""
+    step = peer_step(device, batch, precision, channels_last, compile)
     for _ in range(warmup):
         step()
     sync(device)

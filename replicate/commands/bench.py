@@ -10,13 +10,15 @@ Solver (forward, backward, Caffe's SGD update), per precision: ms/step, images/s
 fraction of the GPU's dense peak (H100/H200; null for other devices).  (b) loaders: images/s of
 the serial, worker and GPU data paths over each --view of a store and --lmdb (raw or JPEG
 records: decoded on the CPU by the serial and worker paths, on the device by the GPU path) and
---jpeg-dir.  (c) end to end: a Data layer over the first --view (else --lmdb) feeding the same
-training step, through the
-data path `train` takes on the device (on a GPU: reading workers, transforms on the GPU), with
-each precision's fastest step setting.  --sweep times every channels_last/compile combination.
+--jpeg-dir, with what receiving costs the training process per image (its CPU time, all threads
+but not the workers': one core's ceiling) and each path's first batch against the serial path's.
+(c) end to end: a Data layer over the first --view (else --lmdb) feeding the same training step,
+through the data path `train` takes on the device (on a GPU: reading workers, transforms on the
+GPU), with each precision's fastest step setting.  --sweep times every channels_last/compile combination.
 (d) --peer: the plain-PyTorch CaffeNet a user would write instead (replicate.bench.peer), eager and
 compiled, at each step setting's precision and layout, and our images/s over its.  (e) --test-pass:
-one whole test pass at the paper's settings (test_iter 1000 of batch 50).
+one whole test pass at the paper's settings (test_iter 1000 of batch 50).  --loaders-only times (b)
+alone (no step), --skip-loaders all but (b).
 Every setting starts from a clean compiler state (torch._dynamo.reset), so none inherits another's
 compiled code.  fp32 is Caffe's arithmetic (TF32 off); tf32 and bf16 are opt-in speed settings.
 """
@@ -63,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader path (default 10)")
     parser.add_argument("--loaders-only", action="store_true",
                         help="time only the loaders of --view, --lmdb and --jpeg-dir (no step, no end to end)")
+    parser.add_argument("--skip-loaders", action="store_true",
+                        help="time the step and end to end from --view/--lmdb, not the loaders alone")
     parser.add_argument("--compile", action="store_true", help="torch.compile the net's forward")
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend for --compile and --sweep (default inductor)")
@@ -83,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in ("batch", "precision", "iterations", "warmup", "workers", "loader_batches",
                                           "compile", "compile_backend", "channels_last", "sweep", "peer", "test_pass",
-                                          "test_iter", "test_batch", "view", "lmdb", "jpeg_dir", "loaders_only")}
+                                          "test_iter", "test_batch", "view", "lmdb", "jpeg_dir", "loaders_only",
+                                          "skip_loaders")}
 
 
 
@@ -114,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         raise ReplicateError("--batch, --iterations, --test-iter and --test-batch must be at least 1, --warmup at least 0")
     if args.workers is not None and args.workers < 0:
         raise ReplicateError(f"--workers must be 0 or more, not {args.workers}")
+    if args.loaders_only and args.skip_loaders:
+        raise ReplicateError("--loaders-only and --skip-loaders exclude each other")
     device = pick_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.backends.cudnn.benchmark = True
     report: dict[str, Any] = {
@@ -154,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
             report["test_pass"].append(result)
             print(f"test pass {precision}: {result['seconds']:.1f} s for {args.test_iter} batches of "
                   f"{args.test_batch} ({result['images_per_s']:.0f} images/s)", file=sys.stderr)
-    sources = [(path, open_source(path)) for path in [*args.view, *args.lmdb]]
-    if args.jpeg_dir:
+    sources = [] if args.skip_loaders else [(path, open_source(path)) for path in [*args.view, *args.lmdb]]
+    if args.jpeg_dir and not args.skip_loaders:
         sources.append((args.jpeg_dir, folder_source(args.jpeg_dir)))
     workers = args.workers if args.workers is not None else default_data_workers(device) or 0
     report["settings"]["workers"] = workers

@@ -594,6 +594,11 @@ class GpuLoader:
         """Batches received from workers in place and pickled (None: records read here)."""
         return None if self._stream is None else self._stream.delivered
 
+    @property
+    def pinned(self) -> bool | None:
+        """Whether the workers' slots are page-locked (None: no workers, or not started yet)."""
+        return None if self._stream is None else self._stream.pool.pinned
+
     def close(self) -> None:
         """Stop the thread, wait for the copies in flight, and stop the worker processes this
         loader started (or give up its stream of a shared pool)."""

@@ -68,6 +68,8 @@ class Rate:
     #: The largest difference of the path's first batch from the serial path's (0.0: the same;
     #: a GPU's JPEG decoder may differ from libjpeg by a grey level), None when not compared.
     max_abs_diff_vs_serial: float | None = None
+    #: Whether the workers' slots were page-locked (GPU path with workers; else None).
+    pinned: bool | None = None
 
     @property
     def ceiling(self) -> float | None:
@@ -122,17 +124,19 @@ def loader_rates(maker: BatchMaker, batches: int, workers: int = 0, gpu: bool = 
                 continue
             try:
                 rates[name] = rate(loader, batches, maker.batch_size, sync=True, reference=reference)
+                rates[name].pinned = loader.pinned
             finally:
                 loader.close()
     return rates
 
 
 def loader_entry(rates: dict[str, Rate | str]) -> dict[str, dict[str, float | str]]:
-    """`loader_rates` as bench's JSON fields: images/s, consumer CPU s per image, its ceiling, and
-    the first batch's largest difference from the serial path's."""
+    """`loader_rates` as bench's JSON fields: images/s, consumer CPU s per image, its ceiling, the
+    first batch's largest difference from the serial path's, and whether the slots were pinned."""
     def field(get) -> dict[str, float | str]:
         return {k: get(v) if isinstance(v, Rate) else v for k, v in rates.items()}
     return {"images_per_s": field(lambda r: r.images_per_s),
             "consumer_cpu_s_per_image": field(lambda r: r.consumer_cpu_s_per_image),
             "consumer_ceiling_images_per_s": field(lambda r: r.ceiling),
-            "max_abs_diff_vs_serial": field(lambda r: r.max_abs_diff_vs_serial)}
+            "max_abs_diff_vs_serial": field(lambda r: r.max_abs_diff_vs_serial),
+            "pinned": field(lambda r: r.pinned)}
