@@ -37,7 +37,7 @@ class Slots:
         self.count = count if self.size else 0
         self._map = mmap.mmap(-1, self.count * self.size) if self.count else None
         self._free = collections.deque(range(self.count))
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a finalizer may run wherever the last view of a slot dies
         self._lent = 0
         self._retired = False
         self._pinned: int | None = None  # the registered address, while registered
@@ -64,7 +64,7 @@ class Slots:
         array = np.frombuffer(self._map, np.uint8, self.size, slot * self.size)
         with self._lock:
             self._lent += 1
-        weakref.finalize(array, self._returned, slot)
+        weakref.finalize(array, self._returned, slot).atexit = False
         return array
 
     def _returned(self, slot: int) -> None:
