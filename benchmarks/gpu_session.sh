@@ -116,8 +116,9 @@ test_pass=()
 
 # ---- Stage 0, the GPU test tier (helper gputier): the tests marked `gpu`, before anything is timed.
 # Exit 5 is pytest's "no test collected": while no test carries the marker the stage is skipped.
+# REPLICATE_TEST_DEVICE: the tier's device (gputier's tests/gpu_tier.py), so a CPU dry run dry-runs it.
 gpu_tests() {
-    "$PY" -m pytest -m gpu -q -p no:cacheprovider tests
+    REPLICATE_TEST_DEVICE="$DEVICE" "$PY" -m pytest -m gpu -q -p no:cacheprovider tests
     local rc=$?
     [ $rc = 5 ] && { echo "no test carries the gpu marker: tier skipped"; return 0; }
     return $rc
