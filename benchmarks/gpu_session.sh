@@ -35,6 +35,7 @@
 #                 NCHW, the synthetic ones channels_last)    LMDB=1 exported LMDBs, JPEG folder loaders
 #   PROFILE=1     item 3: kernel time per step of our compiled step and the compiled peer, grouped
 #                 (convolution, GEMM, Triton, cuDNN layout kernels, ...), benchmarks/profile_step.py
+#   S2D=1         item 3's candidate: our compiled step with conv1 as space-to-depth (bench --space-to-depth)
 #   SNAPSHOT=1    a CaffeNet snapshot's cost to the loop     RESUME=1       resume on the GPU
 #
 # On the device (the `run` tool; $OUT is its folder of returned files, at most 8): everything is
@@ -177,6 +178,12 @@ for precision in $PRECISIONS; do
         --view "$DATA/raw/whole_train" --workers "$all_workers" --out "$WORK/e2e_$precision.json" \
         --markdown "$WORK/e2e_$precision.md"
 done
+if [ "${S2D:-0}" = 1 ]; then
+    for precision in $PRECISIONS; do
+        stage "s2d_$precision" 60 0 -- bench --precision "$precision" "${step_settings[@]}" --space-to-depth \
+            --out "$WORK/s2d_$precision.json" --markdown "$WORK/s2d_$precision.md"
+    done
+fi
 [ "${PROFILE:-0}" = 1 ] && stage profile 60 0 -- "$PY" benchmarks/profile_step.py --out "$WORK/profile" \
     --device "$DEVICE" --batch "$BATCH" --backend "$BACKEND" --precision $PRECISIONS
 [ "${SNAPSHOT:-0}" = 1 ] && stage snapshot 20 0 -- "$PY" benchmarks/snapshot_cost.py --device "$DEVICE"

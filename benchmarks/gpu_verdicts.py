@@ -52,7 +52,6 @@ def _number(value: Any) -> float | None:
 
 def verdicts(folder: Path) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
-    steps: dict[str, float] = {}
     for precision in ("bf16", "fp32", "tf32"):
         report = _load(folder, f"step_{precision}.json")
         if report is None:
@@ -65,8 +64,13 @@ def verdicts(folder: Path) -> list[tuple[str, str, str]]:
         ratio = ours["images_per_s"] / peer["images_per_s"] if ours and peer else None
         shown = f"{ours['images_per_s']:,.0f} / {peer['images_per_s']:,.0f} = {ratio:.2f}x" if ratio else "-"
         rows.append((f"{precision}: compiled step >= {PEER_GOAL}x the compiled peer", shown, _verdict(ratio, PEER_GOAL)))
+        s2d = _load(folder, f"s2d_{precision}.json")
+        blocks = next((r for r in s2d["step"] if r["compile"]), None) if s2d else None
+        if ours and blocks:
+            rows.append((f"{precision}: conv1 as space-to-depth (S2D=1) against our compiled step",
+                         f"{blocks['images_per_s']:,.0f} / {ours['images_per_s']:,.0f} = "
+                         f"{blocks['images_per_s'] / ours['images_per_s']:.2f}x", "information"))
         if ours:
-            steps[precision] = ours["images_per_s"]
             h200 = "H200" in report["device_name"]
             rows.append((f"{precision}: step >= {H200_STEP[precision]:,} img/s (H200)", f"{ours['images_per_s']:,.0f}",
                          _verdict(ours["images_per_s"], H200_STEP[precision]) if h200 else "H200 figure, not this device"))

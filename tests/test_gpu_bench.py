@@ -93,6 +93,14 @@ def test_loaders_only_reports_what_receiving_costs_the_training_process(tmp_path
     assert entry["max_abs_diff_vs_serial"] == {"serial": None, "workers_1": 0.0}
 
 
+def test_bench_times_conv1_as_space_to_depth_on_request(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--device", "cpu", "--batch", "1", "--iterations", "1", "--warmup", "0",
+                 "--space-to-depth", "--out", str(out)]) == 0
+    (step,) = json.loads(out.read_text())["step"]
+    assert step["space_to_depth"] == ["conv1"] and step["images_per_s"] > 0
+
+
 def test_sweep_times_every_layout_and_compile_combination(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     subprocess.run(

@@ -122,14 +122,17 @@ def time_steps(
     compile: bool | str = False,
     lmdb: str | None = None,
     workers: int | None = None,
+    space_to_depth: bool = False,
 ) -> dict[str, Any]:
     """ms per step, images/s and fraction of the device's peak for one setting, timed from a
     clean compiler state (torch._dynamo.reset): the mean of `iterations` steps between two
-    device synchronisations, after `warmup` untimed ones."""
+    device synchronisations, after `warmup` untimed ones.  `space_to_depth`: the convolutions
+    that fit run as space-to-depth (CompiledNet.use_space_to_depth; named in the result)."""
     torch._dynamo.reset()
     net = caffenet(batch, lmdb)
     solver = Solver(solver_param(net, device), Path.cwd(), device, RunLog(None, None), precision, channels_last,
                     compile, data_workers=workers)
+    converted = solver.net.use_space_to_depth() if space_to_depth else []
     inputs = synthetic_batch(batch, device, channels_last) if lmdb is None else None
     if device.type == "cpu":
         keep_freed_memory()
@@ -153,6 +156,7 @@ def time_steps(
         "batch": batch,
         "channels_last": channels_last,
         "compile": compile,
+        "space_to_depth": converted,
         "one_graph": solver.fused is not None,
         "cuda_graph": solver.fused is not None and solver.fused.cuda_graph,
         "waits_for_device": waits,

@@ -15,7 +15,8 @@ PEER_GOAL = 1.2
 
 
 def _setting(r: dict[str, Any]) -> str:
-    parts = [name for name, on in (("channels_last", r["channels_last"]), ("compile", r["compile"])) if on]
+    parts = [name for name, on in (("channels_last", r["channels_last"]), ("compile", r["compile"]),
+                                   ("space_to_depth", r.get("space_to_depth"))) if on]
     return " + ".join(parts) or "plain"
 
 

@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend for --compile and --sweep (default inductor)")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
+    parser.add_argument("--space-to-depth", action="store_true",
+                        help="run conv1 (few channels, a stride) as a stride-1 convolution over blocks of pixels: "
+                             "the same products summed in another order (replicate.layers.convolution)")
     parser.add_argument("--sweep", action="store_true",
                         help="time every combination of --channels-last and --compile per precision; the end-to-end "
                              "runs use each precision's fastest")
@@ -88,13 +91,13 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in ("batch", "precision", "iterations", "warmup", "workers", "loader_batches",
                                           "compile", "compile_backend", "channels_last", "sweep", "peer", "test_pass",
                                           "test_iter", "test_batch", "view", "lmdb", "jpeg_dir", "loaders_only",
-                                          "skip_loaders")}
+                                          "skip_loaders", "space_to_depth")}
 
 
 
 def _step_line(r: dict[str, Any]) -> str:
     peak = f", {100 * r['fraction_of_peak']:.1f}% of peak" if r["fraction_of_peak"] is not None else ""
-    options = "".join(f", {name}" for name in ("channels_last", "compile") if r[name])
+    options = "".join(f", {name}" for name in ("channels_last", "compile", "space_to_depth") if r.get(name))
     waits = {True: ", WAITS for the device", False: ", no host sync", None: ""}[r.get("waits_for_device")]
     return (f"{r['precision']}{options}: {r['ms_per_step']:.1f} ms/step, {r['images_per_s']:.0f} images/s, "
             f"{r['achieved_tflops']:.2f} TFLOP/s{peak}{waits}")
@@ -149,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     timing = dict(iterations=args.iterations, warmup=args.warmup)
     for precision in () if args.loaders_only else precisions:
         for channels_last, compile in variants:
-            result = time_steps(device, args.batch, precision, channels_last=channels_last, compile=compile, **timing)
+            result = time_steps(device, args.batch, precision, channels_last=channels_last, compile=compile,
+                                space_to_depth=args.space_to_depth, **timing)
             report["step"].append(result)
             print(f"step {_step_line(result)}", file=sys.stderr)
             if args.peer:
@@ -182,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
         first = [*args.view, *args.lmdb][0]
         for precision in precisions:
             fastest = {"channels_last": best[precision]["channels_last"], "compile": best[precision]["compile"]}
-            result = time_steps(device, args.batch, precision, lmdb=first, workers=workers, **fastest, **timing)
+            result = time_steps(device, args.batch, precision, lmdb=first, workers=workers,
+                                space_to_depth=args.space_to_depth, **fastest, **timing)
             report["end_to_end"].append(result)
             print(f"end to end {_step_line(result)}", file=sys.stderr)
     text = json.dumps(report, indent=2)
