@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch._dynamo
 from torch.profiler import ProfilerActivity, profile
 
 from replicate.bench.peer import peer_step
-from replicate.bench.step import caffenet, run_iterations, solver_param, sync, synthetic_batch
+from replicate.bench.step import caffenet, ms_per_call, run_iterations, solver_param, sync, synthetic_batch
 from replicate.solver.log import RunLog
 from replicate.solver.solver import Solver
 
@@ -45,14 +44,7 @@ def _group(name: str) -> str:
 
 
 def record(name: str, step: Callable[[], None], device: torch.device, out: Path, steps: int = 5) -> dict:
-    for _ in range(3):
-        step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    wall_ms = (time.perf_counter() - start) * 1000 / steps
+    wall_ms = ms_per_call(step, device, warmup=3, iterations=steps)
     cuda = device.type == "cuda"
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         for _ in range(steps):

@@ -10,7 +10,6 @@ warm-up iterations, then the mean over `iterations` between two device synchroni
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch
 import torch._dynamo
 from torch import nn
 
-from replicate.bench.step import CROP, sync
+from replicate.bench.step import CROP, ms_per_call
 from replicate.solver.solver import set_precision
 
 
@@ -74,14 +73,6 @@ def time_peer(
     iterations: int, warmup: int,
 ) -> dict[str, Any]:
     """ms per step and images/s of the peer in one setting."""
-    step = peer_step(device, batch, precision, channels_last, compile)
-    for _ in range(warmup):
-        step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        step()
-    sync(device)
-    ms = (time.perf_counter() - start) * 1000 / iterations
+    ms = ms_per_call(peer_step(device, batch, precision, channels_last, compile), device, warmup, iterations)
     return {"precision": precision, "batch": batch, "channels_last": channels_last, "compile": compile,
             "ms_per_step": ms, "images_per_s": batch / (ms / 1000)}

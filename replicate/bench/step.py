@@ -13,6 +13,7 @@ the paper's learning rate, may drift far from a real run's values).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,19 @@ def sync(device: torch.device) -> None:
     """Wait for the device (a timed span starts and ends with one)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def ms_per_call(step: Callable[[], object], device: torch.device, warmup: int, iterations: int) -> float:
+    """The mean ms of `iterations` calls of `step` between two device synchronisations, after
+    `warmup` untimed ones."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step()
+    sync(device)
+    return (time.perf_counter() - start) * 1000 / iterations
 
 
 def synthetic_batch(batch: int, device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
