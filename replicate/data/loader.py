@@ -537,6 +537,8 @@ class GpuLoader:
     def __next__(self) -> Batch:
         if self._error is not None:
             raise self._error
+        if self._stop.is_set():
+            raise RuntimeError("GpuLoader: next() after close() (the batches it had prepared are gone)")
         if self.ahead == 0:
             batch, done = self._prepare()
         else:
@@ -568,7 +570,9 @@ class GpuLoader:
             done = torch.cuda.Event()
             done.record(self._copies)
         self._in_flight.append((done, host))
-        while self._in_flight and (len(self._in_flight) > self.ahead + 1 or self._in_flight[0][0].query()):
+        # At most `ahead` host batches wait for their copies: with the one being received, within
+        # the HELD slots a stream keeps for its consumer (replicate.data.pool).
+        while self._in_flight and (len(self._in_flight) > max(1, self.ahead) or self._in_flight[0][0].query()):
             self._in_flight.popleft()[0].synchronize()  # its host memory (a slot) may then be reused
         return batch, done
 
@@ -602,8 +606,8 @@ class GpuLoader:
     def close(self) -> None:
         """Stop the thread, wait for the copies in flight, and stop the worker processes this
         loader started (or give up its stream of a shared pool)."""
+        self._stop.set()
         if self._thread is not None:
-            self._stop.set()
             self._thread.join()
             self._thread = None
         while self._in_flight:
