@@ -10,6 +10,7 @@ import torch
 from replicate.data.image import encode_jpeg
 from replicate.data.loader import BatchMaker, GpuLoader, LmdbSource, SerialLoader, WorkerLoader, make_loader
 from replicate.data.lmdb_io import array_datum, encoded_datum, write_lmdb
+from replicate.data.slots import Slots
 from replicate.data.transform import TRAIN, DataTransformer
 from replicate.errors import ReplicateError
 from replicate.io.binary import write_mean
@@ -45,9 +46,43 @@ def test_batches_depend_only_on_seed_and_number(maker):
 
 
 def test_worker_loader_matches_serial(maker):
+    """Bit for bit, and every batch written by its worker into shared memory (none pickled)."""
     loader = WorkerLoader(maker, workers=2, prefetch=4)
     try:
         _same(_take(loader, 6), _take(SerialLoader(maker), 6))
+        assert loader.delivered == {"in_place": 6, "pickled": 0}
+    finally:
+        loader.close()
+
+
+def test_a_slot_takes_the_next_batch_once_the_last_tensor_on_it_is_gone():
+    """What makes handing out shared memory safe: any view of a lent slot keeps it lent."""
+    slots = Slots(1, 4096)
+    slot = slots.take()
+    view = torch.from_numpy(slots.lend(slot)[:16].view(np.float32))[1:3]
+    assert slots.take() is None
+    del view
+    assert slots.take() == slot
+
+
+def test_worker_slots_are_reused_by_a_consumer_that_drops_its_batches(maker):
+    """A training loop holds a batch or two at a time: after 20 batches of 7 slots, none was pickled."""
+    loader = WorkerLoader(maker, workers=1, prefetch=4)
+    serial = SerialLoader(maker)
+    try:
+        for _ in range(20):
+            _same([next(loader)], [next(serial)])
+        assert loader.delivered == {"in_place": 20, "pickled": 0}
+    finally:
+        loader.close()
+
+
+def test_batches_beyond_the_slots_a_consumer_keeps_arrive_pickled_and_equal(maker):
+    loader = WorkerLoader(maker, workers=2, prefetch=4)
+    try:
+        _same(_take(loader, 12), _take(SerialLoader(maker), 12))
+        assert loader.delivered["in_place"] >= 4 and loader.delivered["pickled"] >= 1
+        assert sum(loader.delivered.values()) == 12
     finally:
         loader.close()
 
@@ -61,6 +96,23 @@ def test_gpu_path_with_reading_workers_matches_serial(maker):
     loader = GpuLoader(maker, "cpu", workers=2, prefetch=4)
     try:
         _same(_take(loader, 6), _take(SerialLoader(maker), 6))
+        assert loader.delivered["in_place"] >= 6 and loader.delivered["pickled"] == 0
+    finally:
+        loader.close()
+
+
+def test_gpu_path_reads_jpeg_records_into_shared_memory(tmp_path):
+    """Encoded records travel back to back in the slot and decode to the serial path's batches."""
+    pytest.importorskip("torchvision")
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (5, 14, 15, 3), dtype=np.uint8)
+    write_lmdb(tmp_path / "enc", [(f"{i}", encoded_datum(encode_jpeg(im), i)) for i, im in enumerate(images)])
+    param = caffe_pb2.TransformationParameter(crop_size=11, mirror=True)
+    enc = BatchMaker(LmdbSource(tmp_path / "enc"), DataTransformer(param, TRAIN), batch_size=2, seed=5)
+    loader = GpuLoader(enc, "cpu", workers=1, prefetch=2)
+    try:
+        _same(_take(loader, 4), _take(SerialLoader(enc), 4))
+        assert loader.delivered["in_place"] >= 4 and loader.delivered["pickled"] == 0
     finally:
         loader.close()
 

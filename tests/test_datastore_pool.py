@@ -76,7 +76,7 @@ def test_what_the_device_decoder_refuses_is_decoded_on_the_cpu(odd_maker, monkey
         return decode(data, mode=mode, device=device)
 
     monkeypatch.setattr(torchvision.io, "decode_jpeg", refuses_greyscale)
-    _same([next(GpuLoader(odd_maker, "cpu"))], [next(SerialLoader(odd_maker))])
+    _same([next(GpuLoader(odd_maker, "cpu", ahead=0))], [next(SerialLoader(odd_maker))])
     assert refused == [3, 1]  # the batch, then the grey one alone; it was decoded on the CPU
 
 

@@ -64,6 +64,7 @@ def test_bench_on_cpu_writes_every_measurement(tmp_path: Path) -> None:
         assert r["ms_per_step"] > 0 and r["images_per_s"] > 0 and r["fraction_of_peak"] is None
     assert [e["kind"] for e in report["loaders"]] == ["view-jpeg", "lmdb-raw", "lmdb-jpeg", "jpeg-folder"]
     assert all(e["images_per_s"]["serial"] > 0 for e in report["loaders"])
+    assert all(e["consumer_cpu_s_per_image"]["serial"] > 0 for e in report["loaders"])
     assert report["loaders"][1]["crop"] == 64
     assert [r["data"] for r in report["end_to_end"]] == [str(view)] * 3
     assert all(r["data_path"] == "cpu" and r["data_workers"] == 0 for r in report["end_to_end"])
@@ -73,6 +74,31 @@ def test_bench_on_cpu_writes_every_measurement(tmp_path: Path) -> None:
     assert len(step_rows) == 3 and all(row.endswith(": not met |") for row in step_rows)  # no CPU meets them
     e2e_rows = [line for line in table.splitlines() if " from " in line]
     assert len(e2e_rows) == 3 and all(">= 80%: " in row for row in e2e_rows)
+
+
+def test_loaders_only_reports_what_receiving_costs_the_training_process(tmp_path: Path) -> None:
+    """Per worker path: images/s, the training process's CPU per image and the ceiling it sets, and
+    the first batch checked against the serial path's."""
+    images = np.random.default_rng(1).integers(0, 256, (6, 3, 40, 40), dtype=np.uint8)
+    write_lmdb(tmp_path / "raw", [(f"{i}", array_datum(im, i)) for i, im in enumerate(images)])
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--device", "cpu", "--batch", "3", "--lmdb", str(tmp_path / "raw"), "--workers", "1",
+                 "--loaders-only", "--loader-batches", "3", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["step"] == [] and report["end_to_end"] == []
+    (entry,) = report["loaders"]
+    assert set(entry["images_per_s"]) == {"serial", "workers_1"}
+    cost, ceiling = entry["consumer_cpu_s_per_image"]["workers_1"], entry["consumer_ceiling_images_per_s"]["workers_1"]
+    assert cost > 0 and abs(ceiling * cost - 1) < 1e-9
+    assert entry["max_abs_diff_vs_serial"] == {"serial": None, "workers_1": 0.0}
+
+
+def test_bench_times_conv1_as_space_to_depth_on_request(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--device", "cpu", "--batch", "1", "--iterations", "1", "--warmup", "0",
+                 "--space-to-depth", "--out", str(out)]) == 0
+    (step,) = json.loads(out.read_text())["step"]
+    assert step["space_to_depth"] == ["conv1"] and step["images_per_s"] > 0
 
 
 def test_sweep_times_every_layout_and_compile_combination(tmp_path: Path) -> None:

@@ -10,14 +10,14 @@ warm-up iterations, then the mean over `iterations` between two device synchroni
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch._dynamo
 from torch import nn
 
-from replicate.bench.step import CROP, sync
+from replicate.bench.step import CROP, ms_per_call
 from replicate.solver.solver import set_precision
 
 
@@ -39,11 +39,10 @@ def peer_caffenet() -> nn.Sequential:
     )
 
 
-def time_peer(
-    device: torch.device, batch: int, precision: str, channels_last: bool, compile: bool | str,
-    iterations: int, warmup: int,
-) -> dict[str, Any]:
-    """ms per step and images/s of the peer in one setting."""
+def peer_step(device: torch.device, batch: int, precision: str, channels_last: bool,
+              compile: bool | str) -> Callable[[], None]:
+    """One training step of the peer on a fixed synthetic batch, ready to call (the clean compiler
+    state and the precision set first)."""
     torch._dynamo.reset()
     set_precision(precision)
     torch.manual_seed(0)
@@ -66,13 +65,14 @@ def time_peer(
         loss.backward()
         optimizer.step()
 
-    for _ in range(warmup):
-        step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        step()
-    sync(device)
-    ms = (time.perf_counter() - start) * 1000 / iterations
+    return step
+
+
+def time_peer(
+    device: torch.device, batch: int, precision: str, channels_last: bool, compile: bool | str,
+    iterations: int, warmup: int,
+) -> dict[str, Any]:
+    """ms per step and images/s of the peer in one setting."""
+    ms = ms_per_call(peer_step(device, batch, precision, channels_last, compile), device, warmup, iterations)
     return {"precision": precision, "batch": batch, "channels_last": channels_last, "compile": compile,
             "ms_per_step": ms, "images_per_s": batch / (ms / 1000)}

@@ -13,6 +13,7 @@ the paper's learning rate, may drift far from a real run's values).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def ms_per_call(step: Callable[[], object], device: torch.device, warmup: int, iterations: int) -> float:
+    """The mean ms of `iterations` calls of `step` between two device synchronisations, after
+    `warmup` untimed ones."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step()
+    sync(device)
+    return (time.perf_counter() - start) * 1000 / iterations
+
+
 def synthetic_batch(batch: int, device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
     """Random images on the device and random labels of 1,000 classes on the host, where a data
     layer delivers them (the net checks them there and copies them over without waiting)."""
@@ -122,14 +136,17 @@ def time_steps(
     compile: bool | str = False,
     lmdb: str | None = None,
     workers: int | None = None,
+    space_to_depth: bool = False,
 ) -> dict[str, Any]:
     """ms per step, images/s and fraction of the device's peak for one setting, timed from a
     clean compiler state (torch._dynamo.reset): the mean of `iterations` steps between two
-    device synchronisations, after `warmup` untimed ones."""
+    device synchronisations, after `warmup` untimed ones.  `space_to_depth`: the convolutions
+    that fit run as space-to-depth (CompiledNet.use_space_to_depth; named in the result)."""
     torch._dynamo.reset()
     net = caffenet(batch, lmdb)
     solver = Solver(solver_param(net, device), Path.cwd(), device, RunLog(None, None), precision, channels_last,
                     compile, data_workers=workers)
+    converted = solver.net.use_space_to_depth() if space_to_depth else []
     inputs = synthetic_batch(batch, device, channels_last) if lmdb is None else None
     if device.type == "cpu":
         keep_freed_memory()
@@ -153,6 +170,7 @@ def time_steps(
         "batch": batch,
         "channels_last": channels_last,
         "compile": compile,
+        "space_to_depth": converted,
         "one_graph": solver.fused is not None,
         "cuda_graph": solver.fused is not None and solver.fused.cuda_graph,
         "waits_for_device": waits,

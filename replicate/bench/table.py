@@ -15,7 +15,8 @@ PEER_GOAL = 1.2
 
 
 def _setting(r: dict[str, Any]) -> str:
-    parts = [name for name, on in (("channels_last", r["channels_last"]), ("compile", r["compile"])) if on]
+    parts = [name for name, on in (("channels_last", r["channels_last"]), ("compile", r["compile"]),
+                                   ("space_to_depth", r.get("space_to_depth"))) if on]
     return " + ".join(parts) or "plain"
 
 
@@ -61,10 +62,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['torch']}, CUDA {report['cuda']}, cuDNN {report['cudnn']}; batch {batch}; mean of "
         f"{report['settings']['iterations']} steps after {report['settings']['warmup']} warm-up steps; "
         f"{report.get('date', 'undated')}; `{report.get('command')}`.",
-        "",
-        "| precision | setting | one graph | host syncs | ms/step | images/s | TFLOP/s | of peak | goal (H100) |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
+    if report["step"]:
+        lines += [
+            "",
+            "| precision | setting | one graph | host syncs | ms/step | images/s | TFLOP/s | of peak | goal (H100) |",
+            "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+        ]
     for r in report["step"]:
         goal = GOALS.get(r["precision"])
         verdict = f">= {goal:,}: {'met' if r['images_per_s'] >= goal else 'not met'}" if goal else ""
@@ -96,11 +100,13 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{r['images_per_s']:,.0f} | {share:.0%} | {verdict} |"
             )
     if report["loaders"]:
-        lines += ["", "| loader | records | images/s |", "| --- | ---: | --- |"]
+        lines += ["", "| loader | records | images/s | training process's CPU µs per image |", "| --- | ---: | --- | --- |"]
         for e in report["loaders"]:
             rates = ", ".join(
                 f"{k.replace('_', ' ')} {v:,.0f}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}"
                 for k, v in e["images_per_s"].items()
             )
-            lines.append(f"| {e['kind']} {e['source']} | {e['records']} | {rates} |")
+            costs = ", ".join(f"{k.replace('_', ' ')} {1e6 * v:.1f}"
+                              for k, v in e.get("consumer_cpu_s_per_image", {}).items() if isinstance(v, float))
+            lines.append(f"| {e['kind']} {e['source']} | {e['records']} | {rates} | {costs} |")
     return "\n".join(lines) + "\n"

@@ -5,21 +5,29 @@ Every path computes batch `k` the same way (`BatchMaker.make`): the records at p
 its cursor), decoded, then transformed with random draws from a generator seeded by
 (seed, k).  So a batch depends only on the source, the transform, the seed and its number, and the
 worker path (`WorkerLoader`: batch k computed by a worker of the process's one pool,
-replicate.data.pool, delivered in order) yields exactly what the serial path (`SerialLoader`) does.
+replicate.data.pool, written in place into shared memory and delivered in order) yields exactly
+what the serial path (`SerialLoader`) does.
 
-`GpuLoader` reads the records (in the main process, or ahead in the pool's workers) and does the
-rest on a CUDA device: raw records are copied as uint8 through page-locked buffers on a copy
-stream, JPEGs are decoded there (`decode_jpegs`: nvjpeg, with the CPU for what it cannot take);
-crop, mirror, mean and scale run on the device (`DataTransformer.apply`, one gather per batch with
-the same float32 arithmetic).  torchvision is imported only when a JPEG must be decoded on the
-device, and a machine without CUDA or torchvision gets a ReplicateError that says so."""
+`GpuLoader` reads the records (in the main process, or ahead in the pool's workers, which write
+them into page-locked shared memory) and does the rest on a CUDA device: raw records are copied as
+uint8 on a stream of its own, JPEGs are decoded there (`decode_jpegs`: nvjpeg, with the CPU for
+what it cannot take); crop, mirror, mean and scale run on the device (`DataTransformer.apply`, one
+gather per batch with the same float32 arithmetic).  A thread of its own prepares up to `ahead`
+batches while the training step runs, so receiving, the copy, decoding and transforms overlap the
+step instead of following it.  torchvision is imported only when a JPEG must be decoded
+on the device, and a machine without CUDA or torchvision gets a ReplicateError that says so."""
 
 from __future__ import annotations
 
+import collections
+import math
 import os
+import queue
+import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -195,19 +203,27 @@ class BatchMaker:
             )
         return [self.transformer.draw(rng, height, width) for height, width in sizes]
 
-    def finish(self, images: list[torch.Tensor] | torch.Tensor, labels: list[int], draws: list[Draw]) -> Batch:
+    def output_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one transformed image, from the first record this maker reads (what a
+        data layer's top and a worker's slot are shaped by)."""
+        c, h, w = decode_cpu(self.source.item(self.source.index(self.start, self.seed)), self.transformer).shape
+        return self.transformer.output_shape(c, h, w)
+
+    def finish(self, images: list[torch.Tensor] | torch.Tensor, labels: list[int], draws: list[Draw],
+               out: torch.Tensor | None = None) -> Batch:
         """Transform decoded CHW images (a list, or one N x C x H x W stack; any device) with
-        their draws; labels as float32 on the host (page-locked beside GPU images), where the net
-        checks them before moving them to its device without waiting."""
+        their draws, on the CPU into `out` when it is of the batch's shape; labels as float32 on
+        the host (page-locked beside GPU images), where the net checks them before moving them to
+        its device without waiting."""
         stacked = isinstance(images, torch.Tensor)
-        data = self.transformer.apply(images, draws) if stacked else self.transformer.apply_each(images, draws)
+        data = self.transformer.apply(images, draws, out) if stacked else self.transformer.apply_each(images, draws, out)
         label = torch.tensor(labels, dtype=torch.float32)
         return data, label.pin_memory() if data.device.type == "cuda" else label
 
-    def make(self, k: int) -> Batch:
+    def make(self, k: int, out: torch.Tensor | None = None) -> Batch:
         items = self.items(k)
         draws = self.draws(k, items)
-        return self.finish([decode_cpu(it, self.transformer) for it in items], [it.label for it in items], draws)
+        return self.finish([decode_cpu(it, self.transformer) for it in items], [it.label for it in items], draws, out)
 
 
 class SerialLoader:
@@ -226,26 +242,64 @@ class SerialLoader:
         return batch
 
 
-def _make(maker: BatchMaker, k: int) -> Batch:
-    return maker.make(k)
+def _floats(slot: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+    """The first float32 N x C x H x W of a slot's bytes, as a tensor viewing them."""
+    return torch.from_numpy(slot[: 4 * math.prod(shape)].view(np.float32).reshape(shape))
+
+
+class WholeBatch:
+    """The job of WorkerLoader's workers (replicate.data.pool.Job): the whole batch, transformed,
+    written as float32 into the slot; its labels travel with the message."""
+
+    def __init__(self) -> None:
+        self.shape: tuple[int, ...] = ()
+
+    def slot_bytes(self, maker: BatchMaker) -> int:
+        """Before the fork (the workers inherit `shape`); 0 when the first record cannot be decoded:
+        the worker that reads it reports why."""
+        try:
+            self.shape = (maker.local_size, *maker.output_shape())
+        except ReplicateError:
+            return 0
+        return 4 * math.prod(self.shape)
+
+    def __call__(self, maker: BatchMaker, k: int, slot: np.ndarray | None) -> tuple[bool, Any]:
+        out = None if slot is None else _floats(slot, self.shape)
+        data, label = maker.make(k, out)
+        if out is not None and data.data_ptr() == out.data_ptr():
+            return True, label.numpy()
+        return False, (data, label)
+
+    def receive(self, value: Any, slot: np.ndarray | None) -> Batch:
+        return value if slot is None else (_floats(slot, self.shape), torch.from_numpy(value))
 
 
 def _stream(maker: BatchMaker, job: Job, workers: int, prefetch: int, pool: DataPool | None,
-            first: int) -> tuple[Stream, DataPool | None]:
+            first: int, pin_memory: bool = False) -> tuple[Stream, DataPool | None]:
     """A stream of `maker`'s batches from `first` on, from the process's shared `pool`, or from a
     pool of `workers` of its own (returned, for the loader to close)."""
-    own = None if pool is not None else DataPool(workers)
+    own = None if pool is not None else DataPool(workers, pin_memory)
     return Stream(pool or own, maker, job, prefetch, first), own
+
+
+def _close_stream(stream: Stream | None, own: DataPool | None) -> None:
+    """Stop the worker processes a loader started; on a shared pool (its owner's to stop), give
+    up the loader's stream."""
+    if own is not None:
+        own.close()
+    elif stream is not None:
+        stream.close()
 
 
 class WorkerLoader:
     """Batches computed ahead, decoded and transformed, by worker processes: the process's shared
-    `pool`, or `workers` of its own."""
+    `pool`, or `workers` of its own.  A batch views the shared memory its worker wrote (no copy);
+    its slot takes another batch once the batch's tensors are all gone."""
 
     def __init__(self, maker: BatchMaker, workers: int = 0, prefetch: int = 4, pool: DataPool | None = None,
                  first: int = 0):
         self.maker = maker
-        self._stream, self._own = _stream(maker, _make, workers, prefetch, pool, first)
+        self._stream, self._own = _stream(maker, WholeBatch(), workers, prefetch, pool, first)
 
     def __iter__(self) -> Iterator[Batch]:
         return self
@@ -253,10 +307,13 @@ class WorkerLoader:
     def __next__(self) -> Batch:
         return next(self._stream)
 
+    @property
+    def delivered(self) -> dict[str, int]:
+        """Batches received in place and pickled (replicate.data.pool)."""
+        return self._stream.delivered
+
     def close(self) -> None:
-        """Stop the worker processes this loader started (a shared pool is its owner's to stop)."""
-        if self._own is not None:
-            self._own.close()
+        _close_stream(self._stream, self._own)
 
 
 #: JPEG start-of-frame markers (baseline, extended, progressive, lossless; not DHT/JPG/DAC).
@@ -287,7 +344,7 @@ def jpeg_components(data: bytes) -> int:
     return 0
 
 
-def decode_jpegs(device: torch.device, blobs: list[bytes], force_color: bool, force_gray: bool,
+def decode_jpegs(device: torch.device, blobs: list[bytes | memoryview], force_color: bool, force_gray: bool,
                  where: list[str]) -> list[torch.Tensor]:
     """CHW uint8 (BGR) images of encoded records, decoded on `device`.
 
@@ -307,7 +364,8 @@ def decode_jpegs(device: torch.device, blobs: list[bytes], force_color: bool, fo
     mode = ImageReadMode.RGB if force_color else ImageReadMode.GRAY if force_gray else ImageReadMode.UNCHANGED
     images: list[torch.Tensor | None] = [None] * len(blobs)
     native = [i for i, b in enumerate(blobs) if jpeg_components(b) in (1, 3)]
-    data = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in native]
+    data = [torch.frombuffer(blobs[i] if isinstance(blobs[i], memoryview) else bytearray(blobs[i]), dtype=torch.uint8)
+            for i in native]
     try:
         decoded = decode_jpeg(data, mode=mode, device=device) if data else []
     except RuntimeError:  # one of them refused: decode one by one, so only that one falls back
@@ -332,101 +390,194 @@ def decode_jpegs(device: torch.device, blobs: list[bytes], force_color: bool, fo
 class HostBatch:
     """Batch k as read on the host, before anything is decoded or transformed: raw records of
     one size stacked into one tensor (one copy to the device), raw records of other sizes and
-    encoded images one by one, with each one's place in the batch, and the batch's draws."""
+    encoded images one by one, with each one's place in the batch, and the batch's draws.
+
+    A worker writes the stack and the encoded bytes into its slot (`packed`: the stack's shape and
+    each encoded record's length, back to back after it) and sends the rest; `unpacked` gives them
+    back as views of the slot."""
 
     stacked: torch.Tensor | None
     stacked_at: list[int]
     loose: list[torch.Tensor]
     loose_at: list[int]
-    encoded: list[bytes]
+    encoded: list[bytes | memoryview]
     encoded_at: list[int]
     labels: list[int]
     draws: list[Draw]
     names: list[str]
+    packed: tuple[tuple[int, ...] | None, str, list[int]] | None = None
+
+    def unpacked(self, slot: np.ndarray) -> HostBatch:
+        shape, dtype, lengths = self.packed
+        offset = 0
+        if shape is not None:
+            offset = math.prod(shape) * np.dtype(dtype).itemsize
+            self.stacked = torch.from_numpy(slot[:offset].view(dtype).reshape(shape))
+        data = memoryview(slot)
+        self.encoded = []
+        for length in lengths:
+            self.encoded.append(data[offset : offset + length])
+            offset += length
+        self.packed = None
+        return self
 
 
-def read_host_batch(maker: BatchMaker, k: int) -> HostBatch:
-    """Read batch k's records and draws (cheap host work: LMDB reads and Datum parsing)."""
+def read_host_batch(maker: BatchMaker, k: int, slot: np.ndarray | None = None) -> HostBatch:
+    """Read batch k's records and draws (cheap host work: LMDB reads and Datum parsing); with a
+    `slot` the batch fits in, its stack and encoded bytes are written there (`HostBatch.packed`)."""
     items = maker.items(k)
     draws = maker.draws(k, items)
     encoded_at = [i for i, it in enumerate(items) if isinstance(it.payload, Encoded)]
     raw_at = [i for i, it in enumerate(items) if not isinstance(it.payload, Encoded)]
-    shapes = {items[i].payload.shape for i in raw_at}
+    encoded = [items[i].payload.data for i in encoded_at]
+    raw = [items[i].payload for i in raw_at]
     stacked, stacked_at, loose, loose_at = None, [], [], []
-    if len(shapes) == 1:
-        stacked, stacked_at = torch.from_numpy(np.stack([items[i].payload for i in raw_at])), raw_at
+    one_size = len({(a.shape, a.dtype) for a in raw}) == 1
+    stack_shape, dtype = ((len(raw), *raw[0].shape), raw[0].dtype) if one_size else (None, np.dtype(np.uint8))
+    stack_bytes = sum(a.nbytes for a in raw) if one_size else 0
+    packed = None
+    if slot is not None and stack_bytes + sum(len(b) for b in encoded) <= len(slot):
+        packed, offset = (stack_shape, dtype.str, [len(b) for b in encoded]), stack_bytes
+        for blob in encoded:
+            slot[offset : offset + len(blob)] = np.frombuffer(blob, np.uint8)
+            offset += len(blob)
+        encoded = []
+    if one_size:
+        stack = np.stack(raw, out=None if packed is None else slot[:stack_bytes].view(dtype).reshape(stack_shape))
+        stacked, stacked_at = (None if packed else torch.from_numpy(stack)), raw_at
     else:
-        loose, loose_at = [torch.from_numpy(np.array(items[i].payload)) for i in raw_at], raw_at
-    return HostBatch(stacked, stacked_at, loose, loose_at, [items[i].payload.data for i in encoded_at], encoded_at,
-                     [it.label for it in items], draws, [items[i].where for i in encoded_at])
+        loose, loose_at = [torch.from_numpy(np.array(a)) for a in raw], raw_at
+    return HostBatch(stacked, stacked_at, loose, loose_at, encoded, encoded_at, [it.label for it in items], draws,
+                     [items[i].where for i in encoded_at], packed)
 
 
-class PinnedRing:
-    """Host-to-device copies on a stream of their own, staged through page-locked buffers reused in
-    turn: a buffer is refilled only after the copy that last read it has finished (its event), and
-    the compute stream waits for each copy before using its result.  On the CPU (tests) a copy is
-    a plain copy."""
+class HostRecords:
+    """The job of GpuLoader's workers (replicate.data.pool.Job): batch k's records read, raw
+    pixels stacked and JPEG bytes written into the slot (sized for the first record's pixels, as
+    uint8: a JPEG is smaller), the rest of the HostBatch in the message."""
 
-    def __init__(self, device: torch.device, slots: int = 3):
-        self.device = device
-        self.cuda = device.type == "cuda"
-        self.stream = torch.cuda.Stream(device) if self.cuda else None
-        self.buffers: list[torch.Tensor | None] = [None] * slots
-        self.events: list[torch.cuda.Event | None] = [None] * slots
-        self.next = 0
+    def slot_bytes(self, maker: BatchMaker) -> int:
+        try:
+            item = maker.source.item(maker.source.index(maker.start, maker.seed))
+            size = 3 * math.prod(item_size(item)) if isinstance(item.payload, Encoded) else item.payload.nbytes
+        except ReplicateError:  # the worker that reads the record reports why
+            return 0
+        return maker.local_size * size
 
-    def to_device(self, host: torch.Tensor) -> torch.Tensor:
-        if not self.cuda:
-            return host.to(self.device, copy=True)
-        slot, self.next = self.next, (self.next + 1) % len(self.buffers)
-        if self.events[slot] is not None:
-            self.events[slot].synchronize()
-        nbytes = host.numel() * host.element_size()
-        buffer = self.buffers[slot]
-        if buffer is None or buffer.numel() < nbytes:
-            buffer = self.buffers[slot] = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-        staged = buffer[:nbytes].view(host.dtype).view(host.shape)
-        staged.copy_(host)
-        with torch.cuda.stream(self.stream):
-            out = staged.to(self.device, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(self.stream)
-        self.events[slot] = event
-        compute = torch.cuda.current_stream(self.device)
-        compute.wait_event(event)
-        out.record_stream(compute)
-        return out
+    def __call__(self, maker: BatchMaker, k: int, slot: np.ndarray | None) -> tuple[bool, HostBatch]:
+        host = read_host_batch(maker, k, slot)
+        return host.packed is not None, host
+
+    def receive(self, value: HostBatch, slot: np.ndarray | None) -> HostBatch:
+        return value if slot is None else value.unpacked(slot)
+
+
+def _run_ahead(owner: weakref.ref, ready: queue.Queue, stop: threading.Event) -> None:
+    """A GpuLoader's thread: prepare its batches in order into `ready` (a full queue waits), until
+    told to stop or the loader is gone (it holds the loader only while preparing a batch)."""
+    loader = owner()
+    if loader is not None and loader.device.type == "cuda":
+        torch.cuda.set_device(loader.device)
+    while loader is not None and not stop.is_set():
+        try:
+            item: Any = loader._prepare()
+        except BaseException as err:  # noqa: BLE001  (handed to the training thread, raised there)
+            item = err
+        del loader
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.2)
+                break
+            except queue.Full:
+                if owner() is None:
+                    return
+        if isinstance(item, BaseException):
+            return
+        loader = owner()
 
 
 class GpuLoader:
     """Batches whose decoding (encoded JPEGs) and transforms run on `device`.
 
     The host only reads records (in this process, or ahead in worker processes: the process's
-    shared `pool` or `workers` of its own); raw pixels travel as uint8, a quarter of the float32
-    batch, through a ring of page-locked buffers on a copy stream of their own (PinnedRing); JPEGs
-    are decoded on the device (decode_jpegs); crop, mirror, mean and scale run on the device as one
-    gather (`DataTransformer.apply`).  With device "cpu" everything runs as it would on a GPU, with
-    torchvision's CPU decoder in nvjpeg's place, which is how the tests check this path.
+    shared `pool` or `workers` of its own, which write them into page-locked shared memory); raw
+    pixels travel as uint8, a quarter of the float32 batch, on a copy stream of the loader's own;
+    JPEGs are decoded on the device (decode_jpegs); crop, mirror, mean and scale run on the device as
+    one gather (`DataTransformer.apply`).  A thread prepares `ahead` batches (0: each in the caller's
+    thread when asked for), so that the training step never waits for the host side of loading;
+    the compute stream waits for each batch's work on the device through an event.  With device
+    "cpu" everything runs as it would on a GPU, with torchvision's CPU decoder in nvjpeg's place,
+    which is how the tests check this path.
     """
 
     def __init__(self, maker: BatchMaker, device: str | torch.device = "cuda", workers: int = 0, prefetch: int = 4,
-                 pool: DataPool | None = None, first: int = 0):
+                 pool: DataPool | None = None, first: int = 0, ahead: int = 2):
         self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
+        cuda = self.device.type == "cuda"
+        if cuda and not torch.cuda.is_available():
             raise ReplicateError("the GPU data path needs a CUDA device, and torch sees none")
+        if cuda and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.maker = maker
         self.next_batch = first
-        self._ring = PinnedRing(self.device)
+        self.ahead = ahead
+        self._copies = torch.cuda.Stream(self.device) if cuda else None
+        #: Host batches whose copies to the device may still be running, with each one's event.
+        self._in_flight: collections.deque = collections.deque()
         self._stream, self._own = (None, None) if workers == 0 and pool is None else \
-            _stream(maker, read_host_batch, workers, prefetch, pool, first)
+            _stream(maker, HostRecords(), workers, prefetch, pool, first, pin_memory=cuda)
+        self._ready: queue.Queue = queue.Queue(max(1, ahead))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def __iter__(self) -> Iterator[Batch]:
         return self
 
     def __next__(self) -> Batch:
+        if self._error is not None:
+            raise self._error
+        if self._stop.is_set():
+            raise RuntimeError("GpuLoader: next() after close() (the batches it had prepared are gone)")
+        if self.ahead == 0:
+            batch, done = self._prepare()
+        else:
+            if self._thread is None:
+                if self._stream is not None:
+                    self._stream.request_ahead()  # fork the workers here, not in the thread
+                self._thread = threading.Thread(target=_run_ahead, args=(weakref.ref(self), self._ready, self._stop),
+                                                name="replicate-gpu-loader", daemon=True)
+                self._thread.start()
+            item = self._ready.get()
+            if isinstance(item, BaseException):
+                self._error = item
+                raise item
+            batch, done = item
+        if done is not None:
+            compute = torch.cuda.current_stream(self.device)
+            compute.wait_event(done)
+            batch[0].record_stream(compute)
+        return batch
+
+    def _prepare(self) -> tuple[Batch, Any]:
+        """The next batch on the device, and the event its device work ends with (None on the CPU)."""
         host = next(self._stream) if self._stream is not None else read_host_batch(self.maker, self.next_batch)
         self.next_batch += 1
-        stacked = None if host.stacked is None else self._ring.to_device(host.stacked)
+        if self._copies is None:
+            return self._on_device(host), None
+        with torch.cuda.stream(self._copies):
+            batch = self._on_device(host)
+            done = torch.cuda.Event()
+            done.record(self._copies)
+        self._in_flight.append((done, host))
+        # At most `ahead` host batches wait for their copies: with the one being received, within
+        # the HELD slots a stream keeps for its consumer (replicate.data.pool).
+        while self._in_flight and (len(self._in_flight) > max(1, self.ahead) or self._in_flight[0][0].query()):
+            self._in_flight.popleft()[0].synchronize()  # its host memory (a slot) may then be reused
+        return batch, done
+
+    def _on_device(self, host: HostBatch) -> Batch:
+        stacked = None if host.stacked is None else host.stacked.to(self.device, non_blocking=True)
         if stacked is not None and len(host.stacked_at) == len(host.labels):
             return self.maker.finish(stacked, host.labels, host.draws)
         images: list[torch.Tensor | None] = [None] * len(host.labels)
@@ -434,7 +585,7 @@ class GpuLoader:
             for i, img in zip(host.stacked_at, stacked.unbind(0)):
                 images[i] = img
         for i, img in zip(host.loose_at, host.loose):
-            images[i] = self._ring.to_device(img)
+            images[i] = img.to(self.device, non_blocking=True)
         if host.encoded:
             p = self.maker.transformer.param
             decoded = decode_jpegs(self.device, host.encoded, p.force_color, p.force_gray, host.names)
@@ -442,10 +593,26 @@ class GpuLoader:
                 images[i] = img
         return self.maker.finish(images, host.labels, host.draws)
 
+    @property
+    def delivered(self) -> dict[str, int] | None:
+        """Batches received from workers in place and pickled (None: records read here)."""
+        return None if self._stream is None else self._stream.delivered
+
+    @property
+    def pinned(self) -> bool | None:
+        """Whether the workers' slots are page-locked (None: no workers, or not started yet)."""
+        return None if self._stream is None else self._stream.pool.pinned
+
     def close(self) -> None:
-        """Stop the worker processes this loader started, if any."""
-        if self._own is not None:
-            self._own.close()
+        """Stop the thread, wait for the copies in flight, and stop the worker processes this
+        loader started (or give up its stream of a shared pool)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        while self._in_flight:
+            self._in_flight.popleft()[0].synchronize()
+        _close_stream(self._stream, self._own)
 
 
 def make_loader(maker: BatchMaker, workers: int = 0, prefetch: int = 4, device: str | None = None,

@@ -7,13 +7,23 @@ keeps `prefetch` of its batches requested ahead and receives them in order; a st
 depends only on its BatchMaker and k (replicate.data.loader), so the pool changes nothing in what
 a layer delivers.
 
+Batches come back in place (replicate.data.slots): each stream has `prefetch + HELD` slots of
+shared memory mapped before the workers fork; a task names a free slot, the worker writes the batch
+into it (the stream's `Job`), and only a small description travels through the stream's results
+queue.  The layer gets tensors that view the slot, which is free again once they are all gone.
+When no slot is free (a consumer that keeps many batches) or a batch does not fit its slot, the
+batch travels pickled through torch.multiprocessing's shared memory instead: slower, the same
+values.  Each stream has its own results queue, read only by whoever consumes the stream (the
+training thread, or a GPU loader's thread), so streams never wait for one another.
+
 The workers are forked when the first batch is asked for, after every stream is registered (they
 inherit the makers; a maker's source drops its parent's file handles in the child), and set to one
 torch thread each.  Their lifetime is their parent's business: they ignore the signals a terminal
 or a scheduler sends to every process of a job (SIGINT, SIGHUP, SIGTERM, SIGUSR2), so that the
 training process can finish its iteration and snapshot with their batches (replicate.solver.requests);
-they are killed by `close()` and, should the parent die without it, by the kernel (PR_SET_PDEATHSIG).  Tensors come back through shared memory (torch.multiprocessing's queues).  A
-worker's error reaches the layer that asked as the same error; a worker that dies is reported.
+they are killed by `close()` and, should the parent die without it, by the kernel
+(PR_SET_PDEATHSIG).  A worker's error reaches the layer that asked as the same error; a worker that
+dies is reported.
 """
 
 from __future__ import annotations
@@ -21,18 +31,38 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import threading
 import traceback
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.multiprocessing as mp
 
 from replicate.data.signals import die_with_parent
+from replicate.data.slots import Slots
 from replicate.errors import ReplicateError
 
-#: What a worker does with batch k of a stream: `maker -> k -> picklable result`.
-Job = Callable[[Any, int], Any]
+#: Batches a consumer may hold besides those requested ahead: the one in use, the one before it
+#: (a net keeps its tops until the next forward replaces them) and one on its way to a device.
+HELD = 3
+#: What `DataPool.get` returns when the workers were restarted while it waited (ask again).
+RESTARTED = object()
+
+
+class Job(Protocol):
+    """What the workers do for one stream (replicate.data.loader's WholeBatch and HostRecords)."""
+
+    def slot_bytes(self, maker: Any) -> int:
+        """In the training process, before the workers fork: the bytes one batch takes in a slot."""
+
+    def __call__(self, maker: Any, k: int, slot: np.ndarray | None) -> tuple[bool, Any]:
+        """In a worker: batch k, written into `slot` when there is one and the batch fits (True,
+        and a small picklable description), else (False, the whole batch)."""
+
+    def receive(self, value: Any, slot: np.ndarray | None) -> Any:
+        """In the training process: the batch from its description and the slot lent to it, or
+        `value` itself when it came whole (`slot` None)."""
 
 
 def _detach_from_signals() -> None:
@@ -42,91 +72,133 @@ def _detach_from_signals() -> None:
     die_with_parent()
 
 
-def _work(jobs: list[tuple[Any, Job]], tasks: Any, results: Any) -> None:
+def _work(jobs: list[tuple[Any, Job, int] | None], slots: list[Slots | None], tasks: Any, results: list[Any]) -> None:
     _detach_from_signals()
     torch.set_num_threads(1)
-    for maker, _ in jobs:
-        maker.source.reopen()
+    for registered in jobs:
+        if registered is not None:
+            registered[0].source.reopen()
     while True:
         task = tasks.get()
         if task is None:
             return
-        stream, k = task
-        maker, job = jobs[stream]
+        stream, k, slot = task
+        maker, job, _ = jobs[stream]
         try:
-            results.put((stream, k, True, job(maker, k)))
+            in_slot, value = job(maker, k, None if slot is None else slots[stream].buffer(slot))
+            message = (k, slot, in_slot, value, None)
         except ReplicateError as err:
-            results.put((stream, k, False, str(err)))
+            message = (k, slot, False, None, str(err))
         except Exception:  # noqa: BLE001  (a bug: the layer gets the worker's traceback)
-            results.put((stream, k, False, f"data worker failed:\n{traceback.format_exc()}"))
+            message = (k, slot, False, None, f"data worker failed:\n{traceback.format_exc()}")
+        results[stream].put(message)
 
 
 class DataPool:
-    """`workers` processes computing batches for every registered stream (see the module doc)."""
+    """`workers` processes computing batches for every registered stream (see the module doc);
+    with `pin_memory` the slots are page-locked for copies to a CUDA device."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, pin_memory: bool = False):
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
         self.workers = workers
-        self._jobs: list[tuple[Any, Job]] = []
+        self.pin_memory = pin_memory
+        self._jobs: list[tuple[Any, Job, int] | None] = []
         self._processes: list[Any] = []
         self._tasks: Any = None
-        self._results: Any = None
-        self._ready: dict[tuple[int, int], tuple[bool, Any]] = {}
+        #: Per stream, while the workers run: its results queue, the results read early, its slots.
+        self._streams: list[tuple[Any, dict[int, tuple], Slots] | None] = []
+        self._lock = threading.Lock()
         #: Counts the times the workers were stopped: streams then ask again for what they had asked.
         self.generation = 0
+        #: Whether the slots are page-locked (None until the workers start, or without pin_memory).
+        self.pinned: bool | None = None
+        #: Per stream, its batches received in place (through a slot) and pickled (none was free,
+        #: or the batch did not fit); each counted by the stream's own consumer.
+        self.delivered: list[dict[str, int]] = []
 
-    def register(self, maker: Any, job: Job) -> int:
-        """A new stream; returns its number.  Workers already running are stopped (forked, they
-        do not know the new maker) and restart at the next request."""
+    def register(self, maker: Any, job: Job, prefetch: int) -> int:
+        """A new stream with `prefetch` batches requested ahead; returns its number.  Workers
+        already running are stopped (forked, they do not know the new maker) and restart at the
+        next request."""
         self.close()
-        self._jobs.append((maker, job))
+        self._jobs.append((maker, job, prefetch))
+        self.delivered.append({"in_place": 0, "pickled": 0})
         return len(self._jobs) - 1
+
+    def release(self, stream: int) -> None:
+        """A stream nobody reads any more: later workers get no slots and no queue for it."""
+        self._jobs[stream] = None
 
     def _start(self) -> None:
         context = mp.get_context("fork")
-        self._tasks, self._results = context.SimpleQueue(), context.Queue()
+        slots = [None if j is None else Slots(j[2] + HELD, j[1].slot_bytes(j[0])) for j in self._jobs]
+        results = [None if j is None else context.Queue() for j in self._jobs]
+        self._tasks = context.SimpleQueue()
         for _ in range(self.workers):
-            process = context.Process(target=_work, args=(self._jobs, self._tasks, self._results), daemon=True)
+            process = context.Process(target=_work, args=(self._jobs, slots, self._tasks, results), daemon=True)
             process.start()
             self._processes.append(process)
+        self._streams = [None if s is None else (q, {}, s) for q, s in zip(results, slots)]
+        if self.pin_memory:  # after the fork: the driver may keep pinned ranges from forked children
+            self.pinned = all(s.pin() for s in slots if s is not None)
 
-    def request(self, stream: int, k: int) -> None:
-        if not self._processes:
-            self._start()
-        self._tasks.put((stream, k))
+    def request(self, stream: int, k: int, generation: int) -> bool:
+        """Ask for batch k of `stream` (the workers start at the first request); False when the
+        workers were restarted since `generation` (the stream then asks again for all it awaits)."""
+        with self._lock:
+            if generation != self.generation:
+                return False
+            if not self._processes:
+                self._start()
+            slot = self._streams[stream][2].take()
+            self._tasks.put((stream, k, slot))
+            return True
 
-    def get(self, stream: int, k: int) -> Any:
-        """Batch k of `stream` (requested before), waiting for it; other streams' results that
-        arrive meanwhile are kept for them."""
-        while (stream, k) not in self._ready:
+    def get(self, stream: int, k: int, generation: int) -> Any:
+        """Batch k of `stream`, requested in `generation`, waiting for it (results of the stream's
+        later batches that arrive first are kept); RESTARTED when the workers were restarted."""
+        with self._lock:
+            if generation != self.generation:
+                return RESTARTED
+            results, early, slots = self._streams[stream]
+        while k not in early:
             try:
-                s, j, ok, value = self._results.get(timeout=5.0)
+                message = results.get(timeout=0.5)
             except queue.Empty:
+                if generation != self.generation:
+                    return RESTARTED
                 dead = [p for p in self._processes if not p.is_alive()]
                 if dead:
                     raise ReplicateError(f"a data worker process died (exit code {dead[0].exitcode})") from None
                 continue
-            self._ready[(s, j)] = (ok, value)
-        ok, value = self._ready.pop((stream, k))
-        if not ok:
-            raise ReplicateError(value)
-        return value
+            early[message[0]] = message
+        _, slot, in_slot, value, error = early.pop(k)
+        if slot is not None and not in_slot:
+            slots.give_back(slot)
+        if error is not None:
+            raise ReplicateError(error)
+        _, job, _ = self._jobs[stream]
+        self.delivered[stream]["in_place" if in_slot else "pickled"] += 1
+        return job.receive(value, slots.lend(slot) if in_slot else None)
 
     def close(self) -> None:
         """Stop the workers (a later request starts new ones).  SIGKILL: they ignore SIGTERM and
-        hold nothing that needs cleaning up."""
-        if not self._processes:
-            return
-        for process in self._processes:
-            process.kill()
-        for process in self._processes:
-            process.join()
-        self._results.close()
-        self._results.join_thread()
-        self._tasks.close()
-        self._processes, self._ready = [], {}
-        self.generation += 1
+        hold nothing that needs cleaning up.  The results queues are left to the garbage
+        collector: a consumer thread may still be reading one, until it sees the restart."""
+        with self._lock:
+            if not self._processes:
+                return
+            for process in self._processes:
+                process.kill()
+            for process in self._processes:
+                process.join()
+            self._tasks.close()
+            for state in self._streams:
+                if state is not None:
+                    state[2].retire()
+            self._processes, self._streams = [], []
+            self.generation += 1
 
 
 class Stream:
@@ -134,21 +206,38 @@ class Stream:
 
     def __init__(self, pool: DataPool, maker: Any, job: Job, prefetch: int, first: int = 0):
         self.pool = pool
-        self.id = pool.register(maker, job)
         self.prefetch = max(1, prefetch)
+        self.id = pool.register(maker, job, self.prefetch)
         self.next_batch = first
         self._requested = first
         self._generation = pool.generation
 
-    def __next__(self) -> Any:
+    def request_ahead(self) -> None:
+        """Keep `prefetch` batches requested (the first request forks the workers: a loader with a
+        thread of its own calls this first from the training thread, which forks more safely)."""
         if self._generation != self.pool.generation:  # the workers were restarted: ask again
             self._requested, self._generation = self.next_batch, self.pool.generation
         while self._requested < self.next_batch + self.prefetch:
-            self.pool.request(self.id, self._requested)
+            if not self.pool.request(self.id, self._requested, self._generation):
+                return
             self._requested += 1
-        value = self.pool.get(self.id, self.next_batch)
-        self.next_batch += 1
-        return value
+
+    def __next__(self) -> Any:
+        while True:
+            self.request_ahead()
+            value = self.pool.get(self.id, self.next_batch, self._generation)
+            if value is not RESTARTED:
+                self.next_batch += 1
+                return value
+
+    @property
+    def delivered(self) -> dict[str, int]:
+        """This stream's batches received in place and pickled (DataPool.delivered)."""
+        return self.pool.delivered[self.id]
+
+    def close(self) -> None:
+        """This stream is done with (its loader closed); the pool serves the others on."""
+        self.pool.release(self.id)
 
 
 def workers_per_process(local_world: int | None = None) -> int:

@@ -8,6 +8,7 @@ optional mean file), as a training run draws them.  The first batch of each path
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -56,26 +57,61 @@ def source_kind(source: Source) -> str:
     return "jpeg-folder"
 
 
-def rate(loader, batches: int, batch_size: int, sync: bool = False) -> float:
-    next(loader)
+@dataclass
+class Rate:
+    """One loader path over the timed batches: images/s, and the training process's own CPU
+    seconds per image received (time.process_time: all its threads, none of its workers), which
+    sets how fast one consumer core could take batches whatever the number of workers."""
+
+    images_per_s: float
+    consumer_cpu_s_per_image: float
+    #: The largest difference of the path's first batch from the serial path's (0.0: the same;
+    #: a GPU's JPEG decoder may differ from libjpeg by a grey level), None when not compared.
+    max_abs_diff_vs_serial: float | None = None
+    #: Whether the workers' slots were page-locked (GPU path with workers; else None).
+    pinned: bool | None = None
+
+    @property
+    def ceiling(self) -> float | None:
+        """Images/s one core of the training process could receive (1 / its CPU per image; None
+        when the clock saw no CPU time at all)."""
+        return 1 / self.consumer_cpu_s_per_image if self.consumer_cpu_s_per_image > 0 else None
+
+
+def _difference(batch: tuple[torch.Tensor, torch.Tensor], reference: tuple[torch.Tensor, torch.Tensor]) -> float:
+    data, label = (t.cpu() for t in batch)
+    if data.shape != reference[0].shape or not torch.equal(label, reference[1]):
+        return float("inf")
+    return float((data - reference[0]).abs().max())
+
+
+def rate(loader, batches: int, batch_size: int, sync: bool = False,
+         reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> Rate:
+    """The loader's rate over `batches` after an untimed first one, which is compared with
+    `reference` (the serial path's first batch) when given."""
+    first = next(loader)
+    difference = None if reference is None else _difference(first, reference)
+    del first
     if sync:
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(batches):
         next(loader)
     if sync:
         torch.cuda.synchronize()
-    return batches * batch_size / (time.perf_counter() - start)
+    images = batches * batch_size
+    return Rate(images / (time.perf_counter() - start), (time.process_time() - cpu) / images, difference)
 
 
-def loader_rates(maker: BatchMaker, batches: int, workers: int = 0, gpu: bool = False) -> dict[str, float | str]:
-    """images/s of the serial path, of `workers` worker processes, and of the GPU path with its
-    records read in this process and by `workers` processes (or why it is unavailable)."""
-    rates: dict[str, float | str] = {"serial": rate(SerialLoader(maker), batches, maker.batch_size)}
+def loader_rates(maker: BatchMaker, batches: int, workers: int = 0, gpu: bool = False) -> dict[str, Rate | str]:
+    """The serial path, `workers` worker processes, and the GPU path with its records read in this
+    process and by `workers` processes (or why it is unavailable)."""
+    reference = maker.make(0)
+    rates: dict[str, Rate | str] = {"serial": rate(SerialLoader(maker), batches, maker.batch_size)}
     if workers > 0:
         loader = WorkerLoader(maker, workers)
         try:
-            rates[f"workers_{workers}"] = rate(loader, batches, maker.batch_size)
+            rates[f"workers_{workers}"] = rate(loader, batches, maker.batch_size, reference=reference)
         finally:
             loader.close()
     if gpu:
@@ -87,7 +123,20 @@ def loader_rates(maker: BatchMaker, batches: int, workers: int = 0, gpu: bool = 
                 rates[name] = f"unavailable ({err})"
                 continue
             try:
-                rates[name] = rate(loader, batches, maker.batch_size, sync=True)
+                rates[name] = rate(loader, batches, maker.batch_size, sync=True, reference=reference)
+                rates[name].pinned = loader.pinned
             finally:
                 loader.close()
     return rates
+
+
+def loader_entry(rates: dict[str, Rate | str]) -> dict[str, dict[str, float | str]]:
+    """`loader_rates` as bench's JSON fields: images/s, consumer CPU s per image, its ceiling, the
+    first batch's largest difference from the serial path's, and whether the slots were pinned."""
+    def field(get) -> dict[str, float | str]:
+        return {k: get(v) if isinstance(v, Rate) else v for k, v in rates.items()}
+    return {"images_per_s": field(lambda r: r.images_per_s),
+            "consumer_cpu_s_per_image": field(lambda r: r.consumer_cpu_s_per_image),
+            "consumer_ceiling_images_per_s": field(lambda r: r.ceiling),
+            "max_abs_diff_vs_serial": field(lambda r: r.max_abs_diff_vs_serial),
+            "pinned": field(lambda r: r.pinned)}

@@ -121,29 +121,38 @@ class DataTransformer:
         values = self.mean_values * channels if len(self.mean_values) == 1 else self.mean_values
         return torch.tensor(values, dtype=torch.float32, device=device).view(channels, 1, 1)
 
-    def apply(self, images: torch.Tensor, draws: Sequence[Draw]) -> torch.Tensor:
-        """Transform a stack of equally sized images (N x C x H x W, uint8 or float32, any
-        device) with one Draw each; returns float32 N x C x out_h x out_w on the same device.
+    def apply(self, images: torch.Tensor | Sequence[torch.Tensor], draws: Sequence[Draw],
+              out: torch.Tensor | None = None) -> torch.Tensor:
+        """Transform images (an N x C x H x W stack, or on the CPU a list of CHW images that may
+        differ in size; uint8 or float32) with one Draw each; returns float32 N x C x out_h x out_w
+        on their device, written into `out` when given (a worker fills shared memory in place).
 
         Per image: crop the pixels and the mean at the same offset, subtract, flip if drawn, then
         scale the batch; the same float32 operations in the same order as Caffe's loop.  On the
         CPU image-by-image slicing is ~3x faster than one batched gather; on a GPU it would be
         ~4 kernel launches per image, so there the batch goes through `apply_gathered`.
         """
-        if images.device.type != "cpu":
-            return self.apply_gathered(images, draws)
-        n, c, h, w = images.shape
-        self._check(c, h, w)
-        device = images.device
+        if isinstance(images, torch.Tensor) and images.device.type != "cpu":
+            result = self.apply_gathered(images, draws)
+            return result if out is None else out.copy_(result)
+        first = images[0]
+        c, h, w = first.shape
+        device = first.device
         out_h, out_w = (self.crop, self.crop) if self.crop else (h, w)
         mean = self._mean_on(device)
         per_pixel = mean is not None
         if mean is None:
             mean = self._channel_means(c, device)
-        out = torch.empty((n, c, out_h, out_w), dtype=torch.float32, device=device)
+        if out is None:
+            out = torch.empty((len(draws), c, out_h, out_w), dtype=torch.float32, device=device)
         for i, d in enumerate(draws):
+            image = images[i]
+            if image.shape[0] != c:
+                raise ReplicateError(f"{self.where}: the images of one batch have {c} and {image.shape[0]} channels; "
+                                     "set force_color or force_gray")
+            self._check(*image.shape)
             rows, cols = slice(d.h_off, d.h_off + out_h), slice(d.w_off, d.w_off + out_w)
-            x = images[i, :, rows, cols].to(torch.float32)
+            x = image[:, rows, cols].to(torch.float32)
             if mean is not None:
                 x = x - (mean[:, rows, cols] if per_pixel else mean)
             out[i] = x.flip(-1) if d.mirror else x
@@ -177,12 +186,16 @@ class DataTransformer:
             out.mul_(self.scale)
         return out
 
-    def apply_each(self, images: Sequence[torch.Tensor], draws: Sequence[Draw]) -> torch.Tensor:
-        """Transform CHW images that may differ in size (Caffe allows it when cropping)."""
-        shapes = {tuple(img.shape) for img in images}
-        if len(shapes) == 1:
-            return self.apply(torch.stack(list(images)), draws)
-        return torch.cat([self.apply(img[None], [d]) for img, d in zip(images, draws)])
+    def apply_each(self, images: Sequence[torch.Tensor], draws: Sequence[Draw],
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+        """Transform CHW images that may differ in size (Caffe allows it when cropping): on the
+        CPU image by image straight from the list (no stacked copy first), on a device as one
+        stack when they are of one size."""
+        if images[0].device.type == "cpu":
+            return self.apply(images, draws, out)
+        if len({tuple(img.shape) for img in images}) == 1:
+            return self.apply(torch.stack(list(images)), draws, out)
+        return torch.cat([self.apply(img[None], [d]) for img, d in zip(images, draws)], out=out)
 
 
 def batch_rng(seed: int, batch: int) -> np.random.Generator:

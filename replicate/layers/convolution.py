@@ -3,6 +3,12 @@
 Caffe accepts the geometry either as repeated `kernel_size`/`stride`/`pad`/`dilation` (one value
 for all spatial axes or one per axis) or, in 2-D, as `kernel_h`/`kernel_w` etc.; both spellings
 are resolved here so nets from any Caffe era compile the same.
+
+`space_to_depth` (off unless a net turns it on, CompiledNet.use_space_to_depth) runs a strided
+convolution of few input channels, CaffeNet's conv1 (3 channels, 11x11, stride 4), as a stride-1
+convolution over s x s blocks of pixels (`space_to_depth_conv`): the same products, summed in
+another order (float32 rounding apart, the same outputs), with 48 input channels where tensor
+cores want more than 3.  Whether that is faster is a GPU's to say (bench --space-to-depth).
 """
 
 from __future__ import annotations
@@ -17,6 +23,34 @@ from replicate.layers.params import new_param
 from replicate.proto import caffe_pb2
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+#: The most input channels x stride^2 a convolution may have to run as space-to-depth.
+SPACE_TO_DEPTH_CHANNELS = 64
+
+
+def space_to_depth_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
+                        pad: tuple[int, int]) -> torch.Tensor:
+    """F.conv2d(x, weight, bias, stride, pad) as a stride-1 convolution over blocks of pixels.
+
+    Output (i, j) of a stride-s convolution sums weight[., ., a, b] * x[., ., s i + a, s j + b].
+    With a = s p + u and b = s q + v, pixel (s (i + p) + u, s (j + q) + v) is channel (u, v) of
+    block (i + p, j + q), so the sum is a stride-1 convolution of a ceil(k / s) kernel over the
+    c s^2 channels of the blocks.  The image is zero-padded as Caffe pads it, then to whole blocks
+    (or cut where no window reaches); the kernel is zero-padded to whole blocks: the padding meets
+    only zero weights or zero pixels."""
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    out_h, out_w = (h + 2 * pad[0] - kh) // stride + 1, (w + 2 * pad[1] - kw) // stride + 1
+    bh, bw = -(-kh // stride), -(-kw // stride)
+    rows, cols = (out_h + bh - 1) * stride, (out_w + bw - 1) * stride
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    x = F.pad(x, (pad[1], cols - w - pad[1], pad[0], rows - h - pad[0]))
+    x = x.reshape(n, c, rows // stride, stride, cols // stride, stride).permute(0, 1, 3, 5, 2, 4)
+    x = x.reshape(n, c * stride * stride, rows // stride, cols // stride)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = F.pad(weight, (0, bw * stride - kw, 0, bh * stride - kh))
+    weight = weight.reshape(o, c, bh, stride, bw, stride).permute(0, 1, 3, 5, 2, 4).reshape(o, c * stride**2, bh, bw)
+    return F.conv2d(x, weight, bias)
 
 
 def spatial_values(
@@ -107,6 +141,16 @@ class Convolution(Layer):
             out.append(o)
         self.top_shapes = [(shape[0], num_output, *out)]
         self._conv = _CONV[n_axes]
+        self._channels = channels
+        #: Run as a stride-1 convolution over blocks of pixels (see the module doc).
+        self.space_to_depth = False
+
+    def space_to_depth_fits(self) -> bool:
+        """2-D, one group, no dilation, one stride of at least 2 on both axes, and few input
+        channels (at most SPACE_TO_DEPTH_CHANNELS once multiplied by stride^2)."""
+        s = self.stride[0]
+        return (self._conv is F.conv2d and self.group == 1 and self.dilation == (1, 1) and s >= 2
+                and self.stride == (s, s) and self._channels * s * s <= SPACE_TO_DEPTH_CHANNELS)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         bias = self.blobs[1] if self.bias_term else None
@@ -114,6 +158,8 @@ class Convolution(Layer):
             # oneDNN convolves channels-last blobs without reordering, and the ReLU, pooling and
             # LRN that follow keep the format (max pooling is ~10x faster in it on CPU).
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.space_to_depth:
+            return (space_to_depth_conv(x, self.blobs[0], bias, self.stride[0], self.pad),)
         return (
             self._conv(x, self.blobs[0], bias, self.stride, self.pad, self.dilation, self.group),
         )

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from replicate.data.loader import BatchMaker, LmdbSource, Source, decode_cpu, make_loader, process_shard
+from replicate.data.loader import BatchMaker, LmdbSource, Source, make_loader, process_shard
 from replicate.data.pool import DataPool
 from replicate.data.transform import DataTransformer
 from replicate.data.view import ViewSource, is_view
@@ -63,11 +63,11 @@ class BatchLayer(Layer):
         start = int(np.random.default_rng([seed, 2]).integers(rand_skip)) if rand_skip else 0
         self.maker = BatchMaker(source, self.transformer, batch_size, seed, start, process_shard())
         try:
-            c, h, w = decode_cpu(source.item(source.index(start, seed)), self.transformer).shape
+            shape = self.maker.output_shape()
         except ReplicateError as err:
             raise self.error(str(err)) from None
         local = self.maker.local_size
-        self.top_shapes = [(local, *self.transformer.output_shape(c, h, w))]
+        self.top_shapes = [(local, *shape)]
         if len(param.top) == 2:
             self.top_shapes.append((local,))
         self.prefetch = prefetch

@@ -278,6 +278,16 @@ class CompiledNet(nn.Module):
         except ValueError:
             raise ReplicateError(f"net '{self.net_name}' has no layer '{name}'") from None
 
+    def use_space_to_depth(self) -> list[str]:
+        """Run every convolution that fits (few input channels, a stride: CaffeNet's conv1) as a
+        stride-1 convolution over blocks of pixels (replicate.layers.convolution); their names."""
+        names = []
+        for name, layer in zip(self.layer_names, self.layers):
+            if layer.type == "Convolution" and layer.space_to_depth_fits():
+                layer.space_to_depth = True
+                names.append(name)
+        return names
+
     @property
     def device(self) -> torch.device:
         return self._device_probe.device

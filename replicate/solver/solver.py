@@ -117,8 +117,8 @@ def feed_data(
         workers = default_data_workers(device)
     if workers is None:
         workers = layers[0].workers  # REPLICATE_DATA_WORKERS
-    pool = DataPool(workers) if workers > 0 else None
     gpu = device.type == "cuda"
+    pool = DataPool(workers, pin_memory=gpu) if workers > 0 else None
     for layer in layers:
         layer.configure(workers=workers, device=str(device) if gpu else None, pool=pool)
     return {"data_path": "gpu" if gpu else "cpu", "data_workers": workers}, pool

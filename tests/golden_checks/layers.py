@@ -8,6 +8,7 @@ gradients must match `diff/*` and `pdiff/*`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +46,13 @@ def _load_params(net: CompiledNet, arrays: dict[str, np.ndarray], case_dir: Path
                     blob.copy_(torch.from_numpy(expected))
 
 
-def check(case_dir: Path, device: torch.device = CPU) -> None:
+def check(case_dir: Path, device: torch.device = CPU, prepare: Callable[[CompiledNet], object] | None = None) -> None:
+    """`prepare` is called with the net before it runs (to switch on an engine option)."""
     arrays = load_arrays(case_dir)
     net = CompiledNet(read_net_text(case_dir / "net.prototxt"), caffe_pb2.TEST)
     _load_params(net, arrays, case_dir)
+    if prepare is not None:
+        prepare(net)
     net.to(device)
     if net.force_backward:
         # Caffe's force_backward sets param_propagate_down for every parameter, frozen (lr_mult

@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from replicate.data.loader import LmdbSource
-from replicate.data.throughput import loader_rates, train_maker
+from replicate.data.throughput import Rate, loader_rates, train_maker
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
             name = path.replace("workers_", "") + " workers"
         elif path.startswith("gpu"):
             readers = path.replace("gpu_workers_", "") + " reading workers" if path != "gpu" else "read here"
-            name = f"gpu, {readers}" + (f" ({torch.cuda.get_device_name()})" if isinstance(value, float) else "")
-        shown = f"{value:.0f} images/s" if isinstance(value, float) else value
+            name = f"gpu, {readers}" + (f" ({torch.cuda.get_device_name()})" if isinstance(value, Rate) else "")
+        shown = (f"{value.images_per_s:.0f} images/s, this process {1e6 * value.consumer_cpu_s_per_image:.1f} "
+                 f"CPU µs per image" if isinstance(value, Rate) else value)
         print(f"{name}: {shown}")
     return 0
