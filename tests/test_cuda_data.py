@@ -5,8 +5,8 @@
   greyscale JPEGs are nvjpeg's own decode, whose IDCT and chroma upsampling are not libjpeg's:
   they must stay within `NVJPEG_MAX_LEVELS` of the reference at every pixel and
   `NVJPEG_MEAN_LEVELS` on average.
-- Raw records through the page-locked ring and the copy stream, read here or by worker
-  processes, give the CPU path's batches bit for bit (crop, mirror, mean and scale run on the
+- Raw records through the workers' shared-memory slots (page-locked on CUDA), the loader thread
+  and the copy stream, or read here, give the CPU path's batches bit for bit (crop, mirror, mean and scale run on the
   device as one gather with the CPU loop's float32 arithmetic).
 - The device gather equals Caffe's per-pixel loop (`DataTransformer.apply` on the CPU) with
   random crops and mirrors in the TRAIN phase; the golden Data-layer case of real Caffe runs on the
@@ -87,6 +87,12 @@ def test_the_device_path_gives_the_cpu_paths_batches(device: torch.device, raw_m
     loader = GpuLoader(raw_maker, str(device), workers=workers, prefetch=3)
     try:
         ours = [next(loader) for _ in range(6)]  # wraps around the 11 records
+        if workers:
+            # Every batch came through the workers' shared-memory slots, not pickled, and on CUDA
+            # those slots are page-locked, so the copy stream copies them without staging.
+            assert loader.delivered["pickled"] == 0 and loader.delivered["in_place"] >= 6, loader.delivered
+            if device.type == "cuda":
+                assert loader.pinned is True, "the workers' slots are not page-locked"
     finally:
         loader.close()
     serial = SerialLoader(raw_maker)
