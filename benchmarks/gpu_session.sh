@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Issue 20's GPU measurements in one device call.  The default ends within BUDGET seconds (330:
-# six minutes with the wheels, packing and verdicts, inside a 10-minute call), most important
-# first; a stage starts only while its minimum is left and is cut off at the end of the budget, so
-# a slow compile costs the stages after it, never the verdicts printed last.
+# The GPU test tier, then issue 20's GPU measurements, in one device call.  The tier (stage 0, the
+# tests marked `gpu`: docs/testing.md) runs first, capped at GPU_TESTS_S (180); then the
+# measurements end within BUDGET seconds (330: six minutes with the wheels, packing and verdicts),
+# most important first, so the whole call stays under ~9 of a call's 10 minutes.  A stage starts
+# only while its minimum is left and is cut off at the end of the budget, so a slow compile costs
+# the stages after it, never the verdicts printed last.  GPU_TESTS=0 skips the tier.
 #
 # Default stages, with the H200 time each is expected to take.  The running parts follow from the
 # 2026-12-04 figures (issue 20, shared/perf/README.md): bf16 steps of ~10-13 ms, fp32 ~30 ms, the
 # raw view's loaders at 3,300-13,500 img/s, the JPEG view's serial path at 770.  No compile time
 # was ever measured on a GPU: ~60-90 s for our one-graph iteration and ~30-45 s for the peer, cold,
 # are guesses (on this project's loaded 2-core Xeon, torch 2.14.1, both on the CPU took 314 s).
-#   0. gpu_tests  the GPU test tier: `python -m pytest -m gpu` (gputier's, FIRST; skipped while no
-#                 test carries the marker), capped at GPU_TESTS_S (90)             0-90 s (~10 to collect)
+#   0. gpu_tests  the GPU test tier: `python -m pytest -m gpu --durations=0` (each test's time
+#                 printed), before the budget starts, capped at GPU_TESTS_S (180)  ~120-180 s (compiles)
 #   1. versions   python, torch, CUDA, nvidia-smi, CPU count                                       ~5 s
 #   -  data       in the background from the start: 1,280 synthetic 256x256 images as raw and JPEG
 #                 store views (synth, two `data prepare`s at ~1,000 img/s)                      ~20 s
@@ -50,7 +52,7 @@
 # name `.whl` in the run tool's `carry`, and this script installs them into /tmp/site first:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#       -d .whl lmdb protobuf==7.35.1 submitit
+#       -d .whl lmdb protobuf==7.35.1 submitit 'opencv-python-headless>=5.0' pytest pluggy iniconfig
 #   run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=420)
 set -uo pipefail
 
@@ -67,7 +69,7 @@ BACKEND=${BACKEND:-inductor}
 PRECISIONS=${PRECISIONS:-bf16 fp32}
 [ "${TF32:-0}" = 1 ] && PRECISIONS="$PRECISIONS tf32"
 BUDGET=${BUDGET:-330}
-GPU_TESTS_S=${GPU_TESTS_S:-90}
+GPU_TESTS_S=${GPU_TESTS_S:-180}
 DATA=${DATA:-/tmp/replicate_bench_data}
 PY=${PY:-python3}
 mkdir -p "$OUT" "$WORK"
@@ -115,11 +117,11 @@ step_settings=(--channels-last --compile)
 test_pass=()
 [ "${TEST_PASS:-0}" = 1 ] && test_pass=(--test-pass --test-iter "$TEST_ITER" --test-batch "$TEST_BATCH")
 
-# ---- Stage 0, the GPU test tier (helper gputier): the tests marked `gpu`, before anything is timed.
-# Exit 5 is pytest's "no test collected": while no test carries the marker the stage is skipped.
-# REPLICATE_TEST_DEVICE: the tier's device (gputier's tests/gpu_tier.py), so a CPU dry run dry-runs it.
+# ---- Stage 0, the GPU test tier: the tests marked `gpu` (tests/gpu_tier.py), before anything is
+# timed.  Exit 5 is pytest's "no test collected".  REPLICATE_TEST_DEVICE is the tier's device, so a
+# CPU dry run dry-runs the tier.
 gpu_tests() {
-    REPLICATE_TEST_DEVICE="$DEVICE" "$PY" -m pytest -m gpu -q -p no:cacheprovider tests
+    REPLICATE_TEST_DEVICE="$DEVICE" "$PY" -m pytest -m gpu -q -p no:cacheprovider --durations=0 tests
     local rc=$?
     [ $rc = 5 ] && { echo "no test carries the gpu marker: tier skipped"; return 0; }
     return $rc
@@ -157,9 +159,12 @@ export -f bench gpu_tests versions prepare_data loaders
 export PY DEVICE BATCH BACKEND ITERATIONS WARMUP DATA WORK PER_CLASS
 export LMDB=${LMDB:-0}
 
+if [ "${GPU_TESTS:-1}" != 0 ]; then
+    BUDGET=$((BUDGET + GPU_TESTS_S)) stage gpu_tests 30 "$GPU_TESTS_S" -- gpu_tests
+    START=$(date +%s)  # the measurements' budget starts after the tier
+fi
 (prepare_data >"$WORK/data.log" 2>&1; echo "data (in the background): exit $?" >>"$WORK/timeline.txt") &
 data_job=$!
-stage gpu_tests 30 "$GPU_TESTS_S" -- gpu_tests
 stage versions 5 0 -- versions
 for precision in $PRECISIONS; do
     stage "step_$precision" 60 0 -- bench --precision "$precision" "${step_settings[@]}" --peer "${test_pass[@]}" \

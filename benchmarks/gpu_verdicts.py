@@ -1,8 +1,9 @@
-"""Issue 20's goals, each met, not met or not measured, from what benchmarks/gpu_session.sh wrote.
+"""The GPU test tier's outcome and issue 20's goals, each met, not met or not measured, from what
+benchmarks/gpu_session.sh wrote.
 
   python benchmarks/gpu_verdicts.py /tmp/gpu_session
 
-Reads step_<precision>.json (our compiled step and the peer's, one `bench --peer` run each),
+Reads gpu_tests.log (pytest's summary line of the tier), step_<precision>.json (our compiled step and the peer's, one `bench --peer` run each),
 replay.json (the compiled e2e replay), loaders_<workers>.json (`bench --loaders-only`) and
 e2e_<precision>.json (`bench --skip-loaders` over the raw view).  The absolute figures are the
 H200's (issue 20); on another device they are shown without a verdict.
@@ -11,6 +12,7 @@ H200's (issue 20); on another device they are shown without a verdict.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,8 +52,21 @@ def _number(value: Any) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
+def _tier(folder: Path) -> tuple[str, str, str]:
+    """The GPU tier's row: pytest's last summary line ("80 passed, 2 skipped in 95.1s")."""
+    try:
+        lines = (folder / "gpu_tests.log").read_text().splitlines()
+    except OSError:
+        return ("GPU test tier (pytest -m gpu) passes", "-", "not measured")
+    summary = next((line.strip("= ") for line in reversed(lines) if re.search(r"\d+ (passed|failed|error)", line)), None)
+    if summary is None:
+        return ("GPU test tier (pytest -m gpu) passes", "no summary (cut off?)", "not met")
+    failed = re.search(r"\d+ (failed|error)", summary)
+    return ("GPU test tier (pytest -m gpu) passes", summary, "not met" if failed else "met")
+
+
 def verdicts(folder: Path) -> list[tuple[str, str, str]]:
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, str, str]] = [_tier(folder)]
     for precision in ("bf16", "fp32", "tf32"):
         report = _load(folder, f"step_{precision}.json")
         if report is None:
@@ -128,7 +143,7 @@ def main() -> int:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/gpu_session")
     rows = verdicts(folder)
     width = max(len(goal) for goal, _, _ in rows)
-    print("issue 20's goals:")
+    print("the GPU tier and issue 20's goals:")
     for goal, measured, verdict in rows:
         print(f"  {goal:<{width}}  {measured:<40}  {verdict}")
     return 0
