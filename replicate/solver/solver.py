@@ -14,6 +14,9 @@ An iteration never reads a value back from the device: the loss, its smoothed va
 divergence watch stay there (replicate.solver.loss_monitor) until an iteration that displays,
 tests or snapshots reads them.  With `compile`, SGD runs each iteration as one compiled graph
 (replicate.solver.compiled_step); other solvers run the compiled net with autograd's backward.
+The first compiled iteration and the first batch of each test net are checked against eager code
+(`_checked_iteration`, `_checked_test_batch`); where they differ the run goes on eager, and says
+so in its log and metrics.
 """
 
 from __future__ import annotations
@@ -33,12 +36,13 @@ from replicate.errors import ReplicateError
 from replicate.io.binary import remove_temporaries, write_atomic
 from replicate.io.blobs import array_to_blob, blob_to_array
 from replicate.io.model import caffemodel_bytes, load_caffemodel
+from replicate.layers.dropout import Dropout
 from replicate.machine import cpu_model
 from replicate.net.compile import CompiledNet, ForwardResult
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
 from replicate.solver import requests as req
-from replicate.solver import resume
+from replicate.solver import compile_check, resume
 from replicate.solver.compiled_step import CompiledIteration, why_not_fused
 from replicate.solver.distributed import GradientAverager, Group, check_averageable, union_over
 from replicate.solver.log import RunLog, caffe_number, output_text
@@ -202,6 +206,17 @@ class Solver:
         if compile:
             how = "one compiled graph" if self.unfused is None else f"compiled net, backward and update outside ({self.unfused})"
             log.info(f"Training iteration: {how}")
+        #: Compiled: the train net's dropout layers, whose masks the solver draws before each
+        #: forward, so that compiled and eager code multiply by the same ones (layers.dropout).
+        self._dropouts = [layer for layer in self.net.layers if isinstance(layer, Dropout) and layer.drops] if compile else []
+        for layer in self._dropouts:
+            layer.use_masks(device)
+        #: The first compiled iteration, and the first batch of each test net, are yet to be
+        #: checked against eager code (`_checked_iteration`, `_checked_test_batch`).
+        self._check_pending = bool(compile)
+        self._tests_unchecked = set(range(len(self.test_nets))) if compile else set()
+        #: What those checks found (their metrics records), in order.
+        self.compile_checks: list[dict] = []
         self.sync_weights()
 
         self.iter = 0
@@ -298,6 +313,7 @@ class Solver:
                 self.log.info("Optimization stopped early.", "solver.cpp:302")
                 return
             if p.display and self.iter % p.display == 0:
+                self._draw_masks()
                 with torch.no_grad(), self._autocast():
                     total = self.net().loss.detach().float().reshape(1)
                 self.group.mean_([total])
@@ -391,27 +407,134 @@ class Solver:
             # Built at the first iteration, after a restore has set the history it reads.
             self.fused = CompiledIteration(self.net, self.entries, self.rule, self.backend, self._autocast,
                                             self.cuda_graph)
-        if self.fused is None:
+        if self._check_pending:
+            self._check_pending = False
+            return self._checked_iteration(inputs)
+        return self._iteration(inputs)
+
+    def _iteration(
+        self, inputs: dict[str, torch.Tensor] | None = None, feeds: list[dict[str, torch.Tensor]] | None = None,
+        eager: bool = False,
+    ) -> tuple[torch.Tensor, float]:
+        """`iteration` by the run's path, or by plain eager code when `eager`; `feeds` are the
+        iter_size passes' batches when already made (`CompiledNet.feed`)."""
+        if self.fused is None or eager:
             for e in self.entries:
                 e.param.grad = None
-            loss = self.forward_backward(inputs)
+            loss = self.forward_backward(inputs, feeds, self.net.program if eager else None)
             return loss, self.apply_update()
         rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
-        loss, outputs = self.fused(self.net.feed(inputs), rate)
+        feed = feeds[0] if feeds else self.net.feed(inputs)
+        self._draw_masks()
+        loss, outputs = self.fused(feed, rate)
         self._last = ForwardResult(outputs, loss)
         return loss, rate
 
-    def forward_backward(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def _checked_iteration(self, inputs: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, float]:
+        """The first compiled iteration, checked (replicate.solver.compile_check): run compiled,
+        then eager from copies of the same weights, history, lr step and random state, on the same
+        batches (so with the same dropout masks).  Within the precision's tolerance the run goes
+        on from the compiled outcome, exactly as it would have without the check; beyond it, from
+        the eager one, eager from then on, with a warning in the log and in metrics.jsonl."""
+        feeds = [self.net.feed(inputs) for _ in range(self.param.iter_size)]
+        state = [e.param.data for e in self.entries] + list(self.rule.history)
+        began = self._clock()
+        start, step, randoms = compile_check.copies(state), self.current_step, compile_check.random_state(self.device)
+        spent = self._clock() - began
+        loss, rate = self._iteration(feeds=feeds)
+        compiled_loss, compiled_last = loss.detach().clone(), self._last
+        began = self._clock()
+        compiled, compiled_randoms = compile_check.copies(state), compile_check.random_state(self.device)
+        compile_check.restore(state, start)
+        self.current_step = step
+        compile_check.set_random_state(randoms, self.device)
+        eager_loss, _ = self._iteration(feeds=feeds, eager=True)
+        found = compile_check.difference([compiled_loss], [eager_loss], compiled, state)
+        passed, tolerance = self._check_passes(found)
+        if passed:
+            compile_check.restore(state, compiled)
+            compile_check.set_random_state(compiled_randoms, self.device)
+            loss, self._last = compiled_loss, compiled_last
+        else:
+            loss = eager_loss
+        for e in self.entries:
+            e.param.grad = None  # the one-graph iteration keeps no gradients between iterations
+        self._report_check("training iteration", passed, found, tolerance, spent + self._clock() - began)
+        return loss, rate
+
+    def _clock(self) -> float:
+        """time.perf_counter() once the device has done what it was given (for the checks' cost)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _checked_test_batch(
+        self, index: int, feed: dict[str, torch.Tensor], compiled: tuple[torch.Tensor | None, dict[str, torch.Tensor]]
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """The first compiled batch of test net `index`, checked: the eager program on the same
+        batch, compared with what the compiled one gave; the eager result where they differ."""
+        began = self._clock()
+        eager = self.test_nets[index].program(feed)
+        pairs = [(c, e) for c, e in ((compiled[0], eager[0]), *((compiled[1][n], v) for n, v in eager[1].items()))
+                 if e is not None]
+        found = compile_check.difference([c for c, _ in pairs], [e for _, e in pairs])
+        passed, tolerance = self._check_passes(found)
+        self._report_check(f"test net #{index}", passed, found, tolerance, self._clock() - began)
+        return compiled if passed else eager
+
+    def _check_passes(self, found: float) -> tuple[bool, float]:
+        """Whether `found` is within the precision's tolerance in every process (all go on the
+        same way), and that tolerance."""
+        tolerance = compile_check.TOLERANCES[self.precision]
+        failed = torch.tensor([float(not found <= tolerance)], device=self.device)
+        self.group.mean_([failed])
+        return not bool(failed.item()), tolerance
+
+    def _report_check(self, what: str, passed: bool, found: float, tolerance: float, seconds: float) -> None:
+        """Record a check in metrics.jsonl and the log; a failed one turns the run eager."""
+        record = {"kind": "compile_check", "iter": self.iter, "checked": what, "passed": passed, "difference": found,
+                  "tolerance": tolerance, "precision": self.precision, "backend": str(self.backend),
+                  "torch": torch.__version__, "seconds": seconds}
+        self.compile_checks.append(record)
+        self.log.record(**record)
+        if passed:
+            self.log.info(f"Compiled {what} checked against eager at iteration {self.iter}: "
+                          f"relative difference {found:.3g} (tolerance {tolerance:g})")
+            return
+        self.log.warning(
+            f"--compile ({self.backend}) is wrong on torch {torch.__version__}: its {what} differs from the eager "
+            f"one by {found:.3g} relative (tolerance {tolerance:g} at {self.precision}); this run goes on from the "
+            f"eager result and runs eager"
+        )
+        self.fused = None
+        self.unfused = f"the compiled {what} failed its check against eager"
+        self._program = self.net.program
+        self._test_programs = [net.program for net in self.test_nets]
+        self._check_pending, self._tests_unchecked = False, set()
+
+    def _draw_masks(self) -> None:
+        """The next dropout masks of the train net, when the solver draws them (compiled runs)."""
+        for layer in self._dropouts:
+            layer.draw_mask()
+
+    def forward_backward(
+        self, inputs: dict[str, torch.Tensor] | None = None, feeds: list[dict[str, torch.Tensor]] | None = None,
+        program: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
         """iter_size forward/backward passes accumulating gradients; their mean loss, left on the
-        device.  In a data-parallel run gradients and loss are then averaged over the processes."""
+        device.  In a data-parallel run gradients and loss are then averaged over the processes.
+        `feeds` are the passes' batches when already made; `program` runs them instead of the
+        run's (compiled or not) one."""
+        program = program or self._program
         total = torch.zeros((), device=self.device)
         passes = self.param.iter_size
         for i in range(passes):
             if self._averager is not None:
                 self._averager.armed = i == passes - 1
-            feed = self.net.feed(inputs)
+            feed = feeds[i] if feeds else self.net.feed(inputs)
+            self._draw_masks()
             with self._autocast():
-                loss, outputs = self._program(feed)
+                loss, outputs = program(feed)
             if loss is None:
                 loss = torch.zeros((), device=self.device)
             self._last = ForwardResult(outputs, loss)
@@ -490,7 +613,12 @@ class Solver:
                 if self._requests_in_test():
                     self.log.info("Test interrupted.", "solver.cpp:385")
                     return None
-                batch_loss, outputs = program(net.feed(inputs))
+                feed = net.feed(inputs)
+                batch_loss, outputs = program(feed)
+                if index in self._tests_unchecked:
+                    self._tests_unchecked.discard(index)
+                    batch_loss, outputs = self._checked_test_batch(index, feed, (batch_loss, outputs))
+                    program = self._test_programs[index]
                 if self.param.test_compute_loss and batch_loss is not None:
                     loss += batch_loss.float()
                 for name, value in outputs.items():
