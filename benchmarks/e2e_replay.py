@@ -8,7 +8,9 @@ those of tests/golden/caffe_train_e2e_weights (the CPU test `test_from_init_weig
 caffes_whole_run` makes the same comparison).  Prints the largest relative deviation of the
 logged numbers (loss, lr, test outputs: |ours - Caffe's| / (0.1 + |Caffe's|), as Caffe prints 6
 digits) and of the snapshots' parameters at iterations 10 and 20 (relative to each blob's
-largest value); exits 1 when either exceeds 1e-5, the test's criteria.
+largest value); exits 1 when either exceeds 1e-5, the test's criteria.  With --compile it also
+exits 1 when a compile check failed (the run then fell back to eager, so the figures would not be
+the compiled path's), and prints the checks' differences.
 """
 
 from __future__ import annotations
@@ -46,15 +48,20 @@ def main() -> int:
         same_lines = ours == caffes
         # |a - b| <= 1e-6 + 1e-5 |b|, the test's criterion, is |a - b| / (0.1 + |b|) <= 1e-5.
         log_error = float(np.max(np.abs(a - b) / (0.1 + np.abs(b)))) if same_lines else float("inf")
+        checks = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+                  if json.loads(line)["kind"] == "compile_check"]
         snapshot_error = 0.0
         for it in (10, 20):
             mine, theirs = params(run / f"snap_iter_{it}.caffemodel"), params(E2E_WEIGHTS / f"snap_iter_{it}.caffemodel")
             for layer in theirs:
                 for x, y in zip(mine[layer], theirs[layer]):
                     snapshot_error = max(snapshot_error, float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-30)))
-    ok = log_error <= TOLERANCE and snapshot_error <= TOLERANCE
+    stayed_compiled = all(c["passed"] for c in checks)
+    ok = log_error <= TOLERANCE and snapshot_error <= TOLERANCE and stayed_compiled
     figures = {**vars(args), "log_lines_match": same_lines, "logged_values": len(b),
-               "max_relative_log_error": log_error, "max_relative_snapshot_error": snapshot_error, "within_1e-5": ok}
+               "max_relative_log_error": log_error, "max_relative_snapshot_error": snapshot_error,
+               "compile_checks": {c["checked"]: c["difference"] for c in checks}, "stayed_compiled": stayed_compiled,
+               "within_1e-5": ok}
     print(json.dumps(figures))
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")

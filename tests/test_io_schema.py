@@ -248,6 +248,7 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         read_net_text(tmp_path / "nowhere.prototxt")
 
 
+@pytest.mark.compiled
 def test_every_name_a_message_class_serves_is_in_its_class_dict_once_imported() -> None:
     """torch.compile up to torch 2.11 reads class attributes with inspect.getattr_static and reads
     a name it does not find as None; protobuf's upb runtime puts a message class's enum values,

@@ -34,6 +34,8 @@ from replicate.solver.solver import Solver
 from replicate.solver.updates import FusedSgd, UpdateRule
 from solver_support import copy_run, params
 
+pytestmark = pytest.mark.compiled
+
 NET = """
 name: "tiny"
 layer { name: "in" type: "Input" top: "data" top: "label"
