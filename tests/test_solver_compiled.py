@@ -383,6 +383,23 @@ def test_a_wrong_compiled_iteration_is_caught_and_the_run_goes_on_eager(kind: st
     assert solver.fused is None and "failed its check" in solver.unfused
 
 
+@pytest.mark.parametrize("compile, passed", [("aot_eager", True), ("replicate_test_wrong_rate", False)])
+def test_in_bf16_the_check_holds_compiled_code_to_eager_bf16s_distance_from_fp32(
+    compile: str, passed: bool, tmp_path: Path
+) -> None:
+    """bf16's own rounding moves compiled and eager results apart; the check measures both against
+    the fp32 iteration instead: right code passes, the doubled rate does not."""
+    torch._dynamo.reset()
+    param = parse_solver_text("base_lr: 0.01 momentum: 0.9 lr_policy: 'fixed' max_iter: 10 display: 0 random_seed: 1")
+    param.net_param.CopyFrom(parse_net_text(NET))
+    solver = Solver(param, tmp_path, torch.device("cpu"), RunLog(tmp_path, echo=False), "bf16", compile=compile)
+    solver.iteration(tiny_batch())
+    (check,) = solver.compile_checks
+    assert (check["passed"], check["precision"], check["tolerance"]) == (passed, "bf16", 1.0)
+    assert 0 < check["eager_from_fp32"] < 0.1 and (check["difference"] <= 1.0) == passed
+    assert (solver.fused is not None) == passed
+
+
 def test_a_passed_check_leaves_the_compiled_trajectory_as_it_was(tmp_path: Path) -> None:
     """A compiled iteration off by 1e-6 (the rate) passes; the run goes on from the compiled
     outcome, bit for bit the run that was never checked, not the eager one.  And since the

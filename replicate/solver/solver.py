@@ -432,35 +432,43 @@ class Solver:
 
     def _checked_iteration(self, inputs: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, float]:
         """The first compiled iteration, checked (replicate.solver.compile_check): run compiled,
-        then eager from copies of the same weights, history, lr step and random state, on the same
-        batches (so with the same dropout masks).  Within the precision's tolerance the run goes
-        on from the compiled outcome, exactly as it would have without the check; beyond it, from
-        the eager one, eager from then on, with a warning in the log and in metrics.jsonl."""
+        then eager (and in tf32 or bf16 also eager in fp32) from copies of the same weights,
+        history, lr step and random state, on the same batches (so with the same dropout masks).
+        If it passes the run goes on from the compiled outcome, exactly as it would have without
+        the check; if not, from the eager one at the run's precision, eager from then on, with a
+        warning in the log and in metrics.jsonl."""
         feeds = [self.net.feed(inputs) for _ in range(self.param.iter_size)]
         state = [e.param.data for e in self.entries] + list(self.rule.history)
         began = self._clock()
         start, step, randoms = compile_check.copies(state), self.current_step, compile_check.random_state(self.device)
         spent = self._clock() - began
         loss, rate = self._iteration(feeds=feeds)
-        compiled_loss, compiled_last = loss.detach().clone(), self._last
+        compiled_last = self._last
         began = self._clock()
-        compiled, compiled_randoms = compile_check.copies(state), compile_check.random_state(self.device)
-        compile_check.restore(state, start)
-        self.current_step = step
-        compile_check.set_random_state(randoms, self.device)
-        eager_loss, _ = self._iteration(feeds=feeds, eager=True)
-        found = compile_check.difference([compiled_loss], [eager_loss], compiled, state)
-        passed, tolerance = self._check_passes(found)
-        if passed:
-            compile_check.restore(state, compiled)
-            compile_check.set_random_state(compiled_randoms, self.device)
-            loss, self._last = compiled_loss, compiled_last
-        else:
-            loss = eager_loss
+        compiled = compile_check.Outcome([loss.detach().clone()], compile_check.copies(state))
+        compiled_randoms = compile_check.random_state(self.device)
+
+        def eager_from_start() -> compile_check.Outcome:
+            compile_check.restore(state, start)
+            self.current_step = step
+            compile_check.set_random_state(randoms, self.device)
+            eager_loss, _ = self._iteration(feeds=feeds, eager=True)
+            return compile_check.Outcome([eager_loss], compile_check.copies(state))
+
+        eager, eager_last, eager_randoms = eager_from_start(), self._last, compile_check.random_state(self.device)
+        fp32 = None
+        if self.precision != "fp32":
+            with self._caffe_arithmetic():
+                fp32 = eager_from_start()
+        verdict = self._agreed(compile_check.verdict(self.precision, compiled, eager, fp32))
+        chosen = compiled if verdict.passed else eager
+        compile_check.restore(state, chosen.blobs)
+        compile_check.set_random_state(compiled_randoms if verdict.passed else eager_randoms, self.device)
+        self._last = compiled_last if verdict.passed else eager_last
         for e in self.entries:
             e.param.grad = None  # the one-graph iteration keeps no gradients between iterations
-        self._report_check("training iteration", passed, found, tolerance, spent + self._clock() - began)
-        return loss, rate
+        self._report_check("training iteration", verdict, spent + self._clock() - began)
+        return chosen.values[0], rate
 
     def _clock(self) -> float:
         """time.perf_counter() once the device has done what it was given (for the checks' cost)."""
@@ -468,43 +476,61 @@ class Solver:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
+    @contextlib.contextmanager
+    def _caffe_arithmetic(self) -> Iterator[None]:
+        """Run the enclosed code in fp32 (no autocast, TF32 off), whatever the run's precision."""
+        precision = self.precision
+        set_precision("fp32")
+        self.precision = "fp32"
+        try:
+            yield
+        finally:
+            self.precision = precision
+            set_precision(precision)
+
     def _checked_test_batch(
         self, index: int, feed: dict[str, torch.Tensor], compiled: tuple[torch.Tensor | None, dict[str, torch.Tensor]]
     ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """The first compiled batch of test net `index`, checked: the eager program on the same
-        batch, compared with what the compiled one gave; the eager result where they differ."""
+        batch (and in tf32 or bf16 in fp32 too), compared with what the compiled one gave; the
+        eager result where they differ."""
         began = self._clock()
-        eager = self.test_nets[index].program(feed)
-        pairs = [(c, e) for c, e in ((compiled[0], eager[0]), *((compiled[1][n], v) for n, v in eager[1].items()))
-                 if e is not None]
-        found = compile_check.difference([c for c, _ in pairs], [e for _, e in pairs])
-        passed, tolerance = self._check_passes(found)
-        self._report_check(f"test net #{index}", passed, found, tolerance, self._clock() - began)
-        return compiled if passed else eager
+        program = self.test_nets[index].program
+        names = list(compiled[1])
 
-    def _check_passes(self, found: float) -> tuple[bool, float]:
-        """Whether `found` is within the precision's tolerance in every process (all go on the
-        same way), and that tolerance."""
-        tolerance = compile_check.TOLERANCES[self.precision]
-        failed = torch.tensor([float(not found <= tolerance)], device=self.device)
+        def outcome(result: tuple[torch.Tensor | None, dict[str, torch.Tensor]]) -> compile_check.Outcome:
+            values = [result[1][n] for n in names] + ([] if result[0] is None else [result[0]])
+            return compile_check.Outcome(values, [])
+
+        eager = program(feed)
+        fp32 = None
+        if self.precision != "fp32":
+            with self._caffe_arithmetic(), torch.autocast(self.device.type, enabled=False):
+                fp32 = outcome(program(feed))
+        verdict = self._agreed(compile_check.verdict(self.precision, outcome(compiled), outcome(eager), fp32))
+        self._report_check(f"test net #{index}", verdict, self._clock() - began)
+        return compiled if verdict.passed else eager
+
+    def _agreed(self, verdict: compile_check.Verdict) -> compile_check.Verdict:
+        """`verdict`, failed in every process where it failed in one (all go on the same way)."""
+        failed = torch.tensor([float(not verdict.passed)], device=self.device)
         self.group.mean_([failed])
-        return not bool(failed.item()), tolerance
+        return verdict._replace(passed=not bool(failed.item()))
 
-    def _report_check(self, what: str, passed: bool, found: float, tolerance: float, seconds: float) -> None:
+    def _report_check(self, what: str, verdict: compile_check.Verdict, seconds: float) -> None:
         """Record a check in metrics.jsonl and the log; a failed one turns the run eager."""
-        record = {"kind": "compile_check", "iter": self.iter, "checked": what, "passed": passed, "difference": found,
-                  "tolerance": tolerance, "precision": self.precision, "backend": str(self.backend),
-                  "torch": torch.__version__, "seconds": seconds}
+        record = {"kind": "compile_check", "iter": self.iter, "checked": what, **verdict.record(),
+                  "precision": self.precision, "backend": str(self.backend), "torch": torch.__version__,
+                  "seconds": seconds}
         self.compile_checks.append(record)
         self.log.record(**record)
-        if passed:
-            self.log.info(f"Compiled {what} checked against eager at iteration {self.iter}: "
-                          f"relative difference {found:.3g} (tolerance {tolerance:g})")
+        if verdict.passed:
+            self.log.info(f"Compiled {what} checked against eager at iteration {self.iter}: {verdict.text(self.precision)}")
             return
         self.log.warning(
             f"--compile ({self.backend}) is wrong on torch {torch.__version__}: its {what} differs from the eager "
-            f"one by {found:.3g} relative (tolerance {tolerance:g} at {self.precision}); this run goes on from the "
-            f"eager result and runs eager"
+            f"one at {self.precision}: {verdict.text(self.precision)}; this run goes on from the eager result and "
+            f"runs eager"
         )
         self.fused = None
         self.unfused = f"the compiled {what} failed its check against eager"
