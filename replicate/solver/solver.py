@@ -448,18 +448,20 @@ class Solver:
         compiled = compile_check.Outcome([loss.detach().clone()], compile_check.copies(state))
         compiled_randoms = compile_check.random_state(self.device)
 
-        def eager_from_start() -> compile_check.Outcome:
+        def eager_from_start(keep: bool) -> compile_check.Outcome:
+            """The eager iteration from the start's copies; its blobs are `state` itself unless `keep`."""
             compile_check.restore(state, start)
             self.current_step = step
             compile_check.set_random_state(randoms, self.device)
             eager_loss, _ = self._iteration(feeds=feeds, eager=True)
-            return compile_check.Outcome([eager_loss], compile_check.copies(state))
+            return compile_check.Outcome([eager_loss], compile_check.copies(state) if keep else state)
 
-        eager, eager_last, eager_randoms = eager_from_start(), self._last, compile_check.random_state(self.device)
-        fp32 = None
-        if self.precision != "fp32":
+        fp32, reference = None, self.precision != "fp32"
+        eager = eager_from_start(keep=reference)
+        eager_last, eager_randoms = self._last, compile_check.random_state(self.device)
+        if reference:
             with self._caffe_arithmetic():
-                fp32 = eager_from_start()
+                fp32 = eager_from_start(keep=False)
         verdict = self._agreed(compile_check.verdict(self.precision, compiled, eager, fp32))
         chosen = compiled if verdict.passed else eager
         compile_check.restore(state, chosen.blobs)
