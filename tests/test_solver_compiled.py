@@ -105,6 +105,7 @@ def test_other_solvers_compile_the_net_and_keep_the_update_loop(extra: str, reas
     assert solver.unfused == reason
     loss, _ = solver.iteration(tiny_batch())
     assert solver.fused is None and torch.isfinite(loss)
+    assert [c["passed"] for c in solver.compile_checks] == [True]  # the compiled net, dropout masks drawn outside
 
 
 def test_a_net_whose_forward_writes_its_blobs_keeps_the_update_loop() -> None:

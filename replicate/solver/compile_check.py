@@ -20,8 +20,9 @@ run eager in fp32, and the compiled outcome's largest distance from it (over eve
 value) must be at most `SLACK` times the eager outcome's at the same precision, plus one rounding
 of that precision (`ROUNDING`).  On that CaffeNet iteration both were 0.31 from fp32 (largest
 blob: a history), so an error passes unseen there only where it is no larger than bf16's own;
-torch 2.11's wrong graphs measured 7 (a loss 8 times too large).  The largest distance rather than a ratio per blob: a blob
-that eager happens to round close to fp32 would otherwise fail a compiled run for its noise.
+torch 2.11's wrong graphs measured 7 (a loss 8 times too large).  The largest distance rather
+than a ratio per blob: a blob that eager happens to round close to fp32 would otherwise fail a
+compiled run for its noise.
 """
 
 from __future__ import annotations
