@@ -8,7 +8,9 @@ those of tests/golden/caffe_train_e2e_weights (the CPU test `test_from_init_weig
 caffes_whole_run` makes the same comparison).  Prints the largest relative deviation of the
 logged numbers (loss, lr, test outputs: |ours - Caffe's| / (0.1 + |Caffe's|), as Caffe prints 6
 digits) and of the snapshots' parameters at iterations 10 and 20 (relative to each blob's
-largest value); exits 1 when either exceeds 1e-5, the test's criteria.
+largest value); exits 1 when either exceeds 1e-5, the test's criteria.  With --compile it also
+exits 1 when a compile check failed (the run then fell back to eager, so the figures would not be
+the compiled path's), and prints the checks' differences.
 """
 
 from __future__ import annotations
@@ -39,9 +41,13 @@ def main() -> int:
         train(run / "solver.prototxt", weights=str(run / "init.caffemodel"), device=args.device,
               precision=args.precision, compile=args.compile or False, echo=False)
         replay = replay_errors(run)
-    ok = replay.log_error <= TOLERANCE and replay.snapshot_error <= TOLERANCE
+        checks = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+                  if json.loads(line)["kind"] == "compile_check"]
+    stayed_compiled = all(c["passed"] for c in checks)
+    ok = replay.log_error <= TOLERANCE and replay.snapshot_error <= TOLERANCE and stayed_compiled
     figures = {**vars(args), "log_lines_match": replay.same_lines, "logged_values": replay.logged_values,
                "max_relative_log_error": replay.log_error, "max_relative_snapshot_error": replay.snapshot_error,
+               "compile_checks": {c["checked"]: c["difference"] for c in checks}, "stayed_compiled": stayed_compiled,
                "within_1e-5": ok}
     print(json.dumps(figures))
     if args.out:

@@ -13,6 +13,8 @@ from replicate.io.prototxt import parse_text
 from replicate.layers.base import layer_class
 from replicate.proto import caffe_pb2
 
+pytestmark = pytest.mark.compiled
+
 TRAIN = caffe_pb2.TRAIN
 GAUSS = 'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 }'
 # (LayerParameter body, bottom shapes, classes of an integer-label bottom 1 or None)

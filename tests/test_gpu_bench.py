@@ -125,10 +125,12 @@ def test_bench_times_the_plain_pytorch_peer_and_a_test_pass_beside_our_step(tmp_
     assert report["settings"]["peer"] and report["cpu"] and report["date"] and "--peer" in report["command"]
     (step,) = report["step"]
     assert step["one_graph"] and not step["cuda_graph"] and step["waits_for_device"] is None
+    assert [(c["checked"], c["passed"]) for c in step["compile_checks"]] == [("training iteration", True)]
     assert [(r["compile"], r["channels_last"], r["batch"]) for r in report["peer"]] == [(False, False, 1), ("eager", False, 1)]
     assert all(r["ms_per_step"] > 0 for r in report["peer"])
     (test_pass,) = report["test_pass"]
     assert (test_pass["test_iter"], test_pass["batch"], test_pass["compile"]) == (2, 1, "eager") and test_pass["seconds"] > 0
+    assert [(c["checked"], c["passed"]) for c in test_pass["compile_checks"]] == [("test net #0", True)]
     rows = [line for line in tables.read_text().splitlines() if line.startswith("| fp32 | compile |")]
     assert len(rows) == 3  # step, against the peer, test pass
     assert rows[1].endswith(("x | met |", "x | not met |")) and "| 2 x 1 |" in rows[2]

@@ -34,7 +34,9 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[np.n
 
 
 @pytest.mark.parametrize("options", [
-    {"channels_last": True}, {"compile": "aot_eager"}, {"channels_last": True, "compile": "aot_eager"},
+    {"channels_last": True},
+    pytest.param({"compile": "aot_eager"}, marks=pytest.mark.compiled),
+    pytest.param({"channels_last": True, "compile": "aot_eager"}, marks=pytest.mark.compiled),
     {"data_workers": 2},
 ])
 def test_speed_options_train_like_the_plain_path(tmp_path: Path, options: dict, plain: tuple) -> None:

@@ -6,6 +6,8 @@ golden arrays say, and re-serializes to a message that parses back equal.
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +246,40 @@ def test_binary_garbage_is_a_clear_error(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReplicateError, match="cannot read"):
         read_net_text(tmp_path / "nowhere.prototxt")
+
+
+@pytest.mark.compiled
+def test_every_name_a_message_class_serves_is_in_its_class_dict_once_imported() -> None:
+    """torch.compile up to torch 2.11 reads class attributes with inspect.getattr_static and reads
+    a name it does not find as None; protobuf's upb runtime puts a message class's enum values,
+    enum types, field numbers and nested messages into its __dict__ only when Python first reads
+    them.  So in a fresh process, straight after import, each must be found statically, with its
+    value (replicate/proto/__init__.py)."""
+    code = """
+import inspect
+from replicate.proto import caffe_pb2
+
+def names(descriptor):
+    for enum in descriptor.enum_types:
+        yield enum.name
+        yield from (value.name for value in enum.values)
+    yield from (f"{field.name.upper()}_FIELD_NUMBER" for field in (*descriptor.fields, *descriptor.extensions))
+    yield from (nested.name for nested in descriptor.nested_types)
+
+def missing(cls, descriptor):
+    for name in names(descriptor):
+        try:
+            found = inspect.getattr_static(cls, name)
+        except AttributeError:
+            yield f"{cls.__qualname__}.{name}"
+            continue
+        if found != getattr(cls, name):
+            yield f"{cls.__qualname__}.{name} differs"
+    for nested in descriptor.nested_types:
+        yield from missing(getattr(cls, nested.name), nested)
+
+found = [m for d in caffe_pb2.DESCRIPTOR.message_types_by_name.values() for m in missing(getattr(caffe_pb2, d.name), d)]
+print(len(found), found[:5])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("0 "), out

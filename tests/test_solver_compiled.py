@@ -34,6 +34,8 @@ from replicate.solver.solver import Solver
 from replicate.solver.updates import FusedSgd, UpdateRule
 from solver_support import copy_run, params
 
+pytestmark = pytest.mark.compiled
+
 NET = """
 name: "tiny"
 layer { name: "in" type: "Input" top: "data" top: "label"
@@ -103,6 +105,7 @@ def test_other_solvers_compile_the_net_and_keep_the_update_loop(extra: str, reas
     assert solver.unfused == reason
     loss, _ = solver.iteration(tiny_batch())
     assert solver.fused is None and torch.isfinite(loss)
+    assert [c["passed"] for c in solver.compile_checks] == [True]  # the compiled net, dropout masks drawn outside
 
 
 def test_a_net_whose_forward_writes_its_blobs_keeps_the_update_loop() -> None:
@@ -132,6 +135,10 @@ def test_compiled_trajectory_equals_the_eager_one_over_the_e2e_run(tmp_path: Pat
     assert counters["stats"]["unique_graphs"] == 2 and not counters["graph_break"]
     assert "Training iteration: one compiled graph" in (runs["aot_eager"] / "train.log").read_text()
     eager, compiled = _records(runs[False]), _records(runs["aot_eager"])
+    checks = [r for r in compiled if r["kind"] == "compile_check"]
+    assert [(r["checked"], r["iter"], r["passed"]) for r in checks] == [("test net #0", 0, True),
+                                                                       ("training iteration", 0, True)]
+    compiled = [r for r in compiled if r["kind"] != "compile_check"]
     assert [(r["kind"], r.get("iter")) for r in eager] == [(r["kind"], r.get("iter")) for r in compiled]
     # The e2e replay's criterion for logged numbers: the late losses are -log(p) of p near 1 (about
     # 0.005), where float rounding of p is a larger share of the loss.
@@ -305,3 +312,143 @@ def test_labels_computed_by_a_layer_are_checked_in_its_forward_and_keep_the_upda
     param.net_param.CopyFrom(parse_net_text(text))
     solver = Solver(param, Path.cwd(), torch.device("cpu"), RunLog(None, echo=False), compile="aot_eager")
     assert solver.unfused == "labels computed inside the net (layer loss)"
+
+
+#: The shape of the tiny net's dropout top (conv3): its mask is an input of the compiled iteration.
+KEEP_SHAPE = (4, 4, 7, 7)
+
+
+def _feeding_wrong(kind: str):
+    """A torch.compile backend whose compiled code is wrong in one way: it runs the captured graph
+    as is, but with one input changed: the learning rate doubled ("rate"), the images scaled by
+    1.01 ("data"), the dropout mask all ones ("dropout"), or the rate off by 1e-6 relative
+    ("nudge", within fp32's tolerance)."""
+    def change(a):
+        if not isinstance(a, torch.Tensor) or not a.is_floating_point():
+            return a
+        if kind in ("rate", "nudge") and a.dim() == 0:
+            return a * (2.0 if kind == "rate" else 1.000001)
+        if kind == "data" and a.dim() == 4 and a.shape[1] == 3:
+            return a * 1.01
+        if kind == "dropout" and tuple(a.shape) == KEEP_SHAPE:
+            return torch.ones_like(a)
+        return a
+
+    def backend(graph: torch.fx.GraphModule, example_inputs):
+        return lambda *args: graph(*(change(a) for a in args))
+    return backend
+
+
+WRONG = ("rate", "data", "dropout", "nudge")
+for _kind in WRONG:
+    torch._dynamo.register_backend(_feeding_wrong(_kind), name=f"replicate_test_wrong_{_kind}")
+
+
+def logged_solver(folder: Path, compile: bool | str) -> Solver:
+    """The tiny solver with a test net, its log and metrics in `folder`."""
+    folder.mkdir()
+    param = parse_solver_text("base_lr: 0.01 momentum: 0.9 weight_decay: 0.004 lr_policy: 'fixed' max_iter: 100 "
+                              "display: 0 random_seed: 1 test_iter: 1 test_interval: 1000")
+    param.net_param.CopyFrom(parse_net_text(NET))
+    return Solver(param, folder, torch.device("cpu"), RunLog(folder, echo=False), compile=compile)
+
+
+def _train(solver: Solver, iterations: int = 3) -> list[torch.Tensor]:
+    """A test, then `iterations` iterations on fixed batches: the weights after them."""
+    solver.test(0, tiny_batch(9))
+    for k in range(iterations):
+        solver.iteration(tiny_batch(k))
+        solver.iter += 1
+    return [e.param.detach().clone() for e in solver.entries]
+
+
+@pytest.mark.parametrize("kind", ["rate", "data", "dropout"])
+def test_a_wrong_compiled_iteration_is_caught_and_the_run_goes_on_eager(kind: str, tmp_path: Path) -> None:
+    """Each wrong backend differs from eager code far beyond fp32's tolerance: the check catches it
+    at the first test batch (wrong images) or the first iteration (wrong rate, dropout
+    arithmetic), says so in the log and in metrics.jsonl, and the run is then the eager run, bit
+    for bit: from the check's eager result on, with the same dropout masks."""
+    torch._dynamo.reset()
+    solver = logged_solver(tmp_path / "compiled", f"replicate_test_wrong_{kind}")
+    weights = _train(solver)
+    eager = _train(logged_solver(tmp_path / "eager", False))
+    for w, e in zip(weights, eager):
+        assert torch.equal(w, e)
+    checks = [r for r in _records(tmp_path / "compiled") if r["kind"] == "compile_check"]
+    expected = [("test net #0", False)] if kind == "data" else [("test net #0", True), ("training iteration", False)]
+    assert [(r["checked"], r["passed"]) for r in checks] == expected
+    assert checks[-1]["difference"] > 1e-3 and checks[-1]["tolerance"] == 1e-5
+    assert checks[-1]["torch"] == torch.__version__ and checks[-1]["iter"] == 0
+    warnings = [line for line in (tmp_path / "compiled" / "train.log").read_text().splitlines() if line.startswith("W")]
+    assert len(warnings) == 1 and f"is wrong on torch {torch.__version__}" in warnings[0]
+    assert solver.fused is None and "failed its check" in solver.unfused
+
+
+@pytest.mark.parametrize("compile, passed", [("aot_eager", True), ("replicate_test_wrong_rate", False)])
+def test_in_bf16_the_check_holds_compiled_code_to_eager_bf16s_distance_from_fp32(
+    compile: str, passed: bool, tmp_path: Path
+) -> None:
+    """bf16's own rounding moves compiled and eager results apart; the check measures both against
+    the fp32 iteration instead: right code passes, the doubled rate does not."""
+    torch._dynamo.reset()
+    param = parse_solver_text("base_lr: 0.01 momentum: 0.9 lr_policy: 'fixed' max_iter: 10 display: 0 random_seed: 1")
+    param.net_param.CopyFrom(parse_net_text(NET))
+    solver = Solver(param, tmp_path, torch.device("cpu"), RunLog(tmp_path, echo=False), "bf16", compile=compile)
+    solver.iteration(tiny_batch())
+    (check,) = solver.compile_checks
+    assert (check["passed"], check["precision"], check["tolerance"]) == (passed, "bf16", 1.0)
+    assert 0 < check["eager_from_fp32"] < 0.1 and (check["difference"] <= 1.0) == passed
+    assert (solver.fused is not None) == passed
+
+
+def test_a_passed_check_leaves_the_compiled_trajectory_as_it_was(tmp_path: Path) -> None:
+    """A compiled iteration off by 1e-6 (the rate) passes; the run goes on from the compiled
+    outcome, bit for bit the run that was never checked, not the eager one.  And since the
+    difference from eager stays that small, compiled and eager code drew the same dropout masks."""
+    torch._dynamo.reset()
+    runs = []
+    for name, compile in (("checked", "replicate_test_wrong_nudge"), ("unchecked", "replicate_test_wrong_nudge"),
+                          ("eager", False)):
+        solver = logged_solver(tmp_path / name, compile)  # seeds torch's generator: one solver at a time
+        if name == "unchecked":
+            solver._check_pending, solver._tests_unchecked = False, set()
+        runs.append(_train(solver))
+        if name == "checked":
+            checked = solver
+    assert checked.fused is not None and checked.compile_checks[-1]["passed"]
+    assert 0 < checked.compile_checks[-1]["difference"] < 1e-5
+    for a, b, e in zip(*runs):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-7)
+    assert any(not torch.equal(a, e) for a, e in zip(runs[0], runs[2]))
+
+
+def _other_stream(graph: torch.fx.GraphModule, example_inputs):
+    """A backend whose compiled code draws its random numbers from a stream of its own, as
+    inductor's does (it seeds its own generator): the captured graph, run after reseeding torch's
+    generator, which is put back afterwards."""
+    def run(*args):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(12345)
+            return graph(*args)
+    return run
+
+
+torch._dynamo.register_backend(_other_stream, name="replicate_test_other_stream")
+
+
+def test_compiled_and_eager_iterations_draw_the_same_dropout_masks() -> None:
+    """Compiled code with a random stream of its own, like inductor's, multiplies by the masks the
+    solver drew from torch's generator: three iterations of the tiny net (dropout 0.5 on conv3)
+    pass the check and stay with the eager ones."""
+    torch._dynamo.reset()
+    runs = []
+    for compile in (False, "replicate_test_other_stream"):
+        solver = tiny_solver(compile)
+        for k in range(3):
+            solver.iteration(tiny_batch(k))
+            solver.iter += 1
+        runs.append([e.param.detach().clone() for e in solver.entries])
+    assert solver.fused is not None and solver.compile_checks[0]["difference"] < 1e-6
+    for a, b in zip(*runs):  # the fused update's rounding differs from the update loop's
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)

@@ -173,6 +173,7 @@ def time_steps(
         "space_to_depth": converted,
         "one_graph": solver.fused is not None,
         "cuda_graph": solver.fused is not None and solver.fused.cuda_graph,
+        "compile_checks": solver.compile_checks,  # a failed one: the step timed is eager
         "waits_for_device": waits,
         "ms_per_step": ms,
         "images_per_s": batch / (ms / 1000),

@@ -44,4 +44,5 @@ def time_test_pass(
     finally:
         solver.close()
     return {"precision": precision, "batch": batch, "test_iter": iterations, "channels_last": channels_last,
-            "compile": compile, "seconds": seconds, "images_per_s": batch * iterations / seconds}
+            "compile": compile, "compile_checks": solver.compile_checks, "seconds": seconds,
+            "images_per_s": batch * iterations / seconds}

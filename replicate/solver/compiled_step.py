@@ -80,7 +80,7 @@ class CompiledIteration:
         self.device = net.device
         self.rate = torch.zeros((), dtype=torch.float32, device=self.device)
         self._rate_value: float | None = None
-        self.compiled = torch.compile(_own_code(self.step), backend=backend, fullgraph=True)
+        self.compiled = torch.compile(_own_code(self.step), backend=backend, fullgraph=True, dynamic=False)
         self.cuda_graph = cuda_graph and self.device.type == "cuda"
         self._calls = 0
         self._graph: torch.cuda.CUDAGraph | None = None

@@ -53,8 +53,15 @@ class RunLog:
         self._drawn_at = -math.inf
 
     def info(self, message: str, source: str = "solver.py:0") -> None:
+        self._line("I", message, source)
+
+    def warning(self, message: str, source: str = "solver.py:0") -> None:
+        """A glog warning line ("W..."), which Caffe's log readers take like an info line."""
+        self._line("W", message, source)
+
+    def _line(self, severity: str, message: str, source: str) -> None:
         now = datetime.now()
-        line = f"I{now:%m%d %H:%M:%S}.{now.microsecond:06d} {self.pid:5d} {source}] {message}"
+        line = f"{severity}{now:%m%d %H:%M:%S}.{now.microsecond:06d} {self.pid:5d} {source}] {message}"
         self._clear_progress()
         if self.echo is not None:
             print(line, file=self.echo, flush=True)

@@ -14,6 +14,9 @@ An iteration never reads a value back from the device: the loss, its smoothed va
 divergence watch stay there (replicate.solver.loss_monitor) until an iteration that displays,
 tests or snapshots reads them.  With `compile`, SGD runs each iteration as one compiled graph
 (replicate.solver.compiled_step); other solvers run the compiled net with autograd's backward.
+The first compiled iteration and the first batch of each test net are checked against eager code
+(`_checked_iteration`, `_checked_test_batch`); where they differ the run goes on eager, and says
+so in its log and metrics.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ from replicate.errors import ReplicateError
 from replicate.io.binary import remove_temporaries, write_atomic
 from replicate.io.blobs import array_to_blob, blob_to_array
 from replicate.io.model import caffemodel_bytes, load_caffemodel
+from replicate.layers.dropout import Dropout
 from replicate.machine import cpu_model
 from replicate.net.compile import CompiledNet, ForwardResult
 from replicate.net.copy_check import WeightsLoad, learnable_layers
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
 from replicate.solver import requests as req
-from replicate.solver import resume
+from replicate.solver import compile_check, resume
 from replicate.solver.compiled_step import CompiledIteration, why_not_fused
 from replicate.solver.distributed import GradientAverager, Group, check_averageable, union_over
 from replicate.solver.log import RunLog, caffe_number, output_text
@@ -208,6 +212,17 @@ class Solver:
         if compile:
             how = "one compiled graph" if self.unfused is None else f"compiled net, backward and update outside ({self.unfused})"
             log.info(f"Training iteration: {how}")
+        #: Compiled: the train net's dropout layers, whose masks the solver draws before each
+        #: forward, so that compiled and eager code multiply by the same ones (layers.dropout).
+        self._dropouts = [layer for layer in self.net.layers if isinstance(layer, Dropout) and layer.drops] if compile else []
+        for layer in self._dropouts:
+            layer.use_masks(device)
+        #: The first compiled iteration, and the first batch of each test net, are yet to be
+        #: checked against eager code (`_checked_iteration`, `_checked_test_batch`).
+        self._check_pending = bool(compile)
+        self._tests_unchecked = set(range(len(self.test_nets))) if compile else set()
+        #: What those checks found (their metrics records), in order.
+        self.compile_checks: list[dict] = []
         self.sync_weights()
 
         self.iter = 0
@@ -310,6 +325,7 @@ class Solver:
                 self.log.info("Optimization stopped early.", "solver.cpp:302")
                 return
             if p.display and self.iter % p.display == 0:
+                self._draw_masks()
                 with torch.no_grad(), self._autocast():
                     total = self.net().loss.detach().float().reshape(1)
                 self.group.mean_([total])
@@ -403,27 +419,162 @@ class Solver:
             # Built at the first iteration, after a restore has set the history it reads.
             self.fused = CompiledIteration(self.net, self.entries, self.rule, self.backend, self._autocast,
                                             self.cuda_graph)
-        if self.fused is None:
+        if self._check_pending:
+            self._check_pending = False
+            return self._checked_iteration(inputs)
+        return self._iteration(inputs)
+
+    def _iteration(
+        self, inputs: dict[str, torch.Tensor] | None = None, feeds: list[dict[str, torch.Tensor]] | None = None,
+        eager: bool = False,
+    ) -> tuple[torch.Tensor, float]:
+        """`iteration` by the run's path, or by plain eager code when `eager`; `feeds` are the
+        iter_size passes' batches when already made (`CompiledNet.feed`)."""
+        if self.fused is None or eager:
             for e in self.entries:
                 e.param.grad = None
-            loss = self.forward_backward(inputs)
+            loss = self.forward_backward(inputs, feeds, self.net.program if eager else None)
             return loss, self.apply_update()
         rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
-        loss, outputs = self.fused(self.net.feed(inputs), rate)
+        feed = feeds[0] if feeds else self.net.feed(inputs)
+        self._draw_masks()
+        loss, outputs = self.fused(feed, rate)
         self._last = ForwardResult(outputs, loss)
         return loss, rate
 
-    def forward_backward(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def _checked_iteration(self, inputs: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, float]:
+        """The first compiled iteration, checked (replicate.solver.compile_check): run compiled,
+        then eager (and in tf32 or bf16 also eager in fp32) from copies of the same weights,
+        history, lr step and random state, on the same batches (so with the same dropout masks).
+        If it passes the run goes on from the compiled outcome, exactly as it would have without
+        the check; if not, from the eager one at the run's precision, eager from then on, with a
+        warning in the log and in metrics.jsonl."""
+        feeds = [self.net.feed(inputs) for _ in range(self.param.iter_size)]
+        state = [e.param.data for e in self.entries] + list(self.rule.history)
+        began = self._clock()
+        start, step, randoms = compile_check.copies(state), self.current_step, compile_check.random_state(self.device)
+        spent = self._clock() - began
+        loss, rate = self._iteration(feeds=feeds)
+        compiled_last = self._last
+        began = self._clock()
+        compiled = compile_check.Outcome([loss.detach().clone()], compile_check.copies(state))
+        compiled_randoms = compile_check.random_state(self.device)
+
+        def eager_from_start(keep: bool) -> compile_check.Outcome:
+            """The eager iteration from the start's copies; its blobs are `state` itself unless `keep`."""
+            compile_check.restore(state, start)
+            self.current_step = step
+            compile_check.set_random_state(randoms, self.device)
+            eager_loss, _ = self._iteration(feeds=feeds, eager=True)
+            return compile_check.Outcome([eager_loss], compile_check.copies(state) if keep else state)
+
+        fp32, reference = None, self.precision != "fp32"
+        eager = eager_from_start(keep=reference)
+        eager_last, eager_randoms = self._last, compile_check.random_state(self.device)
+        if reference:
+            with self._caffe_arithmetic():
+                fp32 = eager_from_start(keep=False)
+        verdict = self._agreed(compile_check.verdict(self.precision, compiled, eager, fp32))
+        chosen = compiled if verdict.passed else eager
+        compile_check.restore(state, chosen.blobs)
+        compile_check.set_random_state(compiled_randoms if verdict.passed else eager_randoms, self.device)
+        self._last = compiled_last if verdict.passed else eager_last
+        for e in self.entries:
+            e.param.grad = None  # the one-graph iteration keeps no gradients between iterations
+        self._report_check("training iteration", verdict, spent + self._clock() - began)
+        return chosen.values[0], rate
+
+    def _clock(self) -> float:
+        """time.perf_counter() once the device has done what it was given (for the checks' cost)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    @contextlib.contextmanager
+    def _caffe_arithmetic(self) -> Iterator[None]:
+        """Run the enclosed code in fp32 (no autocast, TF32 off), whatever the run's precision."""
+        precision = self.precision
+        set_precision("fp32")
+        self.precision = "fp32"
+        try:
+            yield
+        finally:
+            self.precision = precision
+            set_precision(precision)
+
+    def _checked_test_batch(
+        self, index: int, feed: dict[str, torch.Tensor], compiled: tuple[torch.Tensor | None, dict[str, torch.Tensor]]
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """The first compiled batch of test net `index`, checked: the eager program on the same
+        batch (and in tf32 or bf16 in fp32 too), compared with what the compiled one gave; the
+        eager result where they differ."""
+        began = self._clock()
+        program = self.test_nets[index].program
+        names = list(compiled[1])
+
+        def outcome(result: tuple[torch.Tensor | None, dict[str, torch.Tensor]]) -> compile_check.Outcome:
+            values = [result[1][n] for n in names] + ([] if result[0] is None else [result[0]])
+            return compile_check.Outcome(values, [])
+
+        eager = program(feed)
+        fp32 = None
+        if self.precision != "fp32":
+            with self._caffe_arithmetic(), torch.autocast(self.device.type, enabled=False):
+                fp32 = outcome(program(feed))
+        verdict = self._agreed(compile_check.verdict(self.precision, outcome(compiled), outcome(eager), fp32))
+        self._report_check(f"test net #{index}", verdict, self._clock() - began)
+        return compiled if verdict.passed else eager
+
+    def _agreed(self, verdict: compile_check.Verdict) -> compile_check.Verdict:
+        """`verdict`, failed in every process where it failed in one (all go on the same way)."""
+        failed = torch.tensor([float(not verdict.passed)], device=self.device)
+        self.group.mean_([failed])
+        return verdict._replace(passed=not bool(failed.item()))
+
+    def _report_check(self, what: str, verdict: compile_check.Verdict, seconds: float) -> None:
+        """Record a check in metrics.jsonl and the log; a failed one turns the run eager."""
+        record = {"kind": "compile_check", "iter": self.iter, "checked": what, **verdict.record(),
+                  "precision": self.precision, "backend": str(self.backend), "torch": torch.__version__,
+                  "seconds": seconds}
+        self.compile_checks.append(record)
+        self.log.record(**record)
+        if verdict.passed:
+            self.log.info(f"Compiled {what} checked against eager at iteration {self.iter}: {verdict.text(self.precision)}")
+            return
+        self.log.warning(
+            f"--compile ({self.backend}) is wrong on torch {torch.__version__}: its {what} differs from the eager "
+            f"one at {self.precision}: {verdict.text(self.precision)}; this run goes on from the eager result and "
+            f"runs eager"
+        )
+        self.fused = None
+        self.unfused = f"the compiled {what} failed its check against eager"
+        self._program = self.net.program
+        self._test_programs = [net.program for net in self.test_nets]
+        self._check_pending, self._tests_unchecked = False, set()
+
+    def _draw_masks(self) -> None:
+        """The next dropout masks of the train net, when the solver draws them (compiled runs)."""
+        for layer in self._dropouts:
+            layer.draw_mask()
+
+    def forward_backward(
+        self, inputs: dict[str, torch.Tensor] | None = None, feeds: list[dict[str, torch.Tensor]] | None = None,
+        program: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
         """iter_size forward/backward passes accumulating gradients; their mean loss, left on the
-        device.  In a data-parallel run gradients and loss are then averaged over the processes."""
+        device.  In a data-parallel run gradients and loss are then averaged over the processes.
+        `feeds` are the passes' batches when already made; `program` runs them instead of the
+        run's (compiled or not) one."""
+        program = program or self._program
         total = torch.zeros((), device=self.device)
         passes = self.param.iter_size
         for i in range(passes):
             if self._averager is not None:
                 self._averager.armed = i == passes - 1
-            feed = self.net.feed(inputs)
+            feed = feeds[i] if feeds else self.net.feed(inputs)
+            self._draw_masks()
             with self._autocast():
-                loss, outputs = self._program(feed)
+                loss, outputs = program(feed)
             if loss is None:
                 loss = torch.zeros((), device=self.device)
             self._last = ForwardResult(outputs, loss)
@@ -502,7 +653,12 @@ class Solver:
                 if self._requests_in_test():
                     self.log.info("Test interrupted.", "solver.cpp:385")
                     return None
-                batch_loss, outputs = program(net.feed(inputs))
+                feed = net.feed(inputs)
+                batch_loss, outputs = program(feed)
+                if index in self._tests_unchecked:
+                    self._tests_unchecked.discard(index)
+                    batch_loss, outputs = self._checked_test_batch(index, feed, (batch_loss, outputs))
+                    program = self._test_programs[index]
                 if self.param.test_compute_loss and batch_loss is not None:
                     loss += batch_loss.float()
                 for name, value in outputs.items():
