@@ -47,6 +47,9 @@ def test_caffes_whole_run_replays_on_the_device(tmp_path: Path, device: torch.de
     compile = compile_backend(device) if compiled else False
     train(run / "solver.prototxt", weights=str(run / "init.caffemodel"), device=str(device), compile=compile, echo=False)
     _trained_on(run, device)
+    checks = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "compile_check"]
+    assert all(c["passed"] for c in checks) and len(checks) == (2 if compiled else 0), checks  # stayed compiled
     replay = replay_errors(run)
     assert replay.same_lines and replay.logged_values > 60
     assert replay.log_error <= REPLAY_TOLERANCE, f"logged numbers {replay.log_error:.3g} from Caffe's"

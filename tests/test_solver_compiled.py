@@ -65,13 +65,13 @@ def parse_solver_text(text: str) -> caffe_pb2.SolverParameter:
     return parse_text(text, caffe_pb2.SolverParameter())
 
 
-def tiny_solver(compile: bool | str, extra: str = "") -> Solver:
+def tiny_solver(compile: bool | str, extra: str = "", device: torch.device = torch.device("cpu")) -> Solver:
     param = parse_solver_text(
         "base_lr: 0.01 momentum: 0.9 weight_decay: 0.004 lr_policy: 'fixed' max_iter: 100 display: 0 "
         "random_seed: 1 " + extra
     )
     param.net_param.CopyFrom(parse_net_text(NET))
-    return Solver(param, Path.cwd(), torch.device("cpu"), RunLog(None, echo=False), compile=compile)
+    return Solver(param, Path.cwd(), device, RunLog(None, echo=False), compile=compile)
 
 
 def tiny_batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -344,13 +344,13 @@ for _kind in WRONG:
     torch._dynamo.register_backend(_feeding_wrong(_kind), name=f"replicate_test_wrong_{_kind}")
 
 
-def logged_solver(folder: Path, compile: bool | str) -> Solver:
+def logged_solver(folder: Path, compile: bool | str, device: torch.device = torch.device("cpu")) -> Solver:
     """The tiny solver with a test net, its log and metrics in `folder`."""
     folder.mkdir()
     param = parse_solver_text("base_lr: 0.01 momentum: 0.9 weight_decay: 0.004 lr_policy: 'fixed' max_iter: 100 "
                               "display: 0 random_seed: 1 test_iter: 1 test_interval: 1000")
     param.net_param.CopyFrom(parse_net_text(NET))
-    return Solver(param, folder, torch.device("cpu"), RunLog(folder, echo=False), compile=compile)
+    return Solver(param, folder, device, RunLog(folder, echo=False), compile=compile)
 
 
 def _train(solver: Solver, iterations: int = 3) -> list[torch.Tensor]:
