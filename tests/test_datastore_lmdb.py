@@ -1,7 +1,10 @@
 """Datum LMDBs: what we write reads back with Caffe's layout, keys in list order, and bad input
 (missing source, LevelDB folder, corrupt record, interrupted write) is reported, not half-done."""
 
+import os
 import pickle
+import threading
+import time
 from itertools import islice
 from pathlib import Path
 
@@ -139,3 +142,41 @@ def test_reader_pickles_and_reopens(tmp_path):
     assert copy.datum(3).label == 3
     reader.close()
     assert copy.datum(2).label == 2
+
+
+def test_a_process_forked_while_another_thread_reads_opens_its_own_reader(tmp_path):
+    """A GpuLoader's thread may be reading records when a pool forks its workers; each worker then
+    closes the environment it inherited and opens its own.  Without the module's fork lock the
+    children waited forever in that close (every one of 40, when a thread read in a loop)."""
+    write_lmdb(tmp_path / "db", [(f"{i:03d}", array_datum(np.zeros((3, 8, 8), np.uint8), i)) for i in range(20)])
+    reader = LmdbReader(tmp_path / "db")
+    stop = threading.Event()
+
+    def read() -> None:
+        i = 0
+        while not stop.is_set():
+            reader.datum(i % 20)
+            i += 1
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    hung = 0
+    try:
+        for _ in range(5):
+            pid = os.fork()
+            if pid == 0:
+                code = 0 if LmdbReader(tmp_path / "db").datum(3).label == 3 else 1
+                os._exit(code)
+            deadline = time.monotonic() + 20
+            while not (done := os.waitpid(pid, os.WNOHANG))[0] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not done[0]:
+                hung += 1
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            else:
+                assert os.waitstatus_to_exitcode(done[1]) == 0
+    finally:
+        stop.set()
+        thread.join()
+    assert hung == 0, f"{hung} of 5 forked children hung opening their reader"

@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +97,15 @@ def datum_array(
 #: must not be used across fork) and opens its own.
 _ENVS: dict[tuple[int, int, int], list] = {}
 
+#: Held around every read this module makes through py-lmdb, and by every fork of this process
+#: (os.register_at_fork), so that no thread is inside LMDB when the process forks.  A child forked
+#: while another thread was reading (a GpuLoader's thread preparing batches while a pool forked its
+#: workers) inherits LMDB mid-call, and closing the inherited environment, which a worker must do
+#: before it opens its own, then waits forever: 40 children in 40 hung that way without this lock.
+_LMDB_LOCK = threading.RLock()
+os.register_at_fork(before=_LMDB_LOCK.acquire, after_in_parent=_LMDB_LOCK.release,
+                    after_in_child=_LMDB_LOCK.release)
+
 
 def _env_key(path: Path) -> tuple[int, int, int]:
     """(process, device, inode) of data.mdb: an LMDB rebuilt at the same path is another one."""
@@ -104,6 +114,11 @@ def _env_key(path: Path) -> tuple[int, int, int]:
 
 
 def _open_env(path: Path) -> lmdb.Environment:
+    with _LMDB_LOCK:
+        return _open_env_locked(path)
+
+
+def _open_env_locked(path: Path) -> lmdb.Environment:
     if not (path / "data.mdb").is_file():
         if path.exists():
             raise ReplicateError(f"{path}: not an LMDB (no data.mdb); LevelDB sources are not supported")
@@ -122,12 +137,13 @@ def _open_env(path: Path) -> lmdb.Environment:
 
 
 def _release_env(key: tuple[int, int, int]) -> None:
-    entry = _ENVS.get(key)
-    if entry is not None:
-        entry[1] -= 1
-        if entry[1] == 0:
-            entry[0].close()
-            del _ENVS[key]
+    with _LMDB_LOCK:
+        entry = _ENVS.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                entry[0].close()
+                del _ENVS[key]
 
 
 class LmdbReader:
@@ -144,7 +160,7 @@ class LmdbReader:
         self._env: lmdb.Environment | None = _open_env(self.path)
         self._pid, self._key = os.getpid(), _env_key(self.path)
         keys = []
-        with self._env.begin(buffers=False) as txn:
+        with _LMDB_LOCK, self._env.begin(buffers=False) as txn:
             for key in txn.cursor().iternext(keys=True, values=False):
                 keys.append(key)
         if not keys:
@@ -170,7 +186,8 @@ class LmdbReader:
             if self._env is None:
                 self._env = _open_env(self.path)
                 self._pid, self._key = os.getpid(), _env_key(self.path)
-            self._txn = self._env.begin(buffers=False)
+            with _LMDB_LOCK:
+                self._txn = self._env.begin(buffers=False)
         return self._txn
 
     def where(self, index: int) -> str:
@@ -179,7 +196,9 @@ class LmdbReader:
 
     def datum(self, index: int) -> caffe_pb2.Datum:
         """Record `index` (0-based, key order), parsed."""
-        value = self._transaction().get(self.key(index))
+        txn = self._transaction()
+        with _LMDB_LOCK:
+            value = txn.get(self.key(index))
         if value is None:
             raise ReplicateError(f"{self.where(index)}: record vanished from the LMDB")
         return parse_datum(value, self.where(index))
@@ -196,7 +215,8 @@ class LmdbReader:
         """Release the LMDB (in a forked child, just forget the parent's handles)."""
         if self._env is not None and self._pid == os.getpid():
             if self._txn is not None:
-                self._txn.abort()
+                with _LMDB_LOCK:
+                    self._txn.abort()
             _release_env(self._key)
         self._env = self._txn = None
 
