@@ -232,6 +232,9 @@ def test_command_line(raw_cli: tuple[Path, str], tmp_path: Path, capsys) -> None
     out, printed = raw_cli
     assert "found 0 run dirs and 16 raw Caffe logs" in printed
     assert f"report: {out / 'report.md'}" in printed
+    # It ends with the paper's claims checked on the runs read (here 16 of the authors' own logs).
+    ending = printed[printed.index("The paper's claims on these runs"):].splitlines()
+    assert len(ending) == 9 and ending[-1].startswith("2 of the paper's 6 claims hold on these runs (4 not judged")
     assert main(["results", "--runs", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such folder" in err

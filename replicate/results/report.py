@@ -40,6 +40,8 @@ class Report:
     markdown: Path
     figures: list[Path]
     relative: bool
+    checks: list[ShapeCheck]  # the paper's claims on our runs
+    paper_checks: list[ShapeCheck]  # the same claims on the paper's nets
 
 
 def _write(path: Path, text: str) -> None:
@@ -389,7 +391,7 @@ def _estimate(c: ShapeCheck) -> str:
     return f"{_f(e.value, 4, signed)}{spread}, {e.nets} nets"
 
 
-def _shape(scores: Scores, paper_scores: Scores) -> list[str]:
+def _shape(checks: list[ShapeCheck], paper_checks: list[ShapeCheck]) -> list[str]:
     """Does our run show the paper's shape?  Each claim checked by one stated rule on both."""
     lines = ["## Does the paper's shape show? (qualitative checks)", "",
              "Each claim of the paper tested by the rule given, on the paper's nets and on ours "
@@ -400,13 +402,13 @@ def _shape(scores: Scores, paper_scores: Scores) -> list[str]:
              "for a difference of two groups), and the rule's margin must be passed by the bound "
              "on the side that would refute the claim.", ""]
     rows = []
-    for mine, theirs in zip(shape_checks(scores), shape_checks(paper_scores)):
+    for mine, theirs in zip(checks, paper_checks):
         def verdict(c: ShapeCheck) -> str:
             return "–" if c.holds is None else ("yes" if c.holds else "**no**")
         rows.append([mine.claim, mine.rule, _estimate(theirs), verdict(theirs), _estimate(mine),
                      verdict(mine)])
     lines += _table(["claim", "rule", "paper", "holds", "ours", "holds"], rows)
-    first = shape_checks(scores)[0]
+    first = checks[0]
     if first.holds is False and first.value is not None and first.value > 1 + MATCH_MARGIN:
         lines += ["", "Our BnB+ nets beat their own base by far: the base nets are not trained to "
                   "convergence, so every net that starts from their weights gets extra training the "
@@ -438,10 +440,11 @@ def build_report(runs: Runs, out: str | Path, paper: Mapping[str, PaperNet],
     lines += _table1(scores, paper_scores, relative)
     lines += _intervals(scores, paper_scores, relative)
     lines += _significance(scores, paper_scores, relative)
-    lines += _shape(scores, paper_scores)
+    checks, paper_checks = shape_checks(scores), shape_checks(paper_scores)
+    lines += _shape(checks, paper_checks)
     lines += ["## Figures", "", "Left: the paper's nets; right: ours.", ""]
     lines += [f"![{p.stem}]({p.name})" for p in figures] + [""]
     lines += _per_net(nets, paper, scores, paper_scores, relative)
     md_path = out / "report.md"
     _write(md_path, "\n".join(lines))
-    return Report(out, csv_path, md_path, figures, relative)
+    return Report(out, csv_path, md_path, figures, relative, checks, paper_checks)
