@@ -180,6 +180,26 @@ def test_demo_run_dirs_compare_shapes(tmp_path: Path, capsys) -> None:
     assert rows["half0A"]["format"] == "metrics.jsonl" and rows["half0A"]["points"] == "10"
 
 
+def test_a_demo_without_the_bnb_dip_says_it_was_not_reproduced_at_demo_scale(tmp_path: Path) -> None:
+    """The note comes with demo runs whose dip check says no, not with a dip or with paper-scale runs."""
+    def report(ratios: dict[int, float], arch: str) -> str:
+        runs_dir = tmp_path / f"{arch}{sorted(ratios.values())}"
+        runs_dir.mkdir()
+        _run_dir(runs_dir, "half0A", _curve(0.5), arch=arch)
+        for n, r in ratios.items():
+            _run_dir(runs_dir, f"transfer0A0A_1_{n}", _curve(0.5 * r), arch=arch)
+        out = runs_dir / "report"
+        assert main(["results", "--runs", str(runs_dir), "--out", str(out)]) == 0
+        return (out / "report.md").read_text()
+
+    flat = {n: 1.0 + 0.001 * n for n in range(1, 8)}
+    dip = {1: 1.0, 2: 0.999, 3: 0.95, 4: 0.94, 5: 0.951, 6: 0.96, 7: 1.001}
+    md = report(flat, "demo")
+    assert "**The BnB dip was not reproduced at demo scale**" in md and "The full-scale grid" in md
+    assert "not reproduced at demo scale" not in report(dip, "demo")
+    assert "not reproduced at demo scale" not in report(flat, "caffenet")
+
+
 def test_a_longer_base_schedule_is_said_as_a_departure_from_the_paper(tmp_path: Path) -> None:
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
