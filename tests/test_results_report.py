@@ -258,3 +258,19 @@ def test_command_line(raw_cli: tuple[Path, str], tmp_path: Path, capsys) -> None
     assert main(["results", "--runs", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such folder" in err
+
+
+def test_figure3_draws_only_the_natman_directions_that_were_run(tmp_path: Path) -> None:
+    """The demo runs natman transfers one way (man-made to natural); the other way, of which
+    only its base exists, gets neither a line nor a legend entry."""
+    import matplotlib.pyplot as plt
+
+    from replicate.results.figures import _natman
+
+    scores = {"halfnatmanA": 0.8, "halfnatmanB": 0.9}
+    scores.update({f"transfernatmanBA_1_{n}": 0.8 - 0.03 * n for n in range(1, 8)})
+    fig, ax = plt.subplots()
+    assert _natman(ax, scores, True)
+    assert [line.get_label() for line in ax.get_lines()] == [
+        "man-made -> natural (transfernatmanBA; n=0: base)"]
+    plt.close(fig)
