@@ -244,8 +244,9 @@ def load_solver_config(name_or_path: str, for_base: bool = False) -> SolverConfi
     The net files are the generator's; max_iter and snapshot_prefix are required because
     dependent nets name the base net's final snapshot, which must therefore exist.  An optional
     "base" object replaces solver fields for the nets trained from scratch that the others start
-    from or are compared with (`for_base`): the demo trains those longer, so that they have
-    converged before anything copies them, as the paper's had.
+    from or are compared with (`for_base`), e.g. to train those longer where a budget cannot give
+    every net a schedule long enough for the bases to converge before anything copies them, as the
+    paper's had (the report then says the schedules differ).
     """
     name, path = _named_file(name_or_path, SOLVER_CONFIG_DIR, "solver config")
     config = read_json(path)

@@ -185,6 +185,26 @@ def test_demo_run_dirs_compare_shapes(tmp_path: Path, capsys) -> None:
     assert rows["half0A"]["format"] == "metrics.jsonl" and rows["half0A"]["points"] == "10"
 
 
+def test_a_demo_without_the_bnb_dip_says_it_was_not_reproduced_at_demo_scale(tmp_path: Path) -> None:
+    """The note comes with demo runs whose dip check says no, not with a dip or with paper-scale runs."""
+    def report(ratios: dict[int, float], arch: str) -> str:
+        runs_dir = tmp_path / f"{arch}{sorted(ratios.values())}"
+        runs_dir.mkdir()
+        _run_dir(runs_dir, "half0A", _curve(0.5), arch=arch)
+        for n, r in ratios.items():
+            _run_dir(runs_dir, f"transfer0A0A_1_{n}", _curve(0.5 * r), arch=arch)
+        out = runs_dir / "report"
+        assert main(["results", "--runs", str(runs_dir), "--out", str(out)]) == 0
+        return (out / "report.md").read_text()
+
+    flat = {n: 1.0 + 0.001 * n for n in range(1, 8)}
+    dip = {1: 1.0, 2: 0.999, 3: 0.95, 4: 0.94, 5: 0.951, 6: 0.96, 7: 1.001}
+    md = report(flat, "demo")
+    assert "**The BnB dip was not reproduced at demo scale**" in md and "The full-scale grid" in md
+    assert "not reproduced at demo scale" not in report(dip, "demo")
+    assert "not reproduced at demo scale" not in report(flat, "caffenet")
+
+
 def test_a_longer_base_schedule_is_said_as_a_departure_from_the_paper(tmp_path: Path) -> None:
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
@@ -237,6 +257,9 @@ def test_command_line(raw_cli: tuple[Path, str], tmp_path: Path, capsys) -> None
     out, printed = raw_cli
     assert "found 0 run dirs and 16 raw Caffe logs" in printed
     assert f"report: {out / 'report.md'}" in printed
+    # It ends with the paper's claims checked on the runs read (here 16 of the authors' own logs).
+    ending = printed[printed.index("The paper's claims on these runs"):].splitlines()
+    assert len(ending) == 9 and ending[-1].startswith("2 of the paper's 6 claims hold on these runs (4 not judged")
     assert main(["results", "--runs", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such folder" in err
@@ -257,3 +280,19 @@ def test_a_figure_draws_only_the_rows_some_run_of_ours_belongs_in(tmp_path: Path
     assert imread(drawn.path).shape[0] == round(3.6 * 110)  # one row of panels, not three
     assert figure3(paper, paper, tmp_path / "all.png").left_out == ()
     assert imread(tmp_path / "all.png").shape[0] == round(3 * 3.6 * 110)
+
+
+def test_figure3_draws_only_the_natman_directions_that_were_run(tmp_path: Path) -> None:
+    """The demo runs natman transfers one way (man-made to natural); the other way, of which
+    only its base exists, gets neither a line nor a legend entry."""
+    import matplotlib.pyplot as plt
+
+    from replicate.results.figures import _natman
+
+    scores = {"halfnatmanA": 0.8, "halfnatmanB": 0.9}
+    scores.update({f"transfernatmanBA_1_{n}": 0.8 - 0.03 * n for n in range(1, 8)})
+    fig, ax = plt.subplots()
+    assert _natman(ax, scores, True)
+    assert [line.get_label() for line in ax.get_lines()] == [
+        "man-made -> natural (transfernatmanBA; n=0: base)"]
+    plt.close(fig)

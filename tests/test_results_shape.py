@@ -9,6 +9,7 @@ import pytest
 
 from replicate.results.names import try_parse_name
 from replicate.results.reference import load_reference
+from replicate.results.findings import claims_table
 from replicate.results.shape import difference_estimate, mean_estimate, shape_checks
 
 CLAIMS = ("BnB+ matches", "BnB dips", "AnB falls", "AnB+ is at or above", "random frozen",
@@ -113,3 +114,22 @@ def test_missing_nets_give_no_verdict_and_single_nets_are_judged_without_spread(
     boost = _by_claim(single)["AnB+ is at or above"]
     assert boost.holds is True and not boost.estimate.bounded
     assert boost.value == pytest.approx(0.05)
+
+
+def test_the_screen_table_gives_each_claim_the_papers_value_ours_with_bounds_and_the_verdict() -> None:
+    paper = _paper()
+    ours = dict(paper)
+    _set_relative(ours, "AnB+", lambda n: 0.97)  # every AnB+ net 3% below its base
+    del ours["netbase"]  # the random-frozen claim cannot be judged
+    lines = claims_table(shape_checks(ours), shape_checks(paper))
+    assert lines[0].startswith("The paper's claims on these runs") and len(lines) == 9
+    assert lines[1].split() == ["claim", "paper", "ours", "(95%", "bounds)", "holds"]
+    rows = {prefix: line.split() for prefix, line in zip(CLAIMS, lines[2:8])}
+    assert rows["AnB+ is at or above"] == ["AnB+", "is", "at", "or", "above", "its", "base",
+                                           "0.015", "-0.030", "[-0.030,", "-0.030]", "no"]
+    assert rows["random frozen"][-4:] == ["0.034", "not", "run", "–"]
+    assert rows["BnB dips"] == ["BnB", "dips", "in", "the", "middle",
+                                "-0.024", "-0.024", "[-0.032,", "-0.016]", "yes"]
+    assert [row[-1] for row in rows.values()] == ["yes", "yes", "yes", "no", "–", "yes"]
+    assert lines[8] == ("4 of the paper's 6 claims hold on these runs (1 not judged: their nets were not "
+                        "run); on the paper's own nets, 6 of 6.")

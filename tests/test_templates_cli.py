@@ -121,6 +121,9 @@ BAD = [
     (["--all", "--treatments", "AnB,foo"], "unknown treatment 'foo'"),
     (["--all", "--n", "3"], "with --all use"),
     (["--treatment", "AnB", "--n", "3", "--ns", "3"], "narrow --all"),
+    (["--treatment", "AnB", "--n", "3", "--grid", "demo"], "--grid narrow --all"),
+    (["--all", "--grid", "mine"], "unknown grid 'mine' (known: paper, demo)"),
+    (["--all", "--grid", "demo", "--splits", "1", "--treatments", "AnB"], "no net of the demo grid matches"),
     (["--all", "--treatments", "random", "--splits", "0", "--ns", "1", "--arch", "demo"],
      "needs --num-output"),
     (["--treatment", "whole", "--num-output", "0"], "must be positive"),
@@ -268,28 +271,48 @@ def test_num_output_and_relative_data_root(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_demo_grid(tmp_path: Path) -> None:
-    """The demo config trains base nets and netbase three times as long as the nets that copy them
-    (so that they have converged first); a copying net loads the base's last snapshot, not one
-    at its own max_iter."""
-    assert main(["generate", "--all", "--arch", "demo", "--num-output", "10", "--splits", "0",
-                 "--treatments", "base,BnB,BnB+,AnB,AnB+,random,whole", "--out", str(tmp_path)]) == 0
+    """The demo's nets (`--grid demo`, 41 of the paper's) all train the demo config's one
+    schedule, as the paper's did; a copying net loads the base's last snapshot."""
+    assert main(["generate", "--all", "--grid", "demo", "--arch", "demo", "--num-output", "10",
+                 "--out", str(tmp_path)]) == 0
     nets = json.loads((tmp_path / "plan.json").read_text())["nets"]
-    assert len(nets) == 2 + 7 + 14 + 7 + 7 + 7 + 1
-    assert {e["arch"] for e in nets} == {"demo"}
-    base = {"half0A", "half0B", "netbase"}
-    assert {e["name"]: e["max_iter"] for e in nets} == {e["name"]: 3000 if e["name"] in base else 1000
-                                                        for e in nets}
+    assert len(nets) == 4 + 1 + 7 + 7 + 14 + 4 + 4
+    assert {e["arch"] for e in nets} == {"demo"} and {e["max_iter"] for e in nets} == {3000}
     for e in nets:
         solver = read_solver_text(tmp_path / e["name"] / "solver.prototxt")
-        assert (solver.max_iter, solver.stepsize) == ((3000, 2100) if e["name"] in base else (1000, 700))
+        assert (solver.max_iter, solver.stepsize) == (3000, 2100)
         if e["weights"]:
             assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_3000.caffemodel"
-    manifest = json.loads((tmp_path / "half0A" / "manifest.json").read_text())
-    assert manifest["solver_config"] == "demo (base nets)"
+    manifest = json.loads((tmp_path / "transfer0A0B_1_2" / "manifest.json").read_text())
+    assert manifest["solver_config"] == "demo"
     net = read_net_text(tmp_path / "transfer0A0B_1_2" / "train.prototxt")
     assert net.layer[0].transform_param.crop_size == 24
     assert net.layer[0].transform_param.scale == 0.015625
     assert net.layer[-2].inner_product_param.num_output == 10
+
+
+def test_a_config_base_section_trains_the_base_nets_their_own_schedule(tmp_path: Path) -> None:
+    """A solver config's "base" fields replace its solver's for base nets and netbase (so that
+    they can converge before anything copies them); a copying net loads the base's last snapshot,
+    not one at its own max_iter."""
+    config = tmp_path / "bases_longer.json"
+    config.write_text(json.dumps({"solver": {"max_iter": 100, "stepsize": 70, "snapshot": 100,
+                                             "snapshot_prefix": "caffe_imagenet_train"},
+                                  "base": {"max_iter": 300, "stepsize": 210, "snapshot": 300}}))
+    out = tmp_path / "runs"
+    assert main(["generate", "--all", "--arch", "demo", "--num-output", "10", "--splits", "0",
+                 "--treatments", "base,BnB+,AnB,whole", "--ns", "2", "--solver-config", str(config),
+                 "--out", str(out)]) == 0
+    nets = json.loads((out / "plan.json").read_text())["nets"]
+    base = {"half0A", "half0B", "netbase"}
+    assert {e["name"] for e in nets} == base | {"transfer-ft0A0A_1_2", "transfer0A0B_1_2", "transfer0B0A_1_2"}
+    for e in nets:
+        solver = read_solver_text(out / e["name"] / "solver.prototxt")
+        assert (e["max_iter"], solver.max_iter, solver.stepsize) == (
+            (300, 300, 210) if e["name"] in base else (100, 100, 70))
+        if e["weights"]:
+            assert e["weights"] == f"../{e['depends_on']}/caffe_imagenet_train_iter_300.caffemodel"
+    assert json.loads((out / "half0A" / "manifest.json").read_text())["solver_config"] == f"{config} (base nets)"
 
 
 def test_missing_data_is_warned_with_how_to_make_it_and_full_scale_said(

@@ -3,9 +3,10 @@
 One net:   python -m replicate generate --treatment AnB --split 0 --n 3 --out runs/
            (-> runs/transfer0A0B_1_3: layers 1-3 copied from half0A and frozen, trained on half0B)
 The paper: python -m replicate generate --all --out runs/   (the 148 nets the authors logged)
-Demo:      python -m replicate generate --all --arch demo --num-output 40 --splits 0,natman \\
-               --treatments base,BnB,BnB+,AnB,AnB+,random,whole --data demo_runs/data --out demo_runs/runs
-           (what `python -m replicate demo` runs, on the datasets it made first)
+Demo:      python -m replicate generate --all --grid demo --arch demo --num-output 40 \\
+               --data demo_runs/data --out demo_runs/runs
+           (what `python -m replicate demo` runs, on the datasets it made first: 41 of the
+           paper's nets on split 0 and natman, see treatments.demo_grid)
 
 Treatments (T = --target dataset letter, S = the other letter, s = --split, n = --n):
   base    half{s}{T}                        base net on one half
@@ -45,7 +46,7 @@ from replicate.treatments import SPLITS, TREATMENTS, NetSpec, net_spec
 
 T = TypeVar("T")
 _PER_NET = ("split", "n", "target", "per_class")
-_GRID_FILTERS = ("splits", "treatments", "ns")
+_GRID_FILTERS = ("grid", "splits", "treatments", "ns")
 
 
 def _list(kind: Callable[[str], T]) -> Callable[[str], list[T]]:
@@ -71,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--per-class", type=int, metavar="K",
                      help="images per class of a reduced net, 1..1300")
     grid = parser.add_argument_group("narrowing the grid (with --all)")
+    grid.add_argument("--grid", metavar="NAME",
+                      help="the grid --all draws from: paper (default; the 148 nets the authors logged) "
+                      "or demo (the 41 of them that `python -m replicate demo` trains)")
     grid.add_argument("--splits", type=_list(str), metavar="LIST",
                       help="only these splits, e.g. 0,natman (nets without a split stay)")
     grid.add_argument("--treatments", type=_list(str), metavar="LIST",
@@ -118,9 +122,10 @@ def _specs(args: argparse.Namespace) -> list[NetSpec]:
         for n in args.ns or ():
             if not 1 <= n <= 7:
                 raise ReplicateError(f"n {n} is outside 1..7")
-        specs = plan.paper_plan_specs(args.splits, args.treatments, args.ns)
+        grid = args.grid or "paper"
+        specs = plan.grid_specs(grid, args.splits, args.treatments, args.ns)
         if not specs:
-            raise ReplicateError("no net of the paper's grid matches these filters")
+            raise ReplicateError(f"no net of the {grid} grid matches these filters")
         return specs
     given = [f"--{f}" for f in _GRID_FILTERS if getattr(args, f) is not None]
     if given:

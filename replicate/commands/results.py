@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+from replicate.results.findings import claims_table
 from replicate.results.reference import (DEFAULT_CURVES, DEFAULT_PATH, load_paper_curves,
                                         load_reference)
 from replicate.results.report import build_report
@@ -53,4 +54,5 @@ def run(args: argparse.Namespace) -> int:
               "not absolute numbers")
     print(f"report: {report.markdown} (table {report.csv.name}, figures "
           f"{', '.join(p.name for p in report.figures)})")
+    print("\n" + "\n".join(claims_table(report.checks, report.paper_checks)))
     return 0

@@ -29,7 +29,7 @@ from typing import Any
 
 from replicate.errors import ReplicateError
 from replicate.templates import SolverConfig, read_json
-from replicate.treatments import TREATMENTS, NetSpec, paper_grid
+from replicate.treatments import GRIDS, TREATMENTS, NetSpec
 
 PLAN_FILE = "plan.json"
 PLAN_VERSION = 1
@@ -58,10 +58,13 @@ def select(specs: Iterable[NetSpec], splits: Sequence[str] | None = None,
     return chosen
 
 
-def paper_plan_specs(splits: Sequence[str] | None = None, treatments: Sequence[str] | None = None,
-                     ns: Sequence[int] | None = None) -> list[NetSpec]:
-    """The paper's grid (every net the authors logged), optionally narrowed."""
-    return select(paper_grid(), splits, treatments, ns)
+def grid_specs(grid: str = "paper", splits: Sequence[str] | None = None,
+               treatments: Sequence[str] | None = None, ns: Sequence[int] | None = None) -> list[NetSpec]:
+    """The nets of a named grid (`paper`: every net the authors logged; `demo`: the demo's),
+    optionally narrowed."""
+    if grid not in GRIDS:
+        raise ReplicateError(f"unknown grid {grid!r} (known: {', '.join(GRIDS)})")
+    return select(GRIDS[grid](), splits, treatments, ns)
 
 
 def weights_path(base_name: str, base_solver: SolverConfig) -> str:

@@ -108,10 +108,10 @@ def _natman(ax: Axes, scores: Scores, relative: bool) -> bool:
         src = "B" if target == "A" else "A"
         pts = [(p.n, v) for p, v in parsed(scores)
                if p.family == "natman_transfer" and p.target == f"halfnatman{target}"]
+        if not pts or (relative and not base):
+            continue  # no transfer into this half (the demo runs one direction): no line, no legend entry
         if base is not None:
             pts.append((0, base))
-        if not pts or (relative and not base):
-            continue
         pts.sort()
         scale = base if relative else 1.0
         ax.plot([n for n, _ in pts], [v / scale for _, v in pts], color=color, marker="h",
