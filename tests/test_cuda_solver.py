@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from gpu_support import metrics
 from gpu_tier import compile_backend, cuda_only
 from solver_support import copy_run, params, random_run, replay_errors, same_weights
+from test_solver_resume import _resumable_copy
 
 from replicate.solver.run import train
 
@@ -32,7 +33,7 @@ REPLAY_TOLERANCE = 1e-5
 
 
 def _config(run: Path) -> dict:
-    return json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    return metrics(run)[0]
 
 
 def _trained_on(run: Path, device: torch.device) -> None:
@@ -47,8 +48,7 @@ def test_caffes_whole_run_replays_on_the_device(tmp_path: Path, device: torch.de
     compile = compile_backend(device) if compiled else False
     train(run / "solver.prototxt", weights=str(run / "init.caffemodel"), device=str(device), compile=compile, echo=False)
     _trained_on(run, device)
-    checks = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
-              if json.loads(line)["kind"] == "compile_check"]
+    checks = [r for r in metrics(run) if r["kind"] == "compile_check"]
     assert all(c["passed"] for c in checks) and len(checks) == (2 if compiled else 0), checks  # stayed compiled
     replay = replay_errors(run)
     assert replay.same_lines and replay.logged_values > 60
@@ -66,15 +66,6 @@ def deterministic_cudnn() -> Iterator[None]:
         torch.backends.cudnn.deterministic = before
 
 
-def _resumed_copy(run: Path, dest: Path, at: int) -> Path:
-    """`run`'s folder as it was right after its snapshot at `at` (later snapshots and logs gone)."""
-    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("train.log", "metrics.jsonl"))
-    for path in dest.glob("snap_iter_*"):
-        if int(path.name.split("_iter_")[1].split(".")[0]) > at:
-            path.unlink()
-    return dest
-
-
 def test_a_resumed_run_ends_bit_identical_on_the_device(
     tmp_path: Path, device: torch.device, deterministic_cudnn: None
 ) -> None:
@@ -84,11 +75,10 @@ def test_a_resumed_run_ends_bit_identical_on_the_device(
     sidecar = json.loads((whole / "snap_iter_6.solverstate.resume.json").read_text())
     if device.type == "cuda":
         assert sidecar["random"]["torch_cuda"], "the sidecar holds no CUDA generator state"
-    run = _resumed_copy(whole, tmp_path / "from6", 6)
+    run = _resumable_copy(whole, tmp_path / "from6", 6)
     train(run / "solver.prototxt", snapshot=run / "snap_iter_6.solverstate", device=str(device), echo=False)
     assert same_weights(whole / "snap_iter_14.caffemodel", run / "snap_iter_14.caffemodel")
-    tests = [[r for r in map(json.loads, (f / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "test"]
-             for f in (whole, run)]
+    tests = [[r for r in metrics(f) if r["kind"] == "test"] for f in (whole, run)]
     assert tests[1] == [t for t in tests[0] if t["iter"] >= 6]
 
 
@@ -100,7 +90,7 @@ def test_the_device_generator_is_what_the_resume_restores(
     cuda_only(device, "the CUDA generator's part in a resume")
     whole = random_run(tmp_path, "whole")
     train(whole / "solver.prototxt", device=str(device), echo=False)
-    run = _resumed_copy(whole, tmp_path / "from6", 6)
+    run = _resumable_copy(whole, tmp_path / "from6", 6)
     sidecar_path = run / "snap_iter_6.solverstate.resume.json"
     sidecar = json.loads(sidecar_path.read_text())
     other = torch.cuda.default_generators[device.index].clone_state().manual_seed(12345).get_state()
@@ -134,7 +124,7 @@ def test_reduced_precision_runs_finish_within_bounds_of_fp32(tmp_path: Path, dev
         for a, b in zip(reference[layer], reduced[layer]):
             error = float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
             assert error <= bound, f"{precision}: {layer} ends {error:.3g} from fp32 (bound {bound})"
-    records = {p: [json.loads(line) for line in (runs[p] / "metrics.jsonl").read_text().splitlines()] for p in runs}
+    records = {p: metrics(runs[p]) for p in runs}
     assert all(np.isfinite(r["loss"]) for r in records[precision] if r["kind"] == "train")
     accuracy = {p: [r["outputs"]["accuracy"] for r in records[p] if r["kind"] == "test"] for p in runs}
     # The final test's accuracy within one of its 16 images of fp32's.
