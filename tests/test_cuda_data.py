@@ -5,6 +5,7 @@
   greyscale JPEGs are nvjpeg's own decode, whose IDCT and chroma upsampling are not libjpeg's:
   they must stay within `NVJPEG_MAX_LEVELS` of the reference at every pixel and
   `NVJPEG_MEAN_LEVELS` on average.
+- A JPEG cut short is refused with its name on the device path too.
 - Raw records through the workers' shared-memory slots (page-locked on CUDA), the loader thread
   and the copy stream, or read here, give the CPU path's batches bit for bit (crop, mirror, mean and scale run on the
   device as one gather with the CPU loop's float32 arithmetic).
@@ -22,10 +23,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from replicate.data.image import decode_image
+from replicate.data.image import decode_image, jpeg_components
 from replicate.data.lmdb_io import array_datum, write_lmdb
-from replicate.data.loader import BatchMaker, GpuLoader, LmdbSource, SerialLoader, decode_jpegs, jpeg_components
+from replicate.data.loader import BatchMaker, GpuLoader, LmdbSource, SerialLoader, decode_jpegs
 from replicate.data.transform import TRAIN, DataTransformer, batch_rng
+from replicate.errors import ReplicateError
 from replicate.io.binary import write_mean
 from replicate.proto import caffe_pb2
 
@@ -70,6 +72,13 @@ def test_device_jpeg_decoding_of_odd_files_is_within_tolerance_of_the_reference(
                 f"{difference.mean():.2f} on average")
         else:  # CMYK, PNG: the reference decoder itself
             assert difference.max() == 0, f"{name} was not decoded by the reference decoder"
+
+
+def test_a_cut_jpeg_is_refused_with_its_name_not_decoded_on_the_device(device: torch.device) -> None:
+    # nvjpeg's leniency with a file cut short is unknown; the CPU reference decoder refuses it.
+    whole = ODD["rgb.jpg"]
+    with pytest.raises(ReplicateError, match="cut.jpg: cannot decode image"):
+        decode_jpegs(device, [whole, whole[: len(whole) // 2]], False, False, ["rgb.jpg", "cut.jpg"])
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from replicate.data.image import decode_image, encode_jpeg, read_image, resize_linear
+from replicate.data.image import decode_image, encode_jpeg, jpeg_components, jpeg_is_cut, read_image, resize_linear
 from replicate.errors import ReplicateError
 
 OPENCV = np.load(Path(__file__).parent / "data" / "datastore_opencv.npz")
@@ -86,6 +86,40 @@ def test_a_jpeg_cut_mid_scan_is_an_error_not_grey_rows():
     data = ODD["jpeg/bytes"].tobytes()
     with pytest.raises(ReplicateError, match="cut.jpg: cannot decode image"):
         decode_image(data[: len(data) // 2], True, name="cut.jpg")
+
+
+def _with_segment(jpeg: bytes, payload: bytes) -> bytes:
+    """`jpeg` with an APP13 segment holding `payload` right after its SOI marker."""
+    return jpeg[:2] + b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def test_jpeg_is_cut_looks_for_the_end_marker_after_the_first_scan():
+    data = ODD["jpeg/bytes"].tobytes()
+    scan = data.index(b"\xff\xda")
+    assert not jpeg_is_cut(data)
+    assert all(jpeg_is_cut(data[:end]) for end in range(scan + 4, len(data) - 1, 97))
+    assert jpeg_is_cut(data[:-2]) and jpeg_is_cut(data[:-1])  # the marker itself cut
+    assert not jpeg_is_cut(data + b"\x00trailing\xff\xda bytes")  # OpenCV ignores what follows it
+    assert not jpeg_is_cut(data[:scan])  # cut in the header: no scan to judge; OpenCV refuses it
+    assert not any(jpeg_is_cut(ODD[f"{case}/bytes"].tobytes()) for case in ("cmyk", "grey", "png", "png_grey"))
+    # A thumbnail's own scan and end marker sit inside a segment, which the walk steps over.
+    thumbed = _with_segment(data, b"thumb\x00" + ODD["grey/bytes"].tobytes())
+    assert not jpeg_is_cut(thumbed)
+    assert jpeg_is_cut(thumbed[: len(thumbed) // 2 + len(data) // 4])
+    assert jpeg_components(thumbed) == 3 and jpeg_components(thumbed[: len(thumbed) - 100]) == 3
+
+
+def test_a_cut_jpeg_is_refused_whichever_opencv_decodes_it(monkeypatch):
+    # OpenCV 4.10 (checked by hand: opencv-python-headless 4.10.0.84) returns a cut JPEG's image
+    # with grey rows; a cv2 of that kind shadowing the wheel must not reach the store.
+    import replicate.data.image as image
+
+    data = ODD["jpeg/bytes"].tobytes()
+    whole = decode_image(data, True)
+    monkeypatch.setattr(image.cv2, "imdecode", lambda buffer, flags: whole.copy())
+    with pytest.raises(ReplicateError, match="cut.jpg: cannot decode image .truncated: no end-of-image marker"):
+        decode_image(data[: len(data) - 40], True, name="cut.jpg")
+    np.testing.assert_array_equal(decode_image(data, True), whole)
 
 
 def test_bad_files_name_the_path(tmp_path):

@@ -15,7 +15,8 @@ from solver_support import copy_run
 from test_solver_snapshots import _children
 
 from replicate.data.cpus import available_cpus
-from replicate.data.loader import BatchMaker, GpuLoader, LmdbSource, SerialLoader, WorkerLoader, jpeg_components
+from replicate.data.image import jpeg_components
+from replicate.data.loader import BatchMaker, GpuLoader, LmdbSource, SerialLoader, WorkerLoader
 from replicate.data.lmdb_io import encoded_datum, write_lmdb
 from replicate.data.pool import workers_per_process
 from replicate.data.transform import TRAIN, DataTransformer

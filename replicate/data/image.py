@@ -17,8 +17,10 @@ the pixels `convert_imageset` stored, the odd files of ILSVRC2012 included:
 
 What can still differ from 2014: the libjpeg inside the OpenCV wheel (libjpeg-turbo) against the
 system libjpeg Caffe was linked to, by a grey level in the IDCT or chroma upsampling.  A truncated
-file is an error here (OpenCV 5 returns no image), where the 2014 OpenCV filled the missing rows
-with grey and stored them.  Warnings libjpeg prints for files it can still decode ("Corrupt JPEG
+file is an error here, where the 2014 OpenCV filled the missing rows with grey and stored them.
+OpenCV 5 returns no image for it; OpenCV 4 still fills with grey, so `decode_image` also refuses a
+JPEG with no end-of-image marker after its first scan (`jpeg_is_cut`), whichever OpenCV is loaded
+(a conda or system `cv2` can shadow the wheel this project asks for).  Warnings libjpeg prints for files it can still decode ("Corrupt JPEG
 data: N extraneous bytes before marker") reach stderr, as they did from convert_imageset.
 
 OpenCV runs single-threaded here: data jobs already run one process per core, and OpenCV's thread
@@ -55,6 +57,54 @@ def _hwc(image: np.ndarray) -> np.ndarray:
     return image[:, :, None] if image.ndim == 2 else image
 
 
+#: JPEG start-of-frame markers (baseline, extended, progressive, lossless; not DHT/JPG/DAC).
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_header(data: bytes | memoryview) -> tuple[int, int]:
+    """(colour components of the frame, offset of the first start-of-scan marker) of a JPEG, by
+    walking its marker segments; (0, -1) when `data` is not a JPEG or its header is unreadable.
+
+    The walk steps over whole segments, so an EXIF thumbnail's own markers (inside APP1) are never
+    taken for the image's."""
+    if data[:2] != b"\xff\xd8":
+        return 0, -1
+    components, i = 0, 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return 0, -1
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if marker in _SOF:
+            components = data[i + 9] if i + 9 < len(data) else 0
+        if marker == 0xDA:
+            return components, i
+        i += 2 + ((data[i + 2] << 8) | data[i + 3])
+    return 0, -1
+
+
+def jpeg_components(data: bytes | memoryview) -> int:
+    """The number of colour components of a JPEG's frame (1 grey, 3 YCbCr, 4 CMYK/YCCK); 0 when
+    `data` is not a JPEG (a PNG saved as .JPEG, say) or its header is unreadable."""
+    return _jpeg_header(data)[0]
+
+
+def jpeg_is_cut(data: bytes | memoryview) -> bool:
+    """True for a JPEG with no end-of-image marker (FF D9) after its first scan: a file cut short.
+
+    Inside a scan's entropy-coded data every FF byte is followed by 00 or a restart marker, so an
+    FF D9 after the first scan is the end of the image (or, in a progressive file, inside a table
+    between scans: then a cut file passes, as it would with OpenCV 4 alone).  libjpeg runs out of
+    data before that marker in such a file; OpenCV 5 then returns no image, OpenCV 4 grey rows."""
+    scan = _jpeg_header(data)[1]
+    return scan >= 0 and bytes(data[scan:]).find(b"\xff\xd9") < 0
+
+
 def decode_image(data: bytes, color: bool | None = True, name: str = "image") -> np.ndarray:
     """Decode encoded bytes (JPEG, PNG, ...) to HWC uint8 with `cv::imdecode`.
 
@@ -68,6 +118,9 @@ def decode_image(data: bytes, color: bool | None = True, name: str = "image") ->
         raise ReplicateError(f"{name}: cannot decode image ({str(err).strip().splitlines()[-1]})") from None
     if image is None:
         raise ReplicateError(f"{name}: cannot decode image (not a known image format, or truncated)")
+    if jpeg_is_cut(data):
+        raise ReplicateError(f"{name}: cannot decode image (truncated: no end-of-image marker after its scan; "
+                             f"OpenCV {cv2.__version__} filled the rest with grey)")
     return _hwc(image)
 
 

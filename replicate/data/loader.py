@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from replicate.data.image import decode_image, image_size, read_image, resize_linear
+from replicate.data.image import decode_image, image_size, jpeg_components, jpeg_is_cut, read_image, resize_linear
 from replicate.data.item import Encoded, Item
 from replicate.data.lmdb_io import LmdbReader, datum_array
 from replicate.data.pool import DataPool, Job, Stream
@@ -316,41 +316,14 @@ class WorkerLoader:
         _close_stream(self._stream, self._own)
 
 
-#: JPEG start-of-frame markers (baseline, extended, progressive, lossless; not DHT/JPG/DAC).
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def jpeg_components(data: bytes) -> int:
-    """The number of colour components of a JPEG's frame (1 grey, 3 YCbCr, 4 CMYK/YCCK); 0 when
-    `data` is not a JPEG (a PNG saved as .JPEG, say) or its header is unreadable."""
-    if data[:2] != b"\xff\xd8":
-        return 0
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return 0
-        marker = data[i + 1]
-        if marker == 0xFF:
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        if marker in _SOF:
-            return data[i + 9] if i + 9 < len(data) else 0
-        if marker == 0xDA:
-            return 0
-        i += 2 + ((data[i + 2] << 8) | data[i + 3])
-    return 0
-
-
 def decode_jpegs(device: torch.device, blobs: list[bytes | memoryview], force_color: bool, force_gray: bool,
                  where: list[str]) -> list[torch.Tensor]:
     """CHW uint8 (BGR) images of encoded records, decoded on `device`.
 
     JPEGs of 1 or 3 components go to torchvision's decode_jpeg on the device (nvjpeg on a GPU) in
     one batched call; what it is not meant for (CMYK and YCCK JPEGs, a PNG saved as .JPEG,
-    anything not a JPEG) and anything it refuses is decoded on the CPU by the reference decoder
+    anything not a JPEG), a JPEG cut short (the reference decoder refuses it with its name) and
+    anything nvjpeg refuses is decoded on the CPU by the reference decoder
     (replicate.data.image, Caffe's OpenCV conversion rules) and copied over.  On the CPU torchvision
     decodes with the same libjpeg-turbo arithmetic as the reference (the tests check both agree).
     """
@@ -363,7 +336,7 @@ def decode_jpegs(device: torch.device, blobs: list[bytes | memoryview], force_co
         ) from None
     mode = ImageReadMode.RGB if force_color else ImageReadMode.GRAY if force_gray else ImageReadMode.UNCHANGED
     images: list[torch.Tensor | None] = [None] * len(blobs)
-    native = [i for i, b in enumerate(blobs) if jpeg_components(b) in (1, 3)]
+    native = [i for i, b in enumerate(blobs) if jpeg_components(b) in (1, 3) and not jpeg_is_cut(b)]
     data = [torch.frombuffer(blobs[i] if isinstance(blobs[i], memoryview) else bytearray(blobs[i]), dtype=torch.uint8)
             for i in native]
     try:
