@@ -105,3 +105,17 @@ def test_cpu_jobs_train_with_their_share_of_threads(tmp_path: Path, own_cpus) ->
         assert config["kind"] == "config" and config["cpu_threads"] == share["count"], (config, share)
     counts = sorted(netstate.read_status(tmp_path / n)["cpus"]["count"] for n in "ab")
     assert counts == sorted(count for count, _ in _expected(own_cpus, 2))
+
+
+@pytest.mark.parametrize("argv, option", [(["demo"], "jobs"), (["data", "convert"], "workers")])
+def test_pool_sizes_default_to_the_cpus_this_process_may_use(monkeypatch, argv: list[str], option: str) -> None:
+    # os.cpu_count() counts the whole node: under SLURM or taskset it would start a job per core
+    # of the machine on the few this process was given.
+    from replicate.cli import build_parser
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    parser = build_parser(argv)
+    sub = parser._subparsers._group_actions[0].choices[argv[0]]  # type: ignore[union-attr]
+    if len(argv) > 1:
+        sub = sub._subparsers._group_actions[0].choices[argv[1]]  # type: ignore[union-attr]
+    assert sub.get_default(option) == available_cpus() == 1

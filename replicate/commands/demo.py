@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from replicate import cli
+from replicate.data.cpus import available_cpus
 from replicate.invocation import command
 from replicate.templates import SOLVER_CONFIG_DIR, load_arch
 
@@ -74,8 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="seed of the generated images and of every net's solver (fillers, "
                              "crops, mirrors, dropout); default %(default)s")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                        help="nets trained at once (default: one per core)")
+    parser.add_argument("--jobs", type=int, default=available_cpus(),
+                        help="nets trained at once (default: one per CPU this process may use)")
 
 
 def _step(title: str, argv: list[str], hint: str = "") -> None:

@@ -16,6 +16,7 @@ import os
 import sys
 
 from replicate.data.convert import ConvertOptions, convert, shuffled
+from replicate.data.cpus import available_cpus
 from replicate.data.imagelist import read_image_list
 from replicate.errors import ReplicateError
 
@@ -28,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resize every image to H x W (default 256 256; 0 0 keeps sizes)")
     parser.add_argument("--encoded", action="store_true", help="store JPEG-encoded images")
     parser.add_argument("--gray", action="store_true", help="store grey images (1 channel)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
+    parser.add_argument("--workers", type=int, default=available_cpus(),
+                        help="decoding processes (default: one per CPU this process may use)")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     parser.add_argument("--shuffle", action="store_true",
                         help="store the images in a random order (convert_imageset --shuffle)")
