@@ -52,8 +52,12 @@
 # name `.whl` in the run tool's `carry`, and this script installs them into /tmp/site first:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#       -d .whl lmdb protobuf==7.35.1 submitit 'opencv-python-headless>=5.0' pytest pluggy iniconfig
-#   run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=420)
+#       -d .whl lmdb protobuf==7.35.1 submitit cloudpickle pytest pluggy iniconfig
+#   run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=600)
+# They are 1.4 MB; the working tree is ~12 MiB, of a call's 64 MiB.  OpenCV stays the image's own
+# (opencv-python-headless 5.1's wheel alone is 61 MiB): any version decodes the synthetic and odd
+# files to the same pixels, and a cut JPEG is refused whichever (replicate/data/image.py).  The
+# preflight below ends the call in seconds if a module is missing or too old.
 set -uo pipefail
 
 OUT=${OUT:-gpu_session_out}
@@ -82,6 +86,31 @@ else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONUNBUFFERED=1
+
+# ---- Preflight: every module the tier and the stages import, from the image or .whl, with its
+# version; a missing or too old one ends the call here instead of failing every stage.
+"$PY" - >"$WORK/preflight.txt" 2>&1 <<'EOF'
+import importlib, sys
+minimum = {"google.protobuf": 7, "pytest": 8}
+missing = []
+for name in ("torch", "torchvision", "google.protobuf", "lmdb", "submitit", "cv2", "numpy", "scipy",
+             "matplotlib", "jinja2", "PIL", "pytest", "replicate.cli"):
+    try:
+        version = getattr(importlib.import_module(name), "__version__", "")
+    except Exception as err:  # an import that fails for any reason is fatal here
+        missing.append(f"{name}: {type(err).__name__}: {err}")
+        continue
+    if name in minimum and int(version.split(".")[0]) < minimum[name]:
+        missing.append(f"{name} {version}: older than {minimum[name]}")
+    print(f"{name} {version}")
+print("\n".join(["preflight: missing or too old (carry wheels, see the header):", *missing]) if missing
+      else "preflight: ok")
+sys.exit(3 if missing else 0)
+EOF
+preflight=$?
+cat "$WORK/preflight.txt"
+cp "$WORK/preflight.txt" "$OUT/preflight.txt"
+[ $preflight = 0 ] || exit $preflight
 
 START=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - START))); }
