@@ -1,6 +1,11 @@
 """`data convert` (convert_imageset) and `data mean` (compute_image_mean) from the command line."""
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +143,36 @@ def test_shuffle_stores_a_seeded_permutation_of_the_list(images, capsys):
     assert convert(images, "--resize", "8", "10", "--shuffle", "--seed", "3") == 0
     again = LmdbReader(images / "out" / "lmdb")
     assert [again.key(j) for j in range(len(again))] == keys_first
+
+
+def test_ctrl_c_stops_a_parallel_conversion_with_one_line_and_keeps_the_earlier_lmdb(images):
+    # Ctrl-C signals the whole foreground group.  Pool workers each printed a KeyboardInterrupt
+    # traceback; ours ignore it, the parent stops, kills them and removes its partial LMDB.  A FIFO
+    # in the list holds one worker in open() until the signal, so the stop comes mid-conversion.
+    os.mkfifo(images / "root" / "stall.jpg")
+    lines = (images / "files.txt").read_text().splitlines()
+    (images / "files.txt").write_text("\n".join(lines[:2] + ["stall.jpg 0"] + lines[2:]) + "\n")
+    out = images / "out" / "lmdb"
+    out.mkdir(parents=True)
+    (out / "data.mdb").write_bytes(b"an earlier conversion")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "replicate", "data", "convert", "--list", str(images / "files.txt"),
+         "--root", str(images / "root"), "--out", str(out), "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (images / "out" / "lmdb.partial").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the workers have their jobs; one waits in open("stall.jpg")
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted", err
+    assert not (images / "out" / "lmdb.partial").exists()
+    assert (out / "data.mdb").read_bytes() == b"an earlier conversion"
+    # No worker outlived it (a zombie is dead, waiting for a reaper outside our control).
+    group = subprocess.run(["ps", "-o", "stat=,args=", "-g", str(process.pid)], capture_output=True, text=True).stdout
+    assert all(line.strip().startswith("Z") for line in group.splitlines()), group

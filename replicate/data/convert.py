@@ -7,14 +7,14 @@ is read in colour (BGR) or grey, resized to exactly H x W with OpenCV-style bili
 with `encoded`, as a JPEG: the original file's bytes when it is a .jpg/.jpeg and no resize is asked for,
 otherwise re-encoded at quality 95 (OpenCV's default; Caffe would use the file's own format).
 
-Images are decoded by a pool of processes; records are written in list order into `<out>.partial`,
+Images are decoded by worker processes (replicate.data.workers: a signal stops the conversion with
+one line, not a traceback from every worker, and cannot hang it); records are written in list order into `<out>.partial`,
 which is renamed to `<out>` only when every line has been processed.  An image that cannot be read
 is reported and skipped (Caffe skips it silently), or stops the conversion when `strict`.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ import numpy as np
 from replicate.data.image import decode_image, encode_jpeg, resize_linear
 from replicate.data.lmdb_io import LmdbWriter, array_datum, encoded_datum, make_key
 from replicate.data.progress import Progress
+from replicate.data.workers import Workers
 from replicate.errors import ReplicateError
 
 
@@ -88,9 +89,9 @@ def convert(
     report = ConvertReport()
     jobs = [(i, name, label, options) for i, (name, label) in enumerate(entries)]
     progress = Progress(len(jobs), f"converting into {out}") if show_progress else None
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    pool = Workers(workers) if workers > 1 else None
     try:
-        results = pool.imap(_record, jobs, chunksize=16) if pool else map(_record, jobs)
+        results = pool.ordered(_record, jobs, depth=8) if pool else map(_record, jobs)
         with LmdbWriter(out) as writer:
             for index, value, reason in results:
                 name = entries[index][0]
@@ -107,8 +108,7 @@ def convert(
                 raise ReplicateError(f"{out}: no image of the list could be read; nothing written")
     finally:
         if pool:
-            pool.terminate()
-            pool.join()  # reap the workers: none outlives the conversion
+            pool.close()  # kill and reap the workers: none outlives the conversion
         if progress:
             progress.close()
     return report
