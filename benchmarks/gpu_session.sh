@@ -51,7 +51,7 @@
 # older protobuf.  Bring them as wheels in .whl/ (ignored by git: `echo /.whl/ >> .git/info/exclude`),
 # name `.whl` in the run tool's `carry`, and this script installs them into /tmp/site first:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 #       -d .whl lmdb protobuf==7.35.1 submitit cloudpickle pytest pluggy iniconfig
 #   run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=600)
 # They are 1.4 MB; the working tree is ~12 MiB, of a call's 64 MiB.  OpenCV stays the image's own
