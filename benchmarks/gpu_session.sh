@@ -150,7 +150,12 @@ test_pass=()
 # timed.  Exit 5 is pytest's "no test collected".  REPLICATE_TEST_DEVICE is the tier's device, so a
 # CPU dry run dry-runs the tier.
 gpu_tests() {
-    REPLICATE_TEST_DEVICE="$DEVICE" "$PY" -m pytest -m gpu -q -p no:cacheprovider --durations=0 tests
+    # The tier's files (tests/test_cuda_*.py), those without compiles first, and one line per test
+    # (-v), so a tier cut off at its cap still says which tests passed.
+    local first=(tests/test_cuda_golden.py tests/test_cuda_data.py tests/test_cuda_solver.py tests/test_cuda_ddp.py)
+    local rest=($(ls tests/test_cuda_*.py | grep -v -x -F "${first[@]/#/-e}"))
+    REPLICATE_TEST_DEVICE="$DEVICE" "$PY" -m pytest -m gpu -v -rs -p no:cacheprovider --durations=0 \
+        "${first[@]}" "${rest[@]}"
     local rc=$?
     [ $rc = 5 ] && { echo "no test carries the gpu marker: tier skipped"; return 0; }
     return $rc
