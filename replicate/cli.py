@@ -66,8 +66,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
     try:
+        args = build_parser(argv).parse_args(argv)  # a command's module may read the checkout's files
         return int(args._run(args) or 0)
     except ReplicateError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -23,14 +23,13 @@ import jinja2
 from google.protobuf import text_encoding
 from google.protobuf.descriptor import FieldDescriptor
 
+from replicate.checkout import PROJECT_DIR, in_checkout
 from replicate.errors import ReplicateError
 from replicate.io.prototxt import parse_text
 from replicate.proto import caffe_pb2
 from replicate.treatments import WEIGHT_LAYERS, NetSpec
 
-#: The checkout's top level: templates and solver configs live beside the package, where users
-#: read and edit them (the project is installed editable from its checkout).
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+#: Templates and solver configs live in the checkout, beside the package (replicate.checkout).
 TEMPLATE_DIR = PROJECT_DIR / "prototxt_templates"
 ARCH_DIR = TEMPLATE_DIR / "arch"
 SOLVER_CONFIG_DIR = PROJECT_DIR / "solver_configs"
@@ -109,7 +108,7 @@ def _named_file(name_or_path: str, directory: Path, what: str) -> tuple[str, Pat
     if os.sep in name_or_path or "/" in name_or_path or name_or_path.endswith(".json"):
         return name_or_path, Path(name_or_path)
     path = directory / f"{name_or_path}.json"
-    if not path.is_file():
+    if not in_checkout(path).is_file():
         known = ", ".join(sorted(p.stem for p in directory.glob("*.json")))
         raise ReplicateError(f"unknown {what} {name_or_path!r} (known: {known}; or give a path)")
     return name_or_path, path
@@ -341,7 +340,7 @@ class Templates:
     """The Jinja environment over one template directory (the shipped one unless told)."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
-        self.directory = Path(directory) if directory is not None else TEMPLATE_DIR
+        self.directory = Path(directory) if directory is not None else in_checkout(TEMPLATE_DIR)
         if not self.directory.is_dir():
             raise ReplicateError(f"{self.directory}: template directory not found")
         self.env = jinja2.Environment(

@@ -21,6 +21,7 @@ import torch
 import torch._dynamo
 
 from replicate.bench.peak import peak_tflops, step_flops
+from replicate.checkout import PROJECT_DIR, in_checkout
 from replicate.data.loader import item_size
 from replicate.data.throughput import open_source
 from replicate.io.prototxt import read_net_text
@@ -29,14 +30,14 @@ from replicate.proto import caffe_pb2
 from replicate.solver.log import RunLog
 from replicate.solver.solver import Solver, device_name
 
-CAFFENET = Path(__file__).resolve().parents[2] / "benchmarks" / "caffenet_train.prototxt"
+CAFFENET = PROJECT_DIR / "benchmarks" / "caffenet_train.prototxt"
 CROP = 227
 
 
 def caffenet(batch: int, lmdb: str | None = None) -> caffe_pb2.NetParameter:
     """CaffeNet of batch `batch`: Input blobs, or a Data layer over `lmdb` (an LMDB or a view of a
     store; TRAIN transform: random crop of 227, or of the image when smaller, and mirror)."""
-    net = read_net_text(CAFFENET)
+    net = read_net_text(in_checkout(CAFFENET))
     inputs = [layer for layer in net.layer if layer.type == "Input"]
     for layer in inputs:
         layer.input_param.shape[0].dim[0] = batch

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from replicate import cli
+from replicate.checkout import in_checkout
 from replicate.data.cpus import available_cpus
 from replicate.invocation import command
 from replicate.templates import SOLVER_CONFIG_DIR, load_arch
@@ -103,7 +104,7 @@ def _solver_config(out: Path, max_iter: int | None, seed: int) -> str:
     `max_iter`, scaled to that many iterations.  The copy is named by its settings
     (demo_seed2_iter500.json): one of other settings never overwrites the file that the nets
     already in `out` were made from."""
-    config = json.loads((SOLVER_CONFIG_DIR / f"{SOLVER_CONFIG}.json").read_text())
+    config = json.loads(in_checkout(SOLVER_CONFIG_DIR / f"{SOLVER_CONFIG}.json").read_text())
     solver = config["solver"]
     if max_iter is None and seed == solver["random_seed"]:
         return SOLVER_CONFIG

@@ -13,12 +13,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from replicate.checkout import PROJECT_DIR, in_checkout
 from replicate.errors import ReplicateError
 from replicate.results.logs import ValPoint
 from replicate.results.stats import PAPER_COLUMNS
 
-#: The repository's copy (the package runs from its checkout: `pip install -e .`).
-DATA = Path(__file__).resolve().parents[2] / "results"
+#: The repository's copy (replicate.checkout).
+DATA = PROJECT_DIR / "results"
 DEFAULT_PATH = DATA / "paper_reference.csv"
 DEFAULT_CURVES = DATA / "original_curves.csv.gz"
 
@@ -38,7 +39,7 @@ class PaperNet:
 
 def load_reference(path: str | Path = DEFAULT_PATH) -> dict[str, PaperNet]:
     """Rows by name; a missing file or column is a one-line error."""
-    path = Path(path)
+    path = in_checkout(Path(path))
     try:
         with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
@@ -59,7 +60,7 @@ def load_reference(path: str | Path = DEFAULT_PATH) -> dict[str, PaperNet]:
 
 def load_paper_curves(path: str | Path = DEFAULT_CURVES) -> dict[str, list[ValPoint]]:
     """The authors' validation curves by net name, in iteration order."""
-    path = Path(path)
+    path = in_checkout(Path(path))
     curves: dict[str, list[ValPoint]] = defaultdict(list)
     try:
         with gzip.open(path, "rt", newline="") as handle:
