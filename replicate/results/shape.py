@@ -35,7 +35,7 @@ FALL_MARGIN = 0.02
 BOOST_MARGIN = 0.0
 COLLAPSE_BELOW = 0.5
 DISSIMILAR_MARGIN = 0.02
-MIDDLE, ENDS = (3, 4, 5, 6), (1, 2, 7)
+MIDDLE, BEFORE, AFTER = (3, 4, 5, 6), (1, 2), (7,)
 EARLY, LATE = (1, 2), (6, 7)
 
 
@@ -95,6 +95,16 @@ def difference_estimate(a: Sequence[float], b: Sequence[float]) -> Estimate:
     return Estimate(diff, diff - half, diff + half, nets)
 
 
+def dip_estimate(middle: Sequence[float], before: Sequence[float], after: Sequence[float]) -> Estimate:
+    """A dip's depth: mean(middle) - mean(before) or mean(middle) - mean(after), whichever is
+    nearer to refuting the dip (the higher upper bound; the estimate, where a group has one net).
+
+    A dip sits below both of its ends.  Against the two ends pooled, a steady fall with n (the
+    middle below the start, above the end) could pass as one."""
+    sides = (difference_estimate(middle, before), difference_estimate(middle, after))
+    return max(sides, key=lambda e: e.value if e.high is None else e.high)
+
+
 def _relative(scores: Scores, keep: Callable[[NetName], bool]) -> list[tuple[NetName, float]]:
     """Every net `keep` selects, divided by its own base (skipped when that base is missing)."""
     out = []
@@ -140,8 +150,9 @@ def shape_checks(scores: Scores) -> list[ShapeCheck]:
         [[v for _, v in bnb_ft]], mean_estimate,
         lambda e, lo, hi: 1 - MATCH_MARGIN <= lo and hi <= 1 + MATCH_MARGIN)
     add("BnB dips in the middle (fragile co-adaptation, n = 3..6)",
-        f"BnB / own base, mean at n=3..6 minus mean at n=1,2,7: upper 95% bound below -{DIP_MARGIN:g}",
-        [_values(bnb, MIDDLE), _values(bnb, ENDS)], difference_estimate,
+        "BnB / own base, mean at n=3..6 minus mean at n=1,2, and minus mean at n=7: upper 95% bound of "
+        f"each below -{DIP_MARGIN:g} (shown: the one nearer to failing)",
+        [_values(bnb, MIDDLE), _values(bnb, BEFORE), _values(bnb, AFTER)], dip_estimate,
         lambda e, lo, hi: hi < -DIP_MARGIN)
     add("AnB falls with n (features become specific)",
         f"AnB / own base, mean at n=6,7 minus mean at n=1,2: upper 95% bound below -{FALL_MARGIN:g}",
