@@ -226,7 +226,7 @@ def demo_grid() -> list[NetSpec]:
     to what the report's six claims and two figures need (41 of the 61 nets those splits have).
 
     Every frozen treatment keeps n = 1..7, for the curves of Figures 2 and 3 and for the BnB dip
-    rule (n = 3..6 against 1, 2, 7), but in one direction only: selffers on A, as the authors
+    rule (n = 3..6 against 1, 2 and against 7), but in one direction only: selffers on A, as the authors
     ran them; on split 0 transfers from A to B, the direction of the fine-tuned transfers, so
     that AnB, AnB+ and Table 1 share baseB; on natman from man-made to natural (B to A), the
     direction whose drop from its base is the larger with the demo's data (docs/demo.md).  The

@@ -296,3 +296,33 @@ def test_figure3_draws_only_the_natman_directions_that_were_run(tmp_path: Path) 
     assert [line.get_label() for line in ax.get_lines()] == [
         "man-made -> natural (transfernatmanBA; n=0: base)"]
     plt.close(fig)
+
+
+@pytest.mark.parametrize("folder", ["demo", "demo_long"])
+def test_the_shipped_demo_reports_are_what_the_code_makes_of_their_results(folder: str) -> None:
+    """results/demo and results/demo_long hold no runs, so they cannot be rebuilt here; what can be
+    checked is that their claims follow today's rules and their figures are the ones the report
+    names.  (Both reports once outlived a change of the figures, and a change of the dip's rule.)"""
+    import re
+
+    from replicate.results.findings import claims_table
+    from replicate.results.reference import load_reference
+    from replicate.results.report import _estimate
+    from replicate.results.shape import shape_checks
+
+    root = ROOT / "results" / folder
+    with open(root / "results.csv", newline="") as handle:
+        scores = {row["name"]: float(row["best10_top1"]) for row in csv.DictReader(handle)}
+    paper = {name: net.best10_top1 for name, net in load_reference().items()}
+    checks, paper_checks = shape_checks(scores), shape_checks(paper)
+    md = (root / "report.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    for check, paper_check in zip(checks, paper_checks):
+        row = rows.get(check.claim, "")
+        assert row.startswith(f"| {check.claim} | {check.rule} | {_estimate(paper_check)} |"), (check.claim, row)
+        assert f"| {_estimate(check)} |" in row, (check.claim, row)
+    named = set(re.findall(r"!\[[^]]*\]\(([^)]+)\)", md))
+    assert named == {p.name for p in root.glob("*.png")}
+    if folder == "demo":  # the README shows the demo's on-screen ending
+        readme = (ROOT / "README.md").read_text()
+        assert all(line in readme for line in claims_table(checks, paper_checks))

@@ -403,9 +403,10 @@ def _estimate(c: ShapeCheck) -> str:
 DEMO_DIP = ("**The BnB dip was not reproduced at demo scale**, here or in any design tried on the "
             "way: equal and unequal schedules of 1,000 to 12,000 iterations, 40 to 1,000 generated "
             "images a class, halves of 10 to 30 classes, wider and narrower middle layers, dropout "
-            "0 to 0.5.  BnB stayed near its base or rose with n; the rule's estimate, where computed, "
-            "ranged from -0.007 to +0.028 (once -0.020, from a steady fall with n, not a dip), against "
-            "the paper's -0.024.  The full-scale grid (`generate --all`: 148 CaffeNets on ImageNet) "
+            "0 to 0.5.  BnB stayed near its base or rose with n; the estimate of the rule then in use "
+            "(n = 3..6 against 1, 2 and 7 pooled), where computed, ranged from -0.007 to +0.028 (once "
+            "-0.020, from a steady fall with n, not a dip), against the paper's -0.024 by that rule.  "
+            "The full-scale grid (`generate --all`: 148 CaffeNets on ImageNet) "
             "is its test.  docs/demo.md gives the demo's design (which nets, the schedule, the "
             "data) and every design tried, with their numbers.")
 
