@@ -323,7 +323,8 @@ def test_missing_data_is_warned_with_how_to_make_it_and_full_scale_said(
     assert ("warning: --data data does not exist: the nets read data/half0B_train, "
             "data/half0B_valid, data/half0A_train/mean.binaryproto.") in err
     assert f"{interpreter()} -m replicate data prepare ... --out data" in err and f"{command('demo')}`" in err
-    assert "the paper's full-scale nets (CaffeNet, batch 256, 450,000 iterations each), meant for GPUs" in err
+    assert ("the paper's full-scale nets (CaffeNet, batch 256, 450,000 iterations each), meant for GPUs; "
+            f"`{command('demo')}` runs the treatments at CPU scale in minutes.") in err
     # Once the sets exist (a view, an LMDB), nothing is said about them; the demo architecture is
     # no full-scale net.  A set folder without its view is still missing.
     (tmp_path / "data" / "half0B_train").mkdir(parents=True)

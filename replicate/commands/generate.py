@@ -191,4 +191,4 @@ def _full_scale(runs: list[RunDir], arch: Arch) -> list[str]:
     iters = sorted({json.loads(r.files[MANIFEST_FILE])["max_iter"] for r in runs})
     return [f"note: these are the paper's full-scale nets (CaffeNet, batch {arch.params['input']['train_batch']}, "
             f"{' or '.join(f'{i:,}' for i in iters)} iterations each), meant for GPUs; "
-            "`python -m replicate demo` runs the treatments at CPU scale in minutes."]
+            f"`{command('demo')}` runs the treatments at CPU scale in minutes."]
