@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -158,17 +160,20 @@ def test_a_forced_start_killed_by_sigkill_before_its_first_snapshot_leaves_the_e
     run = solver.parent
     _edit(solver, "max_iter: 2", "max_iter: 1000000")
     _edit(solver, "snapshot: 1", "snapshot: 1000000")
-    child = os.fork()  # this process has imported everything already: no 3 s of imports
-    if child == 0:
-        os._exit(main(["train", str(solver), "--force"]))
+    # A fresh interpreter, not a fork of this one: a fork of a process in which an earlier test
+    # compiled a backward (torch.compile) cannot run autograd ("Unable to handle autograd's
+    # threading in combination with fork-based multiprocessing").
+    child = subprocess.Popen([sys.executable, "-m", "replicate", "train", str(solver), "--force"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not _training_aside(run) and time.monotonic() < deadline:
-            assert os.waitpid(child, os.WNOHANG) == (0, 0), "the trainer ended before it was killed"
+            assert child.poll() is None, f"the trainer ended before it was killed: {child.stderr.read()}"
             time.sleep(0.02)
     finally:
-        os.kill(child, signal.SIGKILL)
-        os.waitpid(child, 0)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stderr.close()
     assert (run / ASIDE / MOVED).is_file()  # the state a kill leaves: the new run, the earlier aside
     run = run.rename(tmp_path / "moved")  # the folder moved whole (a copy to another disk) first
     solver = run / "solver.prototxt"
