@@ -91,7 +91,8 @@ def main() -> None:
                 (args.out / f"{who}_{kind}.py").write_text(gm.print_readable(print_output=False))
         counts[who] = operators(graphs)
     print(f"{'operator':44s} {'ours':>5s} {'peer':>5s}")
-    for name in sorted(set(counts["ours"]) | set(counts["peer"]), key=lambda k: (-sum(c[k] for c in counts.values()), k)):
+    names = set(counts["ours"]) | set(counts["peer"])
+    for name in sorted(names, key=lambda k: (-(counts["ours"][k] + counts["peer"][k]), k)):
         print(f"{name:44s} {counts['ours'][name]:5d} {counts['peer'][name]:5d}")
 
 

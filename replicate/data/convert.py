@@ -8,9 +8,10 @@ with `encoded`, as a JPEG: the original file's bytes when it is a .jpg/.jpeg and
 otherwise re-encoded at quality 95 (OpenCV's default; Caffe would use the file's own format).
 
 Images are decoded by worker processes (replicate.data.workers: a signal stops the conversion with
-one line, not a traceback from every worker, and cannot hang it); records are written in list order into `<out>.partial`,
-which is renamed to `<out>` only when every line has been processed.  An image that cannot be read
-is reported and skipped (Caffe skips it silently), or stops the conversion when `strict`.
+one line, not a traceback from every worker, and cannot hang it); records are written in list
+order into `<out>.partial`, which is renamed to `<out>` only when every line has been processed.
+An image that cannot be read is reported and skipped (Caffe skips it silently), or stops the
+conversion when `strict`.
 """
 
 from __future__ import annotations

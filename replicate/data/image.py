@@ -20,8 +20,9 @@ system libjpeg Caffe was linked to, by a grey level in the IDCT or chroma upsamp
 file is an error here, where the 2014 OpenCV filled the missing rows with grey and stored them.
 OpenCV 5 returns no image for it; OpenCV 4 still fills with grey, so `decode_image` also refuses a
 JPEG with no end-of-image marker after its first scan (`jpeg_is_cut`), whichever OpenCV is loaded
-(a conda or system `cv2` can shadow the wheel this project asks for).  Warnings libjpeg prints for files it can still decode ("Corrupt JPEG
-data: N extraneous bytes before marker") reach stderr, as they did from convert_imageset.
+(a conda or system `cv2` can shadow the wheel this project asks for).  Warnings libjpeg prints for
+files it can still decode ("Corrupt JPEG data: N extraneous bytes before marker") reach stderr, as
+they did from convert_imageset.
 
 OpenCV runs single-threaded here: data jobs already run one process per core, and OpenCV's thread
 pool does not survive the fork that starts a loader worker.  JPEG encoding (`encode_jpeg`) and
