@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
-import replicate
+from replicate.checkout import PROJECT_DIR
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
 from replicate.experiments.cpushare import CpuShare
@@ -41,7 +41,8 @@ ERROR = "error: "  # how the CLI's one-line errors start (replicate.cli)
 #: The grid's default `--snapshot-keep`: only the newest snapshot while a net trains and its final
 #: one after, so the paper's 148 CaffeNets end with 148 x 466 MB = 69 GB (Caffe's keep-all: 3 TB).
 GRID_SNAPSHOT_KEEP = 1
-PACKAGE_ROOT = str(Path(replicate.__file__).resolve().parent.parent)
+#: What a trainer needs on PYTHONPATH to import this package: the folder that holds it.
+PACKAGE_ROOT = str(PROJECT_DIR)
 
 
 def torchrun_command(processes: int) -> tuple[str, ...]:
