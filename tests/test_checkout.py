@@ -23,16 +23,15 @@ from replicate.templates import load_arch
 EXPECTED = "installed without one; install it from a clone with `pip install -e <clone>`"
 
 
-@pytest.mark.parametrize("argv", [["generate", "--n", "3", "--treatment", "AnB"], ["demo"],
-                                  ["results", "--runs", "runs"]])
+@pytest.mark.parametrize("argv", [["generate", "--n", "3", "--treatment", "AnB", "--out", "out"],
+                                  ["demo", "--out", "out"], ["results", "--runs", "runs"]])
 def test_the_package_without_its_checkout_says_how_to_install_it(tmp_path: Path, argv: list[str]) -> None:
     site = tmp_path / "site"
     shutil.copytree(Path(replicate.__file__).parent, site / "replicate", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "runs").mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
-    done = subprocess.run([sys.executable, "-m", "replicate", *argv, "--out", str(tmp_path / "out")]
-                          if argv[0] != "results" else [sys.executable, "-m", "replicate", *argv],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "replicate", *argv], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {site}/") and lines[0].endswith(EXPECTED), done.stderr
