@@ -11,7 +11,7 @@ import pytest
 from grid_support import FAKE_TRAIN, invocations, make_plan
 from solver_support import random_run
 
-from replicate.cli import main
+from replicate.cli import build_parser, main
 from replicate.experiments import netstate
 from replicate.data.cpus import available_cpus
 from replicate.data.pool import workers_per_process
@@ -107,15 +107,11 @@ def test_cpu_jobs_train_with_their_share_of_threads(tmp_path: Path, own_cpus) ->
     assert counts == sorted(count for count, _ in _expected(own_cpus, 2))
 
 
-@pytest.mark.parametrize("argv, option", [(["demo"], "jobs"), (["data", "convert"], "workers")])
+@pytest.mark.parametrize("argv, option", [
+    (["demo"], "jobs"), (["data", "convert", "--list", "l", "--root", "r", "--out", "o"], "workers")])
 def test_pool_sizes_default_to_the_cpus_this_process_may_use(monkeypatch, argv: list[str], option: str) -> None:
     # os.cpu_count() counts the whole node: under SLURM or taskset it would start a job per core
     # of the machine on the few this process was given.
-    from replicate.cli import build_parser
-
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
-    parser = build_parser(argv)
-    sub = parser._subparsers._group_actions[0].choices[argv[0]]  # type: ignore[union-attr]
-    if len(argv) > 1:
-        sub = sub._subparsers._group_actions[0].choices[argv[1]]  # type: ignore[union-attr]
-    assert sub.get_default(option) == available_cpus() == 1
+    args = build_parser(argv).parse_args(argv)
+    assert getattr(args, option) == available_cpus() == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,11 @@ import pytest
 
 from replicate.cli import main
 from replicate.errors import ReplicateError
+from replicate.results.findings import claims_table
+from replicate.results.reference import load_reference
+from replicate.results.report import _estimate
 from replicate.results.runs import find_runs
+from replicate.results.shape import shape_checks
 from replicate.results.stats import PAPER_COLUMNS
 from results_support import REFERENCE, load_curves, log_2014, log_modern, write_gz
 
@@ -303,13 +308,6 @@ def test_the_shipped_demo_reports_are_what_the_code_makes_of_their_results(folde
     """results/demo and results/demo_long hold no runs, so they cannot be rebuilt here; what can be
     checked is that their claims follow today's rules and their figures are the ones the report
     names.  (Both reports once outlived a change of the figures, and a change of the dip's rule.)"""
-    import re
-
-    from replicate.results.findings import claims_table
-    from replicate.results.reference import load_reference
-    from replicate.results.report import _estimate
-    from replicate.results.shape import shape_checks
-
     root = ROOT / "results" / folder
     with open(root / "results.csv", newline="") as handle:
         scores = {row["name"]: float(row["best10_top1"]) for row in csv.DictReader(handle)}
