@@ -108,6 +108,13 @@ def verdicts(folder: Path) -> list[tuple[str, str, str]]:
             rows.append((f"{kind}, GPU path + {most} workers: same batch as serial, slots page-locked",
                          f"max diff {entry.get('max_abs_diff_vs_serial', {}).get(path)}, "
                          f"pinned {entry.get('pinned', {}).get(path)}", "information"))
+            # The training process's CPU per image bounds the path when its ceiling nears the rate:
+            # then the loader thread (receiving, nvjpeg's host stage, launches) is what to profile.
+            # CUDA's spin-waits count as CPU too, so a ceiling near the rate is a lead, not proof.
+            ceiling = _number(entry["consumer_ceiling_images_per_s"].get(path))
+            rows.append((f"{kind}, GPU path + {most} workers: the training process's CPU ceiling",
+                         "-" if ceiling is None else f"{ceiling:,.0f} img/s ({rate / ceiling:.0%} of it used)",
+                         "information"))
         for n in sorted(loaders):
             entry = _view(loaders[n], kind)
             ceiling = _number(entry["consumer_ceiling_images_per_s"].get(f"workers_{n}")) if entry else None
