@@ -9,6 +9,7 @@ every colour type) as opencv-python-headless 5.1 decodes and resizes them (see m
 """
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,20 +94,42 @@ def _with_segment(jpeg: bytes, payload: bytes) -> bytes:
     return jpeg[:2] + b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
 
 
-def test_jpeg_is_cut_looks_for_the_end_marker_after_the_first_scan():
+def test_jpeg_is_cut_walks_to_the_end_marker():
     data = ODD["jpeg/bytes"].tobytes()
     scan = data.index(b"\xff\xda")
     assert not jpeg_is_cut(data)
     assert all(jpeg_is_cut(data[:end]) for end in range(scan + 4, len(data) - 1, 97))
     assert jpeg_is_cut(data[:-2]) and jpeg_is_cut(data[:-1])  # the marker itself cut
     assert not jpeg_is_cut(data + b"\x00trailing\xff\xda bytes")  # OpenCV ignores what follows it
-    assert not jpeg_is_cut(data[:scan])  # cut in the header: no scan to judge; OpenCV refuses it
+    assert jpeg_is_cut(data[:scan]) and jpeg_is_cut(data[:scan + 5])  # cut in the header
     assert not any(jpeg_is_cut(ODD[f"{case}/bytes"].tobytes()) for case in ("cmyk", "grey", "png", "png_grey"))
     # A thumbnail's own scan and end marker sit inside a segment, which the walk steps over.
     thumbed = _with_segment(data, b"thumb\x00" + ODD["grey/bytes"].tobytes())
     assert not jpeg_is_cut(thumbed)
     assert jpeg_is_cut(thumbed[: len(thumbed) // 2 + len(data) // 4])
     assert jpeg_components(thumbed) == 3 and jpeg_components(thumbed[: len(thumbed) - 100]) == 3
+
+
+def test_a_progressive_jpeg_cut_between_scans_is_cut_though_a_segment_holds_the_end_marker(monkeypatch):
+    # A table or comment between two scans may hold the bytes FF D9; stepping over segments by their
+    # lengths (not searching for the marker) sees the file end in the middle of its scans.
+    out = io.BytesIO()
+    Image.fromarray(decode_image(ODD["jpeg/bytes"].tobytes(), True)[:, :, ::-1]).save(
+        out, "JPEG", quality=90, progressive=True)
+    data = out.getvalue()
+    scans = [m.start() for m in re.finditer(b"\xff\xda", data)]
+    assert len(scans) > 2
+    comment = b"\xff\xfe\x00\x06\xff\xd9\x00\x00"
+    marked = data[: scans[2]] + comment + data[scans[2]:]
+    assert not jpeg_is_cut(marked)
+    cut = marked[: scans[2] + len(comment) + 20]
+    assert jpeg_is_cut(cut)
+    import replicate.data.image as image
+
+    whole = decode_image(marked, True)
+    monkeypatch.setattr(image.cv2, "imdecode", lambda buffer, flags: whole.copy())  # OpenCV 4's grey rows
+    with pytest.raises(ReplicateError, match="cut.jpg: cannot decode image .truncated"):
+        decode_image(cut, True, name="cut.jpg")
 
 
 def test_a_cut_jpeg_is_refused_whichever_opencv_decodes_it(monkeypatch):

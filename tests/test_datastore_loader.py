@@ -199,7 +199,7 @@ def test_device_jpeg_decoding_launches_as_much_for_a_batch_of_8_as_of_2():
 
 
 def test_the_workers_find_which_records_the_device_decodes(tmp_path, monkeypatch):
-    """The JPEG header walk that picks the device decoder's records (~2 µs an image) runs where the
+    """The JPEG header walk that picks the device decoder's records (~3 µs an image) runs where the
     records are read, in a worker, not again in the loader thread; a PNG saved as .jpg and a cut
     JPEG are marked for the CPU's decoder."""
     pytest.importorskip("torchvision")

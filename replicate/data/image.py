@@ -19,7 +19,7 @@ What can still differ from 2014: the libjpeg inside the OpenCV wheel (libjpeg-tu
 system libjpeg Caffe was linked to, by a grey level in the IDCT or chroma upsampling.  A truncated
 file is an error here, where the 2014 OpenCV filled the missing rows with grey and stored them.
 OpenCV 5 returns no image for it; OpenCV 4 still fills with grey, so `decode_image` also refuses a
-JPEG with no end-of-image marker after its first scan (`jpeg_is_cut`), whichever OpenCV is loaded
+JPEG whose data ends before its end-of-image marker (`jpeg_is_cut`), whichever OpenCV is loaded
 (a conda or system `cv2` can shadow the wheel this project asks for).  Warnings libjpeg prints for
 files it can still decode ("Corrupt JPEG data: N extraneous bytes before marker") reach stderr, as
 they did from convert_imageset.
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -62,30 +63,64 @@ def _hwc(image: np.ndarray) -> np.ndarray:
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def _jpeg_header(data: bytes | memoryview) -> tuple[int, int]:
-    """(colour components of the frame, offset of the first start-of-scan marker) of a JPEG, by
-    walking its marker segments; (0, -1) when `data` is not a JPEG or its header is unreadable.
+def _markers(data: bytes | memoryview) -> Iterator[tuple[int, int]]:
+    """(marker, offset) of each marker segment of a JPEG, in file order, up to its end-of-image
+    marker (EOI), as libjpeg's reader finds them; nothing when `data` is not a JPEG.
 
-    The walk steps over whole segments, so an EXIF thumbnail's own markers (inside APP1) are never
-    taken for the image's."""
+    A segment with a length is stepped over whole, so an EXIF thumbnail's markers (inside APP1)
+    and bytes in a table that look like a marker are never taken for the image's.  A scan's
+    entropy-coded data runs to the first FF that is not a stuffed byte (FF 00), a restart marker
+    (FF D0-D7) or a fill byte.  Bytes where a marker should be are skipped to the next FF, as
+    libjpeg skips them ("extraneous bytes before marker").  The walk stops where the data ends: in
+    a segment, or in a scan."""
     if data[:2] != b"\xff\xd8":
-        return 0, -1
-    components, i = 0, 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return 0, -1
+        return
+    whole: bytes | None = data if isinstance(data, bytes) else None  # for find(), once a scan is reached
+    i, n = 2, len(data)
+    while i + 1 < n:
         marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
+        if data[i] != 0xFF or marker == 0xFF:  # extraneous bytes, or a fill byte before a marker
             i += 1
             continue
+        if marker == 0xD9:
+            yield marker, i
+            return
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
             i += 2
             continue
+        end = i + 2 + ((data[i + 2] << 8) | data[i + 3]) if i + 3 < n else n + 1
+        if end > n:
+            return
+        yield marker, i
+        i = end
+        if marker == 0xDA:
+            whole = bytes(data) if whole is None else whole
+            i = _scan_end(whole, i)
+
+
+def _scan_end(data: bytes, i: int) -> int:
+    """The offset of the marker that ends the entropy-coded data starting at `i` (len(data) when
+    the data ends first)."""
+    while (i := data.find(b"\xff", i)) >= 0 and i + 1 < len(data):
+        following = data[i + 1]
+        if following == 0xFF:
+            i += 1
+        elif following == 0 or 0xD0 <= following <= 0xD7:
+            i += 2
+        else:
+            return i
+    return len(data)
+
+
+def _jpeg_header(data: bytes | memoryview) -> tuple[int, int]:
+    """(colour components of the frame, offset of the first start-of-scan marker) of a JPEG; (0,
+    -1) when `data` is not a JPEG or its header is cut short."""
+    components = 0
+    for marker, i in _markers(data):
         if marker in _SOF:
             components = data[i + 9] if i + 9 < len(data) else 0
         if marker == 0xDA:
             return components, i
-        i += 2 + ((data[i + 2] << 8) | data[i + 3])
     return 0, -1
 
 
@@ -96,21 +131,18 @@ def jpeg_components(data: bytes | memoryview) -> int:
 
 
 def jpeg_is_cut(data: bytes | memoryview) -> bool:
-    """True for a JPEG with no end-of-image marker (FF D9) after its first scan: a file cut short.
-
-    Inside a scan's entropy-coded data every FF byte is followed by 00 or a restart marker, so an
-    FF D9 after the first scan is the end of the image (or, in a progressive file, inside a table
-    between scans: then a cut file passes, as it would with OpenCV 4 alone).  libjpeg runs out of
-    data before that marker in such a file; OpenCV 5 then returns no image, OpenCV 4 grey rows.
+    """True for a JPEG whose data ends before its end-of-image marker (FF D9): a file cut short, in
+    its header, in a scan or between the scans of a progressive file.  libjpeg then runs out of
+    data; OpenCV 5 returns no image, OpenCV 4 grey rows.  False for what is not a JPEG (its decoder
+    judges it).
 
     A file that ends with the marker, as nearly every file does, is answered from its last two
-    bytes (0.2 µs).  The search through a scan's data took 33 µs for a 33 KB 256x256 JPEG on a
-    2-core Intel Xeon: a serial cost in the GPU path's loader thread, where 35,000 images a second
-    leave ~29 µs for everything."""
-    if bytes(data[-2:]) == b"\xff\xd9":
+    bytes (0.2 µs).  The walk through the whole file (`_markers`) runs for the others only: a
+    serial cost in the GPU path's loader thread would count, where 35,000 images a second leave
+    ~29 µs for everything."""
+    if bytes(data[-2:]) == b"\xff\xd9" or data[:2] != b"\xff\xd8":
         return False
-    scan = _jpeg_header(data)[1]
-    return scan >= 0 and bytes(data[scan:]).rfind(b"\xff\xd9") < 0
+    return not any(marker == 0xD9 for marker, _ in _markers(data))
 
 
 def decode_image(data: bytes, color: bool | None = True, name: str = "image") -> np.ndarray:
@@ -127,7 +159,7 @@ def decode_image(data: bytes, color: bool | None = True, name: str = "image") ->
     if image is None:
         raise ReplicateError(f"{name}: cannot decode image (not a known image format, or truncated)")
     if jpeg_is_cut(data):
-        raise ReplicateError(f"{name}: cannot decode image (truncated: no end-of-image marker after its scan; "
+        raise ReplicateError(f"{name}: cannot decode image (truncated: no end-of-image marker before its data ends; "
                              f"OpenCV {cv2.__version__} filled the rest with grey)")
     return _hwc(image)
 

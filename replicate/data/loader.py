@@ -318,7 +318,7 @@ class WorkerLoader:
 
 def device_decodes(blob: bytes | memoryview) -> bool:
     """Whether decode_jpegs gives this record to the device's decoder: a JPEG of 1 or 3 components
-    that is not cut short.  A header walk of ~2 µs, which read_host_batch does in the workers
+    that is not cut short.  A header walk of ~3 µs, which read_host_batch does in the workers
     rather than in the loader thread that feeds the GPU."""
     return jpeg_components(blob) in (1, 3) and not jpeg_is_cut(blob)
 
