@@ -115,6 +115,10 @@ def verdicts(folder: Path) -> list[tuple[str, str, str]]:
             rows.append((f"{kind}, GPU path + {most} workers: the training process's CPU ceiling",
                          "-" if ceiling is None else f"{ceiling:,.0f} img/s ({rate / ceiling:.0%} of it used)",
                          "information"))
+            decoder = _number(entry["images_per_s"].get("device_decode_only"))
+            if decoder is not None:  # nvjpeg runs in the loader thread and waits for the device
+                rows.append((f"{kind}: the device's JPEG decoder alone, the GPU path's ceiling",
+                             f"{decoder:,.0f} img/s ({rate / decoder:.0%} of it reached)", "information"))
         for n in sorted(loaders):
             entry = _view(loaders[n], kind)
             ceiling = _number(entry["consumer_ceiling_images_per_s"].get(f"workers_{n}")) if entry else None

@@ -213,9 +213,13 @@ def test_the_workers_find_which_records_the_device_decodes(tmp_path, monkeypatch
         param = caffe_pb2.TransformationParameter(force_color=True)
         return BatchMaker(LmdbSource(tmp_path / "enc"), DataTransformer(param, TRAIN), batch_size, seed=0)
 
-    assert read_host_batch(maker(3), 0).native == [True, False, False]
-    two = maker(2)
-    host = read_host_batch(two, 0)
-    monkeypatch.setattr(loader_module, "device_decodes", lambda blob: pytest.fail("header walked again"))
-    data, _ = GpuLoader(two, "cpu", ahead=0)._on_device(host)
-    torch.testing.assert_close(data, next(SerialLoader(two))[0], rtol=0, atol=0)
+    three, two = maker(3), maker(2)
+    try:
+        assert read_host_batch(three, 0).native == [True, False, False]
+        host = read_host_batch(two, 0)
+        monkeypatch.setattr(loader_module, "device_decodes", lambda blob: pytest.fail("header walked again"))
+        data, _ = GpuLoader(two, "cpu", ahead=0)._on_device(host)
+        torch.testing.assert_close(data, next(SerialLoader(two))[0], rtol=0, atol=0)
+    finally:
+        three.source.close()
+        two.source.close()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from replicate.bench.peak import peak_tflops, step_flops
@@ -134,3 +135,32 @@ def test_bench_times_the_plain_pytorch_peer_and_a_test_pass_beside_our_step(tmp_
     rows = [line for line in tables.read_text().splitlines() if line.startswith("| fp32 | compile |")]
     assert len(rows) == 3  # step, against the peer, test pass
     assert rows[1].endswith(("x | met |", "x | not met |")) and "| 2 x 1 |" in rows[2]
+
+
+def test_the_device_decoder_is_timed_alone_over_jpeg_records(tmp_path: Path, monkeypatch) -> None:
+    """decode_rate times decode_jpegs alone over the batches' JPEG records, read beforehand (the GPU
+    path's ceiling where nvjpeg bounds it); raw records have no decoder to time."""
+    pytest.importorskip("torchvision")
+    from replicate.data import throughput
+    from replicate.data.loader import LmdbSource, decode_jpegs
+
+    images = np.random.default_rng(2).integers(0, 256, (5, 20, 21, 3), dtype=np.uint8)
+    write_lmdb(tmp_path / "jpeg", [(f"{i}", encoded_datum(encode_jpeg(im), i)) for i, im in enumerate(images)])
+    write_lmdb(tmp_path / "raw", [(f"{i}", array_datum(im.transpose(2, 0, 1).copy(), i)) for i, im in enumerate(images)])
+    calls = []
+
+    def counted(device, blobs, *args):
+        calls.append(len(blobs))
+        return decode_jpegs(device, blobs, *args)
+
+    monkeypatch.setattr(throughput, "decode_jpegs", counted)
+    for kind in ("jpeg", "raw"):
+        source = LmdbSource(tmp_path / kind)
+        try:
+            rate = throughput.decode_rate(throughput.train_maker(source, 2, crop=16), 3, "cpu")
+        finally:
+            source.close()
+        if kind == "jpeg":
+            assert calls == [2, 2, 2, 2] and rate.images_per_s > 0 and rate.consumer_cpu_s_per_image > 0
+        else:
+            assert rate is None and calls == [2, 2, 2, 2]

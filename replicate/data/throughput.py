@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from replicate.data.loader import (
-    BatchMaker, Encoded, GpuLoader, ImageListSource, LmdbSource, SerialLoader, Source, WorkerLoader, item_size,
+    BatchMaker, Encoded, GpuLoader, HostBatch, ImageListSource, LmdbSource, SerialLoader, Source, WorkerLoader,
+    decode_jpegs, item_size, read_host_batch,
 )
 from replicate.data.transform import TRAIN, DataTransformer
 from replicate.data.view import ViewSource, is_view
@@ -103,9 +104,39 @@ def rate(loader, batches: int, batch_size: int, sync: bool = False,
     return Rate(images / (time.perf_counter() - start), (time.process_time() - cpu) / images, difference)
 
 
+def decode_rate(maker: BatchMaker, batches: int, device: str | torch.device) -> Rate | None:
+    """`decode_jpegs` alone over `batches` batches of JPEG records read beforehand (after an untimed
+    first batch), or None when the records are not encoded.  On a GPU this is the most the GPU
+    path can reach: torchvision's nvjpeg call takes a lock of the process's and waits for the
+    device's decoder before it returns, so it runs in the loader thread, one batch after another,
+    while everything else of the path could overlap it.  Comparing it with the GPU path's rate
+    says whether decoding or the loader thread's other work bounds the path."""
+    device = torch.device(device)
+    hosts = [read_host_batch(maker, k) for k in range(batches + 1)]
+    if not hosts[0].encoded:
+        return None
+    param = maker.transformer.param
+
+    def decode(host: HostBatch) -> None:
+        decode_jpegs(device, host.encoded, param.force_color, param.force_gray, host.names, host.native)
+
+    decode(hosts[0])
+    sync = device.type == "cuda"
+    if sync:
+        torch.cuda.synchronize(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    for host in hosts[1:]:
+        decode(host)
+    if sync:
+        torch.cuda.synchronize(device)
+    images = sum(len(host.encoded) for host in hosts[1:])
+    return Rate(images / (time.perf_counter() - start), (time.process_time() - cpu) / images)
+
+
 def loader_rates(maker: BatchMaker, batches: int, workers: int = 0, gpu: bool = False) -> dict[str, Rate | str]:
     """The serial path, `workers` worker processes, and the GPU path with its records read in this
-    process and by `workers` processes (or why it is unavailable)."""
+    process and by `workers` processes (or why it is unavailable), and for JPEG records the
+    device's decoder alone (`decode_rate`)."""
     reference = maker.make(0)
     rates: dict[str, Rate | str] = {"serial": rate(SerialLoader(maker), batches, maker.batch_size)}
     if workers > 0:
@@ -127,6 +158,9 @@ def loader_rates(maker: BatchMaker, batches: int, workers: int = 0, gpu: bool = 
                 rates[name].pinned = loader.pinned
             finally:
                 loader.close()
+        decoded = decode_rate(maker, batches, "cuda") if isinstance(rates.get("gpu"), Rate) else None
+        if decoded is not None:
+            rates["device_decode_only"] = decoded
     return rates
 
 
