@@ -7,7 +7,7 @@
 # the stages after it, never the verdicts printed last.  GPU_TESTS=0 skips the tier.
 #
 # Default stages, with the H200 time each is expected to take.  The running parts follow from the
-# 2026-12-04 figures (issue 20, shared/perf/README.md): bf16 steps of ~10-13 ms, fp32 ~30 ms, the
+# 2026-12-04 figures (issue 20, docs/gpu.md "Measured so far"): bf16 steps of ~10-13 ms, fp32 ~30 ms, the
 # raw view's loaders at 3,300-13,500 img/s, the JPEG view's serial path at 770.  No compile time
 # was ever measured on a GPU: ~60-90 s for our one-graph iteration and ~30-45 s for the peer, cold,
 # are guesses (on this project's loaded 2-core Xeon, torch 2.14.1, both on the CPU took 314 s).

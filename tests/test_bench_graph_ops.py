@@ -1,6 +1,6 @@
 """Our compiled iteration runs the same heavy operators as the compiled plain-PyTorch peer.
 
-On the GPU the step's time is its convolutions and GEMMs (issue 20, shared/perf/README.md): a
+On the GPU the step's time is its convolutions and GEMMs (issue 20, docs/gpu.md "Measured so far"): a
 layer change that adds one, or that computes conv1's gradient with respect to the images (which
 nothing reads), would slow every net with no test failing.  The graphs are AOTAutograd's, as the
 compiler backend receives them, captured on the CPU at batch 1 in fp32 (in bf16 the same holds,

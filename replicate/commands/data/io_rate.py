@@ -1,6 +1,6 @@
 """Measure a store's random-read rate cold and from the page cache, against what N GPUs need.
 
-  python -m replicate data io-rate data/ --gpus 1,8,16 --images-per-gpu 7500
+  python -m replicate data io-rate data/store --gpus 1,8,16 --images-per-gpu 7500
   python -m replicate data io-rate data/whole_train --speed-from bench.json --out io.json
 
 Reads a random sample of the store's records (a store folder, or a view of one) the way
