@@ -58,12 +58,14 @@ def _tier(folder: Path) -> tuple[str, str, str]:
         lines = (folder / "gpu_tests.log").read_text().splitlines()
     except OSError:
         return ("GPU test tier (pytest -m gpu) passes", "-", "not measured")
-    summary = next((line.strip("= ") for line in reversed(lines) if re.search(r"\d+ (passed|failed|error)", line)), None)
+    summary = next((line.strip("= ") for line in reversed(lines) if re.search(r"\d+ (passed|failed|error|skipped)", line)), None)
     if summary is None:  # cut off at its cap: what its per-test lines (-v) say so far
         counts = {word: sum(f" {word.upper()}" in line for line in lines) for word in ("passed", "failed", "error")}
         so_far = ", ".join(f"{n} {word}" for word, n in counts.items() if n) or "no test finished"
         return ("GPU test tier (pytest -m gpu) passes", f"cut off: {so_far}", "not met")
     failed = re.search(r"\d+ (failed|error)", summary)
+    if not failed and any("no CUDA device here" in line for line in lines):  # gpu_tier.tier_device's skip
+        return ("GPU test tier (pytest -m gpu) passes", f"{summary}: torch saw no CUDA device", "not met")
     return ("GPU test tier (pytest -m gpu) passes", summary, "not met" if failed else "met")
 
 
