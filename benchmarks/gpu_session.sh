@@ -89,8 +89,8 @@ export PYTHONUNBUFFERED=1
 
 # ---- Preflight: every module the tier and the stages import, from the image or .whl, with its
 # version; a missing or too old one ends the call here instead of failing every stage.
-"$PY" - >"$WORK/preflight.txt" 2>&1 <<'EOF'
-import importlib, sys
+DEVICE="$DEVICE" "$PY" - >"$WORK/preflight.txt" 2>&1 <<'EOF'
+import importlib, os, sys
 minimum = {"google.protobuf": 7, "pytest": 8}
 missing = []
 for name in ("torch", "torchvision", "google.protobuf", "lmdb", "submitit", "cv2", "numpy", "scipy",
@@ -103,6 +103,20 @@ for name in ("torch", "torchvision", "google.protobuf", "lmdb", "submitit", "cv2
     if name in minimum and int(version.split(".")[0]) < minimum[name]:
         missing.append(f"{name} {version}: older than {minimum[name]}")
     print(f"{name} {version}")
+if not missing and os.environ["DEVICE"].startswith("cuda"):  # the device itself, and nvjpeg on it
+    import io, torch, torchvision.io
+    from PIL import Image
+    if not torch.cuda.is_available():
+        missing.append("CUDA: torch sees no CUDA device")
+    else:
+        print(f"CUDA: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, torch CUDA {torch.version.cuda}")
+        jpeg = io.BytesIO()
+        Image.new("RGB", (8, 8), (200, 30, 90)).save(jpeg, "JPEG")
+        try:
+            data = torch.frombuffer(bytearray(jpeg.getvalue()), dtype=torch.uint8)
+            print(f"nvjpeg: decodes, {tuple(torchvision.io.decode_jpeg([data], device='cuda')[0].shape)}")
+        except Exception as err:
+            missing.append(f"nvjpeg: {type(err).__name__}: {err}")
 print("\n".join(["preflight: missing or too old (carry wheels, see the header):", *missing]) if missing
       else "preflight: ok")
 sys.exit(3 if missing else 0)
