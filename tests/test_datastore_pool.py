@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,66 @@ def test_workers_come_from_the_cpus_this_process_may_use(monkeypatch) -> None:
     assert available_cpus() == 6 and workers_per_process() == 5
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert workers_per_process() == 2
+
+
+def _raw_maker(folder: Path, batch: int = 3):
+    from replicate.data.lmdb_io import array_datum
+
+    images = np.random.default_rng(0).integers(0, 256, (7, 3, 12, 13), dtype=np.uint8)
+    write_lmdb(folder / "db", [(f"{i:05d}", array_datum(img, i)) for i, img in enumerate(images)])
+    param = caffe_pb2.TransformationParameter(crop_size=9, mirror=True)
+    return BatchMaker(LmdbSource(folder / "db"), DataTransformer(param, TRAIN), batch_size=batch, seed=42)
+
+
+def test_a_process_that_leaves_its_workers_running_still_exits(tmp_path: Path) -> None:
+    """The workers ignore SIGTERM, which multiprocessing sends its daemon children at exit before
+    it joins them: a loader never closed (`replicate test` left one) hung the exit there."""
+    import subprocess
+    import sys
+
+    _raw_maker(tmp_path)
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from pathlib import Path\n"
+        "from test_datastore_pool import _raw_maker\n"
+        "from replicate.data.loader import WorkerLoader\n"
+        "loader = WorkerLoader(_raw_maker(Path(sys.argv[2])), workers=1, prefetch=2)\n"
+        "next(loader)\n"
+        "print('leaving', flush=True)\n"
+    )
+    (tmp_path / "db2").mkdir()
+    done = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), str(tmp_path / "db2")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "leaving" in done.stdout, done.stderr
+
+
+class _FailingAt1(BatchMaker):
+    def make(self, k, out=None):
+        if k == 1:
+            raise ReplicateError("bad record in batch 1")
+        return super().make(k, out)
+
+
+def test_next_after_a_workers_error_raises_it_again_like_the_serial_path(tmp_path: Path) -> None:
+    """Batch 1's error came once and the stream then waited for a batch nobody was asked for."""
+    base = _raw_maker(tmp_path)
+    failing = _FailingAt1(base.source, base.transformer, 3, 42)
+    loader = WorkerLoader(failing, workers=1, prefetch=2)
+    try:
+        next(loader)
+        for _ in range(2):
+            raised: list[BaseException] = []
+            thread = threading.Thread(target=lambda: raised.append(_error_of(loader)), daemon=True)
+            thread.start()
+            thread.join(30)  # a thread: without the fix the second next() waits forever
+            assert raised and "bad record in batch 1" in str(raised[0]), raised or "next() still waiting after 30 s"
+    finally:
+        loader.close()
+
+
+def _error_of(loader) -> BaseException | None:
+    try:
+        next(loader)
+    except ReplicateError as err:
+        return err
+    return None

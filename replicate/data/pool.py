@@ -33,6 +33,7 @@ import queue
 import signal
 import threading
 import traceback
+from multiprocessing import util
 from typing import Any, Protocol
 
 import numpy as np
@@ -140,6 +141,10 @@ class DataPool:
             process.start()
             self._processes.append(process)
         self._streams = [None if s is None else (q, {}, s) for q, s in zip(results, slots)]
+        # At interpreter exit multiprocessing sends its daemon children SIGTERM and joins them;
+        # ours ignore SIGTERM, so a pool never closed (a loader left open) would hang the exit.
+        # This finalizer runs before that and kills them.
+        self._at_exit = util.Finalize(self, _kill, args=(list(self._processes),), exitpriority=10)
         if self.pin_memory:  # after the fork: the driver may keep pinned ranges from forked children
             self.pinned = all(s.pin() for s in slots if s is not None)
 
@@ -189,16 +194,24 @@ class DataPool:
         with self._lock:
             if not self._processes:
                 return
-            for process in self._processes:
-                process.kill()
-            for process in self._processes:
-                process.join()
+            self._at_exit.cancel()
+            _kill(self._processes)
             self._tasks.close()
             for state in self._streams:
                 if state is not None:
                     state[2].retire()
             self._processes, self._streams = [], []
             self.generation += 1
+
+
+def _kill(processes: list[Any]) -> None:
+    """SIGKILL the workers still running, then reap them all (a reaped one is left alone: its pid
+    may already belong to another process)."""
+    for process in processes:
+        if process.exitcode is None:
+            process.kill()
+    for process in processes:
+        process.join()
 
 
 class Stream:
@@ -225,7 +238,13 @@ class Stream:
     def __next__(self) -> Any:
         while True:
             self.request_ahead()
-            value = self.pool.get(self.id, self.next_batch, self._generation)
+            try:
+                value = self.pool.get(self.id, self.next_batch, self._generation)
+            except ReplicateError:
+                # Ask for this batch again, so that a next() after the error raises it again (as the
+                # serial path does) instead of waiting for a batch nobody was asked for.
+                self.pool.request(self.id, self.next_batch, self._generation)
+                raise
             if value is not RESTARTED:
                 self.next_batch += 1
                 return value

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.outputs import SNAPSHOT_EXTENSIONS, earlier_run, newest_solverstate
 from replicate.solver.requests import Requests
-from replicate.solver.solver import Solver, set_precision
+from replicate.solver.solver import Solver, data_layers, set_precision
 
 
 @dataclass
@@ -229,6 +230,16 @@ def train(
                        solver.stopped_early, solver.requeued)
 
 
+@contextmanager
+def _data_closed(net: CompiledNet) -> Iterator[None]:
+    """The net's data layers closed on leaving (their worker processes stopped, files released)."""
+    try:
+        yield
+    finally:
+        for layer in data_layers([net]):
+            layer.close()
+
+
 def test(
     model: str | Path,
     weights: str | Path | None,
@@ -257,7 +268,7 @@ def test(
     weights_of = net.blob_loss_weights
     totals: dict[str, np.ndarray] = {}
     loss = np.float32(0)
-    with torch.no_grad():
+    with torch.no_grad(), _data_closed(net):
         for i in range(iterations):
             result = net()
             loss += np.float32(float(result.loss))
