@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.outputs import SNAPSHOT_EXTENSIONS, earlier_run, newest_solverstate
 from replicate.solver.requests import Requests
-from replicate.solver.solver import Solver, data_layers, set_precision
+from replicate.solver.solver import Solver, close_data_layers, set_precision
 
 
 @dataclass
@@ -230,16 +229,6 @@ def train(
                        solver.stopped_early, solver.requeued)
 
 
-@contextmanager
-def _data_closed(net: CompiledNet) -> Iterator[None]:
-    """The net's data layers closed on leaving (their worker processes stopped, files released)."""
-    try:
-        yield
-    finally:
-        for layer in data_layers([net]):
-            layer.close()
-
-
 def test(
     model: str | Path,
     weights: str | Path | None,
@@ -268,15 +257,18 @@ def test(
     weights_of = net.blob_loss_weights
     totals: dict[str, np.ndarray] = {}
     loss = np.float32(0)
-    with torch.no_grad(), _data_closed(net):
-        for i in range(iterations):
-            result = net()
-            loss += np.float32(float(result.loss))
-            for name, value in result.outputs.items():
-                values = value.float().reshape(-1).cpu().numpy()
-                totals[name] = values.copy() if name not in totals else totals[name] + values
-                for v in values.tolist():
-                    log.info(f"Batch {i}, {name} = {caffe_number(v)}", "caffe.cpp:304")
+    try:
+        with torch.no_grad():
+            for i in range(iterations):
+                result = net()
+                loss += np.float32(float(result.loss))
+                for name, value in result.outputs.items():
+                    values = value.float().reshape(-1).cpu().numpy()
+                    totals[name] = values.copy() if name not in totals else totals[name] + values
+                    for v in values.tolist():
+                        log.info(f"Batch {i}, {name} = {caffe_number(v)}", "caffe.cpp:304")
+    finally:
+        close_data_layers([net])  # their worker processes, which would outlive the command
     log.info(f"Loss: {caffe_number(float(loss / np.float32(iterations)))}", "caffe.cpp:309")
     means = {}
     for name, total in totals.items():

@@ -103,6 +103,13 @@ def data_layers(nets: list[CompiledNet]) -> list:
     return [layer for net in nets for layer in net.layers if hasattr(layer, "configure")]
 
 
+def close_data_layers(nets: list[CompiledNet]) -> None:
+    """Stop the worker processes of the nets' data layers and release their files (a later
+    forward starts them again where they stopped)."""
+    for layer in data_layers(nets):
+        layer.close()
+
+
 def feed_data(
     nets: list[CompiledNet], device: torch.device, workers: int | None
 ) -> tuple[dict[str, object], DataPool | None]:
@@ -256,8 +263,7 @@ class Solver:
             self._close_data()
 
     def _close_data(self) -> None:
-        for layer in data_layers([self.net, *self.test_nets]):
-            layer.close()
+        close_data_layers([self.net, *self.test_nets])
         if getattr(self, "_pool", None) is not None:
             self._pool.close()
 
