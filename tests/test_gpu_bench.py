@@ -141,7 +141,7 @@ def test_the_device_decoder_is_timed_alone_over_jpeg_records(tmp_path: Path, mon
     """decode_rate times decode_jpegs alone over the batches' JPEG records, read beforehand (the GPU
     path's ceiling where nvjpeg bounds it); raw records have no decoder to time."""
     pytest.importorskip("torchvision")
-    from replicate.data import throughput
+    from replicate.data import loader, throughput
     from replicate.data.loader import LmdbSource, decode_jpegs
 
     images = np.random.default_rng(2).integers(0, 256, (5, 20, 21, 3), dtype=np.uint8)
@@ -153,7 +153,7 @@ def test_the_device_decoder_is_timed_alone_over_jpeg_records(tmp_path: Path, mon
         calls.append(len(blobs))
         return decode_jpegs(device, blobs, *args)
 
-    monkeypatch.setattr(throughput, "decode_jpegs", counted)
+    monkeypatch.setattr(loader, "decode_jpegs", counted)
     for kind in ("jpeg", "raw"):
         source = LmdbSource(tmp_path / kind)
         try:

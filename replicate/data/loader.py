@@ -38,6 +38,7 @@ from replicate.data.lmdb_io import LmdbReader, datum_array
 from replicate.data.pool import DataPool, Job, Stream
 from replicate.data.transform import DataTransformer, Draw, batch_rng
 from replicate.errors import ReplicateError
+from replicate.proto import caffe_pb2
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -344,11 +345,10 @@ def decode_jpegs(device: torch.device, blobs: list[bytes | memoryview], force_co
         ) from None
     mode = ImageReadMode.RGB if force_color else ImageReadMode.GRAY if force_gray else ImageReadMode.UNCHANGED
     images: list[torch.Tensor | None] = [None] * len(blobs)
-    if native is None:
-        native = [device_decodes(b) for b in blobs]
-    native = [i for i, takes in enumerate(native) if takes]
+    takes = native if native is not None else [device_decodes(b) for b in blobs]
+    on_device = [i for i, t in enumerate(takes) if t]
     data = [torch.frombuffer(blobs[i] if isinstance(blobs[i], memoryview) else bytearray(blobs[i]), dtype=torch.uint8)
-            for i in native]
+            for i in on_device]
     try:
         decoded = decode_jpeg(data, mode=mode, device=device) if data else []
     except RuntimeError:  # one of them refused: decode one by one, so only that one falls back
@@ -358,9 +358,9 @@ def decode_jpegs(device: torch.device, blobs: list[bytes | memoryview], force_co
                 decoded.append(decode_jpeg(tensor, mode=mode, device=device))
             except RuntimeError:
                 decoded.append(None)
-    for i, image in zip(native, decoded):
+    for i, image in zip(on_device, decoded):
         images[i] = image
-    _rgb_to_bgr(images, [i for i in native if images[i] is not None and images[i].shape[0] == 3])
+    _rgb_to_bgr(images, [i for i in on_device if images[i] is not None and images[i].shape[0] == 3])
     color = True if force_color else False if force_gray else None
     for i, image in enumerate(images):
         if image is None:
@@ -407,6 +407,10 @@ class HostBatch:
     #: device_decodes of each encoded record, found where the records are read (a worker).
     native: list[bool]
     packed: tuple[tuple[int, ...] | None, str, list[int]] | None = None
+
+    def decoded(self, device: torch.device, param: caffe_pb2.TransformationParameter) -> list[torch.Tensor]:
+        """The encoded records decoded on `device` (decode_jpegs), in colour or grey as `param` forces."""
+        return decode_jpegs(device, self.encoded, param.force_color, param.force_gray, self.names, self.native)
 
     def unpacked(self, slot: np.ndarray) -> HostBatch:
         shape, dtype, lengths = self.packed
@@ -589,9 +593,7 @@ class GpuLoader:
         for i, img in zip(host.loose_at, host.loose):
             images[i] = img.to(self.device, non_blocking=True)
         if host.encoded:
-            p = self.maker.transformer.param
-            decoded = decode_jpegs(self.device, host.encoded, p.force_color, p.force_gray, host.names, host.native)
-            for i, img in zip(host.encoded_at, decoded):
+            for i, img in zip(host.encoded_at, host.decoded(self.device, self.maker.transformer.param)):
                 images[i] = img
         return self.maker.finish(images, host.labels, host.draws)
 

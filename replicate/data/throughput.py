@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from replicate.data.loader import (
-    BatchMaker, Encoded, GpuLoader, HostBatch, ImageListSource, LmdbSource, SerialLoader, Source, WorkerLoader,
-    decode_jpegs, item_size, read_host_batch,
+    BatchMaker, Encoded, GpuLoader, ImageListSource, LmdbSource, SerialLoader, Source, WorkerLoader, item_size,
+    read_host_batch,
 )
 from replicate.data.transform import TRAIN, DataTransformer
 from replicate.data.view import ViewSource, is_view
@@ -116,17 +116,13 @@ def decode_rate(maker: BatchMaker, batches: int, device: str | torch.device) -> 
     if not hosts[0].encoded:
         return None
     param = maker.transformer.param
-
-    def decode(host: HostBatch) -> None:
-        decode_jpegs(device, host.encoded, param.force_color, param.force_gray, host.names, host.native)
-
-    decode(hosts[0])
+    hosts[0].decoded(device, param)
     sync = device.type == "cuda"
     if sync:
         torch.cuda.synchronize(device)
     start, cpu = time.perf_counter(), time.process_time()
     for host in hosts[1:]:
-        decode(host)
+        host.decoded(device, param)
     if sync:
         torch.cuda.synchronize(device)
     images = sum(len(host.encoded) for host in hosts[1:])
