@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from replicate.data.cpus import available_cpus
 from replicate.data.image import jpeg_components
 from replicate.data.loader import BatchMaker, GpuLoader, LmdbSource, SerialLoader, WorkerLoader
 from replicate.data.lmdb_io import encoded_datum, write_lmdb
-from replicate.data.pool import workers_per_process
+from replicate.data.pool import DataPool, Stream, workers_per_process
 from replicate.data.transform import TRAIN, DataTransformer
 from replicate.errors import ReplicateError
 from replicate.io.model import load_solver
@@ -185,3 +187,106 @@ def _error_of(loader) -> BaseException | None:
     except ReplicateError as err:
         return err
     return None
+
+
+class _Nothing:
+    def reopen(self) -> None:
+        pass
+
+
+class _NoMaker:
+    source = _Nothing()
+
+
+class _Whole:
+    """A job whose batch of `size` bytes always travels pickled (no slot), after `delay` seconds."""
+
+    def __init__(self, size: int, delay: float = 0.0):
+        self.size, self.delay = size, delay
+
+    def slot_bytes(self, maker) -> int:
+        return 0
+
+    def __call__(self, maker, k, slot):
+        time.sleep(self.delay)
+        return False, np.full(self.size, k % 251, np.uint8)
+
+    def receive(self, value, slot):
+        return value
+
+
+def _in_thread(call, seconds: float = 30):
+    """What `call()` returned or raised, or "still waiting" after `seconds` (a hang)."""
+    out: list = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except BaseException as err:  # noqa: BLE001
+            out.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return out[0] if out else "still waiting"
+
+
+def test_a_worker_killed_in_the_middle_of_a_batch_is_reported_not_waited_for() -> None:
+    """The out-of-memory killer takes a worker while it sends a large pickled batch: half of it
+    is in the pipe.  With one queue for all workers the consumer waited in recv for the rest for
+    ever; with a pipe per worker it sees the worker gone."""
+    pool = DataPool(1)
+    stream = Stream(pool, _NoMaker(), _Whole(50 << 20), prefetch=1)
+    try:
+        stream.request_ahead()
+        time.sleep(1.5)  # the worker pickled its batch and filled the pipe; nobody reads yet
+        (worker,) = pool._processes
+        os.kill(worker.pid, signal.SIGKILL)
+        got = _in_thread(lambda: next(stream))
+        assert isinstance(got, ReplicateError), got
+        assert str(got) == "a data worker process died (exit code -9; killed: out of memory?)"
+    finally:
+        pool.close()
+
+
+def test_a_restart_while_a_consumer_waits_is_a_restart_not_a_death(monkeypatch) -> None:
+    """A new stream registering restarts the workers while another stream's consumer waits.  The
+    restart used to count itself only after killing the workers: a consumer that looked in between
+    reported a dead worker.  The window is widened here to make it certain."""
+    import replicate.data.pool as pool_module
+
+    kill = pool_module._kill
+
+    def slow_kill(processes) -> None:
+        kill(processes)
+        time.sleep(1.2)  # more than the consumer's 0.5 s wait
+
+    pool = DataPool(1)
+    stream = Stream(pool, _NoMaker(), _Whole(1000, delay=1.0), prefetch=1)
+    try:
+        stream.request_ahead()
+        got: list = []
+        waiting = threading.Thread(target=lambda: got.append(_in_thread(lambda: next(stream), 60)), daemon=True)
+        waiting.start()
+        time.sleep(0.3)
+        monkeypatch.setattr(pool_module, "_kill", slow_kill)
+        Stream(pool, _NoMaker(), _Whole(10), prefetch=1)  # registering restarts the workers
+        waiting.join(60)
+        assert got and isinstance(got[0], np.ndarray), got
+        assert len(got[0]) == 1000 and (got[0] == 0).all()
+    finally:
+        pool.close()
+
+
+def test_pickled_batches_of_every_worker_arrive_whole_and_in_order() -> None:
+    """Batches much larger than a pipe holds, from several workers at once, each through its own
+    pipe: the consumer reassembles each one whole and hands them out in order."""
+    pool = DataPool(2)
+    stream = Stream(pool, _NoMaker(), _Whole(3 << 20), prefetch=3)
+    try:
+        for k in range(8):
+            batch = next(stream)
+            assert len(batch) == 3 << 20 and (batch == k % 251).all()
+        assert stream.delivered == {"in_place": 0, "pickled": 8}
+    finally:
+        pool.close()

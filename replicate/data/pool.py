@@ -9,12 +9,13 @@ a layer delivers.
 
 Batches come back in place (replicate.data.slots): each stream has `prefetch + HELD` slots of
 shared memory mapped before the workers fork; a task names a free slot, the worker writes the batch
-into it (the stream's `Job`), and only a small description travels through the stream's results
-queue.  The layer gets tensors that view the slot, which is free again once they are all gone.
+into it (the stream's `Job`), and only a small description travels back, through a pipe of the
+worker's own for that stream (replicate.data.pipes: a worker killed mid-message cannot hang its
+consumer).  The layer gets tensors that view the slot, which is free again once they are all gone.
 When no slot is free (a consumer that keeps many batches) or a batch does not fit its slot, the
-batch travels pickled through torch.multiprocessing's shared memory instead: slower, the same
-values.  Each stream has its own results queue, read only by whoever consumes the stream (the
-training thread, or a GPU loader's thread), so streams never wait for one another.
+batch travels pickled (its tensors through torch.multiprocessing's shared memory) instead: slower,
+the same values.  A stream's pipes are read only by whoever consumes the stream (the training
+thread, or a GPU loader's thread), so streams never wait for one another.
 
 The workers are forked when the first batch is asked for, after every stream is registered (they
 inherit the makers; a maker's source drops its parent's file handles in the child), and set to one
@@ -29,7 +30,6 @@ dies is reported.
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import threading
 import traceback
@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
+from replicate.data.pipes import Inbox, Outbox
 from replicate.data.signals import die_with_parent
 from replicate.data.slots import Slots
 from replicate.errors import ReplicateError
@@ -73,26 +74,32 @@ def _detach_from_signals() -> None:
     die_with_parent()
 
 
-def _work(jobs: list[tuple[Any, Job, int] | None], slots: list[Slots | None], tasks: Any, results: list[Any]) -> None:
+def _work(worker: int, jobs: list[tuple[Any, Job, int] | None], slots: list[Slots | None], tasks: Any,
+          pipes: list[list[tuple[int, int]] | None]) -> None:
     _detach_from_signals()
     torch.set_num_threads(1)
+    # Keep only this worker's write ends, so that its death ends its pipes (replicate.data.pipes).
+    for stream in pipes:
+        for w, (read, write) in enumerate(stream or []):
+            os.close(read)
+            if w != worker:
+                os.close(write)
+    outboxes = [None if stream is None else Outbox(stream[worker][1]) for stream in pipes]
     for registered in jobs:
         if registered is not None:
             registered[0].source.reopen()
     while True:
-        task = tasks.get()
-        if task is None:
-            return
-        stream, k, slot = task
+        stream, k, slot = tasks.get()
         maker, job, _ = jobs[stream]
         try:
             in_slot, value = job(maker, k, None if slot is None else slots[stream].buffer(slot))
-            message = (k, slot, in_slot, value, None)
+            outboxes[stream].put((k, slot, in_slot, value, None))
+            continue
         except ReplicateError as err:
             message = (k, slot, False, None, str(err))
-        except Exception:  # noqa: BLE001  (a bug: the layer gets the worker's traceback)
+        except Exception:  # noqa: BLE001  (a bug, or a batch that cannot be pickled: the layer gets the traceback)
             message = (k, slot, False, None, f"data worker failed:\n{traceback.format_exc()}")
-        results[stream].put(message)
+        outboxes[stream].put(message)
 
 
 class DataPool:
@@ -107,8 +114,8 @@ class DataPool:
         self._jobs: list[tuple[Any, Job, int] | None] = []
         self._processes: list[Any] = []
         self._tasks: Any = None
-        #: Per stream, while the workers run: its results queue, the results read early, its slots.
-        self._streams: list[tuple[Any, dict[int, tuple], Slots] | None] = []
+        #: Per stream, while the workers run: its inbox, the results read early, its slots.
+        self._streams: list[tuple[Inbox, dict[int, tuple], Slots] | None] = []
         self._lock = threading.Lock()
         #: Counts the times the workers were stopped: streams then ask again for what they had asked.
         self.generation = 0
@@ -128,19 +135,31 @@ class DataPool:
         return len(self._jobs) - 1
 
     def release(self, stream: int) -> None:
-        """A stream nobody reads any more: later workers get no slots and no queue for it."""
+        """A stream nobody reads any more: later workers get no slots and no pipes for it."""
         self._jobs[stream] = None
 
     def _start(self) -> None:
         context = mp.get_context("fork")
         slots = [None if j is None else Slots(j[2] + HELD, j[1].slot_bytes(j[0])) for j in self._jobs]
-        results = [None if j is None else context.Queue() for j in self._jobs]
+        pipes = [None if j is None else [os.pipe() for _ in range(self.workers)] for j in self._jobs]
         self._tasks = context.SimpleQueue()
-        for _ in range(self.workers):
-            process = context.Process(target=_work, args=(self._jobs, slots, self._tasks, results), daemon=True)
-            process.start()
-            self._processes.append(process)
-        self._streams = [None if s is None else (q, {}, s) for q, s in zip(results, slots)]
+        try:
+            for worker in range(self.workers):
+                process = context.Process(target=_work, args=(worker, self._jobs, slots, self._tasks, pipes),
+                                          daemon=True)
+                process.start()
+                self._processes.append(process)
+        except BaseException:
+            _kill(self._processes)
+            self._processes = []
+            for fd in (fd for stream in pipes for pair in stream or [] for fd in pair):
+                os.close(fd)
+            raise
+        for stream in pipes:
+            for _, write in stream or []:
+                os.close(write)
+        self._streams = [None if s is None else (Inbox([r for r, _ in p], list(self._processes)), {}, s)
+                         for p, s in zip(pipes, slots)]
         # At interpreter exit multiprocessing sends its daemon children SIGTERM and joins them;
         # ours ignore SIGTERM, so a pool never closed (a loader left open) would hang the exit.
         # This finalizer runs before that and kills them.
@@ -166,18 +185,19 @@ class DataPool:
         with self._lock:
             if generation != self.generation:
                 return RESTARTED
-            results, early, slots = self._streams[stream]
+            inbox, early, slots = self._streams[stream]
         while k not in early:
-            try:
-                message = results.get(timeout=0.5)
-            except queue.Empty:
-                if generation != self.generation:
-                    return RESTARTED
-                dead = [p for p in self._processes if not p.is_alive()]
-                if dead:
-                    raise ReplicateError(f"a data worker process died (exit code {dead[0].exitcode})") from None
-                continue
-            early[message[0]] = message
+            for message in inbox.receive(0.5):
+                early[message[0]] = message
+            if k in early:
+                break
+            gone = bool(inbox.gone)  # before the generation: close() counts a restart before it kills
+            if generation != self.generation:
+                return RESTARTED
+            if gone:
+                code = inbox.exit_code()
+                why = "; killed: out of memory?" if code == -signal.SIGKILL else ""
+                raise ReplicateError(f"a data worker process died (exit code {code}{why})")
         _, slot, in_slot, value, error = early.pop(k)
         if slot is not None and not in_slot:
             slots.give_back(slot)
@@ -189,11 +209,13 @@ class DataPool:
 
     def close(self) -> None:
         """Stop the workers (a later request starts new ones).  SIGKILL: they ignore SIGTERM and
-        hold nothing that needs cleaning up.  The results queues are left to the garbage
-        collector: a consumer thread may still be reading one, until it sees the restart."""
+        hold nothing that needs cleaning up.  The inboxes are left to the garbage collector: a
+        consumer thread may still be reading one, until it sees the restart."""
         with self._lock:
             if not self._processes:
                 return
+            # First: a consumer that then sees its workers gone knows it was this restart.
+            self.generation += 1
             self._at_exit.cancel()
             _kill(self._processes)
             self._tasks.close()
@@ -201,7 +223,6 @@ class DataPool:
                 if state is not None:
                     state[2].retire()
             self._processes, self._streams = [], []
-            self.generation += 1
 
 
 def _kill(processes: list[Any]) -> None:

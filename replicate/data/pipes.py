@@ -1,0 +1,119 @@
+"""Pipes from a pool's workers to a stream's consumer, which a worker's death cannot hang.
+
+A multiprocessing queue that several workers write has one pipe and one write lock.  A worker
+killed in the middle of a message (by a pool's restart, or by the out-of-memory killer while it
+sends a large batch) leaves half a message in the pipe and the lock taken: the consumer, told
+that data is there, waits in `recv` for the rest for ever, and the other workers for the lock.
+Here each worker has a pipe of its own per stream, which only it writes (the others and the
+parent close their copies of its write end), and the consumer never blocks on one: it reads what
+is there and hands out whole messages only.  A worker's death ends its pipes (end of file) and
+fires its process sentinel, whichever comes first, and the consumer then knows, with half a
+message or none.
+
+A message travels as its length (8 bytes) and its pickle, made with multiprocessing's
+ForkingPickler, which carries torch's reductions (tensors travel in shared memory).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import struct
+import threading
+import weakref
+from multiprocessing.connection import wait
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+_LENGTH = struct.Struct("<Q")
+#: Bytes read from a pipe at once (a pipe holds 64 KiB; a pickled batch is tens of MB).
+_CHUNK = 1 << 20
+
+
+class Outbox:
+    """In a worker: messages down one pipe, written by a thread of the worker's own, so that the
+    worker goes on computing while a consumer that is not reading now (a test net's stream during
+    training steps) holds a large message up."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._queue: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        threading.Thread(target=self._write, daemon=True).start()
+
+    def put(self, message: Any) -> None:
+        """Send `message` (pickled here, so that an unpicklable one raises in the caller)."""
+        data = memoryview(ForkingPickler.dumps(message))
+        self._queue.put(memoryview(_LENGTH.pack(data.nbytes)))
+        self._queue.put(data)
+
+    def _write(self) -> None:
+        while True:
+            view = self._queue.get()
+            while view:
+                view = view[os.write(self._fd, view):]
+
+
+class Inbox:
+    """In the consumer: the whole messages that the workers' pipes for one stream brought (`fds`,
+    one per worker of `processes`), read without ever blocking on a pipe.  The read ends are
+    closed with the inbox, after its last reader is done with it."""
+
+    def __init__(self, fds: list[int], processes: list[Any]):
+        # The processes are kept, not only their sentinels: a sentinel is closed with its process
+        # object, and its number may then name another file.
+        self._processes = processes
+        self._fds = dict(zip(fds, range(len(fds))))
+        self._sentinels = {p.sentinel: w for w, p in enumerate(processes)}
+        self._pending = {fd: bytearray() for fd in fds}
+        #: Workers whose pipe ended or whose process exited: no more messages come from them.
+        self.gone: set[int] = set()
+        weakref.finalize(self, _close, self._fds)
+
+    def receive(self, timeout: float) -> list[Any]:
+        """The messages that are whole within `timeout` seconds (none: an empty list), at once
+        when a worker is gone."""
+        messages: list[Any] = []
+        for handle in wait([*self._fds, *self._sentinels], timeout):
+            if handle in self._fds:
+                self._read(handle, messages)
+            elif handle in self._sentinels:  # the worker exited: take what it sent before
+                worker = self._sentinels.pop(handle)
+                for fd in [f for f, w in self._fds.items() if w == worker]:
+                    while fd in self._fds and wait([fd], 0):
+                        self._read(fd, messages)
+                self.gone.add(worker)
+        return messages
+
+    def exit_code(self) -> int | None:
+        """The exit code of the first worker that is gone (its pipe may end a moment before the
+        kernel has its exit status: waited for up to a second; None if still not known)."""
+        for worker in sorted(self.gone):
+            wait([self._processes[worker].sentinel], 1.0)
+            return self._processes[worker].exitcode
+        return None
+
+    def _read(self, fd: int, messages: list[Any]) -> None:
+        chunk = os.read(fd, _CHUNK)
+        if not chunk:  # every copy of the write end is closed: the worker is gone
+            self.gone.add(self._fds.pop(fd))
+            os.close(fd)
+            return
+        pending = self._pending[fd]
+        pending += chunk
+        while len(pending) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(pending)
+            end = _LENGTH.size + length
+            if len(pending) < end:
+                break
+            view = memoryview(pending)
+            try:
+                messages.append(pickle.loads(view[_LENGTH.size:end]))
+            finally:
+                view.release()
+            del pending[:end]
+
+
+def _close(fds: dict[int, int]) -> None:
+    for fd in fds:
+        os.close(fd)
