@@ -69,11 +69,10 @@ class Slots:
 
     def _returned(self, slot: int) -> None:
         self._free.append(slot)
-        with self._lock:
+        with self._lock:  # unpinned under the lock: a `lend` cannot start a copy meanwhile
             self._lent -= 1
-            done = self._retired and not self._lent
-        if done:
-            self._unpin()
+            if self._retired and not self._lent:
+                self._unpin()
 
     def pin(self) -> bool:
         """Page-lock the slots for asynchronous copies to a CUDA device; False when the driver
@@ -101,6 +100,5 @@ class Slots:
         go).  The mapping itself goes with the last reference to it."""
         with self._lock:
             self._retired = True
-            done = not self._lent
-        if done:
-            self._unpin()
+            if not self._lent:
+                self._unpin()
