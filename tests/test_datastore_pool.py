@@ -290,3 +290,27 @@ def test_pickled_batches_of_every_worker_arrive_whole_and_in_order() -> None:
         assert stream.delivered == {"in_place": 0, "pickled": 8}
     finally:
         pool.close()
+
+
+class _Tensor(_Whole):
+    """A batch that is a tensor: pickled, it travels in shared memory whose file the consumer
+    fetches from the worker as it unpickles."""
+
+    def __call__(self, maker, k, slot):
+        return False, torch.full((self.size,), float(k))
+
+
+def test_a_whole_batch_whose_worker_is_gone_is_lost_with_it_not_a_connection_error() -> None:
+    """The message is all in the pipe, but its tensor's file must be fetched from the worker, now
+    dead: that was a ConnectionRefusedError in the training loop."""
+    pool = DataPool(1)
+    stream = Stream(pool, _NoMaker(), _Tensor(1000), prefetch=1)
+    try:
+        stream.request_ahead()
+        time.sleep(1.0)
+        os.kill(pool._processes[0].pid, signal.SIGKILL)
+        got = _in_thread(lambda: next(stream))
+        assert isinstance(got, ReplicateError) and "a data worker process died (exit code -9" in str(got), got
+    finally:
+        pool.close()
+

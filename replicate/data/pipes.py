@@ -11,7 +11,9 @@ fires its process sentinel, whichever comes first, and the consumer then knows, 
 message or none.
 
 A message travels as its length (8 bytes) and its pickle, made with multiprocessing's
-ForkingPickler, which carries torch's reductions (tensors travel in shared memory).
+ForkingPickler, which carries torch's reductions: a tensor travels in shared memory, whose file the
+consumer fetches from its sender as it unpickles.  A message whose sender is gone by then is lost
+with it, and reported as the sender's death.
 """
 
 from __future__ import annotations
@@ -109,6 +111,14 @@ class Inbox:
             view = memoryview(pending)
             try:
                 messages.append(pickle.loads(view[_LENGTH.size:end]))
+            except Exception:
+                # A tensor of the message is fetched from its sender, which must still be there:
+                # a worker killed after sending (a restart, the out-of-memory killer) leaves a
+                # whole message that cannot be rebuilt.  It goes with its worker.
+                worker = self._fds[fd]
+                if not wait([self._processes[worker].sentinel], 1.0):
+                    raise
+                self.gone.add(worker)
             finally:
                 view.release()
             del pending[:end]
