@@ -314,3 +314,149 @@ def test_a_whole_batch_whose_worker_is_gone_is_lost_with_it_not_a_connection_err
     finally:
         pool.close()
 
+
+
+class _ForksAHelper(_Whole):
+    """Batch 0 forks a process that outlives the worker (as a fork without exec in a job would):
+    it holds the worker's pipes and its multiprocessing sentinel open after the worker dies."""
+
+    def __init__(self, size: int, pid_file: Path):
+        super().__init__(size, delay=2.0)
+        self.pid_file = pid_file
+
+    def __call__(self, maker, k, slot):
+        if k == 0:
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            self.pid_file.write_text(str(pid))
+        return super().__call__(maker, k, slot)
+
+
+def test_a_dead_worker_is_reported_while_a_process_it_forked_holds_its_pipes(tmp_path: Path) -> None:
+    pool = DataPool(1)
+    stream = Stream(pool, _NoMaker(), _ForksAHelper(1000, tmp_path / "helper"), prefetch=1)
+    try:
+        assert (_in_thread(lambda: next(stream)) == 0).all()
+        os.kill(pool._processes[0].pid, signal.SIGKILL)  # the out-of-memory killer, during batch 1
+        got = _in_thread(lambda: next(stream), 20)
+        assert isinstance(got, ReplicateError) and "a data worker process died (exit code -9" in str(got), got
+    finally:
+        pool.close()
+        os.kill(int((tmp_path / "helper").read_text()), signal.SIGKILL)
+
+
+def test_workers_forked_for_a_thread_that_ends_outlive_it() -> None:
+    """After a restart the first stream to ask forks the workers, here from a thread that then
+    ends.  They died with it (PR_SET_PDEATHSIG names the thread that forked), and the other stream
+    reported a dead worker."""
+    pool = DataPool(2)
+    train = Stream(pool, _NoMaker(), _Whole(100), prefetch=2)
+    try:
+        assert (next(train) == 0).all()
+        test = Stream(pool, _NoMaker(), _Whole(100), prefetch=2)  # a restart
+        assert (_in_thread(lambda: next(test)) == 0).all()  # asked first, from a thread now gone
+        time.sleep(0.5)
+        assert all(p.is_alive() for p in pool._processes)
+        got = _in_thread(lambda: next(train))
+        assert isinstance(got, np.ndarray) and (got == 1).all(), got
+    finally:
+        pool.close()
+
+
+_PARENT = os.getpid()
+
+
+def _rebuilt(k: int) -> int:
+    if os.getpid() == _PARENT and k == 1:
+        raise ValueError("cannot rebuild batch 1")
+    return k
+
+
+class _BadOne:
+    """A batch the consumer cannot rebuild (as when fetching a tensor's file fails: EMFILE)."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def __reduce__(self):
+        return _rebuilt, (self.k,)
+
+
+class _BadSecond(_Whole):
+    def __call__(self, maker, k, slot):
+        return False, _BadOne(k)
+
+
+def test_a_batch_that_cannot_be_received_is_an_error_after_the_batches_before_it() -> None:
+    pool = DataPool(1)
+    stream = Stream(pool, _NoMaker(), _BadSecond(0), prefetch=3)
+    try:
+        stream.request_ahead()
+        time.sleep(1.0)  # batches 0, 1, 2 all in the pipe
+        got = [_in_thread(lambda: next(stream), 10) for _ in range(3)]
+        assert got[0] == 0, got
+        for error in got[1:]:  # the same error again, never a wait
+            assert isinstance(error, ReplicateError), got
+            assert str(error) == "a batch from a data worker could not be received: ValueError('cannot rebuild batch 1')"
+    finally:
+        pool.close()
+
+
+_FILES = """
+import os, resource, sys
+sys.path.insert(0, sys.argv[1])
+from test_datastore_pool import _NoMaker, _Whole
+from replicate.data.pool import DataPool, Stream
+from replicate.errors import ReplicateError
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[2]), int(sys.argv[3])))
+pool = DataPool(int(sys.argv[4]))
+streams = [Stream(pool, _NoMaker(), _Whole(10), prefetch=1) for _ in range(2)]
+before = len(os.listdir("/proc/self/fd"))
+try:
+    print("batch", next(streams[0])[0], "limit raised", resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 128)
+except ReplicateError as err:
+    print("error:", err)
+print("workers", len(pool._processes))
+pool.close()
+print("files", len(os.listdir("/proc/self/fd")) - before)
+"""
+
+
+@pytest.mark.parametrize("hard, expected", [
+    (4096, "batch 0 limit raised True\nworkers 40\nfiles 0\n"),
+    (128, "error: the data workers need 122 more open files than this process may have (ulimit -n: 128, at most 128): "
+          "use fewer data workers (--data-workers)\nworkers 0\nfiles 0\n"),
+])
+def test_a_pool_makes_room_for_its_pipes_or_says_it_cannot(hard: int, expected: str) -> None:
+    """40 workers for 2 data layers keep 40 x 3 files open.  Under `ulimit -n 128` the pool raises
+    its soft limit towards the hard one; where the hard one is too low it says so before forking."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FILES, str(Path(__file__).parent), "128", str(hard), "40"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith(expected), done.stdout
+
+
+def test_a_process_that_exits_while_its_workers_send_large_batches_exits_quietly() -> None:
+    """The pipes' read ends used to be closed at exit before the workers were killed: each worker
+    still sending then printed a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time; sys.path.insert(0, sys.argv[1])\n"
+        "from test_datastore_pool import _NoMaker, _Whole\n"
+        "from replicate.data.pool import DataPool, Stream\n"
+        "stream = Stream(DataPool(2), _NoMaker(), _Whole(1 << 20, 0.05), prefetch=6)\n"
+        "next(stream)\n"
+        "time.sleep(0.3)\n"  # the workers have more queued for the pipe than it holds
+        "print('leaving', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "leaving" in done.stdout, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

@@ -550,7 +550,7 @@ class GpuLoader:
         else:
             if self._thread is None:
                 if self._stream is not None:
-                    self._stream.request_ahead()  # fork the workers here, not in the thread
+                    self._stream.request_ahead()  # fork the workers now, before the thread runs
                 self._thread = threading.Thread(target=_run_ahead, args=(weakref.ref(self), self._ready, self._stop),
                                                 name="replicate-gpu-loader", daemon=True)
                 self._thread.start()

@@ -23,13 +23,15 @@ torch thread each.  Their lifetime is their parent's business: they ignore the s
 or a scheduler sends to every process of a job (SIGINT, SIGHUP, SIGTERM, SIGUSR2), so that the
 training process can finish its iteration and snapshot with their batches (replicate.solver.requests);
 they are killed by `close()` and, should the parent die without it, by the kernel
-(PR_SET_PDEATHSIG).  A worker's error reaches the layer that asked as the same error; a worker that
-dies is reported.
+(PR_SET_PDEATHSIG, which names the thread that forked: the pool forks from a thread of its own that
+lives as long as the workers).  A worker's error reaches the layer that asked as the same error; a
+worker that dies is reported.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import threading
 import traceback
@@ -74,17 +76,13 @@ def _detach_from_signals() -> None:
     die_with_parent()
 
 
-def _work(worker: int, jobs: list[tuple[Any, Job, int] | None], slots: list[Slots | None], tasks: Any,
-          pipes: list[list[tuple[int, int]] | None]) -> None:
+def _work(jobs: list[tuple[Any, Job, int] | None], slots: list[Slots | None], tasks: Any, reads: list[int],
+          writes: list[int | None]) -> None:
     _detach_from_signals()
     torch.set_num_threads(1)
-    # Keep only this worker's write ends, so that its death ends its pipes (replicate.data.pipes).
-    for stream in pipes:
-        for w, (read, write) in enumerate(stream or []):
-            os.close(read)
-            if w != worker:
-                os.close(write)
-    outboxes = [None if stream is None else Outbox(stream[worker][1]) for stream in pipes]
+    for fd in reads:  # the read ends of this worker's pipes and of earlier workers'
+        os.close(fd)
+    outboxes = [None if fd is None else Outbox(fd) for fd in writes]
     for registered in jobs:
         if registered is not None:
             registered[0].source.reopen()
@@ -114,6 +112,8 @@ class DataPool:
         self._jobs: list[tuple[Any, Job, int] | None] = []
         self._processes: list[Any] = []
         self._tasks: Any = None
+        #: Set when the workers are stopped: the thread that forked them may then end.
+        self._keep = threading.Event()
         #: Per stream, while the workers run: its inbox, the results read early, its slots.
         self._streams: list[tuple[Inbox, dict[int, tuple], Slots] | None] = []
         self._lock = threading.Lock()
@@ -128,44 +128,79 @@ class DataPool:
     def register(self, maker: Any, job: Job, prefetch: int) -> int:
         """A new stream with `prefetch` batches requested ahead; returns its number.  Workers
         already running are stopped (forked, they do not know the new maker) and restart at the
-        next request."""
-        self.close()
-        self._jobs.append((maker, job, prefetch))
-        self.delivered.append({"in_place": 0, "pickled": 0})
-        return len(self._jobs) - 1
+        next request (not before the stream is here: one lock for both)."""
+        with self._lock:
+            self._stop()
+            self._jobs.append((maker, job, prefetch))
+            self.delivered.append({"in_place": 0, "pickled": 0})
+            return len(self._jobs) - 1
 
     def release(self, stream: int) -> None:
         """A stream nobody reads any more: later workers get no slots and no pipes for it."""
         self._jobs[stream] = None
 
     def _start(self) -> None:
+        """Fork the workers, from a thread of the pool's own that lives until they are stopped:
+        they die with the thread that forked them (PR_SET_PDEATHSIG), and the thread that asks
+        first (a loader's) may end sooner."""
+        started, keep = threading.Event(), threading.Event()
+        failed: list[BaseException] = []
+
+        def keeper() -> None:
+            try:
+                self._fork()
+            except BaseException as err:  # noqa: BLE001  (raised in the thread that asked)
+                failed.append(err)
+            started.set()
+            keep.wait()
+
+        threading.Thread(target=keeper, name="data-pool-workers", daemon=True).start()
+        started.wait()
+        if failed:
+            keep.set()
+            raise failed[0]
+        self._keep = keep
+        if self.pin_memory:  # after the fork: the driver may keep pinned ranges from forked children
+            self.pinned = all(state[2].pin() for state in self._streams if state is not None)
+
+    def _fork(self) -> None:
+        streams = [j is not None for j in self._jobs]
+        _make_room_for_files(self.workers * (sum(streams) + 1) + sum(streams))
         context = mp.get_context("fork")
         slots = [None if j is None else Slots(j[2] + HELD, j[1].slot_bytes(j[0])) for j in self._jobs]
-        pipes = [None if j is None else [os.pipe() for _ in range(self.workers)] for j in self._jobs]
-        self._tasks = context.SimpleQueue()
+        tasks = context.SimpleQueue()
+        reads: list[list[int]] = [[] for _ in streams]  # per stream, one per worker forked so far
         try:
-            for worker in range(self.workers):
-                process = context.Process(target=_work, args=(worker, self._jobs, slots, self._tasks, pipes),
-                                          daemon=True)
-                process.start()
+            for _ in range(self.workers):
+                # This worker's pipes, made now: the parent closes their write ends once it has
+                # forked, so that later workers do not hold them (the worker's death ends them).
+                pipes = [os.pipe() if wanted else None for wanted in streams]
+                for stream, pipe in enumerate(pipes):
+                    if pipe is not None:
+                        reads[stream].append(pipe[0])
+                try:
+                    process = context.Process(target=_work, daemon=True, args=(
+                        self._jobs, slots, tasks, [fd for r in reads for fd in r],
+                        [None if pipe is None else pipe[1] for pipe in pipes]))
+                    process.start()
+                finally:
+                    for pipe in pipes:
+                        if pipe is not None:
+                            os.close(pipe[1])
                 self._processes.append(process)
         except BaseException:
             _kill(self._processes)
             self._processes = []
-            for fd in (fd for stream in pipes for pair in stream or [] for fd in pair):
+            tasks.close()
+            for fd in (fd for r in reads for fd in r):
                 os.close(fd)
             raise
-        for stream in pipes:
-            for _, write in stream or []:
-                os.close(write)
-        self._streams = [None if s is None else (Inbox([r for r, _ in p], list(self._processes)), {}, s)
-                         for p, s in zip(pipes, slots)]
+        self._tasks = tasks
+        self._streams = [None if s is None else (Inbox(r, list(self._processes)), {}, s) for r, s in zip(reads, slots)]
         # At interpreter exit multiprocessing sends its daemon children SIGTERM and joins them;
         # ours ignore SIGTERM, so a pool never closed (a loader left open) would hang the exit.
         # This finalizer runs before that and kills them.
         self._at_exit = util.Finalize(self, _kill, args=(list(self._processes),), exitpriority=10)
-        if self.pin_memory:  # after the fork: the driver may keep pinned ranges from forked children
-            self.pinned = all(s.pin() for s in slots if s is not None)
 
     def request(self, stream: int, k: int, generation: int) -> bool:
         """Ask for batch k of `stream` (the workers start at the first request); False when the
@@ -212,17 +247,35 @@ class DataPool:
         hold nothing that needs cleaning up.  The inboxes are left to the garbage collector: a
         consumer thread may still be reading one, until it sees the restart."""
         with self._lock:
-            if not self._processes:
-                return
-            # First: a consumer that then sees its workers gone knows it was this restart.
-            self.generation += 1
-            self._at_exit.cancel()
-            _kill(self._processes)
-            self._tasks.close()
-            for state in self._streams:
-                if state is not None:
-                    state[2].retire()
-            self._processes, self._streams = [], []
+            self._stop()
+
+    def _stop(self) -> None:
+        if not self._processes:
+            return
+        # First: a consumer that then sees its workers gone knows it was this restart.
+        self.generation += 1
+        self._at_exit.cancel()
+        _kill(self._processes)
+        self._keep.set()
+        self._tasks.close()
+        for state in self._streams:
+            if state is not None:
+                state[2].retire()
+        self._processes, self._streams = [], []
+
+
+def _make_room_for_files(needed: int) -> None:
+    """Raise this process's soft limit of open files (`ulimit -n`, often 1,024) towards its hard
+    limit when `needed` more would not fit: a pool keeps a pipe per worker and stream (127 workers
+    on a 128-CPU node, 4 data layers: 635 files).  Where the hard limit is too low, say so."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = len(os.listdir("/proc/self/fd")) + needed + 64
+    if wanted <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        raise ReplicateError(f"the data workers need {needed} more open files than this process may have "
+                             f"(ulimit -n: {soft}, at most {hard}): use fewer data workers (--data-workers)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _kill(processes: list[Any]) -> None:
@@ -247,8 +300,9 @@ class Stream:
         self._generation = pool.generation
 
     def request_ahead(self) -> None:
-        """Keep `prefetch` batches requested (the first request forks the workers: a loader with a
-        thread of its own calls this first from the training thread, which forks more safely)."""
+        """Keep `prefetch` batches requested (the first request forks the workers, the caller
+        waiting: a loader with a thread of its own calls this first, before its thread runs, so
+        that no thread of its is in the middle of something when the process forks)."""
         if self._generation != self.pool.generation:  # the workers were restarted: ask again
             self._requested, self._generation = self.next_batch, self.pool.generation
         while self._requested < self.next_batch + self.prefetch:
