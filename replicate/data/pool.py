@@ -112,8 +112,8 @@ class DataPool:
         self._jobs: list[tuple[Any, Job, int] | None] = []
         self._processes: list[Any] = []
         self._tasks: Any = None
-        #: Set when the workers are stopped: the thread that forked them may then end.
-        self._keep = threading.Event()
+        #: The thread that forked the workers, and the event that lets it end once they are stopped.
+        self._keeper: tuple[threading.Thread, threading.Event] | None = None
         #: Per stream, while the workers run: its inbox, the results read early, its slots.
         self._streams: list[tuple[Inbox, dict[int, tuple], Slots] | None] = []
         self._lock = threading.Lock()
@@ -154,12 +154,14 @@ class DataPool:
             started.set()
             keep.wait()
 
-        threading.Thread(target=keeper, name="data-pool-workers", daemon=True).start()
+        thread = threading.Thread(target=keeper, name="data-pool-workers", daemon=True)
+        thread.start()
         started.wait()
         if failed:
             keep.set()
+            thread.join()
             raise failed[0]
-        self._keep = keep
+        self._keeper = (thread, keep)
         if self.pin_memory:  # after the fork: the driver may keep pinned ranges from forked children
             self.pinned = all(state[2].pin() for state in self._streams if state is not None)
 
@@ -256,7 +258,9 @@ class DataPool:
         self.generation += 1
         self._at_exit.cancel()
         _kill(self._processes)
-        self._keep.set()
+        thread, keep = self._keeper
+        keep.set()
+        thread.join()
         self._tasks.close()
         for state in self._streams:
             if state is not None:
