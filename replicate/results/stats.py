@@ -39,11 +39,15 @@ def best_k_mean(values: Sequence[float], k: int = TOP_K, highest: bool = True) -
     """Mean of the k highest (or lowest) values; of all of them when there are fewer than k."""
     if not values:
         raise ValueError("no values")
-    # Summed in ascending order, as the reference csv was: a half-way case at the 5th decimal
-    # (transfer1A1B_1_2: 0.628995) rounds the other way when the sum runs from the top.
+    # Summed in ascending order, one rounding per addition, as the reference csv was: a half-way
+    # case at the 5th decimal (transfer1A1B_1_2: 0.628995) rounds the other way when the sum runs
+    # from the top, and another when it is compensated, as Python 3.12's sum() is.
     ordered = sorted(values)
     top = ordered[-k:] if highest else ordered[:k]
-    return sum(top) / len(top)
+    total = 0.0
+    for value in top:
+        total += value
+    return total / len(top)
 
 
 def scored_points(points: Sequence[ValPoint]) -> list[ValPoint]:
