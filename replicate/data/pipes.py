@@ -83,16 +83,13 @@ class Inbox:
     def receive(self, timeout: float) -> list[Any]:
         """The messages that are whole within `timeout` seconds (none: an empty list), at once
         when a worker's pipe ends; once one could not be rebuilt, those before it, then its error."""
-        ready = wait(list(self._fds), timeout) if self._broken is None else []
-        for fd in ready:
-            if self._broken is None:
-                self._read(fd)
-        if not ready and self._broken is None:  # a process the worker forked may hold its pipes: ask the kernel
-            for fd, worker in list(self._fds.items()):
-                if self._processes[worker].exitcode is not None:
-                    while fd in self._fds and wait([fd], 0):
-                        self._read(fd)  # what it sent before it died
-                    self.gone.add(worker)
+        if self._broken is None:
+            ready = wait(list(self._fds), timeout)
+            for fd in ready:
+                if self._broken is None:
+                    self._read(fd)
+            if not ready:
+                self._reap()
         messages, self._ready = self._ready, []
         if not messages and self._broken is not None:
             raise self._broken
@@ -101,9 +98,16 @@ class Inbox:
     def exit_code(self) -> int | None:
         """The exit code of the first worker that is gone (its pipe may end a moment before the
         kernel has its exit status: waited for up to a second; None if still not known)."""
-        for worker in sorted(self.gone):
-            return _exit_code(self._processes[worker], 1.0)
-        return None
+        return _exit_code(self._processes[min(self.gone)], 1.0) if self.gone else None
+
+    def _reap(self) -> None:
+        """Workers the kernel says have exited: a process a worker forked may hold its pipes open,
+        so that no end of file comes.  What they sent before is taken first."""
+        for fd, worker in list(self._fds.items()):
+            if self._processes[worker].exitcode is not None:
+                while fd in self._fds and wait([fd], 0):
+                    self._read(fd)
+                self.gone.add(worker)
 
     def _read(self, fd: int) -> None:
         chunk = os.read(fd, _CHUNK)

@@ -167,7 +167,8 @@ class DataPool:
 
     def _fork(self) -> None:
         streams = [j is not None for j in self._jobs]
-        _make_room_for_files(self.workers * (sum(streams) + 1) + sum(streams))
+        layers = sum(streams)  # per worker a pipe each and its sentinel; the write ends while forking
+        _make_room_for_files(self.workers * (layers + 1) + layers)
         context = mp.get_context("fork")
         slots = [None if j is None else Slots(j[2] + HELD, j[1].slot_bytes(j[0])) for j in self._jobs]
         tasks = context.SimpleQueue()
