@@ -172,21 +172,32 @@ def test_next_after_a_workers_error_raises_it_again_like_the_serial_path(tmp_pat
     try:
         next(loader)
         for _ in range(2):
-            raised: list[BaseException] = []
-            thread = threading.Thread(target=lambda: raised.append(_error_of(loader)), daemon=True)
-            thread.start()
-            thread.join(30)  # a thread: without the fix the second next() waits forever
-            assert raised and "bad record in batch 1" in str(raised[0]), raised or "next() still waiting after 30 s"
+            got = _in_thread(lambda: next(loader))  # a thread: without the fix the second next() waits forever
+            assert isinstance(got, ReplicateError) and "bad record in batch 1" in str(got), got
     finally:
         loader.close()
 
 
-def _error_of(loader) -> BaseException | None:
-    try:
-        next(loader)
-    except ReplicateError as err:
-        return err
-    return None
+def _started(call) -> tuple[threading.Thread, list]:
+    """`call()` running in a thread of its own; the list gets what it returned or raised."""
+    out: list = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except BaseException as err:  # noqa: BLE001
+            out.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _in_thread(call, seconds: float = 30):
+    """What `call()` returned or raised, or "still waiting" after `seconds` (a hang)."""
+    thread, out = _started(call)
+    thread.join(seconds)
+    return out[0] if out else "still waiting"
 
 
 class _Nothing:
@@ -213,22 +224,6 @@ class _Whole:
 
     def receive(self, value, slot):
         return value
-
-
-def _in_thread(call, seconds: float = 30):
-    """What `call()` returned or raised, or "still waiting" after `seconds` (a hang)."""
-    out: list = []
-
-    def run() -> None:
-        try:
-            out.append(call())
-        except BaseException as err:  # noqa: BLE001
-            out.append(err)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    return out[0] if out else "still waiting"
 
 
 def test_a_worker_killed_in_the_middle_of_a_batch_is_reported_not_waited_for() -> None:
@@ -265,9 +260,7 @@ def test_a_restart_while_a_consumer_waits_is_a_restart_not_a_death(monkeypatch) 
     stream = Stream(pool, _NoMaker(), _Whole(1000, delay=1.0), prefetch=1)
     try:
         stream.request_ahead()
-        got: list = []
-        waiting = threading.Thread(target=lambda: got.append(_in_thread(lambda: next(stream), 60)), daemon=True)
-        waiting.start()
+        waiting, got = _started(lambda: next(stream))
         time.sleep(0.3)
         monkeypatch.setattr(pool_module, "_kill", slow_kill)
         Stream(pool, _NoMaker(), _Whole(10), prefetch=1)  # registering restarts the workers
