@@ -13,7 +13,7 @@ import pytest
 
 from replicate.bench.graph_ops import operators, ours, peer
 
-pytestmark = pytest.mark.compiled  # torch.compile's tracing: checked on the oldest torch too (passes on 2.11.0)
+pytestmark = pytest.mark.compiled  # torch.compile's tracing
 
 HEAVY = ("convolution.default", "convolution_backward.default", "mm.default", "addmm.default",
          "max_pool2d_with_indices.default", "max_pool2d_with_indices_backward.default")
