@@ -13,9 +13,11 @@ process's OpenMP pool starts with one thread as well.
 from __future__ import annotations
 
 import os
+import signal
 
 os.environ["OMP_NUM_THREADS"] = "1"
 
+import pytest  # noqa: E402
 import torch  # noqa: E402  (after OMP_NUM_THREADS on purpose)
 
 torch.set_num_threads(1)
@@ -23,3 +25,12 @@ torch.set_num_threads(1)
 
 # The GPU tier (tests marked `gpu`, run with `python -m pytest -m gpu`): see tests/gpu_tier.py.
 from gpu_tier import device, tier_device  # noqa: E402,F401  (fixtures, shared by the tier's modules)
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt in this process for the test, as a terminal's Ctrl-C does
+    (pytest run in a background job inherits an ignored SIGINT)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -1,10 +1,12 @@
 """`data convert` (convert_imageset) and `data mean` (compute_image_mean) from the command line."""
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import pytest
 from PIL import Image
 
 from replicate.cli import main
+from replicate.data.convert import ConvertOptions
+from replicate.data.convert import convert as convert_entries
 from replicate.data.image import read_image, resize_linear
 from replicate.data.lmdb_io import LmdbReader, datum_array, write_lmdb
 from replicate.data.mean import compute_mean
@@ -158,7 +162,10 @@ def test_ctrl_c_stops_a_parallel_conversion_with_one_line_and_keeps_the_earlier_
     process = subprocess.Popen(
         [sys.executable, "-m", "replicate", "data", "convert", "--list", str(images / "files.txt"),
          "--root", str(images / "root"), "--out", str(out), "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # A terminal's Ctrl-C reaches a process whose SIGINT is not ignored (pytest itself may run
+        # in a background job, whose children inherit an ignored SIGINT).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not (images / "out" / "lmdb.partial").exists() and time.monotonic() < deadline:
@@ -176,3 +183,38 @@ def test_ctrl_c_stops_a_parallel_conversion_with_one_line_and_keeps_the_earlier_
     # No worker outlived it (a zombie is dead, waiting for a reaper outside our control).
     group = subprocess.run(["ps", "-o", "stat=,args=", "-g", str(process.pid)], capture_output=True, text=True).stdout
     assert all(line.strip().startswith("Z") for line in group.splitlines()), group
+
+
+def test_a_signal_taken_by_another_thread_still_stops_a_conversion_waiting_on_a_stalled_worker(images, sigint_raises):
+    # Linux may give a signal sent to a process to any of its threads that does not block it
+    # (signal(7); a conversion has numpy's OpenBLAS threads), and Python runs the handler in the
+    # main thread only once that thread is back in the interpreter.  Ctrl-C delivered to such a
+    # thread (tgkill) left `data convert` waiting for ever on a worker stalled in open() (the FIFO
+    # here; a file server that does not answer).  Here a helper thread takes the SIGINT itself.
+    fifo = images / "root" / "stall.jpg"
+    os.mkfifo(fifo)
+    entries = [("cls/im0.jpg", 0), ("stall.jpg", 0), ("cls/im2.jpg", 2)]
+    out = images / "lmdb"
+    stopped, freed = threading.Event(), threading.Event()
+
+    def interrupt_from_another_thread() -> None:
+        deadline = time.monotonic() + 60
+        while not (images / "lmdb.partial").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(1.0)  # a worker waits in open("stall.jpg"), the main thread for its result
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        if not stopped.wait(20):  # slept through it: free the worker, so that the test ends
+            freed.set()
+            with contextlib.suppress(OSError):  # ENXIO: nobody holds the FIFO open any more
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    helper = threading.Thread(target=interrupt_from_another_thread, daemon=True)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            convert_entries(entries, out, ConvertOptions(root=str(images / "root")), workers=2, show_progress=False)
+        finally:
+            stopped.set()
+    helper.join()
+    assert not freed.is_set(), "the conversion stopped only once its stalled worker was freed"
+    assert not (images / "lmdb.partial").exists() and not out.exists()

@@ -3,6 +3,9 @@ device-side logic (run here on CPU tensors); the GPU path's requirements fail cl
 
 import collections
 import importlib.util
+import signal
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -120,6 +123,37 @@ def test_gpu_path_reads_jpeg_records_into_shared_memory(tmp_path):
         _same(_take(loader, 4), _take(SerialLoader(enc), 4))
         assert loader.delivered["in_place"] >= 4 and loader.delivered["pickled"] == 0
     finally:
+        loader.close()
+
+
+def test_a_signal_taken_by_another_thread_interrupts_a_wait_for_a_batch_that_does_not_come(maker, sigint_raises):
+    """A second Ctrl-C stops a run at once (replicate.solver.requests), also while the training
+    thread waits for the GPU path's thread and the kernel gave the signal to another thread (Linux
+    may give it to any): here a helper thread takes it, and the batch never comes."""
+    loader = GpuLoader(maker, "cpu", ahead=2)
+    never = threading.Event()
+    loader._prepare = lambda: never.wait(60) and None  # a read stuck on a dead file server
+    stopped, freed = threading.Event(), threading.Event()
+
+    def interrupt_from_another_thread() -> None:
+        time.sleep(0.5)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        if not stopped.wait(20):  # slept through it: let the batch come, so that the test ends
+            freed.set()
+            never.set()
+
+    helper = threading.Thread(target=interrupt_from_another_thread, daemon=True)
+    helper.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                next(loader)
+            finally:
+                stopped.set()
+        helper.join()
+        assert not freed.is_set(), "next() came back only once the batch came"
+    finally:
+        never.set()
         loader.close()
 
 

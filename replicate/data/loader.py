@@ -36,6 +36,7 @@ from replicate.data.image import decode_image, image_size, jpeg_components, jpeg
 from replicate.data.item import Encoded, Item
 from replicate.data.lmdb_io import LmdbReader, datum_array
 from replicate.data.pool import DataPool, Job, Stream
+from replicate.data.signals import WAKE_S
 from replicate.data.transform import DataTransformer, Draw, batch_rng
 from replicate.errors import ReplicateError
 from replicate.proto import caffe_pb2
@@ -502,6 +503,17 @@ def _run_ahead(owner: weakref.ref, ready: queue.Queue, stop: threading.Event) ->
         loader = owner()
 
 
+def _next_ready(ready: queue.Queue) -> Any:
+    """The GPU path's next item, waited for in slices of WAKE_S: a signal the kernel gave to
+    another thread runs its handler (a second Ctrl-C's KeyboardInterrupt) only once the training
+    thread is back in the interpreter (replicate.data.signals)."""
+    while True:
+        try:
+            return ready.get(timeout=WAKE_S)
+        except queue.Empty:
+            pass
+
+
 class GpuLoader:
     """Batches whose decoding (encoded JPEGs) and transforms run on `device`.
 
@@ -554,7 +566,7 @@ class GpuLoader:
                 self._thread = threading.Thread(target=_run_ahead, args=(weakref.ref(self), self._ready, self._stop),
                                                 name="replicate-gpu-loader", daemon=True)
                 self._thread.start()
-            item = self._ready.get()
+            item = _next_ready(self._ready)
             if isinstance(item, BaseException):
                 self._error = item
                 raise item

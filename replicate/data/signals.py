@@ -8,6 +8,12 @@ before it could save what it had.  So: workers ignore both and die with their pa
 `KeyboardInterrupt` as Ctrl-C (`stop_on_signals`), keeps what is done, says how to resume in one
 line, and ends its workers; a step that must not be cut in two holds the signals until it is done
 (`held_signals`).
+
+Linux gives a signal sent to a process to any of its threads that does not block it, not always
+the main one; Python then runs the handler in the main thread only once that thread is back in
+the interpreter.  A main thread in an untimed wait (a pipe's poll, a queue's get) for something
+that may never come (a worker stalled on a dead file server) would sleep through Ctrl-C.  Such
+waits come back every WAKE_S seconds instead.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import threading
 from collections.abc import Iterator
 
 _PR_SET_PDEATHSIG = 1
+#: The longest the main thread waits without coming back to the interpreter (see the module doc).
+WAKE_S = 0.5
 
 
 class Stopped(KeyboardInterrupt):

@@ -7,8 +7,11 @@ saving its work.  Here each worker has a pipe of its own and nothing is shared: 
 the workers with SIGKILL, and whatever happens to one worker, the parent stops or goes on at once.
 Workers are spawned (no fork of a parent holding threads and open files), ignore SIGINT and
 SIGTERM (the parent stops the job and keeps what is done: replicate.data.signals), and die with
-their parent.  The parent's waits are interruptible, and it receives each result whole (signals
-held meanwhile), so a Ctrl-C never leaves half a message in a pipe.
+their parent.  The parent receives each result whole (signals held meanwhile), so a Ctrl-C never
+leaves half a message in a pipe, and waits in slices of WAKE_S (replicate.data.signals): Linux may
+give a signal to any thread of the process (numpy's OpenBLAS threads among them), and Python runs
+its handler only once the main thread is back in the interpreter, which an untimed wait on a
+stalled worker never is.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from replicate.data.signals import die_with_parent, held_signals
+from replicate.data.signals import WAKE_S, die_with_parent, held_signals
 from replicate.errors import ReplicateError
 
 
@@ -140,7 +143,8 @@ class Ordered:
         if self._taken == self._given:
             raise StopIteration
         worker = self._taken % self._count
-        self._workers._conns[worker].poll(None)  # an interruptible wait
+        while not self._workers._conns[worker].poll(WAKE_S):  # see the module doc
+            pass
         result = self._workers._take(worker)
         self._taken += 1
         self._give_next()
