@@ -6,6 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from replicate.experiments.netfiles import solver_facts
+from replicate.experiments.planfile import PlannedNet
+
 FAKE_TRAIN = [sys.executable, str(Path(__file__).with_name("grid_fake_train.py"))]
 
 SOLVER = """net: "train.prototxt"
@@ -49,3 +52,10 @@ def invocations(net_dir: Path) -> list[dict]:
         else:
             runs.append(record)
     return runs
+
+
+def final_weights(net: PlannedNet) -> Path:
+    """Where Caffe writes the net's last weights (`<snapshot_prefix>_iter_<max_iter>.caffemodel`),
+    read from its solver: the path a dependant's plan entry must name."""
+    facts = solver_facts(net)
+    return facts.prefix.parent / f"{facts.prefix.name}_iter_{facts.max_iter}.caffemodel"

@@ -5,7 +5,6 @@ import os
 import pickle
 import threading
 import time
-from itertools import islice
 from pathlib import Path
 
 import lmdb
@@ -58,12 +57,6 @@ def test_golden_lmdb_written_by_caffe_reads():
     assert len(reader) == 6
     assert reader.key(0) == b"00000000_img0"
     assert datum_array(reader.datum(5), "x").shape == (3, 10, 12)
-
-
-def test_cycle_wraps_in_key_order(tmp_path):
-    write_lmdb(tmp_path / "db", [(f"n{i}", array_datum(img, i)) for i, img in enumerate(_images(3))])
-    labels = [d.label for _, d in islice(LmdbReader(tmp_path / "db").cycle(1), 7)]
-    assert labels == [1, 2, 0, 1, 2, 0, 1]
 
 
 def test_list_order_beats_name_order(tmp_path):

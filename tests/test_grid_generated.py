@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grid_support import FAKE_TRAIN, invocations
+from grid_support import FAKE_TRAIN, final_weights, invocations
 
 from replicate.cli import main
-from replicate.experiments.netfiles import final_weights
 from replicate.experiments.planfile import read_plan
 from replicate.experiments.runner import GridRunner
 

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-from grid_support import make_plan
+from grid_support import final_weights, make_plan
 
 from replicate.errors import ReplicateError
-from replicate.experiments.netfiles import final_weights, is_finished, newest_solverstate, solver_facts
+from replicate.experiments.netfiles import is_finished, newest_solverstate, solver_facts
 from replicate.experiments.planfile import read_plan
 
 

@@ -203,14 +203,6 @@ class LmdbReader:
             raise ReplicateError(f"{self.where(index)}: record vanished from the LMDB")
         return parse_datum(value, self.where(index))
 
-    def cycle(self, start: int = 0) -> Iterator[tuple[int, caffe_pb2.Datum]]:
-        """(index, Datum) forever from record `start`, wrapping to the first key after the last,
-        as Caffe's Data layer restarts its cursor."""
-        index = start % len(self)
-        while True:
-            yield index, self.datum(index)
-            index = (index + 1) % len(self)
-
     def close(self) -> None:
         """Release the LMDB (in a forked child, just forget the parent's handles)."""
         if self._env is not None and self._pid == os.getpid():

@@ -54,16 +54,6 @@ def solver_facts(net: PlannedNet) -> SolverFacts:
     return SolverFacts(prefix=prefix, max_iter=param.max_iter)
 
 
-def snapshot_path(prefix: Path, iteration: int, extension: str) -> Path:
-    return prefix.parent / f"{prefix.name}_iter_{iteration}{extension}"
-
-
-def final_weights(net: PlannedNet) -> Path:
-    """The .caffemodel Caffe writes when training ends."""
-    facts = solver_facts(net)
-    return snapshot_path(facts.prefix, facts.max_iter, ".caffemodel")
-
-
 def newest_solverstate(net: PlannedNet) -> Path | None:
     """The solver state with the highest iteration, or None before the first snapshot."""
     newest = outputs.newest_solverstate(solver_facts(net).prefix)
