@@ -35,7 +35,7 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
 from replicate.experiments.launch import (PACKAGE_ROOT, TRAIN_COMMAND, NetProcess, check_base_weights, conclude,
-                                          launch, torchrun_command)
+                                          launch)
 from replicate.experiments.netfiles import is_finished, newest_solverstate
 from replicate.experiments.planfile import Plan, PlannedNet
 from replicate.solver.requests import EXIT_REQUEUE

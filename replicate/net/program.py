@@ -16,7 +16,6 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 
-import torch
 from torch import fx, nn
 
 from replicate.proto import caffe_pb2

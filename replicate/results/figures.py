@@ -26,7 +26,7 @@ from replicate.results.groups import (Scores, base_mean, by_treatment, parsed,  
                                       transfer_gaps)
 from replicate.results.logs import ValPoint  # noqa: E402
 from replicate.results.names import FIG2_TREATMENTS, try_parse_name  # noqa: E402
-from replicate.results.stats import best_k_mean, scored_points  # noqa: E402
+from replicate.results.stats import scored_points  # noqa: E402
 
 # Figure 2's markers: white circles (baseB), dark/light blue dots (BnB/BnB+), dark/light red
 # diamonds (AnB/AnB+), shifted left/right for clarity as in the paper.

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from replicate.data.cpus import available_cpus
-from replicate.data.readrate import Need, ReadRate, measure, open_store
+from replicate.data.readrate import Need, measure, open_store
 from replicate.errors import ReplicateError
 from replicate.machine import cpu_model
 
