@@ -17,7 +17,13 @@ import signal
 
 os.environ["OMP_NUM_THREADS"] = "1"
 
-import pytest  # noqa: E402
+# Tests send Ctrl-C (SIGINT) to this process's threads and to programs they start, which must take
+# it as from a terminal.  pytest run as a background job (`... &` in a script) starts with SIGINT
+# ignored, which every program it starts would inherit; handled here, it is reset to the default
+# in each of them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 import torch  # noqa: E402  (after OMP_NUM_THREADS on purpose)
 
 torch.set_num_threads(1)
@@ -25,12 +31,3 @@ torch.set_num_threads(1)
 
 # The GPU tier (tests marked `gpu`, run with `python -m pytest -m gpu`): see tests/gpu_tier.py.
 from gpu_tier import device, tier_device  # noqa: E402,F401  (fixtures, shared by the tier's modules)
-
-
-@pytest.fixture
-def sigint_raises():
-    """SIGINT raises KeyboardInterrupt in this process for the test, as a terminal's Ctrl-C does
-    (pytest run in a background job inherits an ignored SIGINT)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)

@@ -126,7 +126,7 @@ def test_gpu_path_reads_jpeg_records_into_shared_memory(tmp_path):
         loader.close()
 
 
-def test_a_signal_taken_by_another_thread_interrupts_a_wait_for_a_batch_that_does_not_come(maker, sigint_raises):
+def test_a_signal_taken_by_another_thread_interrupts_a_wait_for_a_batch_that_does_not_come(maker):
     """A second Ctrl-C stops a run at once (replicate.solver.requests), also while the training
     thread waits for the GPU path's thread and the kernel gave the signal to another thread (Linux
     may give it to any): here a helper thread takes it, and the batch never comes."""

@@ -206,10 +206,7 @@ def test_ctrl_c_stops_trainers_cleanly_and_a_rerun_resumes(tmp_path: Path) -> No
     command = [sys.executable, "-m", "replicate", "grid", "run", "--plan", str(plan), "--gpus", "0,1",
                "--train-command", " ".join(FAKE_TRAIN), "--progress-every", "0.2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # A terminal's Ctrl-C reaches a process whose SIGINT is not ignored (pytest itself may run in a
-    # background job, whose children inherit an ignored SIGINT).
-    grid = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    grid = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while not all((tmp_path / n / "snap" / f"{n}_iter_10.solverstate").exists() for n in "ab"):
         assert time.monotonic() < deadline and grid.poll() is None
