@@ -90,8 +90,13 @@ def test_status_command_after_a_run_table_and_json(tmp_path: Path, capsys) -> No
                                "note": note}
 
 
-def test_broken_metrics_line_is_an_error_naming_the_line(tmp_path: Path, capsys) -> None:
-    plan_path = make_plan(tmp_path, [("a", None)])
+def test_a_broken_metrics_line_is_named_in_its_nets_row_and_hides_no_other_net(tmp_path: Path, capsys) -> None:
+    plan_path = make_plan(tmp_path, [("a", None), ("b", None)])
     (tmp_path / "a" / "metrics.jsonl").write_text('{"iter": 1}\n{"iter": 2, "kind": "test", "outp\n{"iter": 3}\n')
-    assert main(["grid", "status", "--plan", str(plan_path)]) == 2
-    assert f"{tmp_path}/a/metrics.jsonl:2: not a JSON record" in capsys.readouterr().err
+    _metrics(tmp_path / "b", [_test(4, 0.25)])
+    assert main(["grid", "status", "--plan", str(plan_path)]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert rows["a"].split()[1:3] == ["stopped", "3/6"]
+    assert rows["a"].endswith(f"no snapshot: restarts fresh; {tmp_path}/a/metrics.jsonl:2: not a JSON record "
+                              "(Unterminated string starting at)")
+    assert rows["b"].split()[1:5] == ["stopped", "4/6", "0.2500", "0.2500"]

@@ -122,8 +122,12 @@ CORRUPT = {
     "truncated mid-test": (lambda t: t[: t.index("Iteration 3000, Testing net") + 28],
                            "truncated: the log ends inside the test at iteration 3000 .* no scores"),
     "truncated after the first score": (
-        lambda t: t[: t.index("Test score #1: 3.6469")],
+        lambda t: t[: t.rindex("\n", 0, t.index("Test score #1: 3.6469")) + 1],
         "truncated: .* iteration 4000 .* expected Test score #0 and #1, found #0"),
+    # A last line without its newline was never finished: "3." is not read as a loss of 3.0.
+    "last line never finished": (
+        lambda t: t[: t.index("Test score #1: 3.6469") + len("Test score #1: 3.")],
+        "truncated: .* iteration 4000 .* line \\d+ was never finished"),
     "2014 and modern tests mixed": (
         lambda t: t.replace("Iteration 2000, Testing net", "Iteration 2000, Testing net (#0)")
                    .replace("Test score #0: 0.11168", "Test net output #0: accuracy = 0.11168")
@@ -172,9 +176,46 @@ def test_gzip_that_fails_midway(tmp_path: Path) -> None:
 def test_corrupt_metrics_line(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"iter": 100, "kind": "test", "net": 0, "outputs": {"accuracy": 0.1}}\n'
-                    '{"iter": 200, "kind": "te')
+                    '{"iter": 200, "kind": "te\n'
+                    '{"iter": 300, "kind": "test", "net": 0, "outputs": {"accuracy": 0.2}}\n')
     with pytest.raises(LogError, match="line 2: not a metrics record"):
         read_metrics(path)
+
+
+def test_a_train_line_the_run_did_not_finish_is_left_out_and_the_tests_before_it_kept(tmp_path: Path) -> None:
+    lines = log_modern([(100, 0.1, 3.0), (200, 0.2, 2.0)]).splitlines(keepends=True)
+    assert "Optimization Done" in lines[-1] and "Test net output #1" in lines[-2]
+    train_line = next(line for line in lines if ", loss = 2.5" in line)
+    path = tmp_path / "train.log"
+    path.write_text("".join(lines[:-1]) + train_line[:-3])  # the test at 200 is still open: "loss = 2"
+    whole = tmp_path / "whole.log"
+    whole.write_text("".join(lines[:-1]))
+    curve = read_log(path)
+    assert [(p.iter, p.top1, p.loss) for p in curve.val] == [(0, 0.001, 6.9), (100, 0.1, 3.0), (200, 0.2, 2.0)]
+    assert (curve.val, curve.train, curve.left_out) == (read_log(whole).val, read_log(whole).train, [])
+
+
+_DONE = '{"kind": "test", "iter": 100, "net": 0, "outputs": {"accuracy": 0.1, "loss": 2.0}}\n'
+
+
+@pytest.mark.parametrize("last, lost", [
+    ('{"kind": "train", "iter": 120, "lr": 0.01, "lo', None),
+    ('{"kind": "test", "iter": 200, "net": 1, "outputs": {"acc', None),
+    ('{"kind": "test", "iter": 200, "net": 0, "outputs": {"accuracy": 0.2', "iteration 200 .* line 2 was never finished"),
+    ('{"kind": "test", "iter": 200, "ne', "iteration 200 .* line 2 was never finished"),
+    ('{"kind": "te', "line 2 was never finished, and too little of it"),
+    ("\x00" * 300, "line 2 was never finished, and too little of it"),  # what an NFS client crash leaves
+])
+def test_a_metrics_record_the_run_did_not_finish(tmp_path: Path, last: str, lost: str | None) -> None:
+    """A last record without its newline adds nothing; if it may be a test of net #0, the run lost
+    that test, as when a log ends inside one."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(_DONE + last)
+    if lost is None:
+        assert [(p.iter, p.top1) for p in read_metrics(path).val] == [(100, 0.1)]
+    else:
+        with pytest.raises(LogError, match=lost):
+            read_metrics(path)
 
 
 def test_top1_found_among_other_output_names() -> None:

@@ -17,6 +17,7 @@ from replicate.errors import ReplicateError
 from replicate.io.binary import read_binary
 from replicate.layers.data import BatchLayer
 from replicate.proto import caffe_pb2
+from replicate.results.logs import check_agree, read_log, read_metrics
 from replicate.solver.run import train
 from solver_support import random_run, same_weights
 
@@ -62,6 +63,33 @@ def test_resume_from_any_snapshot_ends_bit_identical(tmp_path: Path) -> None:
     assert not _same_end(whole, run)
     assert ("snap_iter_6.solverstate has no resume sidecar (a snapshot of Caffe's): as in Caffe, the data "
             "layers restart at their first record") in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize("tear", ["a cut line", "NUL bytes"])
+def test_a_line_the_stopped_run_did_not_finish_is_cut_before_the_resumed_run_appends(tmp_path: Path,
+                                                                                       tear: str) -> None:
+    """A full disk, or a node that crashed, can leave the last line of train.log and metrics.jsonl
+    half written (or NUL bytes, on NFS).  Appended to, that line would break the whole file for
+    `results` and `grid status`; the resumed run cuts it and its files read as an unbroken run's."""
+    whole = random_run(tmp_path, "whole")
+    train(whole / "solver.prototxt", echo=False)
+    run = _resumable_copy(whole, tmp_path / "run", 6)
+    for name, inside in (("train.log", "Test net output #0: accuracy = "), ("metrics.jsonl", '"outputs": {')):
+        text = (whole / name).read_text()
+        at = text.index(inside, text.index("Iteration 8, Testing net" if name == "train.log" else '"iter": 8, "net"'))
+        kept = text[: at + len(inside) + 2] if tear == "a cut line" else text[: text.rindex("\n", 0, at) + 1]
+        (run / name).write_bytes(kept.encode() + (b"\0" * 4096 if tear == "NUL bytes" else b""))
+    train(run / "solver.prototxt", snapshot=run / "snap_iter_6.solverstate", echo=False)
+
+    assert _same_end(whole, run)
+    log = (run / "train.log").read_text()
+    assert "cut the last" in log and "bytes of metrics.jsonl: a line the stopped run did not finish" in log
+    assert "\0" not in log and "\0" not in (run / "metrics.jsonl").read_text()
+    curves = [(read_log(r / "train.log"), read_metrics(r / "metrics.jsonl")) for r in (whole, run)]
+    for log_curve, metrics_curve in curves:
+        check_agree(log_curve, metrics_curve)
+    assert [c.val for c in curves[0]] == [c.val for c in curves[1]]
+    assert [t["iter"] for t in _records(run, "test")] == [t["iter"] for t in _records(whole, "test")] == [0, 4, 8, 12]
 
 
 def test_files_of_different_runs_are_never_loaded_together(tmp_path: Path) -> None:

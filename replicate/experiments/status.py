@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from replicate.errors import ReplicateError
 from replicate.experiments import netstate
 from replicate.experiments.netfiles import is_finished, last_iteration, newest_solverstate, read_metrics
 from replicate.experiments.planfile import Plan, PlannedNet
@@ -72,7 +73,11 @@ def collect(plan: Plan, metric: str = "accuracy") -> list[NetReport]:
             WAITING, netstate.QUEUED, netstate.STOPPED
         ):
             state, note = netstate.BLOCKED, f"base net {base.name!r} {base.state}"
-        iteration, accuracy, best = progress(net, metric)
+        try:
+            iteration, accuracy, best = progress(net, metric)
+        except ReplicateError as err:  # one net's unreadable file must not hide the others
+            iteration, accuracy, best = last_iteration(net.dir), None, None
+            note = "; ".join(filter(None, (note, str(err))))
         reports[net.name] = NetReport(net.name, state, iteration, net.max_iter, accuracy, best, note)
     order = [n.name for n in plan.nets]
     return sorted(reports.values(), key=lambda r: order.index(r.name))

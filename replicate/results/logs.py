@@ -58,6 +58,12 @@ _OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = (\S+)(?: \(\* \S+ = \S+ l
 _TRAIN_LOSS = re.compile(r"Iteration (\d+)(?: \([^)]*\))?, loss = (\S+)")
 _LR = re.compile(r"Iteration (\d+), lr = (\S+)")
 _SOLVING = re.compile(r"Solving .*")
+#: Fields of a metrics.jsonl record as json.dumps writes them, each only once whole.
+_RECORD_KIND = re.compile(r'"kind": "(\w+)"')
+_RECORD_ITER = re.compile(r'"iter": (\d+)[,}]')
+_RECORD_NET = re.compile(r'"net": (\d+)[,}]')
+#: How the lines inside a test begin (both formats).
+_TEST_LINES = ("Test net output #", "Test score #")
 _TOP5 = re.compile(r"top-?5", re.I)
 _ACC = re.compile(r"acc|top-?1", re.I)
 
@@ -268,6 +274,18 @@ class _Reader:
             self.restart(lineno)
         self.seg.reach(iteration)
 
+    def unfinished(self, lineno: int, raw: str) -> None:
+        """The file's last line, `raw`, lacks its newline: a write the run never finished.  Its
+        text may be cut short anywhere, a number included, so it is not read.  If it may be one
+        of the open test's lines, that test is cut, as if the log had ended inside it."""
+        prefix = _PREFIX.match(raw)
+        msg = raw[prefix.end():] if prefix else ""
+        may_be_test = prefix is None or any(k.startswith(msg) or msg.startswith(k) for k in _TEST_LINES)
+        block = self.test
+        if block is not None and block.net == 0 and may_be_test:
+            self.test = None
+            self.seg.cut = Cut(block.iter, block.lineno, f"line {lineno} was never finished", at_end=True)
+
     def line(self, lineno: int, raw: str) -> None:
         if "\x00" in raw or "\ufffd" in raw:
             raise LogError(self.path, f"line {lineno}: binary data, not a text log")
@@ -320,10 +338,15 @@ class _Reader:
             self.seg.done = True
 
 
-def parse_segments(lines: Iterable[str], path: str) -> list[Segment]:
-    """The segments of one Caffe log of either format, in file order; `path` names it."""
+def parse_segments(lines: Iterable[str], path: str, whole_lines: bool = False) -> list[Segment]:
+    """The segments of one Caffe log of either format, in file order; `path` names it.
+    `whole_lines`: the lines come with their newlines, and a last one without it is a write the
+    run never finished (`_Reader.unfinished`)."""
     reader = _Reader(path)
     for lineno, raw in enumerate(lines, 1):
+        if whole_lines and not raw.endswith("\n"):
+            reader.unfinished(lineno, raw)
+            break
         reader.line(lineno, raw)
     reader.end_segment(at_end=True)
     if len(reader.formats) > 1:
@@ -421,9 +444,9 @@ def _complete(curve: Curve, empty: str) -> Curve:
     return curve
 
 
-def parse_lines(lines: Iterable[str], path: str) -> Curve:
+def parse_lines(lines: Iterable[str], path: str, whole_lines: bool = False) -> Curve:
     """Read one Caffe log of either format; `path` names it in errors."""
-    return _complete(merge_segments(parse_segments(lines, path), path),
+    return _complete(merge_segments(parse_segments(lines, path, whole_lines), path),
                      "no `Testing net` with scores")
 
 
@@ -443,9 +466,12 @@ def _text_lines(path: Path) -> Iterator[str]:
 
 
 def read_log(path: str | Path) -> Curve:
-    """Parse one Caffe log file, plain or gzip; a test it lost is an error."""
+    """Parse the train.log of one of our runs (or any one Caffe log file, plain or gzip); a test
+    it lost is an error.  A last line without its newline was never finished (our trainer writes
+    each line whole, and cuts such a line before it appends: `cut_unfinished_line`).  The
+    authors' logs (`read_logs`) are read as the reconstruction of their 148 curves was checked."""
     path = Path(path)
-    return parse_lines(_text_lines(path), str(path))
+    return parse_lines(_text_lines(path), str(path), whole_lines=True)
 
 
 def read_logs(paths: Sequence[str | Path], source: str) -> Curve:
@@ -465,6 +491,9 @@ def read_metrics(path: str | Path) -> Curve:
     path = Path(path)
     segments = [Segment(str(path), 1, FORMAT_METRICS)]
     for lineno, raw in enumerate(_text_lines(path), 1):
+        if not raw.endswith("\n"):
+            _unfinished_record(segments[-1], lineno, raw, str(path))
+            break
         if not raw.strip():
             continue
         try:
@@ -498,6 +527,21 @@ def read_metrics(path: str | Path) -> Curve:
         elif kind == "done":
             seg.done = True
     return _complete(merge_segments(segments, str(path)), "no test records of net 0")
+
+
+def _unfinished_record(seg: Segment, lineno: int, raw: str, path: str) -> None:
+    """metrics.jsonl's last line lacks its newline: a record the run never finished writing
+    (each is written whole, with its newline).  A test record of net #0, even one whose kind
+    cannot be read, is a test the run lost, as a log that ends inside a test; any other record
+    adds nothing to the curve."""
+    kind = _RECORD_KIND.search(raw)
+    if kind and (kind[1] != "test" or (net := _RECORD_NET.search(raw)) and net[1] != "0"):
+        return
+    iteration = _RECORD_ITER.search(raw)
+    if iteration is None:
+        raise LogError(path, f"line {lineno} was never finished, and too little of it was written to tell "
+                             "which record it was (resuming the run writes it again)")
+    seg.cut = Cut(int(iteration[1]), lineno, f"line {lineno} was never finished", at_end=True)
 
 
 def _opt(value: object) -> float | None:

@@ -38,6 +38,35 @@ def output_text(name: str, value: float, loss_weight: float) -> str:
     return text
 
 
+def cut_unfinished_line(path: Path) -> int:
+    """Cut a last line that has no newline from `path`; the bytes cut (0: none, or no file).
+
+    Every line is written with its newline in one write, so a last line without one is a write
+    the stopped run never finished (a full disk or quota, a node that crashed: what is left may
+    be a cut number, or NUL bytes).  Appending after it would glue the next line onto it: a
+    record no reader can parse, in the middle of the file.  The record was of an iteration after
+    the snapshot the run resumes from, so the resumed run writes it again."""
+    try:
+        f = open(path, "r+b")
+    except FileNotFoundError:
+        return 0
+    with f:
+        size = end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        else:
+            keep = 0
+        if keep < size:
+            f.truncate(keep)
+        return size - keep
+
+
 class RunLog:
     """Writes Caffe-style lines to stderr and a log file, and records to metrics.jsonl."""
 
@@ -46,11 +75,17 @@ class RunLog:
         self._terminal = self.echo is not None and self.echo.isatty()  # asked once: a syscall
         self.pid = os.getpid()
         mode = "a" if append else "w"
+        cut = {name: cut_unfinished_line(folder / name) for name in (TRAIN_LOG, METRICS_FILE)} if (
+            folder and append) else {}
         self.text = open(folder / TRAIN_LOG, mode, encoding="utf-8") if folder else None
         self.metrics = open(folder / METRICS_FILE, mode, encoding="utf-8") if folder else None
         self._progress = ""  # the progress line to keep in view (terminal only)
         self._progress_shown = False
         self._drawn_at = -math.inf
+        for name, size in cut.items():
+            if size:
+                self.warning(f"cut the last {size} bytes of {name}: a line the stopped run did not finish "
+                             "writing (its iteration is after the snapshot, so this run writes it again)", "train.py:0")
 
     def info(self, message: str, source: str = "solver.py:0") -> None:
         self._line("I", message, source)
