@@ -7,6 +7,7 @@ night of training.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from replicate.net.weights import copy_trained_layers
 from replicate.proto import caffe_pb2
 from replicate.solver.aside import ASIDE, Aside, recover
 from replicate.solver.distributed import join, leave
+from replicate.solver.folder_lock import hold
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.outputs import SNAPSHOT_EXTENSIONS, earlier_run, newest_solverstate
@@ -165,8 +167,6 @@ def train(
     folder = solver_path.resolve().parent
     set_snapshot_prefix(param, solver_path)
     prefix = folder / param.snapshot_prefix
-    # Rank 0 alone touches the folder, as it alone logs and snapshots.
-    recovered = recover(folder, prefix) if os.environ.get("RANK", "0") == "0" else None
     snapshot = Path(snapshot) if snapshot else None
     if snapshot is not None and not snapshot.is_file():
         raise ReplicateError(f"snapshot {snapshot} does not exist")
@@ -174,59 +174,63 @@ def train(
     if allowed and not (weights or snapshot):
         raise ReplicateError("--allow-missing-layers accepts layers that weights leave out: give it with --weights "
                              "or --snapshot")
-    earlier = [] if snapshot is not None else earlier_run(folder, prefix)
-    if earlier and not force:
-        raise ReplicateError(_refusal(solver_path, param, earlier) + (f" ({recovered})" if recovered else ""))
-    group, device = join(device)
-    main = group.is_main
-    aside = Aside.move(folder, prefix, earlier) if main and earlier else None
-    solved = False
-    try:
-        log = RunLog(folder if main else None, echo and main, append=snapshot is not None)
-        requests = Requests()
+    # Rank 0 alone touches the folder, as it alone logs and snapshots; no other trainer may.
+    rank0 = os.environ.get("RANK", "0") == "0"
+    with hold(folder) if rank0 else contextlib.nullcontext():
+        recovered = recover(folder, prefix) if rank0 else None
+        earlier = [] if snapshot is not None else earlier_run(folder, prefix)
+        if earlier and not force:
+            raise ReplicateError(_refusal(solver_path, param, earlier) + (f" ({recovered})" if recovered else ""))
+        group, device = join(device)
+        main = group.is_main
+        aside = Aside.move(folder, prefix, earlier) if main and earlier else None
+        solved = False
         try:
-            with requests.listen():
-                target = pick_device(device, param.solver_mode)
-                if target.type == "cpu":
-                    keep_freed_memory()
-                world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
-                log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
-                if recovered:
-                    log.info(recovered, "train.py:0")
-                if earlier:
-                    log.info(f"--force: moved the earlier run's {_listing(earlier)} to {folder / ASIDE}; they are "
-                             "deleted once this run has written its first snapshot, put back if it fails before",
-                             "train.py:0")
-                for line in announce:
-                    log.info(line, "train.py:0")
-                solver = Solver(param, folder, target, log, precision, channels_last, compile, group,
-                                data_workers, requests, snapshot_keep, cuda_graph)
-                if aside is not None:
-                    solver.after_snapshot = aside.discard
-                try:
-                    if weights:
-                        load = WeightsLoad(learnable_layers(solver.net), frozen_layers(solver.net), allowed)
-                        _copy_weights(solver.net, weights, log, load)
-                        solver.weights = load.record()
-                        solver.sync_weights()
-                    log.info("Starting Optimization", "caffe.cpp:232")
-                    solver.solve(snapshot, allowed)
-                finally:
-                    solver.close()
-            solved = True
+            log = RunLog(folder if main else None, echo and main, append=snapshot is not None)
+            requests = Requests()
+            try:
+                with requests.listen():
+                    target = pick_device(device, param.solver_mode)
+                    if target.type == "cpu":
+                        keep_freed_memory()
+                    world = f"; {group.world} processes (data parallel)" if group.world > 1 else ""
+                    log.info(f"Use {target.type.upper()}; precision {precision}{world}", "caffe.cpp:197")
+                    if recovered:
+                        log.info(recovered, "train.py:0")
+                    if earlier:
+                        log.info(f"--force: moved the earlier run's {_listing(earlier)} to {folder / ASIDE}; they are "
+                                 "deleted once this run has written its first snapshot, put back if it fails before",
+                                 "train.py:0")
+                    for line in announce:
+                        log.info(line, "train.py:0")
+                    solver = Solver(param, folder, target, log, precision, channels_last, compile, group,
+                                    data_workers, requests, snapshot_keep, cuda_graph)
+                    if aside is not None:
+                        solver.after_snapshot = aside.discard
+                    try:
+                        if weights:
+                            load = WeightsLoad(learnable_layers(solver.net), frozen_layers(solver.net), allowed)
+                            _copy_weights(solver.net, weights, log, load)
+                            solver.weights = load.record()
+                            solver.sync_weights()
+                        log.info("Starting Optimization", "caffe.cpp:232")
+                        solver.solve(snapshot, allowed)
+                    finally:
+                        solver.close()
+                solved = True
+            finally:
+                log.close()
         finally:
-            log.close()
-    finally:
-        leave(group)
-        if aside is not None and solved:
-            aside.discard()  # a solver that writes no snapshot: the run's end is when it stands
-        elif aside is not None:
-            aside.restore()
-            if echo:
-                print(f"the earlier run's {_listing(earlier)} are back in {folder}: this start failed "
-                      "before its first snapshot", file=sys.stderr, flush=True)
-    return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log", folder / "metrics.jsonl",
-                       solver.stopped_early, solver.requeued)
+            leave(group)
+            if aside is not None and solved:
+                aside.discard()  # a solver that writes no snapshot: the run's end is when it stands
+            elif aside is not None:
+                aside.restore()
+                if echo:
+                    print(f"the earlier run's {_listing(earlier)} are back in {folder}: this start failed "
+                          "before its first snapshot", file=sys.stderr, flush=True)
+        return TrainResult(solver.iter, solver.last_snapshot, folder / "train.log", folder / "metrics.jsonl",
+                           solver.stopped_early, solver.requeued)
 
 
 def test(
