@@ -295,3 +295,30 @@ def test_sigterm_and_sigint_stop_prepare_in_seconds_in_one_line_keeping_the_chun
     fifo.write_bytes((tmp_path / "images" / "0000.jpg").read_bytes())
     assert main(["data", "prepare", *args, "--workers", "1"]) == 0
     assert json.loads((tmp_path / "out" / "store" / "store.json").read_text())["records"] == 200
+
+
+def test_a_build_stopped_as_it_finishes_leaves_a_complete_store(ilsvrc, tmp_path, monkeypatch) -> None:
+    """The store is renamed complete before the build's own files are removed: a stop between the
+    two leaves a store that opens (the next build of it removes them), never a finished build
+    under `.partial` that a rerun refuses."""
+    train = train_images(ilsvrc.train_tar, WNIDS)
+    build = lambda out: build_store(out, [("train", train)], StoreOptions("raw", (8, 8)),  # noqa: E731
+                                    show_progress=False, expected=Expected.listed([("train", train.labels)], WNIDS),
+                                    accept={CLASS0})
+    build(tmp_path / "whole")
+    drop = store_module._drop_build_files
+
+    def stopped(folder: Path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module, "_drop_build_files", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        build(tmp_path / "store")
+    out = tmp_path / "store"
+    assert not (tmp_path / "store.partial").exists() and (out / "store.json").is_file()
+    assert (out / "index.part").is_file()
+    monkeypatch.setattr(store_module, "_drop_build_files", drop)
+    assert build(out).written == build(tmp_path / "whole").written  # found done: nothing decoded again
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+    for name in ("data.bin", "index.npy", "names.txt", "failed.txt"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()

@@ -117,6 +117,10 @@ def fingerprint(parts: list[tuple[str, Images]], options: StoreOptions) -> str:
     return digest.hexdigest()
 
 
+#: The files of a store being built that a complete store does not keep.
+_BUILD_FILES = ("index.part", "failed.part", "build.json")
+
+
 class _Partial:
     """The files of a store being built, and how far they got.
 
@@ -212,9 +216,15 @@ def _finish(partial: _Partial, out: Path, meta: dict, names: list[str], gaps: li
     description = {**meta, "records": int(ok.sum()), "failed": len(partial.failed), "parts": counts,
                    "bytes": partial.end, "gaps": [g.as_json() for g in gaps]}
     write_atomic(partial.folder / "store.json", json.dumps(description, indent=1).encode())
-    for name in ("index.part", "failed.part", "build.json"):
-        (partial.folder / name).unlink()
-    os.replace(partial.folder, out)
+    os.replace(partial.folder, out)  # complete from here on, whatever stops the build next
+    _drop_build_files(out)
+
+
+def _drop_build_files(folder: Path) -> None:
+    """Remove what only a build in progress needs.  A complete store that still has them was
+    stopped right after its rename: the next build of it (which finds it done) removes them."""
+    for name in _BUILD_FILES:
+        (folder / name).unlink(missing_ok=True)
 
 
 def record_bytes(parts: list[tuple[str, Images]], options: StoreOptions, sample: int = 16) -> float:
@@ -288,6 +298,7 @@ def build_store(
             raise ReplicateError(f"{out}: a store built from other images or options; remove it to rebuild")
         gaps = refuse_unaccepted([Gap(**g) for g in done.get("gaps", [])], accept,
                                  f"{out} was completed with these gaps accepted")
+        _drop_build_files(out)
         return BuildReport(done["records"], read_failed(out), done["records"] + done["failed"], 0.0, gaps)
     partial = _Partial(out.with_name(out.name + ".partial"), meta)
     names = [f"{part}/{n}" for part, images in parts for n in images.names]
