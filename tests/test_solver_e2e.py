@@ -42,14 +42,23 @@ def test_resume_from_caffes_snapshot_reaches_caffes_next_snapshot(run_dir: Path)
     mine, theirs = params(run_dir / "snap_iter_20.caffemodel"), params(E2E / "caffe" / "snap_iter_20.caffemodel")
     assert mine.keys() == theirs.keys()
     for layer in theirs:
-        for a, b in zip(mine[layer], theirs[layer]):
+        for a, b in zip(mine[layer], theirs[layer], strict=True):
             assert a.shape == b.shape
             assert np.abs(a - b).max() <= 1e-5 * max(np.abs(b).max(), 1e-30), layer
-    state = read_binary(run_dir / "snap_iter_20.solverstate", caffe_pb2.SolverState())
-    caffe_state = read_binary(E2E / "caffe" / "snap_iter_20.solverstate", caffe_pb2.SolverState())
-    assert (state.iter, state.current_step, state.learned_net) == (20, caffe_state.current_step, "snap_iter_20.caffemodel")
-    for h, g in zip(state.history, caffe_state.history):
+    _same_history(run_dir / "snap_iter_20.solverstate", E2E / "caffe" / "snap_iter_20.solverstate", 20)
+
+
+def _same_history(ours: Path, caffes: Path, iteration: int) -> None:
+    """A .solverstate of ours against Caffe's: the iteration, lr step and learned net, and every
+    history blob within relative 1e-5 (as the weights)."""
+    state = read_binary(ours, caffe_pb2.SolverState())
+    caffe_state = read_binary(caffes, caffe_pb2.SolverState())
+    assert (state.iter, state.current_step, state.learned_net) == (
+        iteration, caffe_state.current_step, f"snap_iter_{iteration}.caffemodel")
+    assert caffe_state.iter == iteration and len(caffe_state.history) > 0
+    for h, g in zip(state.history, caffe_state.history, strict=True):
         a, b = blob_to_array(h), blob_to_array(g)
+        assert a.shape == b.shape
         assert np.abs(a - b).max() <= 1e-5 * max(np.abs(b).max(), 1e-30)
 
 
@@ -128,5 +137,6 @@ def test_from_init_weights_replays_caffes_whole_run(run_dir: Path) -> None:
         assert mine.keys() == theirs.keys()
         np.testing.assert_array_equal(theirs["conv1"][0], init["conv1"][0])  # Caffe loaded them this time
         for layer in theirs:
-            for a, b in zip(mine[layer], theirs[layer]):
+            for a, b in zip(mine[layer], theirs[layer], strict=True):
                 assert np.abs(a - b).max() <= 1e-5 * max(np.abs(b).max(), 1e-30), (it, layer)
+        _same_history(run_dir / f"snap_iter_{it}.solverstate", E2E_WEIGHTS / f"snap_iter_{it}.solverstate", it)

@@ -45,6 +45,14 @@ def load_arrays(case_dir: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def assert_every_blob(arrays: dict[str, np.ndarray], blobs: dict[str, list], group: str) -> None:
+    """Caffe's arrays under `group/` (`param`, `step3`) are exactly our blobs, `group/layer/i`:
+    a check that walks our blobs must not skip one of Caffe's that our net lacks."""
+    ours = {f"{group}/{layer}/{i}" for layer, params in blobs.items() for i in range(len(params))}
+    caffes = {k for k in arrays if k.startswith(f"{group}/")}
+    assert ours == caffes, f"{group}: only Caffe's {sorted(caffes - ours)}, only ours {sorted(ours - caffes)}"
+
+
 def on(device: torch.device, tensor: torch.Tensor) -> torch.Tensor:
     """`tensor`, after checking that it was computed on `device`: a check run for CUDA must never
     pass on numbers the CPU made."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from golden_checks._compare import CPU, FORWARD_RTOL, assert_close, load_arrays, on
+from golden_checks._compare import CPU, FORWARD_RTOL, assert_close, assert_every_blob, load_arrays, on
 from replicate.io.model import load_caffemodel
 from replicate.io.prototxt import read_net_text
 from replicate.net.compile import CompiledNet
@@ -25,6 +25,7 @@ def check(case_dir: Path, device: torch.device = CPU) -> None:
     arrays = load_arrays(case_dir)
     net = CompiledNet(read_net_text(case_dir / "net.prototxt"), caffe_pb2.TEST)
     blobs = net.layer_blobs()
+    assert_every_blob(arrays, blobs, "param")
     copy_trained_layers(blobs, load_caffemodel(case_dir / "v1.caffemodel"))
     for layer, params in blobs.items():
         for i, p in enumerate(params):

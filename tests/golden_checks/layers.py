@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from golden_checks._compare import CPU, FORWARD_RTOL, GRADIENT_RTOL, assert_close, load_arrays, on
+from golden_checks._compare import CPU, FORWARD_RTOL, GRADIENT_RTOL, assert_close, assert_every_blob, load_arrays, on
 from replicate.io.model import load_caffemodel
 from replicate.io.prototxt import read_net_text
 from replicate.net.compile import CompiledNet
@@ -33,6 +33,7 @@ def _load_params(net: CompiledNet, arrays: dict[str, np.ndarray], case_dir: Path
     """From weights.caffemodel through io's Caffe-style copy when the case has one (it must
     equal the npz copy), else from the npz."""
     blobs = net.layer_blobs()
+    assert_every_blob(arrays, blobs, "param")
     model = case_dir / "weights.caffemodel"
     if model.exists():
         copy_trained_layers(blobs, load_caffemodel(model))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from golden_checks._compare import CPU, FORWARD_RTOL, assert_close, load_arrays, on
+from golden_checks._compare import CPU, FORWARD_RTOL, assert_close, assert_every_blob, load_arrays, on
 from replicate.io.model import load_solver
 from replicate.solver.log import RunLog
 from replicate.solver.solver import Solver
@@ -34,6 +34,10 @@ def trajectory(case_dir: Path, device: torch.device = CPU) -> Iterator[tuple[str
     iters = json.loads((case_dir / "meta.json").read_text())["iters"]
     solver = Solver(load_solver(case_dir / "solver.prototxt"), case_dir, device, RunLog(None, echo=False))
     blobs = solver.net.layer_blobs()
+    for group in ["param", *(f"step{k}" for k in range(1, iters + 1))]:
+        assert_every_blob(arrays, blobs, group)
+    steps = {k.split("/")[0] for k in arrays if k.startswith("step")}
+    assert steps == {f"step{k}" for k in range(1, iters + 1)}, f"Caffe's steps {sorted(steps)}, meta.json's {iters}"
     with torch.no_grad():
         for layer, params in blobs.items():
             for i, p in enumerate(params):
