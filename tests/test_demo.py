@@ -35,6 +35,7 @@ def test_demo_runs_the_whole_pipeline_and_continues_when_run_again(tmp_path: Pat
     assert report.is_file() and (out / "report" / "figure2.png").stat().st_size > 10_000
     text = report.read_text()
     assert "Does the paper's shape show?" in text and "Shapes, not numbers" in text
+    assert "Weights not copied" not in text  # every transfer net started from its manifest's weights, whole
     with open(out / "report" / "results.csv") as f:
         names = {row["name"] for row in csv.DictReader(f)}
     assert {"half0A", "half0B", "transfer0A0B_1_7", "transfer-ft0A0B_1_1", "nolearn_1_3", "netbase",

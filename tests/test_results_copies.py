@@ -20,14 +20,15 @@ def _load(copied: list[str], not_copied: list[str], accepted: list[str] = (), re
             "accepted": list(accepted), "empty_files": []}
 
 
-def _run(root: Path, name: str, loads: list[dict | None], manifest: bool = True) -> None:
+def _run(root: Path, name: str, loads: list[dict | None], manifest: bool = True, weights: str | None = None) -> None:
     """A run dir whose metrics hold one config record per load (a resume adds one), each followed
-    by two tests."""
+    by two tests; its manifest names `weights` as the file to start from."""
     folder = root / name
     folder.mkdir()
     if manifest:
         (folder / "manifest.json").write_text(json.dumps({"name": name, "arch": "demo", "max_iter": 2,
-                                                          "renamed_layers": FRESH}))
+                                                          "renamed_layers": FRESH, "weights_from": "half0A",
+                                                          "weights": weights}))
     records = []
     for i, load in enumerate(loads):
         records += [{"kind": "config", "weights": load}, {"kind": "test", "iter": i, "net": 0,
@@ -54,7 +55,31 @@ def test_partial_and_knowingly_accepted_copies_are_flagged_and_planned_ones_are_
     net = next(n for n in runs.nets if n.name == "transfer0B0A_1_3")
     assert accepted in _notes(net, shows_loss=False)  # the net's row in the report
     text = "\n".join(_sources(runs, str(tmp_path), relative=True, any_paper_names=True))
-    assert (f"**Weights not copied as the nets' names say (3):** their logs say the copy of their starting weights "
-            "was partial or accepted knowingly, so they may be other experiments than their names: handmade "
+    assert (f"**Weights not copied as the nets' names say (3):** their logs say they started from other weights "
+            "than their manifests name, or that the copy of their starting weights was partial or accepted "
+            "knowingly, so they may be other experiments than their names: handmade "
             f"(partial copy: conv2-mine not copied from {BASE}); transfer-ft0A0B_1_3 ({partial}); "
             f"transfer0B0A_1_3 ({accepted}).") in text
+
+
+def test_a_net_started_from_other_weights_than_its_manifest_names_is_flagged(tmp_path: Path) -> None:
+    """`train --weights` of another net, or `--from-scratch`, makes a transfer net another
+    experiment: the report says so; the manifest's own file, however the path was written, is not
+    flagged, nor a run whose logs begin with a resume (they do not say how it started)."""
+    copied = ["conv1", "conv2", "conv3"]
+    own = _load(copied, FRESH)
+    absolute = {**own, "files": [str(tmp_path / "half0A" / "snap_iter_2.caffemodel")]}
+    other = {**own, "files": ["runs/half0B/snap_iter_2.caffemodel"]}
+    resumed = _load(copied + FRESH, [], resumed=True)
+    _run(tmp_path, "half0A", [None])
+    _run(tmp_path, "transfer0A0B_1_3", [own, resumed], weights=BASE)
+    _run(tmp_path, "transfer0A0A_1_3", [absolute], weights=BASE)
+    _run(tmp_path, "transfer-ft0A0B_1_3", [other], weights=BASE)
+    _run(tmp_path, "transfer0B0B_1_3", [None, resumed], weights=BASE)
+    _run(tmp_path, "transfer0B0A_1_3", [resumed], weights=BASE)
+    warnings = {net.name: copy_warnings(net) for net in find_runs(tmp_path).nets}
+    assert warnings == {
+        "half0A": [], "transfer0A0B_1_3": [], "transfer0A0A_1_3": [], "transfer0B0A_1_3": [],
+        "transfer-ft0A0B_1_3": [f"started from runs/half0B/snap_iter_2.caffemodel, not from {BASE} (half0A) as its "
+                                "manifest says"],
+        "transfer0B0B_1_3": [f"started from the fillers, not from {BASE} (half0A) as its manifest says"]}

@@ -120,6 +120,9 @@ class Curve:
     #: Every load of weights the run made, in the order it ran (the `weights` of each config
     #: record: a fresh start's `--weights`, then each resume's snapshot); empty for Caffe logs.
     loads: list[dict[str, Any]] = field(default_factory=list)
+    #: The config record of the run's fresh start (its `weights`: None for the fillers); None
+    #: where the logs do not hold it (Caffe logs, a run whose first record is a resume).
+    start: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -422,6 +425,9 @@ def merge_segments(segments: Sequence[Segment], source: str) -> Curve:
     val: dict[int, tuple[ValPoint, Segment]] = {}
     train: dict[int, TrainPoint] = {}
     config = None
+    configs = [s.config for s in ordered if s.config]
+    first_load = configs[0].get("weights") if configs else None
+    start = configs[0] if configs and not (isinstance(first_load, dict) and first_load.get("resumed")) else None
     for s in ordered:
         val.update((p.iter, (p, s)) for p in s.val)
         train.update((t.iter, t) for t in s.train)
@@ -431,7 +437,8 @@ def merge_segments(segments: Sequence[Segment], source: str) -> Curve:
                  done=ordered[-1].done, config=config,
                  left_out=_left_out(ordered, {i: s for i, (_, s) in val.items()}),
                  loads=[s.config["weights"] for s in ordered
-                        if s.config and isinstance(s.config.get("weights"), dict)])
+                        if s.config and isinstance(s.config.get("weights"), dict)],
+                 start=start)
 
 
 def _complete(curve: Curve, empty: str) -> Curve:

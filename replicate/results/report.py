@@ -359,9 +359,9 @@ def _sources(runs: Runs, runs_dir: str, relative: bool, any_paper_names: bool) -
     flagged = [(n.name, copy_warnings(n)) for n in sorted(runs.nets, key=lambda n: n.name)]
     flagged = [(name, warnings) for name, warnings in flagged if warnings]
     if flagged:
-        lines += [f"**Weights not copied as the nets' names say ({len(flagged)}):** their logs say the copy "
-                  "of their starting weights was partial or accepted knowingly, so they may be other "
-                  "experiments than their names: "
+        lines += [f"**Weights not copied as the nets' names say ({len(flagged)}):** their logs say they "
+                  "started from other weights than their manifests name, or that the copy of their starting "
+                  "weights was partial or accepted knowingly, so they may be other experiments than their names: "
                   + "; ".join(f"{name} ({'; '.join(warnings)})" for name, warnings in flagged) + ".", ""]
     unfinished = [n for n in sorted(runs.nets, key=lambda n: n.name) if n.complete is False]
     if unfinished:
