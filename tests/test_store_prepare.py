@@ -211,6 +211,39 @@ def test_extracted_folders_and_caffe_lists_give_the_same_store(prepared, ilsvrc,
     assert _data_bytes(lists) == _data_bytes(out)
 
 
+def test_a_rerun_that_reads_other_files_is_refused_saying_so(prepared, ilsvrc, tmp_path: Path, capsys) -> None:
+    """A wrong --train-root makes every image a failure the partial build keeps; the rerun with the
+    right root must not resume on those failures but say what differs, as the first error says
+    what to do."""
+    out, _ = prepared
+    classes, images, val = tmp_path / "train_tars", tmp_path / "images", tmp_path / "val"
+    extract(ilsvrc.train_tar, classes)
+    extract(ilsvrc.val_tar, val)
+    for wnid in WNIDS:
+        extract(classes / f"{wnid}.tar", images / wnid)
+    (tmp_path / "train.txt").write_text((out / "whole_train" / "files.txt").read_text())
+    (tmp_path / "val.txt").write_text((out / "whole_valid" / "files.txt").read_text())
+    lists = tmp_path / "lists"
+
+    def prepare(root: Path) -> int:
+        return main(["data", "prepare", "--train", str(tmp_path / "train.txt"), "--train-root", str(root),
+                     "--val", str(tmp_path / "val.txt"), "--val-root", str(val), "--out", str(lists),
+                     "--splits", "0", "--reduced", "", *options(ilsvrc)])
+
+    assert prepare(val) == 2
+    first = capsys.readouterr().err
+    partial = lists / "store.partial"
+    assert (f"images could not be read at all (e.g. train/{WNIDS[0]}/" in first
+            and f"if their paths are wrong (--train-root, --val-root), remove {partial} and run again" in first)
+    assert prepare(images) == 2
+    assert (f"\nerror: {partial}: an unfinished build that read the same images from other files (it read {val}/"
+            in capsys.readouterr().err)
+    assert partial.is_dir()
+    shutil.rmtree(partial)
+    assert prepare(images) == 0
+    assert _data_bytes(lists) == _data_bytes(out)
+
+
 def test_missing_class_tar_or_input_is_a_one_line_error(ilsvrc, tmp_path: Path, capsys) -> None:
     classes = tmp_path / "train_tars"
     extract(ilsvrc.train_tar, classes)

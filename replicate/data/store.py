@@ -117,6 +117,12 @@ def fingerprint(parts: list[tuple[str, Images]], options: StoreOptions) -> str:
     return digest.hexdigest()
 
 
+def _sources(parts: list[tuple[str, Images]]) -> dict[str, str]:
+    """Which files a build reads its images from: a digest of their paths, and the first."""
+    files = [os.path.abspath(file) for _, images in parts for file in images.files]
+    return {"digest": hashlib.sha256("\n".join(files).encode()).hexdigest(), "first": files[0] if files else ""}
+
+
 #: The files of a store being built that a complete store does not keep.
 _BUILD_FILES = ("index.part", "failed.part", "build.json")
 
@@ -138,7 +144,13 @@ class _Partial:
                 previous = json.loads(build.read_text())
             except (OSError, ValueError):
                 previous = None
-            if previous != meta:
+            read = previous.get("sources", meta["sources"]) if isinstance(previous, dict) else None
+            if isinstance(previous, dict) and {**previous, "sources": meta["sources"]} == meta and read != meta["sources"]:
+                raise ReplicateError(
+                    f"{folder}: an unfinished build that read the same images from other files (it read "
+                    f"{read['first']}, this run would read {meta['sources']['first']}); its failures and "
+                    "records are of those files: remove it to start anew, or give the paths it read")
+            if previous is None or {**previous, "sources": meta["sources"]} != meta:
                 raise ReplicateError(
                     f"{folder}: an unfinished build from other images or options; remove it to start anew"
                 )
@@ -300,7 +312,9 @@ def build_store(
                                  f"{out} was completed with these gaps accepted")
         _drop_build_files(out)
         return BuildReport(done["records"], read_failed(out), done["records"] + done["failed"], 0.0, gaps)
-    partial = _Partial(out.with_name(out.name + ".partial"), meta)
+    # The files read (tars, or image files under a root) only matter to a build in progress: a
+    # complete store stays usable after the tars move.  Builds of older versions did not say.
+    partial = _Partial(out.with_name(out.name + ".partial"), {**meta, "sources": _sources(parts)})
     names = [f"{part}/{n}" for part, images in parts for n in images.names]
     labels = np.concatenate([images.labels for _, images in parts])
     part_of = np.concatenate([np.full(len(images), PARTS.index(p), np.uint8) for p, images in parts])
@@ -334,8 +348,12 @@ def build_store(
         partial.flush()
         store_gaps = [gap for p, images in parts for gap in expected.gaps(
             p, _stored_labels(partial.folder, PARTS.index(p)), _why(images, p, partial.failed, labels))]
+        unread = [name for _, name, reason in partial.failed if reason.startswith("cannot read")]
+        hint = (f"; {len(unread):,} of the images could not be read at all (e.g. {unread[0]}): if their paths are "
+                f"wrong (--train-root, --val-root), remove {partial.folder} and run again with the right ones"
+                if unread else "")
         refuse_unaccepted(store_gaps, accept, f"The {partial.done - len(partial.failed):,} images made are kept in "
-                                              f"{partial.folder} for a rerun")
+                                              f"{partial.folder} for a rerun{hint}")
         if partial.done - len(partial.failed) == 0:
             raise ReplicateError(f"{out}: no image could be read; nothing written (see {partial.folder}/failed.part)")
         _finish(partial, out, meta, names, store_gaps)
