@@ -211,6 +211,24 @@ def test_extracted_folders_and_caffe_lists_give_the_same_store(prepared, ilsvrc,
     assert _data_bytes(lists) == _data_bytes(out)
 
 
+def test_another_seed_on_a_prepared_root_is_refused_before_anything_is_rewritten(prepared, ilsvrc, tmp_path: Path,
+                                                                                   capsys) -> None:
+    """--seed orders every view: a rerun with another one would reorder the views under the nets
+    that train or resume on them."""
+    out = tmp_path / "data"
+    shutil.copytree(prepared[0], out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    argv = ["data", "prepare", "--train", str(ilsvrc.train_tar), "--val", str(ilsvrc.val_tar),
+            "--devkit", str(ilsvrc.devkit), "--out", str(out), *options(ilsvrc)]
+    assert main([*argv, "--seed", "7"]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"\nerror: {out}: its views (half0A_train, half0A_valid, half0B_train and 30 more) were shuffled with --seed 0; "
+        "--seed 7 would reorder them under the nets that train or resume on them: give --seed 0, or another --out\n")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert main([*argv, "--seed", "0"]) == 0  # the same seed: nothing to rewrite
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_a_rerun_that_reads_other_files_is_refused_saying_so(prepared, ilsvrc, tmp_path: Path, capsys) -> None:
     """A wrong --train-root makes every image a failure the partial build keeps; the rerun with the
     right root must not resume on those failures but say what differs, as the first error says

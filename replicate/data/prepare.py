@@ -31,7 +31,7 @@ from replicate.data.progress import Progress
 from replicate.data.space import require_space, size_text
 from replicate.data.splits import PAPER_REDUCED, PAPER_SPLITS, paper_sets, write_set
 from replicate.data.store import BuildReport, Store, StoreOptions, build_store, bytes_needed
-from replicate.data.view import MEAN_FILE, View, view_mean, write_view
+from replicate.data.view import MEAN_FILE, View, check_seed, view_mean, write_view
 from replicate.data.workers import Workers
 from replicate.errors import ReplicateError
 from replicate.io.binary import write_mean
@@ -86,6 +86,7 @@ def prepare(
     """Build the store and the views of every set of the paper under `out` (see the module doc);
     `expected` and `accept`: what each class must hold and the classes whose gaps are accepted
     (`build_store`)."""
+    check_seed(out, seed)
     parts = [(part, images) for part, images in (("train", train), ("val", val)) if images is not None]
     total = sum(len(images) for _, images in parts)
     if expected is None:

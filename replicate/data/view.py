@@ -55,6 +55,26 @@ def view_seed(name: str, seed: int) -> int:
     return (seed + zlib.crc32(name.encode())) % 2**32
 
 
+def check_seed(out: Path, seed: int) -> None:
+    """Refuse a prepare `seed` other than the one the views already in `out` were shuffled with:
+    rewritten, they would hand the nets that train or resume on them other batches."""
+    others: dict[int, list[str]] = {}
+    for path in sorted(out.glob(f"*/{VIEW_FILE}")):
+        try:
+            recorded = int(json.loads(path.read_text())["seed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a view of ours: left to the view's own writing to report
+        name = path.parent.name
+        if recorded != view_seed(name, seed):
+            others.setdefault((recorded - zlib.crc32(name.encode())) % 2**32, []).append(name)
+    if others:
+        old, names = next(iter(others.items()))
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise ReplicateError(f"{out}: its views ({shown}) were shuffled with --seed {old}; --seed {seed} would "
+                             f"reorder them under the nets that train or resume on them: give --seed {old}, or "
+                             "another --out")
+
+
 def write_view(folder: Path, name: str, images: ImageList, part: str, store: Store, records_of: dict[str, int],
                seed: int, gaps: Sequence[Gap] = ()) -> bool:
     """Write the view of `images` (a set's list) into `folder`, with the accepted `gaps` of its
