@@ -96,6 +96,8 @@ def test_the_earlier_run_is_deleted_when_the_first_snapshot_is_on_disk(
     assert seen[0] == (["snap_iter_1.solverstate"], sorted([*before, MOVED]))
     assert not (run / ASIDE).exists()
     assert (run / "train.log").read_bytes() != before["train.log"]
+    assert "] --force: the earlier run's " in (run / "train.log").read_text()  # where it went is said
+    assert "were deleted when this run wrote its first snapshot" in (run / "train.log").read_text()
 
 
 def _aside_by_hand(run: Path, files: list[Path], listing: str, moved: list[Path]) -> None:

@@ -217,6 +217,9 @@ def train(
                         solver.solve(snapshot, allowed)
                     finally:
                         solver.close()
+                    if aside is not None and aside.settled:  # the writer settles it: said here, in the log's thread
+                        log.info(f"--force: the earlier run's {_listing(earlier)} were deleted when this run wrote its "
+                                 "first snapshot", "train.py:0")
                 solved = True
             finally:
                 log.close()
