@@ -62,7 +62,7 @@ def test_every_state_with_iterations_and_accuracies(tmp_path: Path) -> None:
     assert reports["early"].note == "no snapshot: restarts fresh" and reports["early"].iter == 5
     assert (reports["wait"].iter, reports["wait"].accuracy) == (None, None)
     table = format_table(list(reports.values())).splitlines()
-    assert table[0].split() == ["NET", "STATE", "ITER", "ACC", "BEST", "NOTE"]
+    assert table[0].split() == ["NET", "STATE", "ITER", "ACCURACY", "BEST", "NOTE"]
     assert table[2].split() == ["run", "running", "40/100", "0.3000", "0.5000", "GPU", "1"]
     assert table[5].split() == ["wait", "waiting", "-/100", "-", "-"]
     assert table[-1] == "10 nets: 1 done, 1 running, 1 queued, 1 waiting, 3 stopped, 2 blocked, 1 failed"
@@ -83,6 +83,7 @@ def test_status_command_after_a_run_table_and_json(tmp_path: Path, capsys) -> No
     assert out[-1] == "3 nets: 2 done, 1 failed"
     assert main(["grid", "status", "--plan", str(plan_path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
+    assert (data["metric"], data["best_is"]) == ("accuracy", "max")
     assert data["totals"] == {"done": 2, "running": 0, "queued": 0, "waiting": 0, "stopped": 0,
                               "blocked": 0, "failed": 1}
     assert data["nets"][2] == {"name": "bad", "state": "failed", "iter": 2, "max_iter": 6,
@@ -100,3 +101,31 @@ def test_a_broken_metrics_line_is_named_in_its_nets_row_and_hides_no_other_net(t
     assert rows["a"].endswith(f"no snapshot: restarts fresh; {tmp_path}/a/metrics.jsonl:2: not a JSON record "
                               "(Unterminated string starting at)")
     assert rows["b"].split()[1:5] == ["stopped", "4/6", "0.2500", "0.2500"]
+
+
+def test_a_loss_is_best_at_its_minimum_and_its_column_is_named(tmp_path: Path, capsys) -> None:
+    plan_path = make_plan(tmp_path, [("a", None), ("b", None)])
+    _metrics(tmp_path / "a", [{"iter": it, "kind": "test", "net": 0, "outputs": {"accuracy": acc, "loss": loss}}
+                              for it, acc, loss in ((0, 0.0, 1.4678), (2, 0.5, 0.7), (4, 0.4, 0.9))])
+    assert main(["grid", "status", "--plan", str(plan_path), "--metric", "loss"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NET", "STATE", "ITER", "LOSS", "BEST(MIN)", "NOTE"]
+    assert lines[1].split()[:5] == ["a", "stopped", "4/6", "0.9000", "0.7000"]
+    assert main(["grid", "status", "--plan", str(plan_path), "--metric", "loss", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["metric"], data["best_is"], data["nets"][0]["best"]) == ("loss", "min", 0.7)
+    assert main(["grid", "status", "--plan", str(plan_path)]) == 0  # accuracy: the highest
+    assert capsys.readouterr().out.splitlines()[1].split()[3:5] == ["0.4000", "0.5000"]
+
+
+def test_an_unknown_metric_is_an_error_naming_the_outputs_unless_nothing_has_tested(tmp_path: Path,
+                                                                                   capsys) -> None:
+    plan_path = make_plan(tmp_path, [("a", None), ("b", None)])
+    _metrics(tmp_path / "a", [{"iter": 5, "kind": "train", "lr": 0.01, "loss": 3.0}])
+    assert main(["grid", "status", "--plan", str(plan_path), "--metric", "nope"]) == 0  # no test yet: the table
+    assert capsys.readouterr().out.splitlines()[0].split()[3] == "NOPE"
+    _metrics(tmp_path / "b", [_test(4, 0.25)])
+    assert main(["grid", "status", "--plan", str(plan_path), "--metric", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: --metric 'nope': no net's tests output it (test net #0 in metrics.jsonl); "
+                   "the outputs found: accuracy, loss\n")

@@ -5,6 +5,12 @@ runner or a SLURM job recorded) checked against the training files, so `grid sta
 same for a local run, a cluster run or a grid copied from elsewhere.  A net recorded `running`
 whose process is gone from this host shows as `stopped`; a net whose base failed or is blocked
 shows as `blocked`, with the reason.
+
+The metric shown is any output of test net #0 (`accuracy` by default).  Its best value is the
+lowest for an output whose name holds "loss" (Caffe's loss layers name their tops `loss`,
+`loss1/loss`, ...; the paper's nets test `accuracy` and `loss`) and the highest for any other:
+metrics.jsonl records values, not which layer made them, and a name rule reads the same for a
+grid trained here, by Caffe, or copied from elsewhere.
 """
 
 from __future__ import annotations
@@ -28,19 +34,32 @@ class NetReport:
     state: str
     iter: int | None
     max_iter: int
-    accuracy: float | None  # latest validation value of the metric
-    best: float | None  # highest validation value so far
+    accuracy: float | None  # latest validation value of the metric (named so for --json's readers)
+    best: float | None  # best validation value so far: see lower_is_better
     note: str  # why failed/blocked, or where it runs
+
+
+def lower_is_better(metric: str) -> bool:
+    """A loss is best at its minimum, anything else (accuracy) at its maximum: see the module."""
+    return "loss" in metric.lower()
+
+
+def _test_outputs(net: PlannedNet) -> list[dict[str, Any]]:
+    """The outputs of every test of test net #0 in metrics.jsonl, oldest first."""
+    return [record["outputs"] for record in read_metrics(net.dir, frozenset({"test"}))
+            if record.get("net", 0) == 0 and isinstance(record.get("outputs"), dict)]
+
+
+def _latest_and_best(tests: list[dict[str, Any]], metric: str) -> tuple[float | None, float | None]:
+    values = [float(o[metric]) for o in tests if isinstance(o.get(metric), (int, float))]
+    if not values:
+        return None, None
+    return values[-1], (min if lower_is_better(metric) else max)(values)
 
 
 def progress(net: PlannedNet, metric: str = "accuracy") -> tuple[int | None, float | None, float | None]:
     """Latest iteration, latest and best validation `metric` (test net #0) in metrics.jsonl."""
-    values = []
-    for record in read_metrics(net.dir, frozenset({"test"})):
-        outputs = record.get("outputs")
-        if record.get("net", 0) == 0 and isinstance(outputs, dict) and isinstance(outputs.get(metric), (int, float)):
-            values.append(float(outputs[metric]))
-    return last_iteration(net.dir), (values[-1] if values else None), (max(values) if values else None)
+    return last_iteration(net.dir), *_latest_and_best(_test_outputs(net), metric)
 
 
 def _own_state(net: PlannedNet, record: dict[str, Any]) -> tuple[str, str]:
@@ -64,8 +83,11 @@ def _own_state(net: PlannedNet, record: dict[str, Any]) -> tuple[str, str]:
 
 
 def collect(plan: Plan, metric: str = "accuracy") -> list[NetReport]:
-    """One report per net of the plan, bases before their dependants."""
+    """One report per net of the plan, bases before their dependants.  A `metric` that no net's
+    tests output is an error naming those they do (a typo would otherwise show as `-`
+    everywhere, like a grid that has not tested yet, which is no error)."""
     reports: dict[str, NetReport] = {}
+    found: set[str] = set()
     for net in plan.ordered():
         state, note = _own_state(net, netstate.read_status(net.dir))
         base = reports.get(net.depends_on) if net.depends_on else None
@@ -74,11 +96,16 @@ def collect(plan: Plan, metric: str = "accuracy") -> list[NetReport]:
         ):
             state, note = netstate.BLOCKED, f"base net {base.name!r} {base.state}"
         try:
-            iteration, accuracy, best = progress(net, metric)
+            tests = _test_outputs(net)
+            found.update(name for outputs in tests for name in outputs)
+            iteration, (accuracy, best) = last_iteration(net.dir), _latest_and_best(tests, metric)
         except ReplicateError as err:  # one net's unreadable file must not hide the others
             iteration, accuracy, best = last_iteration(net.dir), None, None
             note = "; ".join(filter(None, (note, str(err))))
         reports[net.name] = NetReport(net.name, state, iteration, net.max_iter, accuracy, best, note)
+    if found and metric not in found:
+        raise ReplicateError(f"--metric {metric!r}: no net's tests output it (test net #0 in metrics.jsonl); "
+                             f"the outputs found: {', '.join(sorted(found))}")
     order = [n.name for n in plan.nets]
     return sorted(reports.values(), key=lambda r: order.index(r.name))
 
@@ -91,9 +118,11 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def format_table(reports: list[NetReport]) -> str:
-    """A fixed-width table for people, one net a line, and a line of totals."""
-    header = ("NET", "STATE", "ITER", "ACC", "BEST", "NOTE")
+def format_table(reports: list[NetReport], metric: str = "accuracy") -> str:
+    """A fixed-width table for people, one net a line, and a line of totals.  The metric's
+    column is headed by its name, and BEST says which end is best (BEST(MIN) for a loss)."""
+    best = "BEST(MIN)" if lower_is_better(metric) else "BEST"
+    header = ("NET", "STATE", "ITER", metric.upper(), best, "NOTE")
     rows = [header] + [
         (r.name, r.state, f"{'-' if r.iter is None else r.iter}/{r.max_iter}",
          _number(r.accuracy), _number(r.best), r.note)
@@ -106,5 +135,8 @@ def format_table(reports: list[NetReport]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def to_json(reports: list[NetReport]) -> dict[str, Any]:
-    return {"nets": [asdict(r) for r in reports], "totals": totals(reports)}
+def to_json(reports: list[NetReport], metric: str = "accuracy") -> dict[str, Any]:
+    """Every net's report (`accuracy` holds the latest value of `metric`, `best` the value that
+    `best_is` says), and the totals."""
+    return {"metric": metric, "best_is": "min" if lower_is_better(metric) else "max",
+            "nets": [asdict(r) for r in reports], "totals": totals(reports)}
