@@ -145,3 +145,33 @@ def test_upgrade_command_bad_input_exits_2_and_writes_nothing(tmp_path: Path) ->
     bad.write_text("layers { layer { type: \n")
     assert main(["upgrade", str(bad), str(tmp_path / "out.prototxt")]) == 2
     assert not (tmp_path / "out.prototxt").exists()
+
+
+def test_upgrade_command_output_in_a_missing_folder_or_a_folder_is_one_line(tmp_path: Path, capsys) -> None:
+    from replicate.cli import main
+
+    source = LEGACY / "half0A" / "imagenet_train.v0.prototxt"
+    assert main(["upgrade", str(source), str(tmp_path / "nodir" / "x.prototxt")]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path}/nodir/x.prototxt: folder {tmp_path}/nodir "
+                                       "does not exist\n")
+    assert main(["upgrade", str(source), str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path}: is a folder; name the file to write, "
+                                       f"e.g. {tmp_path}/imagenet_train.v0.prototxt\n")
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_upgrade_command_names_the_option_that_reads_a_solver_or_a_net(tmp_path: Path, capsys) -> None:
+    from replicate.cli import main
+
+    solver = LEGACY / "half0A" / "imagenet_solver.v0.prototxt"
+    assert main(["upgrade", str(solver), str(tmp_path / "out.prototxt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {solver}:1:1: ") and err.endswith("; it parses as a solver: pass --solver\n")
+    net = LEGACY / "half0A" / "imagenet_train.v0.prototxt"
+    assert main(["upgrade", "--solver", str(net), str(tmp_path / "out.prototxt")]) == 2
+    assert capsys.readouterr().err.endswith("; it parses as a net: leave out --solver\n")
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text("layers { layer { type: \n")
+    assert main(["upgrade", str(bad), str(tmp_path / "out.prototxt")]) == 2
+    assert "parses as" not in capsys.readouterr().err
+    assert not (tmp_path / "out.prototxt").exists()
