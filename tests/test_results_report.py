@@ -258,6 +258,17 @@ def test_empty_or_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
         find_runs(tmp_path / "nope")
 
 
+def test_an_out_that_is_a_file_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["results", "--runs", str(tmp_path / "none"), "--out", str(afile)]) == 2
+    assert capsys.readouterr().err == f"error: --out {afile}: is a file; the report is a folder (default: report/)\n"
+    assert main(["results", "--runs", str(tmp_path / "none"), "--out", str(afile / "sub")]) == 2
+    assert capsys.readouterr().err == (f"error: --out {afile}/sub: cannot be made: {afile} is a file; "
+                                       "the report is a folder (default: report/)\n")
+    assert afile.read_text() == "mine"
+
+
 def test_command_line(raw_cli: tuple[Path, str], tmp_path: Path, capsys) -> None:
     out, printed = raw_cli
     assert "found 0 run dirs and 16 raw Caffe logs" in printed

@@ -14,6 +14,9 @@ test, tests cut off by a killed job, and nets set up but never started.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from replicate.errors import ReplicateError
 
 from replicate.results.findings import claims_table
 from replicate.results.reference import (DEFAULT_CURVES, DEFAULT_PATH, load_paper_curves,
@@ -34,7 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: results/original_curves.csv.gz)")
 
 
+def _check_out(out: Path) -> None:
+    """--out must be a folder or become one: a file there (or above it) is said before the runs
+    are read, not as mkdir's traceback once they are."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == out else f"cannot be made: {path} is a file"
+                raise ReplicateError(f"--out {out}: {what}; the report is a folder (default: report/)")
+            return
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_out(Path(args.out))
     paper = load_reference(args.paper)
     paper_curves = load_paper_curves(args.paper_curves)
     runs = find_runs(args.runs)
