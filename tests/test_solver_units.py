@@ -117,6 +117,26 @@ def test_cuda_requested_without_a_gpu_is_refused() -> None:
     assert solver_run.pick_device(None, caffe_pb2.SolverParameter.GPU).type == "cpu"
 
 
+def test_a_device_torch_does_not_know_or_this_machine_lacks_is_one_line(tmp_path: Path, capsys) -> None:
+    with pytest.raises(ReplicateError, match=r"^--device tpu: not a device; give cpu, cuda or cuda:N$"):
+        solver_run.pick_device("tpu")
+    with pytest.raises(ReplicateError, match=r"^--device meta: this program runs on cpu or cuda \(cuda:N\)$"):
+        solver_run.pick_device("meta")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ReplicateError, match=f"^--device cuda:{count}[: ]"):
+        solver_run.pick_device(f"cuda:{count}")
+    assert solver_run.pick_device("cpu") == torch.device("cpu")
+    net = tmp_path / "net.prototxt"
+    net.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 } } }\n')
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "net.prototxt"\nmax_iter: 1\nbase_lr: 0.01\n')
+    for argv in (["train", str(solver)], ["test", "--model", str(net), "--iterations", "1"],
+                 ["time", "--model", str(net), "--iterations", "1"]):
+        assert main([*argv, "--device", "tpu"]) == 2, argv
+        assert capsys.readouterr().err == "error: --device tpu: not a device; give cpu, cuda or cuda:N\n", argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.prototxt", "solver.prototxt"]  # train touched nothing
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -26,6 +26,7 @@ from replicate.io.prototxt import read_net_text
 from replicate.net.compile import CompiledNet
 from replicate.net.cpu_memory import keep_freed_memory
 from replicate.proto import caffe_pb2
+from replicate.solver.run import pick_device
 from replicate.solver.solver import device_name
 
 
@@ -124,9 +125,7 @@ def timed_pass(net: CompiledNet, inputs: dict[str, torch.Tensor], times: list[La
 def run(args: argparse.Namespace) -> int:
     if args.iterations <= 0:
         raise ReplicateError(f"--iterations must be positive, got {args.iterations}")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ReplicateError("--device cuda given but no CUDA device is available")
+    device = pick_device(args.device)
     if device.type == "cpu":
         keep_freed_memory()
     phase = caffe_pb2.TRAIN if args.phase == "TRAIN" else caffe_pb2.TEST

@@ -49,13 +49,27 @@ class TrainResult:
 
 
 def pick_device(requested: str | None, solver_mode: int | None = None) -> torch.device:
-    """--device wins; else the solver's solver_mode (GPU falls back to CPU when none is here)."""
+    """--device wins; else the solver's solver_mode (GPU falls back to CPU when none is here).
+    A --device that torch does not know, that this machine lacks, or that is neither a CPU nor
+    a CUDA device (the two this program's arithmetic is tested on) is a one-line error, not
+    torch's traceback at the first tensor moved."""
     if requested is None:
         wants_gpu = solver_mode == caffe_pb2.SolverParameter.GPU
         requested = "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ReplicateError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ReplicateError(f"--device {requested}: not a device; give cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ReplicateError(f"--device {requested} was asked for but no CUDA device is available")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ReplicateError(f"--device {requested}: this machine has {count} CUDA device(s), "
+                                 f"cuda:0 to cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise ReplicateError(f"--device {requested}: this program runs on cpu or cuda (cuda:N)")
+    return device
 
 
 def set_snapshot_prefix(param: caffe_pb2.SolverParameter, solver_path: Path) -> None:
@@ -163,6 +177,8 @@ def train(
         raise ReplicateError("--force starts again and --snapshot resumes: give one of them")
     if weights:
         _weights_files(weights)
+    if device is not None:
+        pick_device(device)  # said before the folder is locked or touched
     param = load_solver(solver_path)
     folder = solver_path.resolve().parent
     set_snapshot_prefix(param, solver_path)
