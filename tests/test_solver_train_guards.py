@@ -83,3 +83,17 @@ def test_a_second_run_in_a_finished_folder_is_refused_then_resumed_or_forced(
     assert f"--force: moved the earlier run's train.log, metrics.jsonl and 6 snapshot files to {run / '.earlier-run'}" in log
     assert not (run / ".earlier-run").exists()  # deleted at the new run's first snapshot
     assert log.count("Starting Optimization") == 1  # a new log, not the old one appended to
+
+
+def test_weights_given_as_the_snapshot_to_resume_say_to_use_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = copy_run(tmp_path, "run", SHORT)
+    solver = run / "solver.prototxt"
+    weights = shutil.copy(E2E / "caffe" / "snap_iter_20.caffemodel", tmp_path)
+    assert main(["train", str(solver), "--snapshot", str(weights)]) == 2
+    assert capsys.readouterr().err == (f"error: {weights}: is a .caffemodel (weights), not a .solverstate: --snapshot "
+                                       f"resumes from a .solverstate; to start from these weights give --weights {weights}\n")
+    assert not (run / "train.log").exists()
+    renamed = shutil.copy(weights, tmp_path / "renamed.solverstate")  # told by its bytes, not its name
+    assert main(["train", str(solver), "--snapshot", str(renamed)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"error: {renamed}: is a .caffemodel (weights), not a")
+

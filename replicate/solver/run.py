@@ -32,7 +32,7 @@ from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.outputs import SNAPSHOT_EXTENSIONS, earlier_run, newest_solverstate
 from replicate.solver.requests import Requests
-from replicate.solver.solver import Solver, close_data_layers, set_precision
+from replicate.solver.solver import Solver, close_data_layers, set_precision, weights_not_state
 
 
 @dataclass
@@ -186,6 +186,8 @@ def train(
     snapshot = Path(snapshot) if snapshot else None
     if snapshot is not None and not snapshot.is_file():
         raise ReplicateError(f"snapshot {snapshot} does not exist")
+    if snapshot is not None and snapshot.suffix == ".caffemodel":  # said before the folder is touched
+        raise ReplicateError(weights_not_state(snapshot))
     allowed = parse_allowed(allow_missing)
     if allowed and not (weights or snapshot):
         raise ReplicateError("--allow-missing-layers accepts layers that weights leave out: give it with --weights "

@@ -60,6 +60,23 @@ class TrainingDiverged(ReplicateError):
     """The loss became NaN or infinite: training stops and no snapshot of it is written."""
 
 
+def weights_not_state(path: Path) -> str:
+    """The error for a .caffemodel given where a .solverstate belongs (`train --snapshot`): read
+    as a SolverState, its bytes would otherwise say only that it holds no history blobs."""
+    return (f"{path}: is a .caffemodel (weights), not a .solverstate: --snapshot resumes from a "
+            f".solverstate; to start from these weights give --weights {path}")
+
+
+def _is_weights(data: bytes) -> bool:
+    """The bytes parse as a NetParameter with layers: a .caffemodel, whatever its name."""
+    net = caffe_pb2.NetParameter()
+    try:
+        net.ParseFromString(data)
+    except DecodeError:
+        return False
+    return bool(net.layer or net.layers)
+
+
 def build_net(spec: NetSpec, device: torch.device, channels_last: bool = False) -> CompiledNet:
     """A net of the solver on `device`, NHWC when `channels_last`."""
     net = CompiledNet(spec.param, spec.phase, spec.stages, spec.level).to(device)
@@ -773,8 +790,12 @@ class Solver:
         try:
             state.ParseFromString(state_bytes)
         except DecodeError as err:
+            if _is_weights(state_bytes):
+                raise ReplicateError(weights_not_state(state_path)) from None
             raise ReplicateError(f"{state_path}: not a valid binary SolverState ({err})") from None
         if len(state.history) != len(self.rule.history):
+            if _is_weights(state_bytes):
+                raise ReplicateError(weights_not_state(state_path))
             raise ReplicateError(
                 f"{state_path}: holds {len(state.history)} history blobs; this solver needs {len(self.rule.history)}"
             )
