@@ -97,3 +97,14 @@ def test_weights_given_as_the_snapshot_to_resume_say_to_use_weights(tmp_path: Pa
     assert main(["train", str(solver), "--snapshot", str(renamed)]) == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith(f"error: {renamed}: is a .caffemodel (weights), not a")
 
+
+def test_a_folder_given_as_the_solver_is_said_to_be_one_naming_its_solver(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    run = copy_run(tmp_path, "run", SHORT)
+    assert main(["train", str(run)]) == 2
+    assert capsys.readouterr().err == f"error: solver {run} is a folder: give its solver file, {run / 'solver.prototxt'}\n"
+    (run / "other_solver.prototxt").write_text("")  # two: neither is guessed
+    assert main(["train", str(run)]) == 2
+    assert capsys.readouterr().err == f"error: solver {run} is a folder: give the solver file in it\n"
+    assert main(["train", str(tmp_path / "none.prototxt")]) == 2
+    assert capsys.readouterr().err == f"error: solver file {tmp_path / 'none.prototxt'} does not exist\n"

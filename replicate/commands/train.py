@@ -35,7 +35,7 @@ from replicate.errors import ReplicateError
 from replicate.experiments.manifest import starting_weights
 from replicate.invocation import command
 from replicate.solver.requests import EXIT_REQUEUE
-from replicate.solver.run import train
+from replicate.solver.run import check_solver_file, train
 from replicate.solver.solver import PRECISIONS
 
 
@@ -92,6 +92,7 @@ def _starting_weights(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_solver_file(Path(args.solver))  # before a manifest beside it is read
     weights, announce = _starting_weights(args)
     result = train(
         args.solver, weights, args.snapshot, args.device, args.precision,

@@ -72,6 +72,17 @@ def pick_device(requested: str | None, solver_mode: int | None = None) -> torch.
     return device
 
 
+def check_solver_file(path: Path) -> None:
+    """The solver must be a file.  A folder (a net's folder, as `generate` names them) is said to
+    be one, with the solver file in it when there is exactly one `*solver*.prototxt`."""
+    if path.is_dir():
+        found = sorted(path.glob("*solver*.prototxt"))
+        hint = f": give its solver file, {found[0]}" if len(found) == 1 else ": give the solver file in it"
+        raise ReplicateError(f"solver {path} is a folder{hint}")
+    if not path.is_file():
+        raise ReplicateError(f"solver file {path} does not exist")
+
+
 def set_snapshot_prefix(param: caffe_pb2.SolverParameter, solver_path: Path) -> None:
     """Caffe's UpgradeSnapshotPrefixProperty: no prefix -> the solver file's name without its
     extension; a prefix naming a directory -> that directory / the solver file's stem."""
@@ -169,8 +180,7 @@ def train(
     are being built still ends in a snapshot (replicate.solver.requests).
     """
     solver_path = Path(solver_path)
-    if not solver_path.is_file():
-        raise ReplicateError(f"solver file {solver_path} does not exist")
+    check_solver_file(solver_path)
     if weights and snapshot:
         raise ReplicateError("give either --weights (to fine-tune) or --snapshot (to resume), not both")
     if force and snapshot:
