@@ -71,6 +71,12 @@ def test_mean_file_shape_must_match_records(lmdb5, tmp_path):
         build(data_layer(lmdb5[0], f'mean_file: "{tmp_path / "m.binaryproto"}"'))
 
 
+def test_a_crop_larger_than_the_records_names_the_layer_once(lmdb5):
+    with pytest.raises(ReplicateError) as err:
+        build(data_layer(lmdb5[0], "crop_size: 227"))
+    assert str(err.value) == "layer 'data' (Data): crop_size 227 exceeds the image size 9x10"
+
+
 def test_train_randomness_follows_torch_seed_and_configure(lmdb5):
     text = data_layer(lmdb5[0], "crop_size: 5 mirror: true", batch=4)
     torch.manual_seed(7)

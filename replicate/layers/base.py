@@ -71,9 +71,16 @@ class Layer(nn.Module):
         """The labels this layer accepts in its `label_bottom` (Caffe CHECKs them in Forward)."""
         return None
 
+    @property
+    def where(self) -> str:
+        """How errors name this layer: `layer 'NAME' (TYPE)`."""
+        return f"layer '{self.name}' ({self.type})"
+
     def error(self, message: str) -> ReplicateError:
-        """An error that names this layer, for bad parameters found while building it."""
-        return ReplicateError(f"layer '{self.name}' ({self.type}): {message}")
+        """An error that names this layer, for bad parameters found while building it.  A message
+        that names it already (a data layer's transformer is given `where`, and its errors pass
+        through here again) keeps its one prefix."""
+        return ReplicateError(message if message.startswith(f"{self.where}: ") else f"{self.where}: {message}")
 
     def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor, ...]:  # pragma: no cover
         raise NotImplementedError

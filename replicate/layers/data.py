@@ -58,7 +58,7 @@ class BatchLayer(Layer):
             raise self.error(f"has 1 or 2 tops (data, label), not {len(param.top)}")
         if batch_size <= 0:
             raise self.error("batch_size must be positive")
-        self.transformer = DataTransformer(param.transform_param, self.phase, where=f"layer '{self.name}' ({self.type})")
+        self.transformer = DataTransformer(param.transform_param, self.phase, where=self.where)
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         start = int(np.random.default_rng([seed, 2]).integers(rand_skip)) if rand_skip else 0
         self.maker = BatchMaker(source, self.transformer, batch_size, seed, start, process_shard())
