@@ -36,6 +36,9 @@ def test_help_lists_every_option() -> None:
                    "--solver-config", "--data", "--single-net", "--val-loss", "--templates",
                    "--force"):
         assert option in done.stdout
+    text = " ".join(done.stdout.split())  # argparse wraps the help to the terminal
+    assert ("a relative DIR is taken from the current directory and written into each net as a path relative "
+            "to the net's folder") in text
 
 
 def _effective(argv: list[str]) -> dict[str, object]:
@@ -119,7 +122,8 @@ BAD = [
     (["--all", "--splits", "7"], "split '7' does not exist"),
     (["--all", "--ns", "9"], "outside 1..7"),
     (["--all", "--treatments", "AnB,foo"], "unknown treatment 'foo'"),
-    (["--all", "--n", "3"], "with --all use"),
+    (["--all", "--n", "3"], "--n is an option of one net (--treatment); with --all use --splits/--treatments/--ns"),
+    (["--all", "--split", "1", "--n", "3"], "--split, --n are options of one net (--treatment); with --all use"),
     (["--treatment", "AnB", "--n", "3", "--ns", "3"], "narrow --all"),
     (["--treatment", "AnB", "--n", "3", "--grid", "demo"], "--grid narrow --all"),
     (["--all", "--grid", "mine"], "unknown grid 'mine' (known: paper, demo)"),

@@ -95,8 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "demo)")
     draw.add_argument("--data", default="data", metavar="DIR",
                       help="root of the data sets (`data prepare --out`): sources are the views <DIR>/<set>, mean "
-                      "<DIR>/<train set>/mean.binaryproto; a relative DIR is written relative "
-                      "to each net's directory (default data)")
+                      "<DIR>/<train set>/mean.binaryproto; a relative DIR is taken from the current "
+                      "directory and written into each net as a path relative to the net's folder, "
+                      "where train resolves it (default data)")
     draw.add_argument("--single-net", action="store_true",
                       help="one net.prototxt with TRAIN/TEST include rules instead of "
                       "train.prototxt + val.prototxt")
@@ -114,7 +115,8 @@ def _specs(args: argparse.Namespace) -> list[NetSpec]:
     if args.all:
         given = [f"--{f.replace('_', '-')}" for f in _PER_NET if getattr(args, f) is not None]
         if given:
-            raise ReplicateError(f"{', '.join(given)} select one net; with --all use "
+            options = f"{given[0]} is an option" if len(given) == 1 else f"{', '.join(given)} are options"
+            raise ReplicateError(f"{options} of one net (--treatment); with --all use "
                                  "--splits/--treatments/--ns")
         for s in args.splits or ():
             if s not in SPLITS:
