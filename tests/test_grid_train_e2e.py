@@ -107,4 +107,4 @@ def test_a_net_whose_data_is_missing_fails_with_the_trainers_error_and_its_outpu
     assert "--force" in netstate.read_status(net)["command"]
     assert {name: (net / name).read_bytes() for name in earlier} == earlier
     assert main(["grid", "status", "--plan", "runs/plan.json"]) == 0
-    assert f"half0A  failed  1/3000  -    -     {error}" in capsys.readouterr().out  # iteration 1: the earlier attempt
+    assert f"half0A  failed  1/3000  -         -     {error}" in capsys.readouterr().out  # iteration 1: the earlier attempt
