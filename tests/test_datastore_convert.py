@@ -104,6 +104,51 @@ def test_non_integer_labels_stop_with_the_line(images, capsys):
     assert not (images / "out").exists()
 
 
+def _tree(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize(("out", "error"), [
+    ("victim", "victim: holds sub/, thesis.tex, not only an LMDB's data.mdb and lock.mdb; nothing was written"),
+    ("afile", "afile: is a file, not an LMDB folder; nothing was written"),
+    ("afile/lmdb", "afile/lmdb: "),
+    (".", ".: names no new folder for the LMDB"),
+    ("root", "root: is the image root being read (root)"),
+    ("root/cls/lmdb", "root/cls/lmdb: is inside the image root being read (root)"),
+])
+def test_convert_refuses_an_out_that_is_no_lmdb_folder_before_writing(images, monkeypatch, capsys, out, error):
+    # `--out` replaced whatever folder was there (a thesis, the image root itself); a file or `.`
+    # gave a traceback, and a file left `afile.partial` behind.
+    monkeypatch.chdir(images)
+    (images / "victim" / "sub").mkdir(parents=True)
+    (images / "victim" / "thesis.tex").write_text("years of work")
+    (images / "afile").write_text("mine")
+    before = _tree(images)
+    assert main(["data", "convert", "--list", "files.txt", "--root", "root", "--workers", "1", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {error}") and err.count("\n") == 1, err
+    assert out != "afile/lmdb" or err.endswith(f"{images / 'afile'} is not a folder\n"), err
+    assert _tree(images) == before
+
+
+def test_convert_refuses_an_out_holding_the_list(images, capsys):
+    (images / "out").mkdir()
+    shutil.copy(images / "files.txt", images / "out" / "files.txt")
+    assert main(["data", "convert", "--list", str(images / "out" / "files.txt"), "--root", str(images / "root"),
+                 "--out", str(images / "out"), "--workers", "1"]) == 2
+    assert capsys.readouterr().err == (f"error: {images / 'out'}: holds the image list being read "
+                                      f"({images / 'out' / 'files.txt'}); give another output\n")
+    assert sorted(p.name for p in (images / "out").iterdir()) == ["files.txt"]
+
+
+def test_convert_replaces_an_earlier_lmdb(images):
+    assert convert(images, "--resize", "8", "10") == 0
+    assert convert(images, "--resize", "4", "5") == 0
+    reader = LmdbReader(images / "out" / "lmdb")
+    assert datum_array(reader.datum(0), "x").shape == (3, 4, 5)
+    assert sorted(p.name for p in (images / "out").iterdir()) == ["lmdb"]
+
+
 @pytest.mark.parametrize("case", ["caffe/data_lmdb_mean", "caffe_train_e2e"])
 def test_mean_command_writes_caffes_mean(case, tmp_path):
     root = GOLDEN / case

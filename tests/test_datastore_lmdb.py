@@ -3,6 +3,8 @@
 
 import os
 import pickle
+import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -126,6 +128,57 @@ def test_partial_until_committed_then_replaces(tmp_path):
     writer.commit()
     assert not (tmp_path / "db.partial").exists()
     assert len(LmdbReader(tmp_path / "db")) == 1500
+
+
+def _tree(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("where", ["db", "db.partial"])
+def test_a_writer_replaces_only_an_lmdb_folder(tmp_path, where):
+    # A user's folder at the output (or where it is built) is refused before anything is written:
+    # the writer replaced any folder there (a `data prepare` root, a thesis) with its LMDB.
+    victim = tmp_path / where
+    (victim / "sub").mkdir(parents=True)
+    (victim / "thesis.tex").write_text("years of work")
+    (victim / "data.mdb").write_bytes(b"an LMDB's name, among other things")
+    before = _tree(tmp_path)
+    with pytest.raises(ReplicateError, match=f"^{re.escape(str(victim))}: holds sub/, thesis.tex, not only an LMDB's data.mdb "
+                                             "and lock.mdb; nothing was written"):
+        write_lmdb(tmp_path / "db", [("x", array_datum(_images(1)[0], 0))])
+    assert _tree(tmp_path) == before
+
+
+def test_a_writer_refuses_a_file_a_link_or_a_path_that_names_no_folder_before_writing(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(ReplicateError, match="afile: is a file, not an LMDB folder; nothing was written"):
+        LmdbWriter(tmp_path / "afile")
+    write_lmdb(tmp_path / "elsewhere" / "db", [("x", array_datum(_images(1)[0], 0))])
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere" / "db")
+    with pytest.raises(ReplicateError, match="link: is a symbolic link, not an LMDB folder; nothing was written"):
+        LmdbWriter(tmp_path / "link")
+    (tmp_path / "link").unlink()
+    shutil.rmtree(tmp_path / "elsewhere")
+    with pytest.raises(ReplicateError, match="afile is not a folder"):
+        LmdbWriter(tmp_path / "afile" / "db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no afile.partial
+    monkeypatch.chdir(tmp_path)
+    for name in (".", "..", "x/.."):
+        with pytest.raises(ReplicateError, match="names no new folder for the LMDB"):
+            LmdbWriter(name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_an_earlier_lmdb_that_came_to_hold_other_files_is_kept_and_so_is_the_new_one(tmp_path):
+    write_lmdb(tmp_path / "db", [("old", array_datum(_images(1)[0], 9))])
+    writer = LmdbWriter(tmp_path / "db")
+    writer.put(make_key(0, "x"), array_datum(_images(1)[0], 1))
+    (tmp_path / "db" / "notes.txt").write_text("written while the new LMDB was made")
+    with pytest.raises(ReplicateError, match="db: holds notes.txt, .*; the new LMDB is kept in .*db.partial$"):
+        writer.commit()
+    assert (tmp_path / "db" / "notes.txt").read_text() == "written while the new LMDB was made"
+    assert LmdbReader(tmp_path / "db").datum(0).label == 9
+    assert len(LmdbReader(tmp_path / "db.partial")) == 1
 
 
 def test_reader_pickles_and_reopens(tmp_path):

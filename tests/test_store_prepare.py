@@ -161,6 +161,34 @@ def test_a_stopped_export_resumes_to_the_same_lmdb_and_shows_progress(prepared, 
     resumed.close()
 
 
+def _tree(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_export_refuses_an_out_that_is_no_lmdb_folder_or_is_holds_or_lies_in_what_it_reads(
+        prepared, tmp_path: Path, capsys) -> None:
+    # `export-lmdb x/y/z/half0B_train x/y/z` replaced the whole `data prepare` folder (store, views,
+    # means) with the LMDB; OUT the view itself destroyed the view it read, any other folder was lost.
+    out, _ = prepared
+    root = tmp_path / "x" / "y" / "z"
+    shutil.copytree(out, root)
+    (tmp_path / "victim" / "sub").mkdir(parents=True)
+    (tmp_path / "victim" / "thesis.tex").write_text("years of work")
+    view = root / "half0B_train"
+    before = _tree(tmp_path)
+    for target, error in [
+        (root, f"holds the view being read ({view}); give another output"),
+        (view, f"is the view being read ({view}); give another output"),
+        (view / "lmdb", f"is inside the view being read ({view}); give another output"),
+        (root / "store" / "lmdb", f"is inside the store being read ({root / 'store'}); give another output"),
+        (tmp_path / "victim", "holds sub/, thesis.tex, not only an LMDB's data.mdb and lock.mdb; nothing was "
+                              "written: remove it or give another output"),
+    ]:
+        assert main(["data", "export-lmdb", str(view), str(target)]) == 2
+        assert capsys.readouterr().err == f"error: {target}: {error}\n"
+    assert _tree(tmp_path) == before
+
+
 def test_the_means_progress_counts_images_and_announces_what_they_read(prepared) -> None:
     out, output = prepared
     images = sum(json.loads((p / "view.json").read_text())["records"] for p in out.iterdir() if p.name.endswith("_train"))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from replicate.data.image import decode_image, encode_jpeg, resize_linear
-from replicate.data.lmdb_io import LmdbWriter, array_datum, encoded_datum, make_key
+from replicate.data.lmdb_io import LmdbWriter, array_datum, check_lmdb_out, encoded_datum, make_key
 from replicate.data.progress import Progress
 from replicate.data.workers import Workers
 from replicate.errors import ReplicateError
@@ -87,6 +87,7 @@ def convert(
     show_progress: bool = True,
 ) -> ConvertReport:
     """Convert `entries` (path, label) into the LMDB `out`; see the module docstring."""
+    check_lmdb_out(out, (("image root", options.root),))  # before a worker starts
     report = ConvertReport()
     jobs = [(i, name, label, options) for i, (name, label) in enumerate(entries)]
     progress = Progress(len(jobs), f"converting into {out}") if show_progress else None

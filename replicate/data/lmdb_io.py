@@ -7,8 +7,11 @@ iterates keys in byte order, which the zero-padded line number makes list order.
 
 Writers build `<out>.partial` and rename it to `<out>` when complete, so an interrupted conversion
 never leaves something that looks like a finished LMDB; a resumable writer (`export-lmdb`) keeps
-what it wrote there, with a note of what it was made from, for the next run to continue.  Readers open read-only without a lock
-file, so the golden LMDBs in the repository and LMDBs on read-only shares work as they are.
+what it wrote there, with a note of what it was made from, for the next run to continue.  They
+replace, at `<out>` or `<out>.partial`, only an LMDB folder (`data.mdb`, `lock.mdb`, that note):
+anything else there is refused before a byte is written, as a user's work.  Readers open read-only
+without a lock file, so the golden LMDBs in the repository and LMDBs on read-only shares work as
+they are.
 """
 
 from __future__ import annotations
@@ -26,14 +29,70 @@ import lmdb
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from replicate.data.destination import refuse_blocked_parent, refuse_overlap
 from replicate.data.image import decode_image
 from replicate.errors import ReplicateError
 from replicate.proto import caffe_pb2
 
+#: The note a resumable writer keeps in its partial LMDB: what the records are made from.
+PARTIAL_MARKER = "replicate_partial.json"
+#: What an LMDB folder written by this project (or by Caffe's tools) holds; a writer replaces a
+#: folder at its output (or its `.partial`) only when it holds nothing else.
+LMDB_FILES = frozenset({"data.mdb", "lock.mdb", PARTIAL_MARKER})
 #: Records per write transaction, as convert_imageset commits every 1000 images.
 COMMIT_EVERY = 1000
 #: The map size is only an upper bound on the file (LMDB files are sparse until written).
 _MAP_SIZE = 1 << 40
+
+
+def partial_path(out: str | os.PathLike[str]) -> Path:
+    """Where an LMDB for `out` is built before it is renamed into place."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def _not_an_lmdb(path: Path) -> str | None:
+    """Why `path` is not a folder an LMDB writer may replace (None: it may, or nothing is there)."""
+    if path.is_symlink():
+        return "is a symbolic link, not an LMDB folder"
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return "is a file, not an LMDB folder"
+    others = sorted(e.name + ("/" if e.is_dir() else "") for e in os.scandir(path)
+                    if e.name not in LMDB_FILES or not e.is_file(follow_symlinks=False))
+    if not others:
+        return None
+    shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+    return f"holds {shown}, not only an LMDB's data.mdb and lock.mdb"
+
+
+def check_lmdb_out(out: str | os.PathLike[str],
+                   sources: tuple[tuple[str, str | os.PathLike[str]], ...] = ()) -> None:
+    """Refuse, before anything is written or removed, an LMDB output whose replacement could
+    destroy anything but an LMDB: a path that names no new folder (`.`, `..`), one that is, holds
+    or lies inside a source being read (`(what, path)` pairs), a file or a folder of other things
+    at `out` or `<out>.partial`, a parent path that runs through a file."""
+    if Path(out).name in ("", ".."):
+        raise ReplicateError(f"{out}: names no new folder for the LMDB; give one, e.g. {Path(out) / 'lmdb'}")
+    partial = partial_path(out)
+    refuse_overlap(out, sources, written=partial)
+    for path in (Path(out), partial):
+        why = _not_an_lmdb(path)
+        if why:
+            raise ReplicateError(f"{path}: {why}; nothing was written: remove it or give another output")
+    refuse_blocked_parent(out)
+
+
+def _remove_lmdb(path: Path) -> None:
+    """Delete an LMDB folder, file by file: only the files `check_lmdb_out` allows, so a folder
+    that came to hold anything else meanwhile is refused, not deleted."""
+    why = _not_an_lmdb(path)
+    if why:
+        raise ReplicateError(f"{path}: {why}; the new LMDB is kept in {partial_path(path)}")
+    for name in LMDB_FILES:
+        (path / name).unlink(missing_ok=True)
+    os.rmdir(path)
 
 
 def make_key(index: int, name: str) -> bytes:
@@ -217,21 +276,23 @@ class LmdbWriter:
     """Write Datum records into `<path>.partial`, then `commit()` renames it to `path`.
 
     Used as a context manager, leaving the block by an exception (or Ctrl-C) removes the partial
-    LMDB; an existing `path` is replaced only at the final rename.  With `resume` (what the LMDB
-    is made from, a JSON-able dict), a partial LMDB made from the same is continued instead: its
-    committed records are kept (`count` of them), and `stop()` keeps what was written for the
-    next run.  A full disk is raised as OSError(ENOSPC).
+    LMDB; an existing `path` is replaced only at the final rename, and only if it is an LMDB
+    folder (`check_lmdb_out`, also run first: anything else refuses the writer).  With `resume`
+    (what the LMDB is made from, a JSON-able dict), a partial LMDB made from the same is continued
+    instead: its committed records are kept (`count` of them), and `stop()` keeps what was written
+    for the next run.  A full disk is raised as OSError(ENOSPC).
     """
 
-    MARKER = "replicate_partial.json"
+    MARKER = PARTIAL_MARKER
 
     def __init__(self, path: str | os.PathLike[str], resume: dict | None = None):
+        check_lmdb_out(path)
         self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.partial = partial_path(path)
         marker = self.partial / self.MARKER
         same = resume is not None and marker.is_file() and json.loads(marker.read_text()) == resume
         if self.partial.exists() and not same:
-            shutil.rmtree(self.partial)
+            _remove_lmdb(self.partial)
         self.partial.mkdir(parents=True, exist_ok=True)
         if resume is not None and not same:
             marker.write_text(json.dumps(resume))
@@ -263,9 +324,9 @@ class LmdbWriter:
             self._env.sync(True)
         self._env.close()
         self._closed = True
+        if os.path.lexists(self.path):  # the earlier LMDB, kept until now
+            _remove_lmdb(self.path)
         (self.partial / self.MARKER).unlink(missing_ok=True)
-        if self.path.exists():
-            shutil.rmtree(self.path)
         os.replace(self.partial, self.path)
         return self.path
 

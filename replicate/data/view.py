@@ -31,7 +31,7 @@ import numpy as np
 from replicate.data.complete import Gap
 from replicate.data.image import decode_image
 from replicate.data.item import Encoded, Item
-from replicate.data.lmdb_io import LmdbWriter, array_datum, encoded_datum, lmdb_bytes, make_key
+from replicate.data.lmdb_io import LmdbWriter, array_datum, check_lmdb_out, encoded_datum, lmdb_bytes, make_key
 from replicate.data.mean import mean_of
 from replicate.data.progress import Progress
 from replicate.data.space import disk_full, require_space
@@ -201,10 +201,12 @@ def export_lmdb(path: str | os.PathLike[str], out: str | os.PathLike[str], show_
     """Write the view as an ordinary Caffe LMDB: keys `%08d_<list name>` in the view's order
     (convert_imageset's keys for the list in that order), raw or encoded Datums with the view's
     labels.  Resumes an export of the same view that was stopped (`<out>.partial`); refuses to
-    start when the disk lacks the space.  Returns the number of records."""
+    start when the disk lacks the space, or when `out` is anything but an LMDB folder or is, holds
+    or lies inside the view or its store (`check_lmdb_out`).  Returns the number of records."""
     view = View(path)
     progress = None
     try:
+        check_lmdb_out(out, (("view", view.path), ("store", view.store.path)))
         lengths = view.store.index["length"][view.records]
         writer = LmdbWriter(out, resume=_export_identity(view))
         start = writer.count

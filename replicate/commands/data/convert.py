@@ -6,7 +6,9 @@ CHW records, or JPEG-encoded ones with --encoded, under keys `%08d_<path>` in li
 a class-sorted training list with --shuffle, as ImageNet's LMDBs were made: Caffe's Data layer
 reads records in order, so unshuffled batches hold a single class).  Images
 that cannot be read are listed and skipped (the count is reported), or stop everything with
---strict.  The LMDB is built as OUT.partial and renamed to OUT when complete.
+--strict.  The LMDB is built as OUT.partial and renamed to OUT when complete.  OUT may only be
+an LMDB folder (data.mdb, lock.mdb) or not exist yet: anything else there, or an OUT that is,
+holds or lies inside the list or the image root, is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import sys
 from replicate.data.convert import ConvertOptions, convert, shuffled
 from replicate.data.cpus import available_cpus
 from replicate.data.imagelist import read_image_list
+from replicate.data.lmdb_io import check_lmdb_out
 from replicate.errors import ReplicateError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", required=True, help="image list: '<path> <integer label>' per line")
     parser.add_argument("--root", required=True, help="folder the list's paths are relative to")
-    parser.add_argument("--out", required=True, help="LMDB folder to create (replaced if it exists)")
+    parser.add_argument("--out", required=True,
+                        help="LMDB folder to create (an LMDB there is replaced; anything else, refused)")
     parser.add_argument("--resize", nargs=2, type=int, default=[256, 256], metavar=("H", "W"),
                         help="resize every image to H x W (default 256 256; 0 0 keeps sizes)")
     parser.add_argument("--encoded", action="store_true", help="store JPEG-encoded images")
@@ -43,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise ReplicateError(f"--resize {height} {width}: give two positive sizes, or 0 0 to keep sizes")
     if not os.path.isdir(args.root):
         raise ReplicateError(f"{args.root}: image root folder does not exist")
+    check_lmdb_out(args.out, (("image list", args.list), ("image root", args.root)))
     entries = read_image_list(args.list)
     if args.shuffle:
         entries = shuffled(entries, args.seed)
