@@ -149,6 +149,26 @@ def test_convert_replaces_an_earlier_lmdb(images):
     assert sorted(p.name for p in (images / "out").iterdir()) == ["lmdb"]
 
 
+def test_mean_creates_the_out_folder_and_refuses_an_out_it_cannot_write_before_reading(images, capsys):
+    assert convert(images, "--resize", "8", "10") == 0
+    capsys.readouterr()
+    lmdb_folder = images / "out" / "lmdb"
+    (images / "afile").write_text("mine")
+    before = _tree(images)
+    for out, error in [(lmdb_folder / "data.mdb", f"is inside the LMDB being read ({lmdb_folder})"),
+                       (lmdb_folder, f"is the LMDB being read ({lmdb_folder})"),
+                       (images / "root", "is a folder; give the mean file's path"),
+                       (images / "afile" / "m.binaryproto", f"{images / 'afile'} is not a folder")]:
+        assert main(["data", "mean", str(lmdb_folder), "--out", str(out)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"error: {out}: {error}"), captured.err
+        assert "mean of" not in captured.err  # refused before the LMDB was read
+    assert _tree(images) == before
+    # A missing parent folder is created, as `data convert` creates its OUT's.
+    assert main(["data", "mean", str(lmdb_folder), "--out", str(images / "new" / "sub" / "m.binaryproto")]) == 0
+    assert read_mean(images / "new" / "sub" / "m.binaryproto").shape == (1, 3, 8, 10)
+
+
 @pytest.mark.parametrize("case", ["caffe/data_lmdb_mean", "caffe_train_e2e"])
 def test_mean_command_writes_caffes_mean(case, tmp_path):
     root = GOLDEN / case
