@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -159,6 +160,29 @@ def test_a_stopped_export_resumes_to_the_same_lmdb_and_shows_progress(prepared, 
     assert sorted(p.name for p in (tmp_path / "lmdb").iterdir()) == ["data.mdb", "lock.mdb"]
     whole.close()
     resumed.close()
+
+
+def test_an_export_stopped_after_the_earlier_lmdb_was_removed_is_only_renamed_by_the_rerun(
+        prepared, tmp_path: Path, monkeypatch, capsys) -> None:
+    out, _ = prepared
+    view, lmdb_out = str(out / "half0A_valid"), str(tmp_path / "lmdb")
+    assert main(["data", "export-lmdb", str(out / "half0B_valid"), lmdb_out]) == 0
+    replace = os.replace
+
+    def stop(*args) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", stop)
+    assert main(["data", "export-lmdb", view, lmdb_out]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: SIGINT: stopped after 20 of 20 records")
+    assert not (tmp_path / "lmdb").exists()  # the earlier one is gone, the new one complete in lmdb.partial
+    monkeypatch.setattr(os, "replace", replace)
+    put, puts = LmdbWriter.put, []
+    monkeypatch.setattr(LmdbWriter, "put", lambda self, key, datum: (puts.append(key), put(self, key, datum)))
+    assert main(["data", "export-lmdb", view, lmdb_out]) == 0
+    assert puts == [] and not (tmp_path / "lmdb.partial").exists()
+    assert sorted(p.name for p in (tmp_path / "lmdb").iterdir()) == ["data.mdb", "lock.mdb"]
+    assert len(LmdbReader(tmp_path / "lmdb")) == 20
 
 
 def _tree(folder: Path) -> dict[str, bytes | None]:

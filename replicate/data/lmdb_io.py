@@ -326,8 +326,10 @@ class LmdbWriter:
         self._closed = True
         if os.path.lexists(self.path):  # the earlier LMDB, kept until now
             _remove_lmdb(self.path)
-        (self.partial / self.MARKER).unlink(missing_ok=True)
+        # The note goes last: a stop before the rename leaves a partial LMDB that a rerun of the
+        # export finds complete and only renames, rather than writing it all again.
         os.replace(self.partial, self.path)
+        (self.path / self.MARKER).unlink(missing_ok=True)
         return self.path
 
     def stop(self) -> None:
