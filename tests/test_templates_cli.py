@@ -170,8 +170,18 @@ def test_existing_files_are_kept_unless_forced(tmp_path: Path,
     assert "--force" in capsys.readouterr().err
     assert _files(tmp_path) == before
     assert main([*args, "--data", "/elsewhere", "--force"]) == 0
+    assert "--force rewrote" not in capsys.readouterr().err  # nothing trained there yet
     net = read_net_text(tmp_path / "half1B" / "train.prototxt")
     assert net.layer[0].data_param.source == "/elsewhere/half1B_train"
+    # Over a net that trained from the earlier files, --force says what it did.
+    (tmp_path / "half1B" / "metrics.jsonl").write_text('{"kind": "done", "iter": 450000}\n')
+    assert main([*args, "--data", "/again", "--force"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: --force rewrote the files of 1 net(s) that hold a run trained from the earlier "
+                          "ones (half1B): their logs and snapshots now sit beside other settings") in err
+    assert f"{tmp_path}/NET/solver.prototxt --force" in err
+    assert main([*args, "--data", "/again", "--force"]) == 0  # nothing rewritten: nothing said
+    assert "--force rewrote" not in capsys.readouterr().err
 
 
 def test_malformed_existing_plan_is_an_error(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from typing import TypeVar
 from replicate.data.view import is_view
 from replicate.errors import ReplicateError
 from replicate.experiments import plan
-from replicate.experiments.rundirs import MANIFEST_FILE, Options, RunDir, render_all, write_all
+from replicate.experiments.rundirs import MANIFEST_FILE, Options, RunDir, render_all, trained_conflicts, write_all
 from replicate.invocation import command, interpreter
 from replicate.templates import Arch, Templates, load_arch, with_num_output
 from replicate.treatments import SPLITS, TREATMENTS, NetSpec, net_spec
@@ -152,7 +152,14 @@ def run(args: argparse.Namespace) -> int:
         templates=Templates(args.templates) if args.templates else None,
     )
     runs = render_all(specs, options, args.out)
+    trained = trained_conflicts(args.out, runs) if args.force else []
     plan_path = write_all(args.out, runs, force=args.force)
+    if trained:
+        shown = ", ".join(trained[:3]) + (f" and {len(trained) - 3} more" if len(trained) > 3 else "")
+        print(f"warning: --force rewrote the files of {len(trained)} net(s) that hold a run trained from the earlier "
+              f"ones ({shown}): their logs and snapshots now sit beside other settings, and `grid run` takes a "
+              f"finished one as done. Retrain each (`{command('train')} {args.out}/NET/solver.prototxt --force`) "
+              "or move its run away.", file=sys.stderr)
     names = {e["name"] for e in plan.load_plan(plan_path)}
     for run_dir in runs:
         base = run_dir.plan_entry["depends_on"]

@@ -35,6 +35,7 @@ from google.protobuf.message import Message
 from replicate.errors import ReplicateError
 from replicate.experiments import plan
 from replicate.io.binary import write_atomic
+from replicate.solver.outputs import LOG_FILES
 from replicate.templates import (Arch, SolverConfig, Templates, arch_shapes, data_paths,
                                  layer_learning, load_solver_config, with_net_seed)
 from replicate.treatments import BASE_FAMILIES, NetSpec
@@ -161,6 +162,13 @@ def _conflicts(out: Path, runs: Sequence[RunDir]) -> list[str]:
             if path.is_dir() or (path.exists() and path.read_bytes() != text.encode("utf-8")):
                 found.append(str(path))
     return found
+
+
+def trained_conflicts(out: Path, runs: Sequence[RunDir]) -> list[str]:
+    """The nets whose generated files differ from those in `out` and whose folders hold a run
+    (its logs): rewriting their files would put other settings beside what trained there."""
+    changed = dict.fromkeys(Path(path).parent.name for path in _conflicts(out, runs))
+    return [name for name in changed if any((out / name / log).is_file() for log in LOG_FILES)]
 
 
 def write_all(out: Path, runs: Sequence[RunDir], force: bool = False) -> Path:
