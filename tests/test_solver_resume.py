@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from replicate.errors import ReplicateError
+from replicate.data.lmdb_io import LmdbReader, write_lmdb
 from replicate.io.binary import read_binary
 from replicate.layers.data import BatchLayer
 from replicate.proto import caffe_pb2
@@ -90,6 +91,22 @@ def test_a_line_the_stopped_run_did_not_finish_is_cut_before_the_resumed_run_app
         check_agree(log_curve, metrics_curve)
     assert [c.val for c in curves[0]] == [c.val for c in curves[1]]
     assert [t["iter"] for t in _records(run, "test")] == [t["iter"] for t in _records(whole, "test")] == [0, 4, 8, 12]
+
+
+def test_a_resume_whose_data_source_changed_since_the_snapshot_is_refused(tmp_path: Path) -> None:
+    """The sidecar records what each data layer read (`Source.identity`): continued on another
+    source, the run would read other batches than the run it continues, and call it exact."""
+    whole = random_run(tmp_path, "whole")
+    train(whole / "solver.prototxt", echo=False)
+    run = _resumable_copy(whole, tmp_path / "run", 6)
+    reader = LmdbReader(run / "train_lmdb")
+    records = [(reader.key(i).decode(), reader.datum(i)) for i in range(len(reader) - 1)]  # one fewer
+    reader.close()
+    shutil.rmtree(run / "train_lmdb")
+    write_lmdb(run / "train_lmdb", records)
+    with pytest.raises(ReplicateError, match=r"layer 'data' \(Data\): its source changed since the snapshot \(then: "
+                                             r"LMDB of 40 records, keys \w+; now: LMDB of 39 records, keys \w+\)"):
+        train(run / "solver.prototxt", snapshot=run / "snap_iter_6.solverstate", echo=False)
 
 
 def test_files_of_different_runs_are_never_loaded_together(tmp_path: Path) -> None:

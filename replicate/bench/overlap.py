@@ -48,6 +48,9 @@ class SlowSource:
     def close(self) -> None:
         self.source.close()
 
+    def identity(self) -> str:
+        return self.source.identity()
+
 
 def small_lmdb(folder: Path, records: int = 8) -> Path:
     """An LMDB of `records` random 3 x 12 x 12 raw images (the costs here are the sleeps)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -228,6 +229,7 @@ class LmdbReader:
         self._offsets = np.zeros(len(keys) + 1, dtype=np.int64)
         np.cumsum([len(k) for k in keys], out=self._offsets[1:])
         self._txn: lmdb.Transaction | None = None
+        self._digest: str | None = None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -239,6 +241,12 @@ class LmdbReader:
 
     def key(self, index: int) -> bytes:
         return self._keys[self._offsets[index] : self._offsets[index + 1]]
+
+    def keys_digest(self) -> str:
+        """A digest of every key in order (computed once): what fixes the records a position reads."""
+        if self._digest is None:
+            self._digest = hashlib.sha256(self._offsets.tobytes() + self._keys).hexdigest()[:16]
+        return self._digest
 
     def _transaction(self) -> lmdb.Transaction:
         if self._txn is None:

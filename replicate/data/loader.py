@@ -20,6 +20,7 @@ on the device, and a machine without CUDA or torchvision gets a ReplicateError t
 from __future__ import annotations
 
 import collections
+import hashlib
 import math
 import os
 import queue
@@ -50,6 +51,12 @@ class Source(Protocol):
     def item(self, index: int) -> Item: ...
     def reopen(self) -> None: ...
     def close(self) -> None: ...
+    def identity(self) -> str:
+        """What its records are, in order, as a short text with a digest: a snapshot records it and
+        a resume compares it, so that a source whose records or their order changed since is
+        refused rather than read (the run would go on with other batches than the one it
+        continues)."""
+        ...
 
 
 class LmdbSource:
@@ -73,6 +80,10 @@ class LmdbSource:
     def reopen(self) -> None:
         """Drop the LMDB handles (a forked worker must not use its parent's)."""
         self.reader.close()
+
+    def identity(self) -> str:
+        """Its keys, which fix the records and their order (the values are not read: 1.28M of them)."""
+        return f"LMDB of {len(self)} records, keys {self.reader.keys_digest()}"
 
     def close(self) -> None:
         """Release the LMDB environment (a later read opens it again)."""
@@ -100,6 +111,7 @@ class ImageListSource:
         self.is_color = is_color
         self.shuffle = shuffle
         self._order: tuple[int, int, np.ndarray] | None = None
+        self._identity: str | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -126,6 +138,14 @@ class ImageListSource:
 
     def close(self) -> None:
         pass
+
+    def identity(self) -> str:
+        """Its list: the images, their labels and their order (the root may move)."""
+        if self._identity is None:
+            text = "\n".join(f"{name} {label}" for name, label in self.entries)
+            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            self._identity = f"list of {len(self)} images{', shuffled' if self.shuffle else ''}, {digest}"
+        return self._identity
 
 
 def decode_cpu(item: Item, transformer: DataTransformer) -> torch.Tensor:

@@ -141,6 +141,7 @@ class ViewSource:
     def __init__(self, path: str | os.PathLike[str]):
         self.view = View(path)
         self._raw = self.view.store.format == "raw"
+        self._identity: str | None = None
 
     def __len__(self) -> int:
         return len(self.view)
@@ -162,6 +163,13 @@ class ViewSource:
 
     def close(self) -> None:
         self.view.close()
+
+    def identity(self) -> str:
+        """Its records and labels in order (what `data prepare --seed` or another store changes)."""
+        if self._identity is None:
+            digest = hashlib.sha256(self.view.records.tobytes() + self.view.labels.tobytes()).hexdigest()[:16]
+            self._identity = f"view of {len(self)} records, {digest}"
+        return self._identity
 
 
 def view_mean(path: str | os.PathLike[str], advance: Callable[[int], None] | None = None,

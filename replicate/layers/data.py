@@ -98,14 +98,23 @@ class BatchLayer(Layer):
             self.pool, self.workers = pool, pool.workers
             self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device, pool)
 
-    def position(self) -> dict[str, int]:
-        """Where this layer stands in its source: all a snapshot needs to continue it exactly."""
-        return {"seed": self.maker.seed, "start": self.maker.start, "batch": self.batches_read}
+    def position(self) -> dict[str, int | str]:
+        """Where this layer stands in its source: all a snapshot needs to continue it exactly, and
+        what the source was (`Source.identity`)."""
+        return {"seed": self.maker.seed, "start": self.maker.start, "batch": self.batches_read,
+                "source": self.maker.source.identity()}
 
-    def seek(self, position: dict[str, int]) -> None:
-        """Continue from a `position()` (a resumed run); the next forward reads its batch."""
+    def seek(self, position: dict[str, int | str]) -> None:
+        """Continue from a `position()` (a resumed run); the next forward reads its batch.  A
+        source other than the one the position was taken in is refused (positions of older
+        snapshots do not say)."""
+        now = self.maker.source.identity()
+        if position.get("source", now) != now:
+            raise self.error(f"its source changed since the snapshot (then: {position['source']}; now: {now}); "
+                             "resumed, the run would read other batches than the run it continues")
         self.close()
-        self.maker.seed, self.maker.start, self.batches_read = position["seed"], position["start"], position["batch"]
+        self.maker.seed, self.maker.start = int(position["seed"]), int(position["start"])
+        self.batches_read = int(position["batch"])
 
     def close(self) -> None:
         """Stop the loader's worker processes and release the source's files (a later forward
