@@ -242,8 +242,16 @@ def test_ctrl_c_stops_a_parallel_conversion_with_one_line_and_keeps_the_earlier_
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted", err
     assert not (images / "out" / "lmdb.partial").exists()
     assert (out / "data.mdb").read_bytes() == b"an earlier conversion"
-    # No worker outlived it (a zombie is dead, waiting for a reaper outside our control).
-    group = subprocess.run(["ps", "-o", "stat=,args=", "-g", str(process.pid)], capture_output=True, text=True).stdout
+    # No worker outlived it (a zombie is dead, waiting for a reaper outside our control).  The
+    # workers are killed and reaped before the parent exits; multiprocessing's resource tracker,
+    # in the same group, exits on its own once it sees the parent gone: it is given 10 s.
+    deadline = time.monotonic() + 10
+    while True:
+        group = subprocess.run(["ps", "-o", "stat=,args=", "-g", str(process.pid)], capture_output=True,
+                               text=True).stdout
+        if all(line.strip().startswith("Z") for line in group.splitlines()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert all(line.strip().startswith("Z") for line in group.splitlines()), group
 
 
