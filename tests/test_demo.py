@@ -122,3 +122,9 @@ def test_a_config_of_other_settings_never_overwrites_the_one_the_nets_were_made_
     assert Path(_solver_config(tmp_path, 12, 7)) != first and Path(_solver_config(tmp_path, None, 8)) != first
     assert first.read_bytes() == made
     assert _solver_config(tmp_path, 10, 7) == str(first)  # the same settings: the same file, rewritten alike
+
+
+def test_a_bad_max_iter_is_refused_before_anything_is_written(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--max-iter", "0"]) == 2
+    assert capsys.readouterr().err == "error: --max-iter must be at least 1\n"
+    assert not (tmp_path / "demo").exists()

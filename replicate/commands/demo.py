@@ -31,6 +31,7 @@ from typing import Any
 from replicate import cli
 from replicate.checkout import in_checkout
 from replicate.data.cpus import available_cpus
+from replicate.errors import ReplicateError
 from replicate.invocation import command
 from replicate.templates import SOLVER_CONFIG_DIR, load_arch
 
@@ -111,8 +112,6 @@ def _solver_config(out: Path, max_iter: int | None, seed: int) -> str:
     changes = [f"random_seed {seed}"]
     solver["random_seed"] = seed
     if max_iter is not None:
-        if max_iter < 1:
-            raise SystemExit("error: --max-iter must be at least 1")
         _scaled(solver, max_iter / solver["max_iter"])
         changes.append(f"scaled to {max_iter} iterations")
     config["doc"] = f"The {SOLVER_CONFIG} solver config ({', '.join(changes)}: `demo --seed/--max-iter`)."
@@ -129,6 +128,8 @@ def chosen(args: argparse.Namespace) -> tuple[Profile, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_iter is not None and args.max_iter < 1:  # before step 1 writes anything
+        raise ReplicateError("--max-iter must be at least 1")
     profile, out = chosen(args)
     source, data, runs, report = out / "source", out / "data", out / "runs", out / "report"
     started = time.perf_counter()
