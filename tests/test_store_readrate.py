@@ -84,3 +84,19 @@ def test_what_n_gpus_need_and_how_many_a_rate_feeds() -> None:
 def test_io_rate_refuses_bad_counts(store: Path, capsys) -> None:
     assert main(["data", "io-rate", str(store / "store"), "--threads", "0"]) == 2
     assert "--threads '0': expected positive whole numbers" in capsys.readouterr().err
+
+
+def test_report_outputs_are_checked_before_the_measurement(store: Path, tmp_path: Path, capsys) -> None:
+    """A measurement of minutes (of scarce GPU time, for bench) must not end in a traceback
+    that loses its figures: a report path naming a folder, or through a file, is refused first;
+    a missing folder is made."""
+    (tmp_path / "afile").write_text("")
+    for argv in (["data", "io-rate", str(store / "store"), "--out"], ["bench", "--device", "cpu", "--out"],
+                 ["bench", "--device", "cpu", "--markdown"]):
+        assert main([*argv, str(tmp_path)]) == 2
+        assert capsys.readouterr().err == f"error: {argv[-1]} {tmp_path}: is a folder; name the file to write\n"
+        assert main([*argv, str(tmp_path / "afile" / "r.json")]) == 2
+        assert f"error: {argv[-1]} {tmp_path / 'afile' / 'r.json'}: cannot make its folder" in capsys.readouterr().err
+    assert main(["data", "io-rate", str(store / "store"), "--threads", "1", "--records", "8", "--gpus", "1",
+                 "--out", str(tmp_path / "new" / "rate.json")]) == 0
+    assert (tmp_path / "new" / "rate.json").is_file()

@@ -43,6 +43,7 @@ from replicate.data.throughput import (
     Rate, folder_source, loader_entry, loader_rates, open_source, source_kind, train_maker,
 )
 from replicate.errors import ReplicateError
+from replicate.io.binary import prepare_output
 from replicate.machine import cpu_model
 from replicate.solver.run import pick_device
 from replicate.solver.solver import PRECISIONS, default_data_workers, device_name
@@ -124,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
         raise ReplicateError(f"--workers must be 0 or more, not {args.workers}")
     if args.loaders_only and args.skip_loaders:
         raise ReplicateError("--loaders-only and --skip-loaders exclude each other")
+    for option, path in (("--out", args.out), ("--markdown", args.markdown)):
+        if path:
+            prepare_output(path, option)
     device = pick_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.backends.cudnn.benchmark = True
     report: dict[str, Any] = {

@@ -43,6 +43,18 @@ def read_binary(path: str | os.PathLike[str], message: M) -> M:
     return message
 
 
+def prepare_output(path: str | os.PathLike[str], option: str) -> None:
+    """Make sure a report `path` can be written once a long measurement ends: its folder is
+    made, and a path that names a folder or runs through a file is a one-line error now rather
+    than a traceback that loses the figures then (`option`: the flag that gave it)."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    except OSError as err:
+        raise ReplicateError(f"{option} {path}: cannot make its folder ({err.strerror})") from None
+    if os.path.isdir(path):
+        raise ReplicateError(f"{option} {path}: is a folder; name the file to write")
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write `data` to `path` through a temporary file and an atomic rename."""
     folder = os.path.dirname(os.path.abspath(path))

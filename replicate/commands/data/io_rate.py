@@ -21,6 +21,7 @@ from pathlib import Path
 from replicate.data.cpus import available_cpus
 from replicate.data.readrate import Need, measure, open_store
 from replicate.errors import ReplicateError
+from replicate.io.binary import prepare_output
 from replicate.machine import cpu_model
 
 #: One H200's end-to-end fp32 training rate from a raw view (15 workers), measured 2026-12-04.
@@ -75,6 +76,8 @@ def _gb(value: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     gpus = _counts(args.gpus, "gpus")
+    if args.out:
+        prepare_output(args.out, "--out")
     cpus = available_cpus()
     threads = _counts(args.threads, "threads") if args.threads else sorted({1, cpus, 4 * cpus})
     per_gpu = args.images_per_gpu
