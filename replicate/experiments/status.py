@@ -57,11 +57,6 @@ def _latest_and_best(tests: list[dict[str, Any]], metric: str) -> tuple[float | 
     return values[-1], (min if lower_is_better(metric) else max)(values)
 
 
-def progress(net: PlannedNet, metric: str = "accuracy") -> tuple[int | None, float | None, float | None]:
-    """Latest iteration, latest and best validation `metric` (test net #0) in metrics.jsonl."""
-    return last_iteration(net.dir), *_latest_and_best(_test_outputs(net), metric)
-
-
 def _own_state(net: PlannedNet, record: dict[str, Any]) -> tuple[str, str]:
     if is_finished(net):
         return netstate.DONE, ""
