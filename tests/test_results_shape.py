@@ -122,6 +122,19 @@ def test_one_lucky_net_does_not_carry_a_verdict() -> None:
     assert _by_claim(scores)["BnB dips"].holds is True
 
 
+def test_a_dip_side_of_one_net_is_named_beside_the_bounds_of_the_other() -> None:
+    """The demo's one split has one BnB net at n = 7: the middle against n = 7 has no spread and
+    is judged on its estimate; the bounds shown are the other side's, so the estimate says so."""
+    scores = {"half0A": 0.8, "half0B": 0.8}
+    ratios = {1: 1.0, 2: 1.004, 3: 0.970, 4: 0.972, 5: 0.969, 6: 0.971, 7: 1.0}
+    scores.update({f"transfer0A0A_1_{n}": r * 0.8 for n, r in ratios.items()})
+    dip = _by_claim(scores)["BnB dips"]
+    assert dip.holds is True and dip.estimate.bounded and dip.estimate.nets == "4 vs 2"
+    assert dip.estimate.note == "against n = 7, 4 vs 1 nets, no spread: judged on its estimate -0.0295"
+    paper = _by_claim(_paper())["BnB dips"].estimate
+    assert paper.note == ""  # 4 nets at n = 7: both sides have their bounds
+
+
 def test_missing_nets_give_no_verdict_and_single_nets_are_judged_without_spread() -> None:
     scores = _paper()
     del scores["netbase"]

@@ -29,7 +29,7 @@ def _ours(e: Estimate | None) -> str:
         return "not run"
     signed = e.value < 0 or (e.low is not None and e.low < 0)
     if not e.bounded:
-        return f"{_number(e.value, signed)} (one net)"
+        return f"{_number(e.value, signed)} ({'one net' if e.nets == '1' else 'no spread'})"
     assert e.low is not None and e.high is not None
     return f"{_number(e.value, signed)} [{_number(e.low, signed)}, {_number(e.high, signed)}]"
 

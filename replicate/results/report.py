@@ -339,7 +339,8 @@ def _sources(runs: Runs, runs_dir: str, relative: bool, any_paper_names: bool) -
                else "none of the runs is one of the paper's nets")
         lines += [f"**Shapes, not numbers:** {why}, so absolute accuracies cannot be compared "
                   "with the paper's ImageNet values.  This report compares each net relative to "
-                  "its own base, in the tables and in the figures.", ""]
+                  "its own base in the tables and in Figure 3, and to the mean of the base nets "
+                  "(baseB) in Figure 2.", ""]
     lines += _schedules(runs)
     if not relative and any_paper_names:
         lines += ["Paper values: `results/paper_reference.csv` (statistics of the authors' own "
@@ -396,7 +397,7 @@ def _estimate(c: ShapeCheck) -> str:
     signed = e.value < 0 or (e.low is not None and e.low < 0)
     spread = (f" [{_f(e.low, 4, signed)}, {_f(e.high, 4, signed)}]" if e.bounded
               else " (no spread: judged on the estimate alone)")
-    return f"{_f(e.value, 4, signed)}{spread}, {e.nets} nets"
+    return f"{_f(e.value, 4, signed)}{spread}, {e.nets} nets" + (f" ({e.note})" if e.note else "")
 
 
 #: Said under the claims of a demo run whose BnB dip does not hold: what the demos measured.
@@ -421,7 +422,10 @@ def _shape(checks: list[ShapeCheck], paper_checks: list[ShapeCheck], demo: bool)
              "data order, the CPU's float arithmetic), so each rule judges a bound, not the "
              "estimate: in brackets, the one-sided 95% Student-t bounds over the nets (Welch's "
              "for a difference of two groups), and the rule's margin must be passed by the bound "
-             "on the side that would refute the claim.", ""]
+             "on the side that would refute the claim.  The bounds are those of the nets around "
+             "their base nets: a base net's own noise from seed to seed is not in them, and where "
+             "one base serves a whole claim (the demo's one split) it moves every net of the claim "
+             "together.", ""]
     rows = []
     for mine, theirs in zip(checks, paper_checks):
         def verdict(c: ShapeCheck) -> str:

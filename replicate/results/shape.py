@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import fmean, variance
 
 from scipy import stats as sps
@@ -49,6 +49,9 @@ class Estimate:
     low: float | None
     high: float | None
     nets: str  # how many nets it rests on: "7", or "8 vs 6" for a difference
+    #: What else the verdict rests on that the bounds do not show (a dip's other side, judged on
+    #: a group of one net), or "".
+    note: str = ""
 
     @property
     def bounded(self) -> bool:
@@ -98,11 +101,16 @@ def difference_estimate(a: Sequence[float], b: Sequence[float]) -> Estimate:
 def dip_estimate(middle: Sequence[float], before: Sequence[float], after: Sequence[float]) -> Estimate:
     """A dip's depth: mean(middle) - mean(before) or mean(middle) - mean(after), whichever is
     nearer to refuting the dip (the higher upper bound; the estimate, where a group has one net).
+    The side not shown, when it has no spread (one net at n = 7, as in the demo), is named in
+    the estimate's `note`: its verdict rests on that net's estimate, which the bounds shown hide.
 
     A dip sits below both of its ends.  Against the two ends pooled, a steady fall with n (the
     middle below the start, above the end) could pass as one."""
-    sides = (difference_estimate(middle, before), difference_estimate(middle, after))
-    return max(sides, key=lambda e: e.value if e.high is None else e.high)
+    sides = {"n = 1, 2": difference_estimate(middle, before), "n = 7": difference_estimate(middle, after)}
+    shown = max(sides.values(), key=lambda e: e.value if e.high is None else e.high)
+    note = "; ".join(f"against {end}, {e.nets} nets, no spread: judged on its estimate {e.value:+.4f}"
+                     for end, e in sides.items() if e is not shown and not e.bounded)
+    return replace(shown, note=note)
 
 
 def _relative(scores: Scores, keep: Callable[[NetName], bool]) -> list[tuple[NetName, float]]:
