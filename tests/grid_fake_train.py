@@ -8,6 +8,8 @@ layer of the solver's net, where that net's file exists: the grid reads a base's
 SIGINT it snapshots and exits 0, as Caffe does; on SIGTERM or SIGUSR2 it snapshots and exits 75
 (requeue), as `train` does.
 `fake.json` in the folder may ask for {"fail_at": N} (exit 1 with an error at iteration N),
+{"sigterm_after": K, "sigterm_runs": R} (a SIGTERM from outside, K iterations after each of its
+first R starts; R omitted: every start),
 {"step_s": seconds} or {"probe_cpus": true} (record the data workers and torch threads the real
 trainer would start here: replicate's own sizing, at the cost of importing torch); every run
 appends its arguments, GPU, CPUs (affinity and REPLICATE_CPUS) and times to invocations.jsonl.  Like
@@ -92,8 +94,14 @@ def main() -> int:
         metrics.write(json.dumps(obj) + "\n")
         metrics.flush()
 
+    starts = sum('"argv"' in line for line in open("invocations.jsonl"))
+    stray = config.get("sigterm_after") if starts <= config.get("sigterm_runs", starts) else None
+    first = it
     while it < max_iter and not stop:
         time.sleep(config.get("step_s", 0.0))
+        if stray is not None and it == first + stray:
+            os.kill(os.getpid(), signal.SIGTERM)
+            continue
         if it == config.get("fail_at"):
             print(f"RuntimeError: fake failure at iteration {it}", file=sys.stderr)
             return 1

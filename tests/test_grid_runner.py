@@ -18,7 +18,7 @@ from replicate.errors import ReplicateError
 from replicate.experiments import netstate
 from replicate.experiments.launch import error_line
 from replicate.experiments.planfile import read_plan
-from replicate.experiments.runner import GridRunner
+from replicate.experiments.runner import RESTARTS, GridRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -272,6 +272,27 @@ def test_a_net_still_trained_by_an_orphaned_trainer_is_not_started_twice(tmp_pat
         orphan.wait()
     assert invocations(tmp_path / "a") == []
     assert _run(plan_path)[0] == {"a": "done", "b": "done"}  # its process gone: resumed
+
+
+def test_a_net_stopped_by_a_signal_from_outside_resumes_and_its_dependants_follow(tmp_path: Path) -> None:
+    """A trainer that exits 75 on a SIGTERM this run did not send (a stray kill) goes back in line
+    and resumes from its snapshot; one that keeps stopping is left stopped after RESTARTS
+    restarts, its dependant waiting, and the run ends with both said (it once ended in a KeyError
+    with the dependant never started)."""
+    plan = make_plan(tmp_path, [("b", None), ("t", "b")])
+    (tmp_path / "b" / "fake.json").write_text(json.dumps({"sigterm_after": 2, "sigterm_runs": 1}))
+    states, lines = _run(plan)
+    assert states == {"b": "done", "t": "done"}
+    runs = invocations(tmp_path / "b")
+    assert [r["argv"][1:] for r in runs if "argv" in r] == [[], ["--snapshot", str(tmp_path / "b" / "snap" / "b_iter_2.solverstate")]]
+    assert "[0/2 done] b: stopped by a signal this run did not send; it resumes from its snapshot (1 of 3 restarts)" in lines
+
+    plan = make_plan(tmp_path / "again", [("b", None), ("t", "b")], max_iter=100)
+    (tmp_path / "again" / "b" / "fake.json").write_text(json.dumps({"sigterm_after": 1}))
+    states, lines = _run(plan)
+    assert states == {"b": "stopped", "t": "waiting"}
+    assert len([r for r in invocations(tmp_path / "again" / "b") if "argv" in r]) == 1 + RESTARTS
+    assert lines[-1] == "[0/2 done] b: stopped"
 
 
 def test_a_killed_trainer_is_reported_by_its_signal(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ reduced, nolearn) fill the free slots in plan order.  Everything is decided from
 folders, so running the same plan again continues it: finished nets are skipped, stopped or
 crashed ones resume from their newest solver state, the rest start fresh.  A net whose base
 failed is marked `blocked` with the reason, never left silently undone.  Ctrl-C (or SIGTERM)
-stops every trainer the way Caffe stops on SIGINT and records them as `stopped`.
+stops every trainer the way Caffe stops on SIGINT and records them as `stopped`; a trainer
+stopped by a signal this run did not send resumes (up to `RESTARTS` times), so that its
+dependants are not stranded, and a net whose base did not finish ends the run `waiting`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from replicate.experiments.netfiles import is_finished, last_iteration
 from replicate.experiments.planfile import Plan, PlannedNet
 
 LOCK_FILE = ".grid-run.lock"
+#: How often one run restarts a net whose trainer stopped on a signal it did not send (a stray
+#: SIGTERM); the net resumes from its snapshot each time.  A net that keeps stopping is left
+#: stopped, its dependants waiting, for the next `grid run`.
+RESTARTS = 3
+#: The state a net ends a run in when its base did not finish in it (a base left stopped).
+WAITING = "waiting"
 
 
 class GridRunner:
@@ -70,6 +78,7 @@ class GridRunner:
         self.stop_timeout_s = stop_timeout_s
         self.snapshot_keep = snapshot_keep
         self.states: dict[str, str] = {}
+        self._restarts: dict[str, int] = {}
         self._started, self._trained_at_start = time.monotonic(), 0
 
     def _count(self) -> str:
@@ -113,11 +122,20 @@ class GridRunner:
 
     def _finish(self, proc: NetProcess) -> None:
         record = conclude(proc)
+        name = proc.net.name
         if record["state"] == netstate.FAILED:
             self._fail(proc.net, record["error"], recorded=True)
+        elif record["state"] == netstate.STOPPED and not proc.stop_requested and (
+                restarts := self._restarts.get(name, 0)) < RESTARTS:
+            # A signal from outside this run (this run's own stops set stop_requested): the net
+            # goes back in line and resumes from its snapshot, so its dependants are not stranded.
+            self._restarts[name] = restarts + 1
+            del self.states[name]
+            self.report(f"{self._count()} {name}: stopped by a signal this run did not send; "
+                        f"it resumes from its snapshot ({restarts + 1} of {RESTARTS} restarts)")
         else:
-            self.states[proc.net.name] = record["state"]
-            self.report(f"{self._count()} {proc.net.name}: {record['state']}")
+            self.states[name] = record["state"]
+            self.report(f"{self._count()} {name}: {record['state']}")
 
     def _latest(self) -> dict[str, int | None]:
         """Each net's iteration as its files say (None: no record yet); a finished net's max_iter."""
@@ -199,4 +217,4 @@ class GridRunner:
             for proc in running.values():
                 self._finish(proc)
             raise
-        return {net.name: self.states[net.name] for net in self.nets}
+        return {net.name: self.states.get(net.name, WAITING) for net in self.nets}
