@@ -48,7 +48,8 @@ def test_dependants_start_from_their_base_final_weights_after_it(tmp_path: Path)
     assert record["state"] == "done" and record["returncode"] == 0 and record["pid"] is None
 
 
-def test_one_net_per_gpu_each_sees_only_its_gpu(tmp_path: Path) -> None:
+def test_one_net_per_gpu_each_sees_only_its_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # the machine's own numbering
     plan = make_plan(tmp_path, [(n, None) for n in "abcd"], fake={n: {"step_s": 0.2} for n in "abcd"})
     states, lines = _run(plan, gpus=["2", "5"], progress_s=0.0)
     assert set(states.values()) == {"done"}
@@ -61,6 +62,20 @@ def test_one_net_per_gpu_each_sees_only_its_gpu(tmp_path: Path) -> None:
     spans = sorted((run["start"], run["end"]) for run in runs)
     assert spans[1][0] < spans[0][1]  # two ran at once
     assert max(sum(s <= t < e for s, e in spans) for t, _ in spans) == 2  # never three
+
+
+def test_gpu_ids_number_the_gpus_this_process_sees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a mask (a SLURM allocation or a shared node's CUDA_VISIBLE_DEVICES=6,7), --gpus 0
+    is the mask's first GPU: handing a trainer the machine's GPU 0 put it on someone else's."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
+    plan = make_plan(tmp_path, [("a", None), ("b", None)])
+    assert set(_run(plan, gpus=["1", "0"])[0].values()) == {"done"}
+    assert sorted(run["gpu"] for n in "ab" for run in invocations(tmp_path / n)) == ["6", "7"]
+    with pytest.raises(ReplicateError, match=r"--gpus 2: this process sees GPUs 0 to 1 \(CUDA_VISIBLE_DEVICES=6,7\)"):
+        _run(plan, gpus=["0", "2"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ReplicateError, match="--gpus 0: this process sees no GPU"):
+        _run(plan, gpus=["0"])
 
 
 def test_progress_counts_nets_and_iterations_with_the_rate_so_far_and_an_eta(tmp_path: Path) -> None:

@@ -102,13 +102,31 @@ def check_base_weights(net: PlannedNet) -> None:
             "from its generated files")
 
 
+def visible_gpu(gpu: str) -> str:
+    """The CUDA_VISIBLE_DEVICES entry for `--gpus` id `gpu`: the ids number the GPUs this process
+    sees, so inside a mask (a SLURM allocation, a shared node: CUDA_VISIBLE_DEVICES=2,3) id 0 is
+    the mask's first entry, not the machine's GPU 0, which may be someone else's."""
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is None:
+        return gpu
+    entries = [e.strip() for e in mask.split(",") if e.strip() and e.strip() != "-1"]
+    if gpu in entries and not gpu.isdigit():  # a UUID or MIG name from the mask itself
+        return gpu
+    if not gpu.isdigit() or int(gpu) >= len(entries):
+        seen = f"GPUs 0 to {len(entries) - 1}" if entries else "no GPU"
+        raise ReplicateError(f"--gpus {gpu}: this process sees {seen} (CUDA_VISIBLE_DEVICES={mask}), and "
+                             "the ids number those")
+    return entries[int(gpu)]
+
+
 def _child_env(gpu: str | None, cpus: CpuShare | None = None) -> dict[str, str]:
     """Run with this very package importable (the net's folder is the working directory) and,
-    on a multi-GPU machine, with the one GPU the net was given, and its share of the CPUs."""
+    on a multi-GPU machine, with the one GPU the net was given (`visible_gpu`), and its share of
+    the CPUs."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
+        env["CUDA_VISIBLE_DEVICES"] = visible_gpu(gpu)
     return cpus.env(env) if cpus is not None else env
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
 from replicate.experiments.cpushare import CpuShare, cpu_shares
-from replicate.experiments.launch import TRAIN_COMMAND, NetProcess, conclude, launch, stop
+from replicate.experiments.launch import TRAIN_COMMAND, NetProcess, conclude, launch, stop, visible_gpu
 from replicate.eta import eta_text
 from replicate.experiments.netfiles import is_finished, last_iteration
 from replicate.experiments.planfile import Plan, PlannedNet
@@ -64,6 +64,8 @@ class GridRunner:
             raise ReplicateError("--jobs is for CPU runs; with --gpus each GPU id is one slot")
         if gpus and device not in (None, "cuda"):
             raise ReplicateError(f"--gpus runs every net on a GPU, but --device is {device!r}")
+        for gpu in gpus:
+            visible_gpu(gpu)  # an id this process cannot see is said now, not by each trainer
         self.plan = plan
         order = plan.ordered()
         wanted = {n.name for n in plan.with_dependencies(list(only))} if only else None
