@@ -9,6 +9,8 @@ import json
 import os
 import re
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import submitit
 from grid_support import FAKE_TRAIN, invocations, make_plan
 
 from replicate.errors import ReplicateError
-from replicate.experiments import netstate
+from replicate.experiments import netstate, slurm
 from replicate.experiments.planfile import read_plan
 from replicate.experiments.slurm import TrainNet, make_executor, submit_plan
 
@@ -99,7 +101,8 @@ def test_train_net_is_safe_to_repeat(tmp_path: Path) -> None:
 def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`sbatch` that keeps each script it is given, queues its job (each array task) in the file
     $FAKE_SLURM_QUEUE and answers like SLURM; `squeue` that lists that queue; `scancel` that
-    notes what it is asked to cancel in $FAKE_SLURM_QUEUE.cancelled; an `srun`; `sinfo` that
+    notes what it is asked to cancel in $FAKE_SLURM_QUEUE.cancelled and takes it out of the queue
+    (unless $FAKE_SLURM_SLOW_CANCEL: the test does, as a job ends); an `srun`; `sinfo` that
     gives the partition's MaxTime as $FAKE_SLURM_MAXTIME (default infinite)."""
     scripts = tmp_path / "sbatch"
     scripts.mkdir()
@@ -113,7 +116,10 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         'echo "Submitted batch job $n"\n'
     )
     (bin_dir / "squeue").write_text('#!/bin/sh\ncat "$FAKE_SLURM_QUEUE" 2>/dev/null || true\n')
-    (bin_dir / "scancel").write_text('#!/bin/sh\nfor j in "$@"; do echo "$j" >>"$FAKE_SLURM_QUEUE.cancelled"; done\n')
+    (bin_dir / "scancel").write_text(  # the job leaves the queue at once, unless $FAKE_SLURM_SLOW_CANCEL
+        '#!/bin/sh\nfor j in "$@"; do echo "$j" >>"$FAKE_SLURM_QUEUE.cancelled"; done\n'
+        '[ -n "$FAKE_SLURM_SLOW_CANCEL" ] && exit 0\n'
+        'for j in "$@"; do grep -vx "$j" "$FAKE_SLURM_QUEUE" >"$FAKE_SLURM_QUEUE.new"; mv "$FAKE_SLURM_QUEUE.new" "$FAKE_SLURM_QUEUE"; done\n')
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
     (bin_dir / "sinfo").write_text('#!/bin/sh\necho "${FAKE_SLURM_MAXTIME:-infinite}"\n')  # the partition's MaxTime
     for tool in bin_dir.iterdir():
@@ -186,6 +192,41 @@ def test_slurm_arrays_with_afterok_on_the_base_job(tmp_path: Path, fake_slurm: P
     resubmitted = submit_plan(plan, executor, resubmit=True, report=lambda line: None)
     assert resubmitted["t1"].job_id == "1007_0"
     assert _flags(fake_slurm / "1007.sh")["dependency"] == "afterok:1006_0"
+
+
+def test_a_replaced_job_is_waited_for_so_that_its_last_record_does_not_hide_the_new_job(
+        tmp_path: Path, fake_slurm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scancel returns at once; the cancelled job's trainer snapshots, then records its net
+    stopped under the old job id.  Queued before that, the replacement's id was overwritten,
+    and the next `grid submit` queued the net a second time."""
+    plan = read_plan(make_plan(tmp_path, [("b", None)]))
+    executor = make_executor(plan, partition="p")
+    assert submit_plan(plan, executor, report=lambda line: None)["b"].job_id == "1000"
+    monkeypatch.setenv("FAKE_SLURM_SLOW_CANCEL", "1")
+    monkeypatch.setattr(slurm, "CANCEL_POLL_S", 0.05)
+
+    def old_job_ends() -> None:  # 0.5 s after scancel: snapshot written, status recorded, gone
+        while not (tmp_path / "queue.cancelled").exists():
+            time.sleep(0.01)
+        time.sleep(0.5)
+        netstate.write_status(tmp_path / "b", "stopped", job_id="1000", requeue=True)
+        _leave_queue(tmp_path, "1000")
+
+    ender = threading.Thread(target=old_job_ends)
+    ender.start()
+    lines: list[str] = []
+    assert submit_plan(plan, executor, resubmit=True, stop_timeout_s=5, report=lines.append)["b"].job_id == "1001"
+    ender.join()
+    assert netstate.read_status(tmp_path / "b")["job_id"] == "1001"
+    assert submit_plan(plan, executor, report=lines.append)["b"] == "1001"  # not queued twice
+    assert lines[-1] == "b: already queued as job 1001"
+    # A job that does not leave the queue: nothing new is queued, and the command says so.
+    (tmp_path / "queue.cancelled").unlink()
+    monkeypatch.setattr(slurm, "CANCEL_MARGIN_S", 0.0)
+    with pytest.raises(ReplicateError, match=r"job\(s\) 1001 still in SLURM's queue 0 s after scancel; nothing new "
+                                             "was queued"):
+        submit_plan(plan, executor, resubmit=True, stop_timeout_s=0.2, report=lines.append)
+    assert len(list(fake_slurm.iterdir())) == 2
 
 
 def test_dependants_of_a_base_queued_earlier_wait_for_that_job(tmp_path: Path, fake_slurm: Path) -> None:

@@ -27,6 +27,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 import submitit
@@ -41,6 +42,9 @@ from replicate.experiments.planfile import Plan, PlannedNet
 from replicate.solver.requests import EXIT_REQUEUE
 
 SUBMITIT_FOLDER = "submitit"
+#: A cancelled job has its trainer's stop timeout to end, and this much more (its job's own
+#: teardown), before `grid submit` gives up queuing its replacement; and how often it looks.
+CANCEL_MARGIN_S, CANCEL_POLL_S = 60.0, 2.0
 
 
 def _job_id() -> str | None:
@@ -274,7 +278,7 @@ def submit_plan(
     # must not leave the grid half submitted.
     limits = {base: time_limit(group) for base, group in groups.items()} if time_limit is not None else {}
     if stale:  # never two jobs training one net
-        subprocess.run(["scancel", *stale], capture_output=True, timeout=60)
+        _cancel(stale, stop_timeout_s + CANCEL_MARGIN_S)
         report(f"cancelled job(s) {', '.join(stale)}: their nets are queued anew")
     trainer = TrainNet(device=device, train_command=train_command, stop_timeout_s=stop_timeout_s,
                        snapshot_keep=snapshot_keep)
@@ -299,7 +303,8 @@ def submit_plan(
             executor.update_parameters(timeout_min=minutes)
             limit = f"; time limit {why}"
         # Recorded as queued before submitting, and given the job id after only if the job has
-        # not started yet: a job that starts at once writes its own record first.
+        # not started yet: a job that starts at once writes its own record first.  (A cancelled
+        # job it replaces has ended by now, its last record written: see _cancel.)
         before = {net.name: netstate.write_status(net.dir, netstate.QUEUED, net=net.name) for net in group}
         try:
             submitted = executor.map_array(trainer, group)
@@ -338,6 +343,27 @@ def _unstartable(todo: list[PlannedNet], finished: set[str], report: Callable[[s
                 report(f"{net.name}: failed: {err}")
                 why[net.name] = f"base net {net.name!r} failed: {err}"
     return why
+
+
+def _cancel(jobs: Sequence[str], wait_s: float) -> None:
+    """scancel `jobs` and wait until they have left SLURM's queue: a cancelled job's trainer first
+    snapshots (up to its stop timeout) and records its net as stopped, and a replacement queued
+    before that would find its own record overwritten (its job id lost, so the next `grid
+    submit` queues the net a second time) and the folder still locked by the old trainer.
+    Nothing new is queued if they do not end in `wait_s`."""
+    try:
+        out = subprocess.run(["scancel", *jobs], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ReplicateError(f"cannot cancel job(s) {', '.join(jobs)} (scancel: {err}); nothing new was queued") from None
+    if out.returncode != 0:
+        raise ReplicateError(f"cannot cancel job(s) {', '.join(jobs)}: {out.stderr.strip() or 'scancel failed'}; "
+                             "nothing new was queued")
+    deadline = time.monotonic() + wait_s
+    while left := sorted(set(jobs) & queued_jobs()):
+        if time.monotonic() > deadline:
+            raise ReplicateError(f"job(s) {', '.join(left)} still in SLURM's queue {wait_s:.0f} s after scancel; "
+                                 "nothing new was queued: run the same command again once they have ended")
+        time.sleep(CANCEL_POLL_S)
 
 
 def queued_jobs() -> set[str]:
