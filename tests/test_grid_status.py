@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,27 @@ def test_an_unknown_metric_is_an_error_naming_the_outputs_unless_nothing_has_tes
     err = capsys.readouterr().err
     assert err == ("error: --metric 'nope': no net's tests output it (test net #0 in metrics.jsonl); "
                    "the outputs found: accuracy, loss\n")
+
+
+def test_a_net_whose_slurm_job_left_the_queue_unfinished_shows_as_stopped(tmp_path: Path, capsys,
+                                                                          monkeypatch) -> None:
+    """A job SLURM killed (out of memory, a node lost), or whose requeues ran out, records nothing:
+    its net said queued or running for ever.  Where squeue answers, grid status asks it."""
+    plan_path = make_plan(tmp_path, [("a", None), ("b", None), ("c", None), ("local", None)])
+    netstate.write_status(tmp_path / "a", "queued", job_id="7_0")
+    netstate.write_status(tmp_path / "b", "running", job_id="7_1", host="elsewhere", pid=1)
+    netstate.write_status(tmp_path / "c", "queued", job_id="8", note="requeued after the time limit or preemption")
+    plan = read_plan(plan_path)
+    states = {r.name: (r.state, r.note) for r in collect(plan, queued={"7_0"})}
+    gone = "left SLURM's queue unfinished (its requeues ran out, or SLURM killed or cancelled it): `grid submit` queues it again"
+    assert states == {"a": ("queued", "job 7_0"), "b": ("stopped", f"job 7_1 {gone}"),
+                      "c": ("stopped", f"job 8 {gone}"), "local": ("waiting", "")}
+    assert {r.name: r.state for r in collect(plan)}["c"] == "queued"  # no queue to ask: as recorded
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho 7_0\n")
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    assert main(["grid", "status", "--plan", str(plan_path)]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert rows == {"a": "queued", "b": "stopped", "c": "stopped", "local": "waiting"}

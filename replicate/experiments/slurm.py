@@ -39,6 +39,7 @@ from replicate.experiments.launch import (PACKAGE_ROOT, TRAIN_COMMAND, NetProces
                                           launch)
 from replicate.experiments.netfiles import is_finished, newest_solverstate
 from replicate.experiments.planfile import Plan, PlannedNet
+from replicate.experiments.squeue import queued_jobs
 from replicate.solver.requests import EXIT_REQUEUE
 
 SUBMITIT_FOLDER = "submitit"
@@ -364,19 +365,6 @@ def _cancel(jobs: Sequence[str], wait_s: float) -> None:
             raise ReplicateError(f"job(s) {', '.join(left)} still in SLURM's queue {wait_s:.0f} s after scancel; "
                                  "nothing new was queued: run the same command again once they have ended")
         time.sleep(CANCEL_POLL_S)
-
-
-def queued_jobs() -> set[str]:
-    """The ids of every job in SLURM's queue (pending, running, requeued, completing), array tasks
-    as `<array job>_<task>` the way submitit names them."""
-    try:
-        out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i"], capture_output=True, text=True,
-                             timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise ReplicateError(f"cannot ask SLURM which jobs are queued (squeue: {err})") from None
-    if out.returncode != 0:
-        raise ReplicateError(f"cannot ask SLURM which jobs are queued: {out.stderr.strip() or 'squeue failed'}")
-    return {line.strip() for line in out.stdout.splitlines() if line.strip()}
 
 
 def _id(job: submitit.Job | str) -> str:

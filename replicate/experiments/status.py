@@ -57,12 +57,16 @@ def _latest_and_best(tests: list[dict[str, Any]], metric: str) -> tuple[float | 
     return values[-1], (min if lower_is_better(metric) else max)(values)
 
 
-def _own_state(net: PlannedNet, record: dict[str, Any]) -> tuple[str, str]:
+def _own_state(net: PlannedNet, record: dict[str, Any], queued: set[str] | None) -> tuple[str, str]:
     if is_finished(net):
         return netstate.DONE, ""
     state = record.get("state")
     where = ", ".join(f"{label} {record[key]}" for key, label in (("gpu", "GPU"), ("job_id", "job"))
                       if record.get(key) is not None)
+    job = record.get("job_id")
+    if state in (netstate.RUNNING, netstate.QUEUED) and job and queued is not None and job not in queued:
+        return netstate.STOPPED, (f"job {job} left SLURM's queue unfinished (its requeues ran out, or SLURM "
+                                  "killed or cancelled it): `grid submit` queues it again")
     if state == netstate.RUNNING:
         if netstate.process_alive(record) is False:
             return netstate.STOPPED, f"trainer process {record.get('pid')} is gone"
@@ -77,14 +81,17 @@ def _own_state(net: PlannedNet, record: dict[str, Any]) -> tuple[str, str]:
     return WAITING, ""
 
 
-def collect(plan: Plan, metric: str = "accuracy") -> list[NetReport]:
+def collect(plan: Plan, metric: str = "accuracy", queued: set[str] | None = None) -> list[NetReport]:
     """One report per net of the plan, bases before their dependants.  A `metric` that no net's
     tests output is an error naming those they do (a typo would otherwise show as `-`
-    everywhere, like a grid that has not tested yet, which is no error)."""
+    everywhere, like a grid that has not tested yet, which is no error).  `queued`: the jobs in
+    SLURM's queue (replicate.experiments.squeue), when known: a net recorded queued or running
+    under a job that has left it is stopped (a job SLURM killed, or whose requeues ran out,
+    records nothing)."""
     reports: dict[str, NetReport] = {}
     found: set[str] = set()
     for net in plan.ordered():
-        state, note = _own_state(net, netstate.read_status(net.dir))
+        state, note = _own_state(net, netstate.read_status(net.dir), queued)
         base = reports.get(net.depends_on) if net.depends_on else None
         if base and base.state in (netstate.FAILED, netstate.BLOCKED) and state in (
             WAITING, netstate.QUEUED, netstate.STOPPED
