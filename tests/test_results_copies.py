@@ -4,6 +4,7 @@ renames to start from their fillers.  Read without drawing the figures (the repo
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -83,3 +84,23 @@ def test_a_net_started_from_other_weights_than_its_manifest_names_is_flagged(tmp
         "transfer-ft0A0B_1_3": [f"started from runs/half0B/snap_iter_2.caffemodel, not from {BASE} (half0A) as its "
                                 "manifest says"],
         "transfer0B0B_1_3": [f"started from the fillers, not from {BASE} (half0A) as its manifest says"]}
+
+
+def test_a_net_whose_base_snapshot_was_replaced_after_it_copied_it_is_flagged(tmp_path: Path) -> None:
+    """`train --force` of a base after its dependants copied its final snapshot leaves them paired
+    with a base they did not start from: the sha256 each start recorded tells."""
+    base = tmp_path / "half0A" / "snap_iter_2.caffemodel"
+    base.parent.mkdir()
+    base.write_bytes(b"the base's weights")
+    load = {**_load(["conv1", "conv2", "conv3"], FRESH), "sha256": [hashlib.sha256(b"the base's weights").hexdigest()]}
+    _run(tmp_path, "transfer0A0B_1_3", [load], weights=BASE)
+    _run(tmp_path, "transfer-ft0A0B_1_3", [{k: v for k, v in load.items() if k != "sha256"}], weights=BASE)
+    warnings = lambda: {net.name: copy_warnings(net) for net in find_runs(tmp_path).nets}  # noqa: E731
+    assert warnings() == {"transfer0A0B_1_3": [], "transfer-ft0A0B_1_3": []}
+    base.write_bytes(b"the base trained again")
+    assert warnings() == {
+        "transfer0A0B_1_3": [f"started from {BASE} (half0A) as its manifest says, but that file has been replaced "
+                             "since (its base trained again?): its numbers are of the earlier base"],
+        "transfer-ft0A0B_1_3": []}  # a run of an older version recorded no digest: nothing to compare
+    base.unlink()
+    assert warnings()["transfer0A0B_1_3"] == []  # gone (pruned, moved): no evidence either way

@@ -5,6 +5,7 @@ so; the random-frozen nets (no weights) train as before; a resume must restore e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -99,7 +100,7 @@ def test_a_transfer_net_says_what_its_base_gave_it(demo: Path, tmp_path: Path) -
     assert "accepted knowingly" not in log
     assert _first_record(solver)["weights"] == {
         "files": [str(_base(demo))], "resumed": False, "layers": 8, "copied": FROZEN, "not_copied": FRESH,
-        "accepted": [], "empty_files": []}
+        "accepted": [], "empty_files": [], "sha256": [hashlib.sha256(_base(demo).read_bytes()).hexdigest()]}
 
 
 def test_an_empty_weights_file_is_refused(demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

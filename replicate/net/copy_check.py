@@ -85,6 +85,9 @@ class WeightsLoad:
     copied: set[str] = field(default_factory=set)
     #: Files that supplied no layer of the net (only when accepted knowingly).
     empty: list[str] = field(default_factory=list)
+    #: The sha256 of each file in `files`, where the caller took it (a fine-tune's `--weights`:
+    #: `results` then knows a base snapshot replaced since, by a base trained again).
+    digests: list[str | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         unknown = sorted(self.allowed - set(self.layers) - {ALL})
@@ -95,10 +98,12 @@ class WeightsLoad:
     def _allows(self, names: Iterable[str]) -> bool:
         return ALL in self.allowed or set(names) <= self.allowed
 
-    def add(self, path: str, copied: Sequence[str], source: caffe_pb2.NetParameter) -> None:
-        """Record what copy_trained_layers copied from `path`; a file that supplies none of the
-        net's learnable layers stops the run, unless every one of them is allowed to be missing."""
+    def add(self, path: str, copied: Sequence[str], source: caffe_pb2.NetParameter, digest: str | None = None) -> None:
+        """Record what copy_trained_layers copied from `path` (whose sha256 is `digest`); a file
+        that supplies none of the net's learnable layers stops the run, unless every one of them
+        is allowed to be missing."""
         self.files.append(str(path))
+        self.digests.append(digest)
         mine = set(self.layers)
         supplied = [name for name in copied if name in mine]
         self.copied.update(supplied)
@@ -162,4 +167,5 @@ class WeightsLoad:
         """The same for metrics.jsonl's first record (`weights`)."""
         return {"files": self.files, "resumed": self.kind == "resume", "layers": len(self.layers),
                 "copied": [name for name in self.layers if name in self.copied],
-                "not_copied": self.not_copied, "accepted": self.accepted, "empty_files": self.empty}
+                "not_copied": self.not_copied, "accepted": self.accepted, "empty_files": self.empty,
+                **({"sha256": self.digests} if any(self.digests) else {})}

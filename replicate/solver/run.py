@@ -32,6 +32,7 @@ from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.outputs import SNAPSHOT_EXTENSIONS, earlier_run, newest_solverstate
 from replicate.solver.requests import Requests
+from replicate.solver.resume import file_digest
 from replicate.solver.solver import Solver, close_data_layers, set_precision, weights_not_state
 
 
@@ -116,7 +117,7 @@ def _copy_weights(net: CompiledNet, weights: str, log: RunLog, load: WeightsLoad
                 log.info(f"Copying source layer {layer.name}", "net.cpp:744")
             else:
                 log.info(f"Ignoring source layer {layer.name}", "net.cpp:741")
-        load.add(str(path), report.copied, source)
+        load.add(str(path), report.copied, source, file_digest(path))
     load.finish()
     for line in load.lines():
         log.info(line, "weights.py:0")
