@@ -215,7 +215,10 @@ def test_only_runs_the_named_nets_and_their_bases(tmp_path: Path) -> None:
     assert invocations(tmp_path / "u") == [] and invocations(tmp_path / "x") == []
 
 
-def test_ctrl_c_stops_trainers_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+def test_ctrl_c_stops_trainers_cleanly_and_a_rerun_resumes(tmp_path: Path, signum: int) -> None:
+    """Ctrl-C, or a closed terminal (SIGHUP: the runner died of it and left its trainers
+    training unsupervised, no further net started)."""
     plan = make_plan(tmp_path, [("a", None), ("b", None)], max_iter=400, snapshot=5,
                      fake={"a": {"step_s": 0.02}, "b": {"step_s": 0.02}})
     command = [sys.executable, "-m", "replicate", "grid", "run", "--plan", str(plan), "--gpus", "0,1",
@@ -227,7 +230,7 @@ def test_ctrl_c_stops_trainers_cleanly_and_a_rerun_resumes(tmp_path: Path) -> No
         assert time.monotonic() < deadline and grid.poll() is None
         time.sleep(0.05)
     pids = [netstate.read_status(tmp_path / n)["pid"] for n in "ab"]
-    grid.send_signal(signal.SIGINT)
+    grid.send_signal(signum)
     out, _ = grid.communicate(timeout=60)
     assert grid.returncode == 130, out
     assert "stopping 2 trainer(s)" in out and "a: stopped" in out
@@ -245,6 +248,8 @@ def test_ctrl_c_stops_trainers_cleanly_and_a_rerun_resumes(tmp_path: Path) -> No
         assert (tmp_path / name / "snap" / f"{name}_iter_{stopped_at}.solverstate").exists(), (
             sorted(p.name for p in (tmp_path / name / "snap").iterdir()), metrics.splitlines()[-3:],
             (tmp_path / name / "train.out").read_text(), out)
+    if signum == signal.SIGHUP:
+        return  # the rerun is the same as after Ctrl-C
     for name in "ab":
         (tmp_path / name / "fake.json").unlink()
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)

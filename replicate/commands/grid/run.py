@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         snapshot_keep=args.snapshot_keep, stop_timeout_s=args.stop_timeout,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's kill stops trainers like Ctrl-C
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup's ignore stands
+        # A closed terminal: without this the runner died and left its trainers unsupervised
+        # (their SIGHUP is Caffe's "snapshot and go on"), no further net started.
+        signal.signal(signal.SIGHUP, _interrupt)
     states = runner.run()
     undone = {name: state for name, state in states.items() if state != "done"}
     for name, state in undone.items():
