@@ -224,7 +224,10 @@ def test_ctrl_c_stops_trainers_cleanly_and_a_rerun_resumes(tmp_path: Path, signu
     command = [sys.executable, "-m", "replicate", "grid", "run", "--plan", str(plan), "--gpus", "0,1",
                "--train-command", " ".join(FAKE_TRAIN), "--progress-every", "0.2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    grid = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A suite started under nohup hands its children an ignored SIGHUP, which grid run keeps (as
+    # it must): the runner here starts with SIGHUP's default, as from a terminal.
+    grid = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not all((tmp_path / n / "snap" / f"{n}_iter_10.solverstate").exists() for n in "ab"):
         assert time.monotonic() < deadline and grid.poll() is None
