@@ -11,7 +11,7 @@ import pytest
 
 from replicate.errors import ReplicateError
 from replicate.experiments.planfile import read_plan
-from replicate.experiments.timelimit import (STARTUP_MIN, TimeLimits, bench_speed, logged_seconds_per_iter,
+from replicate.experiments.timelimit import (SLURM_CHECK_S, STARTUP_MIN, TimeLimits, bench_speed, logged_seconds_per_iter,
                                              net_work, seconds_left, slurm_minutes)
 
 NET = """name: "n"
@@ -110,3 +110,21 @@ def test_a_need_beyond_the_partition_is_capped_and_carried_on_by_requeues(tmp_pa
         TimeLimits(None, 1440, bench=bench, max_requeues=0)(plan.nets)
     assert TimeLimits(4320, 1440)(plan.nets) == (1440, "1440 min (the partition's MaxTime; asked 4320)")
     assert TimeLimits(60, None)(plan.nets) == (60, "60 min")
+
+
+def test_a_fixed_time_checks_the_requeues_of_the_nets_whose_speed_is_known(tmp_path: Path) -> None:
+    """--time 60 for a net that needs hours: each job trains until SLURM's signal and requeues;
+    past --max-requeues the job fails and its dependants are cancelled, so it is said at submit."""
+    plan = read_plan(_plan(tmp_path, {"a": {"max_iter": 10000}, "fresh": {"max_iter": 10000}}))
+    net = plan.net("a")
+    (net.dir / "train.log").write_text("".join(_display(i, 2.0) for i in (20, 40)))  # 0.1 s/iteration
+    (net.dir / "metrics.jsonl").write_text('{"kind": "train", "iter": 40}\n')
+    need = math.ceil(9960 * 0.1 * 1.25 / 60) + STARTUP_MIN
+    assert TimeLimits(need, None)(plan.nets) == (need, f"{need} min")  # enough: nothing to add
+    minutes, why = TimeLimits(5, None, signal_delay_s=30)(plan.nets)
+    requeues = math.ceil(need * 60 / (5 * 60 - 30 - SLURM_CHECK_S)) - 1
+    assert (minutes, why) == (5, f"5 min: ~{requeues} requeue(s) for a")
+    with pytest.raises(ReplicateError, match=rf"a needs ~{need} min but --time is 5: ~{requeues} requeues, more "
+                                             "than --max-requeues 2"):
+        TimeLimits(5, None, signal_delay_s=30, max_requeues=2)(plan.nets)
+    assert TimeLimits(5, None, signal_delay_s=30, max_requeues=2)([plan.net("fresh")]) == (5, "5 min")  # unknown speed

@@ -210,11 +210,28 @@ class TimeLimits:
                                  f"--signal-delay {self.signal_delay_s} s + {SLURM_CHECK_S} s before it, and every "
                                  "job would be stopped as it starts")
 
+    def _requeues(self, need: int, minutes: int, net: str, limit: str) -> int:
+        """The requeues a net that needs `need` minutes takes in jobs of `minutes` (each trains
+        until SLURM's signal, then requeues); more than --max-requeues is an error now, rather
+        than a job that fails once they run out, its dependants cancelled."""
+        requeues = math.ceil(need * 60 / self.trains_s(minutes)) - 1
+        if requeues > self.max_requeues:
+            raise ReplicateError(f"{net} needs ~{need} min but {limit} is {minutes}: ~{requeues} requeues, more "
+                                 f"than --max-requeues {self.max_requeues}")
+        return requeues
+
     def __call__(self, group: Sequence[PlannedNet]) -> tuple[int, str]:
         """Minutes for a job array of `group`, and why."""
         if self.minutes is not None:
             minutes = self.capped(self.minutes)
             why = f"{minutes} min" + (f" (the partition's MaxTime; asked {self.minutes})" if minutes < self.minutes else "")
+            known = [(seconds_left(net, None), net) for net in group if logged_seconds_per_iter(net.dir) is not None]
+            if known:  # nets that have trained say how long they need; the others cannot
+                (seconds, _), slowest = max(known, key=lambda e: e[0][0])
+                need = math.ceil(seconds * self.margin / 60) + STARTUP_MIN
+                if need > minutes:
+                    requeues = self._requeues(need, minutes, slowest.name, "--time")
+                    why += f": ~{requeues} requeue(s) for {slowest.name}"
             return minutes, why
         estimates = [(seconds_left(net, self.bench), net) for net in group]
         (seconds, how), slowest = max(estimates, key=lambda e: e[0][0])
@@ -223,10 +240,6 @@ class TimeLimits:
         self._check_signal(minutes)
         why = f"{minutes} min for {slowest.name} ({seconds / 3600:.2f} h left at {how}, x{self.margin:g} + {STARTUP_MIN} min)"
         if minutes < need:
-            # Each job instance trains until SLURM's signal, then requeues.
-            requeues = math.ceil(need * 60 / self.trains_s(minutes)) - 1
-            if requeues > self.max_requeues:
-                raise ReplicateError(f"{slowest.name} needs ~{need} min but the partition allows {minutes}: "
-                                     f"~{requeues} requeues, more than --max-requeues {self.max_requeues}")
+            requeues = self._requeues(need, minutes, slowest.name, "the partition's MaxTime")
             why += f", capped at the partition's MaxTime: ~{requeues} requeue(s)"
         return minutes, why
