@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from replicate.errors import ReplicateError
+from replicate.data.loader import LmdbSource
 from replicate.data.lmdb_io import LmdbReader, write_lmdb
 from replicate.io.binary import read_binary
 from replicate.layers.data import BatchLayer
@@ -217,3 +218,27 @@ def test_sigterm_to_every_process_of_a_job_with_data_workers_ends_in_a_snapshot(
     assert (result.iterations, result.requeued, len(signalled)) == (4, True, 2) and not _children()
     train(run / "solver.prototxt", snapshot=run / "snap_iter_4.solverstate", echo=False, data_workers=2)
     assert _same_end(whole, run)
+
+
+def test_a_test_net_goes_on_from_where_its_last_test_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Caffe never rewinds a test net's data layer between tests: with test_iter x batch not a
+    multiple of the set (the paper's natural/man-made halves: 1000 x 50 against 27,550 and 22,450
+    images), each test reads on from where the last one stopped, wrapping at the end."""
+    run = random_run(tmp_path, "run")  # val: 16 records in batches of 6, test_iter 2: 12 a test
+    reader = LmdbReader(run / "val_lmdb")
+    labels = [int(reader.datum(i).label) for i in range(len(reader))]
+    reader.close()
+    read: list[list[int]] = []
+    forward = BatchLayer.forward
+
+    def recording(self: BatchLayer):
+        tops = forward(self)
+        source = self.maker.source
+        if isinstance(source, LmdbSource) and source.reader.path.name == "val_lmdb":
+            read.append(tops[1].reshape(-1).int().tolist())
+        return tops
+
+    monkeypatch.setattr(BatchLayer, "forward", recording)
+    train(run / "solver.prototxt", echo=False)
+    assert len(read) >= 6  # three tests or more: the third starts past the set's end
+    assert read == [[labels[(6 * k + i) % 16] for i in range(6)] for k in range(len(read))]
