@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +47,6 @@ def sidecar_path(state_path: Path) -> Path:
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """`digest` of a file's bytes, read in chunks (a CaffeNet snapshot is 244 MB)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _b64(data: bytes) -> str:

@@ -19,6 +19,7 @@ import torch
 
 from replicate.errors import ReplicateError
 from replicate.invocation import command
+from replicate.io.binary import file_digest
 from replicate.io.model import load_caffemodel, load_net, load_solver
 from replicate.net.compile import CompiledNet
 from replicate.net.cpu_memory import keep_freed_memory
@@ -32,7 +33,6 @@ from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.outputs import SNAPSHOT_EXTENSIONS, earlier_run, newest_solverstate
 from replicate.solver.requests import Requests
-from replicate.solver.resume import file_digest
 from replicate.solver.solver import Solver, close_data_layers, set_precision, weights_not_state
 
 
