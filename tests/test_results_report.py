@@ -99,6 +99,7 @@ def test_report_md_puts_numbers_beside_the_paper(raw_report: Path) -> None:
     assert "no loss output" not in md and "Every net:" not in md  # the 2014 logs have their loss
     assert "Wilcoxon" in md and "95% low" in md
     assert "Shapes, not numbers" not in md
+    assert "Schedules not the paper's" not in md  # the authors' own logs ran the authors' schedules
     for fig in ("figure2", "figure3", "figure_reduced", "curves"):
         assert f"![{fig}]({fig}.png)" in md
 
@@ -240,6 +241,27 @@ def test_a_note_true_of_every_net_is_said_once_not_on_every_row(tmp_path: Path) 
     assert rows[0].endswith("| notes |") and rows[-1].startswith("| transfer0A0B_1_5 |")
     assert rows[-1].endswith("| incomplete: stopped at 1200 of 2000 |")
     assert [r.endswith("|  |") for r in rows[1:]] == [True, True, True, False]  # no note of their own
+
+
+def test_nets_compared_with_the_paper_on_another_schedule_are_named(tmp_path: Path) -> None:
+    # CaffeNets of the paper's names trained 1,200 and 2,000 iterations: their absolute numbers sit
+    # beside 450,000-iteration ones, so the report must say the gap includes the schedule.  The
+    # reduced-data net matches its paper namesake's 200,000 and is not named.
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    for name in ("half0A", "half0B", "transfer0A0B_1_3"):
+        _run_dir(runs_dir, name, _curve(0.6, n=12), max_iter=1200, arch="caffenet")
+    _run_dir(runs_dir, "transfer0A0B_1_5", _curve(0.6, n=12), max_iter=2000, arch="caffenet")
+    _run_dir(runs_dir, "reduced-0050", [(i * 20_000, 0.1, None) for i in range(1, 11)],
+             max_iter=200_000, arch="caffenet")
+    out = tmp_path / "report"
+    assert main(["results", "--runs", str(runs_dir), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert ("**Schedules not the paper's (4 nets):** these ran another number of iterations than "
+            "the authors' nets of the same name") in md
+    assert ("1,200 against the paper's 450,000: half0A, half0B, transfer0A0B_1_3; 2,000 against "
+            "the paper's 450,000: transfer0A0B_1_5.") in md
+    assert "reduced-0050" not in md.split("## Every net")[0].split("Schedules not the paper's")[1]
 
 
 def test_single_run_dir_and_unknown_names(tmp_path: Path) -> None:
