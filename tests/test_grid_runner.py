@@ -265,6 +265,46 @@ def test_ctrl_c_stops_trainers_cleanly_and_a_rerun_resumes(tmp_path: Path, signu
         assert iters == list(range(1, 401))  # no iteration lost or repeated
 
 
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_ctrl_c_while_a_trainer_starts_stops_that_trainer_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trainer runs in its own session (the terminal's Ctrl-C does not reach it): one started just
+    before a Ctrl-C must still be stopped by the runner, not left training unsupervised.  Two
+    moments: right after `launch` returned (the runner's report line), and inside `launch`
+    (writing the net's status)."""
+    plan_path = make_plan(tmp_path, [("a", None)], max_iter=400, fake={"a": {"step_s": 0.02}})
+    pids: list[int] = []
+    interrupt_in_launch = False
+    write_status = netstate.write_status
+
+    def watched(folder: Path, state: str, **fields) -> dict:
+        if state == netstate.RUNNING and fields.get("pid"):
+            pids.append(fields["pid"])
+            if interrupt_in_launch:
+                raise KeyboardInterrupt
+        return write_status(folder, state, **fields)
+
+    def interrupted(line: str) -> None:
+        if "started" in line:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(netstate, "write_status", watched)
+    for report in (interrupted, lambda line: None):
+        runner = GridRunner(read_plan(plan_path), report=report, poll_s=0.02, train_command=FAKE_TRAIN)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run()
+        assert _gone(pids[-1])
+        interrupt_in_launch = True
+    assert len(pids) == 2
+    assert netstate.read_status(tmp_path / "a")["pid"] is None  # the first: recorded as stopped
+
+
 def test_one_runner_per_plan_and_gpus_mean_cuda(tmp_path: Path) -> None:
     plan_path = make_plan(tmp_path, [("a", None)])
     with pytest.raises(ReplicateError, match="--gpus runs every net on a GPU, but --device is 'cpu'"):

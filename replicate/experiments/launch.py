@@ -184,10 +184,13 @@ def launch(
     job_id: str | None = None,
     snapshot_keep: int | None = None,
     cpus: CpuShare | None = None,
+    stop_timeout_s: float = 120.0,
 ) -> NetProcess:
     """Start the trainer for `net` (in its own session, so a Ctrl-C reaches it only through
     the grid, which then stops it in order) and mark the net running.  `cpus`: its share of
-    the node's CPUs when several trainers run at once (replicate.experiments.cpushare)."""
+    the node's CPUs when several trainers run at once (replicate.experiments.cpushare).
+    `stop_timeout_s`: how long a trainer started but not yet handed back (see below) is given to
+    stop when a signal interrupts this call."""
     argv, snapshot = train_argv(net, device, train_command, snapshot_keep)
     metrics_size = _metrics_size(net)
     output = open(net.dir / OUTPUT_FILE, "ab")
@@ -212,8 +215,16 @@ def launch(
         "resumed_from": str(snapshot) if snapshot else None, "gpu": gpu, "job_id": job_id,
         **({"cpus": cpus.describe()} if cpus is not None else {}),
     }
-    netstate.write_status(net.dir, netstate.RUNNING, **record)
-    return NetProcess(net=net, process=process, record=record, output=output, metrics_size=metrics_size)
+    proc = NetProcess(net=net, process=process, record=record, output=output, metrics_size=metrics_size)
+    try:
+        netstate.write_status(net.dir, netstate.RUNNING, **record)
+    except BaseException:
+        # A Ctrl-C (or a full disk) before the caller holds the trainer: its own session keeps
+        # the terminal's Ctrl-C from it, so it would train on unsupervised.  Stop it here.
+        stop([proc], stop_timeout_s)
+        output.close()
+        raise
+    return proc
 
 
 def stop(procs: Sequence[NetProcess], timeout: float) -> None:

@@ -109,18 +109,21 @@ class GridRunner:
                 return net
         return None
 
-    def _start(self, net: PlannedNet, gpu: str | None, cpus: CpuShare) -> NetProcess | None:
+    def _start(self, net: PlannedNet, slot: int, running: dict[int, NetProcess]) -> None:
+        """Start `net` in `slot`, into `running` as soon as `launch` returns (no statement between:
+        a Ctrl-C after it finds the trainer there, and stops it with the others)."""
         self.states[net.name] = netstate.RUNNING
+        gpu = self.slots[slot]
         try:
-            proc = launch(net, device=self.device, gpu=gpu, train_command=self.train_command,
-                          snapshot_keep=self.snapshot_keep, cpus=cpus)
+            running[slot] = proc = launch(net, device=self.device, gpu=gpu, train_command=self.train_command,
+                                          snapshot_keep=self.snapshot_keep, cpus=self.cpu_shares[slot],
+                                          stop_timeout_s=self.stop_timeout_s)
         except ReplicateError as err:
             self._fail(net, str(err))
-            return None
+            return
         how = f"resuming from {proc.record['resumed_from']}" if proc.record["resumed_from"] else "fresh"
         where = f" on GPU {gpu}" if gpu is not None else ""
         self.report(f"{self._count()} {net.name}: started{where}, {how}")
-        return proc
 
     def _finish(self, proc: NetProcess) -> None:
         record = conclude(proc)
@@ -199,10 +202,9 @@ class GridRunner:
         last_progress = time.monotonic()
         try:
             while True:
-                for slot, gpu in enumerate(self.slots):
+                for slot in range(len(self.slots)):
                     while slot not in running and (net := self._next_ready()) is not None:
-                        if (proc := self._start(net, gpu, self.cpu_shares[slot])) is not None:
-                            running[slot] = proc
+                        self._start(net, slot, running)
                 for slot, proc in list(running.items()):
                     if proc.process.poll() is not None:
                         del running[slot]

@@ -79,7 +79,7 @@ class TrainNet(submitit.helpers.Checkpointable):
             return netstate.DONE
         try:
             self._proc = launch(net, device=self.device, train_command=self.train_command, job_id=_job_id(),
-                                snapshot_keep=self.snapshot_keep)
+                                snapshot_keep=self.snapshot_keep, stop_timeout_s=self.stop_timeout_s)
         except ReplicateError as err:  # e.g. its base's final snapshot lacks layers it copies
             netstate.write_status(net.dir, netstate.FAILED, net=net.name, job_id=_job_id(), ended=netstate.now(),
                                   error=str(err))
