@@ -42,6 +42,19 @@ def test_engine_netstate_rules_pick_layers_like_caffe() -> None:
         net(DATA + 'layer { name: "bad" type: "ReLU" bottom: "x" top: "z" include { phase: TEST } exclude { phase: TRAIN } }')
 
 
+def test_engine_layer_phase_overrides_the_nets_like_caffe() -> None:
+    """Net::Init sets the net's phase only on layers with no `phase` of their own: a Dropout
+    marked TRAIN drops in a TEST net, one marked TEST passes everything in a TRAIN net."""
+    text = 'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 4 dim: 64 } } }\n' + (
+        'layer { name: "d" type: "Dropout" bottom: "x" top: "d" phase: PHASE dropout_param { dropout_ratio: 0.5 } }'
+    )
+    torch.manual_seed(0)
+    x = torch.ones(4, 64)
+    dropped = net(text.replace("PHASE", "TRAIN"), TEST)({"x": x}).outputs["d"]
+    assert set(dropped.unique().tolist()) == {0.0, 2.0}
+    assert torch.equal(net(text.replace("PHASE", "TEST"), TRAIN)({"x": x}).outputs["d"], x)
+
+
 def test_engine_inplace_top_does_not_change_value_an_earlier_consumer_read() -> None:
     n = net(DATA + f"""
 layer {{ name: "a.b" type: "InnerProduct" bottom: "x" top: "h" {IP.format(n=4)} }}

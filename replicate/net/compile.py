@@ -112,7 +112,10 @@ class CompiledNet(nn.Module):
             if lp.name in self.layer_names:
                 # Caffe tolerates this but then copies weights into only one of them.
                 raise ReplicateError(f"layer name '{lp.name}' is used twice in net '{self.net_name}'")
-            layer = layer_class(lp)(lp, phase, bottom_shapes)
+            # Caffe's Net::Init gives the net's phase only to layers that name none: a layer's
+            # own `phase` decides how it computes (Dropout, random crops, BatchNorm statistics).
+            layer_phase = lp.phase if lp.HasField("phase") else phase
+            layer = layer_class(lp)(lp, layer_phase, bottom_shapes)
             self._route_label_check(lp, layer, producer)
             tops = list(lp.top)
             if layer.auto_top_blobs:
