@@ -131,6 +131,9 @@ def test_engine_bad_wiring_and_inputs_are_named() -> None:
         net(DATA + 'layer { name: "r" type: "ReLU" bottom: "x" top: "z" } layer { name: "r2" type: "ReLU" bottom: "x" top: "z" }')
     with pytest.raises(ReplicateError, match="layer name 'r' is used twice"):
         net(DATA + 'layer { name: "r" type: "ReLU" bottom: "x" top: "z" } layer { name: "r" type: "ReLU" bottom: "z" top: "z" }')
+    with pytest.raises(ReplicateError, match=r"layer 'ip' \(InnerProduct\): 1 blob\(s\) in the net definition"):
+        net(DATA + 'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "z" inner_product_param { num_output: 1 '
+            'bias_term: false } blobs { shape { dim: 1 dim: 3 } data: 1 data: 2 data: 3 } }')
     with pytest.raises(ReplicateError, match=r"inputs \['q'\]"):
         net(DATA)({"q": torch.zeros(1)})
 

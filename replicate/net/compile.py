@@ -112,6 +112,13 @@ class CompiledNet(nn.Module):
             if lp.name in self.layer_names:
                 # Caffe tolerates this but then copies weights into only one of them.
                 raise ReplicateError(f"layer name '{lp.name}' is used twice in net '{self.net_name}'")
+            if lp.blobs:
+                # Caffe's Layer starts from these values instead of its fillers; built here they
+                # would be filled afresh, a silently different net.
+                raise ReplicateError(
+                    f"layer '{lp.name}' ({lp.type}): {len(lp.blobs)} blob(s) in the net definition are "
+                    "not supported (Caffe would start from them); give weights as a .caffemodel (--weights)"
+                )
             # Caffe's Net::Init gives the net's phase only to layers that name none: a layer's
             # own `phase` decides how it computes (Dropout, random crops, BatchNorm statistics).
             layer_phase = lp.phase if lp.HasField("phase") else phase
