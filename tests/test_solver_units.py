@@ -17,6 +17,7 @@ from replicate.proto import caffe_pb2
 from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver import run as solver_run
 from replicate.solver.log import RunLog
+from replicate.solver import nets as solver_nets
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.updates import UpdateRule
 
@@ -107,6 +108,19 @@ def test_net_paths_resolve_against_the_solver_folder_keeping_root_folder_slash()
     assert out.layer[0].image_data_param.source == "/runs/a/list.txt"
     assert out.layer[0].image_data_param.root_folder == "/runs/a/images/"
     assert out.layer[0].transform_param.mean_file == "/abs/mean.binaryproto"
+
+
+def test_solver_nets_merge_the_nets_own_state_like_caffe(tmp_path: Path) -> None:
+    """InitTrainNet/InitTestNets: the solver's phase, then the net's `state`, then the solver's
+    train_state/test_state, each overriding only what it sets; a level the net sets is kept."""
+    (tmp_path / "net.prototxt").write_text('state { level: 1 stage: "own" }\n'
+                                           'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }')
+    solver = parse_text('net: "net.prototxt" test_iter: 1 test_iter: 1 test_state { stage: "s" } '
+                        'test_state { level: 3 phase: TRAIN }', caffe_pb2.SolverParameter())
+    train = solver_nets.train_net(solver, tmp_path)
+    assert (train.phase, train.stages, train.level) == (caffe_pb2.TRAIN, (), 1)
+    assert [(s.phase, s.stages, s.level) for s in solver_nets.test_nets(solver, tmp_path)] == [
+        (caffe_pb2.TEST, ("s",), 1), (caffe_pb2.TRAIN, (), 3)]
 
 
 def test_cuda_requested_without_a_gpu_is_refused() -> None:

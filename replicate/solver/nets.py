@@ -59,10 +59,18 @@ def _read(name: str, base: Path) -> caffe_pb2.NetParameter:
     return load_net(path)
 
 
-def _state(state: caffe_pb2.NetState | None) -> tuple[tuple[str, ...], int]:
-    if state is None:
-        return (), 0
-    return tuple(state.stage), state.level
+def _state(
+    net: caffe_pb2.NetParameter, given: caffe_pb2.NetState | None, phase: int
+) -> tuple[int, tuple[str, ...], int]:
+    """(phase, stages, level) as Caffe's InitTrainNet/InitTestNets merge them: the solver's
+    phase for the net, overridden by what the net's own `state` sets, then by what the solver's
+    train_state/test_state sets (MergeFrom).  The net's own stages stay in `net`, where
+    CompiledNet keeps them; the solver's are returned to be added."""
+    state = caffe_pb2.NetState(phase=phase)
+    state.MergeFrom(net.state)
+    if given is not None:
+        state.MergeFrom(given)
+    return state.phase, tuple(given.stage) if given is not None else (), state.level
 
 
 def train_net(solver: caffe_pb2.SolverParameter, base: Path) -> NetSpec:
@@ -78,8 +86,8 @@ def train_net(solver: caffe_pb2.SolverParameter, base: Path) -> NetSpec:
         param = _read(getattr(solver, field), base)
     else:
         param = upgrade_net(getattr(solver, field))
-    stages, level = _state(solver.train_state if solver.HasField("train_state") else None)
-    return NetSpec(resolve_net_paths(param, base), caffe_pb2.TRAIN, stages, level, f"{field}")
+    phase, stages, level = _state(param, solver.train_state if solver.HasField("train_state") else None, caffe_pb2.TRAIN)
+    return NetSpec(resolve_net_paths(param, base), phase, stages, level, f"{field}")
 
 
 def test_nets(solver: caffe_pb2.SolverParameter, base: Path) -> list[NetSpec]:
@@ -99,6 +107,6 @@ def test_nets(solver: caffe_pb2.SolverParameter, base: Path) -> list[NetSpec]:
         raise ReplicateError("test_state must be given once per test net, or not at all")
     specs = []
     for i, (param, origin) in enumerate(params):
-        stages, level = _state(solver.test_state[i] if solver.test_state else None)
-        specs.append(NetSpec(resolve_net_paths(param, base), caffe_pb2.TEST, stages, level, origin))
+        phase, stages, level = _state(param, solver.test_state[i] if solver.test_state else None, caffe_pb2.TEST)
+        specs.append(NetSpec(resolve_net_paths(param, base), phase, stages, level, origin))
     return specs
