@@ -62,6 +62,16 @@ def test_unknown_solver_type_is_refused(tmp_path: Path) -> None:
         solver_run.train(run / "solver.prototxt", echo=False)
 
 
+def test_solver_weights_field_is_refused_not_left_unread(tmp_path: Path) -> None:
+    # Caffe's InitTrainNet fine-tunes from them; unread, the net would train from its fillers.
+    run = tmp_path / "run"
+    shutil.copytree(E2E, run, ignore=shutil.ignore_patterns("caffe"))
+    with open(run / "solver.prototxt", "a") as f:
+        f.write('weights: "base.caffemodel"\n')
+    with pytest.raises(ReplicateError, match=r"solver's weights field \(base.caffemodel\) is not supported"):
+        solver_run.train(run / "solver.prototxt", echo=False)
+
+
 def test_test_command_scores_caffes_snapshot() -> None:
     means = solver_run.test(E2E / "val.prototxt", E2E / "caffe" / "snap_iter_20.caffemodel", iterations=2)
     # Caffe's own final test of this snapshot (its log): accuracy 0.1875, loss 1.61511.

@@ -74,7 +74,14 @@ def _state(
 
 
 def train_net(solver: caffe_pb2.SolverParameter, base: Path) -> NetSpec:
-    """Caffe's InitTrainNet: exactly one of train_net_param, train_net, net_param, net."""
+    """Caffe's InitTrainNet: exactly one of train_net_param, train_net, net_param, net.  The
+    solver's `weights`, which InitTrainNet would load into it, are refused: left unread, the net
+    would silently train from its fillers instead of fine-tuning."""
+    if solver.weights:
+        raise ReplicateError(
+            f"the solver's weights field ({', '.join(solver.weights)}) is not supported: "
+            "give the weights to start from with train --weights"
+        )
     given = [f for f in ("train_net_param", "train_net", "net_param", "net") if solver.HasField(f)]
     if len(given) != 1:
         raise ReplicateError(
