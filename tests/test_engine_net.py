@@ -134,6 +134,9 @@ def test_engine_bad_wiring_and_inputs_are_named() -> None:
     with pytest.raises(ReplicateError, match=r"layer 'ip' \(InnerProduct\): 1 blob\(s\) in the net definition"):
         net(DATA + 'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "z" inner_product_param { num_output: 1 '
             'bias_term: false } blobs { shape { dim: 1 dim: 3 } data: 1 data: 2 data: 3 } }')
+    with pytest.raises(ReplicateError, match=r"layer 'ip' \(InnerProduct\): has 2 param specs for 1 parameter blob"):
+        net(DATA + 'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "z" param { lr_mult: 1 } '
+            'param { lr_mult: 2 } inner_product_param { num_output: 1 bias_term: false } }')
     with pytest.raises(ReplicateError, match=r"inputs \['q'\]"):
         net(DATA)({"q": torch.zeros(1)})
 

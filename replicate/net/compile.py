@@ -206,7 +206,11 @@ class CompiledNet(nn.Module):
         self, lp: caffe_pb2.LayerParameter, layer: Layer, owners: dict[str, _Owner]
     ) -> None:
         """Caffe's `Net::AppendParam`: the first layer naming a param owns it; later ones share
-        the owner's blob (same shape, or same count with PERMISSIVE), merging lr/decay mults."""
+        the owner's blob (same shape, or same count with PERMISSIVE), merging lr/decay mults.
+        More `param` specs than blobs Caffe refuses ("Too many params specified"): the extra
+        multipliers would apply to nothing."""
+        if len(lp.param) > len(layer.blobs):
+            raise layer.error(f"has {len(lp.param)} param specs for {len(layer.blobs)} parameter blob(s)")
         for k in range(len(layer.blobs)):
             spec = lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec()
             name = spec.name
