@@ -224,3 +224,10 @@ def test_engine_eltwise_max_ties_follow_caffe() -> None:
     a, b, c = (torch.tensor(v, requires_grad=True) for v in ([1.0, 1.0], [1.0, 0.0], [1.0, 1.0]))
     layer(a, b, c)[0].sum().backward()
     assert (a.grad.tolist(), b.grad.tolist(), c.grad.tolist()) == ([0.0, 1.0], [1.0, 0.0], [0.0, 0.0])
+
+
+def test_engine_concat_refuses_axis_and_concat_dim_together() -> None:
+    # Caffe's ConcatLayer CHECKs "Either axis or concat_dim should be specified; not both".
+    param = _param("Concat", Spec("concat_param { axis: 1 concat_dim: 0 }", []))
+    with pytest.raises(ReplicateError, match=r"layer 'l.Concat' \(Concat\): give axis \(1\) or concat_dim \(0\), not both"):
+        layer_class(param)(param, TEST, [(2, 1, 3), (2, 2, 3)])

@@ -19,6 +19,9 @@ class Concat(Layer):
         super().__init__(param, phase, bottom_shapes)
         cp = param.concat_param
         first = tuple(bottom_shapes[0])
+        if cp.HasField("axis") and cp.HasField("concat_dim"):
+            # Caffe CHECKs this; taking one of the two would silently pick an axis.
+            raise self.error(f"give axis ({cp.axis}) or concat_dim ({cp.concat_dim}), not both")
         self.axis = canonical_axis(self, cp.concat_dim if cp.HasField("concat_dim") else cp.axis, len(first))
         total = 0
         for j, shape in enumerate(bottom_shapes):
