@@ -1,8 +1,9 @@
-"""One record of a data source, as the loaders pass it around (no torch here: store builds and
-mean workers import this without paying for torch)."""
+"""One record of a data source, as the loaders pass it around, and the digest a source's identity
+is named by (no torch here: store builds and mean workers import this without paying for torch)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,3 +25,10 @@ class Item:
     payload: np.ndarray | Encoded
     label: int
     where: str
+
+
+def identity_digest(data: bytes) -> str:
+    """The digest a source's `identity()` names its contents by: sha256 cut to 16 hex digits,
+    enough to tell two sources apart and short enough for the error that says they differ.  A
+    snapshot records the identity and a resumed run compares it, so every source writes it alike."""
+    return hashlib.sha256(data).hexdigest()[:16]

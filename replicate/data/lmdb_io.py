@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from google.protobuf.message import DecodeError
 
 from replicate.data.destination import refuse_blocked_parent, refuse_overlap
 from replicate.data.image import decode_image
+from replicate.data.item import identity_digest
 from replicate.errors import ReplicateError
 from replicate.proto import caffe_pb2
 
@@ -245,7 +245,7 @@ class LmdbReader:
     def keys_digest(self) -> str:
         """A digest of every key in order (computed once): what fixes the records a position reads."""
         if self._digest is None:
-            self._digest = hashlib.sha256(self._offsets.tobytes() + self._keys).hexdigest()[:16]
+            self._digest = identity_digest(self._offsets.tobytes() + self._keys)
         return self._digest
 
     def _transaction(self) -> lmdb.Transaction:

@@ -20,7 +20,6 @@ on the device, and a machine without CUDA or torchvision gets a ReplicateError t
 from __future__ import annotations
 
 import collections
-import hashlib
 import math
 import os
 import queue
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 from replicate.data.image import decode_image, image_size, jpeg_components, jpeg_is_cut, read_image, resize_linear
-from replicate.data.item import Encoded, Item
+from replicate.data.item import Encoded, Item, identity_digest
 from replicate.data.lmdb_io import LmdbReader, datum_array
 from replicate.data.pool import DataPool, Job, Stream
 from replicate.data.signals import WAKE_S
@@ -143,7 +142,7 @@ class ImageListSource:
         """Its list: the images, their labels and their order (the root may move)."""
         if self._identity is None:
             text = "\n".join(f"{name} {label}" for name, label in self.entries)
-            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            digest = identity_digest(text.encode())
             self._identity = f"list of {len(self)} images{', shuffled' if self.shuffle else ''}, {digest}"
         return self._identity
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from replicate.data.complete import Gap
 from replicate.data.image import decode_image
-from replicate.data.item import Encoded, Item
+from replicate.data.item import Encoded, Item, identity_digest
 from replicate.data.lmdb_io import LmdbWriter, array_datum, check_lmdb_out, encoded_datum, lmdb_bytes, make_key
 from replicate.data.mean import mean_of
 from replicate.data.progress import Progress
@@ -167,7 +167,7 @@ class ViewSource:
     def identity(self) -> str:
         """Its records and labels in order (what `data prepare --seed` or another store changes)."""
         if self._identity is None:
-            digest = hashlib.sha256(self.view.records.tobytes() + self.view.labels.tobytes()).hexdigest()[:16]
+            digest = identity_digest(self.view.records.tobytes() + self.view.labels.tobytes())
             self._identity = f"view of {len(self)} records, {digest}"
         return self._identity
 
