@@ -56,10 +56,10 @@ class Expected:
     source: dict[str, str]
 
     @staticmethod
-    def listed(parts: list[tuple[str, np.ndarray]], classes: list[str], source: str = "the list") -> Expected:
+    def listed(parts: list[tuple[str, np.ndarray]], classes: list[str]) -> Expected:
         """What the lists themselves say: each of their images must be there."""
         return Expected(classes, {p: np.bincount(labels, minlength=len(classes)) for p, labels in parts},
-                        {p: source for p, _ in parts})
+                        {p: "the list" for p, _ in parts})
 
     def gaps(self, part: str, labels: np.ndarray, why: dict[int, str]) -> list[Gap]:
         """The classes of `part` whose images (`labels`, one per image there) are not as expected;

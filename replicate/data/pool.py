@@ -339,11 +339,11 @@ class Stream:
         self.pool.release(self.id)
 
 
-def workers_per_process(local_world: int | None = None) -> int:
+def workers_per_process() -> int:
     """Data workers for each training process of this machine: the CPUs this process may use
     (replicate.data.cpus), shared by the processes of a data-parallel run here, less one for the
     process itself."""
     from replicate.data.cpus import available_cpus
 
-    world = local_world or int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     return max(1, available_cpus() // max(1, world) - 1)

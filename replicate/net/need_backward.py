@@ -74,7 +74,7 @@ def backward_plan(
     if force_backward:
         for i, lp in enumerate(layers):
             layer_needs[i] = True
-            for j, b in enumerate(lp.bottom):
+            for j in range(len(lp.bottom)):
                 bottom_needs[i][j] = bottom_needs[i][j] or allow_force_backward[i][j]
     gets_diff = {t: False for names in tops for t in names}
     for lp, needs in zip(layers, bottom_needs):
