@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 from replicate.data.image import decode_image, jpeg_components
 from replicate.data.lmdb_io import array_datum, write_lmdb
-from replicate.data.loader import BatchMaker, GpuLoader, LmdbSource, SerialLoader, decode_jpegs
+from replicate.data.loader import BatchMaker, GpuLoader, SerialLoader, decode_jpegs
+from replicate.data.sources import LmdbSource
 from replicate.data.transform import TRAIN, DataTransformer, batch_rng
 from replicate.errors import ReplicateError
 from replicate.io.binary import write_mean

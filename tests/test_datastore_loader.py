@@ -16,10 +16,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from replicate.data import loader as loader_module
 from replicate.data.image import decode_image, encode_jpeg
 from replicate.data.loader import (
-    BatchMaker, GpuLoader, LmdbSource, SerialLoader, WorkerLoader, decode_jpegs, make_loader, read_host_batch,
+    BatchMaker, GpuLoader, SerialLoader, WorkerLoader, decode_jpegs, make_loader, read_host_batch,
 )
 from replicate.data.lmdb_io import array_datum, encoded_datum, write_lmdb
 from replicate.data.slots import Slots
+from replicate.data.sources import LmdbSource
 from replicate.data.transform import TRAIN, DataTransformer
 from replicate.errors import ReplicateError
 from replicate.io.binary import write_mean

@@ -19,9 +19,10 @@ from test_solver_snapshots import _children
 
 from replicate.data.cpus import available_cpus
 from replicate.data.image import jpeg_components
-from replicate.data.loader import BatchMaker, GpuLoader, LmdbSource, SerialLoader, WorkerLoader
+from replicate.data.loader import BatchMaker, GpuLoader, SerialLoader, WorkerLoader
 from replicate.data.lmdb_io import encoded_datum, write_lmdb
 from replicate.data.pool import DataPool, Stream, workers_per_process
+from replicate.data.sources import LmdbSource
 from replicate.data.transform import TRAIN, DataTransformer
 from replicate.errors import ReplicateError
 from replicate.io.model import load_solver

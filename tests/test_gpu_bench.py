@@ -142,7 +142,8 @@ def test_the_device_decoder_is_timed_alone_over_jpeg_records(tmp_path: Path, mon
     path's ceiling where nvjpeg bounds it); raw records have no decoder to time."""
     pytest.importorskip("torchvision")
     from replicate.data import loader, throughput
-    from replicate.data.loader import LmdbSource, decode_jpegs
+    from replicate.data.loader import decode_jpegs
+    from replicate.data.sources import LmdbSource
 
     images = np.random.default_rng(2).integers(0, 256, (5, 20, 21, 3), dtype=np.uint8)
     write_lmdb(tmp_path / "jpeg", [(f"{i}", encoded_datum(encode_jpeg(im), i)) for i, im in enumerate(images)])

@@ -20,7 +20,8 @@ from gpu_support import (
     weights,
 )
 
-from replicate.data.loader import BatchMaker, LmdbSource
+from replicate.data.loader import BatchMaker
+from replicate.data.sources import LmdbSource
 from replicate.data.transform import TRAIN, DataTransformer
 from replicate.errors import ReplicateError
 from replicate.io.prototxt import parse_text

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from replicate.errors import ReplicateError
-from replicate.data.loader import LmdbSource
+from replicate.data.sources import LmdbSource
 from replicate.data.lmdb_io import LmdbReader, write_lmdb
 from replicate.io.binary import read_binary
 from replicate.layers.data import BatchLayer

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from replicate.data.item import Item
-from replicate.data.loader import BatchMaker, GpuLoader, LmdbSource, SerialLoader, Source, WorkerLoader
+from replicate.data.loader import BatchMaker, GpuLoader, SerialLoader, WorkerLoader
 from replicate.data.lmdb_io import array_datum, write_lmdb
+from replicate.data.sources import LmdbSource, Source
 from replicate.data.transform import TRAIN, DataTransformer
 from replicate.proto import caffe_pb2
 

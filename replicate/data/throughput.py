@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 
-from replicate.data.loader import (
-    BatchMaker, Encoded, GpuLoader, ImageListSource, LmdbSource, SerialLoader, Source, WorkerLoader, item_size,
-    read_host_batch,
-)
+from replicate.data.item import Encoded
+from replicate.data.loader import BatchMaker, GpuLoader, SerialLoader, WorkerLoader, item_size, read_host_batch
+from replicate.data.sources import ImageListSource, LmdbSource, Source
 from replicate.data.transform import TRAIN, DataTransformer
 from replicate.data.view import ViewSource, is_view
 from replicate.errors import ReplicateError

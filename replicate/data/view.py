@@ -135,7 +135,7 @@ class View:
 
 
 class ViewSource:
-    """A view as a data layer's source (replicate.data.loader.Source): position p is image p mod N
+    """A view as a data layer's source (replicate.data.sources.Source): position p is image p mod N
     of the view's order."""
 
     def __init__(self, path: str | os.PathLike[str]):

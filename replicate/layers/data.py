@@ -27,8 +27,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from replicate.data.loader import BatchMaker, LmdbSource, Source, make_loader, process_shard
+from replicate.data.loader import BatchMaker, make_loader, process_shard
 from replicate.data.pool import DataPool
+from replicate.data.sources import LmdbSource, Source
 from replicate.data.transform import DataTransformer
 from replicate.data.view import ViewSource, is_view
 from replicate.errors import ReplicateError

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from replicate.data.imagelist import read_image_list
-from replicate.data.loader import ImageListSource
+from replicate.data.sources import ImageListSource
 from replicate.errors import ReplicateError
 from replicate.layers.base import Shape, register
 from replicate.layers.data import BatchLayer

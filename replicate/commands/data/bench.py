@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from replicate.data.loader import LmdbSource
+from replicate.data.sources import LmdbSource
 from replicate.data.throughput import Rate, loader_rates, train_maker
 
 
