@@ -17,7 +17,7 @@ import os
 import pytest
 import torch
 
-from replicate.solver.solver import set_precision
+from replicate.solver.device import set_precision
 
 #: The environment variable that picks the tier's device ("cuda" unless set).
 DEVICE_ENV = "REPLICATE_TEST_DEVICE"

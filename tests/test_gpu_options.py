@@ -17,7 +17,8 @@ from replicate.proto import caffe_pb2
 from replicate.results.logs import read_metrics
 from replicate.solver.nets import NetSpec
 from replicate.solver.run import train
-from replicate.solver.solver import build_net, set_precision
+from replicate.solver.device import set_precision
+from replicate.solver.solver import build_net
 
 
 def _train(folder: Path, **options) -> tuple[dict[str, list[np.ndarray]], list[float]]:

@@ -18,7 +18,7 @@ import torch._dynamo
 from torch import nn
 
 from replicate.bench.step import CROP, ms_per_call
-from replicate.solver.solver import set_precision
+from replicate.solver.device import set_precision
 
 
 def peer_caffenet() -> nn.Sequential:

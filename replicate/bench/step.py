@@ -27,8 +27,9 @@ from replicate.data.throughput import open_source
 from replicate.io.prototxt import read_net_text
 from replicate.net.cpu_memory import keep_freed_memory
 from replicate.proto import caffe_pb2
+from replicate.solver.device import device_name
 from replicate.solver.log import RunLog
-from replicate.solver.solver import Solver, device_name
+from replicate.solver.solver import Solver
 
 CAFFENET = PROJECT_DIR / "benchmarks" / "caffenet_train.prototxt"
 CROP = 227

@@ -45,8 +45,9 @@ from replicate.data.throughput import (
 from replicate.errors import ReplicateError
 from replicate.io.binary import prepare_output
 from replicate.machine import cpu_model
+from replicate.solver.data_feed import default_data_workers
+from replicate.solver.device import PRECISIONS, device_name
 from replicate.solver.run import pick_device
-from replicate.solver.solver import PRECISIONS, default_data_workers, device_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

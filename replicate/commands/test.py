@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from replicate.solver.device import PRECISIONS
 from replicate.solver.run import test
-from replicate.solver.solver import PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,8 +26,8 @@ from replicate.io.prototxt import read_net_text
 from replicate.net.compile import CompiledNet
 from replicate.net.cpu_memory import keep_freed_memory
 from replicate.proto import caffe_pb2
+from replicate.solver.device import device_name
 from replicate.solver.run import pick_device
-from replicate.solver.solver import device_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,9 +34,9 @@ from pathlib import Path
 from replicate.errors import ReplicateError
 from replicate.experiments.manifest import starting_weights
 from replicate.invocation import command
+from replicate.solver.device import PRECISIONS
 from replicate.solver.requests import EXIT_REQUEUE
 from replicate.solver.run import check_solver_file, train
-from replicate.solver.solver import PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,13 +27,15 @@ from replicate.net.copy_check import WeightsLoad, frozen_layers, learnable_layer
 from replicate.net.weights import copy_trained_layers
 from replicate.proto import caffe_pb2
 from replicate.solver.aside import ASIDE, Aside, recover
+from replicate.solver.data_feed import close_data_layers
+from replicate.solver.device import set_precision
 from replicate.solver.distributed import join, leave
 from replicate.solver.folder_lock import hold
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.outputs import SNAPSHOT_EXTENSIONS, earlier_run, newest_solverstate
 from replicate.solver.requests import Requests
-from replicate.solver.solver import Solver, close_data_layers, set_precision, weights_not_state
+from replicate.solver.solver import Solver, weights_not_state
 
 
 @dataclass

@@ -31,13 +31,11 @@ import numpy as np
 import torch
 from google.protobuf.message import DecodeError
 
-from replicate.data.pool import DataPool, workers_per_process
 from replicate.errors import ReplicateError
 from replicate.io.binary import remove_temporaries, write_atomic
 from replicate.io.blobs import array_to_blob, blob_to_array
 from replicate.io.model import caffemodel_bytes, load_caffemodel
 from replicate.layers.dropout import Dropout
-from replicate.machine import cpu_model
 from replicate.net.compile import CompiledNet, ForwardResult
 from replicate.net.copy_check import WeightsLoad, learnable_layers
 from replicate.net.weights import copy_trained_layers, net_to_proto
@@ -45,6 +43,8 @@ from replicate.proto import caffe_pb2
 from replicate.solver import requests as req
 from replicate.solver import compile_check, resume
 from replicate.solver.compiled_step import CompiledIteration, why_not_fused
+from replicate.solver.data_feed import close_data_layers, data_layers, feed_data
+from replicate.solver.device import device_name, set_precision
 from replicate.solver.distributed import GradientAverager, Group, check_averageable, union_over
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.loss_monitor import LossMonitor, Reading
@@ -52,8 +52,6 @@ from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver.nets import NetSpec, absolute, test_nets, train_net
 from replicate.solver.snapshot_writer import SnapshotWriter, prune
 from replicate.solver.updates import UpdateRule
-
-PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 class TrainingDiverged(ReplicateError):
@@ -90,68 +88,6 @@ def host_copy(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to("cpu", torch.float32, copy=True)
 
 
-def device_name(device: torch.device) -> str:
-    """The accelerator's marketing name ("NVIDIA H100 80GB HBM3"), or the CPU's (machine.cpu_model)."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-
-
-def set_precision(precision: str) -> None:
-    """fp32 is Caffe's arithmetic (TF32 off); tf32 lets matmuls and convolutions use TF32."""
-    if precision not in PRECISIONS:
-        raise ReplicateError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
-    tf32 = precision == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cudnn.benchmark = True
-
-
-def default_data_workers(device: torch.device) -> int | None:
-    """On a GPU, reading records for ~20,000 images/s takes several cores: one worker per CPU this
-    process may use (its affinity, SLURM_CPUS_PER_TASK; not the machine's count), less one for
-    itself, shared by the training processes torchrun starts on this machine (LOCAL_WORLD_SIZE).
-    On the CPU the cores already train the net: no default (REPLICATE_DATA_WORKERS or 0)."""
-    if device.type != "cuda":
-        return None
-    return workers_per_process()
-
-
-def data_layers(nets: list[CompiledNet]) -> list:
-    """The layers of `nets` that load batches themselves (Data, ImageData)."""
-    return [layer for net in nets for layer in net.layers if hasattr(layer, "configure")]
-
-
-def close_data_layers(nets: list[CompiledNet]) -> None:
-    """Stop the worker processes of the nets' data layers and release their files (a later
-    forward starts them again where they stopped)."""
-    for layer in data_layers(nets):
-        layer.close()
-
-
-def feed_data(
-    nets: list[CompiledNet], device: torch.device, workers: int | None
-) -> tuple[dict[str, object], DataPool | None]:
-    """Point the nets' data layers at the device they train on: on a GPU the records are read by
-    `workers` processes (default `default_data_workers`) and decoded and transformed on the GPU
-    (replicate.data.loader.GpuLoader); on the CPU `workers` processes do everything.  One pool of
-    workers serves every data layer of the nets (replicate.data.pool); the caller closes it.  The
-    batches are the same whichever path makes them.  Returns what was chosen, for the run's
-    metrics, and the pool (None without workers)."""
-    if workers is not None and workers < 0:
-        raise ReplicateError(f"data workers must be 0 or more, not {workers}")
-    layers = data_layers(nets)
-    if not layers:
-        return {}, None
-    if workers is None:
-        workers = default_data_workers(device)
-    if workers is None:
-        workers = layers[0].workers  # REPLICATE_DATA_WORKERS
-    gpu = device.type == "cuda"
-    pool = DataPool(workers, pin_memory=gpu) if workers > 0 else None
-    for layer in layers:
-        layer.configure(workers=workers, device=str(device) if gpu else None, pool=pool)
-    return {"data_path": "gpu" if gpu else "cpu", "data_workers": workers}, pool
-
-
 class Solver:
     """Trains the solver's train net and tests its test nets, as Caffe's SGDSolver family.
 
@@ -159,7 +95,7 @@ class Solver:
     weights and activations), `compile` (torch.compile of the nets, and for SGD of the whole
     training iteration, recorded as a CUDA graph on a GPU unless `cuda_graph` is False; True for
     inductor, or the name of another torch.compile backend) and `data_workers` (processes
-    reading each data layer's records; see `feed_data`).
+    reading each data layer's records; see replicate.solver.data_feed).
     `group` makes it one process of a data-parallel run (replicate.solver.distributed).
     `snapshot_keep` K > 0 keeps only the last K snapshots (and the final one); 0 keeps all, as Caffe.
     """
