@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 from replicate.errors import ReplicateError
 from replicate.experiments import netstate
-from replicate.experiments.cpushare import CpuShare, cpu_shares
+from replicate.experiments.cpushare import cpu_shares
 from replicate.experiments.launch import TRAIN_COMMAND, NetProcess, conclude, launch, stop, visible_gpu
 from replicate.eta import eta_text
 from replicate.experiments.netfiles import is_finished, last_iteration
