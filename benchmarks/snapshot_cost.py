@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from replicate.bench.step import caffenet, solver_param  # noqa: E402
 from replicate.solver.log import RunLog  # noqa: E402
-from replicate.solver.solver import Solver, device_name  # noqa: E402
+from replicate.solver.device import device_name  # noqa: E402
+from replicate.solver.solver import Solver  # noqa: E402
 
 
 def main() -> int:
