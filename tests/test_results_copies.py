@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from replicate.results.copies import copy_warnings
+from replicate.results.reference import load_reference
 from replicate.results.report import _notes, _sources
 from replicate.results.runs import find_runs
 
@@ -55,7 +56,7 @@ def test_partial_and_knowingly_accepted_copies_are_flagged_and_planned_ones_are_
                         "handmade": [f"partial copy: conv2-mine not copied from {BASE}"]}
     net = next(n for n in runs.nets if n.name == "transfer0B0A_1_3")
     assert accepted in _notes(net, shows_loss=False)  # the net's row in the report
-    text = "\n".join(_sources(runs, str(tmp_path), relative=True, any_paper_names=True))
+    text = "\n".join(_sources(runs, str(tmp_path), relative=True, paper=load_reference()))
     assert (f"**Weights not copied as the nets' names say (3):** their logs say they started from other weights "
             "than their manifests name, or that the copy of their starting weights was partial or accepted "
             "knowingly, so they may be other experiments than their names: handmade "
