@@ -141,6 +141,16 @@ def test_reduced_nets_use_the_reduced_solver(grid: Path, plan: list[dict[str, An
                 pytest.approx(0.01), 100000, 450000)
 
 
+def test_no_net_tests_before_its_first_update(grid: Path, plan: list[dict[str, Any]]) -> None:
+    """The authors' 2014 Caffe first tested at iteration test_interval (original_curves.csv starts
+    at 1000 for all 148 nets).  A test at iteration 0 would not only cost one: a test net reads on
+    from where its last test stopped, so on the natman halves (1000 x 50 images against 22,450 and
+    27,550) every later test would read other images than the authors' test of that iteration."""
+    for entry in plan:
+        solver = read_solver_text(grid / entry["name"] / "solver.prototxt")
+        assert solver.HasField("test_initialization") and not solver.test_initialization, entry["name"]
+
+
 def test_data_sets_follow_the_originals(grid: Path) -> None:
     # Transfers read the target's images but subtract the base net's mean (copied into every
     # original transfer folder); validation always uses the training set's mean.
