@@ -103,7 +103,8 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     $FAKE_SLURM_QUEUE and answers like SLURM; `squeue` that lists that queue; `scancel` that
     notes what it is asked to cancel in $FAKE_SLURM_QUEUE.cancelled and takes it out of the queue
     (unless $FAKE_SLURM_SLOW_CANCEL: the test does, as a job ends); an `srun`; `sinfo` that
-    gives the partition's MaxTime as $FAKE_SLURM_MAXTIME (default infinite)."""
+    gives the partition's MaxTime as $FAKE_SLURM_MAXTIME (default infinite); `sacctmgr` that gives
+    a QOS's MaxWall as $FAKE_SLURM_QOS_MAXWALL (unset: fails as without an accounting database)."""
     scripts = tmp_path / "sbatch"
     scripts.mkdir()
     bin_dir = tmp_path / "bin"
@@ -122,6 +123,10 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         'for j in "$@"; do grep -vx "$j" "$FAKE_SLURM_QUEUE" >"$FAKE_SLURM_QUEUE.new"; mv "$FAKE_SLURM_QUEUE.new" "$FAKE_SLURM_QUEUE"; done\n')
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
     (bin_dir / "sinfo").write_text('#!/bin/sh\necho "${FAKE_SLURM_MAXTIME:-infinite}"\n')  # the partition's MaxTime
+    (bin_dir / "sacctmgr").write_text(  # a QOS's MaxWall; unset: a site without accounting, as sacctmgr says
+        '#!/bin/sh\n[ -n "$FAKE_SLURM_QOS_MAXWALL" ] || { echo "You are not running a supported accounting_storage '
+        'plugin" >&2; exit 1; }\necho "$FAKE_SLURM_QOS_MAXWALL $*" >"$FAKE_SBATCH_DIR/../sacctmgr.args"\n'
+        'echo "$FAKE_SLURM_QOS_MAXWALL"\n')
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
@@ -334,6 +339,27 @@ def test_time_is_capped_at_the_partition_limit(tmp_path: Path, fake_slurm: Path,
     assert main(["grid", "submit", "--plan", str(plan_path), "--slurm-partition", "gpu"]) == 0
     assert _flags(fake_slurm / "1000.sh")["time"] == "1440"
     assert "queued 1 net(s): b; time limit 1440 min (the partition's MaxTime; asked 4320)" in capsys.readouterr().out
+
+
+def test_time_is_capped_at_the_max_wall_of_the_qos_asked_for(tmp_path: Path, fake_slurm: Path, capsys,
+                                                             monkeypatch) -> None:
+    # A QOS's MaxWall below the asked time keeps the job pending for ever too
+    # (QOSMaxWallDurationPerJobLimit); where the site has no accounting to ask, the partition's
+    # MaxTime still caps it.
+    from replicate.cli import main
+
+    monkeypatch.setenv("FAKE_SLURM_MAXTIME", "1-00:00:00")
+    plan_path = make_plan(tmp_path, [("b", None)])
+    assert main(["grid", "submit", "--plan", str(plan_path), "--slurm-partition", "gpu",
+                 "--slurm-arg", "qos=short"]) == 0
+    assert _flags(fake_slurm / "1000.sh")["time"] == "1440"
+    assert "time limit 1440 min (the partition's MaxTime; asked 4320)" in capsys.readouterr().out
+    monkeypatch.setenv("FAKE_SLURM_QOS_MAXWALL", "02:00:00")
+    assert main(["grid", "submit", "--plan", str(plan_path), "--slurm-partition", "gpu",
+                 "--slurm-arg", "qos=short", "--resubmit"]) == 0
+    assert "where name=short" in (tmp_path / "sacctmgr.args").read_text()
+    assert "time limit 120 min (QOS short's MaxWall; asked 4320)" in capsys.readouterr().out
+    assert _flags(fake_slurm / "1001.sh")["time"] == "120"
 
 
 def test_time_auto_asks_each_array_for_its_slowest_net(tmp_path: Path, fake_slurm: Path, capsys) -> None:

@@ -1,12 +1,14 @@
 """How long each job asks SLURM for: a number of minutes, or a net's own need (`--time auto`),
-never more than the partition allows.
+never more than the partition or the job's QOS allows.
 
 A job that reaches its time limit is not lost: SLURM sends USR2 before it, the trainer snapshots
 and the job requeues and resumes (replicate.experiments.slurm).  So a limit shorter than a net's
 run costs a requeue (a wait in the queue and a restart), never the run.  A limit longer than the
 partition's MaxTime is worse: SLURM keeps such a job pending for ever (reason PartitionTimeLimit)
-unless the site rejects it at submission.  Every limit is therefore capped at the partition's
-MaxTime (as `sinfo` reports it).
+unless the site rejects it at submission, and so does a QOS's MaxWall (QOSMaxWallDurationPerJobLimit).
+Every limit is therefore capped at the partition's MaxTime (as `sinfo` reports it) and at the MaxWall
+of the QOS given with `--slurm-arg qos=NAME` (as `sacctmgr` reports it, where the site's accounting
+answers; a QOS the jobs get by default is not looked up).
 
 `--time auto` asks, per job array, for what its slowest net still needs times a margin, plus a
 few minutes of start-up.  A net's seconds per iteration come from its own train.log when it has
@@ -77,6 +79,33 @@ def partition_limit(partition: str) -> int | None:
     except ValueError:
         return None
     return min(limits, default=None)
+
+
+def qos_limit(qos: str) -> int | None:
+    """The QOS's MaxWall in minutes, None when it has none or `sacctmgr` cannot say (no
+    accounting database: `accounting_storage/none`)."""
+    try:
+        out = subprocess.run(["sacctmgr", "--noheader", "--parsable2", "show", "qos", f"where name={qos}",
+                              "format=MaxWall"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    try:
+        limits = [m for m in map(slurm_minutes, out.stdout.split()) if m is not None]
+    except ValueError:
+        return None
+    return min(limits, default=None)
+
+
+def job_limit(partition: str, qos: str | None) -> tuple[int | None, str]:
+    """The longest time limit a job may ask for, and what sets it: the partition's MaxTime or,
+    where lower, the MaxWall of the QOS the jobs ask for."""
+    limits = [(partition_limit(partition), "the partition's MaxTime")]
+    if qos:
+        limits.append((qos_limit(qos), f"QOS {qos}'s MaxWall"))
+    known = [(m, name) for m, name in limits if m is not None]
+    return min(known) if known else (None, "the partition's MaxTime")
 
 
 def logged_seconds_per_iter(net_dir: Path) -> float | None:
@@ -187,13 +216,16 @@ class TimeLimits:
     """The time limit of each job array `grid submit` queues (see the module doc)."""
 
     def __init__(self, minutes: int | None, partition_max: int | None, *, bench: BenchSpeed | None = None,
-                 margin: float = 1.25, signal_delay_s: int = 120, max_requeues: int = 20) -> None:
+                 margin: float = 1.25, signal_delay_s: int = 120, max_requeues: int = 20,
+                 limit_name: str = "the partition's MaxTime") -> None:
+        """`partition_max`: the longest limit a job may ask for (see `job_limit`), `limit_name`
+        what sets it, as the reasons printed name it."""
         if minutes is not None and minutes < 1:
             raise ReplicateError(f"--time must be at least 1 minute, not {minutes}")
         if margin < 1:
             raise ReplicateError(f"--time-margin must be at least 1, not {margin}")
         self.minutes, self.partition_max, self.bench, self.margin = minutes, partition_max, bench, margin
-        self.signal_delay_s, self.max_requeues = signal_delay_s, max_requeues
+        self.signal_delay_s, self.max_requeues, self.limit_name = signal_delay_s, max_requeues, limit_name
         if minutes is not None:
             self._check_signal(self.capped(minutes))
 
@@ -224,7 +256,7 @@ class TimeLimits:
         """Minutes for a job array of `group`, and why."""
         if self.minutes is not None:
             minutes = self.capped(self.minutes)
-            why = f"{minutes} min" + (f" (the partition's MaxTime; asked {self.minutes})" if minutes < self.minutes else "")
+            why = f"{minutes} min" + (f" ({self.limit_name}; asked {self.minutes})" if minutes < self.minutes else "")
             known = [(seconds_left(net, None), net) for net in group if logged_seconds_per_iter(net.dir) is not None]
             if known:  # nets that have trained say how long they need; the others cannot
                 (seconds, _), slowest = max(known, key=lambda e: e[0][0])
@@ -240,6 +272,6 @@ class TimeLimits:
         self._check_signal(minutes)
         why = f"{minutes} min for {slowest.name} ({seconds / 3600:.2f} h left at {how}, x{self.margin:g} + {STARTUP_MIN} min)"
         if minutes < need:
-            requeues = self._requeues(need, minutes, slowest.name, "the partition's MaxTime")
-            why += f", capped at the partition's MaxTime: ~{requeues} requeue(s)"
+            requeues = self._requeues(need, minutes, slowest.name, self.limit_name)
+            why += f", capped at {self.limit_name}: ~{requeues} requeue(s)"
         return minutes, why

@@ -7,7 +7,8 @@ what the site requires (account, qos, constraint, a typed gres, mail) to every j
 seconds before its time limit SLURM signals the job, which stops its trainer (a snapshot, within
 --stop-timeout) and requeues itself; on preemption or `scontrol requeue` the trainer snapshots
 before it stops; either way the job resumes from its newest snapshot, bit for bit.  So a time
-limit shorter than a net's run is fine: --time is capped at the partition's MaxTime, and
+limit shorter than a net's run is fine: --time is capped at the partition's MaxTime (and at the
+MaxWall of a `--slurm-arg qos=NAME`), and
 `--time auto` asks for what each net still needs (its own speed from its train.log, or a `bench`
 JSON's with --speed-from) times --time-margin.  Submitting again is safe: finished nets are
 skipped and nets whose job is still in SLURM's queue keep it (--resubmit queues them anew
@@ -25,7 +26,7 @@ from replicate.experiments.launch import GRID_SNAPSHOT_KEEP, TRAIN_COMMAND, torc
 from replicate.experiments.planfile import read_plan
 from replicate.experiments.slurm import (CPUS_PER_GPU, MEM_GB_PER_GPU, make_executor, parse_slurm_args,
                                          submit_plan)
-from replicate.experiments.timelimit import TimeLimits, bench_speed, partition_limit
+from replicate.experiments.timelimit import TimeLimits, bench_speed, job_limit
 from replicate.invocation import command
 
 
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", required=True, help="plan.json written by `generate`")
     parser.add_argument("--slurm-partition", required=True, help="SLURM partition to queue on")
     parser.add_argument("--time", default="4320", metavar="MINUTES|auto",
-                        help="time limit per job, capped at the partition's MaxTime; a job requeues itself at "
+                        help="time limit per job, capped at the partition's MaxTime and a qos=NAME's MaxWall; a job requeues itself at "
                              "the limit and resumes (default 4320); auto: what each array's slowest net still "
                              "needs, from its train.log or --speed-from, times --time-margin, plus 5 minutes")
     parser.add_argument("--speed-from", metavar="BENCH_JSON",
@@ -94,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
         cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
         max_requeues=args.max_requeues, signal_delay_s=args.signal_delay, slurm_args=slurm_args,
     )
-    limits = TimeLimits(minutes, partition_limit(args.slurm_partition),
-                        bench=bench_speed(args.speed_from) if args.speed_from else None, margin=args.time_margin,
-                        signal_delay_s=args.signal_delay, max_requeues=args.max_requeues)
+    qos = slurm_args.get("qos")
+    longest, limit_name = job_limit(args.slurm_partition, qos if isinstance(qos, str) else None)
+    limits = TimeLimits(minutes, longest, bench=bench_speed(args.speed_from) if args.speed_from else None,
+                        margin=args.time_margin, signal_delay_s=args.signal_delay, max_requeues=args.max_requeues,
+                        limit_name=limit_name)
     if args.train_command:
         trainer = tuple(shlex.split(args.train_command))
     else:
