@@ -35,7 +35,8 @@ from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.nets import resolve_net_paths
 from replicate.solver.outputs import SNAPSHOT_EXTENSIONS, earlier_run, newest_solverstate
 from replicate.solver.requests import Requests
-from replicate.solver.solver import Solver, weights_not_state
+from replicate.solver.snapshots import weights_not_state
+from replicate.solver.solver import Solver
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Caffe's Solver: the Step loop, testing, snapshots and restore, phase for phase.
+"""Caffe's Solver: the Step loop and testing, phase for phase.
 
 `Solver.solve` follows `Solver::Solve`/`Solver::Step` line by line: test at test_interval
 (and at iteration 0 unless test_initialization is off), iter_size forward/backward passes,
@@ -7,8 +7,9 @@ iteration count, snapshots; after max_iter a final snapshot, a last forward for 
 loss, and a last test.  Its logs are Caffe's lines, so the results read our runs like Caffe's.
 
 Signals (replicate.solver.requests) are acted on where Caffe acts on them: after each update and
-before each test batch.  Every snapshot also writes a resume sidecar (replicate.solver.resume), so
-a run resumed from any snapshot of ours continues bit for bit.
+before each test batch.  Snapshots and the restore from one are replicate.solver.snapshots: every
+snapshot also writes a resume sidecar (replicate.solver.resume), so a run resumed from any snapshot
+of ours continues bit for bit.
 
 An iteration never reads a value back from the device: the loss, its smoothed value and the
 divergence watch stay there (replicate.solver.loss_monitor) until an iteration that displays,
@@ -22,26 +23,19 @@ so in its log and metrics.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from google.protobuf.message import DecodeError
 
 from replicate.errors import ReplicateError
-from replicate.io.binary import remove_temporaries, write_atomic
-from replicate.io.blobs import array_to_blob, blob_to_array
-from replicate.io.model import caffemodel_bytes, load_caffemodel
 from replicate.layers.dropout import Dropout
 from replicate.net.compile import CompiledNet, ForwardResult
-from replicate.net.copy_check import WeightsLoad, learnable_layers
-from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
 from replicate.solver import requests as req
-from replicate.solver import compile_check, resume
+from replicate.solver import compile_check, snapshots
 from replicate.solver.compiled_step import CompiledIteration, why_not_fused
 from replicate.solver.data_feed import close_data_layers, data_layers, feed_data
 from replicate.solver.device import device_name, set_precision
@@ -49,30 +43,13 @@ from replicate.solver.distributed import GradientAverager, Group, check_averagea
 from replicate.solver.log import RunLog, caffe_number, output_text
 from replicate.solver.loss_monitor import LossMonitor, Reading
 from replicate.solver.lr_policy import check_policy, learning_rate
-from replicate.solver.nets import NetSpec, absolute, test_nets, train_net
-from replicate.solver.snapshot_writer import SnapshotWriter, prune
+from replicate.solver.nets import NetSpec, test_nets, train_net
+from replicate.solver.snapshots import Positions, Snapshots
 from replicate.solver.updates import UpdateRule
 
 
 class TrainingDiverged(ReplicateError):
     """The loss became NaN or infinite: training stops and no snapshot of it is written."""
-
-
-def weights_not_state(path: Path) -> str:
-    """The error for a .caffemodel given where a .solverstate belongs (`train --snapshot`): read
-    as a SolverState, its bytes would otherwise say only that it holds no history blobs."""
-    return (f"{path}: is a .caffemodel (weights), not a .solverstate: --snapshot resumes from a "
-            f".solverstate; to start from these weights give --weights {path}")
-
-
-def _is_weights(data: bytes) -> bool:
-    """The bytes parse as a NetParameter with layers: a .caffemodel, whatever its name."""
-    net = caffe_pb2.NetParameter()
-    try:
-        net.ParseFromString(data)
-    except DecodeError:
-        return False
-    return bool(net.layer or net.layers)
 
 
 def build_net(spec: NetSpec, device: torch.device, channels_last: bool = False) -> CompiledNet:
@@ -81,11 +58,6 @@ def build_net(spec: NetSpec, device: torch.device, channels_last: bool = False) 
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     return net
-
-
-def host_copy(tensor: torch.Tensor) -> torch.Tensor:
-    """A float32 copy in host memory that later updates of `tensor` leave alone."""
-    return tensor.detach().to("cpu", torch.float32, copy=True)
 
 
 class Solver:
@@ -189,12 +161,11 @@ class Solver:
         self.current_step = 0
         self.last_snapshot: Path | None = None
         self._snapshot_iter: int | None = None
-        self.snapshot_keep = snapshot_keep
-        self._writer = SnapshotWriter()
+        self.snapshots = Snapshots(param, folder, log, snapshot_keep)
         #: Called by the snapshot writer's thread once a snapshot's .solverstate is on disk
         #: (`train --force` then deletes the earlier run it moved aside: replicate.solver.aside).
         self.after_snapshot: Callable[[], None] | None = None
-        self._check_snapshot_folder()
+        self.snapshots.check_folder(group.is_main)
         #: What signals ask for (see replicate.solver.requests); `train` listens from its start.
         self.requests = requests or req.Requests()
         if group.world > 1:
@@ -202,7 +173,7 @@ class Solver:
         self.stopped_early = False
         #: Stopped by SIGTERM or SIGUSR2: the caller exits with requests.EXIT_REQUEUE.
         self.requeued = False
-        self._test_positions: list[dict[str, int]] | None = None
+        self._test_positions: Positions | None = None
         self.monitor = LossMonitor(param.average_loss, device)
         log.info("Solver scaffolding done.")
 
@@ -211,7 +182,7 @@ class Solver:
         """Finish the snapshot being written and stop the data layers' worker processes
         (training can go on: they restart)."""
         try:
-            self._writer.wait()
+            self.snapshots.wait()
         finally:
             self._close_data()
 
@@ -235,31 +206,6 @@ class Solver:
         else:
             yield
 
-    def _check_snapshot_folder(self) -> None:
-        """Caffe's CheckSnapshotWritePermissions, before training: the snapshot folder must be
-        writable (we create it when missing, where Caffe would stop)."""
-        if not (self.param.snapshot or self.param.snapshot_prefix):
-            return
-        folder = Path(absolute(self._snapshot_name(".tempfile"), self.folder)).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as e:
-            raise ReplicateError(
-                f"cannot write snapshots with prefix '{self.param.snapshot_prefix}' in {folder}: {e.strerror}"
-            ) from e
-        if self.group.is_main:
-            for name in remove_temporaries(folder, Path(f"{self.param.snapshot_prefix}_iter_").name):
-                self.log.info(f"Removed {name}, a snapshot file left unfinished by a killed run")
-
-    def _snapshot_name(self, extension: str) -> str:
-        """`<prefix>_iter_N<ext>` as Caffe writes it into logs and the solverstate's learned_net."""
-        prefix = self.param.snapshot_prefix
-        if not prefix:
-            raise ReplicateError("the solver sets snapshot but no snapshot_prefix")
-        return f"{prefix}_iter_{self.iter}{extension}"
-
     # ------------------------------------------------------------------ Solve / Step
     def solve(self, resume: Path | None = None, allow_missing: frozenset[str] = frozenset()) -> None:
         """Train to max_iter, from the snapshot `resume` when given (`allow_missing`: layers its
@@ -278,7 +224,7 @@ class Solver:
             requeue = self.requeued and self._snapshot_iter != self.iter
             if (caffes or requeue) and self.group.is_main:
                 self.snapshot()
-            self._writer.wait()  # the final files are on disk before anything says the run ended
+            self.snapshots.wait()  # the final files are on disk before anything says the run ended
             if self.stopped_early:
                 self._record_stop()
                 self.log.info("Optimization stopped early.", "solver.cpp:302")
@@ -574,7 +520,7 @@ class Solver:
         """Every test net, unless a stop is asked for.  A snapshot taken meanwhile records where
         the test nets' data stood before this round of tests, which a resumed run repeats; a stop
         puts them back there."""
-        before = self._data_positions()[1:]
+        before = snapshots.data_positions(self.test_nets)
         self._test_positions = before
         try:
             for i in range(len(self.test_nets)):
@@ -644,63 +590,17 @@ class Solver:
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> Path:
-        """Write `<prefix>_iter_N.caffemodel`, its resume sidecar and `.solverstate`, each
-        atomically and in that order (the solverstate last: see replicate.solver.resume);
-        returns the state path.
-
-        The loop waits only for one copy of the weights and history to host memory and for the
-        data positions and random states: the files are built and written by the background
-        writer (replicate.solver.snapshot_writer).  Call `close()` (or let `solve()` end) to be
-        sure they are on disk.
-        """
+        """Caffe's Solver::Snapshot (replicate.solver.snapshots), of weights an update has left
+        finite; returns the .solverstate's path.  Mid-test (a SIGHUP while testing) the sidecar
+        records where the test nets' data stood before this round of tests, which a resumed run
+        repeats.  Call `close()` (or let `solve()` end) to be sure the files are on disk."""
         self._check_finite()
-        model_name, state_name = self._snapshot_name(".caffemodel"), self._snapshot_name(".solverstate")
-        model_path, state_path = Path(absolute(model_name, self.folder)), Path(absolute(state_name, self.folder))
-        net = caffe_pb2.NetParameter(name=self.net.net_name, layer=self.net.layer_params)
-        blobs = {name: [host_copy(t) for t in ts] for name, ts in self.net.layer_blobs().items()}
-        history = [host_copy(h) for h in self.rule.history]
-        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_name, current_step=self.current_step)
-        iteration = self.iter
-        positions, randoms = self._sidecar_state()
-
-        def write() -> None:
-            proto = net_to_proto(net, blobs)
-            for layer in proto.layer:
-                layer.phase = caffe_pb2.TRAIN
-            model_bytes = caffemodel_bytes(proto)
-            write_atomic(model_path, model_bytes)
-            for h in history:
-                array_to_blob(h.numpy(), state.history.add())
-            state_bytes = state.SerializeToString()
-            resume.write_sidecar(resume.sidecar_path(state_path), iteration, model_name, model_bytes, state_bytes,
-                                 positions, randoms)
-            write_atomic(state_path, state_bytes)
-            if self.after_snapshot is not None:
-                self.after_snapshot()
-            prefix = Path(absolute(self.param.snapshot_prefix, self.folder))
-            prune(prefix, self.snapshot_keep, iteration, self.param.max_iter)
-
-        self._writer.submit(write)
-        self.log.info(f"Snapshotting to binary proto file {model_name}", "solver.cpp:581")
-        self.log.info(f"Snapshotting solver state to binary proto file {state_name}", "sgd_solver.cpp:273")
-        self.last_snapshot = state_path
+        self.last_snapshot = self.snapshots.write(
+            self.iter, self.current_step, [self.net, *self.test_nets], self.rule.history, self.device,
+            self._test_positions, self.after_snapshot,
+        )
         self._snapshot_iter = self.iter
-        self.log.record(kind="snapshot", iter=self.iter, caffemodel=str(model_path), solverstate=str(state_path))
-        return state_path
-
-    def _data_positions(self) -> list[list[dict[str, int | str]]]:
-        """Each data layer's position, per net: the train net's first, then each test net's."""
-        return [[{"layer": layer.name, **layer.position()} for layer in data_layers([net])]
-                for net in (self.net, *self.test_nets)]
-
-    def _sidecar_state(self) -> tuple[list[list[dict[str, int | str]]], dict]:
-        """What the resume sidecar of a snapshot taken now records: the data positions (mid-test,
-        a SIGHUP while testing, the test nets' from before this round of tests, which a resumed
-        run repeats) and the random states."""
-        train, *tests = self._data_positions()
-        if self._test_positions is not None:
-            tests = self._test_positions
-        return [train, *tests], resume.random_states(self.device)
+        return self.last_snapshot
 
     def _check_finite(self) -> None:
         """Refuse to snapshot weights an update has made NaN or infinite: the last good one stays."""
@@ -714,75 +614,11 @@ class Solver:
                 )
 
     def restore(self, state_path: Path, allow_missing: frozenset[str] = frozenset()) -> None:
-        """Caffe's RestoreSolverStateFromBinaryProto (iteration, weights, lr step, history), then
-        the resume sidecar when there is one: data positions and random streams.  The snapshot's
-        caffemodel must fill every learnable layer (ours always does; one that does not belongs to
-        another net) unless `allow_missing` accepts the missing ones."""
-        try:
-            state_bytes = state_path.read_bytes()
-        except OSError as err:
-            raise ReplicateError(f"{state_path}: cannot read ({err.strerror})") from None
-        state = caffe_pb2.SolverState()
-        try:
-            state.ParseFromString(state_bytes)
-        except DecodeError as err:
-            if _is_weights(state_bytes):
-                raise ReplicateError(weights_not_state(state_path)) from None
-            raise ReplicateError(f"{state_path}: not a valid binary SolverState ({err})") from None
-        if len(state.history) != len(self.rule.history):
-            if _is_weights(state_bytes):
-                raise ReplicateError(weights_not_state(state_path))
-            raise ReplicateError(
-                f"{state_path}: holds {len(state.history)} history blobs; this solver needs {len(self.rule.history)}"
-            )
-        sidecar = resume.read_sidecar(resume.sidecar_path(state_path))
-        learned = None
-        if state.learned_net:
-            learned = Path(state.learned_net)
-            if not learned.is_absolute() and not learned.is_file():
-                learned = state_path.parent / learned.name
-            if not learned.is_file():
-                raise ReplicateError(f"{state_path}: its learned net {state.learned_net} does not exist")
-            if sidecar is not None:
-                resume.check_belongs(sidecar, resume.sidecar_path(state_path), state.iter, state_bytes,
-                                     learned, learned.read_bytes())
-            layers = learnable_layers(self.net)
-            load = WeightsLoad(layers, layers, allow_missing, "resume")
-            source = load_caffemodel(learned)
-            load.add(str(learned), copy_trained_layers(self.net.layer_blobs(), source).copied, source)
-            load.finish()
-            for line in load.lines():
-                self.log.info(line, "weights.py:0")
-            self.weights = load.record()
-        for h, blob in zip(self.rule.history, state.history):
-            values = blob_to_array(blob)
-            if values.size != h.numel():
-                raise ReplicateError(f"{state_path}: a history blob has {values.size} values, expected {h.numel()}")
-            h.copy_(torch.from_numpy(values.reshape(h.shape)))
-        self.iter = state.iter
-        self.current_step = state.current_step
-        self.log.info(f"Restored solver state from {state_path} at iteration {self.iter}")
-        if sidecar is None or learned is None:
-            self.log.info(
-                f"{state_path.name} has no resume sidecar (a snapshot of Caffe's): as in Caffe, the data layers "
-                "restart at their first record and the random streams are not restored"
-            )
-            return
-        self._restore_sidecar(sidecar, resume.sidecar_path(state_path))
-
-    def _restore_sidecar(self, sidecar: dict, path: Path) -> None:
-        """Continue every data layer where it stood and every random stream where it was."""
-        positions = sidecar["data"]
-        layers = [data_layers([net]) for net in (self.net, *self.test_nets)]
-        saved = [[p["layer"] for p in net] for net in positions]
-        ours = [[layer.name for layer in net] for net in layers]
-        if saved != ours:
-            raise ReplicateError(f"{path}: records data layers {saved}, this solver's nets have {ours}")
-        for net_layers, net_positions in zip(layers, positions):
-            for layer, position in zip(net_layers, net_positions):
-                layer.seek(position)
-        note = resume.restore_random_states(sidecar["random"], self.device)
-        train = ", ".join(f"{p['layer']} at batch {p['batch']}" for p in positions[0]) or "none"
-        self.log.info(f"Resumed data layers ({train}) and random streams from {path.name}")
-        if note:
-            self.log.info(note)
+        """Caffe's Solver::Restore from `state_path` (replicate.solver.snapshots.restore): weights,
+        history, iteration and lr step, then data positions and random streams when the snapshot
+        has a resume sidecar."""
+        restored = snapshots.restore(state_path, [self.net, *self.test_nets], self.rule.history, self.device,
+                                     self.log, allow_missing)
+        self.iter, self.current_step = restored.iter, restored.current_step
+        if restored.weights is not None:
+            self.weights = restored.weights
