@@ -5,8 +5,8 @@ random streams, and the verdict on the compiled outcome.
 torch 2.11 traced SoftmaxWithLoss without its normalizer and LRN down the wrong branch
 (replicate/proto/__init__.py).  So the solver runs its first compiled iteration twice, compiled
 and eager, from the same weights, history, batch, dropout masks and random state, and compares
-the loss, the weights and the history after them (`Solver._checked_iteration`); the first batch
-of each test net is run both ways too (`Solver._checked_test_batch`).  The history holds the step
+the loss, the weights and the history after them (`check_iteration`); the first batch of each
+test net is run both ways too (`check_test_batch`).  The history holds the step
 itself (SGD: lr * (gradient + decay) plus momentum times the old history), so a wrong gradient
 shows there even when the step is small next to the weights.
 
@@ -27,11 +27,21 @@ compiled run for its noise.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import torch
+
+from replicate.solver.distributed import Group
+from replicate.solver.log import RunLog
+
+#: What a test net's program gives for a batch: its loss (None without one) and its outputs.
+TestResult = tuple[torch.Tensor | None, dict[str, torch.Tensor]]
+#: What the caller's iteration leaves beside its loss (the solver: its rate and last forward).
+Kept = TypeVar("Kept")
 
 #: fp32: the largest relative distance between the compiled and the eager outcome that passes.
 TOLERANCE = 1e-5
@@ -124,3 +134,121 @@ def set_random_state(state: tuple[torch.Tensor, torch.Tensor | None], device: to
     torch.set_rng_state(cpu)
     if cuda is not None:
         torch.cuda.set_rng_state(cuda, device)
+
+
+def clock(device: torch.device) -> float:
+    """time.perf_counter() once `device` has done what it was given (for the checks' cost)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+@contextlib.contextmanager
+def caffe_arithmetic(precision: str, use_precision: Callable[[str], None]) -> Iterator[None]:
+    """Run the enclosed code in fp32 (no autocast, TF32 off), whatever the run's `precision`:
+    `use_precision` sets the arithmetic the caller's code runs at (the solver's: torch's matmul
+    settings and its autocast), and puts `precision` back on the way out."""
+    use_precision("fp32")
+    try:
+        yield
+    finally:
+        use_precision(precision)
+
+
+def agreed(verdict: Verdict, group: Group, device: torch.device) -> Verdict:
+    """`verdict`, failed in every process where it failed in one (all go on the same way)."""
+    failed = torch.tensor([float(not verdict.passed)], device=device)
+    group.mean_([failed])
+    return verdict._replace(passed=not bool(failed.item()))
+
+
+class IterationCheck(NamedTuple):
+    """The checked iteration's verdict, the loss and what the caller's iteration left beside it
+    (`kept`) of the outcome the run goes on from, and what the check cost in seconds."""
+
+    verdict: Verdict
+    loss: torch.Tensor
+    kept: Any
+    seconds: float
+
+
+def check_iteration(
+    run: Callable[[bool], tuple[torch.Tensor, Kept]], state: Sequence[torch.Tensor], precision: str,
+    device: torch.device, group: Group, use_precision: Callable[[str], None],
+) -> IterationCheck:
+    """The first compiled iteration, checked: `run(False)` runs it compiled, then `run(True)`
+    eager (and in tf32 or bf16 also eager in fp32) from copies of the same `state` (weights and
+    history, which the runs update in place) and random state; `run` itself feeds each the same
+    batches (so the same dropout masks) and puts back anything else an iteration moves (the lr
+    step).  If the check passes the run goes on from the compiled outcome, exactly as it would
+    have without the check; if not, from the eager one at the run's precision: its weights,
+    history and random state are what this leaves in place.  The caller says so and, when it
+    failed, runs eager from then on."""
+    began = clock(device)
+    start, randoms = copies(state), random_state(device)
+    spent = clock(device) - began
+    loss, compiled_kept = run(False)
+    began = clock(device)
+    compiled = Outcome([loss.detach().clone()], copies(state))
+    compiled_randoms = random_state(device)
+
+    def eager_from_start(keep: bool) -> tuple[Outcome, Kept]:
+        """The eager iteration from the start's copies; its blobs are `state` itself unless `keep`."""
+        restore(state, start)
+        set_random_state(randoms, device)
+        eager_loss, kept = run(True)
+        return Outcome([eager_loss], copies(state) if keep else list(state)), kept
+
+    fp32, reference = None, precision != "fp32"
+    eager, eager_kept = eager_from_start(keep=reference)
+    eager_randoms = random_state(device)
+    if reference:
+        with caffe_arithmetic(precision, use_precision):
+            fp32, _ = eager_from_start(keep=False)
+    found = agreed(verdict(precision, compiled, eager, fp32), group, device)
+    chosen = compiled if found.passed else eager
+    restore(state, chosen.blobs)
+    set_random_state(compiled_randoms if found.passed else eager_randoms, device)
+    kept = compiled_kept if found.passed else eager_kept
+    return IterationCheck(found, chosen.values[0], kept, spent + clock(device) - began)
+
+
+def check_test_batch(
+    program: Callable[[dict[str, torch.Tensor]], TestResult], feed: dict[str, torch.Tensor], compiled: TestResult,
+    precision: str, device: torch.device, group: Group, use_precision: Callable[[str], None],
+) -> tuple[TestResult, Verdict, float]:
+    """The first compiled batch of a test net, checked: its eager `program` on the same batch
+    (and in tf32 or bf16 in fp32 too), compared with what the compiled one gave.  Returns the
+    result the run goes on with (the eager one where they differ), the verdict and the seconds
+    the check took."""
+    began = clock(device)
+    names = list(compiled[1])
+
+    def outcome(result: TestResult) -> Outcome:
+        values = [result[1][n] for n in names] + ([] if result[0] is None else [result[0]])
+        return Outcome(values, [])
+
+    eager = program(feed)
+    fp32 = None
+    if precision != "fp32":
+        with caffe_arithmetic(precision, use_precision), torch.autocast(device.type, enabled=False):
+            fp32 = outcome(program(feed))
+    found = agreed(verdict(precision, outcome(compiled), outcome(eager), fp32), group, device)
+    return (compiled if found.passed else eager), found, clock(device) - began
+
+
+def report(log: RunLog, what: str, found: Verdict, iteration: int, precision: str, backend: str | None,
+           seconds: float) -> dict[str, Any]:
+    """Record a check in metrics.jsonl and the log (a warning when it failed: the run then goes
+    on eager); returns its metrics record."""
+    record = {"kind": "compile_check", "iter": iteration, "checked": what, **found.record(),
+              "precision": precision, "backend": str(backend), "torch": torch.__version__, "seconds": seconds}
+    log.record(**record)
+    if found.passed:
+        log.info(f"Compiled {what} checked against eager at iteration {iteration}: {found.text(precision)}")
+    else:
+        log.warning(
+            f"--compile ({backend}) is wrong on torch {torch.__version__}: its {what} differs from the eager "
+            f"one at {precision}: {found.text(precision)}; this run goes on from the eager result and runs eager"
+        )
+    return record

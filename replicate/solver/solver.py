@@ -16,8 +16,8 @@ divergence watch stay there (replicate.solver.loss_monitor) until an iteration t
 tests or snapshots reads them.  With `compile`, SGD runs each iteration as one compiled graph
 (replicate.solver.compiled_step); other solvers run the compiled net with autograd's backward.
 The first compiled iteration and the first batch of each test net are checked against eager code
-(`_checked_iteration`, `_checked_test_batch`); where they differ the run goes on eager, and says
-so in its log and metrics.
+(replicate.solver.compile_check); where they differ the run goes on eager, and says so in its log
+and metrics.
 """
 
 from __future__ import annotations
@@ -348,109 +348,50 @@ class Solver:
         return loss, rate
 
     def _checked_iteration(self, inputs: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, float]:
-        """The first compiled iteration, checked (replicate.solver.compile_check): run compiled,
-        then eager (and in tf32 or bf16 also eager in fp32) from copies of the same weights,
-        history, lr step and random state, on the same batches (so with the same dropout masks).
-        If it passes the run goes on from the compiled outcome, exactly as it would have without
-        the check; if not, from the eager one at the run's precision, eager from then on, with a
-        warning in the log and in metrics.jsonl."""
+        """The first compiled iteration, checked against eager code on the same batches
+        (replicate.solver.compile_check.check_iteration): the run goes on from the compiled
+        outcome if it passes, exactly as without the check; if not, from the eager one, eager
+        from then on, with a warning in the log and in metrics.jsonl."""
         feeds = [self.net.feed(inputs) for _ in range(self.param.iter_size)]
-        state = [e.param.data for e in self.entries] + list(self.rule.history)
-        began = self._clock()
-        start, step, randoms = compile_check.copies(state), self.current_step, compile_check.random_state(self.device)
-        spent = self._clock() - began
-        loss, rate = self._iteration(feeds=feeds)
-        compiled_last = self._last
-        began = self._clock()
-        compiled = compile_check.Outcome([loss.detach().clone()], compile_check.copies(state))
-        compiled_randoms = compile_check.random_state(self.device)
+        step = self.current_step
 
-        def eager_from_start(keep: bool) -> compile_check.Outcome:
-            """The eager iteration from the start's copies; its blobs are `state` itself unless `keep`."""
-            compile_check.restore(state, start)
+        def run(eager: bool) -> tuple[torch.Tensor, tuple[float, ForwardResult]]:
             self.current_step = step
-            compile_check.set_random_state(randoms, self.device)
-            eager_loss, _ = self._iteration(feeds=feeds, eager=True)
-            return compile_check.Outcome([eager_loss], compile_check.copies(state) if keep else state)
+            loss, rate = self._iteration(feeds=feeds, eager=eager)
+            return loss, (rate, self._last)
 
-        fp32, reference = None, self.precision != "fp32"
-        eager = eager_from_start(keep=reference)
-        eager_last, eager_randoms = self._last, compile_check.random_state(self.device)
-        if reference:
-            with self._caffe_arithmetic():
-                fp32 = eager_from_start(keep=False)
-        verdict = self._agreed(compile_check.verdict(self.precision, compiled, eager, fp32))
-        chosen = compiled if verdict.passed else eager
-        compile_check.restore(state, chosen.blobs)
-        compile_check.set_random_state(compiled_randoms if verdict.passed else eager_randoms, self.device)
-        self._last = compiled_last if verdict.passed else eager_last
+        state = [e.param.data for e in self.entries] + list(self.rule.history)
+        check = compile_check.check_iteration(run, state, self.precision, self.device, self.group, self._use_precision)
+        rate, self._last = check.kept
         for e in self.entries:
             e.param.grad = None  # the one-graph iteration keeps no gradients between iterations
-        self._report_check("training iteration", verdict, spent + self._clock() - began)
-        return chosen.values[0], rate
+        self._report_check("training iteration", check.verdict, check.seconds)
+        return check.loss, rate
 
-    def _clock(self) -> float:
-        """time.perf_counter() once the device has done what it was given (for the checks' cost)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    @contextlib.contextmanager
-    def _caffe_arithmetic(self) -> Iterator[None]:
-        """Run the enclosed code in fp32 (no autocast, TF32 off), whatever the run's precision."""
-        precision = self.precision
-        set_precision("fp32")
-        self.precision = "fp32"
-        try:
-            yield
-        finally:
-            self.precision = precision
-            set_precision(precision)
+    def _use_precision(self, precision: str) -> None:
+        """Run at `precision` from here on: torch's matmul settings and this solver's autocast
+        (the checks run eager code in fp32 through it: compile_check.caffe_arithmetic)."""
+        set_precision(precision)
+        self.precision = precision
 
     def _checked_test_batch(
-        self, index: int, feed: dict[str, torch.Tensor], compiled: tuple[torch.Tensor | None, dict[str, torch.Tensor]]
-    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        """The first compiled batch of test net `index`, checked: the eager program on the same
-        batch (and in tf32 or bf16 in fp32 too), compared with what the compiled one gave; the
-        eager result where they differ."""
-        began = self._clock()
-        program = self.test_nets[index].program
-        names = list(compiled[1])
-
-        def outcome(result: tuple[torch.Tensor | None, dict[str, torch.Tensor]]) -> compile_check.Outcome:
-            values = [result[1][n] for n in names] + ([] if result[0] is None else [result[0]])
-            return compile_check.Outcome(values, [])
-
-        eager = program(feed)
-        fp32 = None
-        if self.precision != "fp32":
-            with self._caffe_arithmetic(), torch.autocast(self.device.type, enabled=False):
-                fp32 = outcome(program(feed))
-        verdict = self._agreed(compile_check.verdict(self.precision, outcome(compiled), outcome(eager), fp32))
-        self._report_check(f"test net #{index}", verdict, self._clock() - began)
-        return compiled if verdict.passed else eager
-
-    def _agreed(self, verdict: compile_check.Verdict) -> compile_check.Verdict:
-        """`verdict`, failed in every process where it failed in one (all go on the same way)."""
-        failed = torch.tensor([float(not verdict.passed)], device=self.device)
-        self.group.mean_([failed])
-        return verdict._replace(passed=not bool(failed.item()))
+        self, index: int, feed: dict[str, torch.Tensor], compiled: compile_check.TestResult
+    ) -> compile_check.TestResult:
+        """The first compiled batch of test net `index`, checked against its eager program
+        (replicate.solver.compile_check.check_test_batch); the eager result where they differ."""
+        result, verdict, seconds = compile_check.check_test_batch(
+            self.test_nets[index].program, feed, compiled, self.precision, self.device, self.group, self._use_precision
+        )
+        self._report_check(f"test net #{index}", verdict, seconds)
+        return result
 
     def _report_check(self, what: str, verdict: compile_check.Verdict, seconds: float) -> None:
-        """Record a check in metrics.jsonl and the log; a failed one turns the run eager."""
-        record = {"kind": "compile_check", "iter": self.iter, "checked": what, **verdict.record(),
-                  "precision": self.precision, "backend": str(self.backend), "torch": torch.__version__,
-                  "seconds": seconds}
-        self.compile_checks.append(record)
-        self.log.record(**record)
-        if verdict.passed:
-            self.log.info(f"Compiled {what} checked against eager at iteration {self.iter}: {verdict.text(self.precision)}")
-            return
-        self.log.warning(
-            f"--compile ({self.backend}) is wrong on torch {torch.__version__}: its {what} differs from the eager "
-            f"one at {self.precision}: {verdict.text(self.precision)}; this run goes on from the eager result and "
-            f"runs eager"
+        """Record a check (compile_check.report); a failed one turns the run eager."""
+        self.compile_checks.append(
+            compile_check.report(self.log, what, verdict, self.iter, self.precision, self.backend, seconds)
         )
+        if verdict.passed:
+            return
         self.fused = None
         self.unfused = f"the compiled {what} failed its check against eager"
         self._program = self.net.program
