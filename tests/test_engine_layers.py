@@ -231,3 +231,18 @@ def test_engine_concat_refuses_axis_and_concat_dim_together() -> None:
     param = _param("Concat", Spec("concat_param { axis: 1 concat_dim: 0 }", []))
     with pytest.raises(ReplicateError, match=r"layer 'l.Concat' \(Concat\): give axis \(1\) or concat_dim \(0\), not both"):
         layer_class(param)(param, TEST, [(2, 1, 3), (2, 2, 3)])
+
+
+def test_engine_layers_refuse_what_caffe_cannot_run_or_we_would_run_differently() -> None:
+    cases = [
+        # Caffe divides by group: 0 stops it (here: a ZeroDivisionError without this check).
+        ("Convolution", "convolution_param { num_output: 2 kernel_size: 1 group: 0 }", [(1, 2, 3, 3)],
+         "group must be positive"),
+        # Caffe's unstable PROD gradient divides by each bottom; autograd's is the stable one.
+        ("Eltwise", "eltwise_param { operation: PROD stable_prod_grad: false }", [(2,), (2,)],
+         r"PROD with stable_prod_grad: false is not supported"),
+    ]
+    for type_name, text, bottoms, message in cases:
+        param = _param(type_name, Spec(text, bottoms))
+        with pytest.raises(ReplicateError, match=rf"layer 'l.{type_name}' \({type_name}\): {message}"):
+            layer_class(param)(param, TEST, bottoms)

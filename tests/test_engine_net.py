@@ -4,6 +4,8 @@ propagate_down, force_backward, and which blobs are net outputs."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -137,6 +139,9 @@ def test_engine_bad_wiring_and_inputs_are_named() -> None:
     with pytest.raises(ReplicateError, match=r"layer 'ip' \(InnerProduct\): has 2 param specs for 1 parameter blob"):
         net(DATA + 'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "z" param { lr_mult: 1 } '
             'param { lr_mult: 2 } inner_product_param { num_output: 1 bias_term: false } }')
+    with pytest.raises(ReplicateError, match=r"^layer 'ip' \(InnerProduct\): unknown filler type 'gausian'"):
+        net(DATA + 'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "z" '
+            'inner_product_param { num_output: 1 weight_filler { type: "gausian" } } }')
     with pytest.raises(ReplicateError, match=r"inputs \['q'\]"):
         net(DATA)({"q": torch.zeros(1)})
 
@@ -154,6 +159,20 @@ layer {{ name: "acc" type: "Accuracy" bottom: "s" bottom: "y" top: "acc" }}
 layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" }}""")
     r = n({"x": torch.randn(5, 3), "y": torch.tensor([0.0, 1, 2, 3, 0])})
     assert r.blobs["s"].shape == (5, 4) and r.loss.shape == ()
+
+
+def test_engine_net_refuses_another_image_size_than_compiled() -> None:
+    # A global pooling's kernel is the bottom's size at compile time: fed 6x6 instead of 4x4 it
+    # would pool 4x4 windows into a 3x3 output where Caffe, reshaping, pools everything to 1x1.
+    n = net('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } } }\n'
+            'layer { name: "g" type: "Pooling" bottom: "x" top: "g" pooling_param { pool: AVE global_pooling: true } }')
+    assert n({"x": torch.ones(3, 2, 4, 4)}).outputs["g"].shape == (3, 2, 1, 1)
+    for shape in ((1, 2, 6, 6), (1, 3, 4, 4), (2, 4, 4)):
+        with pytest.raises(ReplicateError, match=re.escape(
+                f"input 'x' has shape {shape}, the net was compiled for (1, 2, 4, 4); only the batch size")):
+            n({"x": torch.ones(shape)})
+    with pytest.raises(ReplicateError, match=r"layer 'in' \(Input\): shape \(1, 0, 4\) has a dimension that is not"):
+        net('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 0 dim: 4 } } }')
 
 
 def test_engine_test_net_shares_trained_layers_by_name() -> None:

@@ -121,6 +121,8 @@ class Convolution(Layer):
         channels, self.group, num_output = shape[1], cp.group, cp.num_output
         if num_output <= 0:
             raise self.error("num_output must be positive")
+        if self.group <= 0:
+            raise self.error("group must be positive")
         if channels % self.group or num_output % self.group:
             raise self.error(
                 f"input channels ({channels}) and num_output ({num_output}) must be divisible by "

@@ -32,6 +32,10 @@ class Eltwise(Layer):
             raise self.error("coefficients are only allowed for the SUM operation")
         if ep.coeff and len(ep.coeff) != len(bottom_shapes):
             raise self.error(f"needs one coeff per bottom ({len(bottom_shapes)}), got {len(ep.coeff)}")
+        if self.op == _E.PROD and not ep.stable_prod_grad:
+            # Caffe then divides top_diff * top by each bottom (inf or NaN where a bottom is 0);
+            # autograd gives the stable product of the other bottoms.
+            raise self.error("PROD with stable_prod_grad: false is not supported (the default, true, is)")
         self.coeff = [float(c) for c in ep.coeff] or [1.0] * len(bottom_shapes)
         self.top_shapes = [first]
 

@@ -29,6 +29,11 @@ class Input(Layer):
             raise self.error(
                 f"needs 1 shape or one per top ({n}), got {len(shapes)}"
             )
+        for shape in shapes:
+            if any(d <= 0 for d in shape):
+                # Caffe's Blob::Reshape refuses a negative dimension; an empty blob it would carry
+                # into layers that then divide by its size.
+                raise self.error(f"shape {shape} has a dimension that is not positive")
         self.top_shapes = shapes
 
     def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -122,7 +122,14 @@ class CompiledNet(nn.Module):
             # Caffe's Net::Init gives the net's phase only to layers that name none: a layer's
             # own `phase` decides how it computes (Dropout, random crops, BatchNorm statistics).
             layer_phase = lp.phase if lp.HasField("phase") else phase
-            layer = layer_class(lp)(lp, layer_phase, bottom_shapes)
+            kind = layer_class(lp)
+            try:
+                layer = kind(lp, layer_phase, bottom_shapes)
+            except ReplicateError as err:
+                # Layers name themselves in their own checks; a filler's or a transformer's error
+                # would otherwise not say which of a net's layers it came from.
+                where = f"layer '{lp.name}' ({lp.type}): "
+                raise (err if str(err).startswith(where) else ReplicateError(where + str(err))) from None
             self._route_label_check(lp, layer, producer)
             tops = list(lp.top)
             if layer.auto_top_blobs:
@@ -340,10 +347,24 @@ class CompiledNet(nn.Module):
             given = [inputs.get(t) for t in self.top_names[i]]
             made = self.layers[i]() if any(t is None for t in given) else given
             for name, value in zip(self.top_names[i], (m if g is None else g for g, m in zip(given, made))):
+                self._check_fed_shape(name, value)
                 for label_range in self.label_checks.get(name, ()):
                     label_range.check(value, name)
                 fed[name] = value if value.device == device else value.to(device, non_blocking=True)
         return fed
+
+    def _check_fed_shape(self, name: str, value: torch.Tensor) -> None:
+        """Every layer was built for the blob shapes worked out at compile time (a global pooling's
+        kernel, a Crop's offsets, an InnerProduct's fan-in); Caffe reshapes each layer for a new
+        input shape, a compiled net does not, so another image size would run a silently different
+        net.  Another batch size (axis 0) every layer follows."""
+        built = self.blob_shapes[name]
+        if value.dim() != len(built) or tuple(value.shape[1:]) != built[1:]:
+            raise ReplicateError(
+                f"net '{self.net_name}': input '{name}' has shape {tuple(value.shape)}, the net was "
+                f"compiled for {built}; only the batch size (axis 0) may differ: compile the net for "
+                "that shape (the Input layer's shape, the data layer's crop_size)"
+            )
 
     def forward(self, inputs: Mapping[str, torch.Tensor] | None = None) -> ForwardResult:
         loss, outputs, blobs = self._program(every_blob=True)(self.feed(inputs))
