@@ -115,6 +115,10 @@ def test_an_empty_weights_file_is_refused(demo: Path, tmp_path: Path, capsys: py
     val = solver.parent / "val.prototxt"
     assert main(["test", "--model", str(val), "--weights", str(empty), "--iterations", "1"]) == 2
     assert "supplies none of the net's 8 learnable layers" in capsys.readouterr().err.splitlines()[-1]
+    # Nor may the weights be left out: the fillers' random values would be scored.
+    assert main(["test", "--model", str(val), "--iterations", "1"]) == 2
+    assert capsys.readouterr().err == (
+        "error: test needs the trained weights to score (--weights W.caffemodel), as caffe test does\n")
 
 
 def test_a_base_with_renamed_layers_is_refused_even_where_nothing_is_frozen(

@@ -13,7 +13,7 @@ from replicate.solver.run import test
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="net .prototxt (run in the TEST phase)")
-    parser.add_argument("--weights", help="trained .caffemodel")
+    parser.add_argument("--weights", help="trained .caffemodel (needed, as by caffe test)")
     parser.add_argument("--allow-missing-layers", metavar="NAME,...|all",
                         help="score the net although the weights lack these layers (they keep their fillers)")
     parser.add_argument("--iterations", type=int, default=50, help="number of batches (default 50)")

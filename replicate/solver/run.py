@@ -277,7 +277,8 @@ def test(
     allow_missing: str | None = None,
 ) -> dict[str, float]:
     """`caffe test`: per-batch outputs, then each output's mean over the batches.  Nothing learns
-    in a test, so `weights` must fill every learnable layer unless `allow_missing` accepts it."""
+    in a test, so `weights` must be given (caffe test refuses to score without them) and fill every
+    learnable layer unless `allow_missing` accepts it."""
     model = Path(model)
     if not model.is_file():
         raise ReplicateError(f"model file {model} does not exist")
@@ -288,11 +289,13 @@ def test(
         raise ReplicateError("--allow-missing-layers accepts layers that weights leave out: give it with --weights")
     set_precision(precision)
     target = pick_device(device, caffe_pb2.SolverParameter.CPU)
+    if not weights:
+        # Scored with its fillers' random values the net would print numbers that mean nothing.
+        raise ReplicateError("test needs the trained weights to score (--weights W.caffemodel), as caffe test does")
     log = RunLog(None)
     net = CompiledNet(resolve_net_paths(load_net(model), model.resolve().parent), caffe_pb2.TEST).to(target)
-    if weights:
-        layers = learnable_layers(net)
-        _copy_weights(net, str(weights), log, WeightsLoad(layers, layers, allowed, "test"))
+    layers = learnable_layers(net)
+    _copy_weights(net, str(weights), log, WeightsLoad(layers, layers, allowed, "test"))
     weights_of = net.blob_loss_weights
     totals: dict[str, np.ndarray] = {}
     loss = np.float32(0)
