@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -176,6 +177,30 @@ def test_missing_weights_net_or_solver(tmp_path: Path) -> None:
         train(run / "nope.prototxt", echo=False)
     (run / "val.prototxt").unlink()
     with pytest.raises(ReplicateError, match="val.prototxt.*does not exist"):
+        train(run / "solver.prototxt", echo=False)
+
+
+def test_solver_fields_caffe_reads_otherwise_are_refused_or_said(tmp_path: Path) -> None:
+    run = copy_run(tmp_path, "iter_size", {"max_iter: 20": "max_iter: 2\niter_size: 0"})
+    with pytest.raises(ReplicateError, match="^iter_size must be at least 1, not 0$"):
+        train(run / "solver.prototxt", echo=False)
+    # Snapshots in HDF5 are not written: the run says so and writes binary protobuf.
+    run = copy_run(tmp_path, "hdf5", {"max_iter: 20": "max_iter: 2\nsnapshot_format: HDF5",
+                                      "test_interval: 5": "test_interval: 0"})
+    train(run / "solver.prototxt", echo=False)
+    assert "snapshot_format HDF5: snapshots are written as binary protobuf" in (run / "train.log").read_text()
+    assert (run / "snap_iter_2.caffemodel").is_file() and (run / "snap_iter_2.solverstate").is_file()
+    # Caffe's HDF5 files, given as weights or as a snapshot, are named for what they are.
+    run = copy_run(tmp_path, "h5")
+    for kind, name in (("weights", "snap_iter_2.caffemodel.h5"), ("snapshot", "snap_iter_2.solverstate.h5")):
+        (run / name).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+        with pytest.raises(ReplicateError, match=rf"{name}: an HDF5 file \(Caffe's snapshot_format: HDF5\)"):
+            train(run / "solver.prototxt", **{kind: str(run / name)}, echo=False)
+    # A net path written for Caffe's root, as the model zoo's solvers are, gets a hint.
+    run = copy_run(tmp_path, "root", {'train_net: "train.prototxt"': 'train_net: "examples/x/train.prototxt"'})
+    with pytest.raises(ReplicateError, match=re.escape(
+            f"net file {run / 'examples/x/train.prototxt'} (named in the solver) does not exist: "
+            f"'examples/x/train.prototxt' is read against the solver's folder {run} (Caffe reads it against")):
         train(run / "solver.prototxt", echo=False)
 
 

@@ -29,6 +29,19 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def refuse_hdf5(path: str | os.PathLike[str], data: bytes) -> None:
+    """Caffe's `snapshot_format: HDF5` writes .caffemodel.h5 and .solverstate.h5 files; parsed as
+    protobuf they would fail with a message about wire types, so say what they are."""
+    if data.startswith(_HDF5_SIGNATURE):
+        raise ReplicateError(
+            f"{path}: an HDF5 file (Caffe's snapshot_format: HDF5); only binary protobuf files "
+            "(snapshot_format: BINARYPROTO) are read: save the net as a .caffemodel with pycaffe's Net.save"
+        )
+
+
 def read_binary(path: str | os.PathLike[str], message: M) -> M:
     """Parse the binary protobuf file at `path` into `message`."""
     try:
@@ -36,6 +49,7 @@ def read_binary(path: str | os.PathLike[str], message: M) -> M:
             data = f.read()
     except OSError as err:
         raise ReplicateError(f"{path}: cannot read ({err.strerror})") from None
+    refuse_hdf5(path, data)
     try:
         message.ParseFromString(data)
     except DecodeError as err:

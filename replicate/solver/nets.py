@@ -55,7 +55,10 @@ def resolve_net_paths(net: caffe_pb2.NetParameter, base: Path) -> caffe_pb2.NetP
 def _read(name: str, base: Path) -> caffe_pb2.NetParameter:
     path = Path(absolute(name, base))
     if not path.is_file():
-        raise ReplicateError(f"net file {path} (named in the solver) does not exist")
+        hint = "" if Path(name).is_absolute() else (
+            f": '{name}' is read against the solver's folder {base} (Caffe reads it against the folder "
+            "caffe was started in, Caffe's root for its examples); give it relative to the solver or absolute")
+        raise ReplicateError(f"net file {path} (named in the solver) does not exist{hint}")
     return load_net(path)
 
 

@@ -22,7 +22,7 @@ import torch
 from google.protobuf.message import DecodeError
 
 from replicate.errors import ReplicateError
-from replicate.io.binary import remove_temporaries, write_atomic
+from replicate.io.binary import refuse_hdf5, remove_temporaries, write_atomic
 from replicate.io.blobs import array_to_blob, blob_to_array
 from replicate.io.model import caffemodel_bytes, load_caffemodel
 from replicate.net.compile import CompiledNet
@@ -183,6 +183,7 @@ def restore(
         state_bytes = state_path.read_bytes()
     except OSError as err:
         raise ReplicateError(f"{state_path}: cannot read ({err.strerror})") from None
+    refuse_hdf5(state_path, state_bytes)
     state = caffe_pb2.SolverState()
     try:
         state.ParseFromString(state_bytes)

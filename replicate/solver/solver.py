@@ -88,6 +88,9 @@ class Solver:
         cuda_graph: bool = True,
     ):
         check_policy(param)
+        if param.iter_size < 1:
+            # Caffe would average the loss over no passes (0/0) and scale the update by 1/iter_size.
+            raise ReplicateError(f"iter_size must be at least 1, not {param.iter_size}")
         if snapshot_keep < 0:
             raise ReplicateError(f"snapshot keep must be 0 (keep all) or more, not {snapshot_keep}")
         set_precision(precision)
@@ -95,6 +98,9 @@ class Solver:
         self.folder = folder
         self.device = device
         self.log = log
+        if param.snapshot_format == caffe_pb2.SolverParameter.HDF5:
+            log.warning("snapshot_format HDF5: snapshots are written as binary protobuf (.caffemodel, "
+                        ".solverstate) all the same, the format this program reads")
         self.precision = precision
         self.group = group
         seed = param.random_seed
