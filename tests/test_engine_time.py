@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from replicate.cli import main
+from replicate.data.lmdb_io import array_datum, write_lmdb
 
 NET = """name: "tiny"
 layer { name: "data" type: "Input" top: "data" top: "label" input_param { shape { dim: 4 dim: 3 dim: 8 dim: 8 } shape { dim: 4 } } }
@@ -30,6 +32,23 @@ def test_engine_time_prints_caffe_style_report(tmp_path: Path, capsys: pytest.Ca
     for what in ("Forward pass", "Backward pass", "Forward-Backward"):
         assert re.search(rf"^Average {what}: [\d.]+ ms\.$", out, re.M)
     assert out.count("forward-backward time") == 2
+
+
+def test_engine_time_feeds_valid_labels_and_checks_a_data_layers(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # An Input label blob not named "label" is still a label (zeros, not random values) ...
+    model = tmp_path / "net.prototxt"
+    model.write_text(NET.replace('"label"', '"y"'))
+    assert main(["time", "--model", str(model), "--iterations", "1"]) == 0
+    capsys.readouterr()
+    # ... and a data layer's labels are checked against the loss's classes, as in training.
+    images = np.zeros((4, 3, 8, 8), dtype=np.uint8)
+    write_lmdb(tmp_path / "db", [(f"i{i}", array_datum(img, 3 + i)) for i, img in enumerate(images)])
+    data = (f'layer {{ name: "data" type: "Data" top: "data" top: "label" '
+            f'data_param {{ source: "{tmp_path / "db"}" batch_size: 4 backend: LMDB }} }}')
+    model.write_text(NET.replace(NET.splitlines()[1], data))
+    assert main(["time", "--model", str(model), "--iterations", "1"]) == 2
+    assert capsys.readouterr().err == "error: layer 'loss' (SoftmaxWithLoss): label 5 in blob 'label' out of range [0, 5)\n"
 
 
 def test_engine_time_rejects_bad_iterations(tmp_path: Path) -> None:

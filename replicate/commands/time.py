@@ -49,7 +49,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _random_inputs(net: CompiledNet) -> dict[str, torch.Tensor]:
-    """Random values for Input layers' blobs (labels: 0, a valid class for any loss)."""
+    """Random values for Input layers' blobs; blobs some layer reads as labels hold 0, a valid
+    class for any loss."""
     inputs = {}
     for i in net.input_layers:
         lp = net.layer_params[i]
@@ -57,7 +58,7 @@ def _random_inputs(net: CompiledNet) -> dict[str, torch.Tensor]:
             continue
         for top in net.top_names[i]:
             shape = net.blob_shapes[top]
-            inputs[top] = torch.zeros(shape) if "label" in top else torch.randn(shape)
+            inputs[top] = torch.zeros(shape) if top in net.label_checks else torch.randn(shape)
     return inputs
 
 
@@ -87,6 +88,11 @@ def timed_pass(net: CompiledNet, inputs: dict[str, torch.Tensor], times: list[La
         ms = (time.perf_counter() - start) * 1000
         times[i].forward.append(ms)
         forward_ms += ms
+        if not lp.bottom:
+            # As in training (CompiledNet.feed), untimed: a label out of a loss's range stops here.
+            for name, value in zip(net.top_names[i], tops):
+                for label_range in net.label_checks.get(name, ()):
+                    label_range.check(value, name)
         for j, (name, value) in enumerate(zip(net.top_names[i], tops)):
             produced[name] = (i, j)
             values[(i, j)] = value
