@@ -19,7 +19,7 @@ from replicate.data.lmdb_io import LmdbReader
 from replicate.errors import ReplicateError
 from replicate.io.binary import read_binary, read_mean, read_net_binary, write_mean
 from replicate.io.blobs import array_to_blob, blob_shape, blob_to_array
-from replicate.io.model import load_caffemodel, save_caffemodel
+from replicate.io.model import caffemodel_bytes, load_caffemodel, save_caffemodel
 from replicate.io.prototxt import format_text, parse_text, read_net_text, read_solver_text
 from replicate.proto import caffe_pb2
 
@@ -70,6 +70,20 @@ def test_v1_caffemodel_with_legacy_dims() -> None:
     assert [(layer.name, layer.type) for layer in net.layer] == [("conv", "Convolution"), ("ip", "InnerProduct")]
     arrays = np.load(CAFFE / "caffemodel_v1" / "arrays.npz")
     np.testing.assert_array_equal(blob_to_array(net.layer[0].blobs[0]), arrays["param/conv/0"])
+
+
+def test_zero_axis_blob_as_caffe_writes_it() -> None:
+    """Caffe's ToProto writes a zero-axis blob (Scale with num_axes 0) with no `shape` and no
+    legacy dims; FromProto reads it back as a scalar, and so must we, and write it the same way."""
+    caffes = caffe_pb2.BlobProto()
+    caffes.data.append(2.5)
+    assert blob_shape(caffes) == ()
+    assert blob_to_array(caffes).shape == () and blob_to_array(caffes) == np.float32(2.5)
+    ours = array_to_blob(np.float32(2.5).reshape(()))
+    assert ours.SerializeToString() == caffes.SerializeToString()
+    net = caffe_pb2.NetParameter()
+    net.layer.add(name="scale", type="Scale").blobs.append(caffes)
+    assert caffemodel_bytes(net) == net.SerializeToString()
 
 
 def test_mean_binaryproto() -> None:

@@ -14,15 +14,22 @@ import numpy as np
 from replicate.proto import caffe_pb2
 
 
+LEGACY_DIMS = ("num", "channels", "height", "width")
+
+
 def blob_shape(blob: caffe_pb2.BlobProto) -> tuple[int, ...]:
-    """The blob's shape: `shape.dim` when present, else legacy (num, channels, height, width).
+    """The blob's shape by Caffe's `Blob::FromProto` rule: legacy (num, channels, height, width)
+    when any of those is set, else `shape.dim`, which may be empty.
 
     Legacy files always describe four axes, so a 1-D bias of 96 reads as (1, 1, 1, 96); weight
-    copying compares such shapes by element count as Caffe's `ShapeEquals` does.
+    copying compares such shapes by element count as Caffe's `ShapeEquals` does.  A zero-axis blob
+    (a scalar Scale or Bias, `num_axes: 0`) is written by Caffe's `ToProto` with no `shape` and no
+    legacy dims at all, so the absence of `shape` must not mean legacy: that read such a blob as
+    (0, 0, 0, 0) and refused its one value (the scale_axes golden case of real Caffe).
     """
-    if blob.HasField("shape"):
-        return tuple(int(d) for d in blob.shape.dim)
-    return (blob.num, blob.channels, blob.height, blob.width)
+    if any(blob.HasField(f) for f in LEGACY_DIMS):
+        return (blob.num, blob.channels, blob.height, blob.width)
+    return tuple(int(d) for d in blob.shape.dim)
 
 
 def blob_to_array(blob: caffe_pb2.BlobProto) -> np.ndarray:
@@ -42,8 +49,12 @@ def array_to_blob(array: np.ndarray, blob: caffe_pb2.BlobProto | None = None) ->
     """Write `array` into `blob` (a new one by default) in the current `shape` form, float32."""
     blob = caffe_pb2.BlobProto() if blob is None else blob
     blob.Clear()
+    # The shape before np.ascontiguousarray, which makes a zero-axis array 1-D.  Caffe's ToProto
+    # writes a zero-axis blob with no `shape` at all (an empty extend would still set it), which
+    # reads back as a scalar.
+    if np.ndim(array):
+        blob.shape.dim.extend(int(d) for d in np.shape(array))
     array = np.ascontiguousarray(array, dtype=np.float32)
-    blob.shape.dim.extend(int(d) for d in array.shape)
     set_float_data(blob, array)
     return blob
 
