@@ -1,13 +1,17 @@
-"""Forward/backward golden cases: one small net per layer behaviour, run in Caffe's TEST phase.
+"""Forward/backward golden cases: one small net per layer behaviour, run in the phase its
+`meta.json` names (TEST but for `batchnorm_train`).
 
 Parameters come from `weights.caffemodel` when the case has one (checked against the npz copy),
-inputs from `in/*`; outputs must match `out/*`.  The backward pass starts from `topdiff/*` on
+inputs from `in/*`; outputs must match `out/*`.  After the forward pass every parameter blob must
+hold `after/<layer>/<i>` where the case has one (a forward that writes its blobs: BatchNorm with
+batch statistics), else its `param/` value unchanged.  The backward pass starts from `topdiff/*` on
 output blobs plus the net loss (loss tops carry Caffe's loss weight), and input and parameter
 gradients must match `diff/*` and `pdiff/*`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,7 +54,8 @@ def _load_params(net: CompiledNet, arrays: dict[str, np.ndarray], case_dir: Path
 def check(case_dir: Path, device: torch.device = CPU, prepare: Callable[[CompiledNet], object] | None = None) -> None:
     """`prepare` is called with the net before it runs (to switch on an engine option)."""
     arrays = load_arrays(case_dir)
-    net = CompiledNet(read_net_text(case_dir / "net.prototxt"), caffe_pb2.TEST)
+    phase = json.loads((case_dir / "meta.json").read_text())["phase"]
+    net = CompiledNet(read_net_text(case_dir / "net.prototxt"), caffe_pb2.Phase.Value(phase))
     _load_params(net, arrays, case_dir)
     if prepare is not None:
         prepare(net)
@@ -70,6 +75,13 @@ def check(case_dir: Path, device: torch.device = CPU, prepare: Callable[[Compile
     for key, expected in arrays.items():
         if key.startswith("out/"):
             assert_close(on(device, result.blobs[key[4:]]), expected, FORWARD_RTOL, key)
+    for layer, params in net.layer_blobs().items():
+        for i, blob in enumerate(params):
+            key = f"after/{layer}/{i}" if f"after/{layer}/{i}" in arrays else f"param/{layer}/{i}"
+            assert_close(on(device, blob.detach()), arrays[key], FORWARD_RTOL, f"{key} after the forward pass")
+    assert {k for k in arrays if k.startswith("after/")} <= {
+        f"after/{layer}/{i}" for layer, params in net.layer_blobs().items() for i in range(len(params))
+    }, "after/ blobs the net lacks"
 
     # Caffe computes a gradient only where its backward plan says so (without force_backward
     # input diffs stay zero and layers not under a loss skip backward).
