@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 import caffe
+import caffe_goldens  # tools/caffe_goldens.py: its cases are written by it, in both roots
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
@@ -416,7 +417,7 @@ def main() -> None:
         return
     for case in sorted(p.parent for p in args.src.glob("*/meta.json")):
         name = case.name
-        if name.startswith(NOT_LAYER_CASES):
+        if name.startswith(NOT_LAYER_CASES) or name in caffe_goldens.CASES:
             continue
         text = (case / "net.prototxt").read_text()
         backward = name not in FORWARD_ONLY
@@ -428,6 +429,9 @@ def main() -> None:
         backward = name not in FORWARD_ONLY
         head = f'name: "{name}"\n' + ("force_backward: true\n" if backward else "")
         run_case(name, head + body, make, args.out / name, backward, note, args.base_seed)
+        print(name)
+    for name in caffe_goldens.CASES:  # their own phase, statistics and seeds
+        caffe_goldens.write_case(name, "caffe_grad", args.out / name)
         print(name)
     if not args.skip_caffenet:
         run_caffenet(args.src / "caffenet_full", args.out / "caffenet_full", args.base_seed)
