@@ -86,6 +86,18 @@ def test_zero_axis_blob_as_caffe_writes_it() -> None:
     assert caffemodel_bytes(net) == net.SerializeToString()
 
 
+def test_zero_axis_blob_from_caffes_net_save() -> None:
+    """The scale_axes golden case's scalar Scale blobs, as real Caffe's Net::Save wrote them."""
+    path = CAFFE / "scale_axes" / "weights.caffemodel"
+    net = read_net_binary(path)
+    blob = next(layer for layer in net.layer if layer.name == "sc_scalar").blobs[0]
+    assert not blob.HasField("shape") and not blob.HasField("num")
+    arrays = np.load(CAFFE / "scale_axes" / "arrays.npz")
+    assert blob_shape(blob) == ()
+    np.testing.assert_array_equal(blob_to_array(blob), arrays["param/sc_scalar/0"])
+    assert caffemodel_bytes(net) == path.read_bytes()
+
+
 def test_mean_binaryproto() -> None:
     blob = read_binary(CAFFE / "data_lmdb_mean" / "mean.binaryproto", caffe_pb2.BlobProto())
     assert_no_unknown_fields(blob)
