@@ -20,8 +20,11 @@ Needs pycaffe: BVLC/caffe master, commit 9b891540183ddc834a02b2bd81b31afae71b215
 source with CMake, CPU_ONLY, OpenBLAS, Python 3 (Debian 12's system python3 with its python3-numpy
 and python3-protobuf; protobuf 3.21).  So it never runs in CI; its output is committed.
 
-Run from the repo root (a second or two):
-  GLOG_minloglevel=2 PYTHONPATH=<caffe build>/python /usr/bin/python3 tools/caffe_goldens.py
+pycaffe's `caffe/io.py` imports scikit-image, which nothing here uses: install python3-skimage or
+make that import optional in the copy of Caffe's source.
+
+Run from the repo root (a second or two; CMake links `_caffe.so` into the source's python/):
+  GLOG_minloglevel=2 PYTHONPATH=<caffe source>/python /usr/bin/python3 tools/caffe_goldens.py
 `--root caffe` or `--root caffe_grad` writes one root only; `--cases a b` only those cases.  Only
 the named case folders are replaced.
 """
