@@ -1,6 +1,10 @@
 """Caffe's MultinomialLogisticLoss: mean over the batch of -log(max(p[label], 1e-20)).
 
-Its bottom is already a probability (a Softmax output).  On the validation net this is exactly
+Its bottom is already a probability (a Softmax output).  The backward is Caffe's own
+(`multinomial_logistic_loss_layer.cpp`): -top_diff / N / max(p[label], 1e-20) at each label's
+entry, so a probability under the threshold (0 included) gets a large finite gradient, where
+autograd through the clamp would give it 0 (the real-Caffe case `multinomial_logistic_loss` has
+such rows).  On the validation net this is exactly
 the second number the 2014 Caffe Accuracy layer reported (`Test score #1`, mean -log probability
 of the true class, same 1e-20 threshold), so the paper's val nets can log it as a net output.
 """
@@ -17,6 +21,25 @@ from replicate.layers.labels import LabelRange
 from replicate.proto import caffe_pb2
 
 LOG_THRESHOLD = 1e-20
+
+
+class _CaffeLogLoss(torch.autograd.Function):
+    """-sum(log(max(p[label], 1e-20))) / N from (N, dim) probabilities and (N, 1) labels, with
+    Caffe's gradient: -loss_diff / N divided by the clamped probability at the label."""
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        picked = flat.gather(1, labels).clamp(min=LOG_THRESHOLD)
+        ctx.save_for_backward(picked, labels)
+        ctx.shape = flat.shape
+        return -torch.log(picked).sum() / flat.shape[0]
+
+    @staticmethod
+    def backward(ctx, loss_diff: torch.Tensor):
+        picked, labels = ctx.saved_tensors
+        scale = -loss_diff / ctx.shape[0]
+        grad = torch.zeros(ctx.shape, dtype=picked.dtype, device=picked.device)
+        return grad.scatter(1, labels, scale / picked), None
 
 
 @register("MultinomialLogisticLoss")
@@ -51,5 +74,4 @@ class MultinomialLogisticLoss(Layer):
         num = prob.shape[0]
         flat = prob.reshape(num, self.dim)
         labels = label.reshape(num, 1).long()
-        picked = flat.gather(1, labels).clamp(min=LOG_THRESHOLD)
-        return (-torch.log(picked).sum() / num,)
+        return (_CaffeLogLoss.apply(flat, labels),)
