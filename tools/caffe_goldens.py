@@ -1,6 +1,9 @@
 """Writes golden cases of real Caffe for layer features that had none: BatchNorm (stored statistics
 with a scale factor and eps in TEST, batch statistics in TRAIN), Scale (bias, axis/num_axes
-variants, a second bottom), InnerProduct `transpose: true` and Pooling `round_mode: FLOOR`.
+variants, a second bottom), InnerProduct `transpose: true` and Pooling `round_mode: FLOOR`;
+MultinomialLogisticLoss, SoftmaxWithLoss's normalization modes, ignore_label and axis, Softmax on
+other axes, Accuracy with ignore_label and axis, Eltwise over three bottoms, Concat/Flatten axes
+with Split and Silence, and shared parameters (`param { name }`).
 
 Each case is written twice, in the format of the other cases (`tests/golden/caffe/README.md`):
   tests/golden/caffe/<case>        as the original root was made: no force_backward, so Caffe
@@ -9,12 +12,14 @@ Each case is written twice, in the format of the other cases (`tests/golden/caff
                                    other random values, so `diff/*`, `pdiff/*` are Caffe's real
                                    gradients of sum(topdiff * out).
 Inputs and top diffs are float32 standard normal from `numpy.random.RandomState(seed)` (the seed is
-in `meta.json`); learned parameters come from Caffe's fillers after `caffe.set_random_seed(seed)`;
+in `meta.json`; labels and probabilities are drawn from it as each case's `draw` says; a loss top
+gets no top diff: it keeps the loss weight Caffe put there); learned parameters come from Caffe's fillers after `caffe.set_random_seed(seed)`;
 BatchNorm's statistics (Caffe fills them with zeros) are set from the same numpy stream before the
 forward pass, and `param/*` and `weights.caffemodel` (`Net::Save`) hold what the net held then.
 A case whose forward writes its parameter blobs (BatchNorm with batch statistics) also stores them
 after the forward pass as `after/<layer>/<i>`.  `meta.json` has the phase the net was built in
-(`TRAIN` for `batchnorm_train`, else `TEST`).
+(`TRAIN` for `batchnorm_train`, else `TEST`).  `accuracy_ignore_axis` has no force_backward in
+either root (Caffe's Accuracy aborts in its Backward).
 
 Needs pycaffe: BVLC/caffe master, commit 9b891540183ddc834a02b2bd81b31afae71b2153, built from
 source with CMake, CPU_ONLY, OpenBLAS, Python 3 (Debian 12's system python3 with its python3-numpy
@@ -50,6 +55,8 @@ CAFFE = "BVLC Caffe (master 9b89154, CMake CPU_ONLY build), CPU, float32"
 BASE_SEED = {"caffe": 8_000_000, "caffe_grad": 9_000_000}
 
 Stats = Callable[[np.random.RandomState, caffe.Net], None]
+#: Draws one Input blob's value: (rng, shape) -> float32 array.
+Draw = Callable[[np.random.RandomState, tuple[int, ...]], np.ndarray]
 
 
 def _input(name: str, *dims: int) -> str:
@@ -84,6 +91,49 @@ class Case:
     stats: Stats | None = None
     #: Input scale per blob (default 1).
     scale: dict[str, float] = field(default_factory=dict)
+    #: Input blobs drawn otherwise than standard normal (labels, probabilities).
+    draw: dict[str, Draw] = field(default_factory=dict)
+    #: Run without force_backward in both roots (Caffe's Accuracy aborts in its Backward).
+    forward_only: bool = False
+
+
+def labels(low: int, high: int) -> Draw:
+    """Integer labels in [low, high) as float32 (low -1: some are the ignore label -1)."""
+    return lambda rng, shape: rng.randint(low, high, size=shape).astype(np.float32)
+
+
+def labels_with(high: int, value: int, at: tuple[int, ...]) -> Draw:
+    """Integer labels in [0, high) with `value` (an ignore label) at the flat positions `at`, so
+    every root has some."""
+
+    def draw(rng: np.random.RandomState, shape: tuple[int, ...]) -> np.ndarray:
+        out = rng.randint(0, high, size=shape).astype(np.float32)
+        out.reshape(-1)[list(at)] = value
+        return out
+
+    return draw
+
+
+def probabilities(rng: np.random.RandomState, shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform in [0.05, 1): positive, as a probability bottom must be (not normalised: Caffe's
+    MultinomialLogisticLoss reads only the label's entry)."""
+    return rng.uniform(0.05, 1.0, shape).astype(np.float32)
+
+
+def probabilities_under_threshold(rng: np.random.RandomState, shape: tuple[int, ...]) -> np.ndarray:
+    """As `probabilities`, but row 1 is exactly 0 and row 2 is 1e-25, both under Caffe's
+    kLOG_THRESHOLD 1e-20, whatever the labels."""
+    value = probabilities(rng, shape)
+    value[1] = 0.0
+    value[2] = 1e-25
+    return value
+
+
+def with_zeros(rng: np.random.RandomState, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal with a quarter of the values exactly 0."""
+    value = rng.standard_normal(shape).astype(np.float32)
+    value[rng.rand(*shape) < 0.25] = 0.0
+    return value
 
 
 GAUSS = 'filler { type: "gaussian" std: 1 }'
@@ -193,6 +243,147 @@ CASES: dict[str, Case] = {
         "as pool_max_floor with AVE: Caffe's divisor counts the padding inside the padded input "
         "(windows clipped at height + pad), so border windows divide by more than their real pixels",
     ),
+    "multinomial_logistic_loss": Case(
+        _input("prob", 4, 5)
+        + _input("label", 4)
+        + _input("prob_4d", 3, 2, 2, 2)
+        + _input("label_4d", 3)
+        + _input("prob_low", 4, 5)
+        + _input("data", 4, 5)
+        + _layer("mll", "MultinomialLogisticLoss", ("prob", "label"), "loss")
+        + _layer("mll_4d", "MultinomialLogisticLoss", ("prob_4d", "label_4d"), "loss_4d", "loss_weight: 0.5")
+        + _layer("mll_low", "MultinomialLogisticLoss", ("prob_low", "label"), "loss_low")
+        + _layer("softmax", "Softmax", ("data",), "softmax")
+        + _layer("mll_softmax", "MultinomialLogisticLoss", ("softmax", "label"), "loss_softmax", "loss_weight: 2"),
+        "MultinomialLogisticLoss: -sum log(max(p[label], 1e-20)) / N over probabilities in [0.05, 1); "
+        "mll_4d reads a (3, 2, 2, 2) bottom as 3 rows of 8 with loss_weight 0.5; prob_low has row 1 "
+        "exactly 0 and row 2 1e-25, under the threshold, where Caffe's gradient is -weight / N / 1e-20 "
+        "(it divides by the clamped probability); mll_softmax reads a Softmax (loss_weight 2); the "
+        "label blob is shared by three layers",
+        draw={"prob": probabilities, "prob_4d": probabilities, "prob_low": probabilities_under_threshold,
+              "label": labels(0, 5), "label_4d": labels(0, 8)},
+    ),
+    "softmax_loss_norm": Case(
+        _input("data_valid", 2, 4, 3)
+        + _input("data_full", 2, 4, 3)
+        + _input("data_batch", 2, 4, 3)
+        + _input("data_none", 2, 4, 3)
+        + _input("data_old_false", 2, 4, 3)
+        + _input("data_old_true", 2, 4, 3)
+        + _input("label", 2, 3)
+        + _input("data_axis2", 2, 3, 4)
+        + _input("label_axis2", 2, 3)
+        + _layer("loss_valid", "SoftmaxWithLoss", ("data_valid", "label"), "loss_valid",
+                 "loss_param { ignore_label: -1 }")
+        + _layer("loss_full", "SoftmaxWithLoss", ("data_full", "label"), "loss_full",
+                 "loss_param { ignore_label: -1 normalization: FULL }")
+        + _layer("loss_batch", "SoftmaxWithLoss", ("data_batch", "label"), "loss_batch",
+                 "loss_weight: 0.5 loss_param { ignore_label: -1 normalization: BATCH_SIZE }")
+        + _layer("loss_none", "SoftmaxWithLoss", ("data_none", "label"), "loss_none",
+                 "loss_param { ignore_label: -1 normalization: NONE }")
+        + _layer("loss_old_false", "SoftmaxWithLoss", ("data_old_false", "label"), "loss_old_false",
+                 "loss_param { ignore_label: -1 normalize: false }")
+        + _layer("loss_old_true", "SoftmaxWithLoss", ("data_old_true", "label"), "loss_old_true",
+                 "loss_param { ignore_label: -1 normalize: true }")
+        + _layer("loss_axis2", "SoftmaxWithLoss", ("data_axis2", "label_axis2"), "loss_axis2",
+                 "softmax_param { axis: 2 } loss_param { ignore_label: 0 }"),
+        "SoftmaxWithLoss over (2, 4, 3) scores, classes on axis 1, labels (2, 3) with two -1 "
+        "ignored: normalization VALID (the default), FULL (all 6 positions), BATCH_SIZE (2, with "
+        "loss_weight 0.5), NONE, the deprecated normalize: false (BATCH_SIZE) and normalize: true "
+        "(VALID); loss_axis2 takes classes on axis 2 (softmax_param axis) and ignores class 0.  (No "
+        "second top: this Caffe aborts on any SoftmaxWithLoss with two, as its inner Softmax copies "
+        "the layer's loss_weight list)",
+        draw={"label": labels_with(4, -1, (1, 5)), "label_axis2": labels_with(4, 0, (2,))},
+        scale={"*": 2.0},
+    ),
+    "softmax_axes": Case(
+        _input("data", 2, 3, 4, 2)
+        + _layer("sm_axis0", "Softmax", ("data",), "out_axis0", "softmax_param { axis: 0 }")
+        + _layer("sm_axis2", "Softmax", ("data",), "out_axis2", "softmax_param { axis: 2 }")
+        + _layer("sm_last", "Softmax", ("data",), "out_last", "softmax_param { axis: -1 }"),
+        "Softmax over axis 0, axis 2 and axis -1 of one (2, 3, 4, 2) input (its gradient is the "
+        "sum of the three)",
+        scale={"*": 2.0},
+    ),
+    "accuracy_ignore_axis": Case(
+        _input("data", 12, 5)
+        + _input("label", 12)
+        + _input("data_axis2", 2, 3, 6)
+        + _input("label_axis2", 2, 3)
+        + _layer("acc_ignore", "Accuracy", ("data", "label"), "acc_ignore", "accuracy_param { ignore_label: 1 }")
+        + 'layer { name: "acc_ignore_k2" type: "Accuracy" bottom: "data" bottom: "label" top: "acc_ignore_k2" '
+          'top: "per_class_k2" accuracy_param { top_k: 2 ignore_label: 1 } }\n'
+        + _layer("acc_axis2", "Accuracy", ("data_axis2", "label_axis2"), "acc_axis2",
+                 "accuracy_param { axis: 2 ignore_label: 5 }")
+        + 'layer { name: "acc_axis2_k3" type: "Accuracy" bottom: "data_axis2" bottom: "label_axis2" '
+          'top: "acc_axis2_k3" top: "per_class_axis2" accuracy_param { axis: 2 top_k: 3 } }\n',
+        "Accuracy with ignore_label (class 1 of 5 ignored: the mean is over the other samples), top_k "
+        "2 with the per-class accuracy as a second top (0 for the ignored class), and classes on axis "
+        "2 of a (2, 3, 6) input with ignore_label 5 (a class); acc_axis2_k3 has no ignore_label, so "
+        "there class 5 counts.  Forward only, in both roots (Caffe's Accuracy has no Backward)",
+        draw={"label": labels_with(5, 1, (0, 3, 7)), "label_axis2": labels_with(6, 5, (4,))},
+        forward_only=True,
+    ),
+    "eltwise_three": Case(
+        _input("a", 2, 3, 2, 3)
+        + _input("b", 2, 3, 2, 3)
+        + _input("c", 2, 3, 2, 3)
+        + _layer("sum_coeff", "Eltwise", ("a", "b", "c"), "sum_coeff",
+                 "eltwise_param { operation: SUM coeff: 1 coeff: -0.5 coeff: 2 }")
+        + _layer("sum", "Eltwise", ("a", "b", "c"), "sum", "eltwise_param { operation: SUM }")
+        + _layer("prod", "Eltwise", ("a", "b", "c"), "prod", "eltwise_param { operation: PROD }")
+        + _layer("max", "Eltwise", ("a", "b", "c"), "max", "eltwise_param { operation: MAX }")
+        + _layer("prod_default", "Eltwise", ("a", "c"), "prod_default"),
+        "Eltwise over three bottoms: SUM with coefficients 1, -0.5, 2 and without; PROD, whose "
+        "stable gradient (the default stable_prod_grad) is the product of the other bottoms, with a "
+        "quarter of b exactly 0; MAX; prod_default has no eltwise_param (operation SUM is the "
+        "default)",
+        draw={"b": with_zeros},
+    ),
+    "concat_flatten_split": Case(
+        _input("a", 2, 3, 2, 2)
+        + _input("b", 1, 3, 2, 2)
+        + _input("c", 2, 3, 2, 1)
+        + _input("d", 2, 2, 3, 2)
+        + _layer("cat0", "Concat", ("a", "b"), "cat0", "concat_param { axis: 0 }")
+        + _layer("cat_last", "Concat", ("a", "c", "a"), "cat_last", "concat_param { axis: -1 }")
+        + _layer("cat_dim", "Concat", ("a", "a"), "cat_dim", "concat_param { concat_dim: 2 }")
+        + _layer("flat2", "Flatten", ("d",), "flat2", "flatten_param { axis: 2 }")
+        + _layer("flat12", "Flatten", ("d",), "flat12", "flatten_param { axis: 1 end_axis: 2 }")
+        + _layer("flat_neg", "Flatten", ("d",), "flat_neg", "flatten_param { axis: 0 end_axis: -2 }")
+        + 'layer { name: "split" type: "Split" bottom: "c" top: "c1" top: "c2" }\n'
+        + _layer("cat_split", "Concat", ("c1", "c2"), "cat_split", "concat_param { axis: 1 }")
+        + 'layer { name: "silence" type: "Silence" bottom: "c2" bottom: "b" }\n',
+        "Concat on axis 0 (batch 2 + 1), axis -1 over three bottoms (a twice), the deprecated "
+        "concat_dim 2; Flatten from axis 2, axes 1..2 and axes 0..-2; an explicit Split whose "
+        "tops feed a Concat and a Silence (Silence's Backward writes zeros, so c's gradient is the "
+        "Split's sum of its tops' diffs and the implicit split's); a, c and d feed several layers, "
+        "so their gradients sum over them",
+    ),
+    "shared_params": Case(
+        _input("data", 3, 6)
+        + _input("img", 2, 2, 5, 5)
+        + 'layer { name: "ip_a" type: "InnerProduct" bottom: "data" top: "ip_a" param { name: "w" } '
+          'param { name: "b" } inner_product_param { num_output: 6 weight_filler { type: "gaussian" std: 0.5 } '
+          'bias_filler { type: "gaussian" std: 0.5 } } }\n'
+        + 'layer { name: "ip_b" type: "InnerProduct" bottom: "ip_a" top: "ip_b" param { name: "w" lr_mult: 2 } '
+          'param { name: "b" decay_mult: 0 } inner_product_param { num_output: 6 weight_filler { type: "gaussian" '
+          'std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } } }\n'
+        + 'layer { name: "ip_c" type: "InnerProduct" bottom: "data" top: "ip_c" param { name: "w" } '
+          'param { name: "b" } inner_product_param { num_output: 6 } }\n'
+        + 'layer { name: "conv_a" type: "Convolution" bottom: "img" top: "conv_a" param { name: "k" } '
+          'convolution_param { num_output: 3 kernel_size: 3 bias_term: false weight_filler { type: "gaussian" '
+          'std: 0.5 } } }\n'
+        + 'layer { name: "conv_b" type: "Convolution" bottom: "img" top: "conv_b" param { name: "k" } '
+          'convolution_param { num_output: 3 kernel_size: 3 stride: 2 bias_term: false } }\n'
+        + _layer("loss_ip", "Eltwise", ("ip_b", "ip_c"), "ip_sum", "loss_weight: 0.5"),
+        "shared parameters (param { name }): ip_a, ip_b (which reads ip_a) and ip_c (which reads "
+        "the same data) share weight 'w' and bias 'b', conv_a and conv_b (another stride) share "
+        "kernel 'k'; each blob's gradient is the sum over the layers using it (every pdiff of a "
+        "shared blob is that sum); the fillers of the sharers are replaced by the owner's blob. "
+        "ip_sum (an Eltwise SUM) has loss_weight 0.5, so even without force_backward Caffe runs "
+        "the backward of the IP layers under it (root caffe has their parameter gradients)",
+    ),
 }
 
 
@@ -201,6 +392,7 @@ def case_seed(name: str, root: str) -> int:
 
 
 def net_text(name: str, case: Case, force_backward: bool) -> str:
+    force_backward = force_backward and not case.forward_only
     text = f'name: "{name}"\n' + ("force_backward: true\n" if force_backward else "") + case.body
     assert text_format.Parse(text, caffe_pb2.NetParameter()).force_backward == force_backward
     return text
@@ -217,7 +409,9 @@ def write_case(name: str, root: str, out_dir: Path) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    (out_dir / "net.prototxt").write_text(net_text(name, case, backward))
+    text = net_text(name, case, backward)
+    net_force_backward = text_format.Parse(text, caffe_pb2.NetParameter()).force_backward
+    (out_dir / "net.prototxt").write_text(text)
     caffe.set_random_seed(seed)  # the fillers draw from Caffe's own RNG
     phase = caffe.TRAIN if case.phase == "TRAIN" else caffe.TEST
     net = caffe.Net(str(out_dir / "net.prototxt"), phase)
@@ -226,9 +420,13 @@ def write_case(name: str, root: str, out_dir: Path) -> None:
     arrays: dict[str, np.ndarray] = {}
     inputs = input_names(net)
     for blob in inputs:
-        scale = case.scale.get(blob, case.scale.get("*", 1.0))
-        shift = 1.5 if case.phase == "TRAIN" else 0.0
-        value = (rng.standard_normal(net.blobs[blob].data.shape) * scale + shift).astype(np.float32)
+        shape = net.blobs[blob].data.shape
+        if blob in case.draw:
+            value = case.draw[blob](rng, shape)
+        else:
+            scale = case.scale.get(blob, case.scale.get("*", 1.0))
+            shift = 1.5 if case.phase == "TRAIN" else 0.0
+            value = (rng.standard_normal(shape) * scale + shift).astype(np.float32)
         net.blobs[blob].data[...] = value
         arrays[f"in/{blob}"] = value
     if case.stats is not None:
@@ -246,18 +444,21 @@ def write_case(name: str, root: str, out_dir: Path) -> None:
         if any(not np.array_equal(p.data, arrays[f"param/{layer}/{i}"]) for i, p in enumerate(params)):
             for i, p in enumerate(params):
                 arrays[f"after/{layer}/{i}"] = p.data.copy()
+    loss_weights = net.blob_loss_weights
     for blob in outputs:
+        if loss_weights[blob] != 0:
+            continue  # a loss top keeps the loss weight Caffe put into its diff at Net::Init
         grad = rng.standard_normal(net.blobs[blob].data.shape).astype(np.float32)
         net.blobs[blob].diff[...] = grad
         arrays[f"topdiff/{blob}"] = grad
-    net.backward()  # without force_backward (root caffe) Caffe runs no layer's Backward
+    net.backward()  # without force_backward (root caffe) Caffe runs only the Backward of layers under a loss
     for blob in inputs:
         arrays[f"diff/{blob}"] = net.blobs[blob].diff.copy()
     for layer, params in net.params.items():
         for i, p in enumerate(params):
             arrays[f"pdiff/{layer}/{i}"] = p.diff.copy()
     np.savez_compressed(out_dir / "arrays.npz", **arrays)
-    meta = {"phase": case.phase, "outputs": outputs, "caffe": CAFFE, "force_backward": backward, "seed": seed,
+    meta = {"phase": case.phase, "outputs": outputs, "caffe": CAFFE, "force_backward": net_force_backward, "seed": seed,
             "note": case.note}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
 
