@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import zlib
 from collections.abc import Callable
@@ -463,16 +464,170 @@ def write_case(name: str, root: str, out_dir: Path) -> None:
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
+# ------------------------------------------------------------------------------ solver cases
+#: The net of the original root's solver cases ("small"), with `batch` samples a pass.
+def small_net(batch: int) -> str:
+    return (
+        _input("data", batch, 3, 12, 12)
+        + _input("label", batch)
+        + 'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" param { lr_mult: 1 decay_mult: 1 } '
+        'param { lr_mult: 1 decay_mult: 1 }\n  convolution_param { num_output: 8 kernel_size: 3 stride: 1 '
+        'weight_filler { type: "gaussian" std: 0.1 } bias_filler { type: "constant" value: 0.1 } } }\n'
+        'layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }\n'
+        'layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }\n'
+        'layer { name: "norm1" type: "LRN" bottom: "pool1" top: "norm1" lrn_param { local_size: 5 alpha: 0.01 beta: 0.75 } }\n'
+        'layer { name: "conv2" type: "Convolution" bottom: "norm1" top: "conv2" param { lr_mult: 1 decay_mult: 1 } '
+        'param { lr_mult: 2 decay_mult: 0 }\n  convolution_param { num_output: 8 kernel_size: 3 pad: 1 group: 2 '
+        'weight_filler { type: "gaussian" std: 0.1 } bias_filler { type: "constant" value: 1 } } }\n'
+        'layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "conv2" top: "fc" param { lr_mult: 1 decay_mult: 1 } '
+        'param { lr_mult: 2 decay_mult: 0 }\n  inner_product_param { num_output: 5 weight_filler { type: "gaussian" '
+        'std: 0.05 } bias_filler { type: "constant" value: 0 } } }\n'
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }\n'
+    )
+
+
+SHARED_NET = (
+    _input("data", 8, 10)
+    + _input("label", 8)
+    + 'layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1" param { name: "w" } param { name: "b" }\n'
+    '  inner_product_param { num_output: 10 weight_filler { type: "gaussian" std: 0.3 } '
+    'bias_filler { type: "constant" value: 0.1 } } }\n'
+    'layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }\n'
+    'layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" param { name: "w" lr_mult: 2 decay_mult: 0.5 } '
+    'param { name: "b" lr_mult: 0.5 decay_mult: 0 }\n  inner_product_param { num_output: 10 } }\n'
+    'layer { name: "ip_side" type: "InnerProduct" bottom: "data" top: "ip_side" param { name: "w" } '
+    'param { name: "b" }\n  inner_product_param { num_output: 10 } }\n'
+    'layer { name: "sum" type: "Eltwise" bottom: "ip2" bottom: "ip_side" top: "sum" }\n'
+    'layer { name: "relu2" type: "ReLU" bottom: "sum" top: "sum" }\n'
+    'layer { name: "fc" type: "InnerProduct" bottom: "sum" top: "fc" param { lr_mult: 1 } '
+    'param { lr_mult: 2 decay_mult: 0 }\n  inner_product_param { num_output: 5 weight_filler { type: "gaussian" '
+    'std: 0.1 } bias_filler { type: "constant" value: 0 } } }\n'
+    'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }\n'
+)
+
+
+@dataclass
+class SolverCase:
+    net: str
+    #: solver.prototxt after its `net:` line.
+    solver: str
+    note: str
+    classes: int = 5
+    iters: int = 8
+
+
+SOLVER_CASES: dict[str, SolverCase] = {
+    "solver_sgd_iter_size": SolverCase(
+        small_net(4),
+        'base_lr: 0.05\nmomentum: 0.9\nweight_decay: 0.01\nlr_policy: "step"\ngamma: 0.5\nstepsize: 3\n'
+        "iter_size: 2\nclip_gradients: 2\n",
+        "iter_size 2: each update accumulates the gradients of two passes of 4 samples (batch{k}_0, "
+        "batch{k}_1), clips the accumulated sum (clip_gradients 2, which scales it down at every "
+        "update) and divides it by iter_size before weight decay and momentum",
+    ),
+    "solver_sgd_shared": SolverCase(
+        SHARED_NET,
+        'base_lr: 0.05\nmomentum: 0.9\nweight_decay: 0.01\nlr_policy: "step"\ngamma: 0.5\nstepsize: 3\n',
+        "shared parameters: ip1, ip2 (reading ip1) and ip_side (reading data) share weight 'w' and "
+        "bias 'b'; the owner ip1 sets no lr_mult/decay_mult, so ip2's (w: lr_mult 2, decay_mult 0.5; "
+        "b: lr_mult 0.5, decay_mult 0) are the blobs' (Caffe's Net::AppendParam), and each blob is "
+        "updated once from the sum of its three layers' gradients",
+    ),
+}
+
+
+def write_solver_case(name: str, out_dir: Path) -> None:
+    """Caffe's own Solver::Step, one update at a time, from seeded fillers.  Before the forward
+    pass j of iteration k a `before_forward` callback at the first layer sets the Input blobs to
+    batch{k}_j (standard normal data, labels uniform over the classes), so with iter_size > 1
+    every pass sees its own batch; an `after_forward` callback at the last layer records the loss
+    of each pass."""
+    case = SOLVER_CASES[name]
+    seed = case_seed(name, "caffe")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    (out_dir / "net.prototxt").write_text(f'name: "{name}"\n' + case.net)
+    solver_text = 'net: "net.prototxt"\n' + case.solver + f"max_iter: {case.iters}\nsnapshot: 0\ndisplay: 1\nsolver_mode: CPU\n"
+    param = text_format.Parse(solver_text, caffe_pb2.SolverParameter())
+    (out_dir / "solver.prototxt").write_text(solver_text)
+    passes = max(1, param.iter_size)
+    caffe.set_random_seed(seed)  # the fillers draw from Caffe's own RNG
+    here = Path.cwd()
+    os.chdir(out_dir)  # the solver's net: is relative to where Caffe runs
+    try:
+        solver = caffe.get_solver("solver.prototxt")
+    finally:
+        os.chdir(here)
+    net = solver.net
+    arrays: dict[str, np.ndarray] = {}
+    for layer, params in net.params.items():
+        for i, p in enumerate(params):
+            arrays[f"param/{layer}/{i}"] = p.data.copy()
+    rng = np.random.RandomState(seed)
+    at = {"k": 0, "j": 0}
+    last = len(net.layers) - 1
+
+    def feed(layer: int) -> None:
+        if layer != 0:
+            return
+        k, j = at["k"], at["j"]
+        data = rng.standard_normal(net.blobs["data"].data.shape).astype(np.float32)
+        label = rng.randint(0, case.classes, size=net.blobs["label"].data.shape).astype(np.float32)
+        net.blobs["data"].data[...] = data
+        net.blobs["label"].data[...] = label
+        arrays[f"batch{k}_{j}/data"], arrays[f"batch{k}_{j}/label"] = data, label
+
+    def record(layer: int) -> None:
+        if layer != last:
+            return
+        k, j = at["k"], at["j"]
+        loss = np.array(net.blobs["loss"].data, dtype=np.float32).reshape(())
+        arrays[f"loss{k}" if passes == 1 else f"loss{k}_{j}"] = loss
+        at["j"] += 1
+
+    net.before_forward(feed)
+    net.after_forward(record)
+    for k in range(1, case.iters + 1):
+        at["k"], at["j"] = k, 0
+        solver.step(1)
+        assert at["j"] == passes, f"iteration {k} ran {at['j']} forward passes, not iter_size {passes}"
+        for layer, params in net.params.items():
+            for i, p in enumerate(params):
+                arrays[f"step{k}/{layer}/{i}"] = p.data.copy()
+    np.savez_compressed(out_dir / "arrays.npz", **arrays)
+    batches = "batch{k}_0/*" if passes == 1 else "batch{k}_j/* (j < iter_size)"
+    losses = "loss{k} = loss of the forward pass of iteration k" if passes == 1 else (
+        "loss{k}_j = loss of forward pass j of iteration k")
+    meta = {
+        "iters": case.iters,
+        "caffe": CAFFE,
+        "seed": seed,
+        "note": f"before forward pass j of iteration k the Input blobs were set to {batches}; param/* "
+        "are initial values (Caffe fillers, caffe.set_random_seed(seed)); step{k}/* after the k-th "
+        f"update; {losses}; batches from numpy RandomState(seed): per pass standard normal data, "
+        "then labels uniform over the classes. " + case.note,
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--golden", type=Path, default=Path("tests/golden"), help="the folder holding the roots")
     ap.add_argument("--root", choices=sorted(BASE_SEED), nargs="+", default=sorted(BASE_SEED))
-    ap.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
+    ap.add_argument("--cases", nargs="+", choices=sorted(CASES) + sorted(SOLVER_CASES),
+                    default=list(CASES) + list(SOLVER_CASES))
     args = ap.parse_args()
     caffe.set_mode_cpu()
     for root in args.root:
         for name in args.cases:
-            write_case(name, root, args.golden / root / name)
+            if name in SOLVER_CASES:
+                if root != "caffe":
+                    continue  # solver cases live in the original root only, as its other solver_*
+                write_solver_case(name, args.golden / root / name)
+            else:
+                write_case(name, root, args.golden / root / name)
             print(f"{root}/{name}")
 
 

@@ -5,6 +5,11 @@ every update the parameters must equal Caffe's `step{k}` within the README's 1e-
 the blob's largest magnitude); the loss of each forward pass is compared too.  This proves the
 update rules (momentum form with lr inside the history, Nesterov, AdaGrad, RMSProp, AdaDelta,
 Adam), weight decay (L2, L1, decay_mult), frozen layers, gradient clipping and every lr policy.
+
+A case with `iter_size` n > 1 in its solver has n batches an iteration, `batch{k}_j` for j < n,
+and the loss of each pass as `loss{k}_j`: the passes' gradients accumulate before the update
+(which clips their sum, then divides it by n, as Caffe's ApplyUpdate).  Shared parameters
+(`param { name }`) are one learnable blob, listed under every layer using it.
 """
 
 from __future__ import annotations
@@ -42,13 +47,21 @@ def trajectory(case_dir: Path, device: torch.device = CPU) -> Iterator[tuple[str
         for layer, params in blobs.items():
             for i, p in enumerate(params):
                 p.copy_(torch.from_numpy(arrays[f"param/{layer}/{i}"]))
+    passes = solver.param.iter_size
+    batches = {k.split("/")[0] for k in arrays if k.startswith("batch")}
+    assert batches == {f"batch{k}_{j}" for k in range(1, iters + 1) for j in range(passes)}, (
+        f"Caffe's batches {sorted(batches)} are not {passes} (iter_size) per iteration for {iters} iterations"
+    )
     for k in range(1, iters + 1):
         for e in solver.entries:
             e.param.grad = None
-        inputs = {name: torch.from_numpy(arrays[f"batch{k}_0/{name}"]).to(device) for name in ("data", "label")}
-        result = solver.net(inputs)
-        result.loss.backward()
-        yield f"loss of iteration {k}", result.loss.detach(), arrays[f"loss{k}"].reshape(())
+        for j in range(passes):
+            inputs = {name: torch.from_numpy(arrays[f"batch{k}_{j}/{name}"]).to(device) for name in ("data", "label")}
+            result = solver.net(inputs)
+            result.loss.backward()  # accumulates over the passes, as Caffe's diffs do
+            what, key = (f"loss of iteration {k}", f"loss{k}") if passes == 1 else (
+                f"loss of pass {j} of iteration {k}", f"loss{k}_{j}")
+            yield what, result.loss.detach(), arrays[key].reshape(())
         solver.apply_update()
         solver.iter += 1
         for layer, params in blobs.items():
