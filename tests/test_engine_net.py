@@ -76,10 +76,16 @@ layer {{ name: "after" type: "Eltwise" bottom: "h" bottom: "twice" top: "out" lo
 
 
 def test_engine_loss_weights_default_to_first_top_of_loss_types() -> None:
-    n = net(DATA + f"""
+    body = DATA + f"""
 layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}
-layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" top: "prob" }}
-layer {{ name: "reg" type: "InnerProduct" bottom: "x" top: "r" loss_weight: 0.5 {IP.format(n=1)} }}""")
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" top: "prob" WEIGHTS }}
+layer {{ name: "reg" type: "InnerProduct" bottom: "x" top: "r" loss_weight: 0.5 {IP.format(n=1)} }}"""
+    # Caffe's LossLayer adds one default weight and SetLossWeights wants one per top: it aborts.
+    with pytest.raises(ReplicateError, match=r"layer 'loss' \(SoftmaxWithLoss\): has 2 top blobs and no loss_weight"):
+        net(body.replace("WEIGHTS", ""))
+    assert net(body.replace("WEIGHTS", "")
+               .replace(' top: "prob"', "")).loss_weights == [[0.0, 0.0], [0.0], [1.0], [0.5]]
+    n = net(body.replace("WEIGHTS", "loss_weight: 1 loss_weight: 0"))
     assert n.loss_weights == [[0.0, 0.0], [0.0], [1.0, 0.0], [0.5]]
     assert n.blob_loss_weights == {"loss": 1.0, "r": 0.5}
     r = n({"x": torch.randn(2, 3), "y": torch.tensor([0.0, 3.0])})

@@ -187,7 +187,14 @@ class CompiledNet(nn.Module):
                     f"has {len(lp.loss_weight)} loss_weight value(s) for {n} top blob(s)"
                 )
             return list(lp.loss_weight)
-        # Caffe's LossLayer (every type named "...Loss") weighs its first top by 1.
+        # Caffe's LossLayer (every type named "...Loss") gives itself one loss weight, 1, which
+        # Layer::SetLossWeights then CHECKs against the number of tops: a SoftmaxWithLoss with
+        # a second top (prob) and no loss_weight aborts in Caffe.
+        if layer.default_loss_weight and n > 1:
+            raise layer.error(
+                f"has {n} top blobs and no loss_weight: Caffe gives a loss layer one loss weight "
+                "(loss_weight must be unspecified or specified once per top blob); give one per top"
+            )
         return [layer.default_loss_weight if j == 0 else 0.0 for j in range(n)]
 
     def _route_label_check(self, lp: caffe_pb2.LayerParameter, layer: Layer, producer: dict[str, int]) -> None:
