@@ -196,15 +196,7 @@ def run_case(
     for blob, value in inputs.items():
         net.blobs[blob].data[...] = value
         arrays[f"in/{blob}"] = value
-    for layer, params in net.params.items():
-        for i, p in enumerate(params):
-            arrays[f"param/{layer}/{i}"] = p.data.copy()
-    if net.params:
-        net.save(str(out_dir / "weights.caffemodel"))
-    net.forward()
-    outputs = list(net.outputs)
-    for blob in outputs:
-        arrays[f"out/{blob}"] = net.blobs[blob].data.copy()
+    outputs = caffe_goldens.forward_and_record(net, arrays, out_dir)
     if backward:
         loss_weights = net.blob_loss_weights
         for blob in outputs:

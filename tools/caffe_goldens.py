@@ -70,6 +70,20 @@ def _layer(name: str, kind: str, bottoms: tuple[str, ...], top: str, params: str
     return f'layer {{ name: "{name}" type: "{kind}" {bottom} top: "{top}"{" " + params if params else ""} }}\n'
 
 
+def _floor_pools(pool: str) -> str:
+    """Three `round_mode: FLOOR` poolings of one 8x9 input, where FLOOR and CEIL differ."""
+    return (
+        _input("data", 1, 2, 8, 9)
+        + _layer("pool", "Pooling", ("data",), "out",
+                 f"pooling_param {{ pool: {pool} kernel_size: 3 stride: 2 round_mode: FLOOR }}")
+        + _layer("pool_pad", "Pooling", ("data",), "out_pad",
+                 f"pooling_param {{ pool: {pool} kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR }}")
+        + _layer("pool_rect", "Pooling", ("data",), "out_rect",
+                 f"pooling_param {{ pool: {pool} kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 pad_h: 1 "
+                 "pad_w: 1 round_mode: FLOOR }")
+    )
+
+
 def bn_stats(spec: dict[str, tuple[float, float, float]]) -> Stats:
     """Sets each BatchNorm's blobs as Caffe stores them, sums scaled by the factor f:
     mean = m * f with m standard normal, variance = v * f with v uniform in [lo, hi)."""
@@ -221,26 +235,12 @@ CASES: dict[str, Case] = {
         "(K = 16, weight (16, 3), no bias, top (2, 3, 3))",
     ),
     "pool_max_floor": Case(
-        _input("data", 1, 2, 8, 9)
-        + _layer("pool", "Pooling", ("data",), "out",
-                 "pooling_param { pool: MAX kernel_size: 3 stride: 2 round_mode: FLOOR }")
-        + _layer("pool_pad", "Pooling", ("data",), "out_pad",
-                 "pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR }")
-        + _layer("pool_rect", "Pooling", ("data",), "out_rect",
-                 "pooling_param { pool: MAX kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 pad_h: 1 "
-                 "pad_w: 1 round_mode: FLOOR }"),
+        _floor_pools("MAX"),
         "round_mode FLOOR: 8x9 input, k3 s2 gives 3x4 (CEIL 4x4), k3 s2 pad 1 gives 4x5 (CEIL 5x5), "
         "kernel 3x2 stride 2x3 pad 1x1 gives 4x4 (CEIL 5x4); all read the same input",
     ),
     "pool_ave_floor": Case(
-        _input("data", 1, 2, 8, 9)
-        + _layer("pool", "Pooling", ("data",), "out",
-                 "pooling_param { pool: AVE kernel_size: 3 stride: 2 round_mode: FLOOR }")
-        + _layer("pool_pad", "Pooling", ("data",), "out_pad",
-                 "pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR }")
-        + _layer("pool_rect", "Pooling", ("data",), "out_rect",
-                 "pooling_param { pool: AVE kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 pad_h: 1 "
-                 "pad_w: 1 round_mode: FLOOR }"),
+        _floor_pools("AVE"),
         "as pool_max_floor with AVE: Caffe's divisor counts the padding inside the padded input "
         "(windows clipped at height + pad), so border windows divide by more than their real pixels",
     ),
@@ -403,6 +403,21 @@ def input_names(net: caffe.Net) -> list[str]:
     return [net._blob_names[net._top_ids(i)[0]] for i, layer in enumerate(net.layers) if layer.type == "Input"]
 
 
+def forward_and_record(net: caffe.Net, arrays: dict[str, np.ndarray], out_dir: Path) -> list[str]:
+    """The parameters as the net holds them (`param/*`, and `weights.caffemodel` by Net::Save),
+    then a forward pass and its outputs (`out/*`); returns the output blob names."""
+    for layer, params in net.params.items():
+        for i, p in enumerate(params):
+            arrays[f"param/{layer}/{i}"] = p.data.copy()
+    if net.params:
+        net.save(str(out_dir / "weights.caffemodel"))
+    net.forward()
+    outputs = list(net.outputs)
+    for blob in outputs:
+        arrays[f"out/{blob}"] = net.blobs[blob].data.copy()
+    return outputs
+
+
 def write_case(name: str, root: str, out_dir: Path) -> None:
     case = CASES[name]
     backward = root == "caffe_grad"
@@ -432,15 +447,7 @@ def write_case(name: str, root: str, out_dir: Path) -> None:
         arrays[f"in/{blob}"] = value
     if case.stats is not None:
         case.stats(rng, net)
-    for layer, params in net.params.items():
-        for i, p in enumerate(params):
-            arrays[f"param/{layer}/{i}"] = p.data.copy()
-    if net.params:
-        net.save(str(out_dir / "weights.caffemodel"))
-    net.forward()
-    outputs = list(net.outputs)
-    for blob in outputs:
-        arrays[f"out/{blob}"] = net.blobs[blob].data.copy()
+    outputs = forward_and_record(net, arrays, out_dir)
     for layer, params in net.params.items():
         if any(not np.array_equal(p.data, arrays[f"param/{layer}/{i}"]) for i, p in enumerate(params)):
             for i, p in enumerate(params):
