@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 from replicate.cli import main
+from replicate.commands.time import LayerTimes, random_inputs, timed_pass
 from replicate.data.lmdb_io import array_datum, write_lmdb
+from replicate.io.prototxt import parse_text
+from replicate.net.compile import CompiledNet
+from replicate.proto import caffe_pb2
 
 NET = """name: "tiny"
 layer { name: "data" type: "Input" top: "data" top: "label" input_param { shape { dim: 4 dim: 3 dim: 8 dim: 8 } shape { dim: 4 } } }
@@ -49,6 +53,19 @@ def test_engine_time_feeds_valid_labels_and_checks_a_data_layers(tmp_path: Path,
     model.write_text(NET.replace(NET.splitlines()[1], data))
     assert main(["time", "--model", str(model), "--iterations", "1"]) == 2
     assert capsys.readouterr().err == "error: layer 'loss' (SoftmaxWithLoss): label 5 in blob 'label' out of range [0, 5)\n"
+
+
+def test_engine_time_runs_every_backward_as_caffe_time_does() -> None:
+    # caffe time calls each layer's Backward whether a loss reaches it or not: on a deploy net (no
+    # loss) the convolution's parameter gradient is computed, on zero diffs, and timed.
+    deploy = "\n".join(line for line in NET.splitlines() if "SoftmaxWithLoss" not in line)
+    net = CompiledNet(parse_text(deploy, caffe_pb2.NetParameter(), "<net>"), caffe_pb2.TEST)
+    computed = []
+    net.layer("conv").blobs[0].register_hook(lambda grad: computed.append(float(grad.abs().sum())))
+    times = [LayerTimes() for _ in net.layers]
+    timed_pass(net, random_inputs(net), times)
+    assert computed == [0.0]
+    assert all(len(t.backward) == 1 for t in times)
 
 
 def test_engine_time_rejects_bad_iterations(tmp_path: Path) -> None:

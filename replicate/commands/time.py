@@ -48,7 +48,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _random_inputs(net: CompiledNet) -> dict[str, torch.Tensor]:
+def random_inputs(net: CompiledNet) -> dict[str, torch.Tensor]:
     """Random values for Input layers' blobs; blobs some layer reads as labels hold 0, a valid
     class for any loss."""
     inputs = {}
@@ -109,13 +109,15 @@ def timed_pass(net: CompiledNet, inputs: dict[str, torch.Tensor], times: list[La
             if weight:
                 w = torch.full_like(top, weight)
                 seed = w if seed is None else seed + w
-            if seed is not None and top.requires_grad:
+            if top.requires_grad:
+                # caffe time runs every layer's Backward, on the zero diffs a top no loss reaches
+                # holds: a deploy net's parameter gradients are timed too.
                 outs.append(top)
-                seeds.append(seed)
+                seeds.append(torch.zeros_like(top) if seed is None else seed)
         wrt = [leaf for leaf in leaves if leaf.requires_grad] + params
         _sync(device)
         start = time.perf_counter()
-        if outs and wrt and plan.layer_needs[i]:
+        if outs and wrt:
             got = torch.autograd.grad(outs, wrt, seeds, allow_unused=True)
             fed = [s for leaf, s in zip(leaves, sources) if leaf.requires_grad]
             for source, g in zip(fed, got):
@@ -136,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         keep_freed_memory()
     phase = caffe_pb2.TRAIN if args.phase == "TRAIN" else caffe_pb2.TEST
     net = CompiledNet(read_net_text(args.model), phase).to(device)
-    inputs = _random_inputs(net)
+    inputs = random_inputs(net)
     times = [LayerTimes() for _ in net.layers]
     print(f"{device_name(device)}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     print("*** Benchmark begins ***")
