@@ -177,6 +177,13 @@ def test_engine_net_refuses_another_image_size_than_compiled() -> None:
         with pytest.raises(ReplicateError, match=re.escape(
                 f"input 'x' has shape {shape}, the net was compiled for (1, 2, 4, 4); only the batch size")):
             n({"x": torch.ones(shape)})
+    # Another batch size runs, except through a learned Scale over the batch axis: Caffe's Reshape
+    # stops there, and a batch-1 blob would broadcast.
+    s = net('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }\n'
+            'layer { name: "s" type: "Scale" bottom: "x" top: "y" scale_param { axis: 0 num_axes: 1 } }')
+    assert s({"x": torch.ones(1, 2)}).outputs["y"].shape == (1, 2)
+    with pytest.raises(ReplicateError, match=re.escape("layer 's' (Scale): its blob spans the batch axis (1); fed a batch of 3")):
+        s({"x": torch.ones(3, 2)})
     with pytest.raises(ReplicateError, match=r"layer 'in' \(Input\): shape \(1, 0, 4\) has a dimension that is not"):
         net('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 0 dim: 4 } } }')
 

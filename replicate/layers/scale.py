@@ -54,10 +54,15 @@ class Scale(Layer):
         if self.bias_term:
             self.blobs.append(new_param(scale_shape, sp.bias_filler))
         self.second_bottom = len(bottom_shapes) == 2
+        #: A learned blob over the batch axis is the compiled batch size; fed another, Caffe's
+        #: Reshape stops, where a batch-1 blob would silently broadcast here.
+        self.batch = scale_shape[0] if not self.second_bottom and self.axis == 0 and scale_shape else None
         self.view = scale_shape + (1,) * (len(shape) - self.axis - len(scale_shape))
         self.top_shapes = [shape]
 
     def forward(self, x: torch.Tensor, *scale: torch.Tensor) -> tuple[torch.Tensor]:
+        if self.batch is not None and x.shape[0] != self.batch:
+            raise self.error(f"its blob spans the batch axis ({self.batch}); fed a batch of {x.shape[0]}")
         factor = scale[0] if self.second_bottom else self.blobs[0]
         y = x * factor.reshape(self.view)
         if self.bias_term:
