@@ -184,6 +184,9 @@ def test_solver_fields_caffe_reads_otherwise_are_refused_or_said(tmp_path: Path)
     run = copy_run(tmp_path, "iter_size", {"max_iter: 20": "max_iter: 2\niter_size: 0"})
     with pytest.raises(ReplicateError, match="^iter_size must be at least 1, not 0$"):
         train(run / "solver.prototxt", echo=False)
+    run = copy_run(tmp_path, "average_loss", {"max_iter: 20": "max_iter: 2\naverage_loss: 0"})
+    with pytest.raises(ReplicateError, match="^average_loss must be at least 1, not 0$"):
+        train(run / "solver.prototxt", echo=False)
     # Snapshots in HDF5 are not written: the run says so and writes binary protobuf.
     run = copy_run(tmp_path, "hdf5", {"max_iter: 20": "max_iter: 2\nsnapshot_format: HDF5",
                                       "test_interval: 5": "test_interval: 0"})

@@ -36,7 +36,7 @@ class LossMonitor:
     """Caffe's smoothed loss, a non-finite watch and the unwritten losses, on `device`."""
 
     def __init__(self, average: int, device: torch.device):
-        self.average = max(1, average)
+        self.average = average
         self.window = torch.zeros(self.average, dtype=torch.float32, device=device)
         #: 1, 2, ..., average as float32: the divisors.
         self.counts = torch.arange(1, self.average + 1, dtype=torch.float32, device=device)

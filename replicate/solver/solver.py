@@ -91,6 +91,10 @@ class Solver:
         if param.iter_size < 1:
             # Caffe would average the loss over no passes (0/0) and scale the update by 1/iter_size.
             raise ReplicateError(f"iter_size must be at least 1, not {param.iter_size}")
+        if param.average_loss < 1:
+            # Caffe's Solver::Init CHECKs it; taken as 1 here, the displayed loss would be smoothed
+            # otherwise than asked.
+            raise ReplicateError(f"average_loss must be at least 1, not {param.average_loss}")
         if snapshot_keep < 0:
             raise ReplicateError(f"snapshot keep must be 0 (keep all) or more, not {snapshot_keep}")
         set_precision(precision)
