@@ -46,7 +46,9 @@ def test_multistep_advances_one_step_per_call_like_caffe() -> None:
 @pytest.mark.parametrize(
     "text, message",
     [('lr_policy: "cosine"', "unknown lr_policy 'cosine'"), ('lr_policy: "step"', "positive stepsize"),
-     ('lr_policy: "poly"', "positive max_iter")],
+     ('lr_policy: "poly"', "positive max_iter"),
+     ('lr_policy: "step" stepsize: 10 gamma: -0.1', r"lr_policy 'step' needs a gamma of 0 or more, not -0\.1"),
+     ('lr_policy: "inv" gamma: -1e-4', r"lr_policy 'inv' needs a gamma of 0 or more, not -0\.0001")],
 )
 def test_bad_policy_is_refused_before_training(text: str, message: str) -> None:
     with pytest.raises(ReplicateError, match=message):

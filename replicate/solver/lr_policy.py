@@ -34,6 +34,9 @@ def check_policy(param: caffe_pb2.SolverParameter) -> None:
         raise ReplicateError(f"lr_policy '{policy}' needs a positive stepsize")
     if policy == "poly" and param.max_iter <= 0:
         raise ReplicateError("lr_policy 'poly' needs a positive max_iter")
+    if policy in ("step", "exp", "inv", "multistep", "sigmoid") and param.gamma < 0:
+        # Caffe's GetLearningRate CHECKs it: a negative gamma would flip the rate's sign.
+        raise ReplicateError(f"lr_policy '{policy}' needs a gamma of 0 or more, not {param.gamma:g}")
 
 
 def _powf(x: np.float32, y: np.float32) -> np.float32:
