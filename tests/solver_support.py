@@ -23,6 +23,11 @@ LINE = re.compile(r"\] (Iteration \d+(?: \([^)]*\))?, (?:loss|lr) = \S+|\s*Test 
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
+#: copy_run's edit that leaves the e2e solver without its test net (Caffe refuses test_interval 0
+#: beside a test net, as we do).
+NO_TESTS = {'test_net: "val.prototxt"\ntest_iter: 2\ntest_interval: 5\n': ""}
+
+
 def copy_run(tmp_path: Path, name: str, solver_edits: dict[str, str] | None = None) -> Path:
     """The e2e folder without Caffe's outputs, its solver edited by plain text replacement."""
     run = tmp_path / name

@@ -24,7 +24,7 @@ from replicate.io.model import load_caffemodel, save_caffemodel
 from replicate.proto import caffe_pb2
 from replicate.results.logs import read_log
 from replicate.solver.run import train
-from solver_support import E2E, E2E_WEIGHTS, copy_run, logged_numbers, masked_values, params
+from solver_support import E2E, E2E_WEIGHTS, NO_TESTS, copy_run, logged_numbers, masked_values, params
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
@@ -91,7 +91,9 @@ def test_weights_copy_by_layer_name_logs_copied_and_ignored_layers(run_dir: Path
             layer.name = "fc8"
     save_caffemodel(run_dir / "base.caffemodel", renamed)
     edits = (run_dir / "solver.prototxt").read_text().replace("max_iter: 20", "max_iter: 1")
-    (run_dir / "solver.prototxt").write_text(edits.replace("test_interval: 5", "test_interval: 0"))
+    for old, new in NO_TESTS.items():
+        edits = edits.replace(old, new)
+    (run_dir / "solver.prototxt").write_text(edits)
     # Comma-separated: later files overwrite earlier ones layer by layer, as in Caffe.
     train(run_dir / "solver.prototxt", weights=f"{run_dir / 'init.caffemodel'},{run_dir / 'base.caffemodel'}", echo=False)
     log = (run_dir / "train.log").read_text()

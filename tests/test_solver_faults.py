@@ -24,7 +24,7 @@ from replicate.layers.data import BatchLayer
 from replicate.proto import caffe_pb2
 from replicate.solver.run import train
 from replicate.solver.solver import TrainingDiverged
-from solver_support import copy_run, params, random_run, same_weights
+from solver_support import NO_TESTS, copy_run, params, random_run, same_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,9 +187,12 @@ def test_solver_fields_caffe_reads_otherwise_are_refused_or_said(tmp_path: Path)
     run = copy_run(tmp_path, "average_loss", {"max_iter: 20": "max_iter: 2\naverage_loss: 0"})
     with pytest.raises(ReplicateError, match="^average_loss must be at least 1, not 0$"):
         train(run / "solver.prototxt", echo=False)
+    # Test nets that would never be tested: Caffe's Solver::Init refuses test_interval 0 beside them.
+    run = copy_run(tmp_path, "test_interval", {"test_interval: 5": "test_interval: 0"})
+    with pytest.raises(ReplicateError, match=r"^the solver has 1 test net\(s\) but test_interval 0: "):
+        train(run / "solver.prototxt", echo=False)
     # Snapshots in HDF5 are not written: the run says so and writes binary protobuf.
-    run = copy_run(tmp_path, "hdf5", {"max_iter: 20": "max_iter: 2\nsnapshot_format: HDF5",
-                                      "test_interval: 5": "test_interval: 0"})
+    run = copy_run(tmp_path, "hdf5", {"max_iter: 20": "max_iter: 2\nsnapshot_format: HDF5", **NO_TESTS})
     train(run / "solver.prototxt", echo=False)
     assert "snapshot_format HDF5: snapshots are written as binary protobuf" in (run / "train.log").read_text()
     assert (run / "snap_iter_2.caffemodel").is_file() and (run / "snap_iter_2.solverstate").is_file()
@@ -218,12 +221,11 @@ def test_train_command_exit_code_2_on_bad_input(tmp_path: Path) -> None:
 
 def test_snapshot_prefix_defaults_and_unwritable_folder(tmp_path: Path) -> None:
     # Caffe's UpgradeSnapshotPrefixProperty: no prefix -> the solver's name; a directory -> dir/stem.
-    run = copy_run(tmp_path, "noprefix", {'snapshot_prefix: "snap"': "", "max_iter: 20": "max_iter: 2",
-                                          "test_interval: 5": "test_interval: 0"})
+    run = copy_run(tmp_path, "noprefix", {'snapshot_prefix: "snap"': "", "max_iter: 20": "max_iter: 2", **NO_TESTS})
     train(run / "solver.prototxt", echo=False)
     assert (run / "solver_iter_2.caffemodel").is_file() and (run / "solver_iter_2.solverstate").is_file()
     run = copy_run(tmp_path, "dirprefix", {'snapshot_prefix: "snap"': 'snapshot_prefix: "snaps"',
-                                           "max_iter: 20": "max_iter: 2", "test_interval: 5": "test_interval: 0"})
+                                           "max_iter: 20": "max_iter: 2", **NO_TESTS})
     (run / "snaps").mkdir()
     train(run / "solver.prototxt", echo=False)
     assert (run / "snaps" / "solver_iter_2.solverstate").is_file()
@@ -235,8 +237,7 @@ def test_snapshot_prefix_defaults_and_unwritable_folder(tmp_path: Path) -> None:
 
 
 def test_sigint_snapshots_and_stops_like_caffe(tmp_path: Path) -> None:
-    run = copy_run(tmp_path, "sigint", {"max_iter: 20": "max_iter: 100000", "snapshot: 10": "snapshot: 0",
-                                        "test_interval: 5": "test_interval: 0"})
+    run = copy_run(tmp_path, "sigint", {"max_iter: 20": "max_iter: 100000", "snapshot: 10": "snapshot: 0", **NO_TESTS})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "replicate", "train", "solver.prototxt", "--weights", "init.caffemodel"],
