@@ -34,8 +34,11 @@ def check_policy(param: caffe_pb2.SolverParameter) -> None:
         raise ReplicateError(f"lr_policy '{policy}' needs a positive stepsize")
     if policy == "poly" and param.max_iter <= 0:
         raise ReplicateError("lr_policy 'poly' needs a positive max_iter")
-    if policy in ("step", "exp", "inv", "multistep", "sigmoid") and param.gamma < 0:
-        # Caffe's GetLearningRate CHECKs it: a negative gamma would flip the rate's sign.
+    if policy in ("step", "exp", "inv", "multistep") and param.gamma < 0:
+        # Caffe's GetLearningRate CHECKs it: a negative gamma would flip the rate's sign (or, for
+        # inv, raise a negative base to a power).  BVLC master CHECKs it for sigmoid too, but
+        # there a negative gamma is the decaying curve, and the Caffe of the golden case
+        # solver_sgd_sigmoid computed it: kept.
         raise ReplicateError(f"lr_policy '{policy}' needs a gamma of 0 or more, not {param.gamma:g}")
 
 
