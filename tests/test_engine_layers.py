@@ -241,8 +241,22 @@ def test_engine_layers_refuse_what_caffe_cannot_run_or_we_would_run_differently(
         # Caffe's unstable PROD gradient divides by each bottom; autograd's is the stable one.
         ("Eltwise", "eltwise_param { operation: PROD stable_prod_grad: false }", [(2,), (2,)],
          r"PROD with stable_prod_grad: false is not supported"),
+        # Caffe runs dilation 0 (every tap reads one pixel); torch's convolution raised a RuntimeError.
+        ("Convolution", "convolution_param { num_output: 2 kernel_size: 3 dilation: 0 }", [(1, 2, 5, 5)],
+         r"dilation \(0, 0\) must be positive"),
+        # Caffe's Blob::count CHECKs start <= end + 1; torch.flatten raised a RuntimeError.
+        ("Flatten", "flatten_param { axis: 3 end_axis: 1 }", [(2, 3, 4, 5)], "end_axis 1 comes before axis 3"),
     ]
     for type_name, text, bottoms, message in cases:
         param = _param(type_name, Spec(text, bottoms))
         with pytest.raises(ReplicateError, match=rf"layer 'l.{type_name}' \({type_name}\): {message}"):
             layer_class(param)(param, TEST, bottoms)
+
+
+def test_engine_flatten_end_axis_just_before_axis_inserts_an_axis_like_caffe() -> None:
+    """end_axis = axis - 1 collapses no axes; Caffe (seen with pycaffe 9b89154) then inserts an
+    axis of size 1 at `axis`: (2, 3, 4) with axis 2, end_axis 1 becomes (2, 3, 1, 4)."""
+    layer = _layer('name: "f" type: "Flatten" flatten_param { axis: 2 end_axis: 1 }', TEST, [(2, 3, 4)])
+    assert layer.top_shapes == [(2, 3, 1, 4)]
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(layer(x)[0], x.reshape(2, 3, 1, 4))

@@ -118,6 +118,10 @@ class Convolution(Layer):
         self.dilation = spatial_values(self, "dilation", cp.dilation, (False, 0, False, 0), n_axes, 1)
         if any(k <= 0 for k in self.kernel) or any(s <= 0 for s in self.stride):
             raise self.error(f"kernel {self.kernel} and stride {self.stride} must be positive")
+        if any(d <= 0 for d in self.dilation):
+            # Caffe has no check here (its im2col then reads one pixel for every tap); torch's
+            # convolution stops with a traceback.
+            raise self.error(f"dilation {self.dilation} must be positive")
         channels, self.group, num_output = shape[1], cp.group, cp.num_output
         if num_output <= 0:
             raise self.error("num_output must be positive")

@@ -25,10 +25,17 @@ class Flatten(Layer):
         shape = tuple(bottom_shapes[0])
         start = canonical_axis(self, fp.axis, len(shape))
         end = canonical_axis(self, fp.end_axis, len(shape))
+        if end < start - 1:
+            # Caffe's Blob::count(start, end + 1) CHECKs start <= end + 1 (torch.flatten would
+            # stop with a traceback).
+            raise self.error(f"end_axis {fp.end_axis} comes before axis {fp.axis}")
+        # end_axis = axis - 1 collapses no axes: Caffe inserts an axis of size 1 there.
         self.top_shapes = [shape[:start] + (math.prod(shape[start : end + 1]),) + shape[end + 1 :]]
         self.start, self.end = start, end
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        if self.end < self.start:
+            return (x.unsqueeze(self.start),)
         return (torch.flatten(x, self.start, self.end),)
 
 
