@@ -132,6 +132,27 @@ layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss
     assert plan.blob_gets_diff["x"] and not plan.blob_gets_diff["y"]
 
 
+def test_engine_training_refuses_gradients_caffes_backward_cannot_give() -> None:
+    """Caffe's first Backward aborts (seen with pycaffe 9b89154): an Accuracy with a loss_weight
+    over a learned layer ("Not Implemented Yet"), a loss layer asked by propagate_down for its
+    labels' gradient ("cannot backpropagate to label inputs").  Here the accuracy was added to the
+    loss with no gradient, and the labels silently got none."""
+    ip = f'layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}\n'
+    loss = 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" '
+    accuracy = 'layer { name: "acc" type: "Accuracy" bottom: "s" bottom: "y" top: "acc" '
+    with pytest.raises(ReplicateError, match=r"^layer 'acc' \(Accuracy\): has no backward .* bottom 0 's' .* "
+                       "Caffe's Backward aborts$"):
+        net(DATA + ip + accuracy + "loss_weight: 1 }", TRAIN).check_trainable()
+    with pytest.raises(ReplicateError, match=r"^layer 'loss' \(SoftmaxWithLoss\): cannot backpropagate to its "
+                       r"labels, but the net's backward needs a gradient for bottom 1 'y'"):
+        net(DATA + ip + loss + "propagate_down: true propagate_down: true }", TRAIN).check_trainable()
+    # Where Caffe's backward never reaches them, they train: Accuracy with no loss_weight, or one
+    # over an input nothing learns from; force_backward does not ask a loss layer for its labels.
+    net(DATA + ip + loss + "}\n" + accuracy + "}", TRAIN).check_trainable()
+    net(DATA + accuracy.replace('"s"', '"x"') + "loss_weight: 1 }", TRAIN).check_trainable()
+    net("force_backward: true\n" + DATA + ip + loss + "}", TRAIN).check_trainable()
+
+
 def test_engine_bad_wiring_and_inputs_are_named() -> None:
     with pytest.raises(ReplicateError, match="layer 'r' \\(ReLU\\): unknown bottom blob 'nope'"):
         net(DATA + 'layer { name: "r" type: "ReLU" bottom: "nope" top: "z" }')

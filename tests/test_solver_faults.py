@@ -210,6 +210,17 @@ def test_solver_fields_caffe_reads_otherwise_are_refused_or_said(tmp_path: Path)
         train(run / "solver.prototxt", echo=False)
 
 
+def test_a_train_net_caffes_backward_aborts_on_is_refused_before_training(tmp_path: Path) -> None:
+    # An Accuracy weighed into the loss: Caffe's first Backward aborts ("Not Implemented Yet");
+    # here its value joined the loss with no gradient.
+    run = copy_run(tmp_path, "accuracy_loss", NO_TESTS)
+    with open(run / "train.prototxt", "a") as f:
+        f.write('layer { name: "acc" type: "Accuracy" bottom: "fc" bottom: "label" top: "acc" loss_weight: 0.5 }\n')
+    with pytest.raises(ReplicateError, match=r"^layer 'acc' \(Accuracy\): has no backward"):
+        train(run / "solver.prototxt", echo=False)
+    assert not list(run.glob("snap_iter_*"))
+
+
 def test_train_command_exit_code_2_on_bad_input(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "replicate", "train", str(tmp_path / "nope.prototxt")],

@@ -49,6 +49,9 @@ class Accuracy(Layer):
             raise self.error(f"takes 1 or 2 top blobs, got {len(param.top)}")
         self.top_shapes = [()] + ([(self.classes,)] if len(param.top) == 2 else [])
 
+    def backward_refusal(self, bottom_index: int) -> str | None:
+        return "has no backward (Caffe: Not Implemented Yet)"
+
     def label_range(self) -> LabelRange:
         return LabelRange(self.name, self.type, self.classes, self.ignore_label)
 

@@ -67,6 +67,11 @@ class Layer(nn.Module):
         """Caffe's `AllowForceBackward`: loss layers refuse it for their label bottom."""
         return True
 
+    def backward_refusal(self, bottom_index: int) -> str | None:
+        """Why Caffe's Backward aborts when asked for this bottom's gradient (a loss layer's
+        labels, a layer with no backward), or None: it computes one."""
+        return None
+
     def label_range(self) -> LabelRange | None:
         """The labels this layer accepts in its `label_bottom` (Caffe CHECKs them in Forward)."""
         return None

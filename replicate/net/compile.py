@@ -267,6 +267,22 @@ class CompiledNet(nn.Module):
                 owner.entry.decay_mult = spec.decay_mult
             layer.blobs[k] = theirs
 
+    def check_trainable(self) -> None:
+        """Stop where Caffe's first Backward of this net aborts: a gradient asked of a bottom the
+        layer cannot send one to (an Accuracy with a loss_weight under a learned layer, a loss
+        layer's label with propagate_down: true).  Here that gradient would silently be none."""
+        plan = self.backward_plan
+        for i, (lp, layer) in enumerate(zip(self.layer_params, self.layers)):
+            if not plan.layer_needs[i]:
+                continue
+            for j, need in enumerate(plan.bottom_needs[i]):
+                why = layer.backward_refusal(j) if need else None
+                if why:
+                    raise layer.error(
+                        f"{why}, but the net's backward needs a gradient for bottom {j} '{lp.bottom[j]}' "
+                        "(its loss_weight, propagate_down or force_backward); Caffe's Backward aborts"
+                    )
+
     # ----------------------------------------------------------------------------------- access
     def learnable_params(self) -> list[ParamEntry]:
         """Caffe's `learnable_params`: owned parameters in layer order, shared ones once."""

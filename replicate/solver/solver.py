@@ -123,6 +123,7 @@ class Solver:
         self.net_param = spec.param
         self.test_nets: list[CompiledNet] = []
         try:
+            self.net.check_trainable()
             for i, test_spec in enumerate(test_nets(param, folder)):
                 log.info(f"Creating test net (#{i}) specified by {test_spec.origin}")
                 test_net = build_net(test_spec, device, channels_last)
