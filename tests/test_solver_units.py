@@ -64,6 +64,17 @@ def test_unknown_solver_type_is_refused(tmp_path: Path) -> None:
         solver_run.train(run / "solver.prototxt", echo=False)
 
 
+@pytest.mark.parametrize("decay, ok", [(0.0, True), (0.99, True), (1.0, False), (-0.1, False)])
+def test_rmsprop_decay_range_is_caffes(decay: float, ok: bool) -> None:
+    # Caffe's RMSPropSolver CHECKs 0 <= rms_decay < 1 (pycaffe 9b89154 aborts at 1).
+    param = _solver(f'type: "RMSProp" rms_decay: {decay}')
+    if ok:
+        UpdateRule(param, [torch.Size([2])], torch.device("cpu"))
+    else:
+        with pytest.raises(ReplicateError, match=r"^rms_decay must be within \[0, 1\), not "):
+            UpdateRule(param, [torch.Size([2])], torch.device("cpu"))
+
+
 def test_solver_weights_field_is_refused_not_left_unread(tmp_path: Path) -> None:
     # Caffe's InitTrainNet fine-tunes from them; unread, the net would train from its fillers.
     run = tmp_path / "run"

@@ -39,8 +39,9 @@ class UpdateRule:
             raise ReplicateError(f"unknown regularization_type '{param.regularization_type}' (L1 or L2)")
         if kind in ("AdaGrad", "RMSProp") and param.momentum != 0:
             raise ReplicateError(f"{kind} does not use momentum; set momentum to 0")
-        if kind == "RMSProp" and not 0 <= param.rms_decay <= 1:
-            raise ReplicateError("rms_decay must be within [0, 1]")
+        if kind == "RMSProp" and not 0 <= param.rms_decay < 1:
+            # Caffe's RMSPropSolver CHECKs 0 <= rms_decay < 1 (at 1 the history never leaves 0).
+            raise ReplicateError(f"rms_decay must be within [0, 1), not {param.rms_decay:g}")
         self.kind = kind
         self.param = param
         self.momentum = _f32(param.momentum)
