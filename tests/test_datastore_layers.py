@@ -182,6 +182,13 @@ def test_image_data_errors(image_list):
         build(image_data(image_list))
     with pytest.raises(ReplicateError, match="new_height and new_width must be set together"):
         build(image_data(image_list, "new_height: 8"))
+    # A record that cannot be decoded, met in a later batch, is named with its layer.
+    (image_list / "imgs" / "bad.png").write_bytes(b"\x89PNG not really")
+    (image_list / "list.txt").write_text("p 0.png 0\nbad.png 1\n")
+    layer = build(image_data(image_list, batch=1))
+    layer.forward()
+    with pytest.raises(ReplicateError, match=r"^layer 'img' \(ImageData\): .*bad.png: cannot decode image"):
+        layer.forward()
 
 
 def test_rand_skip_starts_at_a_seeded_random_record(lmdb5):

@@ -131,7 +131,11 @@ class BatchLayer(Layer):
         if self._loader is None:
             self._loader = make_loader(self.maker, self.workers, self.prefetch, self.device, self.pool,
                                        self.batches_read)
-        data, label = next(self._loader)
+        try:
+            data, label = next(self._loader)
+        except ReplicateError as err:
+            # An unreadable record or a worker that died: say which layer's source it was.
+            raise self.error(str(err)) from None
         self.batches_read += 1
         return (data, label) if len(self.top_shapes) == 2 else (data,)
 
