@@ -37,6 +37,7 @@ the named case folders are replaced.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -52,6 +53,7 @@ from google.protobuf import text_format
 from caffe.proto import caffe_pb2
 
 CAFFE = "BVLC Caffe (master 9b89154, CMake CPU_ONLY build), CPU, float32"
+CAFFE_OPENCV = "BVLC Caffe (master 9b89154, CMake CPU_ONLY build with USE_OPENCV, Debian 12 OpenCV 4.6.0), CPU, float32"
 #: Seeds per root: every case derives its own from these (other values in each root).
 BASE_SEED = {"caffe": 8_000_000, "caffe_grad": 9_000_000}
 
@@ -619,20 +621,207 @@ def write_solver_case(name: str, out_dir: Path) -> None:
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
+# ------------------------------------------------------------------------------ data cases
+#: An image to write: (file or record name, label, Pillow mode, height, width).  Pillow modes:
+#: "RGB" (written as colour), "L" (grey), "RGBA", "LA" (grey with alpha), "P" (a palette of 16).
+Image = tuple[str, int, str, int, int]
+
+
+def _pixels(rng: np.random.RandomState, mode: str, height: int, width: int) -> np.ndarray:
+    """A gradient plus noise (every grey level likely, neighbours differing as in a photo) of the
+    mode's channel count, as uint8 H x W x C in the mode's own channel order (RGB, not BGR)."""
+    channels = {"RGB": 3, "L": 1, "RGBA": 4, "LA": 2, "P": 1}[mode]
+    ramp = np.add.outer(np.arange(height) * 9, np.arange(width) * 5)[:, :, None]
+    noise = rng.randint(0, 160, size=(height, width, channels))
+    value = (ramp + noise + rng.randint(0, 256, size=channels)) % 256
+    if mode == "P":
+        value %= 16
+    return value.astype(np.uint8)
+
+
+def _encode(rng: np.random.RandomState, image: Image, fmt: str) -> bytes:
+    """The image's file bytes: PNG (lossless, Pillow's encoder) or JPEG (Pillow, quality 90, 4:2:0
+    chroma subsampling unless the name ends in `_444`)."""
+    from PIL import Image as PILImage
+
+    _, _, mode, height, width = image
+    value = _pixels(rng, mode, height, width)
+    pil = PILImage.fromarray(value[:, :, 0] if value.shape[2] == 1 else value, {"P": "L"}.get(mode, mode))
+    if mode == "P":
+        pil = pil.convert("P")
+        pil.putpalette(list(rng.randint(0, 256, size=16 * 3).astype(np.uint8)))
+    out = io.BytesIO()
+    if fmt == "png":
+        pil.save(out, format="PNG")
+    else:
+        pil.save(out, format="JPEG", quality=90, subsampling=0 if image[0].endswith("_444") else 2)
+    return out.getvalue()
+
+
+def _write_lmdb(path: Path, records: list[tuple[bytes, int]], names: list[str]) -> None:
+    """Encoded Datums as convert_imageset --encoded stores an unresized file: the file's bytes,
+    the label, `encoded: true` and no channels/height/width; keys %08d_<name> in list order."""
+    import lmdb
+
+    env = lmdb.open(str(path), map_size=1 << 20, subdir=True)
+    with env.begin(write=True) as txn:
+        for i, ((data, label), name) in enumerate(zip(records, names)):
+            datum = caffe_pb2.Datum(data=data, label=label, encoded=True)
+            txn.put(f"{i:08d}_{name}".encode(), datum.SerializeToString())
+    env.close()
+
+
+@dataclass
+class DataCase:
+    #: Data layers (each a `layer { ... }` text; their sources and root folders relative to the case).
+    body: str
+    #: Image lists: list file -> its images (written under images/ as PNG).
+    lists: dict[str, list[Image]] = field(default_factory=dict)
+    #: LMDBs of encoded Datums: folder -> its images, and the encoding of all of them ("png", "jpg").
+    lmdbs: dict[str, tuple[str, list[Image]]] = field(default_factory=dict)
+    note: str = ""
+    batches: int = 3
+
+
+def _transform(crop: int = 0, means: tuple[float, ...] = (), scale: float = 1.0, extra: str = "") -> str:
+    parts = ([f"crop_size: {crop}"] if crop else []) + [f"mean_value: {m:g}" for m in means]
+    parts += ([f"scale: {scale:g}"] if scale != 1.0 else []) + ([extra] if extra else [])
+    return "transform_param { " + " ".join(parts) + " }" if parts else ""
+
+
+def _image_data(name: str, params: str, transform: str) -> str:
+    return (f'layer {{ name: "{name}" type: "ImageData" top: "{name}" top: "{name}_label"\n'
+            f'  {transform}\n  image_data_param {{ source: "list.txt" root_folder: "images/" {params} }} }}\n')
+
+
+def _data(name: str, source: str, batch: int, transform: str) -> str:
+    return (f'layer {{ name: "{name}" type: "Data" top: "{name}" top: "{name}_label"\n'
+            f'  {transform}\n  data_param {{ source: "{source}" batch_size: {batch} backend: LMDB }} }}\n')
+
+
+IMAGE_LIST: list[Image] = [
+    ("a.png", 3, "RGB", 10, 12),
+    ("b.png", 0, "RGB", 12, 10),
+    ("grey c.png", 7, "L", 11, 13),  # a space in the name: Caffe splits a line at its last space
+    ("d.png", 1, "RGBA", 9, 14),
+    ("e.png", 5, "P", 12, 12),
+]
+MIXED: list[tuple[str, str]] = [("rgb", "RGB"), ("grey", "L"), ("rgba", "RGBA"), ("grey_alpha", "LA"), ("palette", "P")]
+
+DATA_CASES: dict[str, DataCase] = {
+    "image_data": DataCase(
+        _image_data("resized", "batch_size: 3 new_height: 9 new_width: 11",
+                    _transform(7, (104, 117, 123), 0.5))
+        + _image_data("grey", "batch_size: 2 new_height: 14 new_width: 13 is_color: false",
+                      _transform(0, (128,), 0.0078125))
+        + _image_data("cropped", "batch_size: 4", _transform(8)),
+        lists={"list.txt": IMAGE_LIST},
+        note="ImageData in TEST over list.txt (5 PNGs of 4 sizes under images/: RGB, grey (its name has a "
+        "space), RGBA and a 16-colour palette) with root_folder 'images/': `resized` reads colour "
+        "(cv::imread IMREAD_COLOR: grey replicated, alpha dropped), resizes to 9x11 (cv::resize "
+        "INTER_LINEAR: some images shrink, some grow), centre-crops 7, subtracts mean_value 104/117/123 "
+        "and scales by 0.5, batch 3; `grey` reads grey (is_color false: libpng's RGB -> grey), resizes "
+        "to 14x13, mean_value 128, scale 1/128, batch 2; `cropped` reads colour at each image's own "
+        "size and centre-crops 8 (other offsets per size), batch 4; every layer wraps around the list "
+        "within its batches; out/batchK/<top> = the tops after forward K",
+    ),
+    "data_encoded_png": DataCase(
+        _data("native", "color_lmdb", 3, _transform(8, (104, 117, 123), 0.25))
+        + _data("force_gray", "mixed_lmdb", 5, _transform(7, (127.5,), 0.5, "force_gray: true"))
+        + _data("force_color", "mixed_lmdb", 2, _transform(8, (10, 20, 30), extra="force_color: true"))
+        + _data("native_grey", "grey_lmdb", 2, _transform(8, (100,)))
+        + _data("native_alpha", "alpha_lmdb", 2, _transform(8, (1, 2, 3, 4))),
+        lmdbs={
+            "color_lmdb": ("png", [(f"rgb{i}", i, "RGB", h, w) for i, (h, w) in
+                                   enumerate([(10, 12), (12, 10), (11, 13), (9, 14), (12, 12)])]),
+            "mixed_lmdb": ("png", [(n, i + 2, m, 10 + i % 3, 13 - i % 2) for i, (n, m) in enumerate(MIXED)]),
+            "grey_lmdb": ("png", [("g0", 4, "L", 10, 12), ("g1", 6, "L", 12, 9), ("g2", 8, "L", 11, 11)]),
+            "alpha_lmdb": ("png", [("rgba0", 1, "RGBA", 10, 12), ("grey_alpha", 2, "LA", 11, 9),
+                                   ("rgba1", 3, "RGBA", 9, 10)]),
+        },
+        note="Data in TEST over LMDBs of encoded Datums (PNG file bytes, encoded: true, no shape, as "
+        "convert_imageset --encoded stores an unresized file), images of several sizes, centre crops: "
+        "`native` decodes natively (cv::imdecode flag -1) 5 RGB PNGs, mean_value 104/117/123, scale "
+        "0.25, batch 3; `force_gray` and `force_color` read RGB, grey, RGBA, grey+alpha and palette "
+        "PNGs as grey (mean_value 127.5, scale 0.5, batch 5) and as colour (mean_value 10/20/30, "
+        "batch 2); `native_grey` natively decodes grey PNGs to one channel (mean_value 100); "
+        "`native_alpha` natively decodes RGBA and grey+alpha PNGs (flag -1 keeps the alpha channel: 4 "
+        "channels, grey+alpha as B = G = R plus alpha), mean_value 1/2/3/4; every "
+        "layer wraps around its LMDB within its batches; out/batchK/<top> = the tops after forward K",
+    ),
+    "data_encoded_jpeg": DataCase(
+        _data("native", "color_lmdb", 3, _transform(8, (104, 117, 123), 0.5))
+        + _data("force_gray", "mixed_lmdb", 4, _transform(8, (128,), extra="force_gray: true"))
+        + _data("force_color", "mixed_lmdb", 3, _transform(8, (10, 20, 30), 0.25, "force_color: true")),
+        lmdbs={
+            "color_lmdb": ("jpg", [("c0", 0, "RGB", 10, 12), ("c1_444", 1, "RGB", 13, 11),
+                                   ("c2", 2, "RGB", 11, 13), ("c3", 3, "RGB", 16, 16)]),
+            "mixed_lmdb": ("jpg", [("m0", 5, "RGB", 11, 12), ("m1", 6, "L", 12, 10),
+                                   ("m2_444", 7, "RGB", 10, 10), ("m3", 8, "L", 9, 13)]),
+        },
+        note="Data in TEST over LMDBs of encoded Datums holding JPEG bytes (Pillow, quality 90; 4:2:0 "
+        "chroma subsampling, 4:4:4 where the name ends in _444; odd sizes, so the chroma upsampling "
+        "meets the edges), decoded by Caffe's OpenCV 4.6 with Debian 12's libjpeg-turbo 2.1.5: `native` "
+        "decodes colour JPEGs natively, centre crop 8, mean_value 104/117/123, scale 0.5, batch 3; "
+        "`force_gray` (mean_value 128, batch 4) and `force_color` (mean_value 10/20/30, scale 0.25, "
+        "batch 3) read colour and grey JPEGs; out/batchK/<top> = the tops after forward K",
+    ),
+}
+
+
+def write_data_case(name: str, out_dir: Path) -> None:
+    """Writes the case's images (list files and images/, or LMDBs of encoded Datums), then runs
+    Caffe's data layers in the TEST phase (no randomness: centre crops, no mirror, no shuffle)
+    from inside the case folder, so the relative sources and root folders resolve there."""
+    case = DATA_CASES[name]
+    seed = case_seed(name, "caffe")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    rng = np.random.RandomState(seed)
+    for list_name, images in case.lists.items():
+        (out_dir / "images").mkdir(exist_ok=True)
+        for image in images:
+            (out_dir / "images" / image[0]).write_bytes(_encode(rng, image, "png"))
+        (out_dir / list_name).write_text("".join(f"{image[0]} {image[1]}\n" for image in images))
+    for folder, (fmt, images) in case.lmdbs.items():
+        records = [(_encode(rng, image, fmt), image[1]) for image in images]
+        _write_lmdb(out_dir / folder, records, [f"{image[0]}.{fmt}" for image in images])
+    (out_dir / "net.prototxt").write_text(f'name: "{name}"\n' + case.body)
+    here = Path.cwd()
+    os.chdir(out_dir)  # the prefetch threads read the images while the net runs
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        net = caffe.Net("net.prototxt", caffe.TEST)
+        for k in range(1, case.batches + 1):
+            net.forward()
+            for blob in net.outputs:
+                arrays[f"out/batch{k}/{blob}"] = net.blobs[blob].data.copy()
+        del net  # joins the prefetch threads before leaving the folder
+    finally:
+        os.chdir(here)
+    np.savez_compressed(out_dir / "arrays.npz", **arrays)
+    meta = {"phase": "TEST", "batches": case.batches, "caffe": CAFFE_OPENCV, "seed": seed, "note": case.note}
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--golden", type=Path, default=Path("tests/golden"), help="the folder holding the roots")
     ap.add_argument("--root", choices=sorted(BASE_SEED), nargs="+", default=sorted(BASE_SEED))
-    ap.add_argument("--cases", nargs="+", choices=sorted(CASES) + sorted(SOLVER_CASES),
-                    default=list(CASES) + list(SOLVER_CASES))
+    ap.add_argument("--cases", nargs="+", choices=sorted(CASES) + sorted(SOLVER_CASES) + sorted(DATA_CASES),
+                    default=list(CASES) + list(SOLVER_CASES) + list(DATA_CASES))
     args = ap.parse_args()
     caffe.set_mode_cpu()
     for root in args.root:
         for name in args.cases:
-            if name in SOLVER_CASES:
+            if name in SOLVER_CASES or name in DATA_CASES:
                 if root != "caffe":
-                    continue  # solver cases live in the original root only, as its other solver_*
-                write_solver_case(name, args.golden / root / name)
+                    continue  # solver and data cases live in the original root only, as its other solver_*, data_*
+                if name in DATA_CASES:
+                    write_data_case(name, args.golden / root / name)
+                else:
+                    write_solver_case(name, args.golden / root / name)
             else:
                 write_case(name, root, args.golden / root / name)
             print(f"{root}/{name}")
