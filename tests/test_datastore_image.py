@@ -12,6 +12,7 @@ import io
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -73,6 +74,32 @@ def test_channels_are_bgr_and_grey_stays_grey_natively(tmp_path):
     assert decode_image((tmp_path / "grey.png").read_bytes(), None).shape == (4, 5, 1)
     assert read_image(tmp_path / "grey.png", color=True).shape == (4, 5, 3)
 
+
+
+def test_native_decoding_keeps_alpha_as_caffes_flag_minus_1(tmp_path):
+    # Caffe's DecodeDatumToCVMatNative is cv::imdecode(data, -1) (IMREAD_UNCHANGED): an encoded
+    # RGBA or grey+alpha PNG read by the Data layer without force_color/force_gray has 4 channels
+    # (golden case data_encoded_png, native_alpha); forced, the alpha is dropped.
+    rgba = np.arange(4 * 5 * 4, dtype=np.uint8).reshape(4, 5, 4)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    data = (tmp_path / "rgba.png").read_bytes()
+    native = decode_image(data, None)
+    np.testing.assert_array_equal(native, rgba[:, :, [2, 1, 0, 3]])  # BGRA
+    np.testing.assert_array_equal(decode_image(data, True), rgba[:, :, [2, 1, 0]])
+    grey_alpha = np.stack([np.full((4, 5), 70, np.uint8), np.full((4, 5), 200, np.uint8)], axis=2)
+    Image.fromarray(grey_alpha, "LA").save(tmp_path / "la.png")
+    native = decode_image((tmp_path / "la.png").read_bytes(), None)
+    assert native.shape == (4, 5, 4)
+    assert (native[..., :3] == 70).all() and (native[..., 3] == 200).all()
+
+
+def test_native_decoding_refuses_16_bit_images():
+    # IMREAD_UNCHANGED keeps a 16-bit PNG's depth, which Caffe's DataTransformer CHECKs against.
+    ok, png16 = cv2.imencode(".png", np.full((3, 4), 40000, np.uint16))
+    assert ok
+    with pytest.raises(ReplicateError, match="16-bit image"):
+        decode_image(png16.tobytes(), None, name="deep.png")
+    assert decode_image(png16.tobytes(), True).dtype == np.uint8  # forced colour or grey: 8 bits
 
 def test_encode_jpeg_roundtrip_keeps_bgr():
     yy, xx = np.mgrid[0:16, 0:16]

@@ -46,11 +46,12 @@ from replicate.errors import ReplicateError
 cv2.setNumThreads(0)
 
 #: decode_image's `color` -> imdecode flags (IMREAD_COLOR, IMREAD_GRAYSCALE, and for None the
-#: native channels, grey staying grey), each without the EXIF rotation OpenCV 2.4 never applied.
+#: native channels: Caffe's flag -1, IMREAD_UNCHANGED), each without the EXIF rotation OpenCV 2.4
+#: never applied (IMREAD_UNCHANGED never rotates).
 _FLAGS = {
     True: cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
     False: cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION,
-    None: cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+    None: cv2.IMREAD_UNCHANGED,
 }
 
 
@@ -149,7 +150,14 @@ def decode_image(data: bytes, color: bool | None = True, name: str = "image") ->
     """Decode encoded bytes (JPEG, PNG, ...) to HWC uint8 with `cv::imdecode`.
 
     `color=True` is OpenCV's IMREAD_COLOR (3 channels BGR), False IMREAD_GRAYSCALE (1 channel),
-    None its native mode (grey stays grey).  Undecodable data -> ReplicateError naming `name`.
+    None its native mode: `cv::imdecode(data, -1)` (IMREAD_UNCHANGED), what Caffe's
+    DecodeDatumToCVMatNative calls for an encoded Datum without force_color/force_gray (the Data
+    layer, compute_image_mean).  Grey stays grey, and an alpha channel is kept: an RGBA PNG gives
+    4 channels (BGRA), a grey+alpha PNG 4 as well (B = G = R), as the Data layer of real Caffe
+    gives them (golden case data_encoded_png, `native_alpha`); IMREAD_ANYCOLOR, used here before,
+    dropped the alpha and gave 3.  An image of more than 8 bits (a 16-bit PNG) is refused, as
+    Caffe's DataTransformer CHECKs its images are unsigned bytes.  Undecodable data ->
+    ReplicateError naming `name`.
     """
     buffer = np.frombuffer(data, np.uint8)
     try:
@@ -158,6 +166,9 @@ def decode_image(data: bytes, color: bool | None = True, name: str = "image") ->
         raise ReplicateError(f"{name}: cannot decode image ({str(err).strip().splitlines()[-1]})") from None
     if image is None:
         raise ReplicateError(f"{name}: cannot decode image (not a known image format, or truncated)")
+    if image.dtype != np.uint8:
+        raise ReplicateError(f"{name}: {image.dtype.itemsize * 8}-bit image; Caffe's data layers take 8-bit images only "
+                             "(read natively, as without force_color/force_gray, the depth is kept)")
     if jpeg_is_cut(data):
         raise ReplicateError(f"{name}: cannot decode image (truncated: no end-of-image marker before its data ends; "
                              f"OpenCV {cv2.__version__} filled the rest with grey)")

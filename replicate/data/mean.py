@@ -4,7 +4,7 @@ Caffe accumulates into the float32 `data` of a BlobProto, one record after anoth
 (`sum[i] = sum[i] + pixel`, rounded to float32 at every step), then divides each sum by the count
 in float32.  For ImageNet-sized sets the float32 sums lose low bits; we reproduce that rounding
 rather than a more exact double sum, so the mean file is the one the authors' nets subtracted.
-Encoded records are decoded natively (grey stays grey), as its DecodeDatumNative does.  Every
+Encoded records are decoded natively (grey stays grey, alpha is kept), as its DecodeDatumNative does.  Every
 record must have the first record's size.
 """
 
