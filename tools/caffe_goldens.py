@@ -709,7 +709,7 @@ IMAGE_LIST: list[Image] = [
 MIXED: list[tuple[str, str]] = [("rgb", "RGB"), ("grey", "L"), ("rgba", "RGBA"), ("grey_alpha", "LA"), ("palette", "P")]
 
 DATA_CASES: dict[str, DataCase] = {
-    "image_data": DataCase(
+    "data_image_list": DataCase(
         _image_data("resized", "batch_size: 3 new_height: 9 new_width: 11",
                     _transform(7, (104, 117, 123), 0.5))
         + _image_data("grey", "batch_size: 2 new_height: 14 new_width: 13 is_color: false",
