@@ -3,7 +3,8 @@ with a scale factor and eps in TEST, batch statistics in TRAIN), Scale (bias, ax
 variants, a second bottom), InnerProduct `transpose: true` and Pooling `round_mode: FLOOR`;
 MultinomialLogisticLoss, SoftmaxWithLoss's normalization modes, ignore_label and axis, Softmax on
 other axes, Accuracy with ignore_label and axis, Eltwise over three bottoms, Concat/Flatten axes
-with Split and Silence, and shared parameters (`param { name }`).
+with Split and Silence, and shared parameters (`param { name }`); and the data paths that need
+OpenCV in Caffe: the ImageData layer and the Data layer over encoded Datums.
 
 Each case is written twice, in the format of the other cases (`tests/golden/caffe/README.md`):
   tests/golden/caffe/<case>        as the original root was made: no force_backward, so Caffe
@@ -27,6 +28,15 @@ and python3-protobuf; protobuf 3.21).  So it never runs in CI; its output is com
 
 pycaffe's `caffe/io.py` imports scikit-image, which nothing here uses: install python3-skimage or
 make that import optional in the copy of Caffe's source.
+
+Data cases (`DATA_CASES`, root `caffe` only, as the solver cases): ImageData over an image list
+and Data over LMDBs of encoded PNG and JPEG Datums, TEST phase, `out/batch{K}/<top>` after forward
+K (`tests/golden/caffe/README.md`).  They need a pycaffe built with `-DUSE_OPENCV=ON` (the other
+flags as above; Debian 12's libopencv-dev, OpenCV 4.6.0): this Caffe's sources name OpenCV 2/3's
+`CV_LOAD_IMAGE_COLOR` / `CV_LOAD_IMAGE_GRAYSCALE`, which OpenCV 4 spells `cv::IMREAD_COLOR` /
+`cv::IMREAD_GRAYSCALE` (src/caffe/util/io.cpp, layers/window_data_layer.cpp), so a copy of the
+source is patched so before building.  The images are written with Pillow and the LMDBs with
+py-lmdb (Debian's python3-pil and python3-lmdb), from the system python3 that runs pycaffe.
 
 Run from the repo root (a second or two; CMake links `_caffe.so` into the source's python/):
   GLOG_minloglevel=2 PYTHONPATH=<caffe source>/python /usr/bin/python3 tools/caffe_goldens.py
