@@ -91,8 +91,7 @@ def timed_pass(net: CompiledNet, inputs: dict[str, torch.Tensor], times: list[La
         if not lp.bottom:
             # As in training (CompiledNet.feed), untimed: a label out of a loss's range stops here.
             for name, value in zip(net.top_names[i], tops):
-                for label_range in net.label_checks.get(name, ()):
-                    label_range.check(value, name)
+                net.check_labels(name, value)
         for j, (name, value) in enumerate(zip(net.top_names[i], tops)):
             produced[name] = (i, j)
             values[(i, j)] = value

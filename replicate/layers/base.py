@@ -68,9 +68,9 @@ class Layer(nn.Module):
         return True
 
     def backward_refusal(self, bottom_index: int) -> str | None:
-        """Why Caffe's Backward aborts when asked for this bottom's gradient (a loss layer's
-        labels, a layer with no backward), or None: it computes one."""
-        return None
+        """Why Caffe's Backward aborts when asked for this bottom's gradient, or None: it computes
+        one.  A bottom that refuses force_backward (a loss layer's labels) refuses it too."""
+        return None if self.allow_force_backward(bottom_index) else "cannot backpropagate to its labels"
 
     def label_range(self) -> LabelRange | None:
         """The labels this layer accepts in its `label_bottom` (Caffe CHECKs them in Forward)."""
@@ -82,13 +82,17 @@ class Layer(nn.Module):
         return f"layer '{self.name}' ({self.type})"
 
     def error(self, message: str) -> ReplicateError:
-        """An error that names this layer, for bad parameters found while building it.  A message
-        that names it already (a data layer's transformer is given `where`, and its errors pass
-        through here again) keeps its one prefix."""
-        return ReplicateError(message if message.startswith(f"{self.where}: ") else f"{self.where}: {message}")
+        """An error that names this layer, for bad parameters found while building it."""
+        return layer_error(self.where, message)
 
     def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor, ...]:  # pragma: no cover
         raise NotImplementedError
+
+
+def layer_error(where: str, message: str) -> ReplicateError:
+    """`message` prefixed with the layer's `where`, unless it names the layer already (a data
+    layer's transformer is given `where`, and its errors pass through here again)."""
+    return ReplicateError(message if message.startswith(f"{where}: ") else f"{where}: {message}")
 
 
 _REGISTRY: dict[str, type[Layer]] = {}

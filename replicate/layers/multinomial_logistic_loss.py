@@ -65,9 +65,6 @@ class MultinomialLogisticLoss(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 1
 
-    def backward_refusal(self, bottom_index: int) -> str | None:
-        return "cannot backpropagate to its labels" if bottom_index == 1 else None
-
     def label_range(self) -> LabelRange:
         return LabelRange(self.name, self.type, self.dim)
 

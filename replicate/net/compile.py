@@ -19,7 +19,7 @@ from torch import nn
 
 from replicate.errors import ReplicateError
 from replicate.io.upgrade import net_needs_upgrade, upgrade_net
-from replicate.layers.base import Layer, Shape, layer_class
+from replicate.layers.base import Layer, Shape, layer_class, layer_error
 from replicate.layers.labels import LabelRange
 from replicate.net.need_backward import backward_plan
 from replicate.net.program import build_program
@@ -128,8 +128,7 @@ class CompiledNet(nn.Module):
             except ReplicateError as err:
                 # Layers name themselves in their own checks; a filler's or a transformer's error
                 # would otherwise not say which of a net's layers it came from.
-                where = f"layer '{lp.name}' ({lp.type}): "
-                raise (err if str(err).startswith(where) else ReplicateError(where + str(err))) from None
+                raise layer_error(f"layer '{lp.name}' ({lp.type})", str(err)) from None
             self._route_label_check(lp, layer, producer)
             tops = list(lp.top)
             if layer.auto_top_blobs:
@@ -371,10 +370,15 @@ class CompiledNet(nn.Module):
             made = self.layers[i]() if any(t is None for t in given) else given
             for name, value in zip(self.top_names[i], (m if g is None else g for g, m in zip(given, made))):
                 self._check_fed_shape(name, value)
-                for label_range in self.label_checks.get(name, ()):
-                    label_range.check(value, name)
+                self.check_labels(name, value)
                 fed[name] = value if value.device == device else value.to(device, non_blocking=True)
         return fed
+
+    def check_labels(self, name: str, value: torch.Tensor) -> None:
+        """Stop on a label out of the range of any layer that reads source blob `name` as labels
+        (Caffe CHECKs them in the reading layer's Forward); a host tensor needs no sync."""
+        for label_range in self.label_checks.get(name, ()):
+            label_range.check(value, name)
 
     def _check_fed_shape(self, name: str, value: torch.Tensor) -> None:
         """Every layer was built for the blob shapes worked out at compile time (a global pooling's
