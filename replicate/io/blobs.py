@@ -17,6 +17,11 @@ from replicate.proto import caffe_pb2
 LEGACY_DIMS = ("num", "channels", "height", "width")
 
 
+def is_legacy(blob: caffe_pb2.BlobProto) -> bool:
+    """Whether the blob gives its shape as legacy (num, channels, height, width): any of them set."""
+    return any(blob.HasField(f) for f in LEGACY_DIMS)
+
+
 def blob_shape(blob: caffe_pb2.BlobProto) -> tuple[int, ...]:
     """The blob's shape by Caffe's `Blob::FromProto` rule: legacy (num, channels, height, width)
     when any of those is set, else `shape.dim`, which may be empty.
@@ -27,7 +32,7 @@ def blob_shape(blob: caffe_pb2.BlobProto) -> tuple[int, ...]:
     legacy dims at all, so the absence of `shape` must not mean legacy: that read such a blob as
     (0, 0, 0, 0) and refused its one value (the scale_axes golden case of real Caffe).
     """
-    if any(blob.HasField(f) for f in LEGACY_DIMS):
+    if is_legacy(blob):
         return (blob.num, blob.channels, blob.height, blob.width)
     return tuple(int(d) for d in blob.shape.dim)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from replicate.io.binary import read_net_binary, write_atomic
-from replicate.io.blobs import LEGACY_DIMS, blob_shape
+from replicate.io.blobs import LEGACY_DIMS, blob_shape, is_legacy
 from replicate.io.prototxt import read_net_text, read_solver_text
 from replicate.io.upgrade import upgrade_net, upgrade_solver
 from replicate.proto import caffe_pb2
@@ -41,7 +41,7 @@ def caffemodel_bytes(net: caffe_pb2.NetParameter) -> bytes:
     out.CopyFrom(net)
     for layer in out.layer:
         for blob in layer.blobs:
-            if any(blob.HasField(f) for f in LEGACY_DIMS):  # none: a zero-axis blob, as Caffe writes it
+            if is_legacy(blob):  # a blob with no shape at all is zero-axis, as Caffe writes it
                 dims = blob_shape(blob)
                 for field in (*LEGACY_DIMS, "shape"):
                     blob.ClearField(field)
