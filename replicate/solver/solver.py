@@ -124,17 +124,18 @@ class Solver:
         self.test_nets: list[CompiledNet] = []
         try:
             self.net.check_trainable()
-            for i, test_spec in enumerate(test_nets(param, folder)):
+            test_specs = test_nets(param, folder)
+            if test_specs and param.test_interval <= 0:
+                # Caffe's Solver::Init CHECKs it; here the nets would silently never be tested.
+                raise ReplicateError(
+                    f"the solver has {len(test_specs)} test net(s) but test_interval {param.test_interval}: "
+                    "give a test_interval above 0, or no test nets (test_net, test_iter) to train without tests"
+                )
+            for i, test_spec in enumerate(test_specs):
                 log.info(f"Creating test net (#{i}) specified by {test_spec.origin}")
                 test_net = build_net(test_spec, device, channels_last)
                 test_net.share_trained_layers_with(self.net)
                 self.test_nets.append(test_net)
-            if self.test_nets and param.test_interval <= 0:
-                # Caffe's Solver::Init CHECKs it; here the nets would silently never be tested.
-                raise ReplicateError(
-                    f"the solver has {len(self.test_nets)} test net(s) but test_interval {param.test_interval}: "
-                    "give a test_interval above 0, or no test nets (test_net, test_iter) to train without tests"
-                )
             #: The data path chosen for the data layers (empty for nets fed through Input blobs).
             self.data_feed, self._pool = feed_data([self.net, *self.test_nets], device, data_workers)
         except BaseException:
