@@ -7,7 +7,8 @@ load of about 14, tests/test_engine_layers.py + test_engine_net.py took 74 s wal
 with the default 2 threads, 23 s and 4.3 s with one.  No test depends on the thread count (the
 solver tests already pinned one thread for themselves).  OMP_NUM_THREADS reaches the
 subprocesses tests start (CLI runs, DDP ranks); it is set before torch is imported so that this
-process's OpenMP pool starts with one thread as well.
+process's OpenMP pool starts with one thread as well.  The cores are used instead by running
+tests in parallel processes (pytest-xdist's `-n auto`, the README's test command), one per CPU.
 """
 
 from __future__ import annotations
@@ -24,9 +25,18 @@ os.environ["OMP_NUM_THREADS"] = "1"
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+import pytest  # noqa: E402
 import torch  # noqa: E402  (after OMP_NUM_THREADS on purpose)
 
 torch.set_num_threads(1)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; absent where xdist is not installed
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per CPU this process may use, at most 8.  Each worker holds its own
+    torch (about 0.4 GB) and starts programs of its own; past 8 the suite's two longest tests (the
+    demo and the SLURM time limit, about 40 s each) bound its time anyway."""
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
 
 
 # The GPU tier (tests marked `gpu`, run with `python -m pytest -m gpu`): see tests/gpu_tier.py.

@@ -28,7 +28,10 @@ from replicate.results.runs import find_runs
 from grid_support import FAKE_TRAIN, invocations, make_plan
 from solver_support import random_run, same_weights
 
-pytestmark = pytest.mark.slurm
+# One cluster for all of them: under pytest-xdist (`-n auto --dist loadgroup`) they run in one
+# worker, one at a time, so that no test's jobs wait for another's CPUs and no fixture restarts the
+# cluster under another's jobs.
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm-cluster")]
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "tools" / "slurm_cluster.sh"
