@@ -28,10 +28,10 @@ from replicate.results.runs import find_runs
 from grid_support import FAKE_TRAIN, invocations, make_plan
 from solver_support import random_run, same_weights
 
-# One cluster for all of them: under pytest-xdist (`-n auto --dist loadgroup`) they run in one
-# worker, one at a time, so that no test's jobs wait for another's CPUs and no fixture restarts the
-# cluster under another's jobs.
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm-cluster")]
+# One cluster for all of them, so they stay in this one file: under pytest-xdist's `--dist loadfile`
+# (the README's test command) a file's tests run in one worker, one at a time, so that no test's
+# jobs wait for another's CPUs and no fixture restarts the cluster under another's jobs.
+pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "tools" / "slurm_cluster.sh"
@@ -60,6 +60,18 @@ def partition() -> str:
     defaults = [p.rstrip("*") for p in found.stdout.split() if p.endswith("*")]
     assert found.returncode == 0 and defaults, f"no default partition: {found.stdout!r} {found.stderr!r}"
     return defaults[0]
+
+
+@pytest.fixture(autouse=True)
+def idle_cluster(partition: str) -> None:
+    """Each test starts once the cluster has no job: its waits assume the node's CPUs are its own,
+    and the jobs of another test (one still ending, or one run by another pytest-xdist worker)
+    would leave its jobs pending instead, to time out later with a less clear message."""
+    def queue() -> str:
+        return _slurm("squeue", "--noheader", "--format=%i %T %j").stdout.strip()
+
+    _wait("the cluster to have no job (another test's jobs hold it: run this file's tests in one process)",
+          lambda: not queue(), 90, queue)
 
 
 def _plan(root: Path) -> Path:
