@@ -33,10 +33,13 @@ torch.set_num_threads(1)
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; absent where xdist is not installed
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto`: one worker per CPU this process may use, at most 8.  Each worker holds its own
-    torch (about 0.4 GB) and starts programs of its own; past 8 the suite's two longest tests (the
-    demo and the SLURM time limit, about 40 s each) bound its time anyway."""
-    return max(1, min(len(os.sched_getaffinity(0)), 8))
+    """`-n auto`: one worker per CPU this process may use (as the data pools count them: affinity
+    and SLURM's allocation), at most 8.  Each worker holds its own torch (about 0.4 GB) and starts
+    programs of its own; past 8 the suite's longest tests (the demo and the SLURM requeues, 20-45 s
+    each) bound its time anyway."""
+    from replicate.data.cpus import available_cpus
+
+    return min(available_cpus(), 8)
 
 
 # The GPU tier (tests marked `gpu`, run with `python -m pytest -m gpu`): see tests/gpu_tier.py.
