@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
 import re
@@ -19,7 +18,7 @@ import pytest
 import torch
 
 from replicate.errors import ReplicateError
-from replicate.experiments.preload import PRELOAD
+from replicate.experiments import preload
 from replicate.io.binary import read_binary
 from replicate.layers.data import BatchLayer
 from replicate.proto import caffe_pb2
@@ -77,13 +76,11 @@ def _attempt(run: Path, resume: Path | None, fault: tuple[str, int, float] | Non
 def _run_attempt(run: Path, resume: Path | None, fault: tuple[str, int, float] | None) -> int:
     # Forked from a forkserver, not from pytest: once this process has run autograd inside
     # torch.compile's tracing (an earlier test), autograd refuses to run in a plain fork of it.
-    # The server preloads what the grid's preloads (one server serves the whole process, and the
-    # first to start it chooses what it imports), so each attempt starts in milliseconds rather
-    # than importing torch again.  It cannot preload this module: Python's server (3.11, 3.12) ignores
-    # the parent's sys.path, where pytest put tests/; each child imports it, cheaply.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(PRELOAD))
-    child = context.Process(target=_attempt, args=(run, resume, fault))
+    # The grid's own server (one serves the whole process, and the first to start it chooses
+    # what it imports): it has imported the trainer, so each attempt starts in milliseconds rather
+    # than importing torch again.  It cannot preload this module: Python's server (3.11-3.13)
+    # ignores the parent's sys.path, where pytest put tests/; each child imports it, cheaply.
+    child = preload._context().Process(target=_attempt, args=(run, resume, fault))
     child.start()
     child.join(120)
     assert child.exitcode is not None, "an attempt hung"
