@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from gpu_support import run_dir
 
 from replicate.experiments.preload import PreloadedTrainer
@@ -73,20 +74,69 @@ def test_a_forked_trainer_that_dies_in_native_code_leaves_its_stack_in_its_outpu
     assert "Fatal Python error: Aborted" in text and "replicate/solver/" in text, text
 
 
-def test_a_grid_driven_from_stdin_trains_in_plain_subprocesses(tmp_path: Path) -> None:
-    """The forkserver re-imports the parent's main script in each child; a program read from
-    stdin has no file to import, so its grid must not use it (every trainer failed with
-    FileNotFoundError '<stdin>' before)."""
+def _plan(tmp_path: Path) -> Path:
+    """A plan of one 4-iteration net in `tmp_path`."""
     solver = run_dir(tmp_path / "run")
-    (tmp_path / "plan.json").write_text(json.dumps({"version": 1, "nets": [{
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "nets": [{
         "name": "run", "dir": "run", "solver": solver.name, "max_iter": 4,
         "depends_on": None, "weights": None}]}))
+    return plan
+
+
+def _train_out(tmp_path: Path) -> str:
+    out = tmp_path / "run" / "train.out"
+    return out.read_text() if out.is_file() else ""
+
+
+@pytest.mark.parametrize("how", ["stdin", "script", "module"])
+def test_a_grid_driven_from_a_program_without_a_main_guard_trains_in_plain_subprocesses(
+        tmp_path: Path, how: str) -> None:
+    """Multiprocessing re-runs the parent's main script, or its main module run with -m, in every
+    forked child before its target: a program read from stdin has no file to re-run (every trainer
+    failed with FileNotFoundError '<stdin>'), and a script or module without an `if __name__ ==
+    "__main__"` guard ran its `grid run` again in every trainer (each met the grid's lock and
+    failed).  Only a package's `__main__` (`python -m replicate`) is never re-run."""
     program = ("import sys\nfrom replicate.cli import main\n"
-               f"sys.exit(main(['grid', 'run', '--plan', {str(tmp_path / 'plan.json')!r}, '--device', 'cpu']))\n")
-    done = subprocess.run([sys.executable, "-"], input=program, text=True, capture_output=True,
+               f"sys.exit(main(['grid', 'run', '--plan', {str(_plan(tmp_path))!r}, '--device', 'cpu']))\n")
+    (tmp_path / "drive.py").write_text(program)
+    command = {"stdin": ["-"], "script": [str(tmp_path / "drive.py")], "module": ["-m", "drive"]}[how]
+    done = subprocess.run([sys.executable, *command], input=program, text=True, capture_output=True,
                           cwd=tmp_path, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr + (tmp_path / "run" / "train.out").read_text()
-    assert "trainer process CPU time" not in (tmp_path / "run" / "train.out").read_text()  # a Popen child
+    assert done.returncode == 0, done.stdout + done.stderr + _train_out(tmp_path)
+    assert "trainer process CPU time" not in _train_out(tmp_path)  # a Popen child
+
+
+def test_a_grid_that_found_this_package_through_a_sys_path_edit_trains_in_plain_subprocesses(
+        tmp_path: Path) -> None:
+    """The forkserver is a fresh interpreter that does not take its parent's sys.path (Python
+    3.11-3.13) and skips a preload it cannot import without a word: its trainers then ran, forked
+    from a server without forkserver_signals, which a scheduler's SIGTERM kills (a trainer
+    stopped for a requeue then counted as failed).  Here the parent (`-c`, no main code to re-run)
+    runs with -S (no site-packages, a flag the server inherits) and finds this package and torch
+    only through sys.path entries of its own."""
+    program = (f"import sys\nsys.path[:0] = {[p for p in sys.path if p]!r}\n"
+               "from replicate.experiments import preload\n"
+               "from replicate.cli import main\n"
+               "print('usable:', preload.usable())\n"
+               f"sys.exit(main(['grid', 'run', '--plan', {str(_plan(tmp_path))!r}, '--device', 'cpu']))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-S", "-c", program], text=True, capture_output=True, cwd=tmp_path,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr + _train_out(tmp_path)
+    assert "usable: False" in done.stdout
+    assert "trainer process CPU time" not in _train_out(tmp_path)  # a Popen child
+
+
+def test_a_grid_driven_by_python_c_forks_its_trainers(tmp_path: Path) -> None:
+    """The other side of the two tests above: with no main code to re-run and this package
+    importable as installed, trainers are forked from the preloaded server."""
+    program = ("import sys\nfrom replicate.cli import main\n"
+               f"sys.exit(main(['grid', 'run', '--plan', {str(_plan(tmp_path))!r}, '--device', 'cpu']))\n")
+    done = subprocess.run([sys.executable, "-c", program], text=True, capture_output=True, cwd=tmp_path,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr + _train_out(tmp_path)
+    assert "trainer process CPU time" in _train_out(tmp_path)
 
 
 def test_a_signal_to_the_whole_job_leaves_the_server_to_report_the_trainers_status(tmp_path: Path) -> None:

@@ -14,14 +14,21 @@ trainer keeps its own `python -m replicate train` so that it initialises CUDA in
 `PreloadedTrainer` answers what the grid asks of a `subprocess.Popen`: pid, poll, wait,
 send_signal, kill.
 
-Python's forkserver re-imports the parent's main script in every child (as `__mp_main__`), so it
-is used only where that is possible (`usable`): under `python -m replicate`, pytest or a script
-file; a grid driven from a program read from stdin keeps plain subprocesses.
+Python's multiprocessing re-runs the parent's main script, or a main module run with -m, in every
+child before its target (as `__mp_main__`): a driver without an `if __name__ == "__main__"` guard
+would run again in each trainer (a script's `grid run` started again in every trainer, met its
+own lock, and every trainer failed with its output on the grid's terminal).  So the server is
+used only where no main code is re-run (`usable`): under `python -m replicate` or
+`python -m pytest` (a package's `__main__` is never re-run), from `python -c` or an interactive
+session; a grid driven from a script keeps plain subprocesses.  So too where the server would
+not import this very package: it is a fresh interpreter that does not take this process's
+`sys.path` (Python 3.11-3.13), and it skips a preload it cannot import without a word.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import functools
 import multiprocessing
 import os
 import resource
@@ -29,8 +36,11 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from multiprocessing import spawn
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
+
+import replicate
 
 #: What the server imports before forking: its signal dispositions (forkserver_signals), then the
 #: `train` command and through it torch, the engine and the solver.
@@ -41,11 +51,39 @@ CPU_TIME = "trainer process CPU time: "
 
 
 def usable() -> bool:
-    """Whether a forked child can import this process's main module: it has none, was run with
-    -m (which multiprocessing does not re-run), or is a file that still exists."""
+    """Whether a forked trainer would run none of this process's main code (see the module's
+    docstring: multiprocessing skips only a package's `__main__` and a main with no file) and the
+    server imports this very package (`_server_imports_this_package`)."""
     main = sys.modules["__main__"]
-    path = getattr(main, "__file__", None)
-    return getattr(main.__spec__, "name", None) is not None or path is None or os.path.isfile(path)
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None:
+        reruns_main = name != "__main__" and not name.endswith(".__main__")
+    else:
+        reruns_main = getattr(main, "__file__", None) is not None
+    return not reruns_main and _server_imports_this_package()
+
+
+@functools.cache
+def _server_imports_this_package() -> bool:
+    """Whether a fresh interpreter, started as multiprocessing starts the server (this executable
+    and interpreter flags, this environment and working directory), finds this very package.
+
+    Where this process found it through a `sys.path` edit of its own, the server would not: its
+    preloads would fail silently, and its trainers, forked from a server that lacks
+    forkserver_signals, would count as failed when a scheduler's SIGTERM killed it (its children's
+    exit status then reads 255) although each had stopped cleanly for a requeue.  Where the server
+    found another copy of the package, the trainers would run that copy's code.  One probe per
+    process, some 20 ms."""
+    probe = "import importlib.util as u; s = u.find_spec('replicate'); print(s.origin if s else '')"
+    # multiprocessing starts the server with these flags (multiprocessing.util re-exports them).
+    command = [spawn.get_executable(), *subprocess._args_from_interpreter_flags(), "-c", probe]  # type: ignore[attr-defined]
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    found = done.stdout.strip()
+    return (done.returncode == 0 and bool(found) and replicate.__file__ is not None
+            and os.path.realpath(found) == os.path.realpath(replicate.__file__))
 
 
 def _context() -> ForkServerContext:
