@@ -53,7 +53,7 @@ def test_speed_options_train_like_the_plain_path(tmp_path: Path, options: dict, 
 
 
 def test_channels_last_really_changes_the_layout() -> None:
-    spec = NetSpec(caffenet(1), caffe_pb2.TRAIN, (), 0, "test")
+    spec = NetSpec(caffenet(1), caffe_pb2.TRAIN, (), 0, "test", Path("."))
     net = build_net(spec, torch.device("cpu"), channels_last=True)
     conv = net.layer_blobs()["conv1"][0]
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()

@@ -1,5 +1,6 @@
 """Weight copy by layer name (Net::CopyTrainedLayersFrom) and snapshot protos (Net::ToProto)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,14 +8,21 @@ import pytest
 import torch
 from torch import nn
 
+from replicate.data.image import encode_jpeg
+from replicate.data.lmdb_io import encoded_datum, write_lmdb
 from replicate.errors import ReplicateError
+from replicate.io.binary import write_mean
 from replicate.io.blobs import blob_to_array
-from replicate.io.model import load_caffemodel
+from replicate.io.model import caffemodel_bytes, load_caffemodel
 from replicate.io.prototxt import parse_text, read_net_text
+from replicate.net.compile import CompiledNet
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
 
-V1_CASE = Path(__file__).parent / "golden" / "caffe" / "caffemodel_v1"
+GOLDEN = Path(__file__).parent / "golden"
+V1_CASE = GOLDEN / "caffe" / "caffemodel_v1"
+#: Every golden case whose Caffe wrote its net with Net::Save, in both roots.
+SAVED_BY_CAFFE = sorted(GOLDEN.glob("caffe*/*/weights.caffemodel"))
 
 
 def _params(**shapes: list[tuple[int, ...]]) -> dict[str, list[nn.Parameter]]:
@@ -92,3 +100,48 @@ def test_every_matching_source_layer_is_copied_in_order_like_caffe() -> None:
     copy_trained_layers(blobs, source)
     # Caffe copies every matching source layer in order, so the last one's values remain.
     assert blobs["a"][0].item() == 2.0
+
+
+@pytest.mark.parametrize("path", SAVED_BY_CAFFE, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}")
+def test_a_net_written_as_a_caffemodel_is_the_file_caffes_net_save_wrote(path: Path) -> None:
+    """Net::ToProto, byte for byte: the layers as given, InsertSplits's Split layers with Caffe's
+    names where one top feeds several layers (or a layer and a loss), the net's phase on every
+    layer, BatchNorm's completed param specs, and each layer's blobs (here Caffe's own values,
+    copied in by name)."""
+    meta = json.loads((path.parent / "meta.json").read_text())
+    net = CompiledNet(read_net_text(path.parent / "net.prototxt"), getattr(caffe_pb2, meta["phase"]))
+    copy_trained_layers(net.layer_blobs(), load_caffemodel(path))
+    assert caffemodel_bytes(net_to_proto(net.to_proto(), net.layer_blobs())) == path.read_bytes()
+
+
+def test_a_caffemodel_names_the_files_of_its_layers_as_the_net_gave_them(tmp_path: Path) -> None:
+    """Layers read their data sources and mean files against the run's folder, but the written
+    net keeps the names as given (Caffe writes what it was given): a .caffemodel does not depend
+    on where its run lived.  Also Caffe's Split layers where a top feeds two layers, and the loss
+    weight Caffe's LossLayer gives itself."""
+    text = (
+        'name: "n" layer { name: "d" type: "Data" top: "x" top: "label" '
+        'transform_param { crop_size: 8 mean_file: "mean.binaryproto" } '
+        'data_param { source: "db" batch_size: 2 backend: LMDB } } '
+        'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip" inner_product_param { num_output: 3 } } '
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" } '
+        'layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc" } '
+    )
+    param = parse_text(text, caffe_pb2.NetParameter())
+    written = []
+    for folder in (tmp_path / "a", tmp_path / "b"):
+        folder.mkdir()
+        images = np.random.default_rng(0).integers(0, 256, (4, 10, 10, 3), dtype=np.uint8)
+        write_lmdb(folder / "db", [(f"{i}", encoded_datum(encode_jpeg(im), i % 3)) for i, im in enumerate(images)])
+        write_mean(folder / "mean.binaryproto", np.zeros((3, 10, 10), np.float32))
+        net = CompiledNet(param, caffe_pb2.TRAIN, folder=folder)
+        assert net.layer_params[0].data_param.source == str(folder / "db")  # what the layer reads
+        written.append(net.to_proto())
+    assert written[0] == written[1]
+    layers = {layer.name: layer for layer in written[0].layer}
+    assert layers["d"].data_param.source == "db" and layers["d"].transform_param.mean_file == "mean.binaryproto"
+    assert list(layers["loss"].loss_weight) == [1.0] and not layers["acc"].loss_weight
+    assert layers["ip_ip_0_split"].type == "Split" and layers["d_label_1_split"].type == "Split"
+    assert list(layers["loss"].bottom) == ["ip_ip_0_split_0", "label_d_1_split_0"]
+    assert list(layers["acc"].bottom) == ["ip_ip_0_split_1", "label_d_1_split_1"]
+    assert all(layer.phase == caffe_pb2.TRAIN for layer in written[0].layer)

@@ -18,7 +18,7 @@ from replicate.solver.lr_policy import check_policy, learning_rate
 from replicate.solver import run as solver_run
 from replicate.solver.log import RunLog
 from replicate.solver import nets as solver_nets
-from replicate.solver.nets import resolve_net_paths
+from replicate.net.paths import resolve_layer_paths, written_paths
 from replicate.solver.updates import UpdateRule
 
 E2E = Path(__file__).parent / "golden" / "caffe_train_e2e"
@@ -127,10 +127,11 @@ def test_net_paths_resolve_against_the_solver_folder_keeping_root_folder_slash()
         'transform_param { mean_file: "/abs/mean.binaryproto" } }',
         caffe_pb2.NetParameter(),
     )
-    out = resolve_net_paths(net, Path("/runs/a"))
-    assert out.layer[0].image_data_param.source == "/runs/a/list.txt"
-    assert out.layer[0].image_data_param.root_folder == "/runs/a/images/"
-    assert out.layer[0].transform_param.mean_file == "/abs/mean.binaryproto"
+    out = resolve_layer_paths(net.layer[0], Path("/runs/a"))
+    assert out.image_data_param.source == "/runs/a/list.txt"
+    assert out.image_data_param.root_folder == "/runs/a/images/"
+    assert out.transform_param.mean_file == "/abs/mean.binaryproto"
+    assert written_paths(out, net.layer[0]) == net.layer[0]  # what a snapshot writes
 
 
 def test_solver_nets_merge_the_nets_own_state_like_caffe(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -22,7 +23,9 @@ from replicate.io.upgrade import net_needs_upgrade, upgrade_net
 from replicate.layers.base import Layer, Shape, layer_class, layer_error
 from replicate.layers.labels import LabelRange
 from replicate.net.need_backward import backward_plan
+from replicate.net.paths import resolve_layer_paths, written_paths
 from replicate.net.program import build_program
+from replicate.net.splits import insert_splits
 from replicate.net.state import filter_net, make_state
 from replicate.proto import caffe_pb2
 
@@ -66,6 +69,8 @@ class CompiledNet(nn.Module):
     runs every layer in prototxt order.  Parameters with lr_mult 0 do not require grad, so
     autograd skips the backward work Caffe's `param_propagate_down` skips.  `feed` and `program`
     are the two halves of a forward, for callers that compile the second (the solver).
+    The file names in its layers (data sources, mean files) are read against `folder` (None: the
+    working directory, as Caffe reads them); `to_proto` writes them as the net gave them.
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class CompiledNet(nn.Module):
         phase: int,
         stages: Iterable[str] = (),
         level: int = 0,
+        folder: Path | None = None,
     ):
         super().__init__()
         if net_needs_upgrade(net_param):
@@ -83,7 +89,10 @@ class CompiledNet(nn.Module):
         self.phase = phase
         self.state = make_state(net_param, phase, stages, level)
         self.force_backward = net_param.force_backward
-        self.layer_params = filter_net(net_param, self.state)
+        #: The layers as the net gives them, for `to_proto`; `layer_params` are what the layers
+        #: were built from (file names resolved, completed by a layer as Caffe's BatchNorm does).
+        self._written = filter_net(net_param, self.state)
+        self.layer_params = [lp if folder is None else resolve_layer_paths(lp, folder) for lp in self._written]
         self.layers = nn.ModuleList()
         self.layer_names: list[str] = []
         self.blob_shapes: dict[str, Shape] = {}
@@ -283,6 +292,21 @@ class CompiledNet(nn.Module):
                     )
 
     # ----------------------------------------------------------------------------------- access
+    def to_proto(self) -> caffe_pb2.NetParameter:
+        """The net as Caffe's Net::ToProto writes it into a .caffemodel, blobs aside: its name and
+        its layers as Net::Init holds them, that is the layers as given (file names too) after
+        InsertSplits's Split layers, each with the net's phase unless it names its own, a loss
+        layer with its default loss weight where it names none (LossLayer::LayerSetUp), and what
+        a layer completes in its own parameters (BatchNorm's lr_mult 0 specs)."""
+        defaults = {lp.name: layer.default_loss_weight for lp, layer in zip(self.layer_params, self.layers)}
+        layers = insert_splits([written_paths(lp, given) for lp, given in zip(self.layer_params, self._written)])
+        for lp in layers:
+            if not lp.HasField("phase"):
+                lp.phase = self.state.phase
+            if not lp.loss_weight and defaults.get(lp.name) and lp.type != "Split":
+                lp.loss_weight.append(defaults[lp.name])
+        return caffe_pb2.NetParameter(name=self.net_name, layer=layers)
+
     def learnable_params(self) -> list[ParamEntry]:
         """Caffe's `learnable_params`: owned parameters in layer order, shared ones once."""
         return list(self._learnable)

@@ -86,7 +86,8 @@ def copy_trained_layers(
 def net_to_proto(
     net_param: caffe_pb2.NetParameter, layer_blobs: Mapping[str, Sequence[torch.Tensor]]
 ) -> caffe_pb2.NetParameter:
-    """The NetParameter Caffe's Net::ToProto writes into a snapshot: layers with current blobs."""
+    """The NetParameter Caffe's Net::ToProto writes into a snapshot: `net_param`'s layers (a
+    CompiledNet's `to_proto`) each with its current blobs."""
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net_param)
     for layer in out.layer:

@@ -1,4 +1,4 @@
-"""Which nets a solver trains and tests, with their paths made absolute.
+"""Which nets a solver trains and tests, and the folder their file names are read against.
 
 Caffe resolves the file names in a solver and a net against the directory it was started in;
 we resolve them against the solver file's folder, which is the same thing for the usual
@@ -13,43 +13,21 @@ from pathlib import Path
 from replicate.errors import ReplicateError
 from replicate.io.model import load_net
 from replicate.io.upgrade import upgrade_net
+from replicate.net.paths import absolute
 from replicate.proto import caffe_pb2
 
 
 @dataclass
 class NetSpec:
-    """One net of a solver: its definition and the state (phase, stages, level) it runs in."""
+    """One net of a solver: its definition, the state (phase, stages, level) it runs in and the
+    folder the file names in its layers are read against."""
 
     param: caffe_pb2.NetParameter
     phase: int
     stages: tuple[str, ...]
     level: int
     origin: str
-
-
-def absolute(path: str, base: Path) -> str:
-    """`path` against `base` unless absolute; a trailing slash is kept (Caffe's ImageData joins
-    root_folder and file names as plain strings)."""
-    if not path or Path(path).is_absolute():
-        return path
-    joined = str(base / path)
-    return joined + "/" if path.endswith("/") else joined
-
-
-def resolve_net_paths(net: caffe_pb2.NetParameter, base: Path) -> caffe_pb2.NetParameter:
-    """Data sources and mean files of every layer made absolute against `base`."""
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(net)
-    for layer in out.layer:
-        if layer.HasField("data_param") and layer.data_param.source:
-            layer.data_param.source = absolute(layer.data_param.source, base)
-        if layer.HasField("image_data_param") and layer.image_data_param.source:
-            layer.image_data_param.source = absolute(layer.image_data_param.source, base)
-            if layer.image_data_param.root_folder:
-                layer.image_data_param.root_folder = absolute(layer.image_data_param.root_folder, base)
-        if layer.HasField("transform_param") and layer.transform_param.mean_file:
-            layer.transform_param.mean_file = absolute(layer.transform_param.mean_file, base)
-    return out
+    folder: Path
 
 
 def _read(name: str, base: Path) -> caffe_pb2.NetParameter:
@@ -97,7 +75,7 @@ def train_net(solver: caffe_pb2.SolverParameter, base: Path) -> NetSpec:
     else:
         param = upgrade_net(getattr(solver, field))
     phase, stages, level = _state(param, solver.train_state if solver.HasField("train_state") else None, caffe_pb2.TRAIN)
-    return NetSpec(resolve_net_paths(param, base), phase, stages, level, f"{field}")
+    return NetSpec(param, phase, stages, level, f"{field}", base)
 
 
 def test_nets(solver: caffe_pb2.SolverParameter, base: Path) -> list[NetSpec]:
@@ -118,5 +96,5 @@ def test_nets(solver: caffe_pb2.SolverParameter, base: Path) -> list[NetSpec]:
     specs = []
     for i, (param, origin) in enumerate(params):
         phase, stages, level = _state(param, solver.test_state[i] if solver.test_state else None, caffe_pb2.TEST)
-        specs.append(NetSpec(resolve_net_paths(param, base), phase, stages, level, origin))
+        specs.append(NetSpec(param, phase, stages, level, origin, base))
     return specs

@@ -32,7 +32,6 @@ from replicate.solver.device import set_precision
 from replicate.solver.distributed import join, leave
 from replicate.solver.folder_lock import hold
 from replicate.solver.log import RunLog, caffe_number, output_text
-from replicate.solver.nets import resolve_net_paths
 from replicate.solver.outputs import SNAPSHOT_EXTENSIONS, earlier_run, newest_solverstate
 from replicate.solver.requests import Requests
 from replicate.solver.snapshots import weights_not_state
@@ -293,7 +292,7 @@ def test(
         # Scored with its fillers' random values the net would print numbers that mean nothing.
         raise ReplicateError("test needs the trained weights to score (--weights W.caffemodel), as caffe test does")
     log = RunLog(None)
-    net = CompiledNet(resolve_net_paths(load_net(model), model.resolve().parent), caffe_pb2.TEST).to(target)
+    net = CompiledNet(load_net(model), caffe_pb2.TEST, folder=model.resolve().parent).to(target)
     layers = learnable_layers(net)
     _copy_weights(net, str(weights), log, WeightsLoad(layers, layers, allowed, "test"))
     weights_of = net.blob_loss_weights

@@ -27,12 +27,12 @@ from replicate.io.blobs import array_to_blob, blob_to_array
 from replicate.io.model import caffemodel_bytes, load_caffemodel
 from replicate.net.compile import CompiledNet
 from replicate.net.copy_check import WeightsLoad, learnable_layers
+from replicate.net.paths import absolute
 from replicate.net.weights import copy_trained_layers, net_to_proto
 from replicate.proto import caffe_pb2
 from replicate.solver import resume
 from replicate.solver.data_feed import data_layers
 from replicate.solver.log import RunLog
-from replicate.solver.nets import absolute
 from replicate.solver.snapshot_writer import SnapshotWriter, prune
 
 #: Each data layer's position (`DataLayer.position()` and its name), per net.
@@ -122,7 +122,7 @@ class Snapshots:
         train_net = nets[0]
         model_name, state_name = self.name(iteration, ".caffemodel"), self.name(iteration, ".solverstate")
         model_path, state_path = Path(absolute(model_name, self.folder)), Path(absolute(state_name, self.folder))
-        net = caffe_pb2.NetParameter(name=train_net.net_name, layer=train_net.layer_params)
+        net = train_net.to_proto()
         blobs = {name: [host_copy(t) for t in ts] for name, ts in train_net.layer_blobs().items()}
         history = [host_copy(h) for h in history]
         state = caffe_pb2.SolverState(iter=iteration, learned_net=model_name, current_step=current_step)
@@ -134,8 +134,6 @@ class Snapshots:
 
         def write() -> None:
             proto = net_to_proto(net, blobs)
-            for layer in proto.layer:
-                layer.phase = caffe_pb2.TRAIN
             model_bytes = caffemodel_bytes(proto)
             write_atomic(model_path, model_bytes)
             for h in history:

@@ -54,7 +54,7 @@ class TrainingDiverged(ReplicateError):
 
 def build_net(spec: NetSpec, device: torch.device, channels_last: bool = False) -> CompiledNet:
     """A net of the solver on `device`, NHWC when `channels_last`."""
-    net = CompiledNet(spec.param, spec.phase, spec.stages, spec.level).to(device)
+    net = CompiledNet(spec.param, spec.phase, spec.stages, spec.level, spec.folder).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     return net
@@ -120,7 +120,6 @@ class Solver:
         self.net = build_net(spec, device, channels_last)
         self.backend = (compile if isinstance(compile, str) else "inductor") if compile else None
         self._program = self._compiled(self.net.program)
-        self.net_param = spec.param
         self.test_nets: list[CompiledNet] = []
         try:
             self.net.check_trainable()
