@@ -65,7 +65,8 @@ def _same_history(ours: Path, caffes: Path, iteration: int) -> None:
 def test_snapshots_are_caffes_snapshots_but_for_the_values_of_their_blobs(run_dir: Path) -> None:
     """The net a snapshot writes is Caffe's, field for field: the layers as the prototxt gives
     them (its data source and mean file names too, though this run read them against its own
-    folder), the phase, the SoftmaxWithLoss's loss_weight 1, each blob's shape."""
+    folder), the phase, the SoftmaxWithLoss's loss_weight 1, each blob's shape; and so is its
+    .solverstate."""
     train(run_dir / "solver.prototxt", snapshot=E2E / "caffe" / "snap_iter_10.solverstate", echo=False)
     ours = read_binary(run_dir / "snap_iter_20.caffemodel", caffe_pb2.NetParameter())
     caffes = read_binary(E2E / "caffe" / "snap_iter_20.caffemodel", caffe_pb2.NetParameter())
@@ -74,6 +75,12 @@ def test_snapshots_are_caffes_snapshots_but_for_the_values_of_their_blobs(run_di
             for blob in layer.blobs:
                 blob.ClearField("data")
     assert ours == caffes
+    states = [read_binary(folder / "snap_iter_20.solverstate", caffe_pb2.SolverState())
+              for folder in (run_dir, E2E / "caffe")]
+    for state in states:  # iter, learned_net, current_step, each history blob's shape
+        for blob in state.history:
+            blob.ClearField("data")
+    assert states[0] == states[1]
 
 
 def test_from_scratch_run_logs_parse_and_write_snapshots(run_dir: Path) -> None:
