@@ -116,7 +116,9 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         'if [ -n "$last" ]; then for i in $(seq 0 "$last"); do echo "${n}_$i"; done; else echo "$n"; fi >>"$FAKE_SLURM_QUEUE"\n'
         'echo "Submitted batch job $n"\n'
     )
-    (bin_dir / "squeue").write_text('#!/bin/sh\ncat "$FAKE_SLURM_QUEUE" 2>/dev/null || true\n')
+    (bin_dir / "squeue").write_text(  # id|state|reason, each job pending for $FAKE_SLURM_REASON (default none)
+        '#!/bin/sh\n[ -f "$FAKE_SLURM_QUEUE" ] || exit 0\n'
+        'awk -v r="${FAKE_SLURM_REASON:-None}" \'{print $0 "|PENDING|" r}\' "$FAKE_SLURM_QUEUE"\n')
     (bin_dir / "scancel").write_text(  # the job leaves the queue at once, unless $FAKE_SLURM_SLOW_CANCEL
         '#!/bin/sh\nfor j in "$@"; do echo "$j" >>"$FAKE_SLURM_QUEUE.cancelled"; done\n'
         '[ -n "$FAKE_SLURM_SLOW_CANCEL" ] && exit 0\n'
@@ -145,7 +147,7 @@ def _flags(script: Path) -> dict[str, str]:
     return dict(re.findall(r"^#SBATCH --([\w-]+)=?(.*)$", script.read_text(), re.M))
 
 
-def test_slurm_arrays_with_afterok_on_the_base_job(tmp_path: Path, fake_slurm: Path) -> None:
+def test_slurm_arrays_with_afterok_on_the_base_job(tmp_path: Path, fake_slurm: Path, monkeypatch) -> None:
     plan = read_plan(make_plan(tmp_path, [("t1", "b"), ("b", None), ("c", None), ("t2", "b"), ("t3", "t1"), ("d", None)]))
     (tmp_path / "d" / "metrics.jsonl").write_text('{"kind": "done", "iter": 6}\n')  # finished: not submitted
     executor = make_executor(plan, partition="gpu", time_min=4320, gpus_per_net=1, array_parallelism=2,
@@ -184,6 +186,15 @@ def test_slurm_arrays_with_afterok_on_the_base_job(tmp_path: Path, fake_slurm: P
     assert again == {"b": "1000_0", "c": "1000_1", "t1": "1001_0", "t2": "1001_1", "t3": "1002"}
     assert len(list(fake_slurm.iterdir())) == 3
     assert lines[0] == "b: already queued as job 1000_0"
+    # One that SLURM will never start as submitted (a default QOS's MaxWall, unknown when it was
+    # submitted) is kept, and said so with what to do.
+    lines.clear()
+    monkeypatch.setenv("FAKE_SLURM_REASON", "QOSMaxWallDurationPerJobLimit")
+    submit_plan(plan, executor, report=lines.append)
+    assert lines[0] == ("b: already queued as job 1000_0, pending (QOSMaxWallDurationPerJobLimit): SLURM will never "
+                        "start this job as submitted; `grid submit --resubmit` with a shorter --time (a net that "
+                        "reaches its limit snapshots, requeues and resumes) queues it anew")
+    monkeypatch.delenv("FAKE_SLURM_REASON")
     # A job gone from the queue (scancel) is submitted again, whatever its status says; so are
     # the nets waiting for it (afterok could never be met): their jobs are cancelled and
     # replaced by jobs after the new one.

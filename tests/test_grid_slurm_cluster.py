@@ -283,3 +283,35 @@ def test_the_time_limit_requeues_a_real_trainer_that_resumes_bit_for_bit(tmp_pat
         uninterrupted.wait()
         if job is not None:
             _slurm("scancel", job)
+
+
+def test_grid_status_says_why_slurm_keeps_a_job_pending(tmp_path: Path, partition: str, capsys) -> None:
+    """A job that asks for more time than its partition allows (or than a QOS allows that
+    `grid submit` could not look up: the one a site gives by default) pends for ever, reason
+    PartitionTimeLimit: `grid status` says so and what to do, where it said `queued` for ever.
+    A wait that ends by itself (a held job here) shows SLURM's reason alone.  The cluster's
+    partition `short` has a MaxTime of one minute."""
+    plan_path = make_plan(tmp_path, [("long", None), ("held", None), ("gone", None)])
+    jobs = {"long": _slurm("sbatch", "--parsable", "--partition", "short", "--time", "5", "--wrap", "true"),
+            "held": _slurm("sbatch", "--parsable", "--partition", partition, "--hold", "--wrap", "true")}
+    ids = {name: done.stdout.strip() for name, done in jobs.items()}
+    try:
+        assert all(done.returncode == 0 for done in jobs.values()), [d.stderr for d in jobs.values()]
+        for name, job in ids.items():
+            netstate.write_status(tmp_path / name, netstate.QUEUED, net=name, job_id=job)
+
+        def reasons() -> str:
+            return _slurm("squeue", "--noheader", "--format=%i %T %r").stdout
+
+        _wait("SLURM's pending reasons", lambda: "PartitionTimeLimit" in reasons() and "JobHeldUser" in reasons(),
+              60, reasons)
+        assert main(["grid", "status", "--plan", str(plan_path)]) == 0
+        rows = [line.split(None, 5) for line in capsys.readouterr().out.splitlines()[1:-1]]
+        notes = {row[0]: row[5] if len(row) > 5 else "" for row in rows}
+        assert notes["long"] == (f"job {ids['long']}, pending (PartitionTimeLimit): SLURM will never start this job "
+                                 "as submitted; `grid submit --resubmit` with a shorter --time (a net that reaches "
+                                 "its limit snapshots, requeues and resumes) queues it anew")
+        assert notes["held"] == f"job {ids['held']}, pending (JobHeldUser)"
+        assert notes["gone"] == ""  # waiting: no job, no note
+    finally:
+        _slurm("scancel", *ids.values())

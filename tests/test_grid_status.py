@@ -141,7 +141,7 @@ def test_a_net_whose_slurm_job_left_the_queue_unfinished_shows_as_stopped(tmp_pa
     netstate.write_status(tmp_path / "b", "running", job_id="7_1", host="elsewhere", pid=1)
     netstate.write_status(tmp_path / "c", "queued", job_id="8", note="requeued after the time limit or preemption")
     plan = read_plan(plan_path)
-    states = {r.name: (r.state, r.note) for r in collect(plan, queued={"7_0"})}
+    states = {r.name: (r.state, r.note) for r in collect(plan, queued={"7_0": ""})}
     gone = "left SLURM's queue unfinished (its requeues ran out, or SLURM killed or cancelled it): `grid submit` queues it again"
     assert states == {"a": ("queued", "job 7_0"), "b": ("stopped", f"job 7_1 {gone}"),
                       "c": ("stopped", f"job 8 {gone}"), "local": ("waiting", "")}

@@ -13,11 +13,12 @@
 # JobRequeue=1, RequeueExit=75 (a job that exits 75, `train`'s "stopped by a scheduler's signal,
 # resume me", is requeued), cred_expire=10 (a requeued job may start again 10 s later, not
 # SLURM's default 120), scheduling passes every 2 s (not 30 and 60: a requeued job would wait
-# for them), and one node with this machine's CPUs and memory (`slurmd -C`), the
-# feature `ci` and two GPUs of type `ci` as a GRES with nothing behind them: slurm-wlm 22.05
+# for them), one node with this machine's CPUs and memory (`slurmd -C`), the feature `ci`
+# and two GPUs of type `ci` as a GRES with nothing behind them: slurm-wlm 22.05
 # drops a GPU without a device file ("Removing file-less GPU"), so each is a null device
 # (/var/lib/replicate-slurm/gpuN, mknod c 1 3, like /dev/null); SLURM schedules them, gives each
-# job its own and sets CUDA_VISIBLE_DEVICES, and no job can use them.  The files are written to
+# job its own and sets CUDA_VISIBLE_DEVICES, and no job can use them; and besides the default
+# partition `debug`, a partition `short` whose MaxTime is one minute.  The files are written to
 # /etc/slurm/slurm.conf and gres.conf only when absent or written by this script: a real
 # cluster's config is never touched.  A changed config restarts the daemons.  Every failure ends
 # with one line saying why, and the daemons' logs are in /var/log/slurm.
@@ -28,6 +29,7 @@ GRES_CONF=/etc/slurm/gres.conf
 MARK="# written by replicate tools/slurm_cluster.sh"
 LOGS=/var/log/slurm
 PARTITION=debug
+SHORT_PARTITION=short       # MaxTime 1 minute: a job asking for more pends for ever (PartitionTimeLimit)
 GPUS=2                      # GPUs of type ci: null devices, scheduled as GPUs (see above)
 GPU_DIR=/var/lib/replicate-slurm
 FEATURE=ci                  # a node feature, for --constraint
@@ -101,6 +103,7 @@ SlurmctldLogFile=$LOGS/slurmctld.log
 SlurmdLogFile=$LOGS/slurmd.log
 $node Gres=gpu:ci:$GPUS Feature=$FEATURE State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=$SHORT_PARTITION Nodes=ALL Default=NO MaxTime=1 State=UP
 EOF
   [ "$before" != "$(cat "$CONF")$(cat "$GRES_CONF")" ] && CHANGED=1
   return 0

@@ -39,7 +39,7 @@ from replicate.experiments.launch import (PACKAGE_ROOT, TRAIN_COMMAND, NetProces
                                           launch)
 from replicate.experiments.netfiles import is_finished, newest_solverstate
 from replicate.experiments.planfile import Plan, PlannedNet
-from replicate.experiments.squeue import queued_jobs
+from replicate.experiments.squeue import pending_note, queued_jobs
 from replicate.solver.requests import EXIT_REQUEUE
 
 SUBMITIT_FOLDER = "submitit"
@@ -267,7 +267,8 @@ def submit_plan(
         # A job waiting for a base job that is being replaced would wait forever (afterok).
         if waiting and not resubmit and net.depends_on not in {n.name for n in todo}:
             jobs[net.name] = job_id
-            report(f"{net.name}: already queued as job {job_id}")
+            pending = pending_note(queued.get(job_id, "")) if queued is not None else ""
+            report(f"{net.name}: already queued as job {job_id}" + (f", {pending}" if pending else ""))
             continue
         if waiting and queued is not None:
             stale.append(job_id)
@@ -360,7 +361,7 @@ def _cancel(jobs: Sequence[str], wait_s: float) -> None:
         raise ReplicateError(f"cannot cancel job(s) {', '.join(jobs)}: {out.stderr.strip() or 'scancel failed'}; "
                              "nothing new was queued")
     deadline = time.monotonic() + wait_s
-    while left := sorted(set(jobs) & queued_jobs()):
+    while left := sorted(set(jobs) & queued_jobs().keys()):
         if time.monotonic() > deadline:
             raise ReplicateError(f"job(s) {', '.join(left)} still in SLURM's queue {wait_s:.0f} s after scancel; "
                                  "nothing new was queued: run the same command again once they have ended")

@@ -15,6 +15,7 @@ grid trained here, by Caffe, or copied from elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from replicate.errors import ReplicateError
 from replicate.experiments import netstate
 from replicate.experiments.netfiles import is_finished, last_iteration, newest_solverstate, read_metrics
 from replicate.experiments.planfile import Plan, PlannedNet
+from replicate.experiments.squeue import pending_note
 
 WAITING = "waiting"
 STATES = (netstate.DONE, netstate.RUNNING, netstate.QUEUED, WAITING, netstate.STOPPED,
@@ -57,7 +59,7 @@ def _latest_and_best(tests: list[dict[str, Any]], metric: str) -> tuple[float | 
     return values[-1], (min if lower_is_better(metric) else max)(values)
 
 
-def _own_state(net: PlannedNet, record: dict[str, Any], queued: set[str] | None) -> tuple[str, str]:
+def _own_state(net: PlannedNet, record: dict[str, Any], queued: Mapping[str, str] | None) -> tuple[str, str]:
     if is_finished(net):
         return netstate.DONE, ""
     state = record.get("state")
@@ -72,7 +74,8 @@ def _own_state(net: PlannedNet, record: dict[str, Any], queued: set[str] | None)
             return netstate.STOPPED, f"trainer process {record.get('pid')} is gone"
         return netstate.RUNNING, where
     if state == netstate.QUEUED:
-        return netstate.QUEUED, where
+        pending = pending_note(queued.get(job, "")) if job and queued is not None else ""
+        return netstate.QUEUED, ", ".join(filter(None, (where, pending)))
     if state in (netstate.FAILED, netstate.BLOCKED):
         return state, record.get("error") or ""
     snapshot = newest_solverstate(net)
@@ -81,13 +84,14 @@ def _own_state(net: PlannedNet, record: dict[str, Any], queued: set[str] | None)
     return WAITING, ""
 
 
-def collect(plan: Plan, metric: str = "accuracy", queued: set[str] | None = None) -> list[NetReport]:
+def collect(plan: Plan, metric: str = "accuracy", queued: Mapping[str, str] | None = None) -> list[NetReport]:
     """One report per net of the plan, bases before their dependants.  A `metric` that no net's
     tests output is an error naming those they do (a typo would otherwise show as `-`
     everywhere, like a grid that has not tested yet, which is no error).  `queued`: the jobs in
-    SLURM's queue (replicate.experiments.squeue), when known: a net recorded queued or running
-    under a job that has left it is stopped (a job SLURM killed, or whose requeues ran out,
-    records nothing)."""
+    SLURM's queue with their pending reasons (replicate.experiments.squeue), when known: a net
+    recorded queued or running under a job that has left it is stopped (a job SLURM killed, or
+    whose requeues ran out, records nothing), and a queued net's note says why SLURM keeps its
+    job pending (one that asks for more time than its QOS allows waits for ever)."""
     reports: dict[str, NetReport] = {}
     found: set[str] = set()
     for net in plan.ordered():

@@ -8,7 +8,8 @@ partition's MaxTime is worse: SLURM keeps such a job pending for ever (reason Pa
 unless the site rejects it at submission, and so does a QOS's MaxWall (QOSMaxWallDurationPerJobLimit).
 Every limit is therefore capped at the partition's MaxTime (as `sinfo` reports it) and at the MaxWall
 of the QOS given with `--slurm-arg qos=NAME` (as `sacctmgr` reports it, where the site's accounting
-answers; a QOS the jobs get by default is not looked up).
+answers; a QOS the jobs get by default is not looked up: a job past its MaxWall shows in
+`grid status` with SLURM's reason and the fix, replicate.experiments.squeue).
 
 `--time auto` asks, per job array, for what its slowest net still needs times a margin, plus a
 few minutes of start-up.  A net's seconds per iteration come from its own train.log when it has

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "value is the lowest when its name holds 'loss', else the highest")
 
 
-def _queue(plan: Plan) -> set[str] | None:
+def _queue(plan: Plan) -> dict[str, str] | None:
     """SLURM's queue where some net was submitted to it and squeue is here to ask; else None
     (the states are then as the nets recorded them).  A queue that cannot be read is said."""
     if not shutil.which("squeue") or not any(netstate.read_status(n.dir).get("job_id") for n in plan.nets):
