@@ -123,6 +123,22 @@ layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "c" bottom: "y" top: "loss
     assert n.backward_plan.layer_needs == [False, False, False, True, True]
 
 
+def test_engine_a_reader_that_sends_no_gradient_cuts_only_its_own_split_like_caffe() -> None:
+    """An Accuracy on the scores of a train net (and a Silence on a hidden blob) sends no gradient;
+    Caffe's InsertSplits gives it a Split top of its own, so the layers below still learn.  Decided
+    on the unsplit net, every layer below the scores froze (golden: solver_sgd_split_readers)."""
+    n = net(DATA + f"""
+layer {{ name: "ip1" type: "InnerProduct" bottom: "x" top: "h" {IP.format(n=4)} }}
+layer {{ name: "ip2" type: "InnerProduct" bottom: "h" top: "s" {IP.format(n=5)} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "loss" }}
+layer {{ name: "acc" type: "Accuracy" bottom: "s" bottom: "y" top: "acc" }}
+layer {{ name: "side" type: "Silence" bottom: "h" }}""")
+    assert n.backward_plan.layer_needs == [False, True, True, True, False, False]
+    r = n({"x": torch.randn(2, 3), "y": torch.tensor([1.0, 2.0])})
+    grads = torch.autograd.grad(r.loss, [n.layer("ip1").blobs[0], n.layer("ip2").blobs[0]], allow_unused=True)
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
 def test_engine_force_backward_gives_input_blobs_gradients() -> None:
     body = f"""
 layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "s" {IP.format(n=4)} }}

@@ -22,7 +22,7 @@ from replicate.errors import ReplicateError
 from replicate.io.upgrade import net_needs_upgrade, upgrade_net
 from replicate.layers.base import Layer, Shape, layer_class, layer_error
 from replicate.layers.labels import LabelRange
-from replicate.net.need_backward import backward_plan
+from replicate.net.need_backward import BackwardPlan, backward_plan
 from replicate.net.paths import resolve_layer_paths, written_paths
 from replicate.net.program import build_program
 from replicate.net.splits import insert_splits
@@ -172,9 +172,8 @@ class CompiledNet(nn.Module):
         ]
         #: Caffe's decisions of which layers run backward and which bottoms get gradients; the
         #: forward pass cuts the graph wherever Caffe sends no gradient.
-        self.backward_plan = backward_plan(
-            self.layer_params, self.top_names, self.loss_weights, lr_mults, allow, self.force_backward
-        )
+        self.backward_plan = self._split_backward_plan(lr_mults, allow)
+        self._check_weighted_loss_readers()
         #: Caffe's `blob_loss_weights`: the loss weight of every blob that is a loss top (the
         #: "(* w = x loss)" a solver log prints beside a net output).
         self.blob_loss_weights: dict[str, float] = {
@@ -204,6 +203,67 @@ class CompiledNet(nn.Module):
                 "(loss_weight must be unspecified or specified once per top blob); give one per top"
             )
         return [layer.default_loss_weight if j == 0 else 0.0 for j in range(n)]
+
+    def _split_backward_plan(self, lr_mults: list[list[float]], allow: list[list[bool]]) -> BackwardPlan:
+        """Caffe's backward plan, made as Caffe makes it: on the net InsertSplits gives, where each
+        reader of a blob read by several has a Split top of its own, then read back for our layers.
+        Made on the unsplit net, a reader that sends no gradient (an Accuracy in the train net, a
+        Silence, `propagate_down: false`) cut the blob for its other readers too, and every layer
+        below it silently got no gradient."""
+        split = insert_splits(self.layer_params)
+        tops, weights, mults, allows = [], [], [], []
+        for lp, i in zip(split.layers, split.origin):
+            if i is None:  # a Split: its first top may carry the loss weight split off its bottom
+                tops.append(list(lp.top))
+                weights.append([lp.loss_weight[0] if lp.loss_weight and j == 0 else 0.0 for j in range(len(lp.top))])
+                mults.append([])
+                allows.append([True])
+            else:
+                tops.append(self.top_names[i])
+                weights.append(self.loss_weights[i])
+                mults.append(lr_mults[i])
+                allows.append(allow[i])
+        plan = backward_plan(split.layers, tops, weights, mults, allows, self.force_backward)
+        at = [c for c, i in enumerate(split.origin) if i is not None]
+        bottom_needs = [list(plan.bottom_needs[c]) for c in at]
+        gets_diff = {t: False for names in self.top_names for t in names}
+        for lp, needs in zip(self.layer_params, bottom_needs):
+            for b, need in zip(lp.bottom, needs):
+                gets_diff[b] = gets_diff[b] or need
+        return BackwardPlan([plan.layer_needs[c] for c in at], bottom_needs, gets_diff)
+
+    def _loss_readers(self) -> list[tuple[int, int, int, int]]:
+        """(loss layer, its top, reader, the reader's bottom) for every layer that reads a loss
+        top of a Caffe LossLayer (a layer type with a default loss weight)."""
+        producer: dict[str, tuple[int, int]] = {}
+        found = []
+        for i, lp in enumerate(self.layer_params):
+            for j, b in enumerate(lp.bottom):
+                p, t = producer[b]
+                if self.layers[p].default_loss_weight and self.loss_weights[p][t]:
+                    found.append((p, t, i, j))
+            for t, name in enumerate(lp.top):
+                producer[name] = (i, t)
+        return found
+
+    def _refuse_loss_reader(self, p: int, t: int, i: int, what: str) -> None:
+        loss, reader = self.layer_params[p], self.layer_params[i]
+        raise self.layers[p].error(
+            f"its loss top '{loss.top[t]}' is read by layer '{reader.name}' ({reader.type}), and {what} "
+            "(tests/golden/caffe/loss_reader_*); not supported: read the loss layer's bottoms instead"
+        )
+
+    def _check_weighted_loss_readers(self) -> None:
+        """Stop where Caffe's net computes another loss than the net's: a loss layer with a
+        loss_weight whose top another layer reads.  Caffe's InsertSplits moves that weight to a
+        Split and clears the layer's own, which LossLayer::LayerSetUp sets to 1 again: Caffe's
+        logged and test losses count the loss (1 + w) times, then 2w times once a backward has
+        written its diff, and its net outputs name the Split's top."""
+        for p, t, i, _ in self._loss_readers():
+            if self.layer_params[p].loss_weight:
+                self._refuse_loss_reader(p, t, i, "it has a loss_weight: Caffe's InsertSplits moves that weight to "
+                                         "a Split and LossLayer gives the layer 1 again, so Caffe's logged and "
+                                         "test losses count it (1 + w) times, later 2w times")
 
     def _route_label_check(self, lp: caffe_pb2.LayerParameter, layer: Layer, producer: dict[str, int]) -> None:
         """Labels fed by a source layer are checked on the host as each batch arrives (`feed`);
@@ -278,8 +338,15 @@ class CompiledNet(nn.Module):
     def check_trainable(self) -> None:
         """Stop where Caffe's first Backward of this net aborts: a gradient asked of a bottom the
         layer cannot send one to (an Accuracy with a loss_weight under a learned layer, a loss
-        layer's label with propagate_down: true).  Here that gradient would silently be none."""
+        layer's label with propagate_down: true).  Here that gradient would silently be none.
+        Stop too where Caffe trains a loss layer whose top another layer reads with that layer's
+        gradient in place of its own loss weight (tests/golden/caffe/loss_reader_default)."""
         plan = self.backward_plan
+        for p, t, i, j in self._loss_readers():
+            if plan.bottom_needs[i][j]:
+                self._refuse_loss_reader(p, t, i, "in Caffe the reader's backward writes that top's gradient over the "
+                                         "loss layer's own loss weight (InsertSplits adds no Split for a default "
+                                         "loss weight), so Caffe trains the loss layer with the reader's gradient alone")
         for i, (lp, layer) in enumerate(zip(self.layer_params, self.layers)):
             if not plan.layer_needs[i]:
                 continue
@@ -299,7 +366,7 @@ class CompiledNet(nn.Module):
         layer with its default loss weight where it names none (LossLayer::LayerSetUp), and what
         a layer completes in its own parameters (BatchNorm's lr_mult 0 specs)."""
         defaults = {lp.name: layer.default_loss_weight for lp, layer in zip(self.layer_params, self.layers)}
-        layers = insert_splits([written_paths(lp, given) for lp, given in zip(self.layer_params, self._written)])
+        layers = insert_splits([written_paths(lp, given) for lp, given in zip(self.layer_params, self._written)]).layers
         for lp in layers:
             if not lp.HasField("phase"):
                 lp.phase = self.state.phase

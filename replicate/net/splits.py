@@ -2,17 +2,29 @@
 or a bottom and a loss, Caffe's Net::Init puts a Split layer after its producer, and every
 .caffemodel Caffe writes (Net::ToProto) holds those Split layers with Caffe's names.
 
-The engine needs none (autograd sums a blob's gradients over its readers); the snapshot writer
-inserts them so that a snapshot's layers are the layers of Caffe's.
+The engine computes with none (autograd sums a blob's gradients over its readers), but two things
+are decided on the split net as Caffe decides them: which layers run backward (Net::Init's walk
+from the losses sees each reader's own Split top, so a reader that sends no gradient cuts only its
+own) and what a snapshot's layers are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from replicate.proto import caffe_pb2
 
 TopIndex = tuple[int, int]  # (layer, top)
+
+
+@dataclass
+class SplitNet:
+    """The layers after InsertSplits, and for each the index of the layer it copies (None: a Split
+    that InsertSplits added)."""
+
+    layers: list[caffe_pb2.LayerParameter]
+    origin: list[int | None]
 
 
 def split_layer_name(layer: str, blob: str, top: int) -> str:
@@ -23,7 +35,7 @@ def split_blob_name(layer: str, blob: str, top: int, k: int) -> str:
     return f"{blob}_{layer}_{top}_split_{k}"
 
 
-def insert_splits(layers: Sequence[caffe_pb2.LayerParameter]) -> list[caffe_pb2.LayerParameter]:
+def insert_splits(layers: Sequence[caffe_pb2.LayerParameter]) -> SplitNet:
     """Copies of `layers` (filtered to the net's state, bottoms all produced) with Caffe's Split
     layers inserted and the readers' bottoms renamed to their tops, as Caffe names them.  A loss
     weight counts as one more reader; where it is split off, the split's first top takes it and
@@ -45,12 +57,13 @@ def insert_splits(layers: Sequence[caffe_pb2.LayerParameter]) -> list[caffe_pb2.
             loss_weight[top] = layer.loss_weight[j]
             if loss_weight[top]:
                 readers[top] = readers.get(top, 0) + 1
-    out: list[caffe_pb2.LayerParameter] = []
+    out = SplitNet([], [])
     next_split: dict[TopIndex, int] = {}
     for i, layer in enumerate(layers):
         copy = caffe_pb2.LayerParameter()
         copy.CopyFrom(layer)
-        out.append(copy)
+        out.layers.append(copy)
+        out.origin.append(i)
         for j, blob in enumerate(layer.bottom):
             top = source_of[(i, j)]
             if readers.get(top, 0) > 1:
@@ -67,7 +80,8 @@ def insert_splits(layers: Sequence[caffe_pb2.LayerParameter]) -> list[caffe_pb2.
                 split.top.append(split_blob_name(layer.name, blob, j, k))
                 if k == 0 and weight:
                     split.loss_weight.append(weight)
-            out.append(split)
+            out.layers.append(split)
+            out.origin.append(None)
             if weight:
                 copy.ClearField("loss_weight")
                 next_split[(i, j)] = next_split.get((i, j), 0) + 1

@@ -1,0 +1,147 @@
+"""Writes golden cases of real Caffe for nets in which several layers read one blob, which Caffe's
+InsertSplits gives each a Split top of its own.
+
+`solver_sgd_split_readers` (tests/golden_checks/solver.py): a hidden blob `h` read by the next
+layer, by a Silence and by a classifier with `propagate_down: false` under a second loss
+(loss_weight 0.3), the scores read by the loss and by an Accuracy, in the train net.  Caffe
+decides which layers run backward on the split net, so a reader that sends no gradient cuts only
+its own Split top and every layer below still learns.  `loss{k}` is the net's loss (each loss
+top's data times its weight, summed).
+
+Two cases of a loss layer's top read by another layer, where Caffe's Net computes another loss
+than the net's weighted sum (tests/golden_checks/loss_readers.py), each a SoftmaxWithLoss `loss`
+over an InnerProduct `ip`, read by a ReLU `reader`:
+  loss_reader_weighted   `loss` has loss_weight 0.5; `reader` is no loss.  InsertSplits splits
+                         the top (a loss weight counts as a reader) and moves the 0.5 to the split,
+                         then clears the layer's own, and LossLayer::LayerSetUp gives it 1 again.
+  loss_reader_default    `loss` has Caffe's default loss weight 1, which InsertSplits does not
+                         see; `reader` is a loss (loss_weight 2), so its Backward runs and writes
+                         the bottom's diff, where `loss`'s own weight was.
+Caffe's Solver trains each case for `ITERS` updates from seeded fillers on standard normal data and
+uniform labels, as tools/caffe_goldens.py's solver cases: arrays.npz holds `param/*` (initial),
+`batch{k}_0/data|label`, `loss{k}` (loss_reader_*: the top of `loss`, unweighted), `logged{k}` (the loss Caffe's
+Net::ForwardFromTo returns, which its Solver logs: each loss top's data times its diff, summed
+over the blobs of nonzero `blob_loss_weights`: their data after the step's forward, their diffs from
+before it, which the forward multiplies by), `step{k}/*`
+after each update; meta.json `blob_loss_weights` as Caffe's Net has them.
+
+Needs pycaffe (BVLC/caffe master 9b89154, CMake CPU_ONLY build, as tools/caffe_goldens.py):
+  GLOG_minloglevel=2 PYTHONPATH=<caffe source>/python /usr/bin/python3 tools/caffe_readers.py
+(brocolli-caffe 9.0.2's sources, which package that commit, built with CMake also serve: their
+pycaffe has no Net.before_forward, so each batch is set before the step, whose forward sees it.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zlib
+from pathlib import Path
+
+import caffe
+import numpy as np
+
+CAFFE = "BVLC Caffe (master 9b89154, CMake CPU_ONLY build), CPU, float32"
+BASE_SEED = 8_500_000
+ITERS = 4
+CLASSES = 5
+
+SPLIT_NET = (
+    'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 8 dim: 10 } } }\n'
+    'layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 8 } } }\n'
+    'layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "h"\n'
+    '  inner_product_param { num_output: 6 weight_filler { type: "gaussian" std: 0.3 } '
+    'bias_filler { type: "constant" value: 0.1 } } }\n'
+    'layer { name: "relu1" type: "ReLU" bottom: "h" top: "h" }\n'
+    'layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "ip2"\n'
+    '  inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.3 } } }\n'
+    'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }\n'
+    'layer { name: "acc" type: "Accuracy" bottom: "ip2" bottom: "label" top: "acc" }\n'
+    'layer { name: "side" type: "Silence" bottom: "h" }\n'
+    'layer { name: "aux" type: "InnerProduct" bottom: "h" top: "aux" propagate_down: false\n'
+    '  inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.3 } } }\n'
+    'layer { name: "aux_loss" type: "SoftmaxWithLoss" bottom: "aux" bottom: "label" top: "aux_loss" '
+    'loss_weight: 0.3 }\n'
+)
+NET = (
+    'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 8 dim: 10 }} }} }}\n'
+    'layer {{ name: "label" type: "Input" top: "label" input_param {{ shape {{ dim: 8 }} }} }}\n'
+    'layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip"\n'
+    '  inner_product_param {{ num_output: 5 weight_filler {{ type: "gaussian" std: 0.3 }} '
+    'bias_filler {{ type: "constant" value: 0.1 }} }} }}\n'
+    'layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss"{loss} }}\n'
+    'layer {{ name: "reader" type: "ReLU" bottom: "loss" top: "reader"{reader} }}\n'
+)
+SOLVER = 'net: "net.prototxt"\nbase_lr: 0.1\nmomentum: 0.9\nlr_policy: "fixed"\nmax_iter: {iters}\n' \
+         "snapshot: 0\ndisplay: 1\nsolver_mode: CPU\n"
+CASES = {
+    "solver_sgd_split_readers": ({}, "h is read by ip2, by the Silence side and by aux (propagate_down: false, "
+                                 "under aux_loss, loss_weight 0.3); ip2 by loss and by the Accuracy acc; label "
+                                 "by loss, acc and aux_loss: every layer learns, h's gradient is ip2's alone"),
+    "loss_reader_weighted": ({"loss": " loss_weight: 0.5", "reader": ""},
+                             "loss has loss_weight 0.5 and reader (a ReLU, no loss) reads its top"),
+    "loss_reader_default": ({"loss": "", "reader": " loss_weight: 2"},
+                            "loss has the default loss weight and reader (a ReLU with loss_weight 2) reads its top"),
+}
+
+
+def write_case(name: str, out_dir: Path) -> None:
+    parts, note = CASES[name]
+    seed = BASE_SEED + zlib.crc32(name.encode()) % 1_000_000
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    net_text = SPLIT_NET if name.startswith("solver_") else NET.format(**parts)
+    (out_dir / "net.prototxt").write_text(f'name: "{name}"\n' + net_text)
+    (out_dir / "solver.prototxt").write_text(SOLVER.format(iters=ITERS))
+    caffe.set_random_seed(seed)
+    here = Path.cwd()
+    os.chdir(out_dir)
+    try:
+        solver = caffe.get_solver("solver.prototxt")
+    finally:
+        os.chdir(here)
+    net = solver.net
+    weights = {blob: float(w) for blob, w in net.blob_loss_weights.items() if w}
+    arrays: dict[str, np.ndarray] = {}
+    for layer, params in net.params.items():
+        for i, p in enumerate(params):
+            arrays[f"param/{layer}/{i}"] = p.data.copy()
+    rng = np.random.RandomState(seed)
+    for k in range(1, ITERS + 1):
+        data = rng.standard_normal(net.blobs["data"].data.shape).astype(np.float32)
+        label = rng.randint(0, CLASSES, size=net.blobs["label"].data.shape).astype(np.float32)
+        net.blobs["data"].data[...] = data  # Input layers leave the blobs as set: the step's forward sees them
+        net.blobs["label"].data[...] = label
+        arrays[f"batch{k}_0/data"], arrays[f"batch{k}_0/label"] = data, label
+        diffs = {b: net.blobs[b].diff.copy() for b in weights}  # what the forward multiplies by
+        solver.step(1)
+        logged = np.array(sum(float(np.dot(net.blobs[b].data.ravel(), diffs[b].ravel())) for b in weights),
+                          dtype=np.float32)
+        if name.startswith("solver_"):
+            arrays[f"loss{k}"] = logged
+        else:
+            arrays[f"loss{k}"] = np.array(net.blobs["loss"].data, dtype=np.float32).reshape(())
+            arrays[f"logged{k}"] = logged
+        for layer, params in net.params.items():
+            for i, p in enumerate(params):
+                arrays[f"step{k}/{layer}/{i}"] = p.data.copy()
+    np.savez_compressed(out_dir / "arrays.npz", **arrays)
+    meta = {
+        "iters": ITERS, "caffe": CAFFE, "seed": seed, "blob_loss_weights": weights,
+        "layers": [f"{n} ({l.type})" for n, l in zip(net._layer_names, net.layers)],
+        "note": note + "; see tools/caffe_readers.py for the arrays",
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def main() -> None:
+    caffe.set_mode_cpu()
+    for name in CASES:
+        write_case(name, Path("tests/golden/caffe") / name)
+        print(name)
+
+
+if __name__ == "__main__":
+    main()
