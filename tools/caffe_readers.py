@@ -2,11 +2,13 @@
 InsertSplits gives each a Split top of its own.
 
 `solver_sgd_split_readers` (tests/golden_checks/solver.py): a hidden blob `h` read by the next
-layer, by a Silence and by a classifier with `propagate_down: false` under a second loss
-(loss_weight 0.3), the scores read by the loss and by an Accuracy, in the train net.  Caffe
-decides which layers run backward on the split net, so a reader that sends no gradient cuts only
-its own Split top and every layer below still learns.  `loss{k}` is the net's loss (each loss
-top's data times its weight, summed).
+layer, by a Silence, by a classifier with `propagate_down: false` under a second loss
+(loss_weight 0.3) and by an InnerProduct whose top is a loss (0.2) that a ReLU reads; the scores
+read by the loss and by an Accuracy, in the train net.  Caffe decides which layers run backward
+on the split net, so a reader that sends no gradient cuts only its own Split top and every layer
+below still learns; its net outputs are the split net's (the weighted top another layer reads is
+output as its Split's first top).  `loss{k}` is the net's loss (each loss top's data times its
+weight, summed); meta.json has Caffe's `outputs`.
 
 Two cases of a loss layer's top read by another layer, where Caffe's Net computes another loss
 than the net's weighted sum (tests/golden_checks/loss_readers.py), each a SoftmaxWithLoss `loss`
@@ -63,6 +65,9 @@ SPLIT_NET = (
     '  inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.3 } } }\n'
     'layer { name: "aux_loss" type: "SoftmaxWithLoss" bottom: "aux" bottom: "label" top: "aux_loss" '
     'loss_weight: 0.3 }\n'
+    'layer { name: "ip3" type: "InnerProduct" bottom: "h" top: "ip3" loss_weight: 0.2\n'
+    '  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.3 } } }\n'
+    'layer { name: "relu3" type: "ReLU" bottom: "ip3" top: "r3" }\n'
 )
 NET = (
     'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 8 dim: 10 }} }} }}\n'
@@ -76,9 +81,11 @@ NET = (
 SOLVER = 'net: "net.prototxt"\nbase_lr: 0.1\nmomentum: 0.9\nlr_policy: "fixed"\nmax_iter: {iters}\n' \
          "snapshot: 0\ndisplay: 1\nsolver_mode: CPU\n"
 CASES = {
-    "solver_sgd_split_readers": ({}, "h is read by ip2, by the Silence side and by aux (propagate_down: false, "
-                                 "under aux_loss, loss_weight 0.3); ip2 by loss and by the Accuracy acc; label "
-                                 "by loss, acc and aux_loss: every layer learns, h's gradient is ip2's alone"),
+    "solver_sgd_split_readers": ({}, "h is read by ip2, by the Silence side, by aux (propagate_down: false, "
+                                 "under aux_loss, loss_weight 0.3) and by ip3 (loss_weight 0.2, itself read by "
+                                 "relu3); ip2 by loss and by the Accuracy acc; label by loss, acc and aux_loss: "
+                                 "every layer learns, h's gradient is ip2's and ip3's; ip3's loss is output as its "
+                                 "Split's first top"),
     "loss_reader_weighted": ({"loss": " loss_weight: 0.5", "reader": ""},
                              "loss has loss_weight 0.5 and reader (a ReLU, no loss) reads its top"),
     "loss_reader_default": ({"loss": "", "reader": " loss_weight: 2"},
@@ -129,7 +136,7 @@ def write_case(name: str, out_dir: Path) -> None:
                 arrays[f"step{k}/{layer}/{i}"] = p.data.copy()
     np.savez_compressed(out_dir / "arrays.npz", **arrays)
     meta = {
-        "iters": ITERS, "caffe": CAFFE, "seed": seed, "blob_loss_weights": weights,
+        "iters": ITERS, "caffe": CAFFE, "seed": seed, "blob_loss_weights": weights, "outputs": list(net.outputs),
         "layers": [f"{n} ({l.type})" for n, l in zip(net._layer_names, net.layers)],
         "note": note + "; see tools/caffe_readers.py for the arrays",
     }

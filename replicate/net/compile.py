@@ -25,7 +25,7 @@ from replicate.layers.labels import LabelRange
 from replicate.net.need_backward import BackwardPlan, backward_plan
 from replicate.net.paths import resolve_layer_paths, written_paths
 from replicate.net.program import build_program
-from replicate.net.splits import insert_splits
+from replicate.net.splits import SplitNet, insert_splits
 from replicate.net.state import filter_net, make_state
 from replicate.proto import caffe_pb2
 
@@ -104,7 +104,6 @@ class CompiledNet(nn.Module):
         self.register_buffer("_device_probe", torch.empty(0), persistent=False)
 
         owners: dict[str, _Owner] = {}
-        available: set[str] = set()
         #: Per blob name: the index of the layer whose top holds it now.
         producer: dict[str, int] = {}
         #: Per top of a source layer: the ranges of the layers that read it as labels.
@@ -117,7 +116,6 @@ class CompiledNet(nn.Module):
                         f"layer '{lp.name}' ({lp.type}): unknown bottom blob '{b}' (bottom {j})"
                     )
                 bottom_shapes.append(self.blob_shapes[b])
-                available.discard(b)
             if lp.name in self.layer_names:
                 # Caffe tolerates this but then copies weights into only one of them.
                 raise ReplicateError(f"layer name '{lp.name}' is used twice in net '{self.net_name}'")
@@ -154,8 +152,6 @@ class CompiledNet(nn.Module):
                     raise layer.error(f"top blob '{t}' is produced by multiple sources")
                 self.blob_shapes[t] = tuple(shape)
                 producer[t] = len(self.layers)
-                if j < len(lp.top):
-                    available.add(t)
             self.top_names.append(tops)
             self.loss_weights.append(self._loss_weights(lp, layer, len(tops)))
             self._check_propagate_down(lp, layer)
@@ -170,18 +166,20 @@ class CompiledNet(nn.Module):
             [layer.allow_force_backward(j) for j in range(len(lp.bottom))]
             for lp, layer in zip(self.layer_params, self.layers)
         ]
+        # Caffe decides the next three on the net its InsertSplits makes (replicate.net.splits).
+        split = insert_splits(self.layer_params)
         #: Caffe's decisions of which layers run backward and which bottoms get gradients; the
         #: forward pass cuts the graph wherever Caffe sends no gradient.
-        self.backward_plan = self._split_backward_plan(lr_mults, allow)
+        self.backward_plan = self._split_backward_plan(split, lr_mults, allow)
         self._check_weighted_loss_readers()
         #: Caffe's `blob_loss_weights`: the loss weight of every blob that is a loss top (the
         #: "(* w = x loss)" a solver log prints beside a net output).
-        self.blob_loss_weights: dict[str, float] = {
-            t: w for tops, ws in zip(self.top_names, self.loss_weights) for t, w in zip(tops, ws) if w
-        }
+        self.blob_loss_weights = self._split_loss_weights(split)
         #: Caffe's net outputs: blobs no later layer reads, in Caffe's (std::set, sorted) order,
-        #: which is the order of "Test net output #k" lines.
-        self.output_names = sorted(available)
+        #: which is the order of "Test net output #k" lines; each with the blob whose value it
+        #: holds (a loss top that another layer reads is output as its Split's first top).
+        self.output_blobs = self._split_outputs(split)
+        self.output_names = list(self.output_blobs)
         self.input_layers = [i for i, lp in enumerate(self.layer_params) if not lp.bottom]
         self._programs: dict[bool, torch.fx.GraphModule] = {}
 
@@ -204,26 +202,47 @@ class CompiledNet(nn.Module):
             )
         return [layer.default_loss_weight if j == 0 else 0.0 for j in range(n)]
 
-    def _split_backward_plan(self, lr_mults: list[list[float]], allow: list[list[bool]]) -> BackwardPlan:
+    def _split_weights(self, split: SplitNet) -> list[list[float]]:
+        """Each layer of the split net's loss weight per top, as Caffe's layers hold them: a Split's
+        first top takes the weight split off its bottom, whose layer keeps none (a loss layer then
+        has 1 again: refused, _check_weighted_loss_readers)."""
+        weights = []
+        for lp, i in zip(split.layers, split.origin):
+            if i is None:
+                weights.append([lp.loss_weight[0] if lp.loss_weight and j == 0 else 0.0 for j in range(len(lp.top))])
+            elif self.layer_params[i].loss_weight and not lp.loss_weight:
+                weights.append([0.0] * len(self.top_names[i]))
+            else:
+                weights.append(self.loss_weights[i])
+        return weights
+
+    def _split_loss_weights(self, split: SplitNet) -> dict[str, float]:
+        tops = [list(lp.top) if i is None else self.top_names[i] for lp, i in zip(split.layers, split.origin)]
+        return {t: w for names, ws in zip(tops, self._split_weights(split)) for t, w in zip(names, ws) if w}
+
+    @staticmethod
+    def _split_outputs(split: SplitNet) -> dict[str, str]:
+        """Net::Init's available blobs, each with the blob of ours that holds its value."""
+        available: set[str] = set()
+        source: dict[str, str] = {}
+        for lp, i in zip(split.layers, split.origin):
+            available.difference_update(lp.bottom)
+            available.update(lp.top)
+            if i is None:
+                source.update((t, lp.bottom[0]) for t in lp.top)
+        return {name: source.get(name, name) for name in sorted(available)}
+
+    def _split_backward_plan(self, split: SplitNet, lr_mults: list[list[float]],
+                             allow: list[list[bool]]) -> BackwardPlan:
         """Caffe's backward plan, made as Caffe makes it: on the net InsertSplits gives, where each
         reader of a blob read by several has a Split top of its own, then read back for our layers.
         Made on the unsplit net, a reader that sends no gradient (an Accuracy in the train net, a
         Silence, `propagate_down: false`) cut the blob for its other readers too, and every layer
         below it silently got no gradient."""
-        split = insert_splits(self.layer_params)
-        tops, weights, mults, allows = [], [], [], []
-        for lp, i in zip(split.layers, split.origin):
-            if i is None:  # a Split: its first top may carry the loss weight split off its bottom
-                tops.append(list(lp.top))
-                weights.append([lp.loss_weight[0] if lp.loss_weight and j == 0 else 0.0 for j in range(len(lp.top))])
-                mults.append([])
-                allows.append([True])
-            else:
-                tops.append(self.top_names[i])
-                weights.append(self.loss_weights[i])
-                mults.append(lr_mults[i])
-                allows.append(allow[i])
-        plan = backward_plan(split.layers, tops, weights, mults, allows, self.force_backward)
+        tops = [list(lp.top) if i is None else self.top_names[i] for lp, i in zip(split.layers, split.origin)]
+        mults = [[] if i is None else lr_mults[i] for i in split.origin]
+        allows = [[True] if i is None else allow[i] for i in split.origin]
+        plan = backward_plan(split.layers, tops, self._split_weights(split), mults, allows, self.force_backward)
         at = [c for c, i in enumerate(split.origin) if i is not None]
         bottom_needs = [list(plan.bottom_needs[c]) for c in at]
         gets_diff = {t: False for names in self.top_names for t in names}
@@ -437,7 +456,7 @@ class CompiledNet(nn.Module):
         if every_blob not in self._programs:
             self._programs[every_blob] = build_program(
                 self, self.layer_params, self.top_names, self.loss_weights, self.backward_plan.bottom_needs,
-                self.output_names, every_blob,
+                self.output_blobs, every_blob,
             )
         return self._programs[every_blob]
 

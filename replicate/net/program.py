@@ -14,7 +14,7 @@ by blob name), so batches are made, and their labels checked, on the host before
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from torch import fx, nn
 
@@ -27,15 +27,16 @@ def build_program(
     top_names: Sequence[Sequence[str]],
     loss_weights: Sequence[Sequence[float]],
     bottom_needs: Sequence[Sequence[bool]],
-    output_names: Sequence[str],
+    outputs: Mapping[str, str],
     every_blob: bool,
 ) -> fx.GraphModule:
     """`program(inputs) -> (loss, outputs)` (and every blob by name when `every_blob`).
 
     `root.layers[i]` is the layer of `layer_params[i]`; `inputs` maps every top of a bottom-less
-    layer to its value.  `loss` is None for a net without loss; `outputs` maps `output_names` to
-    their values, in that order.  The program calls `root`'s layer modules themselves, so it
-    sees their parameters as they are (moved, shared, loaded) whenever it runs.
+    layer to its value.  `loss` is None for a net without loss; its `outputs` map the names of
+    `outputs` (in that order) to the values of the blobs they name.  The program calls `root`'s
+    layer modules themselves, so it sees their parameters as they are (moved, shared, loaded)
+    whenever it runs.
     """
     graph = fx.Graph()
     inputs = graph.placeholder("inputs")
@@ -56,7 +57,7 @@ def build_program(
             if weight:
                 term = graph.call_function(operator.mul, (graph.call_method("sum", (node,)), weight))
                 loss = term if loss is None else graph.call_function(operator.add, (loss, term))
-    result: tuple = (loss, {n: blobs[n] for n in output_names})
+    result: tuple = (loss, {name: blobs[blob] for name, blob in outputs.items()})
     if every_blob:
         result += (dict(blobs),)
     graph.output(result)

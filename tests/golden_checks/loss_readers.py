@@ -65,6 +65,10 @@ def check(case_dir: Path, device: torch.device = CPU) -> None:
         text = re.sub(r'layer \{ name: "reader".*\n', "", text)
         text = re.sub(r'(top: "loss")[^}]*\}', rf"\1{weight} }}", text)
         (plain / "net.prototxt").write_text(text)
+        meta = json.loads((case_dir / "meta.json").read_text())
+        for key in ("outputs", "blob_loss_weights"):  # Caffe's, of the net with the reader
+            meta.pop(key)
+        (plain / "meta.json").write_text(json.dumps(meta))
         compared = 0
         for what, ours, caffe in trajectory(plain, device):
             if "after update" in what:

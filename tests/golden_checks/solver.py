@@ -9,7 +9,8 @@ Adam), weight decay (L2, L1, decay_mult), frozen layers, gradient clipping and e
 A case with `iter_size` n > 1 in its solver has n batches an iteration, `batch{k}_j` for j < n,
 and the loss of each pass as `loss{k}_j`: the passes' gradients accumulate before the update
 (which clips their sum, then divides it by n, as Caffe's ApplyUpdate).  Shared parameters
-(`param { name }`) are one learnable blob, listed under every layer using it.
+(`param { name }`) are one learnable blob, listed under every layer using it.  Where meta.json
+has Caffe's `outputs` and `blob_loss_weights`, our net's must be the same.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from golden_checks._compare import CPU, FORWARD_RTOL, assert_close, assert_every_blob, load_arrays, on
@@ -36,8 +38,12 @@ def trajectory(case_dir: Path, device: torch.device = CPU) -> Iterator[tuple[str
     update, in run order, trained on `device`.  Ours is the live tensor: compare it before taking
     the next item."""
     arrays = load_arrays(case_dir)
-    iters = json.loads((case_dir / "meta.json").read_text())["iters"]
+    meta = json.loads((case_dir / "meta.json").read_text())
+    iters = meta["iters"]
     solver = Solver(load_solver(case_dir / "solver.prototxt"), case_dir, device, RunLog(None, echo=False))
+    if "outputs" in meta:  # the net outputs and loss weights Caffe's Net has (split net's names)
+        assert solver.net.output_names == meta["outputs"]
+        assert solver.net.blob_loss_weights == pytest.approx(meta["blob_loss_weights"])
     blobs = solver.net.layer_blobs()
     for group in ["param", *(f"step{k}" for k in range(1, iters + 1))]:
         assert_every_blob(arrays, blobs, group)
