@@ -141,7 +141,7 @@ def test_a_caffemodel_names_the_files_of_its_layers_as_the_net_gave_them(tmp_pat
     layers = {layer.name: layer for layer in written[0].layer}
     assert layers["d"].data_param.source == "db" and layers["d"].transform_param.mean_file == "mean.binaryproto"
     assert list(layers["loss"].loss_weight) == [1.0] and not layers["acc"].loss_weight
-    assert layers["ip_ip_0_split"].type == "Split" and layers["d_label_1_split"].type == "Split"
+    assert layers["ip_ip_0_split"].type == "Split" and layers["label_d_1_split"].type == "Split"
     assert list(layers["loss"].bottom) == ["ip_ip_0_split_0", "label_d_1_split_0"]
     assert list(layers["acc"].bottom) == ["ip_ip_0_split_1", "label_d_1_split_1"]
     assert all(layer.phase == caffe_pb2.TRAIN for layer in written[0].layer)

@@ -373,6 +373,33 @@ CASES: dict[str, Case] = {
         "Split's sum of its tops' diffs and the implicit split's); a, c and d feed several layers, "
         "so their gradients sum over them",
     ),
+    "backward_plan_readers": Case(
+        _input("data", 4, 6)
+        + _input("label", 4)
+        + _layer("ip1", "InnerProduct", ("data",), "h",
+                 'inner_product_param { num_output: 6 weight_filler { type: "gaussian" std: 0.5 } ' + GAUSS_BIAS + " }")
+        + _layer("relu1", "ReLU", ("h",), "h")
+        + _layer("frozen", "InnerProduct", ("h",), "f", "param { lr_mult: 0 } param { lr_mult: 0 } "
+                 'inner_product_param { num_output: 6 weight_filler { type: "gaussian" std: 0.5 } ' + GAUSS_BIAS + " }")
+        + _layer("ip2", "InnerProduct", ("f",), "s",
+                 'inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.5 } ' + GAUSS_BIAS + " }")
+        + _layer("loss", "SoftmaxWithLoss", ("s", "label"), "loss")
+        + _layer("acc", "Accuracy", ("s", "label"), "acc")
+        + 'layer { name: "side" type: "Silence" bottom: "h" }\n'
+        + _layer("aux", "InnerProduct", ("h",), "a", "propagate_down: false "
+                 'inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.5 } ' + GAUSS_BIAS + " }")
+        + _layer("aux_loss", "SoftmaxWithLoss", ("a", "label"), "aux_loss", "loss_weight: 0.3")
+        + _layer("sum", "Eltwise", ("h", "f"), "e", "loss_weight: 0.1")
+        + _layer("cat", "Concat", ("h", "f"), "c", "concat_param { axis: 1 }"),
+        "which layers run backward, decided on Caffe's split net: h is read by the frozen layer "
+        "(lr_mult 0, which still passes h's gradient on), by a Silence, by aux (propagate_down: "
+        "false, under aux_loss, loss_weight 0.3), by the Eltwise sum (loss_weight 0.1) and by the "
+        "Concat cat (no loss: its top diff is not propagated); the scores s by the loss and by an "
+        "Accuracy.  Every learned layer under a loss gets its gradient; aux's stops at its own "
+        "parameters; no force_backward in either root (Caffe's Accuracy aborts in its Backward)",
+        draw={"label": labels(0, 5)},
+        forward_only=True,
+    ),
     "shared_params": Case(
         _input("data", 3, 6)
         + _input("img", 2, 2, 5, 5)

@@ -28,7 +28,7 @@ class SplitNet:
 
 
 def split_layer_name(layer: str, blob: str, top: int) -> str:
-    return f"{layer}_{blob}_{top}_split"
+    return f"{blob}_{layer}_{top}_split"
 
 
 def split_blob_name(layer: str, blob: str, top: int, k: int) -> str:
