@@ -457,7 +457,7 @@ def forward_and_record(net: caffe.Net, arrays: dict[str, np.ndarray], out_dir: P
     return outputs
 
 
-def write_case(name: str, root: str, out_dir: Path) -> None:
+def write_case(name: str, root: str, out_dir: Path, build: str = CAFFE) -> None:
     case = CASES[name]
     backward = root == "caffe_grad"
     seed = case_seed(name, root)
@@ -505,7 +505,7 @@ def write_case(name: str, root: str, out_dir: Path) -> None:
         for i, p in enumerate(params):
             arrays[f"pdiff/{layer}/{i}"] = p.diff.copy()
     np.savez_compressed(out_dir / "arrays.npz", **arrays)
-    meta = {"phase": case.phase, "outputs": outputs, "caffe": CAFFE, "force_backward": net_force_backward, "seed": seed,
+    meta = {"phase": case.phase, "outputs": outputs, "caffe": build, "force_backward": net_force_backward, "seed": seed,
             "note": case.note}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
 
@@ -846,6 +846,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--golden", type=Path, default=Path("tests/golden"), help="the folder holding the roots")
     ap.add_argument("--root", choices=sorted(BASE_SEED), nargs="+", default=sorted(BASE_SEED))
+    ap.add_argument("--caffe-build", default=CAFFE,
+                    help="the Caffe build that runs, as the layer cases' meta.json names it")
     ap.add_argument("--cases", nargs="+", choices=sorted(CASES) + sorted(SOLVER_CASES) + sorted(DATA_CASES),
                     default=list(CASES) + list(SOLVER_CASES) + list(DATA_CASES))
     args = ap.parse_args()
@@ -860,7 +862,7 @@ def main() -> None:
                 else:
                     write_solver_case(name, args.golden / root / name)
             else:
-                write_case(name, root, args.golden / root / name)
+                write_case(name, root, args.golden / root / name, args.caffe_build)
             print(f"{root}/{name}")
 
 

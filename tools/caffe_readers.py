@@ -27,10 +27,15 @@ over the blobs of nonzero `blob_loss_weights`: their data after the step's forwa
 before it, which the forward multiplies by), `step{k}/*`
 after each update; meta.json `blob_loss_weights` as Caffe's Net has them.
 
-Needs pycaffe (BVLC/caffe master 9b89154, CMake CPU_ONLY build, as tools/caffe_goldens.py):
+The committed cases were made with pycaffe built from brocolli-caffe 9.0.2's sdist (`pip download
+brocolli-caffe==9.0.2 --no-binary :all:`; it packages BVLC master 9b89154) on Debian 12: CMake,
+CPU_ONLY, OpenBLAS, LMDB, Debian's python3 3.11 with python3-numpy and python3-protobuf (3.21).
+Its CMake files needed: Debian's serial hdf5 paths, USE_LMDB's define and -llmdb, the caffe
+library and tools switched back on (the test folder off), -lboost_python311 and no boost_regex;
+src/caffe/net.cpp's unused gtest include removed, python/caffe/io.py's skimage import optional,
+the shipped caffe.pb.* deleted so protoc 3.21 makes them again.  That pycaffe has no
+Net.before_forward, so each batch is set before the step, whose forward sees it.  Run:
   GLOG_minloglevel=2 PYTHONPATH=<caffe source>/python /usr/bin/python3 tools/caffe_readers.py
-(brocolli-caffe 9.0.2's sources, which package that commit, built with CMake also serve: their
-pycaffe has no Net.before_forward, so each batch is set before the step, whose forward sees it.)
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from pathlib import Path
 import caffe
 import numpy as np
 
-CAFFE = "BVLC Caffe (master 9b89154, CMake CPU_ONLY build), CPU, float32"
+CAFFE = "brocolli-caffe 9.0.2 sources (BVLC master 9b89154), CMake CPU_ONLY build, CPU, float32"
 BASE_SEED = 8_500_000
 ITERS = 4
 CLASSES = 5
