@@ -57,22 +57,32 @@ def test_engine_layer_phase_overrides_the_nets_like_caffe() -> None:
     assert torch.equal(net(text.replace("PHASE", "TEST"), TRAIN)({"x": x}).outputs["d"], x)
 
 
-def test_engine_inplace_top_does_not_change_value_an_earlier_consumer_read() -> None:
+def test_engine_inplace_top_is_the_value_every_later_reader_sees() -> None:
     n = net(DATA + f"""
 layer {{ name: "a.b" type: "InnerProduct" bottom: "x" top: "h" {IP.format(n=4)} }}
-layer {{ name: "first" type: "Eltwise" bottom: "h" bottom: "h" top: "twice" }}
 layer {{ name: "relu" type: "ReLU" bottom: "h" top: "h" }}
+layer {{ name: "first" type: "Eltwise" bottom: "h" bottom: "h" top: "twice" }}
 layer {{ name: "after" type: "Eltwise" bottom: "h" bottom: "twice" top: "out" loss_weight: 1 }}""")
     x = torch.randn(2, 3)
     r = n({"x": x})
     w = n.layer("a.b").blobs[0]
     h = x @ w.t() + n.layer("a.b").blobs[1]
-    torch.testing.assert_close(r.blobs["twice"], 2 * h)
-    torch.testing.assert_close(r.blobs["out"], torch.relu(h) + 2 * h)
+    torch.testing.assert_close(r.blobs["twice"], 2 * torch.relu(h))
+    torch.testing.assert_close(r.blobs["out"], 3 * torch.relu(h))
     g = torch.autograd.grad(r.loss, w)[0]
-    expected = ((h > 0).float() + 2).t() @ x
-    torch.testing.assert_close(g, expected)
+    torch.testing.assert_close(g, (3 * (h > 0).float()).t() @ x)
     assert r.outputs.keys() == {"out", "y"}
+
+
+def test_engine_inplace_after_another_reader_is_refused_as_caffe_refuses_it() -> None:
+    """Caffe's InsertSplits gives the in-place layer a Split top of its own to read, so its top is
+    a second blob of that name and Net::Init aborts (golden: refused_in_place_after_readers)."""
+    with pytest.raises(ReplicateError, match="produced by multiple sources"):
+        net(DATA + f"""
+layer {{ name: "a.b" type: "InnerProduct" bottom: "x" top: "h" {IP.format(n=4)} }}
+layer {{ name: "first" type: "Eltwise" bottom: "h" bottom: "h" top: "twice" }}
+layer {{ name: "relu" type: "ReLU" bottom: "h" top: "h" }}
+layer {{ name: "after" type: "Eltwise" bottom: "h" bottom: "twice" top: "out" loss_weight: 1 }}""")
 
 
 def test_engine_loss_weights_default_to_first_top_of_loss_types() -> None:

@@ -43,6 +43,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -148,10 +150,109 @@ def write_case(name: str, out_dir: Path) -> None:
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
+# ----------------------------------------------------------------- in-place layers on shared data
+_INPUTS = (
+    'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 3 dim: 4 } } }\n'
+    'layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 3 } } }\n'
+)
+_IP = 'inner_product_param {{ num_output: {n} weight_filler {{ type: "gaussian" std: 0.5 }} ' \
+      'bias_filler {{ type: "gaussian" std: 0.5 }} }}'
+#: Nets Caffe runs with data that several blobs share, one forward and backward each (TRAIN,
+#: tests/golden_checks/memory.py): `in/*`, `param/*`, `out/*`, `pdiff/*`.
+MEMORY_CASES = {
+    "memory_split_in_place": (
+        _INPUTS
+        + 'layer { name: "s" type: "Split" bottom: "data" top: "sa" top: "sb" }\n'
+        + 'layer { name: "t" type: "TanH" bottom: "sb" top: "sb" }\n'
+        + 'layer { name: "ip" type: "InnerProduct" bottom: "sa" top: "ip" ' + _IP.format(n=5) + " }\n"
+        + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }\n',
+        "an explicit Split's tops share their bottom's data, so the TanH computed in place on sb "
+        "changes sa, which ip reads after it",
+    ),
+    "memory_chain_in_place": (
+        _INPUTS
+        + 'layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "h" ' + _IP.format(n=4) + " }\n"
+        + 'layer { name: "sig" type: "Sigmoid" bottom: "h" top: "g" }\n'
+        + 'layer { name: "t" type: "TanH" bottom: "g" top: "g" }\n'
+        + 'layer { name: "ip2" type: "InnerProduct" bottom: "g" top: "ip2" ' + _IP.format(n=5) + " }\n"
+        + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }\n',
+        "the Sigmoid's backward reads its output g, which the TanH computed in place on it has "
+        "overwritten by then, so ip1's gradient is not the net's",
+    ),
+}
+#: Nets Caffe refuses in Net::Init (tests/golden_checks/refusals.py): meta.json `caffe_error` is
+#: the line Caffe's glog printed before it aborted.
+REFUSED_CASES = {
+    "refused_in_place_after_readers": (
+        _INPUTS
+        + 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "h" ' + _IP.format(n=5) + " }\n"
+        + 'layer { name: "twice" type: "Eltwise" bottom: "h" bottom: "h" top: "twice" }\n'
+        + 'layer { name: "relu" type: "ReLU" bottom: "h" top: "h" }\n'
+        + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "h" bottom: "label" top: "loss" }\n',
+        "h is read by twice before relu computes in place on it: InsertSplits gives relu a Split top "
+        "of its own to read, so its top h is a second blob of that name",
+    ),
+}
+
+
+def write_memory_case(name: str, out_dir: Path) -> None:
+    text, note = MEMORY_CASES[name]
+    seed = BASE_SEED + zlib.crc32(name.encode()) % 1_000_000
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    (out_dir / "net.prototxt").write_text(f'name: "{name}"\n' + text)
+    caffe.set_random_seed(seed)
+    net = caffe.Net(str(out_dir / "net.prototxt"), caffe.TRAIN)
+    rng = np.random.RandomState(seed)
+    arrays: dict[str, np.ndarray] = {
+        "in/data": rng.standard_normal(net.blobs["data"].data.shape).astype(np.float32),
+        "in/label": rng.randint(0, CLASSES, size=net.blobs["label"].data.shape).astype(np.float32),
+    }
+    for blob in ("data", "label"):
+        net.blobs[blob].data[...] = arrays[f"in/{blob}"]
+    for layer, params in net.params.items():
+        for i, p in enumerate(params):
+            arrays[f"param/{layer}/{i}"] = p.data.copy()
+    net.forward()
+    for blob in net.outputs:
+        arrays[f"out/{blob}"] = net.blobs[blob].data.copy()
+    net.backward()
+    for layer, params in net.params.items():
+        for i, p in enumerate(params):
+            arrays[f"pdiff/{layer}/{i}"] = p.diff.copy()
+    np.savez_compressed(out_dir / "arrays.npz", **arrays)
+    meta = {"phase": "TRAIN", "caffe": CAFFE, "seed": seed, "outputs": list(net.outputs), "note": note}
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def write_refused_case(name: str, out_dir: Path) -> None:
+    """Caffe's Net::Init in a process of its own, whose abort is the expected end."""
+    text, note = REFUSED_CASES[name]
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    (out_dir / "net.prototxt").write_text(f'name: "{name}"\n' + text)
+    program = f"import caffe; caffe.set_mode_cpu(); caffe.Net({str(out_dir / 'net.prototxt')!r}, caffe.TRAIN)"
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          env={**os.environ, "GLOG_minloglevel": "0"})
+    fatal = [line for line in done.stderr.splitlines() if line.startswith("F")]
+    assert done.returncode != 0 and fatal, f"Caffe ran {name}: {done.stderr[-500:]}"
+    meta = {"phase": "TRAIN", "caffe": CAFFE, "caffe_error": fatal[0].split("] ", 1)[1], "note": note}
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
 def main() -> None:
     caffe.set_mode_cpu()
+    golden = Path("tests/golden/caffe")
     for name in CASES:
-        write_case(name, Path("tests/golden/caffe") / name)
+        write_case(name, golden / name)
+        print(name)
+    for name in MEMORY_CASES:
+        write_memory_case(name, golden / name)
+        print(name)
+    for name in REFUSED_CASES:
+        write_refused_case(name, golden / name)
         print(name)
 
 

@@ -30,6 +30,15 @@ from replicate.net.state import filter_net, make_state
 from replicate.proto import caffe_pb2
 
 
+#: Layer types whose tops are their bottom's data in Caffe (Blob::ShareData).
+SHARES_DATA = frozenset({"Split", "Flatten"})
+#: Layer types whose Caffe backward reads their own output.
+READS_OUTPUT_IN_BACKWARD = frozenset({"Sigmoid", "TanH", "Softmax", "LRN"})
+#: In-place layers after a ReLU on the same data that leave its backward's mask right: each keeps
+#: the sign of every value, or zeroes a value together with its gradient.
+KEEPS_RELU_SIGN = frozenset({"ReLU", "TanH", "Dropout"})
+
+
 @dataclass
 class ForwardResult:
     """What one forward pass of a net yields."""
@@ -168,6 +177,8 @@ class CompiledNet(nn.Module):
         ]
         # Caffe decides the next three on the net its InsertSplits makes (replicate.net.splits).
         split = insert_splits(self.layer_params)
+        self._check_in_place_after_split(split)
+        self._check_in_place_on_shared_data()
         #: Caffe's decisions of which layers run backward and which bottoms get gradients; the
         #: forward pass cuts the graph wherever Caffe sends no gradient.
         self.backward_plan = self._split_backward_plan(split, lr_mults, allow)
@@ -201,6 +212,86 @@ class CompiledNet(nn.Module):
                 "(loss_weight must be unspecified or specified once per top blob); give one per top"
             )
         return [layer.default_loss_weight if j == 0 else 0.0 for j in range(n)]
+
+    def _check_in_place_after_split(self, split: SplitNet) -> None:
+        """Caffe's Net::AppendTop on the split net: a layer computing in place on a blob that other
+        layers read too reads its own Split top instead, so its top is a second blob of that name,
+        and Caffe aborts ("Top blob 'X' produced by multiple sources").  Here it would run, its
+        earlier readers seeing the value before it."""
+        produced: set[str] = set()
+        for lp, i in zip(split.layers, split.origin):
+            for j, top in enumerate(lp.top):
+                in_place = j < len(lp.bottom) and lp.bottom[j] == top
+                if top in produced and not in_place and i is not None:
+                    raise self.layers[i].error(
+                        f"computes top '{top}' in place, but other layers read '{top}' too, so Caffe's "
+                        f"InsertSplits gives this layer a Split top of its own to read and its top '{top}' "
+                        "is a second blob of that name: Caffe aborts (Top blob produced by multiple "
+                        "sources); give the top another name")
+                produced.add(top)
+
+    def _memory(self) -> tuple[list[int | None], list[set[str]], dict[int, int]]:
+        """Caffe's blob memory: per layer, the memory its top 0 writes when computed in place (None
+        otherwise) and the blob names bound to that memory then; and the layer that made each
+        memory.  Split and Flatten tops share their bottom's data (Blob::ShareData); an in-place
+        top is its bottom's memory."""
+        memory: dict[str, int] = {}
+        names: dict[int, set[str]] = {}
+        made_by: dict[int, int] = {}
+        writes: list[int | None] = []
+        bound: list[set[str]] = []
+        for i, lp in enumerate(self.layer_params):
+            write = memory[lp.bottom[0]] if lp.bottom and lp.top and lp.bottom[0] == lp.top[0] else None
+            writes.append(write)
+            bound.append(set(names[write]) if write is not None else set())
+            for j, top in enumerate(lp.top):
+                if j < len(lp.bottom) and lp.bottom[j] == top:
+                    continue
+                shared = lp.type in SHARES_DATA and lp.bottom
+                memory[top] = memory[lp.bottom[0]] if shared else len(names)
+                names.setdefault(memory[top], set()).add(top)
+                made_by.setdefault(memory[top], i)
+        return writes, bound, made_by
+
+    def _check_in_place_on_shared_data(self) -> None:
+        """Stop where Caffe computes in place on data another blob shares by then: an explicit
+        Split's or a Flatten's tops are their bottom's memory, so a layer computing in place on
+        one of them changes the others in Caffe, for their readers and for the backward of the
+        layers that made them.  Here each blob keeps its own value."""
+        for i, names in enumerate(self._memory()[1]):
+            lp = self.layer_params[i]
+            others = sorted(names - set(lp.top[:1]))
+            if others:
+                raise self.layers[i].error(
+                    f"computes '{lp.top[0]}' in place, whose data Caffe shares with {', '.join(repr(o) for o in others)} "
+                    f"(a Split's or a Flatten's tops are their bottom's data): in Caffe it would change those "
+                    "too; give its top another name")
+
+    def _check_in_place_chains(self) -> None:
+        """Stop where Caffe's backward of a layer reads its output after a later layer, computing in
+        place on the same data, has overwritten it: Sigmoid, TanH,
+        Softmax, LRN and Eltwise PROD read their own output (which a later plain ReLU only zeroes,
+        with its gradient), ReLU the sign of it (which a later ReLU, TanH or Dropout keeps or
+        zeroes with its gradient, and others change)."""
+        writes, _, made_by = self._memory()
+        plan = self.backward_plan
+        chain = {m: [i] for m, i in made_by.items()}  # the layers that wrote each memory so far
+        for i, m in enumerate(writes):
+            if m is None:
+                continue
+            lp = self.layer_params[i]
+            zeroes_only = lp.type == "ReLU" and lp.relu_param.negative_slope == 0
+            for k in chain.get(m, []):
+                earlier = self.layer_params[k]
+                reads_output = earlier.type in READS_OUTPUT_IN_BACKWARD or (
+                    earlier.type == "Eltwise" and earlier.eltwise_param.operation == caffe_pb2.EltwiseParameter.PROD)
+                sign_changed = earlier.type == "ReLU" and lp.type not in KEEPS_RELU_SIGN
+                if plan.layer_needs[k] and ((reads_output and not zeroes_only) or sign_changed):
+                    raise self.layers[k].error(
+                        f"its backward in Caffe reads its output '{earlier.top[0]}', which layer '{lp.name}' "
+                        f"({lp.type}), computing in place on it later, has overwritten by then: Caffe's gradient "
+                        "here is not this net's; give the later layer's top another name")
+            chain.setdefault(m, []).append(i)
 
     def _split_weights(self, split: SplitNet) -> list[list[float]]:
         """Each layer of the split net's loss weight per top, as Caffe's layers hold them: a Split's
@@ -244,7 +335,9 @@ class CompiledNet(nn.Module):
         allows = [[True] if i is None else allow[i] for i in split.origin]
         plan = backward_plan(split.layers, tops, self._split_weights(split), mults, allows, self.force_backward)
         at = [c for c, i in enumerate(split.origin) if i is not None]
-        bottom_needs = [list(plan.bottom_needs[c]) for c in at]
+        # A layer that does not run backward sends no gradient, whatever its bottoms' flags say
+        # (Caffe keeps `propagate_down: true` there, and its Backward never reads it).
+        bottom_needs = [[need and plan.layer_needs[c] for need in plan.bottom_needs[c]] for c in at]
         gets_diff = {t: False for names in self.top_names for t in names}
         for lp, needs in zip(self.layer_params, bottom_needs):
             for b, need in zip(lp.bottom, needs):
@@ -361,6 +454,7 @@ class CompiledNet(nn.Module):
         Stop too where Caffe trains a loss layer whose top another layer reads with that layer's
         gradient in place of its own loss weight (tests/golden/caffe/loss_reader_default)."""
         plan = self.backward_plan
+        self._check_in_place_chains()
         for p, t, i, j in self._loss_readers():
             if plan.bottom_needs[i][j]:
                 self._refuse_loss_reader(p, t, i, "in Caffe the reader's backward writes that top's gradient over the "

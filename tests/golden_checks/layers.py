@@ -25,7 +25,7 @@ from replicate.net.compile import CompiledNet
 from replicate.net.weights import copy_trained_layers
 from replicate.proto import caffe_pb2
 
-_OTHER_FAMILIES = ("solver_", "data_", "loss_reader_")
+_OTHER_FAMILIES = ("solver_", "data_", "loss_reader_", "memory_", "refused_")
 _SPECIAL = {"caffenet_full", "caffemodel_v1"}
 
 
@@ -72,9 +72,12 @@ def check(case_dir: Path, device: torch.device = CPU, prepare: Callable[[Compile
         for k, v in arrays.items() if k.startswith("in/")
     }
     result = net(inputs)
+    # An output of Caffe's may be a Split's top (a weighted top another layer reads): its blob's value.
+    values = {name: result.blobs[net.output_blobs.get(name, name)]
+              for name in {k.split("/", 1)[1] for k in arrays if k.startswith(("out/", "topdiff/"))}}
     for key, expected in arrays.items():
         if key.startswith("out/"):
-            assert_close(on(device, result.blobs[key[4:]]), expected, FORWARD_RTOL, key)
+            assert_close(on(device, values[key[4:]]), expected, FORWARD_RTOL, key)
     for layer, params in net.layer_blobs().items():
         for i, blob in enumerate(params):
             key = f"after/{layer}/{i}" if f"after/{layer}/{i}" in arrays else f"param/{layer}/{i}"
@@ -103,7 +106,7 @@ def check(case_dir: Path, device: torch.device = CPU, prepare: Callable[[Compile
     total = result.loss
     for key, grad in arrays.items():
         if key.startswith("topdiff/"):
-            total = total + (result.blobs[key[8:]] * torch.from_numpy(grad).to(device)).sum()
+            total = total + (values[key[8:]] * torch.from_numpy(grad).to(device)).sum()
     grads = torch.autograd.grad(total, [t for _, t in wanted], allow_unused=True)
     for (key, tensor), grad in zip(wanted, grads):
         got = torch.zeros_like(tensor) if grad is None else grad

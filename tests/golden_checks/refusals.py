@@ -1,0 +1,32 @@
+"""Nets real Caffe refuses in Net::Init (tools/caffe_readers.py): meta.json holds the line its glog
+printed before it aborted; our engine must refuse each too, for the same reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from golden_checks._compare import CPU
+from replicate.errors import ReplicateError
+from replicate.io.prototxt import read_net_text
+from replicate.net.compile import CompiledNet
+from replicate.proto import caffe_pb2
+
+#: Per case: what Caffe's abort says, and the words of ours that give the same reason.
+REASONS = {
+    "refused_in_place_after_readers": ("produced by multiple sources", "Top blob produced by multiple sources"),
+}
+
+
+def handles(case_name: str) -> bool:
+    return case_name.startswith("refused_")
+
+
+def check(case_dir: Path, device: torch.device = CPU) -> None:
+    theirs, ours = REASONS[case_dir.name]
+    assert theirs in json.loads((case_dir / "meta.json").read_text())["caffe_error"]
+    with pytest.raises(ReplicateError, match=ours):
+        CompiledNet(read_net_text(case_dir / "net.prototxt"), caffe_pb2.TRAIN)
