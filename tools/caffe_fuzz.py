@@ -1,0 +1,234 @@
+"""Random nets run by real Caffe and by our engine, compared: the measurement docs/fidelity.md
+quotes (1,000 nets: seeds 0-299 without the later layer kinds, 1000-1699 with them).
+
+Each net (TRAIN) has 5-11 random layers over a 3x4 input and 3 labels of 5 classes: InnerProduct
+(some frozen, with propagate_down: false or a loss_weight), ReLU and TanH (some in place),
+Sigmoid, Eltwise (some with propagate_down flags and coefficients), Concat, an explicit Split,
+Silence, Accuracy and SoftmaxWithLoss (some weighted, some with propagate_down: false); a quarter
+have force_backward (those without an Accuracy, whose forced Backward aborts in Caffe).
+
+  # with pycaffe (see tools/caffe_readers.py for the build), one process per net, so that a net
+  # Caffe refuses aborts only its own: writes <out>/fuzzNNNN in the golden layer-case format
+  GLOG_minloglevel=2 PYTHONPATH=<caffe>/python /usr/bin/python3 tools/caffe_fuzz.py gen OUT 0 300 --simple
+  GLOG_minloglevel=2 PYTHONPATH=<caffe>/python /usr/bin/python3 tools/caffe_fuzz.py gen OUT 1000 700
+  # with this project's venv: each net refused by both, run by both and equal, or where they part
+  .venv/bin/python tools/caffe_fuzz.py check OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+SIMPLE = ["ip", "ip", "ip", "relu", "relu_inplace", "sum", "concat", "silence", "loss", "acc", "loss"]
+MORE = ["split", "sigmoid", "tanh_inplace", "sum_pd", "loss_pd"]
+IP = ('inner_product_param {{ num_output: {k} weight_filler {{ type: "gaussian" std: 0.5 }} '
+      'bias_filler {{ type: "gaussian" std: 0.5 }} }}')
+
+
+def net_text(rng: random.Random, kinds: list[str]) -> str:
+    layers = ['layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 3 dim: 4 } } }',
+              'layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 3 } } }']
+    width = {"data": 4}  # the 2-D blobs so far and their widths
+    losses = 0
+    for i in range(rng.randint(5, 11)):
+        kind, name = rng.choice(kinds), f"l{i}"
+        src = rng.choice(sorted(width))
+        same = [b for b in sorted(width) if width[b] == width[src]]
+        fives = [b for b in sorted(width) if width[b] == 5]
+        if kind == "ip":
+            k, extra = rng.choice([3, 4, 5, 5]), ""
+            if rng.random() < 0.2:
+                extra += "param { lr_mult: 0 } param { lr_mult: 0 } "
+            if rng.random() < 0.15:
+                extra += "propagate_down: false "
+            if rng.random() < 0.15:
+                extra += f"loss_weight: {rng.choice([0.5, 0.2])} "
+            layers.append(f'layer {{ name: "{name}" type: "InnerProduct" bottom: "{src}" top: "{name}" {extra}'
+                          + IP.format(k=k) + " }")
+            width[name] = k
+        elif kind in ("relu", "sigmoid"):
+            layers.append(f'layer {{ name: "{name}" type: "{kind.title() if kind == "sigmoid" else "ReLU"}" '
+                          f'bottom: "{src}" top: "{name}" }}')
+            width[name] = width[src]
+        elif kind in ("relu_inplace", "tanh_inplace") and src != "data":
+            layers.append(f'layer {{ name: "{name}" type: "{"ReLU" if kind == "relu_inplace" else "TanH"}" '
+                          f'bottom: "{src}" top: "{src}" }}')
+        elif kind == "sum":
+            layers.append(f'layer {{ name: "{name}" type: "Eltwise" bottom: "{src}" bottom: "{rng.choice(same)}" '
+                          f'top: "{name}" }}')
+            width[name] = width[src]
+        elif kind == "sum_pd":
+            down = rng.choice(["true", "false"]), rng.choice(["true", "false"])
+            layers.append(f'layer {{ name: "{name}" type: "Eltwise" bottom: "{src}" bottom: "{rng.choice(same)}" '
+                          f'top: "{name}" propagate_down: {down[0]} propagate_down: {down[1]} '
+                          'eltwise_param { coeff: 0.5 coeff: -2 } }')
+            width[name] = width[src]
+        elif kind == "concat":
+            other = rng.choice(sorted(width))
+            layers.append(f'layer {{ name: "{name}" type: "Concat" bottom: "{src}" bottom: "{other}" top: "{name}" }}')
+            width[name] = width[src] + width[other]
+        elif kind == "split":
+            layers.append(f'layer {{ name: "{name}" type: "Split" bottom: "{src}" top: "{name}a" top: "{name}b" }}')
+            width[name + "a"] = width[name + "b"] = width[src]
+        elif kind == "silence":
+            layers.append(f'layer {{ name: "{name}" type: "Silence" bottom: "{src}" }}')
+        elif kind in ("loss", "loss_pd", "acc") and fives:
+            scores = rng.choice(fives)
+            if kind == "acc":
+                layers.append(f'layer {{ name: "{name}" type: "Accuracy" bottom: "{scores}" bottom: "label" '
+                              f'top: "{name}" }}')
+                continue
+            extra = (rng.choice(["", "", "loss_weight: 0.5 ", "loss_weight: 2 "]) if kind == "loss"
+                     else "propagate_down: false propagate_down: false ")
+            layers.append(f'layer {{ name: "{name}" type: "SoftmaxWithLoss" bottom: "{scores}" bottom: "label" '
+                          f'top: "{name}" {extra}}}')
+            losses += 1
+    if not losses:
+        layers.append(f'layer {{ name: "fin" type: "InnerProduct" bottom: "{rng.choice(sorted(width))}" top: "fin" '
+                      'inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.5 } } }')
+        layers.append('layer { name: "finloss" type: "SoftmaxWithLoss" bottom: "fin" bottom: "label" top: "finloss" }')
+    return "\n".join(layers) + "\n"
+
+
+def run_one(out: Path, seed: int, simple: bool) -> None:
+    """One net through Caffe: forward, top diffs on its outputs that are no loss, backward."""
+    import caffe
+    import numpy as np
+
+    caffe.set_mode_cpu()
+    rng = random.Random(seed)
+    force = not simple and rng.random() < 0.25
+    text = net_text(rng, SIMPLE if simple else SIMPLE + MORE)
+    if force and "Accuracy" not in text:
+        text = "force_backward: true\n" + text
+    case = out / f"fuzz{seed:04d}"
+    shutil.rmtree(case, ignore_errors=True)
+    case.mkdir(parents=True)
+    (case / "net.prototxt").write_text(f'name: "fuzz{seed:04d}"\n' + text)
+    caffe.set_random_seed(1000 + seed)
+    net = caffe.Net(str(case / "net.prototxt"), caffe.TRAIN)  # a net Caffe refuses aborts here
+    values = np.random.RandomState(seed)
+    arrays = {}
+    for blob in ("data", "label"):
+        shape = net.blobs[blob].data.shape
+        value = values.randint(0, 5, size=shape) if blob == "label" else values.standard_normal(shape)
+        net.blobs[blob].data[...] = arrays[f"in/{blob}"] = value.astype(np.float32)
+    for layer, params in net.params.items():
+        for i, p in enumerate(params):
+            arrays[f"param/{layer}/{i}"] = p.data.copy()
+    if net.params:
+        net.save(str(case / "weights.caffemodel"))
+    net.forward()
+    for blob in net.outputs:
+        arrays[f"out/{blob}"] = net.blobs[blob].data.copy()
+    for blob in net.outputs:
+        if net.blob_loss_weights[blob] == 0:
+            diff = values.standard_normal(net.blobs[blob].data.shape).astype(np.float32)
+            net.blobs[blob].diff[...] = arrays[f"topdiff/{blob}"] = diff
+    net.backward()
+    arrays["diff/data"] = net.blobs["data"].diff.copy()
+    for layer, params in net.params.items():
+        for i, p in enumerate(params):
+            arrays[f"pdiff/{layer}/{i}"] = p.diff.copy()
+    np.savez_compressed(case / "arrays.npz", **arrays)
+    (case / "meta.json").write_text(json.dumps({"phase": "TRAIN", "outputs": list(net.outputs), "seed": seed}))
+
+
+def gen(out: Path, first: int, count: int, simple: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    refused = []
+    for seed in range(first, first + count):
+        done = subprocess.run([sys.executable, __file__, "one", str(out), str(seed)] + (["--simple"] if simple else []),
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            fatal = [line.split("] ", 1)[-1] for line in done.stderr.splitlines() if line.startswith("F")]
+            refused.append({"seed": seed, "caffe_error": fatal[0] if fatal else done.stderr[-300:]})
+    previous = json.loads((out / "refused.json").read_text()) if (out / "refused.json").exists() else []
+    (out / "refused.json").write_text(json.dumps(previous + refused, indent=1))
+    print(f"{count} nets, Caffe refused {len(refused)}")
+
+
+def check(out: Path) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import torch
+    from golden_checks import layers
+
+    from replicate.errors import ReplicateError
+    from replicate.io.prototxt import read_net_text
+    from replicate.net.compile import CompiledNet
+    from replicate.proto import caffe_pb2
+
+    torch.set_num_threads(1)
+    refused = {r["seed"] for r in json.loads((out / "refused.json").read_text())}
+    tally: Counter[str] = Counter()
+    for case in sorted(out.glob("fuzz*")):
+        try:
+            net = CompiledNet(read_net_text(case / "net.prototxt"), caffe_pb2.TRAIN)
+            net.check_trainable()
+            ours = None
+        except ReplicateError as err:
+            ours = str(err)
+        if int(case.name[4:]) in refused:
+            tally["refused by both" if ours else "REFUSED BY CAFFE, RUN BY US"] += 1
+            continue
+        if ours:
+            tally[f"run by Caffe, refused by us: {_refused_why(case, layers)}"] += 1
+            continue
+        try:
+            layers.check(case)
+            tally["run by both, equal"] += 1
+        except AssertionError as err:
+            tally["RUN BY BOTH, NOT EQUAL"] += 1
+            print(case.name, str(err).splitlines()[0])
+    print(dict(tally))
+    return 1 if any(key.isupper() for key in tally) else 0
+
+
+def _refused_why(case: Path, layers) -> str:
+    """Whether Caffe computed a net we refuse otherwise than the net says (what our engine
+    computes with its in-place checks off), or the same (refused for safety)."""
+    from replicate.net.compile import CompiledNet
+
+    checks = CompiledNet._check_in_place_on_shared_data, CompiledNet._check_in_place_chains
+    CompiledNet._check_in_place_on_shared_data = CompiledNet._check_in_place_chains = lambda self: None
+    try:
+        layers.check(case)
+        return "Caffe computed the same"
+    except AssertionError:
+        return "Caffe computed otherwise"
+    except Exception as err:  # refused for another reason
+        return type(err).__name__
+    finally:
+        CompiledNet._check_in_place_on_shared_data, CompiledNet._check_in_place_chains = checks
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name in ("gen", "one"):
+        p = sub.add_parser(name)
+        p.add_argument("out", type=Path)
+        p.add_argument("first", type=int)
+        if name == "gen":
+            p.add_argument("count", type=int)
+        p.add_argument("--simple", action="store_true", help="the first layer kinds only (seeds 0-299 of the docs)")
+    sub.add_parser("check").add_argument("out", type=Path)
+    args = ap.parse_args()
+    if args.command == "gen":
+        gen(args.out, args.first, args.count, args.simple)
+    elif args.command == "one":
+        run_one(args.out, args.first, args.simple)
+    else:
+        return check(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
