@@ -30,6 +30,10 @@ REFUSALS = {
 }
 
 
+#: Nothing of the engine computes here (a refusal, and Caffe's numbers checked by hand): the
+#: GPU tier skips these cases.
+DEVICE_FREE = True
+
 def handles(case_name: str) -> bool:
     return case_name.startswith("memory_")
 
