@@ -194,10 +194,10 @@ def check(out: Path) -> int:
 def _refused_why(case: Path, layers) -> str:
     """Whether Caffe computed a net we refuse otherwise than the net says (what our engine
     computes with its in-place checks off), or the same (refused for safety)."""
-    from replicate.net.compile import CompiledNet
+    from replicate.net import wiring
 
-    checks = CompiledNet._check_in_place_on_shared_data, CompiledNet._check_in_place_chains
-    CompiledNet._check_in_place_on_shared_data = CompiledNet._check_in_place_chains = lambda self: None
+    checks = wiring.check_in_place_on_shared_data, wiring.check_in_place_chains
+    wiring.check_in_place_on_shared_data = wiring.check_in_place_chains = lambda net: None
     try:
         layers.check(case)
         return "Caffe computed the same"
@@ -206,7 +206,7 @@ def _refused_why(case: Path, layers) -> str:
     except Exception as err:  # refused for another reason
         return type(err).__name__
     finally:
-        CompiledNet._check_in_place_on_shared_data, CompiledNet._check_in_place_chains = checks
+        wiring.check_in_place_on_shared_data, wiring.check_in_place_chains = checks
 
 
 def main() -> int:

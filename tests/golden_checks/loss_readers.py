@@ -1,4 +1,4 @@
-"""Nets in which another layer reads a loss layer's top (tools/caffe_loss_readers.py): real Caffe
+"""Nets in which another layer reads a loss layer's top (tools/caffe_readers.py): real Caffe
 computes another loss than the net's weighted sum there, so our engine refuses them, and these
 checks prove from Caffe's own numbers what it does instead.
 
