@@ -11,14 +11,25 @@ sharing would make it compute another net.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
+from replicate.layers.base import Layer
 from replicate.net.need_backward import BackwardPlan, backward_plan
 from replicate.net.splits import SplitNet
 from replicate.proto import caffe_pb2
 
-if TYPE_CHECKING:
-    from replicate.net.compile import CompiledNet
+
+class Wired(Protocol):
+    """What these rules read of a net being compiled (a CompiledNet): its layers in order, their
+    tops and loss weights, force_backward, and (once made) the backward plan."""
+
+    layer_params: list[caffe_pb2.LayerParameter]
+    layers: Sequence[Layer]
+    top_names: list[list[str]]
+    loss_weights: list[list[float]]
+    force_backward: bool
+    backward_plan: BackwardPlan
 
 #: Layer types whose tops are their bottom's data in Caffe (Blob::ShareData).
 SHARES_DATA = frozenset({"Split", "Flatten"})
@@ -29,7 +40,7 @@ READS_OUTPUT_IN_BACKWARD = frozenset({"Sigmoid", "TanH", "Softmax", "LRN"})
 KEEPS_RELU_SIGN = frozenset({"ReLU", "TanH", "Dropout"})
 
 
-def check_in_place_after_split(net: CompiledNet, split: SplitNet) -> None:
+def check_in_place_after_split(net: Wired, split: SplitNet) -> None:
     """Caffe's Net::AppendTop on the split net: a layer computing in place on a blob that other
     layers read too reads its own Split top instead, so its top is a second blob of that name,
     and Caffe aborts ("Top blob 'X' produced by multiple sources").  Here it would run, its
@@ -47,7 +58,7 @@ def check_in_place_after_split(net: CompiledNet, split: SplitNet) -> None:
             produced.add(top)
 
 
-def _memory(net: CompiledNet) -> tuple[list[int | None], list[set[str]], dict[int, int]]:
+def _memory(net: Wired) -> tuple[list[int | None], list[set[str]], dict[int, int]]:
     """Caffe's blob memory: per layer, the memory its top 0 writes when computed in place (None
     otherwise) and the blob names bound to that memory then; and the layer that made each
     memory.  Split and Flatten tops share their bottom's data (Blob::ShareData); an in-place
@@ -71,7 +82,7 @@ def _memory(net: CompiledNet) -> tuple[list[int | None], list[set[str]], dict[in
     return writes, bound, made_by
 
 
-def check_in_place_on_shared_data(net: CompiledNet) -> None:
+def check_in_place_on_shared_data(net: Wired) -> None:
     """Stop where Caffe computes in place on data another blob shares by then: an explicit
     Split's or a Flatten's tops are their bottom's memory, so a layer computing in place on
     one of them changes the others in Caffe, for their readers and for the backward of the
@@ -86,7 +97,7 @@ def check_in_place_on_shared_data(net: CompiledNet) -> None:
                 "too; give its top another name")
 
 
-def check_in_place_chains(net: CompiledNet) -> None:
+def check_in_place_chains(net: Wired) -> None:
     """Stop where Caffe's backward of a layer reads its output after a later layer, computing in
     place on the same data, has overwritten it: Sigmoid, TanH,
     Softmax, LRN and Eltwise PROD read their own output (which a later plain ReLU only zeroes,
@@ -113,7 +124,7 @@ def check_in_place_chains(net: CompiledNet) -> None:
         chain.setdefault(m, []).append(i)
 
 
-def _split_weights(net: CompiledNet, split: SplitNet) -> list[list[float]]:
+def _split_weights(net: Wired, split: SplitNet) -> list[list[float]]:
     """Each layer of the split net's loss weight per top, as Caffe's layers hold them: a Split's
     first top takes the weight split off its bottom, whose layer keeps none (a loss layer then
     has 1 again: refused, _check_weighted_loss_readers)."""
@@ -128,7 +139,7 @@ def _split_weights(net: CompiledNet, split: SplitNet) -> list[list[float]]:
     return weights
 
 
-def split_loss_weights(net: CompiledNet, split: SplitNet) -> dict[str, float]:
+def split_loss_weights(net: Wired, split: SplitNet) -> dict[str, float]:
     tops = [list(lp.top) if i is None else net.top_names[i] for lp, i in zip(split.layers, split.origin)]
     return {t: w for names, ws in zip(tops, _split_weights(net, split)) for t, w in zip(names, ws) if w}
 
@@ -145,7 +156,7 @@ def split_outputs(split: SplitNet) -> dict[str, str]:
     return {name: source.get(name, name) for name in sorted(available)}
 
 
-def split_backward_plan(net: CompiledNet, split: SplitNet, lr_mults: list[list[float]],
+def split_backward_plan(net: Wired, split: SplitNet, lr_mults: list[list[float]],
                         allow: list[list[bool]]) -> BackwardPlan:
     """Caffe's backward plan, made as Caffe makes it: on the net InsertSplits gives, where each
     reader of a blob read by several has a Split top of its own, then read back for our layers.
@@ -167,7 +178,7 @@ def split_backward_plan(net: CompiledNet, split: SplitNet, lr_mults: list[list[f
     return BackwardPlan([plan.layer_needs[c] for c in at], bottom_needs, gets_diff)
 
 
-def _loss_readers(net: CompiledNet) -> list[tuple[int, int, int, int]]:
+def _loss_readers(net: Wired) -> list[tuple[int, int, int, int]]:
     """(loss layer, its top, reader, the reader's bottom) for every layer that reads a loss
     top of a Caffe LossLayer (a layer type with a default loss weight)."""
     producer: dict[str, tuple[int, int]] = {}
@@ -182,7 +193,7 @@ def _loss_readers(net: CompiledNet) -> list[tuple[int, int, int, int]]:
     return found
 
 
-def _refuse_loss_reader(net: CompiledNet, p: int, t: int, i: int, what: str) -> None:
+def _refuse_loss_reader(net: Wired, p: int, t: int, i: int, what: str) -> None:
     loss, reader = net.layer_params[p], net.layer_params[i]
     raise net.layers[p].error(
         f"its loss top '{loss.top[t]}' is read by layer '{reader.name}' ({reader.type}), and {what} "
@@ -190,7 +201,7 @@ def _refuse_loss_reader(net: CompiledNet, p: int, t: int, i: int, what: str) -> 
     )
 
 
-def check_weighted_loss_readers(net: CompiledNet) -> None:
+def check_weighted_loss_readers(net: Wired) -> None:
     """Stop where Caffe's net computes another loss than the net's: a loss layer with a
     loss_weight whose top another layer reads.  Caffe's InsertSplits moves that weight to a
     Split and clears the layer's own, which LossLayer::LayerSetUp sets to 1 again: Caffe's
@@ -203,7 +214,7 @@ def check_weighted_loss_readers(net: CompiledNet) -> None:
                                 "test losses count it (1 + w) times, later 2w times")
 
 
-def check_loss_reader_gradients(net: CompiledNet) -> None:
+def check_loss_reader_gradients(net: Wired) -> None:
     """Stop where Caffe trains a loss layer whose top another layer reads with that layer's
     gradient in place of its own loss weight (tests/golden/caffe/loss_reader_default)."""
     for p, t, i, j in _loss_readers(net):
