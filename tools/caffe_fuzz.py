@@ -101,6 +101,7 @@ def run_one(out: Path, seed: int, simple: bool) -> None:
     """One net through Caffe: forward, top diffs on its outputs that are no loss, backward."""
     import caffe
     import numpy as np
+    from caffe_goldens import forward_and_record  # this folder, on sys.path as the script's own
 
     caffe.set_mode_cpu()
     rng = random.Random(seed)
@@ -120,15 +121,7 @@ def run_one(out: Path, seed: int, simple: bool) -> None:
         shape = net.blobs[blob].data.shape
         value = values.randint(0, 5, size=shape) if blob == "label" else values.standard_normal(shape)
         net.blobs[blob].data[...] = arrays[f"in/{blob}"] = value.astype(np.float32)
-    for layer, params in net.params.items():
-        for i, p in enumerate(params):
-            arrays[f"param/{layer}/{i}"] = p.data.copy()
-    if net.params:
-        net.save(str(case / "weights.caffemodel"))
-    net.forward()
-    for blob in net.outputs:
-        arrays[f"out/{blob}"] = net.blobs[blob].data.copy()
-    for blob in net.outputs:
+    for blob in forward_and_record(net, arrays, case):
         if net.blob_loss_weights[blob] == 0:
             diff = values.standard_normal(net.blobs[blob].data.shape).astype(np.float32)
             net.blobs[blob].diff[...] = arrays[f"topdiff/{blob}"] = diff

@@ -100,14 +100,24 @@ CASES = {
 }
 
 
-def write_case(name: str, out_dir: Path) -> None:
-    parts, note = CASES[name]
-    seed = BASE_SEED + zlib.crc32(name.encode()) % 1_000_000
+def _start(name: str, out_dir: Path, net_text: str) -> int:
+    """A fresh `out_dir` holding the case's net.prototxt; returns the case's seed."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    net_text = SPLIT_NET if name.startswith("solver_") else NET.format(**parts)
     (out_dir / "net.prototxt").write_text(f'name: "{name}"\n' + net_text)
+    return BASE_SEED + zlib.crc32(name.encode()) % 1_000_000
+
+
+def _blobs(net: caffe.Net, group: str, diff: bool = False) -> dict[str, np.ndarray]:
+    """Every parameter blob of `net` (its diff where `diff`) as `<group>/<layer>/<i>`."""
+    return {f"{group}/{layer}/{i}": (p.diff if diff else p.data).copy()
+            for layer, params in net.params.items() for i, p in enumerate(params)}
+
+
+def write_case(name: str, out_dir: Path) -> None:
+    parts, note = CASES[name]
+    seed = _start(name, out_dir, SPLIT_NET if name.startswith("solver_") else NET.format(**parts))
     (out_dir / "solver.prototxt").write_text(SOLVER.format(iters=ITERS))
     caffe.set_random_seed(seed)
     here = Path.cwd()
@@ -118,10 +128,7 @@ def write_case(name: str, out_dir: Path) -> None:
         os.chdir(here)
     net = solver.net
     weights = {blob: float(w) for blob, w in net.blob_loss_weights.items() if w}
-    arrays: dict[str, np.ndarray] = {}
-    for layer, params in net.params.items():
-        for i, p in enumerate(params):
-            arrays[f"param/{layer}/{i}"] = p.data.copy()
+    arrays = _blobs(net, "param")
     rng = np.random.RandomState(seed)
     for k in range(1, ITERS + 1):
         data = rng.standard_normal(net.blobs["data"].data.shape).astype(np.float32)
@@ -138,9 +145,7 @@ def write_case(name: str, out_dir: Path) -> None:
         else:
             arrays[f"loss{k}"] = np.array(net.blobs["loss"].data, dtype=np.float32).reshape(())
             arrays[f"logged{k}"] = logged
-        for layer, params in net.params.items():
-            for i, p in enumerate(params):
-                arrays[f"step{k}/{layer}/{i}"] = p.data.copy()
+        arrays.update(_blobs(net, f"step{k}"))
     np.savez_compressed(out_dir / "arrays.npz", **arrays)
     meta = {
         "iters": ITERS, "caffe": CAFFE, "seed": seed, "blob_loss_weights": weights, "outputs": list(net.outputs),
@@ -197,11 +202,7 @@ REFUSED_CASES = {
 
 def write_memory_case(name: str, out_dir: Path) -> None:
     text, note = MEMORY_CASES[name]
-    seed = BASE_SEED + zlib.crc32(name.encode()) % 1_000_000
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    (out_dir / "net.prototxt").write_text(f'name: "{name}"\n' + text)
+    seed = _start(name, out_dir, text)
     caffe.set_random_seed(seed)
     net = caffe.Net(str(out_dir / "net.prototxt"), caffe.TRAIN)
     rng = np.random.RandomState(seed)
@@ -211,16 +212,12 @@ def write_memory_case(name: str, out_dir: Path) -> None:
     }
     for blob in ("data", "label"):
         net.blobs[blob].data[...] = arrays[f"in/{blob}"]
-    for layer, params in net.params.items():
-        for i, p in enumerate(params):
-            arrays[f"param/{layer}/{i}"] = p.data.copy()
+    arrays.update(_blobs(net, "param"))
     net.forward()
     for blob in net.outputs:
         arrays[f"out/{blob}"] = net.blobs[blob].data.copy()
     net.backward()
-    for layer, params in net.params.items():
-        for i, p in enumerate(params):
-            arrays[f"pdiff/{layer}/{i}"] = p.diff.copy()
+    arrays.update(_blobs(net, "pdiff", diff=True))
     np.savez_compressed(out_dir / "arrays.npz", **arrays)
     meta = {"phase": "TRAIN", "caffe": CAFFE, "seed": seed, "outputs": list(net.outputs), "note": note}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -229,10 +226,7 @@ def write_memory_case(name: str, out_dir: Path) -> None:
 def write_refused_case(name: str, out_dir: Path) -> None:
     """Caffe's Net::Init in a process of its own, whose abort is the expected end."""
     text, note = REFUSED_CASES[name]
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    (out_dir / "net.prototxt").write_text(f'name: "{name}"\n' + text)
+    _start(name, out_dir, text)
     program = f"import caffe; caffe.set_mode_cpu(); caffe.Net({str(out_dir / 'net.prototxt')!r}, caffe.TRAIN)"
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                           env={**os.environ, "GLOG_minloglevel": "0"})
