@@ -2,10 +2,10 @@
 or a bottom and a loss, Caffe's Net::Init puts a Split layer after its producer, and every
 .caffemodel Caffe writes (Net::ToProto) holds those Split layers with Caffe's names.
 
-The engine computes with none (autograd sums a blob's gradients over its readers), but two things
-are decided on the split net as Caffe decides them: which layers run backward (Net::Init's walk
+The engine computes with none (autograd sums a blob's gradients over its readers), but what Caffe
+decides on the split net is decided on it here too: which layers run backward (Net::Init's walk
 from the losses sees each reader's own Split top, so a reader that sends no gradient cuts only its
-own) and what a snapshot's layers are.
+own), the net outputs and loss weights (replicate.net.wiring), and a snapshot's layers.
 """
 
 from __future__ import annotations
