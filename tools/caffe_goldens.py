@@ -256,6 +256,21 @@ CASES: dict[str, Case] = {
         "as pool_max_floor with AVE: Caffe's divisor counts the padding inside the padded input "
         "(windows clipped at height + pad), so border windows divide by more than their real pixels",
     ),
+    "pool_empty_window": Case(
+        _input("data", 2, 3, 5, 9)
+        + _layer("max", "Pooling", ("data",), "out_max", "pooling_param { pool: MAX kernel_size: 1 stride: 3 }")
+        + _layer("ave", "Pooling", ("data",), "out_ave", "pooling_param { pool: AVE kernel_size: 1 stride: 3 }")
+        + _layer("max_rect", "Pooling", ("data",), "out_max_rect",
+                 "pooling_param { pool: MAX kernel_h: 2 kernel_w: 1 stride_h: 4 stride_w: 3 }"),
+        "no padding and a stride wider than the kernel: ceil rounding keeps last windows that start "
+        "past the image (k1 s3 on 5x9 gives 3x4: row 2 and column 3 hold no pixel; k2x1 s4x3 gives "
+        "2x4, column 3 empty and row 1 cut to one row): Caffe's MAX leaves -FLT_MAX there; its AVE "
+        "divides 0 by its window size clipped to the image, (5 - 6) x 1 = -1 in row 2 (-0) and "
+        "0 in column 3 (NaN).  Forward only in both roots: Caffe's CPU MAX backward sends an empty "
+        "window's gradient through the mask -1, to the pixel before the channel (outside the blob "
+        "for the first)",
+        forward_only=True,
+    ),
     "multinomial_logistic_loss": Case(
         _input("prob", 4, 5)
         + _input("label", 4)

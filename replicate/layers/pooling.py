@@ -7,8 +7,15 @@ MAX ignores padding.  PyTorch's pooling with `ceil_mode` and `count_include_pad`
 rules (the same output size, the same clipped AVE divisor), so where its output size equals
 Caffe's and it accepts the padding (at most half the kernel) the layer calls it directly: one
 kernel, no padded copy.  Elsewhere (wider padding, or a window Caffe keeps beyond an unpadded
-image) the input is padded explicitly, with -inf for MAX and 0 for AVE, only as far as Caffe's
-windows reach, then pooled without implicit padding and divided by Caffe's divisor.
+image) the input is padded explicitly, with the dtype's lowest value for MAX and 0 for AVE, only
+as far as Caffe's windows reach, then pooled without implicit padding and divided by Caffe's
+divisor.
+
+Without padding, ceil rounding can keep a last window that starts past the image and holds no
+pixel (a stride wider than the kernel).  Caffe's MAX starts every window at -FLT_MAX, so there
+it outputs -FLT_MAX, as the lowest-value padding does here; its AVE divides 0 by 0 (NaN), as the
+divisor 0 does here (golden case `pool_empty_window`).  Such a window sends no gradient, as in
+Caffe's GPU backward; its CPU backward adds it to the pixel before the channel (a mask of -1).
 """
 
 from __future__ import annotations
@@ -122,7 +129,7 @@ class Pooling(Layer):
         """Caffe's pooling through explicit padding: any geometry Caffe accepts."""
         (ph, pw), (fh, fw) = self.pad, self.far_pad
         if ph or pw or fh or fw:
-            fill = float("-inf") if self.method == _P.MAX else 0.0
+            fill = torch.finfo(x.dtype).min if self.method == _P.MAX else 0.0
             x = F.pad(x, (pw, fw, ph, fh), value=fill)
         if self.method == _P.MAX:
             y = F.max_pool2d(x, self.kernel, self.stride)

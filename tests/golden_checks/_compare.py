@@ -16,15 +16,29 @@ FORWARD_RTOL = 1e-5
 GRADIENT_RTOL = 1e-4
 
 
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
 def _errors(actual: torch.Tensor | np.ndarray, expected: np.ndarray, what: str) -> tuple[float, float]:
-    """(max |actual - expected|, max |expected|) in float64, shapes checked."""
+    """(max |actual - expected|, max |expected|) in float64, shapes checked.
+
+    Where Caffe's value is NaN, infinite or ±FLT_MAX (the start value of its MAX pooling, left in
+    a window with no pixel) ours must be the same, exactly; the other values set the scale."""
     if isinstance(actual, torch.Tensor):
         actual = actual.detach().cpu().double().numpy()
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
+    special = ~np.isfinite(expected) | (np.abs(expected) == FLT_MAX)
+    same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
+    assert same[special].all(), (
+        f"{what}: {int((~same[special]).sum())} of Caffe's {int(special.sum())} NaN, infinite or FLT_MAX values differ, "
+        f"first {actual[special & ~same][0]!r} for {expected[special & ~same][0]!r}")
+    actual, expected = actual[~special], expected[~special]
     scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
-    return float(np.abs(actual - expected).max(initial=0.0)), scale
+    with np.errstate(invalid="ignore"):  # a NaN or inf of ours where Caffe's is finite: the error is NaN or inf
+        err = np.abs(actual - expected)
+    return float(np.nan_to_num(err, nan=np.inf).max(initial=0.0)), scale
 
 
 def assert_close(actual: torch.Tensor | np.ndarray, expected: np.ndarray, rtol: float, what: str) -> None:
