@@ -218,6 +218,35 @@ def test_engine_max_pooling_ties_send_gradient_to_first_in_window(channels_last:
     assert x.grad.tolist() == [[[[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]]]]
 
 
+@pytest.mark.parametrize("channels, size, stride, pad, bias", [
+    (3, (6, 8), "stride: 2", 0, "false"),     # geometries where PyTorch's own computes wrong
+    (2, (12, 12), "stride: 3", 0, "false"),
+    (4, (16, 12), "stride: 4", 0, "false"),
+    (3, (7, 9), "stride_h: 2 stride_w: 3", 1, "true"),
+])
+def test_engine_strided_1x1_convolution_on_the_cpu_gives_the_true_gradients(channels, size, stride, pad, bias) -> None:
+    """A 1x1 convolution with a stride and no bias, on a channels-last CPU input of few channels:
+    PyTorch's own (oneDNN, torch 2.11-2.14) gets the weight gradient wrong with two threads and
+    corrupts the heap with one; the layer reads every s-th pixel and convolves with stride 1."""
+    shape = (3, channels, *size)
+    layer = _layer(f'name: "c" type: "Convolution" convolution_param {{ num_output: 8 kernel_size: 1 {stride} '
+                   f'pad: {pad} bias_term: {bias} {GAUSS} }}', TRAIN, [shape])
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # where PyTorch's own path computes a wrong gradient rather than crashing
+    try:
+        y = layer(x)[0]
+        grads = torch.autograd.grad(y.square().sum(), [x, *layer.blobs])
+    finally:
+        torch.set_num_threads(threads)
+    x64 = x.detach().double().requires_grad_(True)
+    blobs64 = [b.detach().double().requires_grad_(True) for b in layer.blobs]
+    y64 = torch.nn.functional.conv2d(x64, blobs64[0], blobs64[1] if len(blobs64) > 1 else None, layer.stride, layer.pad)
+    torch.testing.assert_close(y.double(), y64, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, torch.autograd.grad(y64.square().sum(), [x64, *blobs64]), strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+
+
 def test_engine_eltwise_max_ties_follow_caffe() -> None:
     """Caffe: bottom 1 wins a tie with bottom 0 (a > b ? a : b); later bottoms need strictly more."""
     layer = _layer('name: "m" type: "Eltwise" eltwise_param { operation: MAX }', TEST, [(2,), (2,), (2,)])

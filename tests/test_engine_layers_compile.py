@@ -21,6 +21,8 @@ GAUSS = 'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussi
 CASES = {
     "conv_group": (f"type: 'Convolution' convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 group: 2 {GAUSS} }}",
                    [(2, 4, 6, 6)], None),
+    "conv_1x1_strided": ("type: 'Convolution' convolution_param { num_output: 4 kernel_size: 1 stride: 2 pad: 1 "
+                         "bias_term: false weight_filler { type: 'gaussian' std: 0.5 } }", [(2, 3, 6, 8)], None),
     "relu": ("type: 'ReLU'", [(2, 3, 4, 4)], None),
     "pool_max_ceil": ("type: 'Pooling' pooling_param { pool: MAX kernel_size: 3 stride: 2 }", [(2, 3, 6, 6)], None),
     "pool_ave_pad": ("type: 'Pooling' pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }", [(2, 3, 8, 8)], None),

@@ -9,6 +9,12 @@ convolution of few input channels, CaffeNet's conv1 (3 channels, 11x11, stride 4
 convolution over s x s blocks of pixels (`space_to_depth_conv`): the same products, summed in
 another order (float32 rounding apart, the same outputs), with 48 input channels where tensor
 cores want more than 3.  Whether that is faster is a GPU's to say (bench --space-to-depth).
+
+On the CPU a 1x1 convolution with a stride reads every s-th pixel first and convolves those with
+stride 1 (`pointwise_strided_conv`): the same products.  PyTorch's own strided 1x1 convolution
+on a channels-last input of 2-4 channels (oneDNN 3.10 in torch 2.11, 3.12 in 2.13 and 2.14)
+returns a wrong weight gradient, or corrupts the heap with one thread, where the stride divides
+the image (tests/test_engine_layers.py).
 """
 
 from __future__ import annotations
@@ -51,6 +57,16 @@ def space_to_depth_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     weight = F.pad(weight, (0, bw * stride - kw, 0, bh * stride - kh))
     weight = weight.reshape(o, c, bh, stride, bw, stride).permute(0, 1, 3, 5, 2, 4).reshape(o, c * stride**2, bh, bw)
     return F.conv2d(x, weight, bias)
+
+
+def pointwise_strided_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                           stride: tuple[int, int], pad: tuple[int, int], group: int) -> torch.Tensor:
+    """F.conv2d of a 1x1 `weight` with `stride` and `pad`, as a stride-1 one over the pixels its
+    windows read: output (i, j) is the padded pixel (s i, s j), so (h + 2 p - 1) // s + 1 rows
+    as Caffe counts them (dilation cannot move a 1x1 window)."""
+    if any(pad):
+        x = F.pad(x, (pad[1], pad[1], pad[0], pad[0]))
+    return F.conv2d(x[:, :, :: stride[0], :: stride[1]], weight, bias, groups=group)
 
 
 def spatial_values(
@@ -164,6 +180,8 @@ class Convolution(Layer):
             # oneDNN convolves channels-last blobs without reordering, and the ReLU, pooling and
             # LRN that follow keep the format (max pooling is ~10x faster in it on CPU).
             x = x.contiguous(memory_format=torch.channels_last)
+            if self.kernel == (1, 1) and self.stride != (1, 1) and not self.space_to_depth:
+                return (pointwise_strided_conv(x, self.blobs[0], bias, self.stride, self.pad, self.group),)
         if self.space_to_depth:
             return (space_to_depth_conv(x, self.blobs[0], bias, self.stride[0], self.pad),)
         return (
