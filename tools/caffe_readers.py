@@ -162,6 +162,14 @@ _INPUTS = (
 )
 _IP = 'inner_product_param {{ num_output: {n} weight_filler {{ type: "gaussian" std: 0.5 }} ' \
       'bias_filler {{ type: "gaussian" std: 0.5 }} }}'
+#: The rest of the memory_ignored_propagate_down nets: g and h, each through an InnerProduct, summed
+#: into the loss's scores.
+_TWO_PATHS = (
+    'layer { name: "ip2" type: "InnerProduct" bottom: "g" top: "a" ' + _IP.format(n=5) + " }\n"
+    'layer { name: "ip3" type: "InnerProduct" bottom: "h" top: "b" ' + _IP.format(n=5) + " }\n"
+    'layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "e" }\n'
+    'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "e" bottom: "label" top: "loss" }\n'
+)
 #: Nets Caffe runs with data that several blobs share, one forward and backward each (TRAIN,
 #: tests/golden_checks/memory.py): `in/*`, `param/*`, `out/*`, `pdiff/*`.
 MEMORY_CASES = {
@@ -183,6 +191,26 @@ MEMORY_CASES = {
         + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }\n',
         "the Sigmoid's backward reads its output g, which the TanH computed in place on it has "
         "overwritten by then, so ip1's gradient is not the net's",
+    ),
+    "memory_ignored_propagate_down": (
+        _INPUTS
+        + 'layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "h" ' + _IP.format(n=4) + " }\n"
+        + 'layer { name: "soft" type: "Softmax" bottom: "h" top: "g" propagate_down: false }\n'
+        + _TWO_PATHS,
+        "h is read by soft (propagate_down: false) and ip3, so InsertSplits gives each a Split top "
+        "and the Split runs Backward for ip3; Net::Init runs soft's Backward too, since h needs one, "
+        "and the Softmax's Backward never reads propagate_down: the Split adds soft's gradient, so "
+        "ip1 trains on both paths where the net says ip3's alone",
+    ),
+    "memory_scale_product": (
+        _INPUTS
+        + 'layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "h" ' + _IP.format(n=4) + " }\n"
+        + 'layer { name: "soft" type: "Scale" bottom: "h" top: "g" propagate_down: false '
+          'scale_param { filler { type: "gaussian" mean: 1 std: 0.5 } } }\n'
+        + _TWO_PATHS,
+        "as memory_ignored_propagate_down with a Scale (propagate_down: false): computing its "
+        "scale's gradient it keeps the product top_diff x h in its Split top's diff, which the "
+        "Split adds to ip3's gradient for ip1",
     ),
 }
 #: Nets Caffe refuses in Net::Init (tests/golden_checks/refusals.py): meta.json `caffe_error` is

@@ -281,10 +281,13 @@ class CompiledNet(nn.Module):
         layer cannot send one to (an Accuracy with a loss_weight under a learned layer, a loss
         layer's label with propagate_down: true).  Here that gradient would silently be none.
         Stop too where Caffe trains a loss layer whose top another layer reads with that layer's
-        gradient in place of its own loss weight (tests/golden/caffe/loss_reader_default)."""
+        gradient in place of its own loss weight (tests/golden/caffe/loss_reader_default), and
+        where its layers send a gradient that `propagate_down: false` says they do not
+        (tests/golden/caffe/memory_ignored_propagate_down)."""
         plan = self.backward_plan
         wiring.check_in_place_chains(self)
         wiring.check_loss_reader_gradients(self)
+        wiring.check_ignored_propagate_down(self)
         for i, (lp, layer) in enumerate(zip(self.layer_params, self.layers)):
             if not plan.layer_needs[i]:
                 continue

@@ -22,6 +22,9 @@ class BackwardPlan:
     bottom_needs: list[list[bool]]
     #: Per blob: whether Caffe computes its gradient (some consumer propagates down into it).
     blob_gets_diff: dict[str, bool]
+    #: Per layer and bottom: whether the layer that made the bottom runs Backward, reading the
+    #: diff this layer leaves there (whatever this layer's flags say).
+    bottom_diff_read: list[list[bool]]
 
 
 def backward_plan(
@@ -80,4 +83,9 @@ def backward_plan(
     for lp, needs in zip(layers, bottom_needs):
         for b, need in zip(lp.bottom, needs):
             gets_diff[b] = gets_diff[b] or need
-    return BackwardPlan(layer_needs, bottom_needs, gets_diff)
+    made_by: dict[str, int] = {}
+    diff_read = []
+    for i, lp in enumerate(layers):
+        diff_read.append([b in made_by and layer_needs[made_by[b]] for b in lp.bottom])
+        made_by.update((t, i) for t in tops[i])
+    return BackwardPlan(layer_needs, bottom_needs, gets_diff, diff_read)

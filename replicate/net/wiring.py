@@ -11,6 +11,7 @@ sharing would make it compute another net.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -30,6 +31,7 @@ class Wired(Protocol):
     loss_weights: list[list[float]]
     force_backward: bool
     backward_plan: BackwardPlan
+    blob_shapes: dict[str, tuple[int, ...]]
 
 #: Layer types whose tops are their bottom's data in Caffe (Blob::ShareData).
 SHARES_DATA = frozenset({"Split", "Flatten"})
@@ -38,6 +40,55 @@ READS_OUTPUT_IN_BACKWARD = frozenset({"Sigmoid", "TanH", "Softmax", "LRN"})
 #: In-place layers after a ReLU on the same data that leave its backward's mask right: each keeps
 #: the sign of every value, or zeroes a value together with its gradient.
 KEEPS_RELU_SIGN = frozenset({"ReLU", "TanH", "Dropout"})
+
+
+#: Layer types whose Caffe Backward writes the bottom's gradient whatever `propagate_down` says
+#: (a Flatten's bottom takes its top's diff), and LRN where its region is ACROSS_CHANNELS.
+IGNORES_PROPAGATE_DOWN = frozenset({"Softmax", "LRN", "BatchNorm", "Flatten"})
+
+
+def check_ignored_propagate_down(net: Wired) -> None:
+    """Stop where Caffe sends a gradient that `propagate_down: false` says it does not.  Net::Init
+    runs a layer's Backward when a bottom blob needs one, whatever its flags, and the Backward of
+    Softmax, LRN (ACROSS_CHANNELS), BatchNorm and Flatten never reads them; Scale, computing its
+    scale's gradient, keeps the product top_diff x bottom in bottom 0's diff (unless in place or
+    as large as its scale).  Where the layer that made that bottom runs Backward too (in Caffe's
+    split net: another reader of the blob needs a gradient), it reads that diff as its gradient.
+    Here the flag cuts the gradient, as the net says."""
+    plan = net.backward_plan
+    for i, lp in enumerate(net.layer_params):
+        if not plan.layer_needs[i] or not lp.propagate_down:
+            continue
+        for j, b in enumerate(lp.bottom):
+            if lp.propagate_down[j] or plan.bottom_needs[i][j] or not plan.bottom_diff_read[i][j]:
+                continue
+            if lp.type in IGNORES_PROPAGATE_DOWN and not (
+                    lp.type == "LRN" and lp.lrn_param.norm_region == caffe_pb2.LRNParameter.WITHIN_CHANNEL):
+                raise net.layers[i].error(
+                    f"has propagate_down: false on bottom '{b}', which Caffe's {lp.type} ignores: its Backward "
+                    "writes that bottom's gradient anyway" + (" (its bottom takes its top's diff)" if lp.type == "Flatten"
+                                                              else "") + ", so Caffe trains the layers below with it; "
+                    "remove the flag, or cut the gradient at a layer that honours it")
+            if lp.type == "Scale" and j == 0 and _scale_keeps_product(net, i):
+                raise net.layers[i].error(
+                    f"has propagate_down: false on bottom '{b}', but Caffe's Scale, computing its scale's gradient, "
+                    "leaves the product top_diff x bottom in that bottom's diff, which the layers below read as "
+                    "their gradient; remove the flag, or freeze the scale (lr_mult: 0)")
+
+
+def _scale_keeps_product(net: Wired, i: int) -> bool:
+    """Whether Caffe's Scale i computes its scale's gradient into bottom 0's diff: the scale gets
+    a gradient (a learned one with lr_mult not 0, or a second bottom that propagates down), and
+    the layer is not in place and its scale has fewer values than bottom 0."""
+    lp, layer = net.layer_params[i], net.layers[i]
+    if len(lp.bottom) == 2:
+        scale_learns = net.backward_plan.bottom_needs[i][1]
+        scale_size = math.prod(net.blob_shapes[lp.bottom[1]])
+    else:
+        scale_learns = not lp.param or lp.param[0].lr_mult != 0
+        scale_size = layer.blobs[0].numel()
+    in_place = lp.top[0] == lp.bottom[0]
+    return scale_learns and not in_place and scale_size != math.prod(net.blob_shapes[lp.bottom[0]])
 
 
 def check_in_place_after_split(net: Wired, split: SplitNet) -> None:
@@ -175,7 +226,8 @@ def split_backward_plan(net: Wired, split: SplitNet, lr_mults: list[list[float]]
     for lp, needs in zip(net.layer_params, bottom_needs):
         for b, need in zip(lp.bottom, needs):
             gets_diff[b] = gets_diff[b] or need
-    return BackwardPlan([plan.layer_needs[c] for c in at], bottom_needs, gets_diff)
+    return BackwardPlan([plan.layer_needs[c] for c in at], bottom_needs, gets_diff,
+                        [plan.bottom_diff_read[c] for c in at])
 
 
 def _loss_readers(net: Wired) -> list[tuple[int, int, int, int]]:

@@ -7,6 +7,9 @@ than the one its prototxt describes, and which.
 - `memory_chain_in_place`: the Sigmoid's backward reads its output, which the TanH computed in
   place on it has overwritten: Caffe's gradient of ip1 is the Sigmoid's backward taken at
   tanh(sigmoid(h)) instead of sigmoid(h); ip2's is the net's.
+- `memory_ignored_propagate_down`, `memory_scale_product`: a Softmax or a Scale with
+  `propagate_down: false` on a blob another layer reads still leaves a diff in its Split top
+  (the Softmax's gradient, the Scale's product top_diff x h), which the Split adds to ip1's.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from replicate.proto import caffe_pb2
 REFUSALS = {
     "memory_split_in_place": "whose data Caffe shares with 'data', 'sa'",
     "memory_chain_in_place": "its backward in Caffe reads its output 'g', which layer 't' (TanH)",
+    "memory_ignored_propagate_down": "has propagate_down: false on bottom 'h', which Caffe's Softmax ignores",
+    "memory_scale_product": "leaves the product top_diff x bottom in that bottom's diff",
 }
 
 
@@ -55,6 +60,9 @@ def check(case_dir: Path, device: torch.device = CPU) -> None:
         natural = float(_softmax_loss(scores(data), label))
         assert abs(natural - float(caffes)) > 1e-3 * abs(float(caffes)), "the net's own loss is Caffe's"
         return
+    if case_dir.name in ("memory_ignored_propagate_down", "memory_scale_product"):
+        _check_ignored_propagate_down(case_dir.name, a)
+        return
     w1 = a["param/ip1/0"].clone().requires_grad_(True)
     w2 = a["param/ip2/0"].clone().requires_grad_(True)
     t = torch.tanh(torch.sigmoid(data @ w1.T + a["param/ip1/1"]))
@@ -65,4 +73,23 @@ def check(case_dir: Path, device: torch.device = CPU) -> None:
     caffes = t.grad * (1 - y**2) * y * (1 - y)  # TanH's backward, then Sigmoid's taken at y = tanh(g)
     assert_close(caffes.T @ data, a["pdiff/ip1/0"].numpy(), GRADIENT_RTOL, "ip1's gradient as Caffe computes it")
     natural = w1.grad.numpy()
+    assert np.abs(natural - a["pdiff/ip1/0"].numpy()).max() > 1e-3 * np.abs(natural).max(), "Caffe's gradient is the net's"
+
+
+def _check_ignored_propagate_down(name: str, a: dict[str, torch.Tensor]) -> None:
+    """ip1's gradient as Caffe computes it: ip3's path, plus what the layer with propagate_down:
+    false left in its Split top's diff (the Softmax's gradient of h, or the Scale's product
+    top_diff x h); the net's, ip3's path alone, differs."""
+    data, label = a["in/data"], a["in/label"]
+    h = (data @ a["param/ip1/0"].T + a["param/ip1/1"]).requires_grad_(True)
+    g = torch.softmax(h, dim=1) if name == "memory_ignored_propagate_down" else h * a["param/soft/0"]
+    g.retain_grad()
+    scores = g @ a["param/ip2/0"].T + a["param/ip2/1"] + h @ a["param/ip3/0"].T + a["param/ip3/1"]
+    _softmax_loss(scores, label).backward(retain_graph=True)
+    g_diff, h_diff = g.grad.clone(), h.grad.clone()  # (autograd.grad through g adds to g.grad again)
+    through_g = torch.autograd.grad(g, h, g_diff)[0]  # the gradient g sends h
+    nets = h_diff - through_g  # ip3's path alone, as the flag says
+    caffes = nets + (through_g if name == "memory_ignored_propagate_down" else g_diff * h.detach())
+    assert_close(caffes.T @ data, a["pdiff/ip1/0"].numpy(), GRADIENT_RTOL, "ip1's gradient as Caffe computes it")
+    natural = (nets.T @ data).numpy()
     assert np.abs(natural - a["pdiff/ip1/0"].numpy()).max() > 1e-3 * np.abs(natural).max(), "Caffe's gradient is the net's"
