@@ -64,7 +64,8 @@ def trajectory(case_dir: Path, device: torch.device = CPU) -> Iterator[tuple[str
         for j in range(passes):
             inputs = {name: torch.from_numpy(arrays[f"batch{k}_{j}/{name}"]).to(device) for name in ("data", "label")}
             result = solver.net(inputs)
-            result.loss.backward()  # accumulates over the passes, as Caffe's diffs do
+            if result.loss.requires_grad:  # (a net with every layer frozen has no gradient)
+                result.loss.backward()  # accumulates over the passes, as Caffe's diffs do
             what, key = (f"loss of iteration {k}", f"loss{k}") if passes == 1 else (
                 f"loss of pass {j} of iteration {k}", f"loss{k}_{j}")
             yield what, result.loss.detach(), arrays[key].reshape(())
