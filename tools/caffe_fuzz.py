@@ -109,8 +109,8 @@ def run_one(out: Path, seed: int, grammar: str) -> None:
 
     caffe.set_mode_cpu()
     rng = random.Random(seed)
-    if grammar == "spatial":
-        text, phase = caffe_fuzz_spatial.net_text(rng)
+    if grammar.startswith("spatial"):
+        text, phase = caffe_fuzz_spatial.net_text(rng, extended=grammar == "spatial+")
         force = rng.random() < 0.25
     else:
         force = grammar == "more" and rng.random() < 0.25
@@ -270,9 +270,10 @@ def main() -> int:
         p.add_argument("first", type=int)
         if name == "gen":
             p.add_argument("count", type=int)
-        p.add_argument("--grammar", choices=["simple", "more", "spatial"], default="more",
+        p.add_argument("--grammar", choices=["simple", "more", "spatial", "spatial+"], default="more",
                        help="simple: the first 2-D layer kinds (seeds 0-299 of the docs); more: all 2-D ones "
-                            "(1000-1699); spatial: image-shaped nets, tools/caffe_fuzz_spatial.py (2000-2999)")
+                            "(1000-1699); spatial: image-shaped nets, tools/caffe_fuzz_spatial.py (2000-2999); "
+                            "spatial+: with its later settings (3000 on)")
     sub.add_parser("check").add_argument("out", type=Path)
     args = ap.parse_args()
     if args.command == "gen":

@@ -1,5 +1,7 @@
-"""The spatial grammar of tools/caffe_fuzz.py: random nets over an image-shaped input, for the
-layer settings the 2-D grammar cannot reach (seeds 2000-2999 of docs/fidelity.md).
+"""The spatial grammars of tools/caffe_fuzz.py: random nets over an image-shaped input, for the
+layer settings the 2-D grammar cannot reach (seeds 2000-2999 of docs/fidelity.md; the extended
+one, `--grammar spatial+`, adds 1-D and 3-D convolutions, Concat and Softmax over axis 2 and
+InnerProduct without bias: seeds 3000 on).
 
 A net (TRAIN, or TEST for a fifth of them) has 5-12 random layers over an input of 2-3 images of
 2-6 channels and 4-9 x 4-9 pixels: Convolution (groups, rectangular kernels, strides, pads,
@@ -24,6 +26,8 @@ import random
 KINDS = ["conv", "conv", "conv", "pool", "pool", "lrn", "act", "act", "act", "bn", "scale", "scale2",
          "eltwise", "concat", "softmax", "flatten", "ip", "ip", "dropout", "split", "silence",
          "loss", "loss", "pixel_loss", "acc", "mlogistic"]
+#: The extended grammar's further kinds: 1-D and 3-D convolutions over inputs of their own.
+EXTENDED_KINDS = ["conv1d", "conv3d"]
 GAUSS = 'type: "gaussian" std: 0.3'
 #: Layers whose bottoms get no propagate_down flag: losses and Accuracy read labels.
 NO_FLAGS = ('"SoftmaxWithLoss"', '"MultinomialLogisticLoss"', '"Accuracy"')
@@ -41,15 +45,18 @@ def _dims(rng: random.Random, what: str, low: int, high: int) -> tuple[str, tupl
 
 
 def _pooled(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Caffe's pooled size: ceil, then the last window must start inside the image or its first pad."""
+    """Caffe's pooled size: ceil, then the last window must start inside the image or its first
+    pad.  (The pycaffe build has no `round_mode`; golden cases pool_*_floor cover FLOOR.)"""
     out = -(-(size + 2 * pad - kernel) // stride) + 1
     if pad and (out - 1) * stride >= size + pad:
         out -= 1
     return out
 
 
-def net_text(rng: random.Random) -> tuple[str, str]:
-    """A net's text and its phase."""
+def net_text(rng: random.Random, extended: bool = False) -> tuple[str, str]:
+    """A net's text and its phase; `extended` adds the later settings (EXTENDED_KINDS, Concat and
+    Softmax over axis 2, InnerProduct without bias), seeds 3000 on, and leaves the draws of the
+    first grammar's seeds as they were."""
     phase = "TEST" if rng.random() < 0.2 else "TRAIN"
     n, c, h, w = rng.choice([2, 3]), rng.choice([2, 3, 4, 6]), rng.randint(4, 9), rng.randint(4, 9)
     layers = [f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: {n} dim: {c} '
@@ -68,10 +75,10 @@ def net_text(rng: random.Random) -> tuple[str, str]:
 
     def top(name: str, src: str) -> str:
         """In place on src (never on an input) for a third of the layers that may be."""
-        return src if src != "data" and rng.random() < 0.3 else name
+        return src if src != "data" and not src.startswith("vol") and rng.random() < 0.3 else name
 
     for i in range(rng.randint(5, 12)):
-        kind, name = rng.choice(KINDS), f"l{i}"
+        kind, name = rng.choice(KINDS + EXTENDED_KINDS if extended else KINDS), f"l{i}"
         src = rng.choice(sorted(shapes))
         four = sorted(b for b in shapes if len(shapes[b]) == 4)
         fives = sorted(b for b in shapes if len(shapes[b]) == 2 and shapes[b][1] == 5)
@@ -168,13 +175,16 @@ def net_text(rng: random.Random) -> tuple[str, str]:
                 + f'top: "{name}" eltwise_param {{ operation: {op} {coeff}}}')
             shapes[name] = shapes[src]
         elif kind == "concat" and len(shapes[src]) >= 2:
+            axis = 2 if extended and len(shapes[src]) >= 3 and rng.random() < 0.4 else 1
             fits = [b for b in sorted(shapes) if len(shapes[b]) == len(shapes[src])
-                    and shapes[b][:1] + shapes[b][2:] == shapes[src][:1] + shapes[src][2:]]
+                    and shapes[b][:axis] + shapes[b][axis + 1:] == shapes[src][:axis] + shapes[src][axis + 1:]]
             other = rng.choice(fits)
-            add(f'name: "{name}" type: "Concat" bottom: "{src}" bottom: "{other}" top: "{name}"')
-            shapes[name] = shapes[src][:1] + (shapes[src][1] + shapes[other][1],) + shapes[src][2:]
+            add(f'name: "{name}" type: "Concat" bottom: "{src}" bottom: "{other}" top: "{name}"'
+                + (f" concat_param {{ axis: {axis} }}" if axis != 1 else ""))
+            shape = shapes[src]
+            shapes[name] = shape[:axis] + (shape[axis] + shapes[other][axis],) + shape[axis + 1:]
         elif kind == "softmax" and len(shapes[src]) >= 2:
-            axis = rng.choice([1, 1, -1])
+            axis = rng.choice([1, 1, -1] + ([2] if extended and len(shapes[src]) >= 3 else []))
             add(f'name: "{name}" type: "Softmax" bottom: "{src}" top: "{name}"'
                 + (f" softmax_param {{ axis: {axis} }}" if axis != 1 else ""))
             shapes[name] = shapes[src]
@@ -192,11 +202,28 @@ def net_text(rng: random.Random) -> tuple[str, str]:
             axis = 2 if len(shapes[src]) >= 3 and rng.random() < 0.25 else 1
             extra = "param { lr_mult: 0 } param { lr_mult: 0 } " if rng.random() < 0.15 else ""
             extra += f"loss_weight: {rng.choice([0.5, 0.2])} " if rng.random() < 0.1 else ""
+            transpose = "transpose: true " if rng.random() < 0.2 else ""
+            if extended and rng.random() < 0.2:
+                transpose += "bias_term: false "
+                extra = extra.replace("param { lr_mult: 0 } param { lr_mult: 0 } ", "param { lr_mult: 0 } ")
             add(f'name: "{name}" type: "InnerProduct" bottom: "{src}" top: "{name}" {extra}inner_product_param {{ '
-                f'num_output: {k} ' + (f"axis: {axis} " if axis != 1 else "")
-                + ("transpose: true " if rng.random() < 0.2 else "")
+                f'num_output: {k} ' + (f"axis: {axis} " if axis != 1 else "") + transpose
                 + f"weight_filler {{ {GAUSS} }} bias_filler {{ {GAUSS} }} }}")
             shapes[name] = shapes[src][:axis] + (k,)
+        elif kind in ("conv1d", "conv3d"):  # over an input of its own, 1 or 3 spatial axes
+            dims = [rng.randint(4, 7)] if kind == "conv1d" else [rng.randint(3, 5), rng.randint(4, 6), rng.randint(4, 6)]
+            channels = rng.choice([2, 3])
+            add(f'name: "vol{i}" type: "Input" top: "vol{i}" input_param {{ shape {{ dim: {n} dim: {channels} '
+                + "".join(f"dim: {d} " for d in dims) + "} }")
+            shapes[f"vol{i}"] = (n, channels, *dims)
+            kernel = [rng.randint(1, 3) for _ in dims]
+            stride = [rng.randint(1, 2) for _ in dims]
+            pad = [rng.randint(0, 1) for _ in dims]
+            out = rng.choice([2, 4])
+            add(f'name: "{name}" type: "Convolution" bottom: "vol{i}" top: "{name}" convolution_param {{ num_output: {out} '
+                + "".join(f"kernel_size: {k} " for k in kernel) + "".join(f"stride: {st} " for st in stride)
+                + "".join(f"pad: {pd} " for pd in pad) + f"weight_filler {{ {GAUSS} }} bias_filler {{ {GAUSS} }} }}")
+            shapes[name] = (n, out, *((d + 2 * pd - k) // st + 1 for d, k, st, pd in zip(dims, kernel, stride, pad)))
         elif kind == "split":
             add(f'name: "{name}" type: "Split" bottom: "{src}" top: "{name}a" top: "{name}b"')
             shapes[name + "a"] = shapes[name + "b"] = shapes[src]
