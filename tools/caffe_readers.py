@@ -227,6 +227,32 @@ REFUSED_CASES = {
         "h is read by twice before relu computes in place on it: InsertSplits gives relu a Split top "
         "of its own to read, so its top h is a second blob of that name",
     ),
+    "refused_flatten_in_place": (
+        _INPUTS
+        + 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "h" ' + _IP.format(n=5) + " }\n"
+        + 'layer { name: "flat" type: "Flatten" bottom: "h" top: "h" }\n'
+        + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "h" bottom: "label" top: "loss" }\n',
+        "a Flatten computed in place",
+    ),
+    "refused_split_in_place": (
+        _INPUTS
+        + 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "h" ' + _IP.format(n=5) + " }\n"
+        + 'layer { name: "split" type: "Split" bottom: "h" top: "h" }\n'
+        + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "h" bottom: "label" top: "loss" }\n',
+        "a Split computed in place",
+    ),
+    "refused_split_without_tops": (
+        _INPUTS
+        + 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "h" ' + _IP.format(n=5) + " }\n"
+        + 'layer { name: "split" type: "Split" bottom: "h" }\n'
+        + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "h" bottom: "label" top: "loss" }\n',
+        "a Split with no top",
+    ),
+    "refused_batchnorm_1d": (
+        'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 4 } } }\n'
+        'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "y" }\n',
+        "a BatchNorm over a blob of one axis: Caffe reads its channels as axis 1",
+    ),
 }
 
 

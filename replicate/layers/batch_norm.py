@@ -33,7 +33,10 @@ class BatchNorm(Layer):
         self.writes_blobs = not self.use_global_stats
         self.fraction = float(bp.moving_average_fraction)
         self.eps = float(bp.eps)
-        channels = shape[1] if len(shape) > 1 else 1
+        if len(shape) < 2:
+            # Caffe reads its channels as the bottom's axis 1 and aborts on a blob with fewer axes.
+            raise self.error(f"input must have a channel axis (num, channels, ...), got shape {shape}")
+        channels = shape[1]
         for size in ((channels,), (channels,), (1,)):
             self.blobs.append(nn.Parameter(torch.zeros(size), requires_grad=False))
         for i in range(3):
@@ -44,7 +47,7 @@ class BatchNorm(Layer):
         self.top_shapes = [shape]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        view = (1, -1) + (1,) * (x.dim() - 2) if x.dim() > 1 else (-1,)
+        view = (1, -1) + (1,) * (x.dim() - 2)
         axes = [0] + list(range(2, x.dim()))
         mean_blob, var_blob, factor_blob = self.blobs
         if self.use_global_stats:
@@ -54,7 +57,7 @@ class BatchNorm(Layer):
             var = (var_blob.detach() * scale).to(x.dtype).reshape(view)
         else:
             var, mean = torch.var_mean(x, dim=axes, correction=0, keepdim=True)
-            m = x.numel() // (x.shape[1] if x.dim() > 1 else 1)
+            m = x.numel() // x.shape[1]
             correction = m / (m - 1) if m > 1 else 1.0
             with torch.no_grad():
                 factor_blob.mul_(self.fraction).add_(1.0)

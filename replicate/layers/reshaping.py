@@ -12,6 +12,14 @@ from replicate.layers.base import Layer, Shape, register
 from replicate.proto import caffe_pb2
 
 
+def refuse_in_place(layer: Layer, param: caffe_pb2.LayerParameter) -> None:
+    """Caffe's Flatten and Split CHECK that no top is their bottom (their tops share its data,
+    so in place they would be no layer at all): Caffe aborts, and so does this."""
+    if param.bottom and param.bottom[0] in param.top:
+        raise layer.error(f"does not allow in-place computation (top '{param.bottom[0]}' is its bottom; Caffe "
+                          "aborts); give its top another name")
+
+
 @register("Flatten")
 class Flatten(Layer):
     """Collapses axes `axis`..`end_axis` (inclusive) into one."""
@@ -21,6 +29,7 @@ class Flatten(Layer):
 
     def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
         super().__init__(param, phase, bottom_shapes)
+        refuse_in_place(self, param)
         fp = param.flatten_param
         shape = tuple(bottom_shapes[0])
         start = canonical_axis(self, fp.axis, len(shape))
@@ -48,6 +57,9 @@ class Split(Layer):
 
     def __init__(self, param: caffe_pb2.LayerParameter, phase: int, bottom_shapes: Sequence[Shape]):
         super().__init__(param, phase, bottom_shapes)
+        if not param.top:
+            raise self.error("produces at least 1 top blob, got none (Caffe aborts)")
+        refuse_in_place(self, param)
         self.top_shapes = [tuple(bottom_shapes[0])] * len(param.top)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -18,6 +18,13 @@ from replicate.proto import caffe_pb2
 #: Per case: what Caffe's abort says, and the words of ours that give the same reason.
 REASONS = {
     "refused_in_place_after_readers": ("produced by multiple sources", "Top blob produced by multiple sources"),
+    "refused_flatten_in_place": ("Flatten Layer does not allow in-place computation",
+                                 r"layer 'flat' \(Flatten\): does not allow in-place computation"),
+    "refused_split_in_place": ("Split Layer does not allow in-place computation",
+                               r"layer 'split' \(Split\): does not allow in-place computation"),
+    "refused_split_without_tops": ("Split Layer produces at least 1 top blob(s)",
+                                   r"layer 'split' \(Split\): produces at least 1 top blob"),
+    "refused_batchnorm_1d": ("axis 1 out of range for 1-D Blob", r"layer 'bn' \(BatchNorm\): input must have a channel axis"),
 }
 
 
