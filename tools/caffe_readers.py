@@ -248,6 +248,12 @@ REFUSED_CASES = {
         + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "h" bottom: "label" top: "loss" }\n',
         "a Split with no top",
     ),
+    "refused_loss_label_first_axis": (
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 5 dim: 2 } } }\n'
+        'layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 4 } } }\n'
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "data" bottom: "label" top: "loss" }\n',
+        "4 labels for scores (2, 5, 2): the count a per-position loss needs, but another first axis",
+    ),
     "refused_batchnorm_1d": (
         'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 4 } } }\n'
         'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "y" }\n',

@@ -79,6 +79,12 @@ class SoftmaxWithLoss(Layer):
         if not 0 <= self.axis < len(shape):
             raise self.error(f"softmax axis {axis} out of range for input of shape {shape}")
         outer, inner = math.prod(shape[: self.axis]), math.prod(shape[self.axis + 1 :])
+        if not label_shape or label_shape[0] != shape[0]:
+            # Caffe's LossLayer::Reshape CHECKs this before the count: labels (4,) for scores
+            # (2, 5, 2) have the right count but another first axis, and Caffe aborts.
+            raise self.error(
+                f"the predictions (shape {shape}) and labels (shape {label_shape}) need the same first "
+                "dimension (Caffe's LossLayer aborts)")
         if outer * inner != math.prod(label_shape):
             raise self.error(
                 f"number of labels ({math.prod(label_shape)}) must match outer*inner "

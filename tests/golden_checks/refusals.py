@@ -24,6 +24,8 @@ REASONS = {
                                r"layer 'split' \(Split\): does not allow in-place computation"),
     "refused_split_without_tops": ("Split Layer produces at least 1 top blob(s)",
                                    r"layer 'split' \(Split\): produces at least 1 top blob"),
+    "refused_loss_label_first_axis": ("The data and label should have the same first dimension",
+                                      r"layer 'loss' \(SoftmaxWithLoss\): the predictions .* need the same first"),
     "refused_batchnorm_1d": ("axis 1 out of range for 1-D Blob", r"layer 'bn' \(BatchNorm\): input must have a channel axis"),
 }
 
