@@ -158,18 +158,29 @@ def run_one(out: Path, seed: int, grammar: str) -> None:
     (case / "meta.json").write_text(json.dumps({"phase": phase, "outputs": list(net.outputs), "seed": seed}))
 
 
-def gen(out: Path, first: int, count: int, grammar: str) -> None:
+def gen(script: str, out: Path, first: int, count: int, *options: str) -> None:
+    """`script one OUT SEED *options` for each seed, in a process of its own so that a case Caffe
+    refuses aborts only its own; the seeds Caffe refused, with the line its glog printed, are
+    added to OUT/refused.json.  (tools/caffe_fuzz_solver.py runs its cases through this too.)"""
     out.mkdir(parents=True, exist_ok=True)
     refused = []
     for seed in range(first, first + count):
-        done = subprocess.run([sys.executable, __file__, "one", str(out), str(seed), "--grammar", grammar],
+        done = subprocess.run([sys.executable, script, "one", str(out), str(seed), *options],
                               capture_output=True, text=True)
         if done.returncode != 0:
             fatal = [line.split("] ", 1)[-1] for line in done.stderr.splitlines() if line.startswith("F")]
             refused.append({"seed": seed, "caffe_error": fatal[0] if fatal else done.stderr[-300:]})
-    previous = json.loads((out / "refused.json").read_text()) if (out / "refused.json").exists() else []
-    (out / "refused.json").write_text(json.dumps(previous + refused, indent=1))
-    print(f"{count} nets, Caffe refused {len(refused)}")
+    (out / "refused.json").write_text(json.dumps(_refused(out) + refused, indent=1))
+    print(f"{count} cases, Caffe refused {len(refused)}")
+
+
+def _refused(out: Path) -> list[dict]:
+    return json.loads((out / "refused.json").read_text()) if (out / "refused.json").exists() else []
+
+
+def refused_seeds(out: Path) -> set[int]:
+    """The seeds whose case Caffe refused (OUT/refused.json, written by `gen`)."""
+    return {r["seed"] for r in _refused(out)}
 
 
 def check(out: Path) -> int:
@@ -183,7 +194,7 @@ def check(out: Path) -> int:
     from replicate.proto import caffe_pb2
 
     torch.set_num_threads(1)
-    refused = {r["seed"] for r in json.loads((out / "refused.json").read_text())}
+    refused = refused_seeds(out)
     tally: Counter[str] = Counter()
     for case in sorted(out.glob("fuzz*")):
         try:
@@ -219,6 +230,7 @@ def _equal_to_rounding(case: Path, layers) -> bool:
     what it adds to; an Eltwise 0.5 x - 2 x + 1.5 x) is rounding, Caffe's and ours, and fails a
     tolerance relative to itself."""
     import numpy as np
+    from golden_checks._compare import _errors as errors  # the golden rule's error, NaN and FLT_MAX exact
 
     with np.load(case / "arrays.npz") as arrays:
         largest = {kind: max(float(np.abs(arrays[k]).max(initial=0.0)) for k in arrays.files if k.startswith(prefixes))
@@ -229,8 +241,7 @@ def _equal_to_rounding(case: Path, layers) -> bool:
         kind = "diff/" if "diff/" in what else "out/" if what.startswith("out/") else None
         if kind is None:
             return strict(actual, expected, rtol, what)
-        error = float(np.abs(np.asarray(actual.detach().cpu() if hasattr(actual, "detach") else actual, np.float64)
-                             - np.asarray(expected, np.float64)).max(initial=0.0))
+        error, _ = errors(actual, expected, what)
         assert error <= 1e-6 * largest[kind] or strict(actual, expected, rtol, what) is None
 
     layers.assert_close = loose
@@ -277,7 +288,7 @@ def main() -> int:
     sub.add_parser("check").add_argument("out", type=Path)
     args = ap.parse_args()
     if args.command == "gen":
-        gen(args.out, args.first, args.count, args.grammar)
+        gen(__file__, args.out, args.first, args.count, "--grammar", args.grammar)
     elif args.command == "one":
         run_one(args.out, args.first, args.grammar)
     else:

@@ -20,10 +20,11 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+
+from caffe_fuzz import gen, refused_seeds  # this folder, on sys.path as the script's own
 
 ITERS = 6
 GAUSS = 'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.1 }'
@@ -149,19 +150,6 @@ def run_one(out: Path, seed: int) -> None:
     (case / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
-def gen(out: Path, first: int, count: int) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    refused = []
-    for seed in range(first, first + count):
-        done = subprocess.run([sys.executable, __file__, "one", str(out), str(seed)], capture_output=True, text=True)
-        if done.returncode != 0:
-            fatal = [line.split("] ", 1)[-1] for line in done.stderr.splitlines() if line.startswith("F")]
-            refused.append({"seed": seed, "caffe_error": fatal[0] if fatal else done.stderr[-300:]})
-    previous = json.loads((out / "refused.json").read_text()) if (out / "refused.json").exists() else []
-    (out / "refused.json").write_text(json.dumps(previous + refused, indent=1))
-    print(f"{count} cases, Caffe refused {len(refused)}")
-
-
 def check(out: Path) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     import torch
@@ -170,7 +158,7 @@ def check(out: Path) -> int:
     from replicate.errors import ReplicateError
 
     torch.set_num_threads(1)
-    refused = {r["seed"] for r in json.loads((out / "refused.json").read_text())}
+    refused = refused_seeds(out)
     tally: Counter[str] = Counter()
     for case in sorted(out.glob("solver_fuzz*")):
         if int(case.name[len("solver_fuzz"):]) in refused:
@@ -201,7 +189,7 @@ def main() -> int:
     sub.add_parser("check").add_argument("out", type=Path)
     args = ap.parse_args()
     if args.command == "gen":
-        gen(args.out, args.first, args.count)
+        gen(__file__, args.out, args.first, args.count)
     elif args.command == "one":
         run_one(args.out, args.first)
     else:
