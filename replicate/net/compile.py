@@ -160,7 +160,8 @@ class CompiledNet(nn.Module):
             self._append_params(lp, layer, owners)
             self.layers.append(layer)
             self.layer_names.append(lp.name)
-        lr_mults = [
+        #: Each layer's lr_mult per blob (1 where its param spec leaves it out), as Net::Init reads them.
+        self.lr_mults = [
             [lp.param[k].lr_mult if k < len(lp.param) else 1.0 for k in range(len(layer.blobs))]
             for lp, layer in zip(self.layer_params, self.layers)
         ]
@@ -174,7 +175,7 @@ class CompiledNet(nn.Module):
         wiring.check_in_place_on_shared_data(self)
         #: Caffe's decisions of which layers run backward and which bottoms get gradients; the
         #: forward pass cuts the graph wherever Caffe sends no gradient.
-        self.backward_plan = wiring.split_backward_plan(self, split, lr_mults, allow)
+        self.backward_plan = wiring.split_backward_plan(self, split, allow)
         wiring.check_weighted_loss_readers(self)
         #: Caffe's `blob_loss_weights`: the loss weight of every blob that is a loss top (the
         #: "(* w = x loss)" a solver log prints beside a net output).

@@ -32,6 +32,7 @@ class Wired(Protocol):
     force_backward: bool
     backward_plan: BackwardPlan
     blob_shapes: dict[str, tuple[int, ...]]
+    lr_mults: list[list[float]]
 
 #: Layer types whose tops are their bottom's data in Caffe (Blob::ShareData).
 SHARES_DATA = frozenset({"Split", "Flatten"})
@@ -85,7 +86,7 @@ def _scale_keeps_product(net: Wired, i: int) -> bool:
         scale_learns = net.backward_plan.bottom_needs[i][1]
         scale_size = math.prod(net.blob_shapes[lp.bottom[1]])
     else:
-        scale_learns = not lp.param or lp.param[0].lr_mult != 0
+        scale_learns = net.lr_mults[i][0] != 0
         scale_size = layer.blobs[0].numel()
     in_place = lp.top[0] == lp.bottom[0]
     return scale_learns and not in_place and scale_size != math.prod(net.blob_shapes[lp.bottom[0]])
@@ -207,15 +208,14 @@ def split_outputs(split: SplitNet) -> dict[str, str]:
     return {name: source.get(name, name) for name in sorted(available)}
 
 
-def split_backward_plan(net: Wired, split: SplitNet, lr_mults: list[list[float]],
-                        allow: list[list[bool]]) -> BackwardPlan:
+def split_backward_plan(net: Wired, split: SplitNet, allow: list[list[bool]]) -> BackwardPlan:
     """Caffe's backward plan, made as Caffe makes it: on the net InsertSplits gives, where each
     reader of a blob read by several has a Split top of its own, then read back for our layers.
     Made on the unsplit net, a reader that sends no gradient (an Accuracy in the train net, a
     Silence, `propagate_down: false`) cut the blob for its other readers too, and every layer
     below it silently got no gradient."""
     tops = [list(lp.top) if i is None else net.top_names[i] for lp, i in zip(split.layers, split.origin)]
-    mults = [[] if i is None else lr_mults[i] for i in split.origin]
+    mults = [[] if i is None else net.lr_mults[i] for i in split.origin]
     allows = [[True] if i is None else allow[i] for i in split.origin]
     plan = backward_plan(split.layers, tops, _split_weights(net, split), mults, allows, net.force_backward)
     at = [c for c, i in enumerate(split.origin) if i is not None]
