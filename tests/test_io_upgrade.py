@@ -1,5 +1,8 @@
 """Legacy upgrade: the authors' 2014 V0 files upgrade to exactly what Caffe's own tools made."""
 
+import json
+import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,48 @@ def test_v0_solver_upgrades_to_caffes_own_result(path: Path) -> None:
 
 def test_the_legacy_fixtures_are_all_there() -> None:
     assert len(NETS) == 4 and len(SOLVERS) == 2
+
+
+FUZZ = LEGACY / "upgrade_fuzz"
+FUZZ_CASES = json.loads((FUZZ / "cases.json").read_text())
+
+
+@pytest.mark.parametrize("seed", sorted(FUZZ_CASES))
+def test_random_legacy_net_upgrades_as_caffes_upgrade_net_proto_text(seed: str, tmp_path: Path) -> None:
+    """Random V0/V1 nets (tools/caffe_fuzz_upgrade.py) Caffe's own tool upgraded: ours writes the
+    same net, or refuses where Caffe aborted, reported errors, or read past the fields it was given
+    (a short input_dim, a negative V0 new_height/new_width wrapped to 4294967295)."""
+    from replicate.cli import main
+
+    case = FUZZ_CASES[seed]
+    source, target = FUZZ / f"{seed}.in.prototxt", tmp_path / "out.prototxt"
+    if case["expect"] == "equal":
+        assert case["caffe_rc"] == 0 and case["caffe_error"] is None
+        assert main(["upgrade", str(source), str(target)]) == 0
+        assert read_net_text(target) == read_net_text(FUZZ / f"{seed}.caffe.prototxt")
+    else:
+        with pytest.raises(ReplicateError, match=re.escape(case["ours"])):
+            load_net(source)
+
+
+def test_the_fuzz_cases_cover_each_outcome() -> None:
+    rcs = Counter((case["expect"], case["caffe_rc"]) for case in FUZZ_CASES.values())
+    assert rcs[("equal", 0)] >= 10 and rcs[("refused", 0)] >= 3 and rcs[("refused", 1)] >= 1
+    assert rcs[("refused", -6)] >= 5  # glog's abort
+
+
+def test_v1_data_layers_get_transform_param_only_where_a_field_moves() -> None:
+    """Caffe's UpgradeNetDataTransformation runs only when some V1 data layer sets a transform
+    field in its own message; then every V1 data layer gets its own message and a
+    transform_param, empty where nothing moved (upgrade_net_proto_text writes `transform_param {}`)."""
+    plain = 'layers { name: "d" type: DATA top: "d" } layers { name: "w" type: WINDOW_DATA top: "w" }'
+    untouched = upgrade_net(parse_text(plain, caffe_pb2.NetParameter()))
+    assert not any(layer.HasField("transform_param") or layer.HasField("data_param") for layer in untouched.layer)
+    moved = upgrade_net(parse_text(plain + ' layers { name: "i" type: IMAGE_DATA top: "i" image_data_param { mirror: true } }',
+                                   caffe_pb2.NetParameter()))
+    assert [layer.HasField("transform_param") for layer in moved.layer] == [True, True, True]
+    assert moved.layer[0].HasField("data_param") and moved.layer[1].HasField("window_data_param")
+    assert moved.layer[2].transform_param.mirror and not moved.layer[2].image_data_param.HasField("mirror")
 
 
 V1_NET = """

@@ -140,6 +140,8 @@ def _upgrade_v0_layer(conn: caffe_pb2.V1LayerParameter) -> caffe_pb2.V1LayerPara
         message_name, target, how = targets[kind]
         message = getattr(out, message_name)
         value = getattr(v0, field)
+        if isinstance(value, int) and value < 0:  # V0's signed new_height/new_width, unsigned in V1
+            raise ReplicateError(f"V0 layer '{v0.name}': {field} is {value}; Caffe would read it as {value % 2**32}")
         if how == "copy" and not target:
             message.CopyFrom(value)
         elif how == "copy":
@@ -174,13 +176,27 @@ _TRANSFORM_SOURCES = {V1.DATA: "data_param", V1.IMAGE_DATA: "image_data_param", 
 _TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
 
+def _needs_transform_upgrade(net: caffe_pb2.NetParameter) -> bool:
+    """Caffe's NetNeedsDataUpgrade: some V1 data layer sets a transform field in its own message."""
+    return any(
+        getattr(layer, _TRANSFORM_SOURCES[layer.type]).HasField(field)
+        for layer in net.layers if layer.type in _TRANSFORM_SOURCES for field in _TRANSFORM_FIELDS
+    )
+
+
 def _move_transform_fields(net: caffe_pb2.NetParameter) -> None:
-    """V1 data layers kept scale/mean_file/crop_size/mirror in their own parameter message."""
+    """V1 data layers kept scale/mean_file/crop_size/mirror in their own parameter message.
+
+    As Caffe's UpgradeNetDataTransformation, every V1 data layer of the net comes out with its
+    own message and a transform_param present, empty where nothing moved, so that the upgraded
+    text is the one upgrade_net_proto_text writes."""
     for layer in net.layers:
         source_name = _TRANSFORM_SOURCES.get(layer.type)
         if source_name is None:
             continue
         source = getattr(layer, source_name)
+        source.SetInParent()
+        layer.transform_param.SetInParent()
         for field in _TRANSFORM_FIELDS:
             if source.HasField(field):
                 setattr(layer.transform_param, field, getattr(source, field))
@@ -272,6 +288,9 @@ def _inputs_to_layer(net: caffe_pb2.NetParameter) -> None:
             layer.top.append(blob)
             shape = layer.input_param.shape.add()
             if net.input_shape:
+                if i >= len(net.input_shape):
+                    raise ReplicateError(f"input '{blob}' has no input_shape ({len(net.input)} inputs, "
+                                         f"{len(net.input_shape)} input_shape)")
                 shape.CopyFrom(net.input_shape[i])
             else:
                 dims = net.input_dim[4 * i: 4 * i + 4]
@@ -310,7 +329,8 @@ def upgrade_net(net: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
     out.CopyFrom(net)
     if any(conn.HasField("layer") for conn in out.layers):
         out = _upgrade_v0_net(out)
-    _move_transform_fields(out)
+    if _needs_transform_upgrade(out):
+        _move_transform_fields(out)
     if out.layers:
         out = _upgrade_v1_net(out)
     if out.input:
