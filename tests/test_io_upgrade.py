@@ -6,9 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from replicate.errors import ReplicateError
-from replicate.io.model import load_net, load_solver
+from replicate.io.model import load_caffemodel, load_net, load_solver
 from replicate.io.prototxt import parse_text, read_net_text, read_solver_text
 from replicate.io.upgrade import net_needs_upgrade, upgrade_net, upgrade_solver
 from replicate.proto import caffe_pb2
@@ -220,3 +221,18 @@ def test_upgrade_command_names_the_option_that_reads_a_solver_or_a_net(tmp_path:
     assert main(["upgrade", str(bad), str(tmp_path / "out.prototxt")]) == 2
     assert "parses as" not in capsys.readouterr().err
     assert not (tmp_path / "out.prototxt").exists()
+
+
+def test_upgrade_command_writes_a_v1_caffemodel_as_caffes_upgrade_net_proto_binary(tmp_path: Path) -> None:
+    """Bit for bit what Caffe's tool wrote: V2 layers, the blobs' legacy 4-D dims kept.  Rewritten
+    as a `shape` of 1x1x1x4, the conv bias no longer copies into a bias of 4 (Caffe aborts "shape
+    mismatch"), nor did it into ours: the upgraded file has to load where the V1 file did."""
+    from replicate.cli import main
+    from replicate.net.weights import copy_trained_layers
+
+    target = tmp_path / "net.caffemodel"
+    assert main(["upgrade", str(LEGACY.parent / "caffemodel_v1" / "v1.caffemodel"), str(target)]) == 0
+    assert target.read_bytes() == (LEGACY / "caffemodel_v1.upgraded.caffemodel").read_bytes()
+    blobs = {"conv": [torch.nn.Parameter(torch.zeros(4, 3, 3, 3)), torch.nn.Parameter(torch.zeros(4))],
+             "ip": [torch.nn.Parameter(torch.zeros(5, 196)), torch.nn.Parameter(torch.zeros(5))]}
+    assert copy_trained_layers(blobs, load_caffemodel(target)).copied == ["conv", "ip"]

@@ -1,7 +1,10 @@
 """Upgrade a legacy Caffe file (V0/V1 net, old solver, V1 .caffemodel) to the current format.
 
 Like Caffe's upgrade_net_proto_text / upgrade_solver_proto_text / upgrade_net_proto_binary:
-a text net or solver is written as current text, a binary .caffemodel as a V2 binary.
+a text net or solver is written as current text, a binary .caffemodel as a V2 binary.  As in
+Caffe's tool, the blobs of a V1 .caffemodel keep their legacy 4-D dims (num, channels, height,
+width): Caffe copies those into a bias of 4 or an InnerProduct weight of 5x196 by its 4-D rule,
+where a `shape` of 1x1x1x4 would have to equal the blob's exactly and abort the copy.
 
   python -m replicate upgrade imagenet_train.prototxt train.v2.prototxt
   python -m replicate upgrade imagenet_solver.prototxt solver.v2.prototxt --solver
@@ -20,7 +23,7 @@ from google.protobuf.message import Message
 
 from replicate.errors import ReplicateError
 from replicate.io.binary import write_atomic
-from replicate.io.model import caffemodel_bytes, load_caffemodel, load_net, load_solver
+from replicate.io.model import load_caffemodel, load_net, load_solver
 from replicate.io.prototxt import format_text, parse_text
 from replicate.proto import caffe_pb2
 
@@ -55,7 +58,7 @@ def _other_kind_hint(path: Path, as_solver: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     _check_output(args.output, args.input)
     if args.input.suffix in (".caffemodel", ".binaryproto") and not args.solver:
-        data = caffemodel_bytes(load_caffemodel(args.input))
+        data = load_caffemodel(args.input).SerializeToString()
     else:
         try:
             message = load_solver(args.input) if args.solver else load_net(args.input)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 from replicate.io.binary import read_net_binary, write_atomic
-from replicate.io.blobs import LEGACY_DIMS, blob_shape, is_legacy
 from replicate.io.prototxt import read_net_text, read_solver_text
 from replicate.io.upgrade import upgrade_net, upgrade_solver
 from replicate.proto import caffe_pb2
@@ -31,19 +30,6 @@ def load_caffemodel(path: str | os.PathLike[str]) -> caffe_pb2.NetParameter:
 
 
 def save_caffemodel(path: str | os.PathLike[str], net: caffe_pb2.NetParameter) -> None:
-    """Write `net` (V2) atomically; see `caffemodel_bytes`."""
-    write_atomic(path, caffemodel_bytes(net))
-
-
-def caffemodel_bytes(net: caffe_pb2.NetParameter) -> bytes:
-    """`net` as a V2 .caffemodel; legacy 4-D blob dims are rewritten as `shape` like Caffe's ToProto."""
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(net)
-    for layer in out.layer:
-        for blob in layer.blobs:
-            if is_legacy(blob):  # a blob with no shape at all is zero-axis, as Caffe writes it
-                dims = blob_shape(blob)
-                for field in (*LEGACY_DIMS, "shape"):
-                    blob.ClearField(field)
-                blob.shape.dim.extend(dims)
-    return out.SerializeToString()
+    """Write `net` (V2) atomically, its blobs in the shape form they have (see the `upgrade`
+    command for why legacy 4-D dims stay legacy)."""
+    write_atomic(path, net.SerializeToString())

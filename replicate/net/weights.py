@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from replicate.errors import ReplicateError
-from replicate.io.blobs import array_to_blob, blob_to_array
+from replicate.io.blobs import array_to_blob, blob_shape, blob_to_array, is_legacy
 from replicate.proto import caffe_pb2
 
 
@@ -26,24 +26,12 @@ class CopyReport:
     ignored: list[str] = field(default_factory=list)
 
 
-def _legacy_equal(target: Sequence[int], blob: caffe_pb2.BlobProto) -> bool:
-    """Blob::ShapeEquals for legacy 4-D blobs: dims compared from the end, missing ones are 1."""
-    if len(target) > 4:
-        return False
-    padded = (1,) * (4 - len(target)) + tuple(target)
-    return padded == (blob.num, blob.channels, blob.height, blob.width)
-
-
 def _shape_equal(target: Sequence[int], blob: caffe_pb2.BlobProto) -> bool:
-    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
-        return _legacy_equal(target, blob)
-    return tuple(target) == tuple(int(d) for d in blob.shape.dim)
-
-
-def _source_shape(blob: caffe_pb2.BlobProto) -> tuple[int, ...]:
-    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
-        return (blob.num, blob.channels, blob.height, blob.width)
-    return tuple(int(d) for d in blob.shape.dim)
+    """Blob::ShapeEquals: a `shape` must equal the target's; legacy 4-D dims are compared from the
+    end, the target's missing leading axes counting as 1 (a bias of 4 matches 1x1x1x4)."""
+    if not is_legacy(blob):
+        return tuple(target) == blob_shape(blob)
+    return len(target) <= 4 and (1,) * (4 - len(target)) + tuple(target) == blob_shape(blob)
 
 
 def copy_trained_layers(
@@ -69,7 +57,7 @@ def copy_trained_layers(
             if not _shape_equal(target.shape, blob):
                 raise ReplicateError(
                     f"cannot copy param {j} of layer '{layer.name}': source shape "
-                    f"{_source_shape(blob)}, target shape {tuple(target.shape)}; rename the layer "
+                    f"{blob_shape(blob)}, target shape {tuple(target.shape)}; rename the layer "
                     "to learn it from scratch instead"
                 )
             try:

@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError
 from replicate.errors import ReplicateError
 from replicate.io.binary import refuse_hdf5, remove_temporaries, write_atomic
 from replicate.io.blobs import array_to_blob, blob_to_array
-from replicate.io.model import caffemodel_bytes, load_caffemodel
+from replicate.io.model import load_caffemodel
 from replicate.net.compile import CompiledNet
 from replicate.net.copy_check import WeightsLoad, learnable_layers
 from replicate.net.paths import absolute
@@ -134,7 +134,7 @@ class Snapshots:
 
         def write() -> None:
             proto = net_to_proto(net, blobs)
-            model_bytes = caffemodel_bytes(proto)
+            model_bytes = proto.SerializeToString()
             write_atomic(model_path, model_bytes)
             for h in history:
                 array_to_blob(h.numpy(), state.history.add())
