@@ -6,6 +6,7 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,10 +57,15 @@ def dataset(folder: Path) -> None:
 
 
 def run_dir(folder: Path, solver_extra: str = "") -> Path:
+    """The run folder; `solver_extra`'s fields replace SOLVER's of the same name (a solver names
+    a non-repeated field once: Caffe's parser, and ours, refuse it twice)."""
     folder.mkdir()
     dataset(folder)
     (folder / "net.prototxt").write_text(NET)
-    (folder / "solver.prototxt").write_text(SOLVER + solver_extra)
+    solver = SOLVER
+    for key in re.findall(r"(\w+):", solver_extra):
+        solver = re.sub(rf"\b{key}: \S+ ?", "", solver)
+    (folder / "solver.prototxt").write_text(solver + solver_extra)
     return folder / "solver.prototxt"
 
 

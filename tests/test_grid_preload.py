@@ -23,7 +23,6 @@ def _training(tmp_path: Path) -> tuple[PreloadedTrainer, Path]:
     """A forked trainer of a run too long to end by itself, returned once it has trained a step."""
     solver = run_dir(tmp_path / "run", "max_iter: 1000000 test_interval: 1000000")
     folder = solver.parent
-    solver.write_text(solver.read_text().replace("max_iter: 4 ", ""))
     started = time.process_time()
     trainer = PreloadedTrainer(["train", solver.name, "--device", "cpu"], folder, dict(os.environ),
                                folder / "train.out")

@@ -4,6 +4,7 @@ Every binary fixture written by real Caffe parses with no unknown fields, holds 
 golden arrays say, and re-serializes to a message that parses back equal.
 """
 
+import json
 import os
 import stat
 import subprocess
@@ -309,3 +310,37 @@ print(len(found), found[:5])
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("0 "), out
+
+
+TEXT_FORMAT = json.loads((CAFFE / "text_format.json").read_text(encoding="utf-8"))
+#: Where our reader (Python protobuf's text_format.Parse) parts from Caffe's (C++ TextFormat::Parse):
+#: spellings Caffe refuses whose value is still unambiguous, read as that value...
+READ_THOUGH_CAFFE_REFUSES = {"plus": 'state { level: 3 }', "inff": 'layer { name: "x" type: "ReLU" relu_param { negative_slope: inf } }'}
+#: ...and one Caffe reads that ours refuses, with its position.
+REFUSED_THOUGH_CAFFE_READS = {"minus_space"}
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_FORMAT))
+def test_prototxt_spelling_reads_as_caffes_text_parser(name: str) -> None:
+    """Each snippet of tools/caffe_text_format.py as real Caffe read it: the same net (bytes
+    compared, so that a NaN counts as equal), or refused where Caffe refused it, a non-repeated
+    field given twice above all (Merge, which we used before, kept the last one silently)."""
+    from replicate.io.upgrade import upgrade_net
+
+    case = TEXT_FORMAT[name]
+    if name in REFUSED_THOUGH_CAFFE_READS or ("caffe_error" in case and name not in READ_THOUGH_CAFFE_REFUSES):
+        with pytest.raises(ReplicateError, match=r"^<string>:\d+:\d+: "):
+            parse_text(case["text"], caffe_pb2.NetParameter())
+        return
+    ours = upgrade_net(parse_text(case["text"], caffe_pb2.NetParameter()))
+    expected = READ_THOUGH_CAFFE_REFUSES.get(name) or case["caffe_net"]
+    assert ours.SerializeToString(deterministic=True) == \
+        parse_text(expected, caffe_pb2.NetParameter()).SerializeToString(deterministic=True)
+
+
+def test_text_format_cases_cover_caffes_refusal_of_repeated_fields() -> None:
+    repeated = {name: case for name, case in TEXT_FORMAT.items() if name.startswith("repeated_")}
+    assert len(repeated) == 5
+    assert all("is specified multiple times" in case["caffe_error"] for case in repeated.values())
+    assert set(READ_THOUGH_CAFFE_REFUSES) <= {n for n, c in TEXT_FORMAT.items() if "caffe_error" in c}
+    assert all("caffe_net" in TEXT_FORMAT[name] for name in REFUSED_THOUGH_CAFFE_READS)

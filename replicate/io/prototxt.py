@@ -21,9 +21,14 @@ _TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|#[^\n]*|[A-Za-z
 
 
 def parse_text(text: str, message: M, source: str = "<string>") -> M:
-    """Merge prototxt `text` into `message`; a syntax or schema error names source:line:col."""
+    """Parse prototxt `text` into `message` (cleared first); a syntax or schema error names
+    source:line:col.
+
+    As Caffe's ReadProtoFromTextFile (TextFormat::Parse, not Merge), a non-repeated field given
+    twice is an error: `num_output: 96 ... num_output: 256` in one block, or two
+    `convolution_param` blocks, stop here instead of the last one silently winning."""
     try:
-        text_format.Merge(text, message)
+        text_format.Parse(text, message)
     except text_format.ParseError as err:
         found = _POSITION.match(str(err))
         if found:
