@@ -13,6 +13,7 @@ with the weights really loaded, so there the whole run is replayed from iteratio
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,37 @@ def test_from_init_weights_replays_caffes_whole_run(run_dir: Path) -> None:
             for a, b in zip(mine[layer], theirs[layer], strict=True):
                 assert np.abs(a - b).max() <= 1e-5 * max(np.abs(b).max(), 1e-30), (it, layer)
         _same_history(run_dir / f"snap_iter_{it}.solverstate", E2E_WEIGHTS / f"snap_iter_{it}.solverstate", it)
+
+
+LOGS = E2E_WEIGHTS.parent / "logs"
+SOLVER_LOG_LINE = re.compile(r"(?:solver|sgd_solver)\.cpp:\d+\] (.*)$")
+LOG_SETUP = re.compile(r"Initializing|Creating|scaffolding|Solving|Policy|Optimization|Snapshot|Restarting|^\s*$")
+
+
+def _solver_lines(text: str) -> list[str]:
+    """The solver's own log lines (Solver::Step, Test, ApplyUpdate), without timings or set-up."""
+    lines = []
+    for line in text.splitlines():
+        found = SOLVER_LOG_LINE.search(line)
+        if found and not LOG_SETUP.search(found.group(1)):
+            lines.append(re.sub(r" \([^)]*iter/s[^)]*\)", "", found.group(1)))
+    return lines
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in LOGS.iterdir()))
+def test_the_log_of_a_random_solver_is_caffes(case: str, tmp_path: Path) -> None:
+    """Solvers of tools/caffe_fuzz_log.py that real Caffe trained from init.caffemodel: the same
+    lines in the same order (losses, average_loss's smoothed loss, rates, each test net's outputs,
+    `MultiStep Status`, `Gradient clipping`), each number equal but for the last of the 6 digits
+    printed (Caffe sums a clip's squared gradients in float, we in double)."""
+    run = copy_run(tmp_path, "run")
+    (run / "solver.prototxt").write_text((LOGS / case / "solver.prototxt").read_text())
+    for i in range(2):  # each test net over its own LMDB, as in Caffe's run
+        shutil.copytree(run / "val_lmdb", run / f"val{i}_lmdb")
+        (run / f"val{i}.prototxt").write_text((run / "val.prototxt").read_text().replace('"val_lmdb"', f'"val{i}_lmdb"'))
+    train(run / "solver.prototxt", weights=str(run / "init.caffemodel"), echo=False)
+    ours, caffes = _solver_lines((run / "train.log").read_text()), (LOGS / case / "caffe.log").read_text().splitlines()
+    (shape, values), (caffe_shape, caffe_values) = masked_values(ours), masked_values(caffes)
+    assert shape == caffe_shape
+    for a, b in zip(values, caffe_values, strict=True):
+        assert a == b or abs(a - b) <= 1.01 * 10.0 ** (np.floor(np.log10(abs(b))) - 5), (a, b)

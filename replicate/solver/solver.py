@@ -176,6 +176,8 @@ class Solver:
 
         self.iter = 0
         self.current_step = 0
+        #: What the last update's clip of the gradients did (L2 norm, scale), None if nothing.
+        self.clipped: tuple[float, float] | None = None
         self.last_snapshot: Path | None = None
         self._snapshot_iter: int | None = None
         self.snapshots = Snapshots(param, folder, log, snapshot_keep)
@@ -291,6 +293,7 @@ class Solver:
                 if self.stopped_early:  # a stop was asked for while testing
                     break
             display = bool(p.display) and self.iter % p.display == 0
+            step_before = self.current_step
             loss, rate = self.iteration()
             recorded = display or not p.display
             self.monitor.add(loss, self.iter, self.iter - start_iter, rate if recorded else None)
@@ -305,9 +308,9 @@ class Solver:
                 )
                 timer, last_iter = time.perf_counter(), self.iter
                 self._log_outputs("Train", self._last.outputs, train_weights, "solver.cpp:247")
-                self.log.info(f"Iteration {self.iter}, lr = {caffe_number(rate)}", "sgd_solver.cpp:106")
             elif self.monitor.due:
                 self._settle()
+            self._log_update(display, rate, step_before)
             self.iter += 1
             elapsed = time.perf_counter() - session_start
             self.log.progress(self.iter, p.max_iter, (self.iter - start_iter) / elapsed if elapsed > 0 else 0.0)
@@ -459,15 +462,29 @@ class Solver:
                 self.log.info(f"    {which} net output #{k}: {output_text(name, v, weights.get(name, 0.0))}", source)
                 k += 1
 
+    def _log_update(self, display: bool, rate: float, step_before: int) -> None:
+        """The lines Caffe's ApplyUpdate logs, in its order: a multistep policy's new step
+        (GetLearningRate), the rate on a display iteration, a clip of the gradients."""
+        if self.param.lr_policy == "multistep" and self.current_step != step_before:
+            self.log.info(f"MultiStep Status: Iteration {self.iter}, step = {self.current_step}", "sgd_solver.cpp:50")
+        if display:
+            self.log.info(f"Iteration {self.iter}, lr = {caffe_number(rate)}", "sgd_solver.cpp:106")
+        if self.clipped is not None:
+            norm, scale = self.clipped
+            self.log.info(f"Gradient clipping: scaling down gradients (L2 norm {caffe_number(float(np.float32(norm)))} > "
+                          f"{caffe_number(float(np.float32(self.param.clip_gradients)))}) by scale factor "
+                          f"{caffe_number(scale)}", "sgd_solver.cpp:99")
+
     def apply_update(self) -> float:
-        """Caffe's ApplyUpdate with the gradients forward_backward left; returns the rate."""
+        """Caffe's ApplyUpdate with the gradients forward_backward left; returns the rate (and
+        keeps in `clipped` what a clip of the gradients did, for the log)."""
         rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
         params, grads = [], []
         for e in self.entries:
             params.append(e.param.data)
             grads.append(e.param.grad if e.param.grad is not None else torch.zeros_like(e.param.data))
         with torch.no_grad():
-            self.rule.apply(
+            self.clipped = self.rule.apply(
                 params, grads, [e.lr_mult for e in self.entries], [e.decay_mult for e in self.entries],
                 rate, self.iter,
             )

@@ -64,9 +64,11 @@ class UpdateRule:
         decay_mults: Sequence[float],
         rate: float,
         iteration: int,
-    ) -> None:
-        """Update `params` in place from `grads` (which this consumes) as Caffe's ApplyUpdate."""
-        self._clip(grads)
+    ) -> tuple[float, float] | None:
+        """Update `params` in place from `grads` (which this consumes) as Caffe's ApplyUpdate;
+        where clip_gradients scaled the gradients down, their L2 norm and the scale (which Caffe
+        logs), else None."""
+        clipped = self._clip(grads)
         iter_size = self.param.iter_size
         for i, (w, g) in enumerate(zip(params, grads)):
             if iter_size != 1:
@@ -75,17 +77,20 @@ class UpdateRule:
             local_rate = _f32(rate * _f32(lr_mults[i]))
             self._update_value(i, g, local_rate, iteration)
             w.sub_(g)
+        return clipped
 
-    def _clip(self, grads: Sequence[torch.Tensor]) -> None:
+    def _clip(self, grads: Sequence[torch.Tensor]) -> tuple[float, float] | None:
         clip = _f32(self.param.clip_gradients)
         if clip < 0:
-            return
+            return None
         sumsq = float(sum(g.double().pow(2).sum().item() for g in grads))
         norm = math.sqrt(sumsq)
-        if norm > clip:
-            scale = _f32(clip / norm)
-            for g in grads:
-                g.mul_(scale)
+        if norm <= clip:
+            return None
+        scale = _f32(clip / norm)
+        for g in grads:
+            g.mul_(scale)
+        return norm, scale
 
     def _regularize(self, w: torch.Tensor, g: torch.Tensor, decay_mult: float) -> None:
         local_decay = _f32(self.weight_decay * _f32(decay_mult))
