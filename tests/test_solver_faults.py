@@ -197,6 +197,12 @@ def test_solver_fields_caffe_reads_otherwise_are_refused_or_said(tmp_path: Path)
     train(run / "solver.prototxt", echo=False)
     assert "snapshot_format HDF5: snapshots are written as binary protobuf" in (run / "train.log").read_text()
     assert (run / "snap_iter_2.caffemodel").is_file() and (run / "snap_iter_2.solverstate").is_file()
+    # Nor are gradients in snapshots, or Caffe's per-layer debug lines: each said once.
+    run = copy_run(tmp_path, "diff", {"max_iter: 20": "max_iter: 2\nsnapshot_diff: true\ndebug_info: true", **NO_TESTS})
+    train(run / "solver.prototxt", echo=False)
+    log = (run / "train.log").read_text()
+    assert log.count("snapshot_diff: snapshots hold the weights only") == 1
+    assert log.count("debug_info: Caffe's per-layer data and gradient norms are not logged") == 1
     # Caffe's HDF5 files, given as weights or as a snapshot, are named for what they are.
     run = copy_run(tmp_path, "h5")
     for kind, name in (("weights", "snap_iter_2.caffemodel.h5"), ("snapshot", "snap_iter_2.solverstate.h5")):

@@ -105,6 +105,11 @@ class Solver:
         if param.snapshot_format == caffe_pb2.SolverParameter.HDF5:
             log.warning("snapshot_format HDF5: snapshots are written as binary protobuf (.caffemodel, "
                         ".solverstate) all the same, the format this program reads")
+        # Settings that change only what Caffe writes, not what it learns: said, not silently dropped.
+        if param.snapshot_diff:
+            log.warning("snapshot_diff: snapshots hold the weights only, not their gradients as Caffe's would")
+        if param.debug_info:
+            log.warning("debug_info: Caffe's per-layer data and gradient norms are not logged")
         self.precision = precision
         self.group = group
         seed = param.random_seed
