@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import caffe_fuzz_spatial  # this folder, on sys.path as the script's own
@@ -272,8 +273,14 @@ def _refused_why(case: Path, layers) -> str:
         wiring.check_in_place_on_shared_data, wiring.check_in_place_chains = checks
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cli(script: str, description: str, run_one: Callable[..., None], check: Callable[[Path], int],
+        options: dict[str, dict] | None = None) -> int:
+    """The command line the fuzz tools share (this one, caffe_fuzz_solver.py, caffe_fuzz_data.py):
+    `gen OUT FIRST COUNT` runs `one OUT SEED` for each seed in a process of its own (`gen`), `check
+    OUT` compares.  `options` (name -> add_argument's keywords) are given to gen and one; gen passes
+    them on to each `one`, which hands them to `run_one` by name."""
+    options = options or {}
+    ap = argparse.ArgumentParser(description=description)
     sub = ap.add_subparsers(dest="command", required=True)
     for name in ("gen", "one"):
         p = sub.add_parser(name)
@@ -281,19 +288,27 @@ def main() -> int:
         p.add_argument("first", type=int)
         if name == "gen":
             p.add_argument("count", type=int)
-        p.add_argument("--grammar", choices=["simple", "more", "spatial", "spatial+"], default="more",
-                       help="simple: the first 2-D layer kinds (seeds 0-299 of the docs); more: all 2-D ones "
-                            "(1000-1699); spatial: image-shaped nets, tools/caffe_fuzz_spatial.py (2000-2999); "
-                            "spatial+: with its later settings (3000 on)")
+        for option, keywords in options.items():
+            p.add_argument(f"--{option}", **keywords)
     sub.add_parser("check").add_argument("out", type=Path)
     args = ap.parse_args()
-    if args.command == "gen":
-        gen(__file__, args.out, args.first, args.count, "--grammar", args.grammar)
-    elif args.command == "one":
-        run_one(args.out, args.first, args.grammar)
-    else:
+    if args.command == "check":
         return check(args.out)
+    given = {option: getattr(args, option) for option in options}
+    if args.command == "gen":
+        passed = [word for option, value in given.items() for word in (f"--{option}", value)]
+        gen(script, args.out.resolve(), args.first, args.count, *passed)
+    else:
+        run_one(args.out, args.first, **given)
     return 0
+
+
+def main() -> int:
+    grammar = {"choices": ["simple", "more", "spatial", "spatial+"], "default": "more",
+               "help": "simple: the first 2-D layer kinds (seeds 0-299 of the docs); more: all 2-D ones "
+                       "(1000-1699); spatial: image-shaped nets, tools/caffe_fuzz_spatial.py (2000-2999); "
+                       "spatial+: with its later settings (3000 on)"}
+    return cli(__file__, __doc__.splitlines()[0], run_one, check, {"grammar": grammar})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ shapes and the same bits, from the layer and from the GPU path's gather (on the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -170,6 +169,7 @@ def ours(folder: Path) -> list[dict] | str:
 
 
 def check(out: Path) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import numpy as np
 
     refused = caffe_fuzz.refused_seeds(out)
@@ -213,24 +213,7 @@ def check(out: Path) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("gen", "one"):
-        p = sub.add_parser(name)
-        p.add_argument("out", type=Path)
-        p.add_argument("first", type=int)
-        if name == "gen":
-            p.add_argument("count", type=int)
-    sub.add_parser("check").add_argument("out", type=Path)
-    args = parser.parse_args()
-    if args.command == "gen":
-        caffe_fuzz.gen(__file__, args.out.resolve(), args.first, args.count)
-    elif args.command == "one":
-        run_one(args.out, args.first)
-    else:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        return check(args.out)
-    return 0
+    return caffe_fuzz.cli(__file__, __doc__.splitlines()[0], run_one, check)
 
 
 if __name__ == "__main__":

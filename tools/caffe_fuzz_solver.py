@@ -15,7 +15,6 @@ compares ours after every update within the golden tolerance.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -24,7 +23,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from caffe_fuzz import gen, refused_seeds  # this folder, on sys.path as the script's own
+from caffe_fuzz import cli, refused_seeds  # this folder, on sys.path as the script's own
 
 ITERS = 6
 GAUSS = 'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.1 }'
@@ -178,23 +177,7 @@ def check(out: Path) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="command", required=True)
-    for name in ("gen", "one"):
-        p = sub.add_parser(name)
-        p.add_argument("out", type=Path)
-        p.add_argument("first", type=int)
-        if name == "gen":
-            p.add_argument("count", type=int)
-    sub.add_parser("check").add_argument("out", type=Path)
-    args = ap.parse_args()
-    if args.command == "gen":
-        gen(__file__, args.out, args.first, args.count)
-    elif args.command == "one":
-        run_one(args.out, args.first)
-    else:
-        return check(args.out)
-    return 0
+    return cli(__file__, __doc__.splitlines()[0], run_one, check)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 from pathlib import Path
+
+from caffe_fuzz_upgrade import caffe_upgrade  # this folder, on sys.path as the script's own
 
 RELU = 'layer {{ name: "x" type: "ReLU" relu_param {{ negative_slope: {} }} }}'
 LEVEL = "state {{ level: {} }}"
@@ -64,20 +65,16 @@ def main() -> int:
     args = parser.parse_args()
     cases = {}
     with tempfile.TemporaryDirectory() as tmp:
-        source, target = Path(tmp) / "in.prototxt", Path(tmp) / "out.prototxt"
         for name, text in SNIPPETS.items():
-            source.write_text(text)
-            target.unlink(missing_ok=True)
-            done = subprocess.run([str(args.tools / "upgrade_net_proto_text"), str(source), str(target)],
-                                  capture_output=True, text=True, env={"GLOG_minloglevel": "0"})
+            written, status, log = caffe_upgrade(args.tools / "upgrade_net_proto_text", text, Path(tmp))
             errors = [line.split("Error parsing text-format caffe.NetParameter: ", 1)[1]
-                      for line in done.stderr.splitlines() if "Error parsing text-format" in line]
-            if done.returncode == 2:
+                      for line in log.splitlines() if "Error parsing text-format" in line]
+            if status == 2:
                 cases[name] = {"text": text, "caffe_error": errors[0]}
-            elif done.returncode == 0:
-                cases[name] = {"text": text, "caffe_net": target.read_text()}
+            elif status == 0:
+                cases[name] = {"text": text, "caffe_net": written}
             else:
-                raise SystemExit(f"{name}: upgrade_net_proto_text exited {done.returncode}:\n{done.stderr}")
+                raise SystemExit(f"{name}: upgrade_net_proto_text exited {status}:\n{log}")
     args.out.write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n")
     print(f"{len(cases)} snippets, Caffe refused {sum('caffe_error' in c for c in cases.values())}")
     return 0
