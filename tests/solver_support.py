@@ -5,6 +5,7 @@ nets need on a shared machine, is conftest.py's.)"""
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from pathlib import Path
@@ -55,6 +56,27 @@ def logged_numbers(log: Path, first_iter: int) -> list[str]:
         if found and keep:
             out.append(re.sub(r" \([^)]*iter/s[^)]*\)", "", found.group(1)).strip())
     return out
+
+
+#: A line of the solver's own (Solver::Step, Test, ApplyUpdate) and the set-up lines left out.
+SOLVER_LOG_LINE = re.compile(r"(?:solver|sgd_solver)\.cpp:\d+\] (.*)$")
+LOG_SETUP = re.compile(r"Initializing|Creating|scaffolding|Solving|Policy|Optimization|Snapshot|Restarting|^\s*$")
+
+
+def solver_lines(text: str) -> list[str]:
+    """The solver's own lines of a glog log (Caffe's or ours), without prefix, timings or set-up."""
+    lines = []
+    for line in text.splitlines():
+        found = SOLVER_LOG_LINE.search(line)
+        if found and not LOG_SETUP.search(found.group(1)):
+            lines.append(re.sub(r" \([^)]*iter/s[^)]*\)", "", found.group(1)))
+    return lines
+
+
+def within_last_digit(ours: float, caffes: float) -> bool:
+    """Whether two numbers as Caffe prints them (6 significant digits) are equal or one unit apart
+    in the last digit of Caffe's."""
+    return ours == caffes or (caffes != 0 and abs(ours - caffes) <= 1.01 * 10.0 ** (math.floor(math.log10(abs(caffes))) - 5))
 
 
 def masked_values(lines: list[str]) -> tuple[list[str], list[float]]:

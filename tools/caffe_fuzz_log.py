@@ -20,35 +20,19 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import math
 import random
-import re
 import shutil
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
-E2E = Path(__file__).resolve().parents[1] / "tests" / "golden" / "caffe_train_e2e"
-SOLVER_LINE = re.compile(r"\] (.*)$")
-KEPT = re.compile(r"(solver|sgd_solver)\.cpp:\d+\]")
-DROPPED = re.compile(r"Initializing|Creating|scaffolding|Solving|Policy|Optimization|Snapshot|Restarting|^\s*$")
-TIMING = re.compile(r" \([0-9.e+-]+ iter/s, [0-9.e+-]+s/\d+ iters?\)")
-NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from solver_support import E2E, masked_values, solver_lines, within_last_digit  # noqa: E402
+
 CAFFE_RUN = ("import caffe\ncaffe.set_mode_cpu()\nsolver = caffe.get_solver('solver.prototxt')\n"
              "solver.net.copy_from('init.caffemodel')\nsolver.solve()\n")
-
-
-def log_lines(text: str) -> list[str]:
-    """The solver's own lines of a glog log, without their prefix and timings."""
-    lines = []
-    for line in text.splitlines():
-        found = SOLVER_LINE.search(line)
-        if found and KEPT.search(line):
-            body = TIMING.sub("", found.group(1))
-            if not DROPPED.search(body):
-                lines.append(body)
-    return lines
 
 
 def solver_text(rng: random.Random) -> str:
@@ -106,24 +90,10 @@ def run_ours(folder: Path) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-def _last_digit_apart(a: str, b: str) -> bool:
-    """Whether two printed numbers are one unit apart in the last of their 6 significant digits."""
-    x, y = float(a), float(b)
-    if x == 0 or y == 0:
-        return x == y
-    return abs(x - y) <= 1.01 * 10.0 ** (math.floor(math.log10(abs(x))) - 5)
-
-
 def same_to_print_rounding(ours: list[str], theirs: list[str]) -> bool:
-    if len(ours) != len(theirs):
-        return False
-    for a, b in zip(ours, theirs):
-        if NUMBER.sub("#", a) != NUMBER.sub("#", b):
-            return False
-        for x, y in zip(NUMBER.findall(a), NUMBER.findall(b)):
-            if x != y and not _last_digit_apart(x, y):
-                return False
-    return True
+    """The same lines but for numbers one unit apart in the last printed digit."""
+    (shape, values), (caffe_shape, caffe_values) = masked_values(ours), masked_values(theirs)
+    return shape == caffe_shape and all(within_last_digit(a, b) for a, b in zip(values, caffe_values))
 
 
 def main() -> int:
@@ -140,7 +110,7 @@ def main() -> int:
         make_case(folder, solver_text(random.Random(seed)))
         caffe_rc, caffe_log = run_caffe(folder, args.caffe_python)
         ours_rc, ours_log = run_ours(folder)
-        theirs, ours = log_lines(caffe_log), log_lines(ours_log)
+        theirs, ours = solver_lines(caffe_log), solver_lines(ours_log)
         if caffe_rc or ours_rc:
             outcome = "refused by both" if caffe_rc and ours_rc else "REFUSED BY ONE"
         elif ours == theirs:
