@@ -25,8 +25,7 @@ from replicate.io.model import load_caffemodel, save_caffemodel
 from replicate.proto import caffe_pb2
 from replicate.results.logs import read_log
 from replicate.solver.run import train
-from solver_support import (E2E, E2E_WEIGHTS, NO_TESTS, copy_run, logged_numbers, masked_values, params,
-                            solver_lines, within_last_digit)
+from solver_support import E2E, E2E_WEIGHTS, NO_TESTS, copy_run, logged_numbers, masked_values, params, solver_lines
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
@@ -164,8 +163,10 @@ LOGS = E2E_WEIGHTS.parent / "logs"
 def test_the_log_of_a_random_solver_is_caffes(case: str, tmp_path: Path) -> None:
     """Solvers of tools/caffe_fuzz_log.py that real Caffe trained from init.caffemodel: the same
     lines in the same order (losses, average_loss's smoothed loss, rates, each test net's outputs,
-    `MultiStep Status`, `Gradient clipping`), each number equal but for the last of the 6 digits
-    printed (Caffe sums a clip's squared gradients in float, we in double)."""
+    `MultiStep Status`, `Gradient clipping`), each number within the bound the whole-run replay
+    above uses (rtol 1e-5, atol 1e-6: Caffe prints 6 digits, sums a clip's squared gradients in
+    float where we sum in double, and another CPU's summation order moves a trained loss by a few
+    units of 1e-7); on this project's machine all three are within one unit of the last digit."""
     run = copy_run(tmp_path, "run")
     (run / "solver.prototxt").write_text((LOGS / case / "solver.prototxt").read_text())
     for i in range(2):  # each test net over its own LMDB, as in Caffe's run
@@ -175,5 +176,4 @@ def test_the_log_of_a_random_solver_is_caffes(case: str, tmp_path: Path) -> None
     ours, caffes = solver_lines((run / "train.log").read_text()), (LOGS / case / "caffe.log").read_text().splitlines()
     (shape, values), (caffe_shape, caffe_values) = masked_values(ours), masked_values(caffes)
     assert shape == caffe_shape
-    for a, b in zip(values, caffe_values, strict=True):
-        assert within_last_digit(a, b), (a, b)
+    np.testing.assert_allclose(values, caffe_values, rtol=1e-5, atol=1e-6)
