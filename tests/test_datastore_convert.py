@@ -1,6 +1,7 @@
 """`data convert` (convert_imageset) and `data mean` (compute_image_mean) from the command line."""
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import lmdb
 import numpy as np
 import pytest
 from PIL import Image
@@ -88,7 +90,7 @@ def test_encoded_keeps_jpeg_bytes_without_resize(images):
     reader = LmdbReader(images / "out" / "lmdb")
     assert reader.datum(0).encoded
     assert reader.datum(0).data == (images / "root" / "cls" / "im0.jpg").read_bytes()
-    assert datum_array(reader.datum(1), "x").shape == (3, 16, 18)  # the PNG, re-encoded
+    assert reader.datum(1).data == (images / "root" / "cls" / "im1.png").read_bytes()  # a PNG stays one
 
 
 def test_encoded_with_resize_reencodes(images):
@@ -288,3 +290,90 @@ def test_a_signal_taken_by_another_thread_still_stops_a_conversion_waiting_on_a_
     helper.join()
     assert not freed.is_set(), "the conversion stopped only once its stalled worker was freed"
     assert not (images / "lmdb.partial").exists() and not out.exists()
+
+
+CONVERT_CASES = GOLDEN / "caffe" / "convert_imageset"
+
+
+def _records(db: Path) -> list[tuple[bytes, bytes]]:
+    with lmdb.open(str(db), readonly=True, lock=False) as env, env.begin() as txn:
+        return [(bytes(k), bytes(v)) for k, v in txn.cursor()]
+
+
+def _label_and_pixels(value: bytes) -> tuple[int, bytes]:
+    datum = caffe_pb2.Datum.FromString(value)
+    return datum.label, datum_array(datum, "record").tobytes()
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in CONVERT_CASES.iterdir()))
+def test_convert_and_mean_write_what_caffes_convert_imageset_and_compute_image_mean_wrote(case, tmp_path):
+    """Real Caffe's convert_imageset on a drawn image folder (tools/caffe_fuzz_convert.py --write):
+    ours writes the same records, bytes included where the fuzz found them equal (re-encoded PNGs
+    can differ in zlib's bytes, never in pixels), or refuses where Caffe aborted or wrote nothing;
+    our mean of Caffe's records is its compute_image_mean, byte for byte."""
+    folder = CONVERT_CASES / case
+    meta = json.loads((folder / "meta.json").read_text())
+    options = meta["options"]
+    argv = ["data", "convert", "--list", str(folder / "list.txt"), "--root", str(folder / "images"),
+            "--out", str(tmp_path / "db"), "--resize", *map(str, options["resize"]), "--workers", "1"]
+    argv += ["--gray"] * options["gray"] + ["--encoded"] * options["encoded"]
+    argv += ["--check-size"] * options["check_size"]
+    argv += ["--encode-type", options["encode_type"]] if options["encode_type"] else []
+    caffe = [(key.encode(), bytes.fromhex(value)) for key, value in meta["records"]]
+    rc = main(argv)
+    if meta["outcome"] == "both refused":
+        assert rc == 2 and not (tmp_path / "db").exists()
+    else:
+        assert rc == 0
+        ours = _records(tmp_path / "db")
+        assert [k for k, _ in ours] == [k for k, _ in caffe]
+        if meta["outcome"] == "equal":
+            assert ours == caffe
+        else:
+            assert meta["outcome"] == "same pixels"
+            assert [_label_and_pixels(v) for _, v in ours] == [_label_and_pixels(v) for _, v in caffe]
+    if meta["mean"] is None:
+        return
+    with lmdb.open(str(tmp_path / "caffe_db"), map_size=1 << 26) as env, env.begin(write=True) as txn:
+        for key, value in caffe:
+            txn.put(key, value)
+    rc = main(["data", "mean", str(tmp_path / "caffe_db"), "--out", str(tmp_path / "mean.binaryproto")])
+    if meta["mean"] == "mean equal":
+        assert rc == 0
+        assert (tmp_path / "mean.binaryproto").read_bytes() == (folder / "mean.binaryproto").read_bytes()
+    else:
+        assert meta["mean"] == "mean both refused" and rc == 2
+
+
+@pytest.mark.parametrize("line, error", [
+    ("cls/im0.jpg 1_000", "files.txt:1: expected '<path> <integer label>'"),  # int() reads 1000, atoi 1
+    ("cls/im0.jpg 4294967296", "files.txt:1: label 4294967296 does not fit a Datum's int32 label"),
+])
+def test_labels_atoi_would_misread_are_refused(images, capsys, line, error):
+    (images / "files.txt").write_text(line + "\n")
+    assert convert(images) == 2
+    assert error in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, error", [
+    (["--encoded", "--check-size"], "--check-size compares the sizes of raw records"),
+    (["--encode-type", "foo"], "format 'foo', which OpenCV"),
+])
+def test_encodings_caffe_aborts_on_are_refused_before_writing(images, capsys, extra, error):
+    assert convert(images, *extra) == 2
+    assert error in capsys.readouterr().err
+    assert not (images / "out").exists()
+
+
+def test_encoded_names_without_a_format_are_refused_before_writing(images, capsys):
+    (images / "root" / "noext").write_bytes((images / "root" / "cls" / "im0.jpg").read_bytes())
+    (images / "files.txt").write_text("cls/im0.jpg 0\nnoext 1\n")
+    assert convert(images, "--encoded") == 2
+    assert "noext: no extension, which OpenCV" in capsys.readouterr().err
+    assert not (images / "out").exists()
+
+
+def test_check_size_stops_at_a_record_of_another_size(images, capsys):
+    assert convert(images, "--resize", "0", "0", "--check-size") == 2
+    assert "record is 3x16x18, the first was 3x15x18 (--check-size)" in capsys.readouterr().err
+    assert not (images / "out" / "lmdb").exists() and not (images / "out" / "lmdb.partial").exists()

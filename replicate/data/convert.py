@@ -1,11 +1,14 @@
 """Image list -> LMDB of Datum records, as Caffe's convert_imageset builds it.
 
 Each list line `<path> <label>` becomes one record with key `%08d_<path>` (its line number, so the
-LMDB iterates in list order; a skipped image leaves a gap in the numbers, as in Caffe).  The image
-is read in colour (BGR) or grey, resized to exactly H x W with OpenCV-style bilinear interpolation
-(aspect ratio not kept, Caffe's `--resize_height/--resize_width`), and stored raw (uint8 CHW) or,
-with `encoded`, as a JPEG: the original file's bytes when it is a .jpg/.jpeg and no resize is asked for,
-otherwise re-encoded at quality 95 (OpenCV's default; Caffe would use the file's own format).
+LMDB iterates in list order; a skipped image or a blank line leaves a gap in the numbers, as in
+Caffe).  The image is read in colour (BGR) or grey, resized to exactly H x W with OpenCV's bilinear
+interpolation (aspect ratio not kept, Caffe's `--resize_height/--resize_width`), and stored raw
+(uint8 CHW) or encoded.  Encoded as convert_imageset encodes: in `encode_type`, or else in each
+file's own format (its extension); the file's own bytes when no resize is asked for and its
+extension names that format (jpg and jpeg alike), otherwise `cv::imencode` of the decoded image
+(OpenCV's defaults: JPEG quality 95).  `check_size` stops at a raw record whose size is not the
+first one's, as `--check_size` does.
 
 Images are decoded by worker processes (replicate.data.workers: a signal stops the conversion with
 one line, not a traceback from every worker, and cannot hang it); records are written in list
@@ -17,12 +20,13 @@ conversion when `strict`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
+import cv2
 import numpy as np
 
-from replicate.data.image import decode_image, encode_jpeg, resize_linear
+from replicate.data.image import decode_image, encode_image, resize_linear
 from replicate.data.lmdb_io import LmdbWriter, array_datum, check_lmdb_out, encoded_datum, make_key
 from replicate.data.progress import Progress
 from replicate.data.workers import Workers
@@ -34,7 +38,10 @@ class ConvertOptions:
     root: str
     resize: tuple[int, int] | None = (256, 256)
     encoded: bool = False
+    #: One format for every encoded record ("png", "jpg", ...); "" encodes each in its file's own.
+    encode_type: str = ""
     color: bool = True
+    check_size: bool = False
 
 
 @dataclass
@@ -43,8 +50,45 @@ class ConvertReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
-def _record(job: tuple[int, str, int, ConvertOptions]) -> tuple[int, bytes | None, str]:
-    """(line, serialized Datum or None, reason); runs in a pool worker."""
+def _extension(name: str) -> str:
+    """What convert_imageset takes for a file's format: the text after its last '.', lower-cased."""
+    return name.rpartition(".")[2].lower() if "." in name else ""
+
+
+def _is_format(name: str, encoding: str) -> bool:
+    """Caffe's matchExt: the file's extension names `encoding` (a .jpeg file is a jpg)."""
+    ext = _extension(name)
+    return ext == encoding or (encoding == "jpg" and ext == "jpeg")
+
+
+def encoding_of(name: str, options: ConvertOptions) -> str:
+    """The format an image's record is stored in; "" for a raw record."""
+    if options.encode_type:
+        return options.encode_type.lower()
+    return _extension(name) if options.encoded else ""
+
+
+def check_encodings(names: Sequence[str], options: ConvertOptions) -> None:
+    """Refuse, before any image is read, a format OpenCV cannot write or a name with none
+    (convert_imageset aborts on the first such image, with the records before it written)."""
+    if options.check_size and (options.encoded or options.encode_type):
+        raise ReplicateError("--check-size compares the sizes of raw records; convert_imageset "
+                             "aborts at the second encoded one (it compares an encoded record's "
+                             "byte count with 0): leave out one of the two")
+    if not (options.encoded or options.encode_type):
+        return
+    first_name_of: dict[str, str] = {}
+    for name in names:
+        first_name_of.setdefault(encoding_of(name, options), name)
+    for encoding, name in first_name_of.items():
+        if not encoding or "/" in encoding or not cv2.haveImageWriter(f"x.{encoding}"):
+            what = f"format '{encoding}'" if encoding else "no extension"
+            raise ReplicateError(f"{name}: {what}, which OpenCV {cv2.__version__} cannot encode; "
+                                 "give --encode-type (jpg, png, ...)")
+
+
+def _record(job: tuple[int, str, int, ConvertOptions]) -> tuple[int, bytes | None, str, tuple[int, ...]]:
+    """(line, serialized Datum or None, reason, raw record's C x H x W); runs in a pool worker."""
     index, name, label, opts = job
     path = os.path.join(opts.root, name)
     try:
@@ -52,18 +96,18 @@ def _record(job: tuple[int, str, int, ConvertOptions]) -> tuple[int, bytes | Non
             raw = f.read()
         image = decode_image(raw, opts.color, name=path)
     except OSError as err:
-        return index, None, f"cannot read ({err.strerror})"
+        return index, None, f"cannot read ({err.strerror})", ()
     except ReplicateError as err:
-        return index, None, str(err).removeprefix(f"{path}: ")
+        return index, None, str(err).removeprefix(f"{path}: "), ()
     if opts.resize is not None:
         image = resize_linear(image, *opts.resize)
-    if opts.encoded:
-        is_jpeg = Path(name).suffix.lower() in (".jpg", ".jpeg")
-        data = raw if is_jpeg and opts.resize is None else encode_jpeg(image)
-        datum = encoded_datum(data, label)
-    else:
-        datum = array_datum(np.ascontiguousarray(image.transpose(2, 0, 1)), label)
-    return index, datum.SerializeToString(), ""
+    encoding = encoding_of(name, opts)
+    if encoding:
+        keep = opts.resize is None and _is_format(name, encoding)
+        datum = encoded_datum(raw if keep else encode_image(image, encoding), label)
+        return index, datum.SerializeToString(), "", ()
+    chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+    return index, array_datum(chw, label).SerializeToString(), "", chw.shape
 
 
 def shuffled(entries: list[tuple[str, int]], seed: int) -> list[tuple[str, int]]:
@@ -79,30 +123,39 @@ def shuffled(entries: list[tuple[str, int]], seed: int) -> list[tuple[str, int]]
 
 
 def convert(
-    entries: list[tuple[str, int]],
+    entries: Sequence[tuple[str, int] | None],
     out: str | os.PathLike[str],
     options: ConvertOptions,
     workers: int = 1,
     strict: bool = False,
     show_progress: bool = True,
 ) -> ConvertReport:
-    """Convert `entries` (path, label) into the LMDB `out`; see the module docstring."""
+    """Convert `entries` (path, label; None for a blank line, whose number is skipped) into the
+    LMDB `out`; see the module docstring."""
     check_lmdb_out(out, (("image root", options.root),))  # before a worker starts
+    jobs = [(i, entry[0], entry[1], options) for i, entry in enumerate(entries) if entry is not None]
+    check_encodings([name for _, name, _, _ in jobs], options)
     report = ConvertReport()
-    jobs = [(i, name, label, options) for i, (name, label) in enumerate(entries)]
+    first_shape: tuple[int, ...] | None = None
     progress = Progress(len(jobs), f"converting into {out}") if show_progress else None
     pool = Workers(workers) if workers > 1 else None
     try:
         results = pool.ordered(_record, jobs, depth=8) if pool else map(_record, jobs)
         with LmdbWriter(out) as writer:
-            for index, value, reason in results:
-                name = entries[index][0]
+            for index, value, reason, shape in results:
+                path = os.path.join(options.root, entries[index][0])
                 if value is None:
                     if strict:
-                        raise ReplicateError(f"{os.path.join(options.root, name)}: {reason} (--strict)")
-                    report.failed.append((os.path.join(options.root, name), reason))
+                        raise ReplicateError(f"{path}: {reason} (--strict)")
+                    report.failed.append((path, reason))
                 else:
-                    writer.put_bytes(make_key(index, name), value)
+                    if options.check_size:
+                        first_shape = first_shape or shape
+                        if shape != first_shape:
+                            raise ReplicateError(
+                                f"{path}: record is {'x'.join(map(str, shape))}, the first was "
+                                f"{'x'.join(map(str, first_shape))} (--check-size); nothing written")
+                    writer.put_bytes(make_key(index, entries[index][0]), value)
                     report.written += 1
                 if progress:
                     progress.update()

@@ -25,8 +25,9 @@ files it can still decode ("Corrupt JPEG data: N extraneous bytes before marker"
 they did from convert_imageset.
 
 OpenCV runs single-threaded here: data jobs already run one process per core, and OpenCV's thread
-pool does not survive the fork that starts a loader worker.  JPEG encoding (`encode_jpeg`) and
-reading a size from the header (`image_size`) use Pillow.
+pool does not survive the fork that starts a loader worker.  Encoding is OpenCV's `imencode`, as
+convert_imageset's (its JPEGs are byte for byte Pillow's at the same quality: one libjpeg-turbo);
+reading a size from the header (`image_size`) uses Pillow.
 
 All arrays here are HWC (C = 3 in BGR order, or C = 1 for grey), uint8, as a `cv::Mat` holds them.
 """
@@ -195,15 +196,23 @@ def read_image(path: str | os.PathLike[str], color: bool = True) -> np.ndarray:
     return decode_image(data, color, name=str(path))
 
 
+def encode_image(image: np.ndarray, extension: str, params: tuple[int, ...] = ()) -> bytes:
+    """`cv::imencode("." + extension, image)`: what convert_imageset stores for an encoded record
+    it re-encodes (OpenCV's defaults: JPEG quality 95, PNG compression 1).  An extension OpenCV
+    cannot write is an error."""
+    try:
+        ok, buffer = cv2.imencode(f".{extension}", image, list(params))
+    except cv2.error as err:
+        raise ReplicateError(f"OpenCV {cv2.__version__} cannot encode an image as .{extension} "
+                             f"({getattr(err, 'err', '') or 'no encoder'})") from None
+    if not ok:
+        raise ReplicateError(f"OpenCV {cv2.__version__} could not encode an image as .{extension}")
+    return buffer.tobytes()
+
+
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
-    """Encode an HWC BGR/grey uint8 image as JPEG, like `cv::imencode(".jpg")` (quality 95)."""
-    if image.shape[2] == 3:
-        pil = Image.fromarray(np.ascontiguousarray(image[:, :, ::-1]), "RGB")
-    else:
-        pil = Image.fromarray(image[:, :, 0], "L")
-    out = io.BytesIO()
-    pil.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
+    """Encode an HWC BGR/grey uint8 image as JPEG with `cv::imencode(".jpg")` at `quality`."""
+    return encode_image(image, "jpg", (cv2.IMWRITE_JPEG_QUALITY, quality))
 
 
 def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -102,11 +102,14 @@ def make_key(index: int, name: str) -> bytes:
 
 
 def array_datum(image: np.ndarray, label: int) -> caffe_pb2.Datum:
-    """A raw Datum from a CHW uint8 array (channels in the order stored, BGR for colour)."""
+    """A raw Datum from a CHW uint8 array (channels in the order stored, BGR for colour), with
+    `encoded: false` written out as Caffe's CVMatToDatum writes it: the record's bytes are
+    convert_imageset's."""
     if image.dtype != np.uint8 or image.ndim != 3:
         raise ValueError(f"a raw Datum holds CHW uint8 pixels, not {image.dtype} {image.shape}")
     c, h, w = image.shape
-    return caffe_pb2.Datum(channels=c, height=h, width=w, data=image.tobytes(), label=int(label))
+    return caffe_pb2.Datum(channels=c, height=h, width=w, data=image.tobytes(), label=int(label),
+                           encoded=False)
 
 
 def encoded_datum(data: bytes, label: int) -> caffe_pb2.Datum:
