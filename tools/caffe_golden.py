@@ -7,13 +7,15 @@ zero.  This script reruns the same nets (same case names, same `arrays.npz` / `m
 and new random values, so Caffe's own Backward of every layer is what the engine is checked
 against.  It also adds a few cases for Caffe's tie and kink rules (`EXTRA_CASES`).
 
-It imports pycaffe, so it never runs in CI; its output is committed.
+It imports pycaffe, so it never runs in CI; its output is committed.  Rewritten with BVLC master
+9b89154 itself on 2026-12-07 (docs/fidelity.md, "Which Caffe"): the same bytes but for Accuracy's
+tie rule, which master changed, and float noise of 1e-7.
 
 How pycaffe was built (CPU only, outside the repo, Debian 12, gcc 12, protobuf 3.21):
   apt-get install libboost-python-dev libboost-thread-dev libboost-system-dev
       libboost-filesystem-dev libboost-regex-dev libgoogle-glog-dev libgflags-dev
       libprotobuf-dev protobuf-compiler libopenblas-dev libhdf5-dev
-  pip download --no-deps brocolli-caffe==9.0.2     # BVLC Caffe 9b89154 packaged with CMake
+  pip download --no-deps brocolli-caffe==9.0.2     # says BVLC 9b89154; is an older SSD fork of it
   tar xzf brocolli-caffe-9.0.2.tar.gz -C /work/caffe-src   # its setup.py wants conda: use CMake
   python3 -m venv /work/caffe-venv
   /work/caffe-venv/bin/pip install "numpy<2" protobuf==4.21.12 scipy scikit-image six
@@ -52,6 +54,7 @@ import numpy as np
 
 import caffe
 import caffe_goldens  # tools/caffe_goldens.py: its cases are written by it, in both roots
+import caffe_readers  # tools/caffe_readers.py: its cases live in the original root only
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
@@ -61,6 +64,7 @@ BASE_SEED = 7_000_000
 
 #: Cases of the original root that are not forward/backward cases of one small net.
 NOT_LAYER_CASES = ("solver_", "data_", "legacy", "caffemodel_v1", "caffenet_full")
+READER_CASES = set(caffe_readers.CASES) | set(caffe_readers.MEMORY_CASES) | set(caffe_readers.REFUSED_CASES)
 
 #: Input scale per case where a plain standard normal would not exercise the layer (LRN with
 #: CaffeNet's tiny alpha needs CaffeNet-sized activations to normalise at all; losses want
@@ -409,7 +413,7 @@ def main() -> None:
         return
     for case in sorted(p.parent for p in args.src.glob("*/meta.json")):
         name = case.name
-        if name.startswith(NOT_LAYER_CASES) or name in caffe_goldens.CASES:
+        if name.startswith(NOT_LAYER_CASES) or name in caffe_goldens.CASES or name in READER_CASES:
             continue
         text = (case / "net.prototxt").read_text()
         backward = name not in FORWARD_ONLY

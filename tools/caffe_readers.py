@@ -29,8 +29,8 @@ after each update; meta.json `blob_loss_weights` as Caffe's Net has them.
 
 The committed cases were made with pycaffe built from brocolli-caffe 9.0.2's sdist (`pip download
 brocolli-caffe==9.0.2 --no-binary :all:`; it says it packages BVLC master 9b89154, but its
-sources lack master's PoolingParameter.round_mode, so not all of them are that commit's) on
-Debian 12: CMake,
+sources are an SSD fork of an older BVLC Caffe: docs/fidelity.md, "Which Caffe"; rewritten with
+master itself on 2026-12-07: the same bytes but memory_chain_in_place, 9e-8 relative) on Debian 12: CMake,
 CPU_ONLY, OpenBLAS, LMDB, Debian's python3 3.11 with python3-numpy and python3-protobuf (3.21).
 Its CMake files needed: Debian's serial hdf5 paths, USE_LMDB's define and -llmdb, the caffe
 library and tools switched back on (the test folder off), -lboost_python311 and no boost_regex;
