@@ -1,7 +1,6 @@
 """`data convert` (convert_imageset) and `data mean` (compute_image_mean) from the command line."""
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -11,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import pytest
 from PIL import Image
@@ -290,59 +288,6 @@ def test_a_signal_taken_by_another_thread_still_stops_a_conversion_waiting_on_a_
     helper.join()
     assert not freed.is_set(), "the conversion stopped only once its stalled worker was freed"
     assert not (images / "lmdb.partial").exists() and not out.exists()
-
-
-CONVERT_CASES = GOLDEN / "caffe" / "convert_imageset"
-
-
-def _records(db: Path) -> list[tuple[bytes, bytes]]:
-    with lmdb.open(str(db), readonly=True, lock=False) as env, env.begin() as txn:
-        return [(bytes(k), bytes(v)) for k, v in txn.cursor()]
-
-
-def _label_and_pixels(value: bytes) -> tuple[int, bytes]:
-    datum = caffe_pb2.Datum.FromString(value)
-    return datum.label, datum_array(datum, "record").tobytes()
-
-
-@pytest.mark.parametrize("case", sorted(p.name for p in CONVERT_CASES.iterdir()))
-def test_convert_and_mean_write_what_caffes_convert_imageset_and_compute_image_mean_wrote(case, tmp_path):
-    """Real Caffe's convert_imageset on a drawn image folder (tools/caffe_fuzz_convert.py --write):
-    ours writes the same records, bytes included where the fuzz found them equal (re-encoded PNGs
-    can differ in zlib's bytes, never in pixels), or refuses where Caffe aborted or wrote nothing;
-    our mean of Caffe's records is its compute_image_mean, byte for byte."""
-    folder = CONVERT_CASES / case
-    meta = json.loads((folder / "meta.json").read_text())
-    options = meta["options"]
-    argv = ["data", "convert", "--list", str(folder / "list.txt"), "--root", str(folder / "images"),
-            "--out", str(tmp_path / "db"), "--resize", *map(str, options["resize"]), "--workers", "1"]
-    argv += ["--gray"] * options["gray"] + ["--encoded"] * options["encoded"]
-    argv += ["--check-size"] * options["check_size"]
-    argv += ["--encode-type", options["encode_type"]] if options["encode_type"] else []
-    caffe = [(key.encode(), bytes.fromhex(value)) for key, value in meta["records"]]
-    rc = main(argv)
-    if meta["outcome"] == "both refused":
-        assert rc == 2 and not (tmp_path / "db").exists()
-    else:
-        assert rc == 0
-        ours = _records(tmp_path / "db")
-        assert [k for k, _ in ours] == [k for k, _ in caffe]
-        if meta["outcome"] == "equal":
-            assert ours == caffe
-        else:
-            assert meta["outcome"] == "same pixels"
-            assert [_label_and_pixels(v) for _, v in ours] == [_label_and_pixels(v) for _, v in caffe]
-    if meta["mean"] is None:
-        return
-    with lmdb.open(str(tmp_path / "caffe_db"), map_size=1 << 26) as env, env.begin(write=True) as txn:
-        for key, value in caffe:
-            txn.put(key, value)
-    rc = main(["data", "mean", str(tmp_path / "caffe_db"), "--out", str(tmp_path / "mean.binaryproto")])
-    if meta["mean"] == "mean equal":
-        assert rc == 0
-        assert (tmp_path / "mean.binaryproto").read_bytes() == (folder / "mean.binaryproto").read_bytes()
-    else:
-        assert meta["mean"] == "mean both refused" and rc == 2
 
 
 @pytest.mark.parametrize("line, error", [

@@ -12,7 +12,7 @@ mean of Caffe's LMDB is computed by both tools.
 
   # Caffe's tools built with OpenCV (tools/caffe_readers.py says how); no pycaffe needed
   .venv/bin/python tools/caffe_fuzz_convert.py <caffe>/build/tools 0 300
-  # a case kept as a golden (tests/golden/caffe/convert_imageset, tests/test_datastore_convert.py)
+  # a case kept as a golden (tests/golden/caffe/convert_imageset, tests/golden_checks/convert_imageset.py)
   .venv/bin/python tools/caffe_fuzz_convert.py <caffe>/build/tools SEED 1 --write DIR
 
 Outcomes per case: `equal` (the same records, bytes included), `same pixels` (the same keys,

@@ -131,8 +131,9 @@ EXTRA_CASES: dict[str, tuple[str, Inputs, str]] = {
         'layer { name: "acc1" type: "Accuracy" bottom: "data" bottom: "label" top: "acc1" }\n'
         'layer { name: "acc3" type: "Accuracy" bottom: "data" bottom: "label" top: "acc3" accuracy_param { top_k: 3 } }\n',
         _tied_scores,
-        "integer scores: Caffe's Accuracy counts every other class scoring >= the true class "
-        "against it. Forward only: Accuracy has no Backward (NOT_IMPLEMENTED aborts Caffe under "
+        "integer scores: this Caffe's Accuracy ranks (score, class) pairs with std::partial_sort, so "
+        "a tie goes to the higher class index, Caffe's rule from July 2014 to 2017 (BVLC master counts "
+        "every tie against the true class). Forward only: Accuracy has no Backward (NOT_IMPLEMENTED aborts Caffe under "
         "force_backward), so this net has no force_backward",
     ),
 }

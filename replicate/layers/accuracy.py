@@ -2,9 +2,11 @@
 
 Caffe ranks the classes with `std::partial_sort` of (score, class index) pairs under
 `std::greater`, and a sample is correct when its label is among the first k: ties in score go to
-the HIGHER class index.  That is the rule of the 2014 Caffe the paper ran and of the pycaffe the
-golden fixtures come from (BVLC's 2017 rewrite counts every tie against the true class instead;
-only nets with tied scores, e.g. a collapsed one, tell them apart).  An optional
+the HIGHER class index.  That is the rule of BVLC Caffe from July 2014 (commit 907c78a, top_k) to
+2017 and of the pycaffe the golden fixtures come from.  The spring-2014 Caffe the paper ran took
+the first maximum (a strict `>` scan: ties to the LOWER index); BVLC's 2017 rewrite counts every
+tie against the true class.  Only tied scores tell the three apart (a collapsed net's uniform
+outputs: with balanced classes, the first two give the same accuracy).  An optional
 second top holds the per-class accuracy.  The 2014 Caffe Accuracy also reported the mean -log
 probability of the true class; nets reproduce that with a MultinomialLogisticLoss layer on the
 same bottoms (see multinomial_logistic_loss.py).

@@ -25,7 +25,7 @@ from replicate.net.compile import CompiledNet
 from replicate.net.weights import copy_trained_layers
 from replicate.proto import caffe_pb2
 
-_OTHER_FAMILIES = ("solver_", "data_", "loss_reader_", "memory_", "refused_")
+_OTHER_FAMILIES = ("solver_", "data_", "loss_reader_", "memory_", "refused_", "convert_imageset/")
 _SPECIAL = {"caffenet_full", "caffemodel_v1"}
 
 
