@@ -20,8 +20,9 @@ need a look, each printed with its seed: `differ`, `refused by us` (Caffe upgrad
 ReplicateError).  `--keep DIR` writes every case that needs a look (input, Caffe's output and
 log, ours) for reading.
 
-Known build difference, left out of the draw: BVLC master gives a 3-param BatchNorm lr_mult and
-decay_mult 0 (ours does too), the brocolli build clears its params.
+BatchNorm layers with 3 `param` blocks (UpgradeNetBatchNorm) are drawn too: BVLC master sets
+their lr_mult and decay_mult to 0, as ours does; the older brocolli-caffe 9.0.2 fork clears them,
+so against that build they show as `differ`.
 """
 
 from __future__ import annotations
@@ -223,9 +224,12 @@ def current_net(rng: random.Random) -> caffe_pb2.NetParameter:
         net.input_dim.extend([1, 3, 4, 4])
         blobs.append("data")
     for i in range(rng.randint(1, 4)):
-        layer = net.layer.add(name=f"l{i}", type=rng.choice(["ReLU", "Convolution", "Pooling"]))
+        layer = net.layer.add(name=f"l{i}", type=rng.choice(["ReLU", "Convolution", "Pooling", "BatchNorm"]))
         wire(rng, layer, blobs, f"l{i}")
-        if rng.random() < 0.3:
+        if layer.type == "BatchNorm" and rng.random() < 0.5:
+            for _ in range(3):  # the 3-param form that UpgradeNetBatchNorm rewrites
+                layer.param.add(lr_mult=rng.choice([0.0, 1.0, 2.0]), decay_mult=rng.choice([0.0, 1.0]))
+        elif rng.random() < 0.3:
             fill(rng, layer, fields=["param"])
     return net
 
