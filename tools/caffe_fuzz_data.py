@@ -1,12 +1,13 @@
-"""Random Data layers over random LMDBs of raw Datums, run by real Caffe and by our engine, and
-compared bit for bit: the measurement docs/fidelity.md quotes.
+"""Random Data layers over random LMDBs of raw or encoded Datums, run by real Caffe and by our
+engine, and compared bit for bit: the measurement docs/fidelity.md quotes.
 
 Each case draws 1-9 records (1, 2, 3 or 4 channels, 2-12 pixels a side; uint8 `data`, or
 `float_data`, or both), a transform_param (centre crop or none, a mean file, one or one-per-channel
 mean values, a scale, now and then both means, a crop larger than an image or a mean of another
 size), a batch size that may exceed the records (Caffe wraps around within a batch), one or two
 tops, the TEST phase or TRAIN without crop and mirror (Caffe's only deterministic TRAIN), and now
-and then records of several sizes.  Caffe's batches 1-3 are recorded; ours must give the same
+and then records of several sizes; now and then the records are PNG or JPEG files of the same
+pixels (Pillow's), decoded natively or with force_color/force_gray.  Caffe's batches 1-3 are recorded; ours must give the same
 shapes and the same bits, from the layer and from the GPU path's gather (on the CPU here).
 
   # with pycaffe (tools/caffe_readers.py says how it was built) and Debian's python3-lmdb; one
@@ -72,8 +73,16 @@ def draw(seed: int) -> dict:
     phase = rng.choice(["TEST", "TEST", "TRAIN"]) if not crop else "TEST"
     if rng.random() < 0.1:  # Caffe's are for encoded records; a raw one logs an error and ignores them
         transform[rng.choice(["force_color", "force_gray"])] = True
-    return {"seed": seed, "records": records, "transform": transform, "phase": phase,
+    case = {"seed": seed, "records": records, "transform": transform, "phase": phase,
             "batch_size": rng.choice([1, 2, 3, 4, 5, 7, 10]), "tops": rng.choice([1, 2, 2, 2])}
+    # Drawn last, so that the cases of earlier draws keep their seeds: encoded records (PNG or
+    # JPEG of the same pixels, decoded by Caffe's OpenCV), where the pixels can be an image.
+    formats = [f for f, allowed in (("png", (1, 3, 4)), ("jpg", (1, 3))) if channels in allowed]
+    if kind == "uint8" and formats and rng.random() < 0.4:
+        case["encoding"] = rng.choice(formats)
+        if rng.random() < 0.3:
+            transform[rng.choice(["force_color", "force_gray"])] = True
+    return case
 
 
 def net_text(case: dict) -> str:
@@ -94,6 +103,20 @@ def net_text(case: dict) -> str:
             f'  data_param {{ source: "lmdb" batch_size: {case["batch_size"]} backend: LMDB }} }}\n')
 
 
+def encoded(record: dict, encoding: str) -> bytes:
+    """The record's pixels (CHW) as a PNG or JPEG file, written with Pillow."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    hwc = np.array(record["data"], np.uint8).reshape(record["c"], record["h"], record["w"]).transpose(1, 2, 0)
+    image = Image.fromarray(hwc[:, :, 0] if record["c"] == 1 else hwc, {1: "L", 3: "RGB", 4: "RGBA"}[record["c"]])
+    out = io.BytesIO()
+    image.save(out, format="PNG" if encoding == "png" else "JPEG", quality=90)
+    return out.getvalue()
+
+
 def run_one(out: Path, seed: int) -> None:
     """The case's files, then Caffe's batches: LMDB keys in record order, the mean as a BlobProto
     with legacy dims (as compute_image_mean writes it)."""
@@ -110,7 +133,9 @@ def run_one(out: Path, seed: int) -> None:
     with env.begin(write=True) as txn:
         for i, record in enumerate(case["records"]):
             datum = caffe_pb2.Datum(channels=record["c"], height=record["h"], width=record["w"], label=record["label"])
-            if "data" in record:
+            if "encoding" in case:
+                datum = caffe_pb2.Datum(data=encoded(record, case["encoding"]), label=record["label"], encoded=True)
+            elif "data" in record:
                 datum.data = bytes(record["data"])
             datum.float_data.extend(record.get("float_data", []))
             txn.put(f"{i:08d}".encode(), datum.SerializeToString())
