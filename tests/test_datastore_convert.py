@@ -302,7 +302,7 @@ def test_labels_atoi_would_misread_are_refused(images, capsys, line, error):
 
 @pytest.mark.parametrize("extra, error", [
     (["--encoded", "--check-size"], "--check-size compares the sizes of raw records"),
-    (["--encode-type", "foo"], "format 'foo', which OpenCV"),
+    (["--encode-type", "foo"], "--encode-type foo: OpenCV"),
 ])
 def test_encodings_caffe_aborts_on_are_refused_before_writing(images, capsys, extra, error):
     assert convert(images, *extra) == 2

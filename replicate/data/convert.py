@@ -81,10 +81,14 @@ def check_encodings(names: Sequence[str], options: ConvertOptions) -> None:
     for name in names:
         first_name_of.setdefault(encoding_of(name, options), name)
     for encoding, name in first_name_of.items():
-        if not encoding or "/" in encoding or not cv2.haveImageWriter(f"x.{encoding}"):
-            what = f"format '{encoding}'" if encoding else "no extension"
-            raise ReplicateError(f"{name}: {what}, which OpenCV {cv2.__version__} cannot encode; "
-                                 "give --encode-type (jpg, png, ...)")
+        if encoding and "/" not in encoding and cv2.haveImageWriter(f"x.{encoding}"):
+            continue
+        if options.encode_type:
+            raise ReplicateError(f"--encode-type {options.encode_type}: OpenCV {cv2.__version__} has no "
+                                 "encoder for it (jpg, png, bmp, ...)")
+        what = f"format '{encoding}'" if encoding else "no extension"
+        raise ReplicateError(f"{name}: {what}, which OpenCV {cv2.__version__} cannot encode; "
+                             "give --encode-type (jpg, png, ...)")
 
 
 def _record(job: tuple[int, str, int, ConvertOptions]) -> tuple[int, bytes | None, str, tuple[int, ...]]:

@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "when not resized)")
     parser.add_argument("--encode-type", default="", metavar="TYPE",
                         help="store every image encoded as TYPE (jpg, png, bmp, ...); implies --encoded")
-    parser.add_argument("--gray", action="store_true", help="store grey images (1 channel)")
+    parser.add_argument("--gray", action="store_true",
+                        help="read images as grey (1 channel); with --encoded and no resize a file is "
+                             "stored as it is, as convert_imageset does")
     parser.add_argument("--workers", type=int, default=available_cpus(),
                         help="decoding processes (default: one per CPU this process may use)")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
