@@ -182,6 +182,10 @@ def test_image_data_errors(image_list):
         build(image_data(image_list))
     with pytest.raises(ReplicateError, match="new_height and new_width must be set together"):
         build(image_data(image_list, "new_height: 8"))
+    # Caffe's ImageData has exactly two tops ("ExactNumTopBlobs() == top.size() (2 vs. 1)", found by
+    # tools/caffe_fuzz_data.py against BVLC master); Data takes one or two.
+    with pytest.raises(ReplicateError, match="has exactly 2 tops \\(data, label\\), as Caffe's ImageData, not 1"):
+        build(image_data(image_list).replace(' top: "label"', ""))
     # A record that cannot be decoded, met in a later batch, is named with its layer.
     (image_list / "imgs" / "bad.png").write_bytes(b"\x89PNG not really")
     (image_list / "list.txt").write_text("p 0.png 0\nbad.png 1\n")

@@ -7,7 +7,9 @@ mean values, a scale, now and then both means, a crop larger than an image or a 
 size), a batch size that may exceed the records (Caffe wraps around within a batch), one or two
 tops, the TEST phase or TRAIN without crop and mirror (Caffe's only deterministic TRAIN), and now
 and then records of several sizes; now and then the records are PNG or JPEG files of the same
-pixels (Pillow's), decoded natively or with force_color/force_gray.  Caffe's batches 1-3 are recorded; ours must give the same
+pixels (Pillow's), decoded natively or with force_color/force_gray, and some of those are read
+by an ImageData layer from a list of the files instead (a root folder, names with a space and a
+subfolder, new_height/new_width or none, is_color).  Caffe's batches 1-3 are recorded; ours must give the same
 shapes and the same bits, from the layer and from the GPU path's gather (on the CPU here).
 
   # with pycaffe (tools/caffe_readers.py says how it was built) and Debian's python3-lmdb; one
@@ -82,6 +84,9 @@ def draw(seed: int) -> dict:
         case["encoding"] = rng.choice(formats)
         if rng.random() < 0.3:
             transform[rng.choice(["force_color", "force_gray"])] = True
+        if rng.random() < 0.4:  # the same files read by an ImageData layer from a list instead
+            size = (0, 0) if rng.random() < 0.4 else (rng.randint(1, 14), rng.randint(1, 14))
+            case["image_data"] = {"new_height": size[0], "new_width": size[1], "is_color": rng.random() < 0.7}
     return case
 
 
@@ -97,10 +102,17 @@ def net_text(case: dict) -> str:
         else:
             lines.append(f"{key}: {value}")
     tops = ' top: "label"' if case["tops"] == 2 else ""
+    if "image_data" in case:
+        image = case["image_data"]
+        source = (f'image_data_param {{ source: "list.txt" root_folder: "images/" batch_size: {case["batch_size"]} '
+                  f'new_height: {image["new_height"]} new_width: {image["new_width"]} '
+                  f'is_color: {str(image["is_color"]).lower()} }}')
+    else:
+        source = f'data_param {{ source: "lmdb" batch_size: {case["batch_size"]} backend: LMDB }}'
     return (f'name: "data{case["seed"]:05d}"\n'
-            f'layer {{ name: "data" type: "Data" top: "data"{tops}\n'
+            f'layer {{ name: "data" type: "{"ImageData" if "image_data" in case else "Data"}" top: "data"{tops}\n'
             f'  transform_param {{ {" ".join(lines)} }}\n'
-            f'  data_param {{ source: "lmdb" batch_size: {case["batch_size"]} backend: LMDB }} }}\n')
+            f'  {source} }}\n')
 
 
 def encoded(record: dict, encoding: str) -> bytes:
@@ -140,6 +152,12 @@ def run_one(out: Path, seed: int) -> None:
             datum.float_data.extend(record.get("float_data", []))
             txn.put(f"{i:08d}".encode(), datum.SerializeToString())
     env.close()
+    if "image_data" in case:  # the records' files, named as a list with a space and a subfolder
+        names = [f"{'sub/' if i % 2 else ''}img {i}.{case['encoding']}" for i in range(len(case["records"]))]
+        for name, record in zip(names, case["records"]):
+            (folder / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / "images" / name).write_bytes(encoded(record, case["encoding"]))
+        (folder / "list.txt").write_text("".join(f"{n} {r['label']}\n" for n, r in zip(names, case["records"])))
     if "mean_file" in case["transform"]:
         n, c, h, w = case["transform"]["mean_file"]["shape"]
         blob = caffe_pb2.BlobProto(num=n, channels=c, height=h, width=w)
@@ -171,7 +189,11 @@ def ours(folder: Path) -> list[dict] | str:
 
     meta = json.loads((folder / "meta.json").read_text())
     (param,) = read_net_text(folder / "net.prototxt").layer
-    param.data_param.source = str(folder / param.data_param.source)
+    if param.type == "ImageData":
+        param.image_data_param.source = str(folder / param.image_data_param.source)
+        param.image_data_param.root_folder = f"{folder}/{param.image_data_param.root_folder}"
+    else:
+        param.data_param.source = str(folder / param.data_param.source)
     if param.transform_param.mean_file:
         param.transform_param.mean_file = str(folder / param.transform_param.mean_file)
     batches = []

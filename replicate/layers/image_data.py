@@ -26,6 +26,8 @@ class ImageData(BatchLayer):
         super().__init__(param, phase, bottom_shapes)
         ip = param.image_data_param
         self._check_upgraded(ip)
+        if len(param.top) != 2:  # Caffe's ImageDataLayer: ExactNumTopBlobs 2, where Data takes 1 or 2
+            raise self.error(f"has exactly 2 tops (data, label), as Caffe's ImageData, not {len(param.top)}")
         if not ip.source:
             raise self.error("image_data_param.source is not set")
         if (ip.new_height > 0) != (ip.new_width > 0):
