@@ -21,6 +21,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import caffe
@@ -44,6 +45,28 @@ def fraction(ours: np.ndarray, stored: np.ndarray, tolerance: float) -> float:
     return float(err.max() / (tolerance * scale))
 
 
+#: An arrays.npz group: where Caffe holds its value (a blob, or a parameter `layer/i`), which half,
+#: and the suite's tolerance for it.
+GROUPS = {"out": ("blob", "data", 1e-5), "after": ("param", "data", 1e-5),
+          "diff": ("blob", "diff", 1e-4), "pdiff": ("param", "diff", 1e-4)}
+
+
+def _compared(net: caffe.Net, arrays: dict[str, np.ndarray],
+              groups: tuple[str, ...]) -> Iterator[tuple[str, np.ndarray, np.ndarray, float]]:
+    """(key, this Caffe's value, the stored one, tolerance) for each stored array of `groups`."""
+    for key, stored in arrays.items():
+        group, _, name = key.partition("/")
+        if group not in groups:
+            continue
+        where, half, tolerance = GROUPS[group]
+        if where == "blob":
+            blob = net.blobs[name]
+        else:
+            layer, _, i = name.rpartition("/")
+            blob = net.params[layer][int(i)]
+        yield key, getattr(blob, half).copy(), stored, tolerance
+
+
 def replay_layer_case(case: Path) -> tuple[float, str, bool]:
     """(worst fraction of tolerance, where, every array bit-identical) for one layer case."""
     arrays = dict(np.load(case / "arrays.npz"))
@@ -60,26 +83,13 @@ def replay_layer_case(case: Path) -> tuple[float, str, bool]:
         if key.startswith("in/"):
             net.blobs[key[3:]].data[...] = value
     net.forward()
-    results: list[tuple[str, np.ndarray, np.ndarray, float]] = []
-    for key, stored in arrays.items():
-        group, _, name = key.partition("/")
-        if group == "out":
-            results.append((key, net.blobs[name].data, stored, 1e-5))
-        elif group == "after":
-            layer, _, i = name.rpartition("/")
-            results.append((key, net.params[layer][int(i)].data, stored, 1e-5))
+    results = list(_compared(net, arrays, ("out", "after")))
     if any(k.startswith(("diff/", "pdiff/")) for k in arrays):
         for key, value in arrays.items():
             if key.startswith("topdiff/"):
                 net.blobs[key[8:]].diff[...] = value
         net.backward()
-        for key, stored in arrays.items():
-            group, _, name = key.partition("/")
-            if group == "diff":
-                results.append((key, net.blobs[name].diff, stored, 1e-4))
-            elif group == "pdiff":
-                layer, _, i = name.rpartition("/")
-                results.append((key, net.params[layer][int(i)].diff, stored, 1e-4))
+        results += _compared(net, arrays, ("diff", "pdiff"))
     worst = max(((fraction(o, s, t), k) for k, o, s, t in results), default=(0.0, ""))
     identical = all(np.array_equal(o, s, equal_nan=True) for _, o, s, _ in results)
     return worst[0], worst[1], identical
