@@ -43,6 +43,11 @@ class ConvertOptions:
     color: bool = True
     check_size: bool = False
 
+    @property
+    def encodes(self) -> bool:
+        """Records are stored encoded: asked for, or implied by a format (as convert_imageset)."""
+        return self.encoded or bool(self.encode_type)
+
 
 @dataclass
 class ConvertReport:
@@ -71,11 +76,11 @@ def encoding_of(name: str, options: ConvertOptions) -> str:
 def check_encodings(names: Sequence[str], options: ConvertOptions) -> None:
     """Refuse, before any image is read, a format OpenCV cannot write or a name with none
     (convert_imageset aborts on the first such image, with the records before it written)."""
-    if options.check_size and (options.encoded or options.encode_type):
+    if options.check_size and options.encodes:
         raise ReplicateError("--check-size compares the sizes of raw records; convert_imageset "
                              "aborts at the second encoded one (it compares an encoded record's "
                              "byte count with 0): leave out one of the two")
-    if not (options.encoded or options.encode_type):
+    if not options.encodes:
         return
     first_name_of: dict[str, str] = {}
     for name in names:

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     options = ConvertOptions(
         root=args.root,
         resize=(height, width) if height else None,
-        encoded=args.encoded or bool(args.encode_type),
+        encoded=args.encoded,
         encode_type=args.encode_type,
         color=not args.gray,
         check_size=args.check_size,
